@@ -1,0 +1,250 @@
+//! The bundle file format, version 1: constants and the structures that are
+//! encoded. spec/bundle.md is the normative description; this file and the
+//! golden bundles under tests/data/ must agree with it.
+//!
+//! ```text
+//! magic     8 bytes   89 46 53 42 0D 0A 1A 0A  ("\x89FSB\r\n\x1a\n")
+//! version   u16 LE    1
+//! hlen      u32 LE    length of the header
+//! header    hlen bytes, MessagePack map (field names as keys)
+//! body      one zstd frame holding MessagePack values:
+//!             row*    (arrays, see RowWire)
+//!             nil     end marker
+//!             end     (array, see End)
+//! checksum  32 bytes  BLAKE3 of every byte before it
+//! ```
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::de::{self, SeqAccess, Visitor};
+use serde::{Deserialize, Deserializer, Serialize};
+
+use crate::colset::ColSet;
+use crate::seqset::SeqSet;
+use crate::site::SiteId;
+use crate::value::Value;
+
+/// The first eight bytes of every bundle. Like PNG's signature, the high byte
+/// catches 7-bit transfers and the CR LF / LF pair catches line-ending
+/// conversion by mail or FTP in text mode.
+pub const MAGIC: [u8; 8] = [0x89, b'F', b'S', b'B', b'\r', b'\n', 0x1a, b'\n'];
+
+/// The format version this build writes and reads.
+pub const FORMAT_VERSION: u16 = 1;
+
+/// Bytes before the header: magic, version, header length.
+pub const PREAMBLE_LEN: u64 = 8 + 2 + 4;
+
+/// Length of the trailing checksum.
+pub const CHECKSUM_LEN: u64 = 32;
+
+/// Largest header accepted.
+pub const MAX_HEADER_BYTES: u32 = 16 << 20;
+
+/// Largest single body record accepted, decompressed. SQLite's own limit on
+/// one value is 1 GB; this leaves room for a row holding one such value.
+pub const MAX_RECORD_BYTES: u64 = (1 << 30) + (16 << 20);
+
+/// Most elements a list inside a record may have (SQLite's column limit).
+pub const MAX_LIST: usize = 32_768;
+
+/// Most tables or origins a header may list.
+pub const MAX_HEADER_LIST: usize = 1 << 20;
+
+/// zstd level used for the body.
+pub const ZSTD_LEVEL: i32 = 3;
+
+/// An instance named in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SiteRef {
+    /// Its site id (16 bytes).
+    pub id: SiteId,
+    /// Its name.
+    pub name: String,
+}
+
+/// A table carried by a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableDef {
+    /// Table name.
+    pub name: String,
+    /// Key columns in primary-key order.
+    #[serde(deserialize_with = "de_strings")]
+    pub key: Vec<String>,
+    /// Non-key columns; `cells[i]` is bit `i + 1` in the records.
+    #[serde(deserialize_with = "de_strings")]
+    pub cells: Vec<String>,
+}
+
+/// Sequence numbers of one origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginSeqs {
+    /// Index into [`Header::origins`].
+    pub origin: u32,
+    /// The numbers.
+    pub seqs: SeqSet,
+}
+
+/// Everything before the body.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// Who wrote the bundle.
+    pub sender: SiteRef,
+    /// The sender's HLC when it wrote the bundle.
+    pub created: u64,
+    /// True for a full export (the whole state), false for a delta.
+    pub full: bool,
+    /// The peer name it was written for (informative; any instance may import it).
+    pub recipient: Option<String>,
+    /// Every instance referred to by `covers`, `seen` and the records.
+    #[serde(deserialize_with = "de_header_list")]
+    pub origins: Vec<SiteRef>,
+    /// Tables the records refer to, by index.
+    #[serde(deserialize_with = "de_header_list")]
+    pub tables: Vec<TableDef>,
+    /// Per origin, the change numbers this bundle covers: every change in
+    /// these ranges that still wins a cell at the sender is in the body.
+    #[serde(deserialize_with = "de_header_list")]
+    pub covers: Vec<OriginSeqs>,
+    /// Per origin, every change number the sender has: an acknowledgement.
+    #[serde(deserialize_with = "de_header_list")]
+    pub seen: Vec<OriginSeqs>,
+}
+
+/// One version of a row in a record (absolute values).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRecord {
+    /// Index into [`Header::origins`].
+    pub origin: u32,
+    /// Sequence number at the origin.
+    pub seq: u64,
+    /// HLC.
+    pub hlc: u64,
+    /// Cells it holds (bit 0: the row itself).
+    pub cols: ColSet,
+}
+
+/// One row in a bundle: its key, causal length, the versions carried and the
+/// values of the cells they hold.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RowRecord {
+    /// Index into [`Header::tables`].
+    pub table: u32,
+    /// Key values in primary-key order.
+    pub key: Vec<Value>,
+    /// Causal length (odd: exists, even: deleted).
+    pub cl: u64,
+    /// Versions, with disjoint cell sets.
+    pub versions: Vec<VersionRecord>,
+    /// Values of the union of the versions' cells (sentinel excluded), in
+    /// ascending bit order.
+    pub values: Vec<Value>,
+}
+
+/// The record after the end marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct End {
+    /// Number of row records.
+    pub rows: u64,
+    /// Number of versions in them.
+    pub versions: u64,
+    /// Row records per table index.
+    #[serde(deserialize_with = "de_header_list")]
+    pub per_table: Vec<u64>,
+}
+
+/// A version as written: sequence number and clock are differences from the
+/// previous version in the body (zero before the first), which keeps them to
+/// a byte or two and lets zstd do the rest.
+#[derive(Debug, Serialize)]
+pub(crate) struct VersionWireRef<'a> {
+    pub origin: u32,
+    pub dseq: i64,
+    pub dhlc: i64,
+    pub cols: &'a ColSet,
+}
+
+/// A row as written.
+#[derive(Debug, Serialize)]
+pub(crate) struct RowWireRef<'a> {
+    pub table: u32,
+    pub key: &'a [Value],
+    pub cl: u64,
+    pub versions: Vec<VersionWireRef<'a>>,
+    pub values: &'a [Value],
+}
+
+/// A version as read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct VersionWire {
+    pub origin: u32,
+    pub dseq: i64,
+    pub dhlc: i64,
+    pub cols: ColSet,
+}
+
+/// A row as read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct RowWire {
+    pub table: u32,
+    #[serde(deserialize_with = "de_values")]
+    pub key: Vec<Value>,
+    pub cl: u64,
+    #[serde(deserialize_with = "de_versions")]
+    pub versions: Vec<VersionWire>,
+    #[serde(deserialize_with = "de_values")]
+    pub values: Vec<Value>,
+}
+
+/// Deserialize a list of at most `max` elements, so a corrupt length prefix
+/// cannot make the reader allocate without bound.
+struct BoundedVec<T> {
+    max: usize,
+    _t: PhantomData<T>,
+}
+
+impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedVec<T> {
+    type Value = Vec<T>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "a list of at most {} elements", self.max)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
+        let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(x) = seq.next_element()? {
+            if out.len() == self.max {
+                return Err(de::Error::invalid_length(self.max + 1, &self));
+            }
+            out.push(x);
+        }
+        Ok(out)
+    }
+}
+
+fn bounded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+    max: usize,
+) -> Result<Vec<T>, D::Error> {
+    d.deserialize_seq(BoundedVec {
+        max,
+        _t: PhantomData,
+    })
+}
+
+fn de_values<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Value>, D::Error> {
+    bounded(d, MAX_LIST)
+}
+
+fn de_versions<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<VersionWire>, D::Error> {
+    bounded(d, MAX_LIST)
+}
+
+fn de_strings<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    bounded(d, MAX_LIST)
+}
+
+fn de_header_list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    bounded(d, MAX_HEADER_LIST)
+}

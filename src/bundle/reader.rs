@@ -1,0 +1,330 @@
+//! Reading a bundle: checking it whole before anything is applied, then
+//! streaming its records one at a time.
+//!
+//! [`verify`] reads the file once and compares the checksum, so a damaged or
+//! incomplete file is refused before the database is touched. [`BundleReader`]
+//! then decodes records one by one, hashing again as it goes, and
+//! [`BundleReader::finish`] checks the end record and the checksum once more,
+//! so a file that changed between the two passes is caught before commit.
+//! Every length read from the file is bounded before memory is allocated.
+
+use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
+
+use crate::bundle::format::{
+    CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC, MAX_HEADER_BYTES, MAX_RECORD_BYTES,
+    PREAMBLE_LEN, RowRecord, RowWire, VersionRecord,
+};
+use crate::error::BundleError;
+
+/// A reader that hashes everything read through it.
+struct HashReader<R: Read> {
+    inner: R,
+    hasher: blake3::Hasher,
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Read the preamble: check magic and version, return the header length.
+fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<u32, BundleError> {
+    let mut magic = [0u8; 8];
+    read_exact_or_truncated(r, &mut magic)?;
+    if magic != MAGIC {
+        if magic[..4] == MAGIC[..4] {
+            return Err(BundleError::LineEndingsMangled);
+        }
+        return Err(BundleError::NotABundle);
+    }
+    let mut version = [0u8; 2];
+    read_exact_or_truncated(r, &mut version)?;
+    let version = u16::from_le_bytes(version);
+    if version != FORMAT_VERSION {
+        if version > FORMAT_VERSION {
+            return Err(BundleError::NewerFormat {
+                found: version,
+                supported: FORMAT_VERSION,
+            });
+        }
+        return Err(BundleError::Malformed {
+            detail: format!("unknown format version {version}"),
+        });
+    }
+    let mut hlen = [0u8; 4];
+    read_exact_or_truncated(r, &mut hlen)?;
+    let hlen = u32::from_le_bytes(hlen);
+    if hlen > MAX_HEADER_BYTES {
+        return Err(BundleError::Malformed {
+            detail: format!("header length {hlen} is over the limit"),
+        });
+    }
+    if PREAMBLE_LEN + u64::from(hlen) + CHECKSUM_LEN > file_len {
+        return Err(BundleError::Truncated);
+    }
+    Ok(hlen)
+}
+
+fn read_exact_or_truncated<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), BundleError> {
+    r.read_exact(buf).map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => BundleError::Truncated,
+        _ => BundleError::Io(e),
+    })
+}
+
+fn file_len<R: Seek>(r: &mut R) -> Result<u64, BundleError> {
+    let len = r.seek(SeekFrom::End(0))?;
+    r.seek(SeekFrom::Start(0))?;
+    Ok(len)
+}
+
+/// Check a bundle's signature, version and checksum, reading it once from
+/// the start. Leaves the reader at the start.
+pub fn verify<R: Read + Seek>(r: &mut R) -> Result<(), BundleError> {
+    let len = file_len(r)?;
+    if len < PREAMBLE_LEN + CHECKSUM_LEN {
+        // Say "not a bundle" rather than "truncated" for a short unrelated file.
+        let mut head = vec![0u8; len.min(8) as usize];
+        r.read_exact(&mut head)?;
+        r.seek(SeekFrom::Start(0))?;
+        if head.len() < 4 || head[..4] != MAGIC[..4] {
+            return Err(BundleError::NotABundle);
+        }
+        return Err(BundleError::Truncated);
+    }
+    let mut hr = HashReader {
+        inner: r.by_ref().take(len - CHECKSUM_LEN),
+        hasher: blake3::Hasher::new(),
+    };
+    read_preamble(&mut hr, len)?;
+    io::copy(&mut hr, &mut io::sink())?;
+    let computed = hr.hasher.finalize();
+    let mut stored = [0u8; 32];
+    read_exact_or_truncated(r, &mut stored)?;
+    r.seek(SeekFrom::Start(0))?;
+    if computed.as_bytes() != &stored {
+        return Err(BundleError::ChecksumMismatch);
+    }
+    Ok(())
+}
+
+/// Read only the header (no checksum check): for `inspect` of a damaged file.
+pub fn read_header_only<R: Read + Seek>(r: &mut R) -> Result<Header, BundleError> {
+    let len = file_len(r)?;
+    let hlen = read_preamble(r, len)?;
+    let header = decode_header(r, hlen);
+    r.seek(SeekFrom::Start(0))?;
+    header
+}
+
+fn decode_header<R: Read>(r: &mut R, hlen: u32) -> Result<Header, BundleError> {
+    let mut bytes = Vec::new();
+    r.take(u64::from(hlen)).read_to_end(&mut bytes)?;
+    if bytes.len() != hlen as usize {
+        return Err(BundleError::Truncated);
+    }
+    rmp_serde::from_slice(&bytes).map_err(|e| BundleError::Malformed {
+        detail: format!("header: {e}"),
+    })
+}
+
+type Body<R> = BufReader<zstd::stream::read::Decoder<'static, BufReader<Take<HashReader<R>>>>>;
+
+/// A reader that fails once a record has used up its byte budget.
+struct Budget<'a, R: Read> {
+    inner: &'a mut R,
+    left: u64,
+}
+
+impl<R: Read> Read for Budget<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.left == 0 {
+            return Err(io::Error::other("a record is larger than the limit"));
+        }
+        let cap = buf.len().min(self.left.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..cap])?;
+        self.left -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Streams the records of one bundle.
+pub struct BundleReader<R: Read> {
+    header: Header,
+    body: Option<Body<R>>,
+    end: Option<End>,
+    prev_seq: u64,
+    prev_hlc: u64,
+    rows: u64,
+    versions: u64,
+    per_table: Vec<u64>,
+    record_limit: u64,
+}
+
+impl<R: Read + Seek> BundleReader<R> {
+    /// Open a bundle positioned at its start: read preamble and header.
+    /// Call [`verify`] first; this does not check the checksum until
+    /// [`finish`](Self::finish).
+    pub fn open(mut r: R) -> Result<Self, BundleError> {
+        let len = file_len(&mut r)?;
+        let mut hr = HashReader {
+            inner: r,
+            hasher: blake3::Hasher::new(),
+        };
+        let hlen = read_preamble(&mut hr, len)?;
+        let header = decode_header(&mut hr, hlen)?;
+        let body_len = len - PREAMBLE_LEN - u64::from(hlen) - CHECKSUM_LEN;
+        let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(hr.take(body_len)))?
+            .single_frame();
+        let per_table = vec![0; header.tables.len()];
+        Ok(BundleReader {
+            header,
+            body: Some(BufReader::new(decoder)),
+            end: None,
+            prev_seq: 0,
+            prev_hlc: 0,
+            rows: 0,
+            versions: 0,
+            per_table,
+            record_limit: MAX_RECORD_BYTES,
+        })
+    }
+}
+
+impl<R: Read> BundleReader<R> {
+    /// The header.
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Lower the per-record size limit (the fuzzers use this).
+    pub fn set_record_limit(&mut self, bytes: u64) {
+        self.record_limit = bytes;
+    }
+
+    /// The next row record, or `None` after the last one.
+    pub fn next_row(&mut self) -> Result<Option<RowRecord>, BundleError> {
+        if self.end.is_some() {
+            return Ok(None);
+        }
+        let Some(body) = self.body.as_mut() else {
+            return Ok(None);
+        };
+        let first = match body.fill_buf() {
+            Ok([]) => {
+                return Err(BundleError::Malformed {
+                    detail: "the body ends without an end record".into(),
+                });
+            }
+            Ok(buf) => buf[0],
+            Err(e) => return Err(body_error(e)),
+        };
+        let limit = self.record_limit;
+        if first == 0xc0 {
+            body.consume(1);
+            let end: End = rmp_serde::decode::from_read(Budget {
+                inner: body,
+                left: limit,
+            })
+            .map_err(decode_error)?;
+            self.end = Some(end);
+            return Ok(None);
+        }
+        let wire: RowWire = rmp_serde::decode::from_read(Budget {
+            inner: body,
+            left: limit,
+        })
+        .map_err(decode_error)?;
+        let mut versions = Vec::with_capacity(wire.versions.len());
+        for v in wire.versions {
+            let seq = self.prev_seq.wrapping_add(v.dseq as u64);
+            let hlc = self.prev_hlc.wrapping_add(v.dhlc as u64);
+            self.prev_seq = seq;
+            self.prev_hlc = hlc;
+            versions.push(VersionRecord {
+                origin: v.origin,
+                seq,
+                hlc,
+                cols: v.cols,
+            });
+        }
+        self.rows += 1;
+        self.versions += versions.len() as u64;
+        match self.per_table.get_mut(wire.table as usize) {
+            Some(n) => *n += 1,
+            None => {
+                return Err(BundleError::Malformed {
+                    detail: format!(
+                        "a record refers to table #{} but the header lists {}",
+                        wire.table,
+                        self.per_table.len()
+                    ),
+                });
+            }
+        }
+        Ok(Some(RowRecord {
+            table: wire.table,
+            key: wire.key,
+            cl: wire.cl,
+            versions,
+            values: wire.values,
+        }))
+    }
+
+    /// After the last record: check the end record, that nothing follows it,
+    /// and the checksum. Returns the per-table counts.
+    pub fn finish(mut self) -> Result<End, BundleError> {
+        while self.next_row()?.is_some() {}
+        let end = self.end.take().ok_or_else(|| BundleError::Malformed {
+            detail: "no end record".into(),
+        })?;
+        if end.rows != self.rows || end.versions != self.versions || end.per_table != self.per_table
+        {
+            return Err(BundleError::Malformed {
+                detail: "the end record does not match the records".into(),
+            });
+        }
+        let Some(mut body) = self.body.take() else {
+            return Err(BundleError::Malformed {
+                detail: "no body".into(),
+            });
+        };
+        let mut rest = [0u8; 1];
+        if body.read(&mut rest).map_err(body_error)? != 0 {
+            return Err(BundleError::Malformed {
+                detail: "data after the end record".into(),
+            });
+        }
+        let mut compressed = body.into_inner().finish();
+        let mut tail = Vec::new();
+        compressed.read_to_end(&mut tail)?;
+        if !tail.is_empty() {
+            return Err(BundleError::Malformed {
+                detail: "data after the compressed body".into(),
+            });
+        }
+        let mut hr = compressed.into_inner().into_inner();
+        let computed = hr.hasher.finalize();
+        let mut stored = [0u8; 32];
+        read_exact_or_truncated(&mut hr.inner, &mut stored)?;
+        if computed.as_bytes() != &stored {
+            return Err(BundleError::ChecksumMismatch);
+        }
+        Ok(end)
+    }
+}
+
+fn body_error(e: io::Error) -> BundleError {
+    BundleError::Malformed {
+        detail: format!("compressed body: {e}"),
+    }
+}
+
+fn decode_error(e: rmp_serde::decode::Error) -> BundleError {
+    BundleError::Malformed {
+        detail: format!("record: {e}"),
+    }
+}

@@ -1,0 +1,310 @@
+//! Capture: the triggers that record every write the app makes to a tracked
+//! table, from any client.
+//!
+//! The triggers use only SQL built into SQLite 3.31+ (no functions of ours),
+//! so writes from the `sqlite3` shell, Python or PHP are captured without
+//! loading fieldsync. Each row change appends one row to `fieldsync_pending`:
+//! the table, the operation, the wall time (`julianday('now')`), the key, and
+//! for an UPDATE the bit set of the columns whose value actually changed
+//! (`OLD.c IS NOT NEW.c`), so an ORM that rewrites every column does not
+//! clobber a concurrent edit of another field. The HLC and sequence number
+//! are assigned later, off the app's write path, by [`crate::stamp`].
+//! spec/capture.md records the design and what it costs.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, TrackError};
+use crate::schema::{app_tables, check_trackable, quote_ident, table_shape};
+use crate::store::column_names;
+use crate::tracked::{Catalog, TrackedTable};
+
+/// Operation codes in `fieldsync_pending.op`.
+pub mod op {
+    /// A row was inserted (or replaced).
+    pub const INSERT: i64 = 1;
+    /// Some cells of a row changed.
+    pub const UPDATE: i64 = 2;
+    /// A row was deleted.
+    pub const DELETE: i64 = 3;
+}
+
+/// What `track` did.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct TrackReport {
+    /// Tables tracked by this call.
+    pub tracked: Vec<String>,
+    /// Tables that were already tracked (their triggers were refreshed).
+    pub already: Vec<String>,
+    /// Columns that started being followed on already tracked tables.
+    pub new_columns: Vec<String>,
+    /// Tables `--all` left out, with the reason.
+    pub skipped: Vec<(String, String)>,
+    /// Existing rows recorded so they export too.
+    pub existing_rows: u64,
+}
+
+/// Which tables to track.
+#[derive(Debug, Clone)]
+pub enum Selection {
+    /// These tables; any that cannot be tracked is an error.
+    Named(Vec<String>),
+    /// Every app table that can be tracked; others are skipped and reported.
+    All,
+}
+
+/// Track tables: record them in the catalog, install triggers, and record
+/// the rows they already hold. Runs inside the caller's transaction.
+pub fn track(
+    conn: &Connection,
+    catalog: &mut Catalog,
+    selection: &Selection,
+) -> Result<TrackReport, Error> {
+    let mut report = TrackReport::default();
+    let names = match selection {
+        Selection::Named(names) if names.is_empty() => return Err(TrackError::NothingNamed.into()),
+        Selection::Named(names) => names.clone(),
+        Selection::All => app_tables(conn)?,
+    };
+    for name in names {
+        let shape = table_shape(conn, &name)?;
+        if let Err(e) = check_trackable(conn, &shape) {
+            match (selection, &e) {
+                (Selection::All, Error::Track(_)) => {
+                    report.skipped.push((shape.name.clone(), e.to_string()));
+                    continue;
+                }
+                _ => return Err(e),
+            }
+        }
+        let before = catalog.by_name(&shape.name).cloned();
+        let table = catalog.record(conn, &shape)?;
+        ensure_pending_columns(conn, &table)?;
+        install_triggers(conn, &table)?;
+        match before {
+            Some(old) => {
+                report.already.push(table.name.clone());
+                for c in table.cells.iter().skip(old.cells.len()) {
+                    report.new_columns.push(format!("{}.{}", table.name, c));
+                }
+            }
+            None => {
+                report.existing_rows += record_existing_rows(conn, &table)?;
+                report.tracked.push(table.name.clone());
+            }
+        }
+    }
+    Ok(report)
+}
+
+/// Number of 64-bit mask words a table needs (bit 0 is the sentinel).
+pub fn mask_words(table: &TrackedTable) -> usize {
+    (table.cells.len() + 1).div_ceil(64)
+}
+
+/// Add `k1..`, `m1..` columns to `fieldsync_pending` if this table needs more
+/// than it has.
+fn ensure_pending_columns(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
+    let existing = column_names(conn, "fieldsync_pending")?;
+    for i in 0..table.key.len() {
+        let col = format!("k{i}");
+        if !existing.contains(&col) {
+            conn.execute_batch(&format!("ALTER TABLE fieldsync_pending ADD COLUMN {col}"))?;
+        }
+    }
+    for i in 0..mask_words(table) {
+        let col = format!("m{i}");
+        if !existing.contains(&col) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE fieldsync_pending ADD COLUMN {col} INTEGER"
+            ))?;
+        }
+    }
+    Ok(())
+}
+
+/// The names of a table's four triggers.
+pub fn trigger_names(table: &TrackedTable) -> [String; 4] {
+    ["insert", "update", "rekey", "delete"].map(|what| format!("fieldsync_{}_{what}", table.name))
+}
+
+/// (Re)create a table's capture triggers.
+pub fn install_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
+    for name in trigger_names(table) {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)))?;
+    }
+    for sql in trigger_sql(table) {
+        conn.execute_batch(&sql)?;
+    }
+    Ok(())
+}
+
+/// Remove a table's capture triggers (the catalog keeps the table).
+pub fn remove_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
+    for name in trigger_names(table) {
+        conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)))?;
+    }
+    Ok(())
+}
+
+fn key_cols(table: &TrackedTable) -> String {
+    (0..table.key.len()).map(|i| format!(", k{i}")).collect()
+}
+
+fn key_vals(table: &TrackedTable, row: &str) -> String {
+    table
+        .key
+        .iter()
+        .map(|k| format!(", {row}.{}", quote_ident(k)))
+        .collect()
+}
+
+/// One pending row recording `op` for the key as seen in `row` (`NEW`/`OLD`).
+fn pending_insert(table: &TrackedTable, op: i64, row: &str) -> String {
+    format!(
+        "INSERT INTO fieldsync_pending(t, op, at{}) VALUES ({}, {op}, julianday('now'){});",
+        key_cols(table),
+        table.id,
+        key_vals(table, row)
+    )
+}
+
+/// The CREATE TRIGGER statements for a table.
+pub fn trigger_sql(table: &TrackedTable) -> Vec<String> {
+    let [ins, upd, rekey, del] = trigger_names(table).map(|n| quote_ident(&n));
+    let t = quote_ident(&table.name);
+    let mut out = vec![format!(
+        "CREATE TRIGGER {ins} AFTER INSERT ON {t} BEGIN {} END",
+        pending_insert(table, op::INSERT, "NEW")
+    )];
+    let key_same = table
+        .key
+        .iter()
+        .map(|k| format!("NEW.{0} IS OLD.{0}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" AND ");
+    let key_changed = table
+        .key
+        .iter()
+        .map(|k| format!("NEW.{0} IS NOT OLD.{0}", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    if !table.cells.is_empty() {
+        let words = mask_words(table);
+        let mut mask_cols = String::new();
+        let mut mask_vals = String::new();
+        for w in 0..words {
+            let terms: Vec<String> = table
+                .cells
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (i + 1, c))
+                .filter(|(bit, _)| bit / 64 == w)
+                .map(|(bit, c)| {
+                    format!(
+                        "((OLD.{0} IS NOT NEW.{0}) << {1})",
+                        quote_ident(c),
+                        bit % 64
+                    )
+                })
+                .collect();
+            mask_cols.push_str(&format!(", m{w}"));
+            mask_vals.push_str(", ");
+            mask_vals.push_str(&if terms.is_empty() {
+                "0".to_owned()
+            } else {
+                terms.join(" | ")
+            });
+        }
+        out.push(format!(
+            "CREATE TRIGGER {upd} AFTER UPDATE ON {t} WHEN {key_same} BEGIN \
+             INSERT INTO fieldsync_pending(t, op, at{}{mask_cols}) VALUES ({}, {}, julianday('now'){}{mask_vals}); END",
+            key_cols(table),
+            table.id,
+            op::UPDATE,
+            key_vals(table, "NEW"),
+        ));
+    }
+    let key_list = table
+        .key
+        .iter()
+        .map(|k| quote_ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    out.push(format!(
+        "CREATE TRIGGER {rekey} AFTER UPDATE OF {key_list} ON {t} WHEN {key_changed} BEGIN {} {} END",
+        pending_insert(table, op::DELETE, "OLD"),
+        pending_insert(table, op::INSERT, "NEW"),
+    ));
+    out.push(format!(
+        "CREATE TRIGGER {del} AFTER DELETE ON {t} BEGIN {} END",
+        pending_insert(table, op::DELETE, "OLD")
+    ));
+    out
+}
+
+/// Record every row a newly tracked table already holds as an insert.
+fn record_existing_rows(conn: &Connection, table: &TrackedTable) -> Result<u64, Error> {
+    let keys = table
+        .key
+        .iter()
+        .map(|k| format!(", {}", quote_ident(k)))
+        .collect::<String>();
+    let n = conn.execute(
+        &format!(
+            "INSERT INTO fieldsync_pending(t, op, at{}) SELECT {}, {}, julianday('now'){keys} FROM {}",
+            key_cols(table),
+            table.id,
+            op::INSERT,
+            quote_ident(&table.name)
+        ),
+        [],
+    )?;
+    Ok(n as u64)
+}
+
+/// Number of captured changes not yet folded into the log.
+pub fn pending_count(conn: &Connection) -> Result<u64, Error> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM fieldsync_pending", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn triggers_capture_inserts_updates_deletes_and_key_changes() -> Result<(), Error> {
+        let conn = Connection::open_in_memory()?;
+        crate::store::create_engine_tables(&conn)?;
+        conn.execute_batch("CREATE TABLE p(a TEXT, b INT, x, y, PRIMARY KEY(a, b));")?;
+        let mut catalog = Catalog::load(&conn)?;
+        let report = track(&conn, &mut catalog, &Selection::Named(vec!["p".into()]))?;
+        assert_eq!(report.tracked, ["p"]);
+        conn.execute_batch(
+            "INSERT INTO p VALUES ('k', 1, 'x0', 'y0');
+             UPDATE p SET y = 'y1' WHERE a = 'k';
+             UPDATE p SET x = x, y = 'y1' WHERE a = 'k';
+             UPDATE p SET b = 2 WHERE a = 'k';
+             DELETE FROM p;",
+        )?;
+        let mut stmt = conn.prepare("SELECT op, k0, k1, m0 FROM fieldsync_pending ORDER BY id")?;
+        let rows: Vec<(i64, String, i64, Option<i64>)> = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert_eq!(
+            rows,
+            [
+                (op::INSERT, "k".into(), 1, None),
+                (op::UPDATE, "k".into(), 1, Some(0b100)),
+                (op::UPDATE, "k".into(), 1, Some(0)),
+                (op::DELETE, "k".into(), 1, None),
+                (op::INSERT, "k".into(), 2, None),
+                (op::DELETE, "k".into(), 2, None),
+            ]
+        );
+        Ok(())
+    }
+}

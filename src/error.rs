@@ -1,0 +1,358 @@
+//! Errors: one enum per family of operations, all folding into [`Error`].
+//!
+//! Every message is a sentence a field officer can act on: it names the
+//! database, file, table or column at fault and, where there is one, says
+//! what to do. Functions return the narrowest family that fits; the CLI prints
+//! the message on one line.
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::hlc::ClockError;
+
+/// Opening or initialising an instance.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SiteError {
+    /// The database file does not exist.
+    #[error("database {} does not exist; check the path, or create it with `fieldsync init --db {} --name NAME`", path.display(), path.display())]
+    DatabaseMissing {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The file exists but is not an SQLite database.
+    #[error("{} is not an SQLite database", path.display())]
+    NotADatabase {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The database has no fieldsync tables yet.
+    #[error("database {} is not set up for fieldsync yet; run `fieldsync init --db {} --name NAME` first", path.display(), path.display())]
+    NotInitialized {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// `init` was run again with a different name.
+    #[error("database {} is already initialised as instance '{existing}'; it cannot be renamed to '{requested}'", path.display())]
+    NameMismatch {
+        /// The path given.
+        path: PathBuf,
+        /// The name stored in the database.
+        existing: String,
+        /// The name asked for.
+        requested: String,
+    },
+    /// The instance name is not usable.
+    #[error("instance name {name:?} is not allowed: {reason}")]
+    InvalidName {
+        /// The name asked for.
+        name: String,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// The engine tables were written by a newer fieldsync.
+    #[error("database {} was set up by a newer fieldsync (engine schema {found}, this one knows {supported}); upgrade fieldsync", path.display())]
+    NewerEngine {
+        /// The path given.
+        path: PathBuf,
+        /// Schema version found.
+        found: i64,
+        /// Schema version this build writes.
+        supported: i64,
+    },
+    /// The engine tables are damaged (a value is missing or malformed).
+    #[error("the fieldsync tables in this database are damaged: {detail}")]
+    Damaged {
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Choosing and introspecting tables to track.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrackError {
+    /// No such table.
+    #[error("table '{table}' does not exist in this database")]
+    NoSuchTable {
+        /// The table named.
+        table: String,
+    },
+    /// A view or virtual table.
+    #[error("'{table}' is a {kind}, not an ordinary table; only ordinary tables can be tracked")]
+    NotATable {
+        /// The object named.
+        table: String,
+        /// view, virtual table, …
+        kind: String,
+    },
+    /// fieldsync's own tables are never tracked.
+    #[error("'{table}' is one of fieldsync's own tables and cannot be tracked")]
+    EngineTable {
+        /// The table named.
+        table: String,
+    },
+    /// No PRIMARY KEY.
+    #[error(
+        "table '{table}' has no PRIMARY KEY; fieldsync needs one to recognise the same row on two instances (add a key column, for example a UUID text key)"
+    )]
+    NoPrimaryKey {
+        /// The table named.
+        table: String,
+    },
+    /// The only key is a locally assigned rowid.
+    #[error(
+        "table '{table}' is keyed by INTEGER PRIMARY KEY '{column}', a number each instance assigns on its own, so rows created on two instances would collide; this is not supported yet (give the table a key that is unique across instances, such as a UUID text key)"
+    )]
+    RowidAlias {
+        /// The table named.
+        table: String,
+        /// The key column.
+        column: String,
+    },
+    /// A key column compares with a collation other than BINARY.
+    #[error(
+        "key column '{column}' of table '{table}' uses COLLATE {collation}; fieldsync needs keys that compare byte for byte"
+    )]
+    KeyCollation {
+        /// The table named.
+        table: String,
+        /// The key column.
+        column: String,
+        /// Its collation.
+        collation: String,
+    },
+    /// The table is not tracked.
+    #[error("table '{table}' is not tracked; run `fieldsync track --db DB {table}` first")]
+    NotTracked {
+        /// The table named.
+        table: String,
+    },
+    /// The table changed shape since it was tracked.
+    #[error(
+        "table '{table}' changed since it was tracked ({detail}); run `fieldsync track --db DB {table}` to follow the change"
+    )]
+    SchemaChanged {
+        /// The table named.
+        table: String,
+        /// What changed.
+        detail: String,
+    },
+    /// A column was removed or its key membership changed: fieldsync cannot follow.
+    #[error("table '{table}' changed in a way fieldsync cannot follow ({detail})")]
+    IncompatibleChange {
+        /// The table named.
+        table: String,
+        /// What changed.
+        detail: String,
+    },
+    /// `track` without tables.
+    #[error("name the tables to track, or pass --all")]
+    NothingNamed,
+}
+
+/// Reading or writing the bundle file format.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BundleError {
+    /// Wrong magic bytes.
+    #[error("the file is not a fieldsync bundle (it does not start with the bundle signature)")]
+    NotABundle,
+    /// Mangled line endings: the file went through a text-mode transfer.
+    #[error(
+        "the file was damaged by a text-mode transfer (line endings were converted); send it again as a binary attachment"
+    )]
+    LineEndingsMangled,
+    /// A format version this build does not read.
+    #[error(
+        "the bundle uses format version {found}, newer than this fieldsync reads ({supported}); upgrade fieldsync"
+    )]
+    NewerFormat {
+        /// Version in the file.
+        found: u16,
+        /// Version this build reads.
+        supported: u16,
+    },
+    /// The file ends early.
+    #[error("the bundle is truncated (the file ends early; it was probably not copied completely)")]
+    Truncated,
+    /// The checksum does not match the content.
+    #[error(
+        "the bundle is corrupt (its checksum does not match its content); copy it again from the sender"
+    )]
+    ChecksumMismatch,
+    /// The content does not decode.
+    #[error("the bundle is corrupt or malformed: {detail}")]
+    Malformed {
+        /// What could not be decoded.
+        detail: String,
+    },
+    /// Reading or writing the file failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// Writing a bundle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ExportError {
+    /// A peer name matches several instances.
+    #[error(
+        "more than one known instance is called '{name}' (site ids {sites}); pass the site id to --to instead"
+    )]
+    AmbiguousPeer {
+        /// The name given.
+        name: String,
+        /// The candidates.
+        sites: String,
+    },
+    /// The peer is this instance.
+    #[error(
+        "'{name}' is this instance itself; export --to names the instance that will import the bundle"
+    )]
+    PeerIsSelf {
+        /// The name given.
+        name: String,
+    },
+    /// The peer name is not usable.
+    #[error("peer name {name:?} is not allowed: {reason}")]
+    InvalidPeer {
+        /// The name given.
+        name: String,
+        /// Why not.
+        reason: &'static str,
+    },
+    /// Nothing is tracked.
+    #[error("no tables are tracked yet; run `fieldsync track --db DB --all` first")]
+    NothingTracked,
+    /// The change log refers to a row the app table does not have.
+    #[error(
+        "table '{table}' has lost row {key} that the change log still records; run `fieldsync compact` and try again"
+    )]
+    RowVanished {
+        /// The table.
+        table: String,
+        /// The key, as SQL literals.
+        key: String,
+    },
+}
+
+/// Applying a bundle.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImportError {
+    /// The bundle came from this instance.
+    #[error("this bundle was exported by this instance ('{name}'); import it on another instance")]
+    FromSelf {
+        /// This instance's name.
+        name: String,
+    },
+    /// A table in the bundle is not tracked here.
+    #[error("the bundle carries table '{table}', which {reason}")]
+    UnknownTable {
+        /// The table.
+        table: String,
+        /// Why it cannot be applied.
+        reason: String,
+    },
+    /// Columns differ.
+    #[error("table '{table}' does not match the bundle: column '{column}' {detail}")]
+    SchemaMismatch {
+        /// The table.
+        table: String,
+        /// The column at fault.
+        column: String,
+        /// How it differs.
+        detail: String,
+    },
+    /// An SQLite constraint refused a change.
+    #[error("a change to table '{table}' row {key} was refused by the database: {detail}")]
+    Constraint {
+        /// The table.
+        table: String,
+        /// The key, as SQL literals.
+        key: String,
+        /// SQLite's message.
+        detail: String,
+    },
+    /// A change number was reused with different content.
+    #[error(
+        "the bundle's change {origin}#{seq} differs from the change with that number already here; instance '{origin}' may have been restored from an old backup"
+    )]
+    SequenceReused {
+        /// Origin name.
+        origin: String,
+        /// The sequence number.
+        seq: u64,
+    },
+}
+
+/// Any fieldsync error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Opening or initialising.
+    #[error(transparent)]
+    Site(#[from] SiteError),
+    /// Tracking tables.
+    #[error(transparent)]
+    Track(#[from] TrackError),
+    /// The bundle format.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// Exporting.
+    #[error(transparent)]
+    Export(#[from] ExportError),
+    /// Importing.
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    /// The clock.
+    #[error(transparent)]
+    Clock(#[from] ClockError),
+    /// Another program held the write lock for too long.
+    #[error(
+        "the database is busy: another program kept it locked for more than {seconds} s; try again when it is idle"
+    )]
+    Busy {
+        /// How long fieldsync waited.
+        seconds: u64,
+    },
+    /// An SQLite error not covered above.
+    #[error("SQLite: {0}")]
+    Sqlite(rusqlite::Error),
+    /// An I/O error not covered above.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// How long fieldsync waits for another program's write lock.
+pub const BUSY_TIMEOUT_SECS: u64 = 30;
+
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+            ) {
+                return Error::Busy {
+                    seconds: BUSY_TIMEOUT_SECS,
+                };
+            }
+        }
+        Error::Sqlite(e)
+    }
+}
+
+impl From<rusqlite::types::FromSqlError> for Error {
+    /// A value of the wrong type in fieldsync's own tables.
+    fn from(e: rusqlite::types::FromSqlError) -> Self {
+        SiteError::Damaged {
+            detail: e.to_string(),
+        }
+        .into()
+    }
+}
+
+/// Result with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,338 @@
+//! Export: choosing what a bundle carries and streaming it out.
+//!
+//! A delta export to a peer carries, per origin, the change numbers the peer
+//! has neither acknowledged nor been sent ([`crate::peers::wanted_by`]); the
+//! rows those changes touched are collected in a temporary table through the
+//! `(origin, seq)` index, so the cost follows the delta, not the database.
+//! Each row goes out once, with only the versions in range and the current
+//! values of the cells they hold. A full export carries every row and
+//! tombstone. Relayed changes keep their origin, number and clock.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::bundle::format::{Header, OriginSeqs, SiteRef, TableDef, VersionRecord};
+use crate::bundle::writer::BundleWriter;
+use crate::colset::{ColSet, SENTINEL};
+use crate::error::{Error, ExportError, SiteError};
+use crate::hlc::{Hlc, now_unix_ms};
+use crate::peers::{
+    Mark, add_peer_seqs, have_all, list_peers, resolve_for_export, touch, wanted_by,
+};
+use crate::seqset::SeqSet;
+use crate::session::Session;
+use crate::tracked::TrackedTable;
+use crate::value::{Value, decode_key};
+
+/// What to export.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExportTarget {
+    /// The changes a peer lacks.
+    Peer {
+        /// The peer's name (or site id).
+        to: String,
+        /// Ship everything not acknowledged, even if it was sent before.
+        resend: bool,
+    },
+    /// The whole current state.
+    Full,
+}
+
+/// Rows of one table in a bundle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TableCount {
+    /// Table name.
+    pub table: String,
+    /// Row records.
+    pub changes: u64,
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportReport {
+    /// True for a full export.
+    pub full: bool,
+    /// The peer it was made for.
+    pub peer: Option<String>,
+    /// True if the peer was named for the first time.
+    pub new_peer: bool,
+    /// Peers known before this export (to catch a misspelt name).
+    pub known_peers: Vec<String>,
+    /// Row records written.
+    pub changes: u64,
+    /// Versions in them.
+    pub versions: u64,
+    /// Per table.
+    pub tables: Vec<TableCount>,
+    /// Bundle size in bytes.
+    pub bytes: u64,
+    /// Captured changes folded into the log first.
+    pub captured: u64,
+    /// Per origin name, the change numbers covered.
+    pub covers: BTreeMap<String, String>,
+}
+
+/// Write a bundle for `target` to `out`, inside the caller's write
+/// transaction. `seal` runs after the bundle is completely written and before
+/// the peer's "sent" mark is recorded, so a bundle that failed to reach the
+/// disk is never counted as sent.
+pub(crate) fn export<W: Write>(
+    conn: &Connection,
+    s: &mut Session,
+    target: &ExportTarget,
+    out: W,
+    seal: impl FnOnce(W) -> Result<(), Error>,
+) -> Result<ExportReport, Error> {
+    if s.catalog.is_empty() {
+        return Err(ExportError::NothingTracked.into());
+    }
+    s.catalog.check_live(conn)?;
+    let stamped = crate::stamp::stamp_pending(conn, s)?;
+    let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
+    let have = have_all(conn, s)?;
+    let (peer, new_peer, covers) = match target {
+        ExportTarget::Full => (None, false, have.clone()),
+        ExportTarget::Peer { to, resend } => {
+            let (peer, new) = resolve_for_export(conn, s, to)?;
+            let want = wanted_by(conn, s, &peer, *resend)?;
+            (Some(peer), new, want)
+        }
+    };
+    let full = matches!(target, ExportTarget::Full);
+
+    // Which rows, and so which tables, the bundle carries.
+    let tables: Vec<TrackedTable> = if full {
+        s.catalog.tables().to_vec()
+    } else {
+        collect_delta_rows(conn, &covers)?;
+        let mut stmt = conn.prepare("SELECT DISTINCT tbl FROM temp.fieldsync_export_rows")?;
+        let ids = stmt
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        s.catalog
+            .tables()
+            .iter()
+            .filter(|t| ids.contains(&t.id))
+            .cloned()
+            .collect()
+    };
+
+    let sites = s.sites.all();
+    let origin_index: BTreeMap<i64, u32> = sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| (site.idx, i as u32))
+        .collect();
+    let seqs_list = |m: &BTreeMap<i64, SeqSet>| -> Vec<OriginSeqs> {
+        m.iter()
+            .filter(|(_, set)| !set.is_empty())
+            .filter_map(|(o, set)| {
+                origin_index.get(o).map(|&i| OriginSeqs {
+                    origin: i,
+                    seqs: set.clone(),
+                })
+            })
+            .collect()
+    };
+    let created = s.clock.stamp(now_unix_ms())?;
+    let header = Header {
+        sender: SiteRef {
+            id: s.local,
+            name: s.name.clone(),
+        },
+        created: created.0,
+        full,
+        recipient: peer.as_ref().map(|p| p.name.clone()),
+        origins: sites
+            .iter()
+            .map(|site| SiteRef {
+                id: site.id,
+                name: site.name.clone(),
+            })
+            .collect(),
+        tables: tables
+            .iter()
+            .map(|t| TableDef {
+                name: t.name.clone(),
+                key: t.key.clone(),
+                cells: t.cells.clone(),
+            })
+            .collect(),
+        covers: seqs_list(&covers),
+        seen: seqs_list(&have),
+    };
+
+    let mut writer = BundleWriter::new(out, &header)?;
+    let sql = if full {
+        "SELECT tbl, pk, origin, seq, cl, hlc, cols FROM fieldsync_log ORDER BY tbl, pk"
+    } else {
+        "SELECT e.tbl, e.pk, l.origin, l.seq, l.cl, l.hlc, l.cols \
+         FROM temp.fieldsync_export_rows AS e JOIN fieldsync_log AS l ON l.tbl = e.tbl AND l.pk = e.pk \
+         ORDER BY e.tbl, e.pk"
+    };
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut current: Option<PendingRow> = None;
+    while let Some(r) = rows.next()? {
+        let tbl: i64 = r.get(0)?;
+        let pk = r.get_ref(1)?.as_blob()?;
+        let origin: i64 = r.get(2)?;
+        let seq = r.get::<_, i64>(3)? as u64;
+        if current.as_ref().is_none_or(|c| c.tbl != tbl || c.pk != pk) {
+            if let Some(done) = current.take() {
+                emit(conn, &mut writer, &tables, done)?;
+            }
+            current = Some(PendingRow {
+                tbl,
+                pk: pk.to_vec(),
+                cl: 0,
+                versions: Vec::new(),
+            });
+        }
+        let in_range = covers.get(&origin).is_some_and(|set| set.contains(seq));
+        let Some(&origin_i) = origin_index.get(&origin) else {
+            return Err(SiteError::Damaged {
+                detail: format!("origin {origin} is not in fieldsync_sites"),
+            }
+            .into());
+        };
+        if let Some(row) = current.as_mut() {
+            row.cl = r.get::<_, i64>(4)? as u64;
+            if in_range {
+                let cols = ColSet::from_bytes(r.get_ref(6)?.as_blob()?)
+                    .map_err(|detail| SiteError::Damaged { detail })?;
+                row.versions.push(VersionRecord {
+                    origin: origin_i,
+                    seq,
+                    hlc: Hlc::from_sql(r.get(5)?).0,
+                    cols,
+                });
+            }
+        }
+    }
+    if let Some(done) = current.take() {
+        emit(conn, &mut writer, &tables, done)?;
+    }
+    drop(rows);
+    drop(stmt);
+    let (out, summary) = writer.finish()?;
+    seal(out)?;
+
+    if let Some(p) = &peer {
+        for (origin, set) in &covers {
+            add_peer_seqs(conn, p.id, *origin, Mark::Sent, set)?;
+        }
+        touch(conn, p.id, false, now_unix_ms())?;
+    }
+    if !full {
+        conn.execute_batch("DELETE FROM temp.fieldsync_export_rows")?;
+    }
+    s.save(conn)?;
+    let name_of = |o: &i64| {
+        s.sites
+            .get(*o)
+            .map(|site| site.name.clone())
+            .unwrap_or_else(|| o.to_string())
+    };
+    Ok(ExportReport {
+        full,
+        peer: peer.map(|p| p.name),
+        new_peer,
+        known_peers,
+        changes: summary.rows,
+        versions: summary.versions,
+        tables: tables
+            .iter()
+            .zip(summary.per_table.iter())
+            .map(|(t, &n)| TableCount {
+                table: t.name.clone(),
+                changes: n,
+            })
+            .collect(),
+        bytes: summary.bytes,
+        captured: stamped.captured,
+        covers: covers
+            .iter()
+            .map(|(o, set)| (name_of(o), set.to_string()))
+            .collect(),
+    })
+}
+
+/// Fill `temp.fieldsync_export_rows` with the rows touched by the covered
+/// change numbers.
+fn collect_delta_rows(conn: &Connection, covers: &BTreeMap<i64, SeqSet>) -> Result<(), Error> {
+    conn.execute_batch(
+        "CREATE TEMP TABLE IF NOT EXISTS fieldsync_export_rows(
+           tbl INTEGER NOT NULL, pk BLOB NOT NULL, PRIMARY KEY(tbl, pk)) WITHOUT ROWID;
+         DELETE FROM temp.fieldsync_export_rows;",
+    )?;
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO temp.fieldsync_export_rows(tbl, pk) \
+         SELECT tbl, pk FROM fieldsync_log WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3",
+    )?;
+    for (origin, set) in covers {
+        for &(a, b) in set.ranges() {
+            stmt.execute(rusqlite::params![
+                origin,
+                a.min(i64::MAX as u64) as i64,
+                b.min(i64::MAX as u64) as i64
+            ])?;
+        }
+    }
+    Ok(())
+}
+
+/// A row being gathered from consecutive log entries.
+struct PendingRow {
+    tbl: i64,
+    pk: Vec<u8>,
+    cl: u64,
+    versions: Vec<VersionRecord>,
+}
+
+/// Write one row record: its versions in range and the values of their cells.
+fn emit<W: Write>(
+    conn: &Connection,
+    writer: &mut BundleWriter<W>,
+    tables: &[TrackedTable],
+    row: PendingRow,
+) -> Result<(), Error> {
+    if row.versions.is_empty() {
+        return Ok(());
+    }
+    let Some((table_i, table)) = tables.iter().enumerate().find(|(_, t)| t.id == row.tbl) else {
+        return Ok(());
+    };
+    let key = decode_key(&row.pk).map_err(|e| SiteError::Damaged {
+        detail: format!("a key in fieldsync_log: {e}"),
+    })?;
+    let mut cells = ColSet::new();
+    for v in &row.versions {
+        cells.union_with(&v.cols);
+    }
+    cells.remove(SENTINEL);
+    let mut values = Vec::with_capacity(cells.len());
+    if !cells.is_empty() {
+        let mut stmt = conn.prepare_cached(&table.select_cells_sql())?;
+        let mut found = stmt.query(rusqlite::params_from_iter(key.iter()))?;
+        let Some(r) = found.next()? else {
+            return Err(ExportError::RowVanished {
+                table: table.name.clone(),
+                key: key
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+            .into());
+        };
+        for bit in cells.iter() {
+            values.push(Value::from_ref(r.get_ref(bit - 1)?));
+        }
+    }
+    writer.write_row(table_i as u32, &key, row.cl, &row.versions, &values)?;
+    Ok(())
+}

@@ -1,0 +1,508 @@
+//! Import: replaying a bundle's records into the app's tables with the
+//! merge rules of [`crate::merge`], together with the watermark updates, in
+//! the caller's single write transaction.
+//!
+//! Before any record is applied the header is checked against the tracked
+//! schema (table by table, column by column) and local captured changes are
+//! stamped, so they are ordered before the remote clocks they had not seen.
+//! Every record is validated against its header (known table, columns, change
+//! numbers inside the declared ranges) before it can touch a row. Writes are
+//! made with triggers off on this connection (see [`crate::Instance`]), so
+//! they are not captured as local changes and the app's own triggers do not
+//! re-run effects that the origin already replicated.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Read;
+
+use rusqlite::{Connection, params_from_iter};
+use serde::Serialize;
+
+use crate::bundle::BundleReader;
+use crate::bundle::format::TableDef;
+use crate::colset::{ColSet, SENTINEL};
+use crate::error::{BundleError, Error, ImportError};
+use crate::hlc::{Hlc, now_unix_ms};
+use crate::log::{load_row, save_row};
+use crate::merge::{RowAction, Verdict, Version};
+use crate::peers::{Mark, add_have, add_peer_seqs, bind_sender, have_all, touch};
+use crate::schema::{quote_ident, table_shape};
+use crate::seqset::SeqSet;
+use crate::session::Session;
+use crate::site::SiteId;
+use crate::tracked::TrackedTable;
+use crate::value::{Value, encode_key};
+
+/// Counts for one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct TableImport {
+    /// Table name.
+    pub table: String,
+    /// Records that changed the row.
+    pub applied: u64,
+    /// Records already known here.
+    pub known: u64,
+    /// Records older than what is here.
+    pub older: u64,
+}
+
+/// What an import did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ImportReport {
+    /// The sender's name.
+    pub from: String,
+    /// The sender's site id.
+    pub from_site_id: String,
+    /// True if it was a full export.
+    pub full: bool,
+    /// Row records in the bundle.
+    pub changes: u64,
+    /// Records that changed a row.
+    pub applied: u64,
+    /// Records skipped: already known or older.
+    pub skipped: u64,
+    /// Of the skipped, already known.
+    pub known: u64,
+    /// Of the skipped, older than what is here.
+    pub older: u64,
+    /// Per table.
+    pub tables: Vec<TableImport>,
+    /// Local captured changes folded into the log first.
+    pub captured: u64,
+    /// Change numbers now missing, per origin name: a bundle was skipped or
+    /// lost. The sender fills them on its next export to this instance.
+    pub gaps: BTreeMap<String, String>,
+    /// Things worth telling the operator.
+    pub warnings: Vec<String>,
+}
+
+/// A bundle table resolved against the local catalog.
+pub(crate) struct Mapped {
+    table: TrackedTable,
+    /// Bundle bit → local bit (index 0 is the sentinel).
+    bits: Vec<usize>,
+}
+
+/// Check a bundle's header against this instance before anything is
+/// applied: not our own bundle, and every table and column it carries
+/// matches the tracked schema.
+pub(crate) fn preflight(
+    conn: &Connection,
+    s: &Session,
+    header: &crate::bundle::Header,
+) -> Result<Vec<Mapped>, Error> {
+    if header.sender.id == s.local {
+        return Err(ImportError::FromSelf {
+            name: s.name.clone(),
+        }
+        .into());
+    }
+    s.catalog.check_live(conn)?;
+    header
+        .tables
+        .iter()
+        .map(|def| map_table(conn, s, def))
+        .collect()
+}
+
+/// A clock more than this far ahead of ours is reported.
+const CLOCK_AHEAD_WARN_MS: i64 = 60 * 60 * 1000;
+
+/// Apply one bundle (already checksum-verified) inside the caller's write
+/// transaction.
+pub(crate) fn import<R: Read>(
+    conn: &Connection,
+    s: &mut Session,
+    mut reader: BundleReader<R>,
+) -> Result<ImportReport, Error> {
+    let header = reader.header().clone();
+    let mapped = preflight(conn, s, &header)?;
+    let stamped = crate::stamp::stamp_pending(conn, s)?;
+
+    let mut origins = Vec::with_capacity(header.origins.len());
+    for o in &header.origins {
+        let idx = s.sites.intern(conn, o.id, &o.name)?;
+        origins.push((idx, o.id));
+    }
+    let sender_idx = s
+        .sites
+        .intern(conn, header.sender.id, &header.sender.name)?;
+    let origin_at = |i: u32| {
+        origins
+            .get(i as usize)
+            .copied()
+            .ok_or_else(|| malformed(format!("origin #{i} is not in the header")))
+    };
+    let mut covers: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    for c in &header.covers {
+        covers
+            .entry(origin_at(c.origin)?.0)
+            .or_default()
+            .union_with(&c.seqs);
+    }
+
+    let mut counts: Vec<TableImport> = mapped
+        .iter()
+        .map(|m| TableImport {
+            table: m.table.name.clone(),
+            ..TableImport::default()
+        })
+        .collect();
+    let mut sql_cache: HashMap<(i64, ColSet, bool), String> = HashMap::new();
+    let mut max_hlc = Hlc(header.created);
+    while let Some(rec) = reader.next_row()? {
+        let m = mapped
+            .get(rec.table as usize)
+            .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
+        if rec.key.len() != m.table.key.len() || rec.key.contains(&Value::Null) {
+            return Err(malformed(format!(
+                "a record of table '{}' has a malformed key",
+                m.table.name
+            )));
+        }
+        if rec.cl == 0 || rec.versions.is_empty() {
+            return Err(malformed(format!(
+                "a record of table '{}' has no versions",
+                m.table.name
+            )));
+        }
+        let mut versions = Vec::with_capacity(rec.versions.len());
+        let mut all_cells = ColSet::new();
+        for v in &rec.versions {
+            let (idx, site) = origin_at(v.origin)?;
+            if v.seq == 0
+                || v.seq > i64::MAX as u64
+                || !covers.get(&idx).is_some_and(|set| set.contains(v.seq))
+            {
+                return Err(malformed(format!(
+                    "change {}#{} lies outside the ranges the header declares",
+                    site, v.seq
+                )));
+            }
+            let mut cols = ColSet::new();
+            for bit in v.cols.iter() {
+                let local = m.bits.get(bit).copied().ok_or_else(|| {
+                    malformed(format!("a record of table '{}' names column #{bit}, which the header does not list", m.table.name))
+                })?;
+                cols.insert(local);
+            }
+            if cols.is_empty()
+                || all_cells.intersects(&cols)
+                || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
+            {
+                return Err(malformed(format!(
+                    "a record of table '{}' has inconsistent versions",
+                    m.table.name
+                )));
+            }
+            all_cells.union_with(&cols);
+            max_hlc = max_hlc.max(Hlc(v.hlc));
+            if idx == s.local_idx && v.seq > s.seq {
+                s.seq = v.seq;
+            }
+            versions.push(Version {
+                site,
+                seq: v.seq,
+                hlc: Hlc(v.hlc),
+                cols,
+            });
+        }
+        // Values arrive in ascending bundle-bit order; key them by local bit.
+        let mut bundle_bits: Vec<usize> = rec
+            .versions
+            .iter()
+            .flat_map(|v| v.cols.iter())
+            .filter(|&b| b != SENTINEL)
+            .collect();
+        bundle_bits.sort_unstable();
+        if bundle_bits.len() != rec.values.len() {
+            return Err(malformed(format!(
+                "a record of table '{}' has {} values for {} cells",
+                m.table.name,
+                rec.values.len(),
+                bundle_bits.len()
+            )));
+        }
+        let values: HashMap<usize, &Value> = bundle_bits
+            .iter()
+            .map(|&b| m.bits[b])
+            .zip(rec.values.iter())
+            .collect();
+
+        let pk = encode_key(&rec.key);
+        let mut state = load_row(conn, &s.sites, m.table.id, &pk)?;
+        let before = state.clone();
+        let outcome = state
+            .merge(rec.cl, &versions)
+            .map_err(|e| ImportError::SequenceReused {
+                origin: s
+                    .sites
+                    .idx_of(&e.site)
+                    .and_then(|i| s.sites.get(i))
+                    .map(|site| site.name.clone())
+                    .unwrap_or_else(|| e.site.to_string()),
+                seq: e.seq,
+            })?;
+        match &outcome.action {
+            RowAction::None => {}
+            RowAction::Delete => {
+                let sql = format!(
+                    "DELETE FROM {} WHERE {}",
+                    quote_ident(&m.table.name),
+                    m.table.key_predicate()
+                );
+                conn.prepare_cached(&sql)?
+                    .execute(params_from_iter(rec.key.iter()))
+                    .map_err(|e| constraint(&m.table, &rec.key, e))?;
+            }
+            RowAction::Write(cells) => {
+                let mut args: Vec<&Value> = rec.key.iter().collect();
+                for bit in cells.iter() {
+                    args.push(
+                        values
+                            .get(&bit)
+                            .copied()
+                            .ok_or_else(|| malformed("a won cell has no value".into()))?,
+                    );
+                }
+                // A row the log knows as live is in the table: UPDATE it, since
+                // an upsert would check NOT NULL on the cells it does not carry.
+                let mut done = before.is_live() && cells.is_empty();
+                if before.is_live() && !cells.is_empty() {
+                    let sql = sql_cache
+                        .entry((m.table.id, cells.clone(), false))
+                        .or_insert_with(|| update_sql(&m.table, cells));
+                    let n = conn
+                        .prepare_cached(sql)?
+                        .execute(params_from_iter(args.iter()))
+                        .map_err(|e| constraint(&m.table, &rec.key, e))?;
+                    done = n > 0;
+                }
+                if !done {
+                    let sql = sql_cache
+                        .entry((m.table.id, cells.clone(), true))
+                        .or_insert_with(|| upsert_sql(&m.table, cells));
+                    conn.prepare_cached(sql)?
+                        .execute(params_from_iter(args.iter()))
+                        .map_err(|e| constraint(&m.table, &rec.key, e))?;
+                }
+            }
+        }
+        save_row(conn, &s.sites, m.table.id, &pk, &before, &state)?;
+        let c = &mut counts[rec.table as usize];
+        match outcome.verdict {
+            Verdict::Applied => c.applied += 1,
+            Verdict::Known => c.known += 1,
+            Verdict::Older => c.older += 1,
+        }
+    }
+    let end = reader.finish()?;
+
+    let now = now_unix_ms();
+    let mut warnings = Vec::new();
+    if max_hlc.unix_ms() > now + CLOCK_AHEAD_WARN_MS {
+        let hours = (max_hlc.unix_ms() - now) as f64 / 3_600_000.0;
+        warnings.push(format!(
+            "the clock of '{}' runs about {hours:.1} h ahead of this machine's; its edits will win over later ones made here until the clocks agree",
+            header.sender.name
+        ));
+    }
+    s.clock.observe(max_hlc, now)?;
+    let report = ImportReport {
+        from: header.sender.name.clone(),
+        from_site_id: header.sender.id.to_string(),
+        full: header.full,
+        changes: end.rows,
+        applied: counts.iter().map(|c| c.applied).sum(),
+        known: counts.iter().map(|c| c.known).sum(),
+        older: counts.iter().map(|c| c.older).sum(),
+        tables: counts,
+        captured: stamped.captured,
+        warnings,
+        ..ImportReport::default()
+    };
+    record_watermarks(conn, s, &header, sender_idx, &origins, &covers, report)
+}
+
+/// Record what the bundle covered and what its sender acknowledged; note
+/// gaps that appeared.
+fn record_watermarks(
+    conn: &Connection,
+    s: &mut Session,
+    header: &crate::bundle::Header,
+    sender_idx: i64,
+    origins: &[(i64, SiteId)],
+    covers: &BTreeMap<i64, SeqSet>,
+    mut report: ImportReport,
+) -> Result<ImportReport, Error> {
+    let before = have_all(conn, s)?;
+    for (origin, set) in covers {
+        if *origin == s.local_idx {
+            // Our own changes relayed back: never hand those numbers out again.
+            s.seq = s.seq.max(set.max());
+        } else {
+            add_have(conn, *origin, set)?;
+        }
+    }
+    let after = have_all(conn, s)?;
+    for origin in covers.keys() {
+        let gaps = after.get(origin).map(SeqSet::gaps).unwrap_or_default();
+        let old = before.get(origin).map(SeqSet::gaps).unwrap_or_default();
+        if !gaps.minus(&old).is_empty() {
+            let name = s
+                .sites
+                .get(*origin)
+                .map(|site| site.name.clone())
+                .unwrap_or_default();
+            report.gaps.insert(name, gaps.to_string());
+        }
+    }
+    let peer = bind_sender(conn, sender_idx, &header.sender.name)?;
+    for seen in &header.seen {
+        if let Some(&(idx, _)) = origins.get(seen.origin as usize) {
+            add_peer_seqs(conn, peer.id, idx, Mark::Acked, &seen.seqs)?;
+        }
+    }
+    touch(conn, peer.id, true, now_unix_ms())?;
+    s.save(conn)?;
+    report.skipped = report.known + report.older;
+    Ok(report)
+}
+
+fn malformed(detail: String) -> Error {
+    BundleError::Malformed { detail }.into()
+}
+
+fn constraint(table: &TrackedTable, key: &[Value], e: rusqlite::Error) -> Error {
+    match &e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            ImportError::Constraint {
+                table: table.name.clone(),
+                key: key
+                    .iter()
+                    .map(Value::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                detail: msg.clone().unwrap_or_else(|| f.to_string()),
+            }
+            .into()
+        }
+        _ => e.into(),
+    }
+}
+
+/// Resolve a table of the bundle against the local catalog, column by column.
+fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, Error> {
+    let Some(local) = s.catalog.by_name(&def.name) else {
+        let reason = match table_shape(conn, &def.name) {
+            Ok(_) => format!(
+                "is not tracked here; run `fieldsync track --db DB {}` first",
+                def.name
+            ),
+            Err(_) => "does not exist in this database".to_owned(),
+        };
+        return Err(ImportError::UnknownTable {
+            table: def.name.clone(),
+            reason,
+        }
+        .into());
+    };
+    let mismatch = |column: &str, detail: &str| -> Error {
+        ImportError::SchemaMismatch {
+            table: local.name.clone(),
+            column: column.to_owned(),
+            detail: detail.to_owned(),
+        }
+        .into()
+    };
+    if def.key != local.key {
+        let column = def
+            .key
+            .iter()
+            .zip(local.key.iter())
+            .find(|(a, b)| a != b)
+            .map(|(a, _)| a.as_str());
+        let column = column
+            .or_else(|| def.key.get(local.key.len()).map(String::as_str))
+            .or_else(|| local.key.get(def.key.len()).map(String::as_str));
+        return Err(mismatch(
+            column.unwrap_or(""),
+            &format!(
+                "is not where the keys differ: bundle key ({}) vs local key ({})",
+                def.key.join(", "),
+                local.key.join(", ")
+            ),
+        ));
+    }
+    let mut bits = vec![SENTINEL];
+    for c in &def.cells {
+        match local.bit_of(c) {
+            Some(b) => bits.push(b),
+            None => return Err(mismatch(c, "is in the bundle but not tracked here")),
+        }
+    }
+    if let Some(extra) = local.cells.iter().find(|c| !def.cells.contains(c)) {
+        return Err(mismatch(
+            extra,
+            "is tracked here but missing from the bundle (the sender's table has no such column)",
+        ));
+    }
+    Ok(Mapped {
+        table: local.clone(),
+        bits,
+    })
+}
+
+/// `UPDATE … SET cells WHERE key`, parameters: key first, then cells.
+fn update_sql(table: &TrackedTable, cells: &ColSet) -> String {
+    let n = table.key.len();
+    let set = cells
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{} = ?{}", quote_ident(&table.cells[b - 1]), n + i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE {} SET {set} WHERE {}",
+        quote_ident(&table.name),
+        table.key_predicate()
+    )
+}
+
+/// `INSERT … ON CONFLICT(key) DO UPDATE` writing the key and `cells`.
+fn upsert_sql(table: &TrackedTable, cells: &ColSet) -> String {
+    let mut cols: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
+    let cell_cols: Vec<String> = cells
+        .iter()
+        .map(|b| quote_ident(&table.cells[b - 1]))
+        .collect();
+    cols.extend(cell_cols.iter().cloned());
+    let params = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let conflict = table
+        .key
+        .iter()
+        .map(|k| quote_ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let action = if cell_cols.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!(
+            "UPDATE SET {}",
+            cell_cols
+                .iter()
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "INSERT INTO {}({}) VALUES ({params}) ON CONFLICT({conflict}) DO {action}",
+        quote_ident(&table.name),
+        cols.join(", ")
+    )
+}

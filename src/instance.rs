@@ -1,0 +1,302 @@
+//! [`Instance`]: an app database with fieldsync set up in it, and the
+//! operations on it. Each operation is one SQLite transaction; the engine
+//! logic lives in the modules it calls.
+
+use std::fs::File;
+use std::io::{BufWriter, Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+use rusqlite::config::DbConfig;
+use rusqlite::{Connection, TransactionBehavior};
+use serde::Serialize;
+
+use crate::bundle::{BundleReader, Header, verify};
+use crate::capture::{Selection, TrackReport, pending_count, track};
+use crate::error::{Error, SiteError};
+use crate::export::{ExportReport, ExportTarget, export};
+use crate::import::{ImportReport, import};
+use crate::session::Session;
+use crate::site::{SiteId, check_name, meta_get, meta_set};
+use crate::status::Status;
+use crate::store::{
+    ENGINE_SCHEMA, create_engine_tables, is_initialised, open_existing, open_or_create,
+};
+
+/// An app database set up for fieldsync.
+pub struct Instance {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// What `compact` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct CompactReport {
+    /// Captured changes folded into the log.
+    pub captured: u64,
+    /// Log entries before.
+    pub log_entries_before: u64,
+    /// Log entries after.
+    pub log_entries: u64,
+}
+
+impl Instance {
+    /// Set up fieldsync in the database at `path` (creating the file if
+    /// needed) as the instance `name`. Running it again with the same name
+    /// changes nothing; the flag says whether anything was created.
+    pub fn init(path: impl AsRef<Path>, name: &str) -> Result<(Instance, bool), Error> {
+        let path = path.as_ref();
+        check_name(name).map_err(|reason| SiteError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            if !parent.is_dir() {
+                return Err(Error::Io(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("directory {} does not exist", parent.display()),
+                )));
+            }
+        }
+        let mut conn = open_or_create(path)?;
+        if is_initialised(&conn)? {
+            let instance = Instance::from_conn(conn, path)?;
+            let existing: String = meta_get(&instance.conn, "name")?.unwrap_or_default();
+            if existing != name {
+                return Err(SiteError::NameMismatch {
+                    path: path.to_owned(),
+                    existing,
+                    requested: name.to_owned(),
+                }
+                .into());
+            }
+            return Ok((instance, false));
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        create_engine_tables(&tx)?;
+        let site = SiteId::random();
+        meta_set(&tx, "schema", ENGINE_SCHEMA)?;
+        meta_set(&tx, "site_id", site.as_bytes().as_slice())?;
+        meta_set(&tx, "name", name)?;
+        meta_set(&tx, "clock", 0i64)?;
+        meta_set(&tx, "seq", 0i64)?;
+        tx.execute(
+            "INSERT INTO fieldsync_sites(site_id, name) VALUES (?1, ?2)",
+            rusqlite::params![site.as_bytes().as_slice(), name],
+        )?;
+        tx.commit()?;
+        Ok((
+            Instance {
+                conn,
+                path: path.to_owned(),
+            },
+            true,
+        ))
+    }
+
+    /// Open a database that `init` has set up.
+    pub fn open(path: impl AsRef<Path>) -> Result<Instance, Error> {
+        let path = path.as_ref();
+        let conn = open_existing(path)?;
+        Instance::from_conn(conn, path)
+    }
+
+    fn from_conn(conn: Connection, path: &Path) -> Result<Instance, Error> {
+        if !is_initialised(&conn)? {
+            return Err(SiteError::NotInitialized {
+                path: path.to_owned(),
+            }
+            .into());
+        }
+        let schema: i64 = meta_get(&conn, "schema")?.unwrap_or(0);
+        if schema > ENGINE_SCHEMA {
+            return Err(SiteError::NewerEngine {
+                path: path.to_owned(),
+                found: schema,
+                supported: ENGINE_SCHEMA,
+            }
+            .into());
+        }
+        Ok(Instance {
+            conn,
+            path: path.to_owned(),
+        })
+    }
+
+    /// The database path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The connection, for the app's own reads and writes (they are captured
+    /// like any other client's).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// This instance's site id.
+    pub fn site_id(&self) -> Result<SiteId, Error> {
+        Ok(Session::load(&self.conn)?.local)
+    }
+
+    /// This instance's name.
+    pub fn name(&self) -> Result<String, Error> {
+        Ok(Session::load(&self.conn)?.name)
+    }
+
+    fn write<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, &mut Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut session = Session::load(&tx)?;
+        let out = f(&tx, &mut session)?;
+        tx.commit()?;
+        Ok(out)
+    }
+
+    /// Start tracking tables: install capture triggers and record the rows
+    /// they already hold.
+    pub fn track(&mut self, selection: &Selection) -> Result<TrackReport, Error> {
+        self.write(|tx, s| track(tx, &mut s.catalog, selection))
+    }
+
+    /// Write a bundle for `target` to `out`.
+    pub fn export<W: Write>(
+        &mut self,
+        target: &ExportTarget,
+        out: W,
+    ) -> Result<ExportReport, Error> {
+        self.write(|tx, s| export(tx, s, target, out, |_| Ok(())))
+    }
+
+    /// Write a bundle for `target` to the file `path`. The file appears only
+    /// when complete (written beside it, synced, then renamed), and a peer's
+    /// changes count as sent only once it has.
+    pub fn export_to_file(
+        &mut self,
+        target: &ExportTarget,
+        path: &Path,
+    ) -> Result<ExportReport, Error> {
+        if same_file(path, &self.path) {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is the database itself; choose another output file",
+                    path.display()
+                ),
+            )));
+        }
+        let file_name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+        let file = File::create(&tmp)?;
+        let result = self.write(|tx, s| {
+            export(tx, s, target, BufWriter::new(file), |w| {
+                let file = w.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                std::fs::rename(&tmp, path)?;
+                Ok(())
+            })
+        });
+        if result.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        result
+    }
+
+    /// Check a bundle without applying it: checksum, format, sender, and
+    /// that its tables match the tracked ones. Returns its header.
+    pub fn check_bundle<R: Read + Seek>(&mut self, mut r: R) -> Result<Header, Error> {
+        verify(&mut r)?;
+        let reader = BundleReader::open(r)?;
+        let header = reader.header().clone();
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let s = Session::load(&tx)?;
+        crate::import::preflight(&tx, &s, &header)?;
+        Ok(header)
+    }
+
+    /// Import one bundle: verify its checksum, then apply it and the
+    /// watermark updates in one transaction.
+    pub fn import<R: Read + Seek>(&mut self, mut r: R) -> Result<ImportReport, Error> {
+        verify(&mut r)?;
+        let reader = BundleReader::open(r)?;
+        // Writes made while applying are not local changes, and the app's
+        // own triggers and foreign-key actions do not re-run effects that
+        // arrive replicated. Both settings are this connection's only.
+        let fk: bool = self
+            .conn
+            .query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+        self.conn.execute_batch("PRAGMA foreign_keys = OFF")?;
+        self.conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
+        let result = self.write(|tx, s| import(tx, s, reader));
+        let restore_triggers = self
+            .conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true);
+        let restore_fk = self.conn.execute_batch(if fk {
+            "PRAGMA foreign_keys = ON"
+        } else {
+            "PRAGMA foreign_keys = OFF"
+        });
+        let report = result?;
+        restore_triggers?;
+        restore_fk?;
+        Ok(report)
+    }
+
+    /// Import the bundle file at `path`.
+    pub fn import_file(&mut self, path: &Path) -> Result<ImportReport, Error> {
+        self.import(File::open(path)?)
+    }
+
+    /// Fold captured changes into the log, so its size follows live rows and
+    /// tombstones rather than the number of edits.
+    pub fn compact(&mut self) -> Result<CompactReport, Error> {
+        self.write(|tx, s| {
+            let log_entries_before = crate::log::entry_count(tx)?;
+            let stamped = crate::stamp::stamp_pending(tx, s)?;
+            s.save(tx)?;
+            Ok(CompactReport {
+                captured: stamped.captured,
+                log_entries_before,
+                log_entries: crate::log::entry_count(tx)?,
+            })
+        })
+    }
+
+    /// The instance's status. Reads only.
+    pub fn status(&mut self) -> Result<Status, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let s = Session::load(&tx)?;
+        crate::status::status(&tx, &s)
+    }
+
+    /// Captured changes not yet folded into the log.
+    pub fn captured_unstamped(&self) -> Result<u64, Error> {
+        pending_count(&self.conn)
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(x), Ok(y)) => x == y,
+        _ => false,
+    }
+}
+
+impl std::fmt::Debug for Instance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Instance")
+            .field("path", &self.path)
+            .finish()
+    }
+}

@@ -1,0 +1,310 @@
+//! Watermarks: what this instance has from each origin, and per peer what
+//! the peer acknowledged and what was already sent to it.
+//!
+//! All three are [`SeqSet`]s per origin. "Have" grows when a bundle is
+//! imported (its covered ranges); holes in it are gaps. "Acked" grows from
+//! the seen-vector in the peer's own bundles. "Sent" grows when a bundle is
+//! exported to the peer. An export to a peer ships, per origin other than the
+//! peer itself, `have − acked − sent` (or `have − acked` with `--resend`).
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::Serialize;
+
+use crate::error::{Error, ExportError, SiteError};
+use crate::seqset::SeqSet;
+use crate::session::Session;
+use crate::site::{SiteId, check_name};
+
+/// A peer: an instance bundles are exported to or imported from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Peer {
+    /// `fieldsync_peers.id`.
+    pub id: i64,
+    /// The name it goes by.
+    pub name: String,
+    /// Its local site number, once a bundle from it (or relayed about it)
+    /// told us its site id.
+    pub site: Option<i64>,
+}
+
+fn parse_set(text: String) -> Result<SeqSet, Error> {
+    text.parse()
+        .map_err(|detail| SiteError::Damaged { detail }.into())
+}
+
+/// What this instance has from every origin, its own changes included.
+pub fn have_all(conn: &Connection, s: &Session) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let mut out = BTreeMap::new();
+    let mut stmt = conn.prepare_cached("SELECT origin, seqs FROM fieldsync_have")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (origin, seqs) = row?;
+        out.insert(origin, parse_set(seqs)?);
+    }
+    out.insert(s.local_idx, SeqSet::range(1, s.seq));
+    Ok(out)
+}
+
+/// Add to what this instance has from `origin`.
+pub fn add_have(conn: &Connection, origin: i64, seqs: &SeqSet) -> Result<(), Error> {
+    let current: Option<String> = conn
+        .query_row(
+            "SELECT seqs FROM fieldsync_have WHERE origin = ?1",
+            [origin],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut set = match current {
+        Some(t) => parse_set(t)?,
+        None => SeqSet::new(),
+    };
+    set.union_with(seqs);
+    conn.execute(
+        "INSERT INTO fieldsync_have(origin, seqs) VALUES (?1, ?2) ON CONFLICT(origin) DO UPDATE SET seqs = excluded.seqs",
+        params![origin, set.to_string()],
+    )?;
+    Ok(())
+}
+
+/// Every peer.
+pub fn list_peers(conn: &Connection) -> Result<Vec<Peer>, Error> {
+    let mut stmt = conn.prepare("SELECT id, name, site FROM fieldsync_peers ORDER BY id")?;
+    let peers = stmt
+        .query_map([], |r| {
+            Ok(Peer {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                site: r.get(2)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(peers)
+}
+
+fn create_peer(conn: &Connection, name: &str, site: Option<i64>) -> Result<Peer, Error> {
+    conn.execute(
+        "INSERT INTO fieldsync_peers(name, site) VALUES (?1, ?2)",
+        params![name, site],
+    )?;
+    Ok(Peer {
+        id: conn.last_insert_rowid(),
+        name: name.to_owned(),
+        site,
+    })
+}
+
+/// Find the peer an export `--to` names: a site id, a peer name, or the name
+/// of an instance known from relayed changes. A name never seen before
+/// becomes a new peer; the flag says so.
+pub fn resolve_for_export(conn: &Connection, s: &Session, to: &str) -> Result<(Peer, bool), Error> {
+    let peers = list_peers(conn)?;
+    if let Ok(uuid) = uuid::Uuid::parse_str(to) {
+        let id = SiteId(uuid);
+        if id == s.local {
+            return Err(ExportError::PeerIsSelf {
+                name: to.to_owned(),
+            }
+            .into());
+        }
+        if let Some(idx) = s.sites.idx_of(&id) {
+            if let Some(p) = peers.iter().find(|p| p.site == Some(idx)) {
+                return Ok((p.clone(), false));
+            }
+            let name = s
+                .sites
+                .get(idx)
+                .map(|site| site.name.clone())
+                .unwrap_or_else(|| to.to_owned());
+            return Ok((create_peer(conn, &name, Some(idx))?, false));
+        }
+    }
+    if to == s.name {
+        return Err(ExportError::PeerIsSelf {
+            name: to.to_owned(),
+        }
+        .into());
+    }
+    check_name(to).map_err(|reason| ExportError::InvalidPeer {
+        name: to.to_owned(),
+        reason,
+    })?;
+    let named: Vec<&Peer> = peers.iter().filter(|p| p.name == to).collect();
+    let ambiguous = |sites: Vec<i64>| -> Error {
+        let ids = sites
+            .iter()
+            .filter_map(|&i| s.sites.get(i).map(|site| site.id.to_string()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        ExportError::AmbiguousPeer {
+            name: to.to_owned(),
+            sites: ids,
+        }
+        .into()
+    };
+    match named.as_slice() {
+        [one] => return Ok(((*one).clone(), false)),
+        [] => {}
+        many => return Err(ambiguous(many.iter().filter_map(|p| p.site).collect())),
+    }
+    let known: Vec<i64> = s
+        .sites
+        .all()
+        .into_iter()
+        .filter(|site| site.name == to && site.idx != s.local_idx)
+        .map(|site| site.idx)
+        .collect();
+    match known.as_slice() {
+        [one] => Ok((create_peer(conn, to, Some(*one))?, false)),
+        [] => Ok((create_peer(conn, to, None)?, true)),
+        _ => Err(ambiguous(known)),
+    }
+}
+
+/// The peer a bundle came from, binding a peer that was so far known only by
+/// name (from an earlier `export --to`) to the sender's site.
+pub fn bind_sender(conn: &Connection, site: i64, name: &str) -> Result<Peer, Error> {
+    let peers = list_peers(conn)?;
+    if let Some(p) = peers.iter().find(|p| p.site == Some(site)) {
+        if p.name != name {
+            conn.execute(
+                "UPDATE fieldsync_peers SET name = ?1 WHERE id = ?2",
+                params![name, p.id],
+            )?;
+        }
+        return Ok(Peer {
+            name: name.to_owned(),
+            ..p.clone()
+        });
+    }
+    if let Some(p) = peers.iter().find(|p| p.site.is_none() && p.name == name) {
+        conn.execute(
+            "UPDATE fieldsync_peers SET site = ?1 WHERE id = ?2",
+            params![site, p.id],
+        )?;
+        return Ok(Peer {
+            site: Some(site),
+            ..p.clone()
+        });
+    }
+    create_peer(conn, name, Some(site))
+}
+
+/// Per origin: what the peer acknowledged and what was sent to it.
+#[derive(Debug, Clone, Default)]
+pub struct PeerSeqs {
+    /// Acknowledged by the peer.
+    pub acked: SeqSet,
+    /// Exported to it.
+    pub sent: SeqSet,
+}
+
+/// The acked and sent sets of a peer, by origin.
+pub fn peer_seqs(conn: &Connection, peer: i64) -> Result<BTreeMap<i64, PeerSeqs>, Error> {
+    let mut out = BTreeMap::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT origin, acked, sent FROM fieldsync_peer_seqs WHERE peer = ?1")?;
+    let rows = stmt.query_map([peer], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (origin, acked, sent) = row?;
+        out.insert(
+            origin,
+            PeerSeqs {
+                acked: parse_set(acked)?,
+                sent: parse_set(sent)?,
+            },
+        );
+    }
+    Ok(out)
+}
+
+/// Which of a peer's sets to grow.
+#[derive(Debug, Clone, Copy)]
+pub enum Mark {
+    /// What it acknowledged.
+    Acked,
+    /// What was sent to it.
+    Sent,
+}
+
+/// Grow a peer's acked or sent set for one origin.
+pub fn add_peer_seqs(
+    conn: &Connection,
+    peer: i64,
+    origin: i64,
+    mark: Mark,
+    seqs: &SeqSet,
+) -> Result<(), Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    let mut all = peer_seqs(conn, peer)?;
+    let entry = all.entry(origin).or_default();
+    match mark {
+        Mark::Acked => entry.acked.union_with(seqs),
+        Mark::Sent => entry.sent.union_with(seqs),
+    }
+    conn.execute(
+        "INSERT INTO fieldsync_peer_seqs(peer, origin, acked, sent) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(peer, origin) DO UPDATE SET acked = excluded.acked, sent = excluded.sent",
+        params![
+            peer,
+            origin,
+            entry.acked.to_string(),
+            entry.sent.to_string()
+        ],
+    )?;
+    Ok(())
+}
+
+/// What an export to `peer` should cover, per origin: everything this
+/// instance has that the peer has not acknowledged (and, unless `resend`,
+/// was not already sent), never the peer's own changes.
+pub fn wanted_by(
+    conn: &Connection,
+    s: &Session,
+    peer: &Peer,
+    resend: bool,
+) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let have = have_all(conn, s)?;
+    let seqs = peer_seqs(conn, peer.id)?;
+    let mut out = BTreeMap::new();
+    for (origin, set) in have {
+        if Some(origin) == peer.site {
+            continue;
+        }
+        let mut want = set;
+        if let Some(p) = seqs.get(&origin) {
+            want = want.minus(&p.acked);
+            if !resend {
+                // A hole below the highest number the peer acknowledged means
+                // a later bundle arrived and an earlier one did not: what was
+                // sent into such a hole counts as lost and goes again.
+                let holes = p.acked.gaps();
+                want = want.minus(&p.sent.minus(&holes));
+            }
+        }
+        if !want.is_empty() {
+            out.insert(origin, want);
+        }
+    }
+    Ok(out)
+}
+
+/// Record the time of the last import from / export to a peer.
+pub fn touch(conn: &Connection, peer: i64, import: bool, unix_ms: i64) -> Result<(), Error> {
+    let sql = if import {
+        "UPDATE fieldsync_peers SET last_import = ?1 WHERE id = ?2"
+    } else {
+        "UPDATE fieldsync_peers SET last_export = ?1 WHERE id = ?2"
+    };
+    conn.execute(sql, params![unix_ms, peer])?;
+    Ok(())
+}

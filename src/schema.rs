@@ -1,0 +1,282 @@
+//! Introspection of the app's tables: columns, primary key, and whether
+//! fieldsync can track them.
+//!
+//! This module only reads the app's schema (through SQLite's `pragma_*`
+//! table-valued functions); it never changes it. What fieldsync remembers
+//! about a tracked table lives in [`crate::tracked`].
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::error::{Error, TrackError};
+
+/// Prefix of every table, index and trigger fieldsync creates.
+pub const ENGINE_PREFIX: &str = "fieldsync_";
+
+/// One ordinary (not generated, not hidden) column of an app table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Column {
+    /// Column name as declared.
+    pub name: String,
+    /// Declared type, as written (may be empty).
+    pub decl_type: String,
+    /// Declared NOT NULL.
+    pub not_null: bool,
+    /// Position in the primary key (0-based), if the column is part of it.
+    pub key_pos: Option<usize>,
+}
+
+/// The shape of an app table as fieldsync sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableShape {
+    /// Table name as stored in the schema.
+    pub name: String,
+    /// Ordinary columns in declaration order.
+    pub columns: Vec<Column>,
+    /// Declared `WITHOUT ROWID`.
+    pub without_rowid: bool,
+}
+
+impl TableShape {
+    /// Key columns in primary-key order.
+    pub fn key_columns(&self) -> Vec<&Column> {
+        let mut keys: Vec<&Column> = self
+            .columns
+            .iter()
+            .filter(|c| c.key_pos.is_some())
+            .collect();
+        keys.sort_by_key(|c| c.key_pos);
+        keys
+    }
+
+    /// Non-key columns in declaration order: the cells fieldsync merges.
+    pub fn cell_columns(&self) -> Vec<&Column> {
+        self.columns
+            .iter()
+            .filter(|c| c.key_pos.is_none())
+            .collect()
+    }
+}
+
+/// Quote an identifier for SQL: `"name"` with inner quotes doubled.
+pub fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// Look up a table by name (case-insensitively, as SQLite does) and read its
+/// shape. Errors say why a name is not an ordinary table.
+pub fn table_shape(conn: &Connection, name: &str) -> Result<TableShape, Error> {
+    let found: Option<(String, String, bool)> = conn
+        .query_row(
+            "SELECT name, type, wr FROM pragma_table_list \
+             WHERE schema = 'main' AND name = ?1 COLLATE NOCASE",
+            [name],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?;
+    let Some((stored_name, kind, without_rowid)) = found else {
+        return Err(TrackError::NoSuchTable {
+            table: name.to_owned(),
+        }
+        .into());
+    };
+    if stored_name.to_ascii_lowercase().starts_with(ENGINE_PREFIX)
+        || stored_name.to_ascii_lowercase().starts_with("sqlite_")
+    {
+        return Err(TrackError::EngineTable { table: stored_name }.into());
+    }
+    if kind != "table" {
+        let kind = match kind.as_str() {
+            "virtual" => "virtual table".to_owned(),
+            other => other.to_owned(),
+        };
+        return Err(TrackError::NotATable {
+            table: stored_name,
+            kind,
+        }
+        .into());
+    }
+    let mut stmt = conn.prepare(
+        "SELECT name, type, \"notnull\", pk, hidden FROM pragma_table_xinfo(?1) ORDER BY cid",
+    )?;
+    let columns = stmt
+        .query_map([&stored_name], |r| {
+            let pk: i64 = r.get(3)?;
+            let hidden: i64 = r.get(4)?;
+            Ok((
+                Column {
+                    name: r.get(0)?,
+                    decl_type: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                    not_null: r.get(2)?,
+                    key_pos: (pk > 0).then(|| (pk - 1) as usize),
+                },
+                hidden,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?
+        .into_iter()
+        // Generated and hidden columns are computed, never written.
+        .filter(|(_, hidden)| *hidden == 0)
+        .map(|(c, _)| c)
+        .collect();
+    Ok(TableShape {
+        name: stored_name,
+        columns,
+        without_rowid,
+    })
+}
+
+/// Check that fieldsync can track a table of this shape.
+pub fn check_trackable(conn: &Connection, shape: &TableShape) -> Result<(), Error> {
+    let keys = shape.key_columns();
+    if keys.is_empty() {
+        return Err(TrackError::NoPrimaryKey {
+            table: shape.name.clone(),
+        }
+        .into());
+    }
+    if keys.len() == 1
+        && !shape.without_rowid
+        && keys[0].decl_type.trim().eq_ignore_ascii_case("INTEGER")
+    {
+        return Err(TrackError::RowidAlias {
+            table: shape.name.clone(),
+            column: keys[0].name.clone(),
+        }
+        .into());
+    }
+    // The key index carries the collation each key column compares with.
+    let index: Option<String> = conn
+        .query_row(
+            "SELECT name FROM pragma_index_list(?1) WHERE origin = 'pk'",
+            [&shape.name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(index) = index {
+        let mut stmt =
+            conn.prepare("SELECT name, coll FROM pragma_index_xinfo(?1) WHERE key = 1")?;
+        let rows = stmt.query_map([&index], |r| {
+            Ok((
+                r.get::<_, Option<String>>(0)?,
+                r.get::<_, Option<String>>(1)?,
+            ))
+        })?;
+        for row in rows {
+            let (column, coll) = row?;
+            let coll = coll.unwrap_or_else(|| "BINARY".to_owned());
+            if !coll.eq_ignore_ascii_case("BINARY") {
+                return Err(TrackError::KeyCollation {
+                    table: shape.name.clone(),
+                    column: column.unwrap_or_default(),
+                    collation: coll,
+                }
+                .into());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Names of the app's ordinary tables (not fieldsync's, not SQLite's), in
+/// the order they were created.
+pub fn app_tables(conn: &Connection) -> Result<Vec<String>, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'fieldsync\\_%' ESCAPE '\\' ORDER BY rowid",
+    )?;
+    let names = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // Virtual tables appear in sqlite_schema as type 'table' too.
+    let mut out = Vec::new();
+    for name in names {
+        let kind: Option<String> = conn
+            .query_row(
+                "SELECT type FROM pragma_table_list WHERE schema = 'main' AND name = ?1",
+                [&name],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if kind.as_deref() == Some("table") {
+            out.push(name);
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conn(sql: &str) -> rusqlite::Result<Connection> {
+        let c = Connection::open_in_memory()?;
+        c.execute_batch(sql)?;
+        Ok(c)
+    }
+
+    #[test]
+    fn reads_composite_keys_in_key_order() -> Result<(), Error> {
+        let c = conn("CREATE TABLE m(a TEXT, b BLOB, v, PRIMARY KEY(b, a));")?;
+        let shape = table_shape(&c, "M")?;
+        assert_eq!(shape.name, "m");
+        let keys: Vec<_> = shape.key_columns().iter().map(|c| c.name.clone()).collect();
+        assert_eq!(keys, ["b", "a"]);
+        assert_eq!(shape.cell_columns().len(), 1);
+        check_trackable(&c, &shape)
+    }
+
+    #[test]
+    fn refuses_tables_without_a_usable_key() -> Result<(), Error> {
+        let c = conn(
+            "CREATE TABLE nokey(a, b);
+             CREATE TABLE alias(id INTEGER PRIMARY KEY, v);
+             CREATE TABLE nocase(code TEXT COLLATE NOCASE PRIMARY KEY, v);
+             CREATE TABLE intkey_wr(id INTEGER PRIMARY KEY, v) WITHOUT ROWID;
+             CREATE VIEW vw AS SELECT 1;",
+        )?;
+        let err = |name: &str| -> Result<String, Error> {
+            let shape = table_shape(&c, name)?;
+            Ok(check_trackable(&c, &shape)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default())
+        };
+        assert!(err("nokey")?.contains("no PRIMARY KEY"));
+        assert!(err("alias")?.contains("INTEGER PRIMARY KEY 'id'"));
+        assert!(err("nocase")?.contains("COLLATE NOCASE"));
+        assert_eq!(
+            err("intkey_wr")?,
+            "",
+            "WITHOUT ROWID integer keys are not rowids"
+        );
+        assert!(matches!(
+            table_shape(&c, "vw"),
+            Err(Error::Track(TrackError::NotATable { .. }))
+        ));
+        assert!(matches!(
+            table_shape(&c, "nope"),
+            Err(Error::Track(TrackError::NoSuchTable { .. }))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn generated_columns_are_not_cells() -> Result<(), Error> {
+        let c =
+            conn("CREATE TABLE g(id TEXT PRIMARY KEY, a INT, b INT GENERATED ALWAYS AS (a*2));")?;
+        let shape = table_shape(&c, "g")?;
+        assert_eq!(shape.columns.len(), 2);
+        Ok(())
+    }
+
+    #[test]
+    fn lists_app_tables_only() -> Result<(), Error> {
+        let c = conn(
+            "CREATE TABLE a(id TEXT PRIMARY KEY); CREATE TABLE fieldsync_x(k);
+             CREATE VIEW v AS SELECT 1; CREATE TABLE b(id TEXT PRIMARY KEY);",
+        )?;
+        assert_eq!(app_tables(&c)?, ["a", "b"]);
+        Ok(())
+    }
+}

@@ -1,0 +1,196 @@
+//! `status`: what an instance is, what it tracks, what it has from whom, and
+//! what each peer is still owed. Read-only: nothing is stamped or written.
+
+use std::collections::BTreeMap;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::capture::pending_count;
+use crate::error::Error;
+use crate::peers::{have_all, list_peers, peer_seqs, wanted_by};
+use crate::seqset::SeqSet;
+use crate::session::Session;
+
+/// One tracked table.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableStatus {
+    /// Table name.
+    pub name: String,
+    /// Rows the change log knows as existing.
+    pub rows: u64,
+    /// Deleted rows it keeps tombstones for.
+    pub tombstones: u64,
+}
+
+/// One origin this instance has changes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct OriginStatus {
+    /// Its name.
+    pub name: String,
+    /// Its site id.
+    pub site_id: String,
+    /// Change numbers held, e.g. `1-500`.
+    pub have: String,
+    /// Missing numbers below the highest held (a lost or skipped bundle).
+    pub gaps: String,
+}
+
+/// One peer.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// Its name.
+    pub name: String,
+    /// Its site id, once known.
+    pub site_id: Option<String>,
+    /// Per origin name, what it acknowledged.
+    pub acked: BTreeMap<String, String>,
+    /// Changes a `export --to` would ship now.
+    pub pending_changes: u64,
+    /// Changes sent but not yet acknowledged (a `--resend` ships them again).
+    pub unacknowledged: u64,
+    /// Last import from it (unix ms).
+    pub last_import: Option<i64>,
+    /// Last export to it (unix ms).
+    pub last_export: Option<i64>,
+}
+
+/// The whole status.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// This instance's site id.
+    pub site_id: String,
+    /// Its name.
+    pub name: String,
+    /// Names of tracked tables.
+    pub tracked_tables: Vec<String>,
+    /// Per tracked table.
+    pub tables: Vec<TableStatus>,
+    /// Captured local changes not yet folded into the log.
+    pub captured_unstamped: u64,
+    /// Changes this instance has numbered so far.
+    pub local_seq: u64,
+    /// Entries in the change log.
+    pub log_entries: u64,
+    /// Origins with their coverage and gaps.
+    pub origins: Vec<OriginStatus>,
+    /// Peers.
+    pub peers: Vec<PeerStatus>,
+}
+
+fn count_in(conn: &Connection, origin: i64, set: &SeqSet) -> Result<u64, Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT count(*) FROM fieldsync_log WHERE origin = ?1 AND seq BETWEEN ?2 AND ?3",
+    )?;
+    let mut n = 0u64;
+    for &(a, b) in set.ranges() {
+        n += stmt.query_row(
+            rusqlite::params![
+                origin,
+                a.min(i64::MAX as u64) as i64,
+                b.min(i64::MAX as u64) as i64
+            ],
+            |r| r.get::<_, i64>(0),
+        )? as u64;
+    }
+    Ok(n)
+}
+
+/// Gather the status (inside the caller's read transaction).
+pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
+    let captured = pending_count(conn)?;
+    let mut per_table: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+    let mut stmt = conn.prepare(
+        "SELECT tbl, sum(cl % 2 = 1), sum(cl % 2 = 0) FROM (SELECT DISTINCT tbl, pk, cl FROM fieldsync_log) GROUP BY tbl",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    })?;
+    for row in rows {
+        let (t, live, dead) = row?;
+        per_table.insert(t, (live as u64, dead as u64));
+    }
+    let tables = s
+        .catalog
+        .tables()
+        .iter()
+        .map(|t| {
+            let (rows, tombstones) = per_table.get(&t.id).copied().unwrap_or((0, 0));
+            TableStatus {
+                name: t.name.clone(),
+                rows,
+                tombstones,
+            }
+        })
+        .collect();
+    let name_of = |idx: i64| {
+        s.sites
+            .get(idx)
+            .map(|site| site.name.clone())
+            .unwrap_or_else(|| idx.to_string())
+    };
+    let have = have_all(conn, s)?;
+    let origins = have
+        .iter()
+        .filter_map(|(&idx, set)| {
+            let site = s.sites.get(idx)?;
+            Some(OriginStatus {
+                name: site.name.clone(),
+                site_id: site.id.to_string(),
+                have: set.to_string(),
+                gaps: set.gaps().to_string(),
+            })
+        })
+        .collect();
+    let mut peers = Vec::new();
+    for p in list_peers(conn)? {
+        let seqs = peer_seqs(conn, p.id)?;
+        let want = wanted_by(conn, s, &p, false)?;
+        let all_unacked = wanted_by(conn, s, &p, true)?;
+        let mut pending = captured;
+        for (origin, set) in &want {
+            pending += count_in(conn, *origin, set)?;
+        }
+        let mut unacknowledged = 0;
+        for (origin, set) in &all_unacked {
+            let sent_only = set.minus(want.get(origin).unwrap_or(&SeqSet::new()));
+            unacknowledged += count_in(conn, *origin, &sent_only)?;
+        }
+        let (last_import, last_export) = conn.query_row(
+            "SELECT last_import, last_export FROM fieldsync_peers WHERE id = ?1",
+            [p.id],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
+        peers.push(PeerStatus {
+            name: p.name.clone(),
+            site_id: p
+                .site
+                .and_then(|i| s.sites.get(i))
+                .map(|site| site.id.to_string()),
+            acked: seqs
+                .iter()
+                .filter(|(_, v)| !v.acked.is_empty())
+                .map(|(o, v)| (name_of(*o), v.acked.to_string()))
+                .collect(),
+            pending_changes: pending,
+            unacknowledged,
+            last_import,
+            last_export,
+        });
+    }
+    Ok(Status {
+        site_id: s.local.to_string(),
+        name: s.name.clone(),
+        tracked_tables: s.catalog.tables().iter().map(|t| t.name.clone()).collect(),
+        tables,
+        captured_unstamped: captured,
+        local_seq: s.seq,
+        log_entries: crate::log::entry_count(conn)?,
+        origins,
+        peers,
+    })
+}

@@ -1,0 +1,157 @@
+//! fieldsync's own tables in the app's database, and how a connection to
+//! that database is opened.
+//!
+//! Every object is named `fieldsync_*`. The DDL uses only features an SQLite
+//! as old as 3.31 understands (no STRICT tables, no generated columns), so the
+//! app, linked against whatever SQLite it ships, can still open its database.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension};
+
+use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
+
+/// Version of the engine tables written by this build.
+pub const ENGINE_SCHEMA: i64 = 1;
+
+/// DDL of the engine tables. Comments here are kept in the database schema,
+/// so an administrator reading `.schema` in the sqlite3 shell sees them.
+pub const ENGINE_DDL: &str = "
+CREATE TABLE IF NOT EXISTS fieldsync_meta(
+  key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq
+  value
+);
+CREATE TABLE IF NOT EXISTS fieldsync_sites(
+  id INTEGER PRIMARY KEY,           -- local number, used in fieldsync_log.origin
+  site_id BLOB NOT NULL UNIQUE,     -- 16-byte uuid of the instance
+  name TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fieldsync_tables(
+  id INTEGER PRIMARY KEY,           -- used in fieldsync_log.tbl and fieldsync_pending.t
+  name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE IF NOT EXISTS fieldsync_columns(
+  tbl INTEGER NOT NULL,
+  role TEXT NOT NULL,               -- 'key' or 'cell'
+  pos INTEGER NOT NULL,             -- key: position in the primary key; cell: bit (1, 2, ...)
+  name TEXT NOT NULL,
+  PRIMARY KEY(tbl, role, pos)
+) WITHOUT ROWID;
+-- Written by the capture triggers: one row per row change, folded into
+-- fieldsync_log (and deleted) by the next export, import or compact.
+-- Columns k1.., m1.. are added when a tracked table needs them.
+CREATE TABLE IF NOT EXISTS fieldsync_pending(
+  id INTEGER PRIMARY KEY,
+  t INTEGER NOT NULL,               -- fieldsync_tables.id
+  op INTEGER NOT NULL,              -- 1 insert, 2 update, 3 delete
+  at REAL NOT NULL,                 -- julianday('now') of the write
+  m0 INTEGER,                       -- update: bits of the cells that changed
+  k0                                -- first primary key column
+);
+-- The change log: for each row, the versions that still win a cell.
+CREATE TABLE IF NOT EXISTS fieldsync_log(
+  tbl INTEGER NOT NULL,
+  pk BLOB NOT NULL,                 -- canonical encoding of the primary key
+  origin INTEGER NOT NULL,          -- fieldsync_sites.id of the instance that made the change
+  seq INTEGER NOT NULL,             -- its number at that instance
+  cl INTEGER NOT NULL,              -- causal length: odd live, even deleted
+  hlc INTEGER NOT NULL,             -- hybrid logical clock
+  cols BLOB NOT NULL,               -- cells it still wins (bit 0: the row itself)
+  PRIMARY KEY(tbl, pk, origin, seq)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS fieldsync_log_by_origin ON fieldsync_log(origin, seq);
+-- Which change numbers this instance has from each other origin.
+CREATE TABLE IF NOT EXISTS fieldsync_have(
+  origin INTEGER PRIMARY KEY,
+  seqs TEXT NOT NULL                -- ranges, e.g. '1-500,520-610'
+);
+CREATE TABLE IF NOT EXISTS fieldsync_peers(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  site INTEGER UNIQUE,              -- fieldsync_sites.id, once a bundle from it was imported
+  last_import INTEGER,              -- unix ms
+  last_export INTEGER               -- unix ms
+);
+CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
+  peer INTEGER NOT NULL,
+  origin INTEGER NOT NULL,
+  acked TEXT NOT NULL DEFAULT '',   -- what the peer said it has (its seen vector)
+  sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
+  PRIMARY KEY(peer, origin)
+) WITHOUT ROWID;
+";
+
+/// Open an existing database file (never creating it), with the settings
+/// every fieldsync connection uses.
+pub fn open_existing(path: &Path) -> Result<Connection, Error> {
+    if !path.exists() {
+        return Err(SiteError::DatabaseMissing {
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+/// Open a database file, creating it if it does not exist.
+pub fn open_or_create(path: &Path) -> Result<Connection, Error> {
+    let conn = Connection::open(path)?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+fn configure(conn: &Connection, path: &Path) -> Result<(), Error> {
+    conn.busy_timeout(Duration::from_secs(BUSY_TIMEOUT_SECS))?;
+    conn.set_prepared_statement_cache_capacity(256);
+    // Reading the schema is the first thing that touches the file, so a file
+    // that is not a database is reported here, by name.
+    if let Err(e) = conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    }) {
+        if let rusqlite::Error::SqliteFailure(f, _) = &e {
+            if f.code == rusqlite::ErrorCode::NotADatabase {
+                return Err(SiteError::NotADatabase {
+                    path: path.to_owned(),
+                }
+                .into());
+            }
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+/// True if the engine tables exist.
+pub fn is_initialised(conn: &Connection) -> Result<bool, Error> {
+    Ok(conn
+        .query_row(
+            "SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'fieldsync_meta'",
+            [],
+            |_| Ok(()),
+        )
+        .optional()?
+        .is_some())
+}
+
+/// Create the engine tables (idempotent).
+pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
+    conn.execute_batch(ENGINE_DDL)?;
+    Ok(())
+}
+
+/// Names of the columns of a table, in order.
+pub fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>, Error> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;
+    let names = stmt
+        .query_map([table], |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    Ok(names)
+}
