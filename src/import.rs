@@ -281,9 +281,19 @@ pub(crate) fn import<R: Read>(
                     let sql = sql_cache
                         .entry((m.table.id, cells.clone(), true))
                         .or_insert_with(|| upsert_sql(&m.table, cells));
+                    // Only some cells of a row this instance never had: the
+                    // insert that created it is in a bundle not imported yet.
+                    let partial = state.holder(SENTINEL).is_none();
                     conn.prepare_cached(sql)?
                         .execute(params_from_iter(args.iter()))
-                        .map_err(|e| constraint(&m.table, &rec.key, e))?;
+                        .map_err(|e| match constraint(&m.table, &rec.key, e) {
+                            Error::Import(ImportError::Constraint { table, key, detail })
+                                if partial =>
+                            {
+                                ImportError::NeedsEarlierBundle { table, key, detail }.into()
+                            }
+                            other => other,
+                        })?;
                 }
             }
         }
