@@ -1,0 +1,926 @@
+//! Property tests: replicas converge.
+//!
+//! `three_instances_converge` drives three real instances (database files in
+//! a temporary directory) through a random history of app writes, exports
+//! and imports, then delivers the bundles in a random order (duplicated,
+//! dropped, refused when an instance is handed its own), runs an all-pairs
+//! exchange until nothing changes, and checks that every instance holds the
+//! same rows and the same change log, and that re-importing any bundle
+//! afterwards changes nothing.
+//!
+//! `merge_is_a_join` checks the pure merge rule ([`RowState::merge`]) on its
+//! own: the same changes, merged one by one or pre-merged in groups, in any
+//! order and any number of times, give the same row state.
+//!
+//! Cases: 32 by default, or `FIELDSYNC_PROPTEST_CASES`. Failing seeds are kept
+//! in `tests/convergence.proptest-regressions`; a failure worth keeping goes
+//! into a plain `#[test]` at the end of this file.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::io::Cursor;
+
+use fieldsync::colset::ColSet;
+use fieldsync::hlc::Hlc;
+use fieldsync::merge::{RowState, Verdict, Version};
+use fieldsync::{
+    Error, ExportTarget, ImportError, ImportReport, Instance, Selection, SiteId, Value,
+};
+use proptest::collection::vec;
+use proptest::prelude::*;
+use proptest::test_runner::FileFailurePersistence;
+
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+fn config() -> ProptestConfig {
+    let cases = match std::env::var("FIELDSYNC_PROPTEST_CASES") {
+        Ok(v) => match v.trim().parse() {
+            Ok(n) => n,
+            Err(_) => panic!("FIELDSYNC_PROPTEST_CASES must be a number of cases, not {v:?}"),
+        },
+        Err(_) => 32,
+    };
+    ProptestConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
+            "proptest-regressions",
+        ))),
+        // A case costs tens of milliseconds; keep shrinking bounded.
+        max_shrink_iters: 4096,
+        ..ProptestConfig::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The history
+// ---------------------------------------------------------------------------
+
+const N: usize = 3;
+const NAMES: [&str; N] = ["i0", "i1", "i2"];
+const SCHEMA: &str = "
+CREATE TABLE item(id TEXT PRIMARY KEY, a INTEGER, b TEXT, c BLOB, d REAL);
+CREATE TABLE link(x TEXT, y INTEGER, note TEXT, PRIMARY KEY(x, y));
+";
+const ITEM_CELLS: [&str; 4] = ["a", "b", "c", "d"];
+const LINK_CELLS: [&str; 1] = ["note"];
+const SELECTS: [&str; 2] = [
+    "SELECT id, a, b, c, d FROM item ORDER BY id",
+    "SELECT x, y, note FROM link ORDER BY x, y",
+];
+
+/// A row of one of the two tables.
+#[derive(Clone, PartialEq)]
+enum Key {
+    /// `item.id`.
+    Item(&'static str),
+    /// `link(x, y)`.
+    Link(&'static str, i64),
+}
+
+impl Key {
+    fn table(&self) -> &'static str {
+        match self {
+            Key::Item(_) => "item",
+            Key::Link(..) => "link",
+        }
+    }
+
+    fn cells(&self) -> &'static [&'static str] {
+        match self {
+            Key::Item(_) => &ITEM_CELLS,
+            Key::Link(..) => &LINK_CELLS,
+        }
+    }
+
+    fn values(&self) -> Vec<Value> {
+        match self {
+            Key::Item(id) => vec![Value::text(*id)],
+            Key::Link(x, y) => vec![Value::text(*x), Value::Integer(*y)],
+        }
+    }
+
+    fn key_columns(&self) -> &'static [&'static str] {
+        match self {
+            Key::Item(_) => &["id"],
+            Key::Link(..) => &["x", "y"],
+        }
+    }
+
+    fn predicate(&self, first_param: usize) -> String {
+        self.key_columns()
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c} = ?{}", first_param + i))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+impl fmt::Debug for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Key::Item(id) => write!(f, "item['{id}']"),
+            Key::Link(x, y) => write!(f, "link['{x}', {y}]"),
+        }
+    }
+}
+
+/// An app write on one instance, through its own connection.
+#[derive(Clone)]
+enum Write {
+    /// `INSERT OR REPLACE` / `INSERT OR IGNORE` of a whole row.
+    Insert {
+        key: Key,
+        values: Vec<Value>,
+        replace: bool,
+    },
+    /// `UPDATE … SET` some cells (none: `SET first = first`, a no-op).
+    Update {
+        key: Key,
+        set: Vec<(&'static str, Value)>,
+    },
+    /// `DELETE`.
+    Delete { key: Key },
+    /// `DELETE` then `INSERT` of the same key.
+    Reinsert { key: Key, values: Vec<Value> },
+    /// `UPDATE OR REPLACE … SET key = to WHERE key = from`.
+    Rekey { from: Key, to: Key },
+}
+
+fn list(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl fmt::Debug for Write {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Write::Insert {
+                key,
+                values,
+                replace,
+            } => {
+                let how = if *replace { "OR REPLACE" } else { "OR IGNORE" };
+                write!(f, "INSERT {how} {key:?} VALUES ({})", list(values))
+            }
+            Write::Update { key, set } if set.is_empty() => {
+                write!(f, "UPDATE {key:?} SET {0} = {0} (no-op)", key.cells()[0])
+            }
+            Write::Update { key, set } => {
+                let set = set
+                    .iter()
+                    .map(|(c, v)| format!("{c} = {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                write!(f, "UPDATE {key:?} SET {set}")
+            }
+            Write::Delete { key } => write!(f, "DELETE {key:?}"),
+            Write::Reinsert { key, values } => {
+                write!(f, "DELETE {key:?}, INSERT VALUES ({})", list(values))
+            }
+            Write::Rekey { from, to } => write!(f, "UPDATE OR REPLACE {from:?} SET key = {to:?}"),
+        }
+    }
+}
+
+/// One step of the history.
+#[derive(Clone)]
+enum Step {
+    /// An app write on instance `at`.
+    Write { at: usize, write: Write },
+    /// A delta export from `from` to `to`, pooled.
+    Export {
+        from: usize,
+        to: usize,
+        resend: bool,
+    },
+    /// A full export, pooled.
+    ExportFull { from: usize },
+    /// Instance `at` imports a pooled bundle: `back` = 0 is the newest,
+    /// counting back (modulo the pool size). Nothing if the pool is empty.
+    Import { at: usize, back: usize },
+}
+
+impl fmt::Debug for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Step::Write { at, write } => write!(f, "i{at}: {write:?}"),
+            Step::Export { from, to, resend } => {
+                let resend = if *resend { " (resend)" } else { "" };
+                write!(f, "i{from} → i{to}: export{resend}")
+            }
+            Step::ExportFull { from } => write!(f, "i{from}: export full"),
+            Step::Import { at, back: 0 } => write!(f, "i{at}: import the newest bundle"),
+            Step::Import { at, back } => {
+                write!(f, "i{at}: import the bundle {back} before the newest")
+            }
+        }
+    }
+}
+
+/// After the history: bundle number `bundle` (modulo the pool size) is
+/// imported at `at`.
+#[derive(Clone)]
+struct Delivery {
+    bundle: usize,
+    at: usize,
+}
+
+impl fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "bundle #{} → i{}", self.bundle, self.at)
+    }
+}
+
+#[derive(Clone, Debug)]
+struct History {
+    steps: Vec<Step>,
+    deliveries: Vec<Delivery>,
+}
+
+// ---------------------------------------------------------------------------
+// Strategies
+// ---------------------------------------------------------------------------
+
+fn value() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        prop_oneof![Just(0i64), Just(1), Just(-1), any::<i64>()].prop_map(Value::Integer),
+        prop_oneof![
+            Just(0.0f64),
+            Just(-0.0),
+            Just(1.0),
+            Just(0.5),
+            Just(f64::INFINITY),
+            any::<f64>().prop_filter("SQLite stores NaN as NULL", |r| !r.is_nan()),
+        ]
+        .prop_map(Value::Real),
+        prop_oneof![
+            Just(Value::text("")),
+            Just(Value::text("x")),
+            Just(Value::text("1")),
+            Just(Value::text("héllo")),
+            // Not UTF-8: SQLite keeps the bytes, so must fieldsync.
+            Just(Value::Text(vec![0xff, 0x00, 0x80])),
+        ],
+        vec(any::<u8>(), 0..4).prop_map(Value::Blob),
+    ]
+}
+
+fn item_key() -> impl Strategy<Value = Key> {
+    prop::sample::select(vec!["k0", "k1", "k2", "k3", "k4", "k5"]).prop_map(Key::Item)
+}
+
+fn link_key() -> impl Strategy<Value = Key> {
+    (prop::sample::select(vec!["a", "b"]), 1..=3i64).prop_map(|(x, y)| Key::Link(x, y))
+}
+
+fn write_for(keys: BoxedStrategy<Key>, cells: &'static [&'static str]) -> BoxedStrategy<Write> {
+    let n = cells.len();
+    prop_oneof![
+        3 => (keys.clone(), vec(value(), n), any::<bool>()).prop_map(|(key, values, replace)| {
+            Write::Insert { key, values, replace }
+        }),
+        4 => (keys.clone(), vec(proptest::option::of(value()), n)).prop_map(move |(key, set)| {
+            let set = cells
+                .iter()
+                .zip(set)
+                .filter_map(|(c, v)| v.map(|v| (*c, v)))
+                .collect();
+            Write::Update { key, set }
+        }),
+        2 => keys.clone().prop_map(|key| Write::Delete { key }),
+        1 => (keys.clone(), vec(value(), n)).prop_map(|(key, values)| Write::Reinsert { key, values }),
+        1 => (keys.clone(), keys).prop_map(|(from, to)| Write::Rekey { from, to }),
+    ]
+    .boxed()
+}
+
+fn write() -> impl Strategy<Value = Write> {
+    prop_oneof![
+        3 => write_for(item_key().boxed(), &ITEM_CELLS),
+        1 => write_for(link_key().boxed(), &LINK_CELLS),
+    ]
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    prop_oneof![
+        6 => (0..N, write()).prop_map(|(at, write)| Step::Write { at, write }),
+        2 => (0..N, 1..N, any::<bool>()).prop_map(|(from, off, resend)| Step::Export {
+            from,
+            to: (from + off) % N,
+            resend,
+        }),
+        1 => (0..N).prop_map(|from| Step::ExportFull { from }),
+        2 => (0..N, 0..4usize).prop_map(|(at, back)| Step::Import { at, back }),
+    ]
+}
+
+fn history() -> impl Strategy<Value = History> {
+    (
+        vec(step(), 1..48),
+        vec(
+            (0..64usize, 0..N).prop_map(|(bundle, at)| Delivery { bundle, at }),
+            0..24,
+        ),
+    )
+        .prop_map(|(steps, deliveries)| History { steps, deliveries })
+}
+
+// ---------------------------------------------------------------------------
+// Running a history
+// ---------------------------------------------------------------------------
+
+struct Bundle {
+    sender: usize,
+    what: String,
+    bytes: Vec<u8>,
+}
+
+type Tables = Vec<Vec<Vec<Value>>>;
+/// Log entries: table, key, origin site id, seq, cl, hlc, cells.
+type LogEntry = (String, Vec<u8>, Vec<u8>, i64, i64, i64, Vec<u8>);
+
+struct World {
+    // Kept so the files outlive the instances.
+    _dir: tempfile::TempDir,
+    instances: Vec<Instance>,
+    pool: Vec<Bundle>,
+    trace: Vec<String>,
+}
+
+impl World {
+    fn new() -> Res<World> {
+        let dir = tempfile::tempdir()?;
+        let mut instances = Vec::with_capacity(N);
+        for name in NAMES {
+            let (mut inst, _) = Instance::init(dir.path().join(format!("{name}.db")), name)?;
+            inst.connection().execute_batch(SCHEMA)?;
+            inst.track(&Selection::All)?;
+            instances.push(inst);
+        }
+        Ok(World {
+            _dir: dir,
+            instances,
+            pool: Vec::new(),
+            trace: Vec::new(),
+        })
+    }
+
+    fn write(&mut self, at: usize, w: &Write) -> Res<()> {
+        let conn = self.instances[at].connection();
+        let insert = |key: &Key, values: &[Value], verb: &str| -> Res<usize> {
+            let mut args = key.values();
+            args.extend(values.iter().cloned());
+            let params = (1..=args.len())
+                .map(|i| format!("?{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let sql = format!(
+                "{verb} INTO {}({}, {}) VALUES ({params})",
+                key.table(),
+                key.key_columns().join(", "),
+                key.cells().join(", ")
+            );
+            tolerate(conn.execute(&sql, rusqlite::params_from_iter(args.iter())))
+        };
+        let delete = |key: &Key| -> Res<usize> {
+            let sql = format!("DELETE FROM {} WHERE {}", key.table(), key.predicate(1));
+            tolerate(conn.execute(&sql, rusqlite::params_from_iter(key.values().iter())))
+        };
+        let changed = match w {
+            Write::Insert {
+                key,
+                values,
+                replace,
+            } => {
+                let verb = if *replace {
+                    "INSERT OR REPLACE"
+                } else {
+                    "INSERT OR IGNORE"
+                };
+                insert(key, values, verb)?
+            }
+            Write::Update { key, set } => {
+                let (assign, mut args): (String, Vec<Value>) = if set.is_empty() {
+                    (format!("{0} = {0}", key.cells()[0]), Vec::new())
+                } else {
+                    let assign = set
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (c, _))| format!("{c} = ?{}", i + 1))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    (assign, set.iter().map(|(_, v)| v.clone()).collect())
+                };
+                let sql = format!(
+                    "UPDATE {} SET {assign} WHERE {}",
+                    key.table(),
+                    key.predicate(args.len() + 1)
+                );
+                args.extend(key.values());
+                tolerate(conn.execute(&sql, rusqlite::params_from_iter(args.iter())))?
+            }
+            Write::Delete { key } => delete(key)?,
+            Write::Reinsert { key, values } => {
+                delete(key)? + insert(key, values, "INSERT OR REPLACE")?
+            }
+            Write::Rekey { from, to } => {
+                let cols = to.key_columns();
+                let assign = cols
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{c} = ?{}", i + 1))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let sql = format!(
+                    "UPDATE OR REPLACE {} SET {assign} WHERE {}",
+                    to.table(),
+                    from.predicate(cols.len() + 1)
+                );
+                let mut args = to.values();
+                args.extend(from.values());
+                tolerate(conn.execute(&sql, rusqlite::params_from_iter(args.iter())))?
+            }
+        };
+        self.trace.push(format!("i{at}: {w:?}  [{changed} row(s)]"));
+        Ok(())
+    }
+
+    fn export(&mut self, from: usize, target: &ExportTarget) -> Res<usize> {
+        let mut bytes = Vec::new();
+        let report = self.instances[from]
+            .export(target, &mut bytes)
+            .map_err(|e| format!("i{from}: export {target:?} failed: {e}"))?;
+        let what = match target {
+            ExportTarget::Full => format!("i{from} full"),
+            ExportTarget::Peer { to, resend } => {
+                format!("i{from} → {to}{}", if *resend { " (resend)" } else { "" })
+            }
+        };
+        let n = self.pool.len();
+        self.trace.push(format!(
+            "bundle #{n} = {what}: {} row(s), covers {:?}",
+            report.changes, report.covers
+        ));
+        self.pool.push(Bundle {
+            sender: from,
+            what,
+            bytes,
+        });
+        Ok(n)
+    }
+
+    /// Import pooled bundle `b` at `at`. A bundle made by `at` itself must be
+    /// refused with `FromSelf` (and `None` is returned).
+    fn import(&mut self, b: usize, at: usize) -> Res<Option<ImportReport>> {
+        let bundle = &self.pool[b];
+        let result = self.instances[at].import(Cursor::new(&bundle.bytes));
+        if bundle.sender == at {
+            return match result {
+                Err(Error::Import(ImportError::FromSelf { .. })) => {
+                    self.trace
+                        .push(format!("i{at} ← #{b}: refused (its own bundle)"));
+                    Ok(None)
+                }
+                Err(e) => Err(format!(
+                    "i{at} importing its own bundle #{b} failed with {e:?}, not FromSelf"
+                )
+                .into()),
+                Ok(_) => Err(format!("i{at} accepted its own bundle #{b}").into()),
+            };
+        }
+        let report = result.map_err(|e| {
+            format!(
+                "i{at} failed to import bundle #{b} ({}): {e} [{e:?}]",
+                bundle.what
+            )
+        })?;
+        self.trace.push(format!(
+            "i{at} ← #{b}: applied {}, known {}, older {}{}",
+            report.applied,
+            report.known,
+            report.older,
+            if report.gaps.is_empty() {
+                String::new()
+            } else {
+                format!(", gaps {:?}", report.gaps)
+            }
+        ));
+        Ok(Some(report))
+    }
+
+    fn tables(&self, at: usize) -> Res<Tables> {
+        let conn = self.instances[at].connection();
+        let mut out = Vec::new();
+        for sql in SELECTS {
+            let mut stmt = conn.prepare(sql)?;
+            let n = stmt.column_count();
+            let rows = stmt
+                .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?
+                .collect::<rusqlite::Result<Vec<Vec<Value>>>>()?;
+            out.push(rows);
+        }
+        Ok(out)
+    }
+
+    /// The change log, with origins and tables by name so instances compare.
+    fn log(&self, at: usize) -> Res<Vec<LogEntry>> {
+        let conn = self.instances[at].connection();
+        let mut stmt = conn.prepare(
+            "SELECT t.name, l.pk, s.site_id, l.seq, l.cl, l.hlc, l.cols \
+             FROM fieldsync_log AS l \
+             JOIN fieldsync_sites AS s ON s.id = l.origin \
+             JOIN fieldsync_tables AS t ON t.id = l.tbl \
+             ORDER BY 1, 2, 3, 4",
+        )?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get(0)?,
+                    r.get(1)?,
+                    r.get(2)?,
+                    r.get(3)?,
+                    r.get(4)?,
+                    r.get(5)?,
+                    r.get(6)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<LogEntry>>>()?;
+        Ok(rows)
+    }
+
+    fn dump(&self) -> String {
+        let mut out = String::new();
+        for at in 0..N {
+            out.push_str(&format!("i{at}:\n"));
+            match self.tables(at) {
+                Ok(tables) => {
+                    for (sql, rows) in SELECTS.iter().zip(tables) {
+                        out.push_str(&format!("  {sql}\n"));
+                        for row in rows {
+                            out.push_str(&format!("    ({})\n", list(&row)));
+                        }
+                    }
+                }
+                Err(e) => out.push_str(&format!("  cannot read: {e}\n")),
+            }
+        }
+        out
+    }
+
+    fn play(&mut self, h: &History) -> Res<()> {
+        for step in &h.steps {
+            match step {
+                Step::Write { at, write } => self.write(*at, write)?,
+                Step::Export { from, to, resend } => {
+                    let target = ExportTarget::Peer {
+                        to: NAMES[*to].into(),
+                        resend: *resend,
+                    };
+                    self.export(*from, &target)?;
+                }
+                Step::ExportFull { from } => {
+                    self.export(*from, &ExportTarget::Full)?;
+                }
+                Step::Import { at, back } => {
+                    if !self.pool.is_empty() {
+                        let b = self.pool.len() - 1 - back % self.pool.len();
+                        self.import(b, *at)?;
+                    }
+                }
+            }
+        }
+        let history_bundles = self.pool.len();
+        self.trace.push("-- deliveries --".into());
+        if history_bundles > 0 {
+            for d in &h.deliveries {
+                self.import(d.bundle % history_bundles, d.at)?;
+            }
+        }
+
+        // All pairs, resending everything not acknowledged, twice.
+        for round in 1..=3 {
+            self.trace.push(format!("-- exchange round {round} --"));
+            for from in 0..N {
+                for to in (0..N).filter(|&to| to != from) {
+                    let target = ExportTarget::Peer {
+                        to: NAMES[to].into(),
+                        resend: true,
+                    };
+                    let b = self.export(from, &target)?;
+                    let report = self.import(b, to)?;
+                    if round == 3 {
+                        if let Some(r) = report.filter(|r| r.applied > 0) {
+                            return Err(format!(
+                                "not quiescent after two exchange rounds: i{from} → i{to} applied {} record(s)",
+                                r.applied
+                            )
+                            .into());
+                        }
+                    }
+                }
+            }
+        }
+
+        let tables: Vec<Tables> = (0..N).map(|at| self.tables(at)).collect::<Res<_>>()?;
+        for at in 1..N {
+            if tables[at] != tables[0] {
+                return Err(format!("instances i0 and i{at} differ\n{}", self.dump()).into());
+            }
+        }
+        let logs: Vec<Vec<LogEntry>> = (0..N).map(|at| self.log(at)).collect::<Res<_>>()?;
+        for at in 1..N {
+            if logs[at] != logs[0] {
+                return Err(format!(
+                    "the rows agree but the change logs of i0 and i{at} differ:\ni0: {:?}\ni{at}: {:?}",
+                    logs[0], logs[at]
+                )
+                .into());
+            }
+        }
+
+        // Every bundle again, everywhere: nothing changes.
+        self.trace.push("-- re-import everything --".into());
+        for b in 0..self.pool.len() {
+            for at in 0..N {
+                if let Some(r) = self.import(b, at)? {
+                    if r.applied > 0 {
+                        return Err(format!(
+                            "re-importing bundle #{b} ({}) at i{at} applied {} record(s)",
+                            self.pool[b].what, r.applied
+                        )
+                        .into());
+                    }
+                }
+            }
+        }
+        for (at, before) in tables.iter().enumerate() {
+            if &self.tables(at)? != before {
+                return Err(format!("re-importing changed i{at}\n{}", self.dump()).into());
+            }
+            if self.log(at)? != logs[at] {
+                return Err(format!("re-importing changed the change log of i{at}").into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A write that a constraint refused is not an error of the test.
+fn tolerate(r: rusqlite::Result<usize>) -> Res<usize> {
+    match r {
+        Ok(n) => Ok(n),
+        Err(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Ok(0)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Play a history; on failure, the error and what happened.
+fn check(h: &History) -> Result<(), String> {
+    let mut world = World::new().map_err(|e| format!("setting up: {e}"))?;
+    world
+        .play(h)
+        .map_err(|e| format!("{e}\n--- what happened ---\n{}", world.trace.join("\n")))
+}
+
+proptest! {
+    #![proptest_config(config())]
+
+    #[test]
+    fn three_instances_converge(h in history()) {
+        check(&h).map_err(TestCaseError::fail)?;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The merge rule alone
+// ---------------------------------------------------------------------------
+
+const CELLS: usize = 3;
+
+/// One change of one row: `cols` is what it wrote (an insert: the sentinel
+/// and every cell; an update: some cells; a delete, at even `cl`: the
+/// sentinel).
+#[derive(Clone, Debug)]
+struct Change {
+    site: u8,
+    seq: u64,
+    hlc: u64,
+    cl: u64,
+    cols: Vec<usize>,
+}
+
+impl Change {
+    fn version(&self) -> Version {
+        Version {
+            site: site(self.site),
+            seq: self.seq,
+            hlc: Hlc(self.hlc),
+            cols: ColSet::of(&self.cols),
+        }
+    }
+}
+
+fn site(n: u8) -> SiteId {
+    SiteId::from_bytes([n; 16])
+}
+
+/// What a sender would put in a record: the state after merging `changes`
+/// (indices, in this order), keeping only the versions picked by `keep`.
+#[derive(Clone, Debug)]
+struct Group {
+    changes: Vec<usize>,
+    keep: Vec<bool>,
+}
+
+#[derive(Clone, Debug)]
+struct MergeCase {
+    changes: Vec<Change>,
+    groups: Vec<Group>,
+    /// Two orders of the single changes.
+    order_a: Vec<usize>,
+    order_b: Vec<usize>,
+    /// Sort keys interleaving single changes, groups and repeats.
+    mix: Vec<u8>,
+}
+
+/// Changes with realistic numbering: each site's sequence numbers follow
+/// its clock, which never repeats a value (clocks of different sites may).
+fn changes() -> impl Strategy<Value = Vec<Change>> {
+    let one = (
+        1..=3u8,
+        1..=8u64,
+        1..=4u64,
+        prop_oneof![Just(None), vec(any::<bool>(), CELLS).prop_map(Some)],
+    );
+    vec(one, 1..10).prop_map(|raw| {
+        let mut by_site: BTreeMap<u8, Vec<(u64, u64, Option<Vec<bool>>)>> = BTreeMap::new();
+        for (s, t, cl, what) in raw {
+            by_site.entry(s).or_default().push((t, cl, what));
+        }
+        let mut out = Vec::new();
+        for (s, mut list) in by_site {
+            list.sort_by_key(|(t, ..)| *t);
+            let mut last = 0;
+            for (i, (t, cl, what)) in list.into_iter().enumerate() {
+                let hlc = t.max(last + 1);
+                last = hlc;
+                let cols: Vec<usize> = if cl % 2 == 0 {
+                    vec![0]
+                } else {
+                    match what {
+                        None => (0..=CELLS).collect(),
+                        Some(bits) => {
+                            let cells: Vec<usize> = bits
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, b)| **b)
+                                .map(|(i, _)| i + 1)
+                                .collect();
+                            if cells.is_empty() { vec![1] } else { cells }
+                        }
+                    }
+                };
+                out.push(Change {
+                    site: s,
+                    seq: i as u64 + 1,
+                    hlc,
+                    cl,
+                    cols,
+                });
+            }
+        }
+        out
+    })
+}
+
+fn merge_case() -> impl Strategy<Value = MergeCase> {
+    changes().prop_flat_map(|changes| {
+        let n = changes.len();
+        let all: Vec<usize> = (0..n).collect();
+        let group = (
+            proptest::sample::subsequence(all.clone(), 0..=n).prop_shuffle(),
+            vec(any::<bool>(), n),
+        )
+            .prop_map(|(changes, keep)| Group { changes, keep });
+        (
+            Just(changes),
+            vec(group, 0..4),
+            Just(all.clone()).prop_shuffle(),
+            Just(all).prop_shuffle(),
+            vec(any::<u8>(), 2 * n + 4),
+        )
+            .prop_map(|(changes, groups, order_a, order_b, mix)| MergeCase {
+                changes,
+                groups,
+                order_a,
+                order_b,
+                mix,
+            })
+    })
+}
+
+type Record = (u64, Vec<Version>);
+
+fn merge_all(state: &mut RowState, records: &[Record]) -> Result<(), String> {
+    for (cl, versions) in records {
+        state
+            .merge(*cl, versions)
+            .map_err(|e| format!("merge refused {versions:?} at cl {cl}: {e:?}"))?;
+    }
+    Ok(())
+}
+
+/// Versions in a fixed order, so states compare as sets.
+fn normal(mut s: RowState) -> RowState {
+    s.versions.sort_by_key(|v| (v.site, v.seq));
+    s
+}
+
+fn check_merge(case: &MergeCase) -> Result<(), String> {
+    let single = |i: &usize| -> Record {
+        let c = &case.changes[*i];
+        (c.cl, vec![c.version()])
+    };
+    let singles_a: Vec<Record> = case.order_a.iter().map(single).collect();
+    let singles_b: Vec<Record> = case.order_b.iter().map(single).collect();
+
+    let mut a = RowState::default();
+    merge_all(&mut a, &singles_a)?;
+    let mut b = RowState::default();
+    merge_all(&mut b, &singles_b)?;
+    let joined = normal(a);
+    if normal(b) != joined {
+        return Err("the order of single changes matters".into());
+    }
+
+    // Pre-merged groups, as senders would ship them.
+    let mut records: Vec<Record> = singles_a.clone();
+    for g in &case.groups {
+        let mut s = RowState::default();
+        merge_all(&mut s, &g.changes.iter().map(single).collect::<Vec<_>>())?;
+        let versions: Vec<Version> = s
+            .versions
+            .iter()
+            .zip(g.keep.iter().cycle())
+            .filter(|(_, k)| **k)
+            .map(|(v, _)| v.clone())
+            .collect();
+        if s.cl > 0 && !versions.is_empty() {
+            records.push((s.cl, versions));
+        }
+        if s.cl > 0 {
+            records.push((s.cl, s.versions.clone()));
+        }
+    }
+    // Repeats of some single changes.
+    records.extend(singles_b.iter().take(case.mix.len() % 4).cloned());
+    let mut keyed: Vec<(u8, usize, Record)> = records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (case.mix[i % case.mix.len()], i, r.clone()))
+        .collect();
+    keyed.sort_by_key(|(k, i, _)| (*k, *i));
+    let mixed: Vec<Record> = keyed.into_iter().map(|(_, _, r)| r).collect();
+    let mut m = RowState::default();
+    merge_all(&mut m, &mixed)?;
+    if normal(m) != joined {
+        return Err(format!(
+            "merging groups and repeats in this order gives another state: {mixed:?}"
+        ));
+    }
+
+    // Anything merged again into the join changes nothing.
+    for (cl, versions) in &records {
+        let mut s = joined.clone();
+        let out = s
+            .merge(*cl, versions)
+            .map_err(|e| format!("merge refused a repeat: {e:?}"))?;
+        if out.verdict == Verdict::Applied || normal(s) != joined {
+            return Err(format!(
+                "merging ({cl}, {versions:?}) again changed the joined state ({out:?})"
+            ));
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: config().cases * 16,
+        ..config()
+    })]
+
+    #[test]
+    fn merge_is_a_join(case in merge_case()) {
+        check_merge(&case).map_err(TestCaseError::fail)?;
+    }
+}
