@@ -1,0 +1,1172 @@
+//! End-to-end tests of the `fieldsync` command: the real binary, the system
+//! `sqlite3` shell (and a Python client) writing to the app tables, and
+//! several instances (hq, field-1, field-2) exchanging bundle files in a
+//! temporary directory.
+
+mod common;
+
+use std::path::Path;
+use std::thread::sleep;
+use std::time::Duration;
+
+use common::*;
+
+/// The app schema most tests use.
+const PERSON: &str =
+    "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT, status TEXT, age INTEGER);";
+
+/// A gap long enough that two edits get different clock readings.
+const GAP: Duration = Duration::from_millis(20);
+
+fn person(id: &str, name: &str, status: &str, age: &str) -> Vec<String> {
+    vec![lit(id), lit(name), lit(status), age.to_owned()]
+}
+
+// ---------------------------------------------------------------------------
+// 1. Capture of shell writes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn shell_insert_update_delete_and_key_change_reach_another_instance() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql(
+        "INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30), ('p2', 'Bo', 'found', 41), \
+         ('p3', 'Cy', 'missing', NULL);",
+    )?;
+    let (exported, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&exported, "changes")?, 3);
+    assert_eq!(num(&imported, "applied")?, 3);
+    assert_eq!(f1.rows("person")?, hq.rows("person")?);
+
+    // One column, a delete, and a primary-key change, all from the shell.
+    hq.sql(
+        "UPDATE person SET status = 'found' WHERE id = 'p1';
+         DELETE FROM person WHERE id = 'p3';
+         UPDATE person SET id = 'p2b' WHERE id = 'p2';",
+    )?;
+    let (exported, imported) = w.send(&hq, &f1)?;
+    // p1 updated, p3 deleted, p2 deleted, p2b created.
+    assert_eq!(num(&exported, "changes")?, 4, "{exported}");
+    assert_eq!(num(&imported, "applied")?, 4, "{imported}");
+    assert_eq!(
+        f1.rows("person")?,
+        vec![
+            person("p1", "Amal", "found", "30"),
+            person("p2b", "Bo", "found", "41"),
+        ]
+    );
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 2. Value types
+// ---------------------------------------------------------------------------
+
+const VALUES_SCHEMA: &str = "
+CREATE TABLE vals(id TEXT PRIMARY KEY, v, r REAL, t TEXT, b BLOB);
+CREATE TABLE comp(k1 TEXT, k2 INTEGER, k3 BLOB, v, PRIMARY KEY(k1, k2, k3));";
+
+const VALUES_ROWS: &str = "
+INSERT INTO vals VALUES
+  ('null', NULL, NULL, NULL, NULL),
+  ('imin', -9223372036854775808, -9223372036854775808, NULL, NULL),
+  ('imax', 9223372036854775807, 9223372036854775807, NULL, NULL),
+  ('zero', 0, 0, '0', X'00'),
+  ('r0.1', 0.1, 0.1, NULL, NULL),
+  ('r0.1+0.2', 0.1 + 0.2, 0.1 + 0.2, NULL, NULL),
+  ('negzero', -0.0, -0.0, NULL, NULL),
+  ('big', 1e308, 1e308, NULL, NULL),
+  ('tiny', 4.9406564584124654e-324, 4.9406564584124654e-324, NULL, NULL),
+  ('inf', 1e999, -1e999, NULL, NULL),
+  ('int-in-real', 3, 3, NULL, NULL),
+  ('emoji', '👩‍🚒🚑 ok', '👩‍🚒🚑 ok', '👩‍🚒🚑 ok', NULL),
+  ('rtl', 'مرحبا بالعالم', NULL, 'שלום עולם', NULL),
+  ('combining', 'e' || char(0x301) || 'a' || char(0x308), NULL, 'Zoe' || char(0x308), NULL),
+  ('quote-newline', 'O''Brien' || char(10) || 'line 2', NULL, 'tab' || char(9) || 'end', NULL),
+  ('empty-text', '', NULL, '', NULL),
+  ('nul-text', CAST(x'610062006300' AS TEXT), NULL, CAST(x'00' AS TEXT), NULL),
+  ('empty-blob', X'', NULL, NULL, X''),
+  ('blob', X'00FF7F80', NULL, NULL, X'DEADBEEF00'),
+  ('text-in-blob-col', 'abc', NULL, NULL, 'abc');
+INSERT INTO comp VALUES
+  ('a', 1, X'00', 'x'),
+  ('a', 1, X'01', 'differs only in the blob'),
+  ('a', -9223372036854775808, X'', 'y'),
+  ('', 0, X'FF', NULL),
+  ('👩‍🚒', 9223372036854775807, X'0102', 1.5),
+  ('A', 1, X'00', 'case differs');";
+
+#[test]
+fn every_value_type_round_trips_exactly() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(VALUES_SCHEMA)?;
+    hq.sql(VALUES_ROWS)?;
+    w.send(&hq, &f1)?;
+    let want = hq.snapshot()?;
+    assert_eq!(f1.snapshot()?, want);
+
+    // What SQLite itself preserves, checked on the receiving side: the full
+    // i64 range, the bits of reals, -0.0 only in a column without affinity
+    // (a REAL column stores it as the integer 0), NUL inside text, and an
+    // empty blob that is not NULL.
+    let one = |sql: &str| query_one(&f1.db, sql);
+    assert_eq!(
+        one("SELECT quote(v) || ' ' || quote(r) FROM vals WHERE id = 'imin'")?,
+        "-9223372036854775808 -9.22337203685478e+18"
+    );
+    assert_eq!(
+        one("SELECT quote(v) FROM vals WHERE id = 'imax'")?,
+        "9223372036854775807"
+    );
+    assert_eq!(
+        one("SELECT hex(ieee754_to_blob(v)) FROM vals WHERE id = 'r0.1'")?,
+        "3FB999999999999A"
+    );
+    assert_eq!(
+        one(
+            "SELECT hex(ieee754_to_blob(v)) || ' ' || hex(ieee754_to_blob(r)) FROM vals WHERE id = 'negzero'"
+        )?,
+        "8000000000000000 0000000000000000"
+    );
+    assert_eq!(
+        one("SELECT quote(v) || ' ' || quote(r) FROM vals WHERE id = 'inf'")?,
+        "Inf -Inf"
+    );
+    assert_eq!(
+        one("SELECT typeof(v) || ' ' || typeof(r) FROM vals WHERE id = 'int-in-real'")?,
+        "integer real"
+    );
+    assert_eq!(
+        one(
+            "SELECT typeof(v) || ' ' || hex(v) || ' ' || length(CAST(v AS BLOB)) FROM vals WHERE id = 'nul-text'"
+        )?,
+        "text 610062006300 6"
+    );
+    assert_eq!(
+        one(
+            "SELECT quote(v) || ' ' || quote(b) || ' ' || (v IS NULL) FROM vals WHERE id = 'empty-blob'"
+        )?,
+        "X'' X'' 0"
+    );
+    assert_eq!(
+        one("SELECT quote(t) || ' ' || typeof(t) FROM vals WHERE id = 'empty-text'")?,
+        "'' text"
+    );
+    assert_eq!(
+        one("SELECT typeof(b) FROM vals WHERE id = 'text-in-blob-col'")?,
+        "text"
+    );
+    assert_eq!(
+        one("SELECT count(*) FROM comp WHERE k1 = 'a' AND k2 = 1")?,
+        "2"
+    );
+
+    // Changes made at field-1 come back just as exactly: NULL and the empty
+    // blob swap places, a text becomes a blob with the same bytes.
+    f1.sql(
+        "UPDATE vals SET v = X'' WHERE id = 'null';
+         UPDATE vals SET v = NULL, b = NULL WHERE id = 'empty-blob';
+         UPDATE vals SET v = CAST(v AS BLOB) WHERE id = 'nul-text';
+         UPDATE comp SET v = X'' WHERE k1 = 'a' AND k2 = -9223372036854775808 AND k3 = X'';
+         DELETE FROM comp WHERE k1 = '' AND k2 = 0 AND k3 = X'FF';",
+    )?;
+    w.send(&f1, &hq)?;
+    assert_eq!(hq.snapshot()?, f1.snapshot()?);
+    assert_eq!(
+        query_one(&hq.db, "SELECT quote(v) FROM vals WHERE id = 'null'")?,
+        "X''"
+    );
+    assert_eq!(
+        query_one(
+            &hq.db,
+            "SELECT quote(v) || quote(b) FROM vals WHERE id = 'empty-blob'"
+        )?,
+        "NULLNULL"
+    );
+
+    // A full export carries the same state to an instance that had nothing.
+    let full = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    f2.import(&[&full])?;
+    assert_eq!(f2.snapshot()?, hq.snapshot()?);
+    Ok(())
+}
+
+#[test]
+fn text_key_with_embedded_nul_round_trips() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three("CREATE TABLE k(id TEXT PRIMARY KEY, v);")?;
+    hq.sql(
+        "INSERT INTO k VALUES (CAST(x'610062' AS TEXT), 'with nul'), ('a', 'plain a'), \
+         (CAST(x'6100' AS TEXT), 'a then nul');",
+    )?;
+    w.send(&hq, &f1)?;
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    hq.sql("UPDATE k SET v = 'changed' WHERE id = CAST(x'610062' AS TEXT);")?;
+    w.send(&hq, &f1)?;
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    assert_eq!(f1.count("SELECT count(*) FROM k")?, 3);
+    Ok(())
+}
+
+// Capture compares old and new values with `IS NOT`, which treats 1 and 1.0
+// (and 0.0 and -0.0) as equal: an edit that only changes the storage class
+// is not recorded, and the instances end up holding different values.
+#[test]
+fn update_changing_only_the_storage_class_is_replicated() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three("CREATE TABLE m(id TEXT PRIMARY KEY, v);")?;
+    hq.sql("INSERT INTO m VALUES ('a', 1), ('b', -0.0);")?;
+    w.send(&hq, &f1)?;
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    hq.sql("UPDATE m SET v = 1.0 WHERE id = 'a'; UPDATE m SET v = 0.0 WHERE id = 'b';")?;
+    w.send(&hq, &f1)?;
+    assert_eq!(
+        f1.snapshot()?,
+        hq.snapshot()?,
+        "field-1 kept the old storage class"
+    );
+    Ok(())
+}
+
+// Capture compares old and new values with `IS NOT`, which uses the column's
+// collation: in a COLLATE NOCASE column, correcting 'amal' to 'Amal' is not
+// recorded, so the correction never reaches the other instances.
+#[test]
+fn case_only_edit_in_nocase_column_is_replicated() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) =
+        w.three("CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT COLLATE NOCASE);")?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'amal');")?;
+    w.send(&hq, &f1)?;
+    hq.sql("UPDATE person SET name = 'Amal' WHERE id = 'p1';")?;
+    let (exported, _) = w.send(&hq, &f1)?;
+    assert_eq!(
+        f1.rows("person")?,
+        vec![vec![lit("p1"), lit("Amal")]],
+        "the case correction was not exported: {exported}"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 3. Idempotence
+// ---------------------------------------------------------------------------
+
+#[test]
+fn reimporting_a_bundle_applies_nothing_the_second_time() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30), ('p2', 'Bo', NULL, NULL);")?;
+    let b = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &b)?;
+    let first = f1.import(&[&b])?;
+    assert_eq!(num(&first, "applied")?, 2);
+    let snap = f1.snapshot()?;
+    let second = f1.import(&[&b])?;
+    assert_eq!(num(&second, "applied")?, 0, "{second}");
+    assert_eq!(num(&second, "skipped")?, 2, "{second}");
+    assert_eq!(num(&second, "known")?, 2, "{second}");
+    assert_eq!(f1.snapshot()?, snap);
+    // The same file twice on one command line.
+    let twice = f1.import(&[&b, &b])?;
+    assert_eq!(num(&twice, "applied")?, 0, "{twice}");
+    assert_eq!(f1.snapshot()?, snap);
+    Ok(())
+}
+
+#[test]
+fn overlapping_resend_bundles_create_no_duplicates() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30), ('p2', 'Bo', NULL, NULL);")?;
+    let old = w.bundle("hq-to-field-1-old");
+    assert_eq!(num(&hq.export_to("field-1", &old)?, "changes")?, 2);
+    // The bundle is "lost"; more changes are made; everything unacknowledged
+    // is sent again.
+    hq.sql(
+        "UPDATE person SET status = 'found' WHERE id = 'p1';
+         INSERT INTO person VALUES ('p3', 'Cy', 'missing', 5);",
+    )?;
+    let new = w.bundle("hq-to-field-1-resend");
+    let resent = fieldsync_ok(&[
+        &"export",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"--resend",
+        &"-o",
+        &new,
+        &"--json",
+    ])?
+    .json()?;
+    assert_eq!(num(&resent, "changes")?, 3, "{resent}");
+
+    // Old then new at field-1.
+    f1.import(&[&old])?;
+    f1.import(&[&new])?;
+    assert_eq!(f1.count("SELECT count(*) FROM person")?, 3);
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    // Both again: nothing new.
+    let again = f1.import(&[&old, &new])?;
+    assert_eq!(num(&again, "applied")?, 0, "{again}");
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+
+    // New then old at field-2 (a bundle may be imported by any instance).
+    f2.import(&[&new])?;
+    let late = f2.import(&[&old])?;
+    assert_eq!(num(&late, "applied")?, 0, "{late}");
+    assert_eq!(f2.count("SELECT count(*) FROM person")?, 3);
+    assert_eq!(f2.snapshot()?, hq.snapshot()?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 4. and 5. Concurrent edits
+// ---------------------------------------------------------------------------
+
+#[test]
+fn concurrent_edits_of_different_columns_both_survive() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30);")?;
+    w.exchange(&hq, &f1)?;
+    // Neither has seen the other's edit.
+    hq.sql("UPDATE person SET status = 'found' WHERE id = 'p1';")?;
+    f1.sql("UPDATE person SET name = 'Amal Haddad', age = 31 WHERE id = 'p1';")?;
+    let to_f1 = w.bundle("hq-to-field-1");
+    let to_hq = w.bundle("field-1-to-hq");
+    hq.export_to("field-1", &to_f1)?;
+    f1.export_to("hq", &to_hq)?;
+    hq.import(&[&to_hq])?;
+    f1.import(&[&to_f1])?;
+    let want = vec![person("p1", "Amal Haddad", "found", "31")];
+    assert_eq!(hq.rows("person")?, want);
+    assert_eq!(f1.rows("person")?, want);
+    Ok(())
+}
+
+#[test]
+fn same_column_edits_the_later_edit_wins_on_both_sides() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql(
+        "INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30), ('p2', 'Bo', 'missing', 40);",
+    )?;
+    w.exchange(&hq, &f1)?;
+    // p1: hq first, field-1 later. p2: field-1 first, hq later.
+    hq.sql("UPDATE person SET status = 'hq says found' WHERE id = 'p1';")?;
+    sleep(GAP);
+    f1.sql("UPDATE person SET status = 'field-1 says dead' WHERE id = 'p1';")?;
+    sleep(GAP);
+    f1.sql("UPDATE person SET status = 'field-1 says found' WHERE id = 'p2';")?;
+    sleep(GAP);
+    hq.sql("UPDATE person SET status = 'hq says transferred' WHERE id = 'p2';")?;
+    let to_f1 = w.bundle("hq-to-field-1");
+    let to_hq = w.bundle("field-1-to-hq");
+    hq.export_to("field-1", &to_f1)?;
+    f1.export_to("hq", &to_hq)?;
+    hq.import(&[&to_hq])?;
+    f1.import(&[&to_f1])?;
+    let want = vec![
+        person("p1", "Amal", "field-1 says dead", "30"),
+        person("p2", "Bo", "hq says transferred", "40"),
+    ];
+    assert_eq!(hq.rows("person")?, want);
+    assert_eq!(f1.rows("person")?, want);
+    Ok(())
+}
+
+#[test]
+fn same_key_inserted_on_two_instances_converges() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing', NULL);")?;
+    sleep(GAP);
+    f1.sql("INSERT INTO person VALUES ('p1', 'Amal H.', NULL, 30);")?;
+    let to_f1 = w.bundle("hq-to-field-1");
+    let to_hq = w.bundle("field-1-to-hq");
+    hq.export_to("field-1", &to_f1)?;
+    f1.export_to("hq", &to_hq)?;
+    hq.import(&[&to_hq])?;
+    f1.import(&[&to_f1])?;
+    assert_eq!(hq.snapshot()?, f1.snapshot()?);
+    assert_eq!(hq.count("SELECT count(*) FROM person")?, 1);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 6. and 7. Deletes
+// ---------------------------------------------------------------------------
+
+#[test]
+fn delete_propagates_and_a_reinsert_of_the_key_comes_back_everywhere() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30), ('p2', 'Bo', NULL, NULL);")?;
+    w.send(&hq, &f1)?;
+    w.send(&hq, &f2)?;
+    hq.sql("DELETE FROM person WHERE id = 'p1';")?;
+    let (_, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&imported, "applied")?, 1);
+    w.send(&hq, &f2)?;
+    for s in [&hq, &f1, &f2] {
+        assert_eq!(s.rows("person")?, vec![person("p2", "Bo", "NULL", "NULL")]);
+    }
+    // field-1 records the person again under the same key.
+    f1.sql("INSERT INTO person VALUES ('p1', 'Amal', 'found', 30);")?;
+    w.send(&f1, &hq)?;
+    w.send(&hq, &f2)?;
+    let want = vec![
+        person("p1", "Amal", "found", "30"),
+        person("p2", "Bo", "NULL", "NULL"),
+    ];
+    for s in [&hq, &f1, &f2] {
+        assert_eq!(s.rows("person")?, want, "at {}", s.name);
+    }
+    // And a second delete and re-insert cycle, this time from hq.
+    hq.sql("DELETE FROM person WHERE id = 'p1';")?;
+    w.send(&hq, &f1)?;
+    assert_eq!(f1.count("SELECT count(*) FROM person WHERE id = 'p1'")?, 0);
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'moved', 31);")?;
+    w.send(&hq, &f1)?;
+    w.send(&hq, &f2)?;
+    for s in [&hq, &f1, &f2] {
+        assert_eq!(
+            s.rows("person")?[0],
+            person("p1", "Amal", "moved", "31"),
+            "at {}",
+            s.name
+        );
+    }
+    Ok(())
+}
+
+/// hq deletes a row while field-1 (later, by the clock) updates it; the
+/// bundles are imported with hq's first (`hq_first`) or field-1's first.
+fn delete_vs_update(hq_first: bool) -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing', 30), ('p2', 'Bo', NULL, NULL);")?;
+    w.exchange(&hq, &f1)?;
+    hq.sql("DELETE FROM person WHERE id = 'p1';")?;
+    sleep(GAP);
+    f1.sql("UPDATE person SET status = 'found' WHERE id = 'p1';")?;
+    if hq_first {
+        w.send(&hq, &f1)?;
+        w.send(&f1, &hq)?;
+    } else {
+        w.send(&f1, &hq)?;
+        w.send(&hq, &f1)?;
+    }
+    // Once more both ways: nothing may flip back.
+    w.exchange(&hq, &f1)?;
+    assert_eq!(hq.snapshot()?, f1.snapshot()?);
+    // The delete wins over the concurrent update (higher causal length),
+    // even though the update was made later.
+    let want = vec![person("p2", "Bo", "NULL", "NULL")];
+    assert_eq!(hq.rows("person")?, want);
+    assert_eq!(f1.rows("person")?, want);
+    Ok(())
+}
+
+#[test]
+fn delete_vs_concurrent_update_converges_delete_first() -> Res {
+    delete_vs_update(true)
+}
+
+#[test]
+fn delete_vs_concurrent_update_converges_update_first() -> Res {
+    delete_vs_update(false)
+}
+
+// ---------------------------------------------------------------------------
+// 8. to 10. What an export carries
+// ---------------------------------------------------------------------------
+
+fn inspect_json(file: &Path) -> Res<serde_json::Value> {
+    fieldsync_ok(&[&"inspect", &file, &"--json"])?.json()
+}
+
+#[test]
+fn incremental_export_after_an_ack_is_small() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    let mut inserts = String::from("BEGIN;");
+    for i in 0..50 {
+        inserts.push_str(&format!(
+            "INSERT INTO person VALUES ('p{i}', 'name {i}', 'missing', {i});"
+        ));
+    }
+    inserts.push_str("COMMIT;");
+    hq.sql(&inserts)?;
+    let (first, _) = w.send(&hq, &f1)?;
+    assert_eq!(num(&first, "changes")?, 50);
+    // field-1 answers, acknowledging what it got.
+    w.send(&f1, &hq)?;
+
+    for resend in [false, true] {
+        let b = w.bundle("hq-to-field-1-empty");
+        let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
+            &"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b, &"--json",
+        ];
+        if resend {
+            args.push(&"--resend");
+        }
+        let report = fieldsync_ok(&args)?.json()?;
+        assert_eq!(num(&report, "changes")?, 0, "resend={resend}: {report}");
+        let info = inspect_json(&b)?;
+        assert_eq!(num(&info, "changes")?, 0, "{info}");
+        assert_eq!(text(&info, "site_name")?, "hq");
+        assert_eq!(info.get("full"), Some(&serde_json::Value::Bool(false)));
+    }
+
+    hq.sql("INSERT INTO person VALUES ('new', 'Newcomer', 'missing', NULL);")?;
+    let b = w.bundle("hq-to-field-1-one");
+    let report = hq.export_to("field-1", &b)?;
+    assert_eq!(num(&report, "changes")?, 1, "{report}");
+    let info = inspect_json(&b)?;
+    assert_eq!(num(&info, "changes")?, 1, "{info}");
+    assert_eq!(text(&info, "site_id")?, hq.site_id()?);
+    let imported = f1.import(&[&b])?;
+    assert_eq!(num(&imported, "applied")?, 1);
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    Ok(())
+}
+
+#[test]
+fn no_echo_to_origin_but_relayed_to_others() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(PERSON)?;
+    // Everyone has met everyone's hq.
+    w.exchange(&hq, &f1)?;
+    w.exchange(&hq, &f2)?;
+    f1.sql("INSERT INTO person VALUES ('f1-a', 'From field', 'missing', 9);")?;
+    w.send(&f1, &hq)?;
+    let (back, _) = w.send(&hq, &f1)?;
+    assert_eq!(
+        num(&back, "changes")?,
+        0,
+        "hq echoed field-1's change: {back}"
+    );
+    let (onward, imported) = w.send(&hq, &f2)?;
+    assert_eq!(num(&onward, "changes")?, 1, "{onward}");
+    assert_eq!(num(&imported, "applied")?, 1);
+    assert_eq!(
+        f2.rows("person")?,
+        vec![person("f1-a", "From field", "missing", "9")]
+    );
+    Ok(())
+}
+
+#[test]
+fn relay_keeps_the_origin_and_never_duplicates() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(PERSON)?;
+    f1.sql("INSERT INTO person VALUES ('f1-a', 'A', 'missing', 1), ('f1-b', 'B', 'found', 2);")?;
+    w.send(&f1, &hq)?;
+    w.send(&hq, &f2)?;
+    assert_eq!(f2.snapshot()?, f1.snapshot()?);
+    let origin = f2
+        .origin("field-1")?
+        .ok_or("field-2's status does not list field-1 as an origin")?;
+    assert_eq!(text(&origin, "site_id")?, f1.site_id()?);
+    assert_eq!(text(&origin, "have")?, "1-2");
+    assert_eq!(text(&origin, "gaps")?, "");
+
+    // field-2 meets field-1 directly: nothing of field-1's goes back to it.
+    let (exported, imported) = w.send(&f2, &f1)?;
+    assert_eq!(num(&exported, "changes")?, 0, "{exported}");
+    assert_eq!(num(&imported, "applied")?, 0, "{imported}");
+    assert_eq!(f1.count("SELECT count(*) FROM person")?, 2);
+    // field-2's bundle acknowledged field-1's changes, so field-1 sends none
+    // of them to field-2.
+    let (exported, imported) = w.send(&f1, &f2)?;
+    assert_eq!(num(&exported, "changes")?, 0, "{exported}");
+    assert_eq!(num(&imported, "applied")?, 0, "{imported}");
+    assert_eq!(f2.count("SELECT count(*) FROM person")?, 2);
+    assert_eq!(f2.snapshot()?, f1.snapshot()?);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 11. Damaged bundles
+// ---------------------------------------------------------------------------
+
+#[test]
+fn corrupt_and_truncated_bundles_are_rejected_and_change_nothing() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    let mut inserts = String::from("BEGIN;");
+    for i in 0..40 {
+        inserts.push_str(&format!(
+            "INSERT INTO person VALUES ('p{i}', 'name {i}', 'status {i}', {i});"
+        ));
+    }
+    inserts.push_str("COMMIT;");
+    hq.sql(&inserts)?;
+    let good = w.bundle("good");
+    hq.export_to("field-1", &good)?;
+    let bytes = std::fs::read(&good)?;
+    assert!(bytes.len() > 100, "bundle unexpectedly small");
+
+    let variant = |name: &str, content: &[u8]| -> Res<std::path::PathBuf> {
+        let p = w.path(name);
+        std::fs::write(&p, content)?;
+        Ok(p)
+    };
+    let mut flipped = bytes.clone();
+    let mid = bytes.len() / 2;
+    flipped[mid] ^= 0x01;
+    let mut newer = bytes.clone();
+    newer[8..10].copy_from_slice(&2u16.to_le_bytes());
+    let mut crlf = bytes[..4].to_vec();
+    crlf.push(b'\n');
+    crlf.extend_from_slice(&bytes[6..]);
+
+    let cases: Vec<(&str, std::path::PathBuf, Vec<&str>)> = vec![
+        (
+            "byte flipped in the middle",
+            variant("flipped.fsb", &flipped)?,
+            vec!["corrupt"],
+        ),
+        (
+            "truncated to half",
+            variant("half.fsb", &bytes[..bytes.len() / 2])?,
+            vec!["half.fsb"],
+        ),
+        (
+            "truncated to 5 bytes",
+            variant("five.fsb", &bytes[..5])?,
+            vec!["truncated"],
+        ),
+        (
+            "empty file",
+            variant("empty.fsb", b"")?,
+            vec!["not a fieldsync bundle"],
+        ),
+        (
+            "text file",
+            variant(
+                "notes.txt",
+                b"Dear HQ,\r\nplease find the data attached.\r\n",
+            )?,
+            vec!["not a fieldsync bundle"],
+        ),
+        (
+            "format version 2",
+            variant("v2.fsb", &newer)?,
+            vec!["newer", "upgrade"],
+        ),
+        (
+            "CR LF converted to LF",
+            variant("crlf.fsb", &crlf)?,
+            vec!["line endings"],
+        ),
+        (
+            "missing file",
+            w.path("no-such-bundle.fsb"),
+            vec!["no-such-bundle.fsb"],
+        ),
+    ];
+    for (what, file, needles) in &cases {
+        let before = f1.fingerprint()?;
+        let out = fieldsync(&[&"import", &"--db", &f1.db, file])?;
+        assert_error(&out, 1, needles);
+        assert_eq!(f1.fingerprint()?, before, "{what} changed the database");
+    }
+    // The half file is reported as truncated or corrupt, not as something else.
+    let out = fieldsync(&[&"import", &"--db", &f1.db, &cases[1].1])?;
+    let line = out.stderr.to_lowercase();
+    assert!(
+        line.contains("truncated") || line.contains("corrupt"),
+        "{line}"
+    );
+
+    // A good bundle followed by a corrupt one: all are checked first, so
+    // nothing at all is applied.
+    let before = f1.fingerprint()?;
+    let out = fieldsync(&[&"import", &"--db", &f1.db, &good, &cases[0].1])?;
+    assert_error(&out, 1, &["flipped.fsb"]);
+    assert_eq!(f1.fingerprint()?, before);
+    assert_eq!(f1.count("SELECT count(*) FROM person")?, 0);
+
+    // inspect says the flipped file is damaged (exit 1) without panicking.
+    let out = fieldsync(&[&"inspect", &cases[0].1])?;
+    assert_eq!(out.code, Some(1), "{out:?}");
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+
+    // The good bundle itself is fine.
+    let imported = f1.import(&[&good])?;
+    assert_eq!(num(&imported, "applied")?, 40);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 12. Bad input
+// ---------------------------------------------------------------------------
+
+#[test]
+fn import_into_a_missing_database_fails_and_creates_nothing() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let b = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &b)?;
+    let missing = w.path("nowhere.db");
+    let out = fieldsync(&[&"import", &"--db", &missing, &b])?;
+    assert_error(&out, 1, &["nowhere.db", "does not exist"]);
+    assert!(!missing.exists(), "import created the database file");
+    let out = fieldsync(&[&"status", &"--db", &missing])?;
+    assert_error(&out, 1, &["does not exist"]);
+    assert!(!missing.exists(), "status created the database file");
+    Ok(())
+}
+
+#[test]
+fn import_into_a_database_without_init_fails_and_changes_nothing() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let b = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &b)?;
+    let plain = w.path("plain.db");
+    sqlite3(&plain, PERSON)?;
+    let before = db_fingerprint(&plain)?;
+    let out = fieldsync(&[&"import", &"--db", &plain, &b])?;
+    assert_error(&out, 1, &["plain.db", "init"]);
+    assert_eq!(db_fingerprint(&plain)?, before);
+    Ok(())
+}
+
+#[test]
+fn importing_a_bundle_from_the_same_instance_fails() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let b = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &b)?;
+    let before = hq.fingerprint()?;
+    let out = fieldsync(&[&"import", &"--db", &hq.db, &b])?;
+    assert_error(&out, 1, &["this instance"]);
+    assert_eq!(hq.fingerprint()?, before);
+    Ok(())
+}
+
+#[test]
+fn bundle_with_a_table_the_receiver_does_not_track_names_the_table() -> Res {
+    let w = World::new()?;
+    let hq = w.site(
+        "hq",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT);
+         CREATE TABLE visit(id TEXT PRIMARY KEY, person TEXT, note TEXT);",
+    )?;
+    hq.sql(
+        "INSERT INTO person VALUES ('p1', 'Amal'); INSERT INTO visit VALUES ('v1', 'p1', 'ok');",
+    )?;
+    // field-1 has the table but does not track it; field-2 lacks it.
+    let f1 = w.bare_site(
+        "field-1",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT);
+         CREATE TABLE visit(id TEXT PRIMARY KEY, person TEXT, note TEXT);",
+    )?;
+    fieldsync_ok(&[&"track", &"--db", &f1.db, &"person"])?;
+    let f2 = w.site(
+        "field-2",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT);",
+    )?;
+    let b = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &b])?;
+    for s in [&f1, &f2] {
+        let before = s.fingerprint()?;
+        let out = fieldsync(&[&"import", &"--db", &s.db, &b])?;
+        assert_error(&out, 1, &["'visit'"]);
+        assert_eq!(s.fingerprint()?, before, "at {}", s.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn bundle_missing_a_column_the_receiver_has_names_table_and_column() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    let f1 = w.site(
+        "field-1",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT, status TEXT, age INTEGER, village TEXT);",
+    )?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let b = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &b)?;
+    let before = f1.fingerprint()?;
+    let out = fieldsync(&[&"import", &"--db", &f1.db, &b])?;
+    assert_error(&out, 1, &["'person'", "'village'"]);
+    assert_eq!(f1.fingerprint()?, before);
+    Ok(())
+}
+
+#[test]
+fn init_again_with_another_name_fails_and_with_the_same_name_is_a_noop() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let before = hq.fingerprint()?;
+    let out = fieldsync(&[&"init", &"--db", &hq.db, &"--name", &"field-9"])?;
+    assert_error(&out, 1, &["already initialised", "'hq'", "field-9"]);
+    assert_eq!(hq.fingerprint()?, before);
+    let out = fieldsync_ok(&[&"init", &"--db", &hq.db, &"--name", &"hq"])?;
+    assert!(out.stdout.contains("nothing changed"), "{}", out.stdout);
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert_eq!(hq.fingerprint()?, before);
+    Ok(())
+}
+
+#[test]
+fn tracking_tables_without_a_usable_key_fails_and_says_why() -> Res {
+    let w = World::new()?;
+    let s = w.bare_site(
+        "hq",
+        "CREATE TABLE nokey(a TEXT, b TEXT);
+         CREATE TABLE counter(id INTEGER PRIMARY KEY, v TEXT);
+         CREATE TABLE good(id TEXT PRIMARY KEY, v TEXT);
+         INSERT INTO nokey VALUES ('x', 'y'); INSERT INTO counter(v) VALUES ('z');",
+    )?;
+    let before = s.fingerprint()?;
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"nokey"])?;
+    assert_error(&out, 1, &["'nokey'", "no primary key"]);
+    assert_eq!(s.fingerprint()?, before);
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"counter"])?;
+    assert_error(&out, 1, &["'counter'", "integer primary key"]);
+    assert_eq!(s.fingerprint()?, before);
+    // One bad table in a list: nothing is tracked.
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"good", &"nokey"])?;
+    assert_error(&out, 1, &["'nokey'"]);
+    assert_eq!(s.fingerprint()?, before);
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"nosuch"])?;
+    assert_error(&out, 1, &["'nosuch'", "does not exist"]);
+    assert_eq!(s.fingerprint()?, before);
+
+    // --all tracks the good one and says which it skipped and why.
+    let out = fieldsync_ok(&[&"track", &"--db", &s.db, &"--all"])?;
+    assert!(out.stdout.contains("tracking good"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("skipped nokey:") && l.contains("PRIMARY KEY")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .lines()
+            .any(|l| l.starts_with("skipped counter:") && l.contains("INTEGER PRIMARY KEY")),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(tracked_tables(&s.db)?, vec!["good".to_owned()]);
+    // The JSON form lists them too.
+    let report = fieldsync_ok(&[&"track", &"--db", &s.db, &"--all", &"--json"])?.json()?;
+    let skipped = report
+        .get("skipped")
+        .and_then(serde_json::Value::as_array)
+        .ok_or("no skipped list")?;
+    assert_eq!(skipped.len(), 2, "{report}");
+    Ok(())
+}
+
+#[test]
+fn export_without_a_target_fails_with_a_clear_message() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let before = hq.fingerprint()?;
+    let b = w.path("out.fsb");
+    let out = fieldsync(&[&"export", &"--db", &hq.db, &"-o", &b])?;
+    assert_error(&out, 2, &["--to"]);
+    assert_eq!(hq.fingerprint()?, before);
+    assert!(!b.exists());
+    // Both at once is a mistake too.
+    let out = fieldsync(&[
+        &"export", &"--db", &hq.db, &"--to", &"field-1", &"--full", &"-o", &b,
+    ])?;
+    assert_error(&out, 2, &["--full"]);
+    assert_eq!(hq.fingerprint()?, before);
+    assert!(!b.exists());
+    Ok(())
+}
+
+#[test]
+fn export_to_self_or_an_invalid_peer_name_fails() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    let before = hq.fingerprint()?;
+    let b = w.path("out.fsb");
+    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--to", &"hq", &"-o", &b])?;
+    assert_error(&out, 1, &["'hq'", "itself"]);
+    let out = fieldsync(&[
+        &"export",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field 1; rm -rf",
+        &"-o",
+        &b,
+    ])?;
+    assert_error(&out, 1, &["not allowed"]);
+    assert_eq!(hq.fingerprint()?, before);
+    assert!(!b.exists());
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 13. Unknown peer notice
+// ---------------------------------------------------------------------------
+
+#[test]
+fn export_to_a_never_seen_peer_lists_the_known_peers() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(PERSON)?;
+    w.exchange(&hq, &f1)?;
+    w.exchange(&hq, &f2)?;
+    let b = w.path("typo.fsb");
+    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"feild-1", &"-o", &b])?;
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "{}", out.stderr);
+    assert!(lines[0].contains("'feild-1'"), "{}", lines[0]);
+    assert!(lines[0].contains("new peer"), "{}", lines[0]);
+    assert!(
+        lines[0].contains("field-1") && lines[0].contains("field-2"),
+        "the notice does not list the known peers: {}",
+        lines[0]
+    );
+    assert!(b.exists());
+    // A peer already known gets no notice.
+    let b2 = w.path("ok.fsb");
+    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b2])?;
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 14. Gaps
+// ---------------------------------------------------------------------------
+
+/// hq writes rows 1-3 and exports bundle A to field-1, then rows 4-5 and
+/// bundle B; field-1 has imported neither.
+fn two_bundles(w: &World) -> Res<(Site, Site, std::path::PathBuf, std::path::PathBuf)> {
+    let hq = w.site("hq", PERSON)?;
+    let f1 = w.site("field-1", PERSON)?;
+    hq.sql(
+        "INSERT INTO person VALUES ('p1', 'A', NULL, 1), ('p2', 'B', NULL, 2), ('p3', 'C', NULL, 3);",
+    )?;
+    let a = w.bundle("A");
+    assert_eq!(num(&hq.export_to("field-1", &a)?, "changes")?, 3);
+    hq.sql("INSERT INTO person VALUES ('p4', 'D', NULL, 4), ('p5', 'E', NULL, 5);")?;
+    let b = w.bundle("B");
+    assert_eq!(num(&hq.export_to("field-1", &b)?, "changes")?, 2);
+    Ok((hq, f1, a, b))
+}
+
+#[test]
+fn a_skipped_bundle_shows_as_a_gap_until_it_is_imported() -> Res {
+    let w = World::new()?;
+    let (hq, f1, a, b) = two_bundles(&w)?;
+    let out = fieldsync_ok(&[&"import", &"--db", &f1.db, &b])?;
+    assert!(out.stdout.contains("2 applied"), "{}", out.stdout);
+    assert!(
+        out.stderr.contains("warning:") && out.stderr.contains("have not arrived"),
+        "no warning about the missing changes: {}",
+        out.stderr
+    );
+    assert_eq!(f1.count("SELECT count(*) FROM person")?, 2);
+    let origin = f1.origin("hq")?.ok_or("no origin hq")?;
+    assert_ne!(text(&origin, "gaps")?, "", "{origin}");
+    assert_eq!(text(&origin, "gaps")?, "1-3", "{origin}");
+
+    let imported = f1.import(&[&a])?;
+    assert_eq!(num(&imported, "applied")?, 3);
+    let origin = f1.origin("hq")?.ok_or("no origin hq")?;
+    assert_eq!(text(&origin, "gaps")?, "", "{origin}");
+    assert_eq!(text(&origin, "have")?, "1-5", "{origin}");
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    Ok(())
+}
+
+#[test]
+fn a_reported_hole_is_sent_again_automatically() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _a, b) = two_bundles(&w)?;
+    f1.import(&[&b])?;
+    // field-1 answers; its bundle tells hq what it has (4-5, not 1-3).
+    w.send(&f1, &hq)?;
+    let (again, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&again, "changes")?, 3, "{again}");
+    assert_eq!(num(&imported, "applied")?, 3, "{imported}");
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    let origin = f1.origin("hq")?.ok_or("no origin hq")?;
+    assert_eq!(text(&origin, "gaps")?, "", "{origin}");
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 15. Compaction
+// ---------------------------------------------------------------------------
+
+#[test]
+fn compaction_folds_100k_updates_into_a_small_log() -> Res {
+    const ROWS: usize = 100;
+    const ROUNDS: usize = 1000; // × ROWS = 100,000 row updates
+    const CELLS: u64 = 2;
+    let w = World::new()?;
+    let hq = w.site(
+        "hq",
+        "CREATE TABLE gauge(id TEXT PRIMARY KEY, a INTEGER, b TEXT);",
+    )?;
+    let f1 = w.site(
+        "field-1",
+        "CREATE TABLE gauge(id TEXT PRIMARY KEY, a INTEGER, b TEXT);",
+    )?;
+    hq.sql(&format!(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {ROWS}) \
+         INSERT INTO gauge SELECT 'g' || i, 0, '' FROM n;"
+    ))?;
+    let mut script = String::from("BEGIN;\n");
+    for round in 0..ROUNDS {
+        if round % 3 == 2 {
+            script.push_str(&format!("UPDATE gauge SET b = 'r{round}';\n"));
+        } else {
+            script.push_str("UPDATE gauge SET a = a + 1;\n");
+        }
+    }
+    script.push_str("COMMIT;\n");
+    hq.sql(&script)?;
+    assert_eq!(
+        hq.count("SELECT count(*) FROM fieldsync_pending")?,
+        (ROWS + ROWS * ROUNDS) as u64
+    );
+
+    let report = fieldsync_ok(&[&"compact", &"--db", &hq.db, &"--json"])?.json()?;
+    assert_eq!(
+        num(&report, "captured")?,
+        (ROWS + ROWS * ROUNDS) as u64,
+        "{report}"
+    );
+    let log = hq.count("SELECT count(*) FROM fieldsync_log")?;
+    assert!(
+        log <= ROWS as u64 * (CELLS + 1),
+        "the change log holds {log} entries for {ROWS} rows"
+    );
+    assert_eq!(num(&report, "log_entries")?, log);
+    assert_eq!(hq.count("SELECT count(*) FROM fieldsync_pending")?, 0);
+
+    // The folded log still carries the final values.
+    let (exported, _) = w.send(&hq, &f1)?;
+    assert_eq!(num(&exported, "changes")?, ROWS as u64);
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    assert_eq!(
+        query_one(&f1.db, "SELECT min(a) || ' ' || max(a) FROM gauge")?,
+        "667 667"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// 16. and 17. The app keeps working
+// ---------------------------------------------------------------------------
+
+const FK_SCHEMA: &str = "
+PRAGMA foreign_keys = ON;
+CREATE TABLE household(id TEXT PRIMARY KEY, village TEXT NOT NULL);
+CREATE TABLE member(
+  id TEXT PRIMARY KEY,
+  household TEXT NOT NULL REFERENCES household(id) ON DELETE CASCADE,
+  name TEXT NOT NULL);";
+
+#[test]
+fn foreign_keys_keep_working_and_parent_and_child_arrive_together() -> Res {
+    let w = World::new()?;
+    let hq = w.bare_site("hq", FK_SCHEMA)?;
+    let f1 = w.bare_site("field-1", FK_SCHEMA)?;
+    // Child table first, so a bundle lists children before their parents.
+    for s in [&hq, &f1] {
+        fieldsync_ok(&[&"track", &"--db", &s.db, &"member", &"household"])?;
+    }
+    hq.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO household VALUES ('h1', 'North'), ('h2', 'South');
+         INSERT INTO member VALUES ('m1', 'h1', 'Amal'), ('m2', 'h1', 'Bo'), ('m3', 'h2', 'Cy');",
+    )?;
+    // The app's constraints still hold with the triggers installed.
+    let refused = sqlite3_raw(
+        &hq.db,
+        "PRAGMA foreign_keys = ON; INSERT INTO member VALUES ('m9', 'nowhere', 'X');",
+    )?;
+    assert!(
+        !refused.success() && refused.stderr.contains("FOREIGN KEY"),
+        "{refused:?}"
+    );
+
+    let (_, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&imported, "applied")?, 5, "{imported}");
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    assert_eq!(f1.sql("PRAGMA foreign_key_check;")?, "");
+
+    // field-1's app goes on writing with foreign keys on.
+    f1.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO member VALUES ('m4', 'h2', 'Dee');
+         UPDATE household SET village = 'South-East' WHERE id = 'h2';",
+    )?;
+    w.send(&f1, &hq)?;
+    assert_eq!(hq.snapshot()?, f1.snapshot()?);
+
+    // A cascading delete at hq removes the children everywhere.
+    hq.sql("PRAGMA foreign_keys = ON; DELETE FROM household WHERE id = 'h1';")?;
+    assert_eq!(hq.count("SELECT count(*) FROM member")?, 2);
+    w.send(&hq, &f1)?;
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    assert_eq!(f1.sql("PRAGMA foreign_key_check;")?, "");
+    Ok(())
+}
+
+#[test]
+fn python_sqlite3_client_writes_are_captured() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) =
+        w.three("CREATE TABLE reading(id TEXT PRIMARY KEY, value REAL, raw BLOB, note TEXT);")?;
+    let script = r#"
+import sqlite3, sys
+con = sqlite3.connect(sys.argv[1])
+con.execute("INSERT INTO reading VALUES (?, ?, ?, ?)", ("r1", 0.1, b"", "Zoë"))
+con.execute("INSERT INTO reading VALUES (?, ?, ?, ?)", ("r2", 2.5, None, None))
+con.execute("INSERT INTO reading VALUES (?, ?, ?, ?)", ("r3", -1.0, b"\x00\x01", "gone"))
+con.commit()
+con.execute("UPDATE reading SET note = ? WHERE id = ?", ("checked", "r2"))
+con.execute("DELETE FROM reading WHERE id = ?", ("r3",))
+con.commit()
+con.close()
+"#;
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(&hq.db)
+        .output()?;
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (exported, _) = w.send(&hq, &f1)?;
+    assert_eq!(num(&exported, "changes")?, 3, "{exported}");
+    assert_eq!(f1.snapshot()?, hq.snapshot()?);
+    assert_eq!(
+        f1.rows("reading")?,
+        vec![
+            vec![lit("r1"), "0.1".into(), "X''".into(), lit("Zoë")],
+            vec![lit("r2"), "2.5".into(), "NULL".into(), lit("checked")],
+        ]
+    );
+    Ok(())
+}
