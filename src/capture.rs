@@ -14,7 +14,7 @@
 use rusqlite::Connection;
 
 use crate::error::{Error, TrackError};
-use crate::schema::{app_tables, check_trackable, quote_ident, table_shape};
+use crate::schema::{Affinity, app_tables, check_trackable, quote_ident, table_shape};
 use crate::store::column_names;
 use crate::tracked::{Catalog, TrackedTable};
 
@@ -41,6 +41,8 @@ pub struct TrackReport {
     pub skipped: Vec<(String, String)>,
     /// Existing rows recorded so they export too.
     pub existing_rows: u64,
+    /// Things worth telling the operator.
+    pub warnings: Vec<String>,
 }
 
 /// Which tables to track.
@@ -86,11 +88,21 @@ pub fn track(
                 for c in table.cells.iter().skip(old.cells.len()) {
                     report.new_columns.push(format!("{}.{}", table.name, c));
                 }
+                report.existing_rows +=
+                    record_new_column_values(conn, &table, old.cells.len() + 1)?;
             }
             None => {
                 report.existing_rows += record_existing_rows(conn, &table)?;
                 report.tracked.push(table.name.clone());
             }
+        }
+        let null_keys = rows_with_null_key(conn, &table)?;
+        if null_keys > 0 {
+            report.warnings.push(format!(
+                "table '{}' has {null_keys} rows with NULL in a key column; such rows cannot be found on another \
+                 instance and are not replicated (declare the key columns NOT NULL and give those rows a key)",
+                table.name
+            ));
         }
     }
     Ok(report)
@@ -132,7 +144,19 @@ pub fn install_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), E
     for name in trigger_names(table) {
         conn.execute_batch(&format!("DROP TRIGGER IF EXISTS {}", quote_ident(&name)))?;
     }
-    for sql in trigger_sql(table) {
+    let shape = table_shape(conn, &table.name)?;
+    let untyped: Vec<bool> = table
+        .cells
+        .iter()
+        .map(|c| {
+            shape
+                .columns
+                .iter()
+                .find(|col| &col.name == c)
+                .is_some_and(|col| Affinity::of(&col.decl_type) == Affinity::Blob)
+        })
+        .collect();
+    for sql in trigger_sql(table, &untyped) {
         conn.execute_batch(&sql)?;
     }
     Ok(())
@@ -168,8 +192,23 @@ fn pending_insert(table: &TrackedTable, op: i64, row: &str) -> String {
     )
 }
 
-/// The CREATE TRIGGER statements for a table.
-pub fn trigger_sql(table: &TrackedTable) -> Vec<String> {
+/// The test that a cell changed. `IS NOT` with BINARY collation, so a
+/// case-only edit in a `COLLATE NOCASE` column counts; in a column without
+/// type affinity also a change of storage class (1 to 1.0), which `IS NOT`
+/// alone treats as equal. Typed columns convert on write, so they cannot
+/// hold equal values of two classes and skip the extra test.
+fn changed_test(column: &str, untyped: bool) -> String {
+    let c = quote_ident(column);
+    if untyped {
+        format!("(OLD.{c} IS NOT NEW.{c} COLLATE BINARY OR typeof(OLD.{c}) <> typeof(NEW.{c}))")
+    } else {
+        format!("(OLD.{c} IS NOT NEW.{c} COLLATE BINARY)")
+    }
+}
+
+/// The CREATE TRIGGER statements for a table; `untyped[i]` says whether cell
+/// `i + 1` has no type affinity.
+pub fn trigger_sql(table: &TrackedTable, untyped: &[bool]) -> Vec<String> {
     let [ins, upd, rekey, del] = trigger_names(table).map(|n| quote_ident(&n));
     let t = quote_ident(&table.name);
     let mut out = vec![format!(
@@ -200,11 +239,8 @@ pub fn trigger_sql(table: &TrackedTable) -> Vec<String> {
                 .map(|(i, c)| (i + 1, c))
                 .filter(|(bit, _)| bit / 64 == w)
                 .map(|(bit, c)| {
-                    format!(
-                        "((OLD.{0} IS NOT NEW.{0}) << {1})",
-                        quote_ident(c),
-                        bit % 64
-                    )
+                    let untyped = untyped.get(bit - 1).copied().unwrap_or(true);
+                    format!("({} << {})", changed_test(c, untyped), bit % 64)
                 })
                 .collect();
             mask_cols.push_str(&format!(", m{w}"));
@@ -258,6 +294,74 @@ fn record_existing_rows(conn: &Connection, table: &TrackedTable) -> Result<u64, 
             quote_ident(&table.name)
         ),
         [],
+    )?;
+    Ok(n as u64)
+}
+
+/// Record the values that newly followed columns (bits `first_bit..`)
+/// already hold, as updates of those cells: an app upgrade that adds a
+/// column and fills it before `track` is run again still replicates. Rows
+/// where every new column is NULL are left out: that is the state every
+/// instance that added the column starts from.
+fn record_new_column_values(
+    conn: &Connection,
+    table: &TrackedTable,
+    first_bit: usize,
+) -> Result<u64, Error> {
+    let new_cells: Vec<(usize, &String)> = table
+        .cells
+        .iter()
+        .enumerate()
+        .map(|(i, c)| (i + 1, c))
+        .filter(|(bit, _)| *bit >= first_bit)
+        .collect();
+    if new_cells.is_empty() {
+        return Ok(0);
+    }
+    let mut words = vec![0u64; mask_words(table)];
+    for (bit, _) in &new_cells {
+        words[bit / 64] |= 1 << (bit % 64);
+    }
+    let mask_cols: String = (0..words.len()).map(|w| format!(", m{w}")).collect();
+    let mask_vals: String = words.iter().map(|w| format!(", {}", *w as i64)).collect();
+    let keys = table
+        .key
+        .iter()
+        .map(|k| format!(", {}", quote_ident(k)))
+        .collect::<String>();
+    let any_set = new_cells
+        .iter()
+        .map(|(_, c)| format!("{} IS NOT NULL", quote_ident(c)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let n = conn.execute(
+        &format!(
+            "INSERT INTO fieldsync_pending(t, op, at{}{mask_cols}) SELECT {}, {}, julianday('now'){keys}{mask_vals} FROM {} WHERE {any_set}",
+            key_cols(table),
+            table.id,
+            op::UPDATE,
+            quote_ident(&table.name)
+        ),
+        [],
+    )?;
+    Ok(n as u64)
+}
+
+/// Rows whose key holds a NULL (SQLite allows it in non-integer keys).
+fn rows_with_null_key(conn: &Connection, table: &TrackedTable) -> Result<u64, Error> {
+    let any_null = table
+        .key
+        .iter()
+        .map(|k| format!("{} IS NULL", quote_ident(k)))
+        .collect::<Vec<_>>()
+        .join(" OR ");
+    let n: i64 = conn.query_row(
+        &format!(
+            "SELECT count(*) FROM {} WHERE {any_null}",
+            quote_ident(&table.name)
+        ),
+        [],
+        |r| r.get(0),
     )?;
     Ok(n as u64)
 }

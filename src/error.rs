@@ -122,17 +122,13 @@ pub enum TrackError {
         /// Its collation.
         collation: String,
     },
-    /// The table is not tracked.
-    #[error("table '{table}' is not tracked; run `fieldsync track --db DB {table}` first")]
-    NotTracked {
-        /// The table named.
-        table: String,
-    },
     /// The table changed shape since it was tracked.
     #[error(
-        "table '{table}' changed since it was tracked ({detail}); run `fieldsync track --db DB {table}` to follow the change"
+        "table '{table}' changed since it was tracked ({detail}); run `fieldsync track --db {db} {table}` to follow the change"
     )]
     SchemaChanged {
+        /// The database, as to type it in a shell.
+        db: String,
         /// The table named.
         table: String,
         /// What changed.
@@ -188,7 +184,7 @@ pub enum BundleError {
         detail: String,
     },
     /// Reading or writing the file failed.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
@@ -223,8 +219,11 @@ pub enum ExportError {
         reason: &'static str,
     },
     /// Nothing is tracked.
-    #[error("no tables are tracked yet; run `fieldsync track --db DB --all` first")]
-    NothingTracked,
+    #[error("no tables are tracked yet; run `fieldsync track --db {db} --all` first")]
+    NothingTracked {
+        /// The database, as to type it in a shell.
+        db: String,
+    },
     /// The change log refers to a row the app table does not have.
     #[error(
         "table '{table}' has lost row {key} that the change log still records; run `fieldsync compact` and try again"
@@ -333,7 +332,7 @@ pub enum Error {
     #[error("SQLite: {0}")]
     Sqlite(rusqlite::Error),
     /// An I/O error not covered above.
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 

@@ -73,6 +73,8 @@ pub struct ExportReport {
     pub captured: u64,
     /// Per origin name, the change numbers covered.
     pub covers: BTreeMap<String, String>,
+    /// Things worth telling the operator.
+    pub warnings: Vec<String>,
 }
 
 /// Write a bundle for `target` to `out`, inside the caller's write
@@ -87,7 +89,10 @@ pub(crate) fn export<W: Write>(
     seal: impl FnOnce(W) -> Result<(), Error>,
 ) -> Result<ExportReport, Error> {
     if s.catalog.is_empty() {
-        return Err(ExportError::NothingTracked.into());
+        return Err(ExportError::NothingTracked {
+            db: crate::store::db_arg(conn),
+        }
+        .into());
     }
     s.catalog.check_live(conn)?;
     let stamped = crate::stamp::stamp_pending(conn, s)?;
@@ -258,6 +263,7 @@ pub(crate) fn export<W: Write>(
             .iter()
             .map(|(o, set)| (name_of(o), set.to_string()))
             .collect(),
+        warnings: stamped.warnings(),
     })
 }
 

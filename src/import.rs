@@ -148,172 +148,64 @@ pub(crate) fn import<R: Read>(
         })
         .collect();
     let mut sql_cache: HashMap<(i64, ColSet, bool), String> = HashMap::new();
-    let mut max_hlc = Hlc(header.created);
+    // The latest clock seen per origin, to name a machine whose clock is ahead.
+    let mut latest: HashMap<SiteId, Hlc> = HashMap::new();
+    latest.insert(header.sender.id, Hlc(header.created));
+    // Records a constraint refused, retried once the rest of the bundle is in:
+    // rows arrive in key order, so a row may need a value another row frees
+    // (a UNIQUE code moved from one row to another).
+    let mut deferred: Vec<(Prepared, Error)> = Vec::new();
     while let Some(rec) = reader.next_row()? {
-        let m = mapped
-            .get(rec.table as usize)
-            .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
-        if rec.key.len() != m.table.key.len() || rec.key.contains(&Value::Null) {
-            return Err(malformed(format!(
-                "a record of table '{}' has a malformed key",
-                m.table.name
-            )));
+        let prepared = prepare(&rec, &mapped, &origins, &covers, s)?;
+        for v in &prepared.versions {
+            let e = latest.entry(v.site).or_default();
+            *e = (*e).max(v.hlc);
         }
-        if rec.cl == 0 || rec.versions.is_empty() {
-            return Err(malformed(format!(
-                "a record of table '{}' has no versions",
-                m.table.name
-            )));
-        }
-        let mut versions = Vec::with_capacity(rec.versions.len());
-        let mut all_cells = ColSet::new();
-        for v in &rec.versions {
-            let (idx, site) = origin_at(v.origin)?;
-            if v.seq == 0
-                || v.seq > i64::MAX as u64
-                || !covers.get(&idx).is_some_and(|set| set.contains(v.seq))
-            {
-                return Err(malformed(format!(
-                    "change {}#{} lies outside the ranges the header declares",
-                    site, v.seq
-                )));
+        match apply(conn, s, &mapped[prepared.table], &prepared, &mut sql_cache) {
+            Ok(verdict) => counts[prepared.table].count(verdict),
+            Err(e) if is_constraint(&e) && deferred.len() < MAX_DEFERRED => {
+                deferred.push((prepared, e))
             }
-            let mut cols = ColSet::new();
-            for bit in v.cols.iter() {
-                let local = m.bits.get(bit).copied().ok_or_else(|| {
-                    malformed(format!("a record of table '{}' names column #{bit}, which the header does not list", m.table.name))
-                })?;
-                cols.insert(local);
-            }
-            if cols.is_empty()
-                || all_cells.intersects(&cols)
-                || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
-            {
-                return Err(malformed(format!(
-                    "a record of table '{}' has inconsistent versions",
-                    m.table.name
-                )));
-            }
-            all_cells.union_with(&cols);
-            max_hlc = max_hlc.max(Hlc(v.hlc));
-            if idx == s.local_idx && v.seq > s.seq {
-                s.seq = v.seq;
-            }
-            versions.push(Version {
-                site,
-                seq: v.seq,
-                hlc: Hlc(v.hlc),
-                cols,
-            });
-        }
-        // Values arrive in ascending bundle-bit order; key them by local bit.
-        let mut bundle_bits: Vec<usize> = rec
-            .versions
-            .iter()
-            .flat_map(|v| v.cols.iter())
-            .filter(|&b| b != SENTINEL)
-            .collect();
-        bundle_bits.sort_unstable();
-        if bundle_bits.len() != rec.values.len() {
-            return Err(malformed(format!(
-                "a record of table '{}' has {} values for {} cells",
-                m.table.name,
-                rec.values.len(),
-                bundle_bits.len()
-            )));
-        }
-        let values: HashMap<usize, &Value> = bundle_bits
-            .iter()
-            .map(|&b| m.bits[b])
-            .zip(rec.values.iter())
-            .collect();
-
-        let pk = encode_key(&rec.key);
-        let mut state = load_row(conn, &s.sites, m.table.id, &pk)?;
-        let before = state.clone();
-        let outcome = state
-            .merge(rec.cl, &versions)
-            .map_err(|e| ImportError::SequenceReused {
-                origin: s
-                    .sites
-                    .idx_of(&e.site)
-                    .and_then(|i| s.sites.get(i))
-                    .map(|site| site.name.clone())
-                    .unwrap_or_else(|| e.site.to_string()),
-                seq: e.seq,
-            })?;
-        match &outcome.action {
-            RowAction::None => {}
-            RowAction::Delete => {
-                let sql = format!(
-                    "DELETE FROM {} WHERE {}",
-                    quote_ident(&m.table.name),
-                    m.table.key_predicate()
-                );
-                conn.prepare_cached(&sql)?
-                    .execute(params_from_iter(rec.key.iter()))
-                    .map_err(|e| constraint(&m.table, &rec.key, e))?;
-            }
-            RowAction::Write(cells) => {
-                let mut args: Vec<&Value> = rec.key.iter().collect();
-                for bit in cells.iter() {
-                    args.push(
-                        values
-                            .get(&bit)
-                            .copied()
-                            .ok_or_else(|| malformed("a won cell has no value".into()))?,
-                    );
-                }
-                // A row the log knows as live is in the table: UPDATE it, since
-                // an upsert would check NOT NULL on the cells it does not carry.
-                let mut done = before.is_live() && cells.is_empty();
-                if before.is_live() && !cells.is_empty() {
-                    let sql = sql_cache
-                        .entry((m.table.id, cells.clone(), false))
-                        .or_insert_with(|| update_sql(&m.table, cells));
-                    let n = conn
-                        .prepare_cached(sql)?
-                        .execute(params_from_iter(args.iter()))
-                        .map_err(|e| constraint(&m.table, &rec.key, e))?;
-                    done = n > 0;
-                }
-                if !done {
-                    let sql = sql_cache
-                        .entry((m.table.id, cells.clone(), true))
-                        .or_insert_with(|| upsert_sql(&m.table, cells));
-                    // Only some cells of a row this instance never had: the
-                    // insert that created it is in a bundle not imported yet.
-                    let partial = state.holder(SENTINEL).is_none();
-                    conn.prepare_cached(sql)?
-                        .execute(params_from_iter(args.iter()))
-                        .map_err(|e| match constraint(&m.table, &rec.key, e) {
-                            Error::Import(ImportError::Constraint { table, key, detail })
-                                if partial =>
-                            {
-                                ImportError::NeedsEarlierBundle { table, key, detail }.into()
-                            }
-                            other => other,
-                        })?;
-                }
-            }
-        }
-        save_row(conn, &s.sites, m.table.id, &pk, &before, &state)?;
-        let c = &mut counts[rec.table as usize];
-        match outcome.verdict {
-            Verdict::Applied => c.applied += 1,
-            Verdict::Known => c.known += 1,
-            Verdict::Older => c.older += 1,
+            Err(e) => return Err(e),
         }
     }
     let end = reader.finish()?;
+    while !deferred.is_empty() {
+        let before = deferred.len();
+        let mut still = Vec::new();
+        for (prepared, _) in deferred {
+            match apply(conn, s, &mapped[prepared.table], &prepared, &mut sql_cache) {
+                Ok(verdict) => counts[prepared.table].count(verdict),
+                Err(e) if is_constraint(&e) => still.push((prepared, e)),
+                Err(e) => return Err(e),
+            }
+        }
+        if still.len() == before {
+            if let Some((_, e)) = still.into_iter().next() {
+                return Err(e);
+            }
+            break;
+        }
+        deferred = still;
+    }
 
     let now = now_unix_ms();
-    let mut warnings = Vec::new();
-    if max_hlc.unix_ms() > now + CLOCK_AHEAD_WARN_MS {
-        let hours = (max_hlc.unix_ms() - now) as f64 / 3_600_000.0;
+    let mut warnings = stamped.warnings();
+    let max_hlc = latest.values().copied().max().unwrap_or_default();
+    if let Some((site, ahead)) = latest
+        .iter()
+        .max_by_key(|(_, h)| **h)
+        .filter(|(_, h)| h.unix_ms() > now + CLOCK_AHEAD_WARN_MS)
+    {
+        let hours = (ahead.unix_ms() - now) as f64 / 3_600_000.0;
+        let name = s
+            .sites
+            .idx_of(site)
+            .and_then(|i| s.sites.get(i))
+            .map(|x| x.name.clone())
+            .unwrap_or_else(|| site.to_string());
         warnings.push(format!(
-            "the clock of '{}' runs about {hours:.1} h ahead of this machine's; its edits will win over later ones made here until the clocks agree",
-            header.sender.name
+            "the clock of '{name}' runs about {hours:.1} h ahead of this machine's; its edits will win over later ones made here until the clocks agree"
         ));
     }
     s.clock.observe(max_hlc, now)?;
@@ -378,6 +270,220 @@ fn record_watermarks(
     Ok(report)
 }
 
+/// Most records held back for a retry within one import.
+const MAX_DEFERRED: usize = 50_000;
+
+impl TableImport {
+    fn count(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Applied => self.applied += 1,
+            Verdict::Known => self.known += 1,
+            Verdict::Older => self.older += 1,
+        }
+    }
+}
+
+/// A record checked against its header and mapped to local bits.
+struct Prepared {
+    /// Index into the mapped tables.
+    table: usize,
+    key: Vec<Value>,
+    pk: Vec<u8>,
+    cl: u64,
+    versions: Vec<Version>,
+    /// Values by local bit.
+    values: HashMap<usize, Value>,
+}
+
+/// Check a record against its header: known table, well-formed key, change
+/// numbers inside the declared ranges, disjoint cells, one value per cell.
+fn prepare(
+    rec: &crate::bundle::RowRecord,
+    mapped: &[Mapped],
+    origins: &[(i64, SiteId)],
+    covers: &BTreeMap<i64, SeqSet>,
+    s: &mut Session,
+) -> Result<Prepared, Error> {
+    let table = rec.table as usize;
+    let m = mapped
+        .get(table)
+        .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
+    if rec.key.len() != m.table.key.len() || rec.key.contains(&Value::Null) {
+        return Err(malformed(format!(
+            "a record of table '{}' has a malformed key",
+            m.table.name
+        )));
+    }
+    if rec.cl == 0 || rec.versions.is_empty() {
+        return Err(malformed(format!(
+            "a record of table '{}' has no versions",
+            m.table.name
+        )));
+    }
+    let mut versions = Vec::with_capacity(rec.versions.len());
+    let mut all_cells = ColSet::new();
+    for v in &rec.versions {
+        let &(idx, site) = origins
+            .get(v.origin as usize)
+            .ok_or_else(|| malformed(format!("origin #{} is not in the header", v.origin)))?;
+        if v.seq == 0
+            || v.seq > i64::MAX as u64
+            || !covers.get(&idx).is_some_and(|set| set.contains(v.seq))
+        {
+            return Err(malformed(format!(
+                "change {site}#{} lies outside the ranges the header declares",
+                v.seq
+            )));
+        }
+        let mut cols = ColSet::new();
+        for bit in v.cols.iter() {
+            let local = m.bits.get(bit).copied().ok_or_else(|| {
+                malformed(format!(
+                    "a record of table '{}' names column #{bit}, which the header does not list",
+                    m.table.name
+                ))
+            })?;
+            cols.insert(local);
+        }
+        if cols.is_empty()
+            || all_cells.intersects(&cols)
+            || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
+        {
+            return Err(malformed(format!(
+                "a record of table '{}' has inconsistent versions",
+                m.table.name
+            )));
+        }
+        all_cells.union_with(&cols);
+        if idx == s.local_idx && v.seq > s.seq {
+            // Our own changes relayed back: never hand those numbers out again.
+            s.seq = v.seq;
+        }
+        versions.push(Version {
+            site,
+            seq: v.seq,
+            hlc: Hlc(v.hlc),
+            cols,
+        });
+    }
+    // Values arrive in ascending bundle-bit order; key them by local bit.
+    let mut bundle_bits: Vec<usize> = rec
+        .versions
+        .iter()
+        .flat_map(|v| v.cols.iter())
+        .filter(|&b| b != SENTINEL)
+        .collect();
+    bundle_bits.sort_unstable();
+    if bundle_bits.len() != rec.values.len() {
+        return Err(malformed(format!(
+            "a record of table '{}' has {} values for {} cells",
+            m.table.name,
+            rec.values.len(),
+            bundle_bits.len()
+        )));
+    }
+    let values = bundle_bits
+        .iter()
+        .map(|&b| m.bits[b])
+        .zip(rec.values.iter().cloned())
+        .collect();
+    Ok(Prepared {
+        table,
+        key: rec.key.clone(),
+        pk: encode_key(&rec.key),
+        cl: rec.cl,
+        versions,
+        values,
+    })
+}
+
+/// Merge one record into its row and write the result to the app table and
+/// the log. On error nothing of this record is written to the log.
+fn apply(
+    conn: &Connection,
+    s: &Session,
+    m: &Mapped,
+    p: &Prepared,
+    sql_cache: &mut HashMap<(i64, ColSet, bool), String>,
+) -> Result<Verdict, Error> {
+    let mut state = load_row(conn, &s.sites, m.table.id, &p.pk)?;
+    let before = state.clone();
+    let outcome = state
+        .merge(p.cl, &p.versions)
+        .map_err(|e| ImportError::SequenceReused {
+            origin: s
+                .sites
+                .idx_of(&e.site)
+                .and_then(|i| s.sites.get(i))
+                .map(|site| site.name.clone())
+                .unwrap_or_else(|| e.site.to_string()),
+            seq: e.seq,
+        })?;
+    match &outcome.action {
+        RowAction::None => {}
+        RowAction::Delete => {
+            let sql = format!(
+                "DELETE FROM {} WHERE {}",
+                quote_ident(&m.table.name),
+                m.table.key_predicate()
+            );
+            conn.prepare_cached(&sql)?
+                .execute(params_from_iter(p.key.iter()))
+                .map_err(|e| constraint(&m.table, &p.key, e))?;
+        }
+        RowAction::Write(cells) => {
+            let mut args: Vec<&Value> = p.key.iter().collect();
+            for bit in cells.iter() {
+                args.push(
+                    p.values
+                        .get(&bit)
+                        .ok_or_else(|| malformed("a won cell has no value".into()))?,
+                );
+            }
+            // A row the log knows as live is in the table: UPDATE it, since
+            // an upsert would check NOT NULL on the cells it does not carry.
+            let mut done = before.is_live() && cells.is_empty();
+            if before.is_live() && !cells.is_empty() {
+                let sql = sql_cache
+                    .entry((m.table.id, cells.clone(), false))
+                    .or_insert_with(|| update_sql(&m.table, cells));
+                let n = conn
+                    .prepare_cached(sql)?
+                    .execute(params_from_iter(args.iter()))
+                    .map_err(|e| constraint(&m.table, &p.key, e))?;
+                done = n > 0;
+            }
+            if !done {
+                let sql = sql_cache
+                    .entry((m.table.id, cells.clone(), true))
+                    .or_insert_with(|| upsert_sql(&m.table, cells));
+                // Only some cells of a row this instance never had: the
+                // insert that created it is in a bundle not imported yet.
+                let partial = state.holder(SENTINEL).is_none();
+                conn.prepare_cached(sql)?
+                    .execute(params_from_iter(args.iter()))
+                    .map_err(|e| match constraint(&m.table, &p.key, e) {
+                        Error::Import(ImportError::Constraint { table, key, detail })
+                            if partial =>
+                        {
+                            ImportError::NeedsEarlierBundle { table, key, detail }.into()
+                        }
+                        other => other,
+                    })?;
+            }
+        }
+    }
+    save_row(conn, &s.sites, m.table.id, &p.pk, &before, &state)?;
+    Ok(outcome.verdict)
+}
+
+fn is_constraint(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Import(ImportError::Constraint { .. } | ImportError::NeedsEarlierBundle { .. })
+    )
+}
+
 fn malformed(detail: String) -> Error {
     BundleError::Malformed { detail }.into()
 }
@@ -407,7 +513,8 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
     let Some(local) = s.catalog.by_name(&def.name) else {
         let reason = match table_shape(conn, &def.name) {
             Ok(_) => format!(
-                "is not tracked here; run `fieldsync track --db DB {}` first",
+                "is not tracked here; run `fieldsync track --db {} {}` first",
+                crate::store::db_arg(conn),
                 def.name
             ),
             Err(_) => "does not exist in this database".to_owned(),

@@ -49,14 +49,7 @@ impl Instance {
             name: name.to_owned(),
             reason,
         })?;
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if !parent.is_dir() {
-                return Err(Error::Io(std::io::Error::new(
-                    std::io::ErrorKind::NotFound,
-                    format!("directory {} does not exist", parent.display()),
-                )));
-            }
-        }
+        ensure_parent_dir(path)?;
         let mut conn = open_or_create(path)?;
         if is_initialised(&conn)? {
             let instance = Instance::from_conn(conn, path)?;
@@ -188,6 +181,7 @@ impl Instance {
                 ),
             )));
         }
+        ensure_parent_dir(path)?;
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -283,6 +277,17 @@ impl Instance {
     /// Captured changes not yet folded into the log.
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)
+    }
+}
+
+/// Fail with a plain message if the directory a file goes into is missing.
+fn ensure_parent_dir(path: &Path) -> Result<(), Error> {
+    match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) if !parent.is_dir() => Err(Error::Io(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("directory {} does not exist", parent.display()),
+        ))),
+        _ => Ok(()),
     }
 }
 

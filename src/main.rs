@@ -60,16 +60,12 @@ enum Command {
         json: bool,
     },
     /// Write a bundle file: what a peer lacks (--to) or everything (--full).
+    #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "full"])))]
     Export {
         #[command(flatten)]
         db: DbArg,
         /// The instance that will import the bundle (its name or site id).
-        #[arg(
-            long,
-            value_name = "PEER",
-            required_unless_present = "full",
-            conflicts_with = "full"
-        )]
+        #[arg(long, value_name = "PEER", conflicts_with = "full")]
         to: Option<String>,
         /// Include changes already sent but not yet acknowledged (a bundle was lost).
         #[arg(long, requires = "to")]
@@ -201,6 +197,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 Selection::Named(tables)
             };
             let report = instance.track(&selection)?;
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
+            }
             if json {
                 print_json(&report)?;
             } else {
@@ -247,15 +246,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .export_to_file(&target, &output)
                 .with_context(|| format!("cannot export to {}", output.display()))?;
             if report.new_peer {
-                let known = if report.known_peers.is_empty() {
-                    "no peers are known yet".to_owned()
+                let peer = report.peer.as_deref().unwrap_or_default();
+                if report.known_peers.is_empty() {
+                    eprintln!(
+                        "note: '{peer}' is a new peer, so it gets everything (no other peers are known yet)."
+                    );
                 } else {
-                    format!("known peers: {}", report.known_peers.join(", "))
-                };
-                eprintln!(
-                    "note: '{}' is a new peer, so it gets everything; {known}. If you meant one of those, check the spelling.",
-                    report.peer.as_deref().unwrap_or_default()
-                );
+                    eprintln!(
+                        "note: '{peer}' is a new peer, so it gets everything; known peers are {}. \
+                         If you meant one of those, check the spelling.",
+                        report.known_peers.join(", ")
+                    );
+                }
+            }
+            for w in &report.warnings {
+                eprintln!("warning: {w}");
             }
             if json {
                 print_json(&report)?;
@@ -281,6 +286,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 if !json {
                     print_import(&report, f);
                 }
+                print_import_warnings(&report);
                 reports.push((f.display().to_string(), report));
             }
             if json {
@@ -410,10 +416,15 @@ fn print_import(r: &ImportReport, file: &Path) {
             t.table, t.applied, t.known, t.older
         );
     }
+}
+
+/// Warnings go to stderr whether or not `--json` is given.
+fn print_import_warnings(r: &ImportReport) {
     for (origin, seqs) in &r.gaps {
         eprintln!(
             "warning: changes {seqs} from '{origin}' have not arrived (a bundle was skipped or lost); \
-             the next export from '{}' to this instance will include them",
+             import the missing bundle if you have it, otherwise '{}' sends them again once it has \
+             imported a bundle from this instance",
             r.from
         );
     }

@@ -57,6 +57,39 @@ impl TableShape {
     }
 }
 
+/// A column's type affinity, by SQLite's rules for declared types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Affinity {
+    /// Contains "INT".
+    Integer,
+    /// Contains "CHAR", "CLOB" or "TEXT".
+    Text,
+    /// Empty, or contains "BLOB": values are stored as given.
+    Blob,
+    /// Contains "REAL", "FLOA" or "DOUB".
+    Real,
+    /// Anything else.
+    Numeric,
+}
+
+impl Affinity {
+    /// The affinity of a declared type (section 3.1 of SQLite's datatype doc).
+    pub fn of(decl_type: &str) -> Affinity {
+        let t = decl_type.to_ascii_uppercase();
+        if t.contains("INT") {
+            Affinity::Integer
+        } else if t.contains("CHAR") || t.contains("CLOB") || t.contains("TEXT") {
+            Affinity::Text
+        } else if t.is_empty() || t.contains("BLOB") {
+            Affinity::Blob
+        } else if t.contains("REAL") || t.contains("FLOA") || t.contains("DOUB") {
+            Affinity::Real
+        } else {
+            Affinity::Numeric
+        }
+    }
+}
+
 /// Quote an identifier for SQL: `"name"` with inner quotes doubled.
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))

@@ -9,19 +9,21 @@
 //! remote clocks are observed. Rows are folded in memory chunk by chunk, so
 //! a thousand edits of one cell become one log entry.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, params_from_iter};
 
 use crate::capture::op;
 use crate::colset::ColSet;
-use crate::error::Error;
-use crate::hlc::julian_day_to_unix_ms;
+use crate::error::{Error, SiteError};
+use crate::hlc::{julian_day_to_unix_ms, now_unix_ms};
 use crate::log::{load_row, save_row};
 use crate::merge::RowState;
+use crate::schema::quote_ident;
 use crate::session::Session;
 use crate::store::column_names;
-use crate::value::{Value, encode_key};
+use crate::tracked::TrackedTable;
+use crate::value::{Value, decode_key, encode_key};
 
 /// Captured changes folded per chunk (bounds memory).
 const CHUNK: i64 = 20_000;
@@ -34,6 +36,23 @@ pub struct StampReport {
     /// Of those, changes with a NULL in a key column, which cannot be
     /// replicated (no instance could find the row again).
     pub null_keys: u64,
+    /// Rows found deleted by `INSERT OR REPLACE` without a DELETE trigger.
+    pub replaced: u64,
+}
+
+impl StampReport {
+    /// Warnings for the operator about what this pass could not replicate.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.null_keys > 0 {
+            out.push(format!(
+                "{} recorded changes were to rows with NULL in a key column; they are not replicated \
+                 (declare the key columns NOT NULL)",
+                self.null_keys
+            ));
+        }
+        out
+    }
 }
 
 /// Fold every pending captured change into the log.
@@ -52,6 +71,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
         .into());
     };
     let mut last_id = 0i64;
+    let mut written: BTreeSet<i64> = BTreeSet::new();
     loop {
         let mut stmt = conn
             .prepare_cached("SELECT * FROM fieldsync_pending WHERE id > ?1 ORDER BY id LIMIT ?2")?;
@@ -68,6 +88,10 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
             let Some(table) = s.catalog.by_id(t) else {
                 continue;
             };
+            let op_code: i64 = r.get(op_pos)?;
+            if op_code != op::DELETE {
+                written.insert(t);
+            }
             let mut key = Vec::with_capacity(table.key.len());
             for &p in key_pos.iter().take(table.key.len()) {
                 key.push(Value::from_ref(r.get_ref(p)?));
@@ -90,7 +114,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
             let hlc = s.clock.stamp(julian_day_to_unix_ms(at))?;
             s.seq += 1;
             let cells = table.cells.len();
-            match r.get::<_, i64>(op_pos)? {
+            match op_code {
                 op::INSERT => state.local_insert(s.local, s.seq, hlc, cells),
                 op::UPDATE => {
                     let mut words = Vec::with_capacity(mask_pos.len());
@@ -117,5 +141,65 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     if report.captured > 0 {
         conn.execute("DELETE FROM fieldsync_pending WHERE id <= ?1", [last_id])?;
     }
+    for t in written {
+        if let Some(table) = s.catalog.by_id(t).cloned() {
+            if has_secondary_unique(conn, &table.name)? {
+                report.replaced += record_vanished_rows(conn, s, &table)?;
+            }
+        }
+    }
     Ok(report)
+}
+
+/// True if the table has a UNIQUE constraint or index besides its key, so
+/// `INSERT OR REPLACE` can delete a row other than the one it writes.
+fn has_secondary_unique(conn: &Connection, table: &str) -> Result<bool, Error> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT 1 FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin <> 'pk' LIMIT 1",
+        )?
+        .exists([table])?)
+}
+
+/// `INSERT OR REPLACE` (or `UPDATE OR REPLACE`) that clashes on a secondary
+/// UNIQUE index deletes the other row without firing DELETE triggers (unless
+/// the app enabled recursive triggers). Find rows the log knows as live that
+/// the table no longer has, and record their deletion. This costs a pass
+/// over the table's live rows, paid only by tables with such an index and
+/// only when this stamp saw inserts or updates to them.
+fn record_vanished_rows(
+    conn: &Connection,
+    s: &mut Session,
+    table: &TrackedTable,
+) -> Result<u64, Error> {
+    let mut vanished = Vec::new();
+    {
+        let mut keys = conn.prepare_cached(
+            "SELECT DISTINCT pk FROM fieldsync_log WHERE tbl = ?1 AND cl % 2 = 1",
+        )?;
+        let mut exists = conn.prepare_cached(&format!(
+            "SELECT 1 FROM {} WHERE {}",
+            quote_ident(&table.name),
+            table.key_predicate()
+        ))?;
+        let mut rows = keys.query([table.id])?;
+        while let Some(r) = rows.next()? {
+            let pk: Vec<u8> = r.get(0)?;
+            let key = decode_key(&pk).map_err(|e| SiteError::Damaged {
+                detail: format!("a key in fieldsync_log: {e}"),
+            })?;
+            if !exists.exists(params_from_iter(key.iter()))? {
+                vanished.push(pk);
+            }
+        }
+    }
+    for pk in &vanished {
+        let before = load_row(conn, &s.sites, table.id, pk)?;
+        let mut after = before.clone();
+        let hlc = s.clock.stamp(now_unix_ms())?;
+        s.seq += 1;
+        after.local_delete(s.local, s.seq, hlc);
+        save_row(conn, &s.sites, table.id, pk, &before, &after)?;
+    }
+    Ok(vanished.len() as u64)
 }

@@ -147,6 +147,16 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
     Ok(())
 }
 
+/// The database path as a user would type it after `--db` in a shell, for
+/// messages that say what command to run next.
+pub fn db_arg(conn: &Connection) -> String {
+    match conn.path().filter(|p| !p.is_empty()) {
+        Some(p) if p.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c)) => p.to_owned(),
+        Some(p) => format!("'{}'", p.replace('\'', "'\\''")),
+        None => "DB".to_owned(),
+    }
+}
+
 /// Names of the columns of a table, in order.
 pub fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>, Error> {
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?;

@@ -194,6 +194,7 @@ impl Catalog {
                 .find(|c| !t.cells.contains(&c.name))
             {
                 return Err(TrackError::SchemaChanged {
+                    db: crate::store::db_arg(conn),
                     table: t.name.clone(),
                     detail: format!("new column '{}'", new.name),
                 }
