@@ -28,6 +28,16 @@ use crate::value::{Value, decode_key, encode_key};
 /// Captured changes folded per chunk (bounds memory).
 const CHUNK: i64 = 20_000;
 
+/// One captured row change as read from `fieldsync_pending`.
+struct Captured {
+    t: i64,
+    op: i64,
+    at: f64,
+    key: Vec<Value>,
+    /// Changed-cell mask words (updates only).
+    words: Vec<i64>,
+}
+
 /// What a stamping pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct StampReport {
@@ -73,62 +83,93 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     let mut last_id = 0i64;
     let mut written: BTreeSet<i64> = BTreeSet::new();
     loop {
-        let mut stmt = conn
-            .prepare_cached("SELECT * FROM fieldsync_pending WHERE id > ?1 ORDER BY id LIMIT ?2")?;
-        let mut rows = stmt.query([last_id, CHUNK])?;
-        // Rows touched in this chunk: state as loaded, state now.
+        // Read one chunk of captured changes.
+        let mut chunk: Vec<Captured> = Vec::new();
+        let mut n = 0;
+        {
+            let mut stmt = conn.prepare_cached(
+                "SELECT * FROM fieldsync_pending WHERE id > ?1 ORDER BY id LIMIT ?2",
+            )?;
+            let mut rows = stmt.query([last_id, CHUNK])?;
+            while let Some(r) = rows.next()? {
+                n += 1;
+                report.captured += 1;
+                last_id = r.get(id_pos)?;
+                let t: i64 = r.get(t_pos)?;
+                let Some(table) = s.catalog.by_id(t) else {
+                    continue;
+                };
+                let op_code: i64 = r.get(op_pos)?;
+                let mut key = Vec::with_capacity(table.key.len());
+                for &p in key_pos.iter().take(table.key.len()) {
+                    key.push(Value::from_ref(r.get_ref(p)?));
+                }
+                if key.len() != table.key.len() || key.contains(&Value::Null) {
+                    report.null_keys += 1;
+                    continue;
+                }
+                let mut words = Vec::with_capacity(mask_pos.len());
+                if op_code == op::UPDATE {
+                    for &p in &mask_pos {
+                        words.push(r.get::<_, Option<i64>>(p)?.unwrap_or(0));
+                    }
+                }
+                let at: f64 = r.get(at_pos)?;
+                // One UPDATE of several columns fires one trigger per column,
+                // all with the statement's time: fold them into one change.
+                if let Some(prev) = chunk.last_mut() {
+                    if op_code == op::UPDATE
+                        && prev.op == op::UPDATE
+                        && prev.t == t
+                        && prev.at == at
+                        && prev.key == key
+                    {
+                        for (a, b) in prev.words.iter_mut().zip(words.iter()) {
+                            *a |= b;
+                        }
+                        continue;
+                    }
+                }
+                chunk.push(Captured {
+                    t,
+                    op: op_code,
+                    at,
+                    key,
+                    words,
+                });
+            }
+        }
+        // Fold it into the rows it touched, in capture order.
         let mut touched: HashMap<(i64, Vec<u8>), (RowState, RowState)> = HashMap::new();
         let mut order: Vec<(i64, Vec<u8>)> = Vec::new();
-        let mut n = 0;
-        while let Some(r) = rows.next()? {
-            n += 1;
-            report.captured += 1;
-            last_id = r.get(id_pos)?;
-            let t: i64 = r.get(t_pos)?;
-            let Some(table) = s.catalog.by_id(t) else {
+        for c in chunk {
+            let Some(table) = s.catalog.by_id(c.t) else {
                 continue;
             };
-            let op_code: i64 = r.get(op_pos)?;
-            if op_code != op::DELETE {
-                written.insert(t);
+            if c.op != op::DELETE {
+                written.insert(c.t);
             }
-            let mut key = Vec::with_capacity(table.key.len());
-            for &p in key_pos.iter().take(table.key.len()) {
-                key.push(Value::from_ref(r.get_ref(p)?));
-            }
-            if key.len() != table.key.len() || key.contains(&Value::Null) {
-                report.null_keys += 1;
-                continue;
-            }
-            let pk = encode_key(&key);
-            let slot = (t, pk);
+            let slot = (c.t, encode_key(&c.key));
             if !touched.contains_key(&slot) {
-                let loaded = load_row(conn, &s.sites, t, &slot.1)?;
+                let loaded = load_row(conn, &s.sites, c.t, &slot.1)?;
                 touched.insert(slot.clone(), (loaded.clone(), loaded));
                 order.push(slot.clone());
             }
             let Some((_, state)) = touched.get_mut(&slot) else {
                 continue;
             };
-            let at: f64 = r.get(at_pos)?;
-            let hlc = s.clock.stamp(julian_day_to_unix_ms(at))?;
+            let hlc = s.clock.stamp(julian_day_to_unix_ms(c.at))?;
             s.seq += 1;
             let cells = table.cells.len();
-            match op_code {
+            match c.op {
                 op::INSERT => state.local_insert(s.local, s.seq, hlc, cells),
                 op::UPDATE => {
-                    let mut words = Vec::with_capacity(mask_pos.len());
-                    for &p in &mask_pos {
-                        words.push(r.get::<_, Option<i64>>(p)?.unwrap_or(0));
-                    }
-                    let changed = ColSet::from_words(&words);
-                    state.local_update(s.local, s.seq, hlc, &changed, cells);
+                    state.local_update(s.local, s.seq, hlc, &ColSet::from_words(&c.words), cells)
                 }
                 op::DELETE => state.local_delete(s.local, s.seq, hlc),
                 _ => {}
             }
         }
-        drop(rows);
         for slot in &order {
             if let Some((before, after)) = touched.get(slot) {
                 save_row(conn, &s.sites, slot.0, &slot.1, before, after)?;
