@@ -200,12 +200,17 @@ fn pending_insert(table: &TrackedTable, op: i64, row: &str) -> String {
 /// The test that a cell changed. `IS NOT` with BINARY collation, so a
 /// case-only edit in a `COLLATE NOCASE` column counts; in a column without
 /// type affinity also a change of storage class (1 to 1.0), which `IS NOT`
-/// alone treats as equal. Typed columns convert on write, so they cannot
-/// hold equal values of two classes and skip the extra test.
+/// alone treats as equal, and any write of a real zero, since no SQL tells
+/// 0.0 from -0.0 (a rewrite of the same zero is recorded too, harmlessly).
+/// Typed columns convert on write (a REAL column stores -0.0 as 0.0), so
+/// they cannot hold equal values that differ and skip the extra tests.
 fn changed_test(column: &str, untyped: bool) -> String {
     let c = quote_ident(column);
     if untyped {
-        format!("OLD.{c} IS NOT NEW.{c} COLLATE BINARY OR typeof(OLD.{c}) <> typeof(NEW.{c})")
+        format!(
+            "OLD.{c} IS NOT NEW.{c} COLLATE BINARY OR typeof(OLD.{c}) <> typeof(NEW.{c}) \
+             OR (NEW.{c} = 0 AND typeof(NEW.{c}) = 'real')"
+        )
     } else {
         format!("OLD.{c} IS NOT NEW.{c} COLLATE BINARY")
     }

@@ -221,11 +221,9 @@ fn text_key_with_embedded_nul_round_trips() -> Res {
 }
 
 // Capture compared old and new values with `IS NOT` alone, which treats 1
-// and 1.0 as equal: an edit that only changed the storage class in a column
-// without type affinity was not recorded, and the instances ended up holding
-// different values. (-0.0 and 0.0 stay equal by design: SQLite compares them
-// equal and no cheap SQL tells them apart; spec/capture.md says so. Both
-// still travel exactly in inserts, checked by the value round-trip tests.)
+// and 1.0 (and -0.0 and 0.0) as equal: an edit that only changed the storage
+// class, or the sign of a zero, in a column without type affinity was not
+// recorded, and the instances ended up holding different values.
 #[test]
 fn update_changing_only_the_storage_class_is_replicated() -> Res {
     let w = World::new()?;
@@ -235,7 +233,7 @@ fn update_changing_only_the_storage_class_is_replicated() -> Res {
     assert_eq!(f1.snapshot()?, hq.snapshot()?);
     hq.sql(
         "UPDATE m SET v = 1.0 WHERE id = 'a'; UPDATE m SET v = 1 WHERE id = 'c'; \
-         UPDATE m SET v = '1' WHERE id = 'd';",
+         UPDATE m SET v = '1' WHERE id = 'd'; UPDATE m SET v = 0.0 WHERE id = 'b';",
     )?;
     w.send(&hq, &f1)?;
     assert_eq!(
@@ -1769,6 +1767,42 @@ fn large_blob_and_text_values_round_trip() -> Res {
             "SELECT length(body) || ' ' || length(scan) FROM doc WHERE id = 'd1'"
         )?,
         "1000001 4000000"
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Waiting for the app's write lock
+// ---------------------------------------------------------------------------
+
+/// An import started while the app holds the write lock waits for it (busy
+/// timeout) instead of failing, and then applies everything.
+#[test]
+fn import_waits_for_an_app_holding_the_write_lock() -> Res {
+    let w = World::new()?;
+    let (hq, f1, _) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let bundle = w.bundle("locked");
+    hq.export_to("field-1", &bundle)?;
+    // The "app": a connection holding a write transaction for a while.
+    let app = rusqlite::Connection::open(&f1.db)?;
+    app.execute_batch("BEGIN IMMEDIATE; INSERT INTO person VALUES ('p2', 'Bilal', NULL, NULL);")?;
+    let holder = std::thread::spawn(move || -> rusqlite::Result<()> {
+        // Keep the lock while the import below starts and has to wait.
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        app.execute_batch("COMMIT")
+    });
+    let out = fieldsync(&[&"import", &"--db", &f1.db, &bundle])?;
+    holder.join().map_err(|_| "lock holder panicked")??;
+    assert!(
+        out.success(),
+        "import failed instead of waiting: {}",
+        out.stderr
+    );
+    assert_eq!(
+        f1.count("SELECT count(*) FROM person")?,
+        2,
+        "both the app's row and the imported one"
     );
     Ok(())
 }
