@@ -25,7 +25,7 @@ use crate::peers::{
 use crate::seqset::SeqSet;
 use crate::session::Session;
 use crate::tracked::TrackedTable;
-use crate::value::{Value, decode_key};
+use crate::value::{Value, decode_key, key_literal};
 
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -327,11 +327,7 @@ fn emit<W: Write>(
         let Some(r) = found.next()? else {
             return Err(ExportError::RowVanished {
                 table: table.name.clone(),
-                key: key
-                    .iter()
-                    .map(Value::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                key: key_literal(&key),
             }
             .into());
         };

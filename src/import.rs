@@ -30,7 +30,7 @@ use crate::seqset::SeqSet;
 use crate::session::Session;
 use crate::site::SiteId;
 use crate::tracked::TrackedTable;
-use crate::value::{Value, encode_key};
+use crate::value::{Value, encode_key, key_literal};
 
 /// Counts for one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -495,11 +495,7 @@ fn constraint(table: &TrackedTable, key: &[Value], e: rusqlite::Error) -> Error 
         {
             ImportError::Constraint {
                 table: table.name.clone(),
-                key: key
-                    .iter()
-                    .map(Value::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                key: key_literal(key),
                 detail: msg.clone().unwrap_or_else(|| f.to_string()),
             }
             .into()

@@ -60,24 +60,28 @@ pub fn save_row(
             })
         })
     };
-    let mut insert = conn.prepare_cached(
+    let mut insert_stmt = conn.prepare_cached(
         "INSERT INTO fieldsync_log(tbl, pk, origin, seq, cl, hlc, cols) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
     )?;
+    let mut insert = |v: &Version| -> Result<(), Error> {
+        insert_stmt.execute(params![
+            tbl,
+            pk,
+            origin_of(v)?,
+            v.seq as i64,
+            after.cl as i64,
+            v.hlc.to_sql(),
+            v.cols.to_bytes()
+        ])?;
+        Ok(())
+    };
     if before.cl != after.cl {
         if !before.versions.is_empty() {
             conn.prepare_cached("DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2")?
                 .execute(params![tbl, pk])?;
         }
         for v in &after.versions {
-            insert.execute(params![
-                tbl,
-                pk,
-                origin_of(v)?,
-                v.seq as i64,
-                after.cl as i64,
-                v.hlc.to_sql(),
-                v.cols.to_bytes()
-            ])?;
+            insert(v)?;
         }
         return Ok(());
     }
@@ -105,15 +109,7 @@ pub fn save_row(
                 ])?;
             }
             None => {
-                insert.execute(params![
-                    tbl,
-                    pk,
-                    origin_of(v)?,
-                    v.seq as i64,
-                    after.cl as i64,
-                    v.hlc.to_sql(),
-                    v.cols.to_bytes()
-                ])?;
+                insert(v)?;
             }
         }
     }

@@ -241,6 +241,15 @@ impl<'de> Deserialize<'de> for Value {
     }
 }
 
+/// A key as SQL literals, for messages: `'p-1', 42`.
+pub fn key_literal(values: &[Value]) -> String {
+    values
+        .iter()
+        .map(Value::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// The canonical byte encoding of a primary key: the MessagePack array of
 /// its values. Equal keys always encode to equal bytes (integers use their
 /// shortest form, reals are always float 64), so the change log can index
