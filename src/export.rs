@@ -19,11 +19,10 @@ use crate::bundle::writer::BundleWriter;
 use crate::colset::{ColSet, SENTINEL};
 use crate::error::{Error, ExportError, SiteError};
 use crate::hlc::{Hlc, now_unix_ms};
-use crate::peers::{
-    Mark, add_peer_seqs, have_all, list_peers, resolve_for_export, touch, wanted_by,
-};
+use crate::peers::{have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by};
 use crate::seqset::SeqSet;
 use crate::session::Session;
+use crate::stamp::{Suspects, record_vanished_rows};
 use crate::tracked::TrackedTable;
 use crate::value::{Value, decode_key, key_literal};
 
@@ -98,11 +97,21 @@ pub(crate) fn export<W: Write>(
     let stamped = crate::stamp::stamp_pending(conn, s)?;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
     let have = have_all(conn, s)?;
+    if matches!(target, ExportTarget::Full) {
+        for table in s.catalog.tables().to_vec() {
+            record_vanished_rows(conn, s, Suspects::Table(&table))?;
+        }
+    }
     let (peer, new_peer, covers) = match target {
         ExportTarget::Full => (None, false, have.clone()),
         ExportTarget::Peer { to, resend } => {
             let (peer, new) = resolve_for_export(conn, s, to)?;
-            let want = wanted_by(conn, s, &peer, *resend)?;
+            let mut want = wanted_by(conn, s, &peer, *resend)?;
+            collect_delta_rows(conn, &want)?;
+            if record_vanished_rows(conn, s, Suspects::ExportRows)? > 0 {
+                // The deletes just recorded are new changes: count them in.
+                want = wanted_by(conn, s, &peer, *resend)?;
+            }
             (Some(peer), new, want)
         }
     };
@@ -228,7 +237,7 @@ pub(crate) fn export<W: Write>(
 
     if let Some(p) = &peer {
         for (origin, set) in &covers {
-            add_peer_seqs(conn, p.id, *origin, Mark::Sent, set)?;
+            mark_sent(conn, p.id, *origin, set)?;
         }
         touch(conn, p.id, false, now_unix_ms())?;
     }

@@ -91,12 +91,26 @@ pub struct Clock {
 impl Clock {
     /// A clock whose next stamp is above `last`.
     pub fn restore(last: Hlc) -> Clock {
-        let generator = HlcGenerator::manual(0);
-        // The manual source starts at the epoch, so `update` just adopts
-        // `last` (plus one tick, which is harmless).
-        let clock = Clock { generator };
-        let _ = clock.observe(last, EPOCH_UNIX_MS);
+        let clock = Clock {
+            generator: HlcGenerator::manual(0),
+        };
+        if last > Hlc::default() {
+            // hlc-gen cannot be given a state directly. Starting one
+            // millisecond after `last` is always above it, whatever its
+            // counter, and costs nothing (the clock may run ahead of the wall).
+            clock.jump_past(last);
+        }
         clock
+    }
+
+    /// Move to `(t.millis + 1, 0)`, which is above `t`.
+    fn jump_past(&self, t: Hlc) {
+        self.generator.set_current_timestamp(
+            t.unix_ms()
+                .saturating_add(1)
+                .min(EPOCH_UNIX_MS + MILLIS_MAX as i64),
+        );
+        let _ = self.generator.next_timestamp();
     }
 
     /// The last timestamp the clock issued or saw.
@@ -111,10 +125,17 @@ impl Clock {
         self.generator.set_current_timestamp(
             wall_unix_ms.clamp(EPOCH_UNIX_MS, EPOCH_UNIX_MS + MILLIS_MAX as i64),
         );
-        match self.generator.next_timestamp() {
-            Some(ts) => Ok(Hlc(ts.as_u64())),
-            None => Err(ClockError::Exhausted(self.last())),
+        if let Some(ts) = self.generator.next_timestamp() {
+            return Ok(Hlc(ts.as_u64()));
         }
+        // The counter is at its limit (the clock ran ahead of the wall):
+        // take the next millisecond with counter 0.
+        let before = self.last();
+        self.jump_past(before);
+        if self.last() <= before {
+            return Err(ClockError::Exhausted(before));
+        }
+        Ok(self.last())
     }
 
     /// Move the clock past a timestamp received from another instance.
@@ -122,16 +143,21 @@ impl Clock {
         if remote <= self.last() {
             return Ok(self.last());
         }
-        let Ok(incoming) = HlcTimestamp::try_from(remote.0) else {
-            return Err(ClockError::Exhausted(remote));
-        };
         self.generator.set_current_timestamp(
             now_unix_ms.clamp(EPOCH_UNIX_MS, EPOCH_UNIX_MS + MILLIS_MAX as i64),
         );
-        self.generator
-            .update(&incoming)
-            .map(|ts| Hlc(ts.as_u64()))
-            .map_err(|_| ClockError::Exhausted(remote))
+        let updated = HlcTimestamp::try_from(remote.0)
+            .ok()
+            .and_then(|incoming| self.generator.update(&incoming).ok());
+        if updated.is_none() {
+            // The remote counter is at its limit: move to the next
+            // millisecond instead, which is still above it.
+            self.jump_past(remote);
+        }
+        if self.last() <= remote {
+            return Err(ClockError::Exhausted(remote));
+        }
+        Ok(self.last())
     }
 }
 
@@ -181,6 +207,21 @@ mod tests {
         let last = Hlc::from_unix_ms(EPOCH_UNIX_MS + 99_999);
         let clock = Clock::restore(last);
         assert!(clock.stamp(EPOCH_UNIX_MS + 1)? > last);
+        Ok(())
+    }
+
+    /// Restoring a clock whose counter was at its limit used to fail
+    /// silently and start again from the epoch, so the next local change was
+    /// stamped below clocks already seen.
+    #[test]
+    fn a_clock_with_an_exhausted_counter_restores_above_itself() -> Result<(), ClockError> {
+        let last = Hlc((1_000 << COUNTER_BITS) | COUNTER_MAX);
+        let clock = Clock::restore(last);
+        assert!(clock.last() > last);
+        assert!(clock.stamp(EPOCH_UNIX_MS)? > last);
+        let seen = Hlc((5_000 << COUNTER_BITS) | (COUNTER_MAX - 1));
+        clock.observe(seen, EPOCH_UNIX_MS)?;
+        assert!(clock.stamp(EPOCH_UNIX_MS)? > seen);
         Ok(())
     }
 

@@ -24,7 +24,7 @@ use crate::error::{BundleError, Error, ImportError};
 use crate::hlc::{Hlc, now_unix_ms};
 use crate::log::{load_row, save_row};
 use crate::merge::{RowAction, Verdict, Version};
-use crate::peers::{Mark, add_have, add_peer_seqs, bind_sender, have_all, touch};
+use crate::peers::{add_have, bind_sender, have_all, record_acks, touch};
 use crate::schema::{quote_ident, table_shape};
 use crate::seqset::SeqSet;
 use crate::session::Session;
@@ -118,27 +118,43 @@ pub(crate) fn import<R: Read>(
     let mapped = preflight(conn, s, &header)?;
     let stamped = crate::stamp::stamp_pending(conn, s)?;
 
-    let mut origins = Vec::with_capacity(header.origins.len());
-    for o in &header.origins {
-        let idx = s.sites.intern(conn, o.id, &o.name)?;
-        origins.push((idx, o.id));
+    // Learn of the sender and of the origins whose changes the bundle
+    // covers; an origin only listed costs nothing and is not kept. Our own
+    // entry is never renamed by a bundle.
+    let covered: Vec<u32> = header
+        .covers
+        .iter()
+        .filter(|c| !c.seqs.is_empty())
+        .map(|c| c.origin)
+        .collect();
+    let mut origins: Vec<Option<(i64, SiteId)>> = Vec::with_capacity(header.origins.len());
+    for (i, o) in header.origins.iter().enumerate() {
+        let idx = if o.id == s.local {
+            Some(s.local_idx)
+        } else if covered.contains(&(i as u32)) || o.id == header.sender.id {
+            Some(s.sites.intern(conn, o.id, &o.name)?)
+        } else {
+            s.sites.idx_of(&o.id)
+        };
+        origins.push(idx.map(|idx| (idx, o.id)));
     }
     let sender_idx = s
         .sites
         .intern(conn, header.sender.id, &header.sender.name)?;
-    let origin_at = |i: u32| {
-        origins
-            .get(i as usize)
-            .copied()
-            .ok_or_else(|| malformed(format!("origin #{i} is not in the header")))
-    };
     let mut covers: BTreeMap<i64, SeqSet> = BTreeMap::new();
     for c in &header.covers {
-        covers
-            .entry(origin_at(c.origin)?.0)
-            .or_default()
-            .union_with(&c.seqs);
+        if let Some(Some((idx, _))) = origins.get(c.origin as usize) {
+            covers.entry(*idx).or_default().union_with(&c.seqs);
+        }
     }
+    let mut seen: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    for x in &header.seen {
+        if let Some(Some((idx, _))) = origins.get(x.origin as usize) {
+            seen.entry(*idx).or_default().union_with(&x.seqs);
+        }
+    }
+    let mut warnings = stamped.warnings();
+    notice_own_restore(s, &covers, &seen, &header.sender.name, &mut warnings);
 
     let mut counts: Vec<TableImport> = mapped
         .iter()
@@ -155,15 +171,17 @@ pub(crate) fn import<R: Read>(
     // rows arrive in key order, so a row may need a value another row frees
     // (a UNIQUE code moved from one row to another).
     let mut deferred: Vec<(Prepared, Error)> = Vec::new();
+    let mut deferred_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
-        let prepared = prepare(&rec, &mapped, &origins, &covers, s)?;
+        let prepared = prepare(&rec, &mapped, &origins, &covers)?;
         for v in &prepared.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
         }
         match apply(conn, s, &mapped[prepared.table], &prepared, &mut sql_cache) {
             Ok(verdict) => counts[prepared.table].count(verdict),
-            Err(e) if is_constraint(&e) && deferred.len() < MAX_DEFERRED => {
+            Err(e) if is_constraint(&e) && deferred_bytes < MAX_DEFERRED_BYTES => {
+                deferred_bytes += prepared.size();
                 deferred.push((prepared, e))
             }
             Err(e) => return Err(e),
@@ -190,7 +208,6 @@ pub(crate) fn import<R: Read>(
     }
 
     let now = now_unix_ms();
-    let mut warnings = stamped.warnings();
     let max_hlc = latest.values().copied().max().unwrap_or_default();
     if let Some((site, ahead)) = latest
         .iter()
@@ -222,7 +239,37 @@ pub(crate) fn import<R: Read>(
         warnings,
         ..ImportReport::default()
     };
-    record_watermarks(conn, s, &header, sender_idx, &origins, &covers, report)
+    record_watermarks(conn, s, &header, sender_idx, &seen, &covers, report)
+}
+
+/// If another instance has changes of ours numbered beyond our counter, this
+/// database was restored from a backup (or copied): numbering continues above
+/// them so no number is used twice, and the ones missing here are recorded as
+/// lost, so they show as gaps and peers send them back.
+fn notice_own_restore(
+    s: &mut Session,
+    covers: &BTreeMap<i64, SeqSet>,
+    seen: &BTreeMap<i64, SeqSet>,
+    sender: &str,
+    warnings: &mut Vec<String>,
+) {
+    let claimed = [covers.get(&s.local_idx), seen.get(&s.local_idx)]
+        .into_iter()
+        .flatten()
+        .map(SeqSet::max)
+        .max()
+        .unwrap_or(0);
+    if claimed > s.seq {
+        s.lost.insert_range(s.seq + 1, claimed);
+        warnings.push(format!(
+            "'{sender}' has changes #{}-#{claimed} made on this instance that this database does not: it was \
+             probably restored from a backup or copied. New changes are numbered from #{}; the missing ones \
+             come back with the next exports to this instance",
+            s.seq + 1,
+            claimed + 1
+        ));
+        s.seq = claimed;
+    }
 }
 
 /// Record what the bundle covered and what its sender acknowledged; note
@@ -232,15 +279,15 @@ fn record_watermarks(
     s: &mut Session,
     header: &crate::bundle::Header,
     sender_idx: i64,
-    origins: &[(i64, SiteId)],
+    seen: &BTreeMap<i64, SeqSet>,
     covers: &BTreeMap<i64, SeqSet>,
     mut report: ImportReport,
 ) -> Result<ImportReport, Error> {
     let before = have_all(conn, s)?;
     for (origin, set) in covers {
         if *origin == s.local_idx {
-            // Our own changes relayed back: never hand those numbers out again.
-            s.seq = s.seq.max(set.max());
+            // Our own changes sent back to us: no longer missing.
+            s.lost = s.lost.minus(set);
         } else {
             add_have(conn, *origin, set)?;
         }
@@ -259,10 +306,13 @@ fn record_watermarks(
         }
     }
     let peer = bind_sender(conn, sender_idx, &header.sender.name)?;
-    for seen in &header.seen {
-        if let Some(&(idx, _)) = origins.get(seen.origin as usize) {
-            add_peer_seqs(conn, peer.id, idx, Mark::Acked, &seen.seqs)?;
-        }
+    let lost = record_acks(conn, peer.id, header.created, seen)?;
+    if lost > 0 {
+        report.warnings.push(format!(
+            "'{}' no longer has {lost} changes it had acknowledged (was it restored from a backup?); \
+             the next export to it sends them again",
+            header.sender.name
+        ));
     }
     touch(conn, peer.id, true, now_unix_ms())?;
     s.save(conn)?;
@@ -270,8 +320,61 @@ fn record_watermarks(
     Ok(report)
 }
 
-/// Most records held back for a retry within one import.
-const MAX_DEFERRED: usize = 50_000;
+/// Most bytes of records held back for a retry within one import: past
+/// this, a refused record fails the import at once.
+const MAX_DEFERRED_BYTES: usize = 64 << 20;
+
+/// Largest causal length accepted from a bundle; local deletes and
+/// re-inserts add one at a time, so this never runs out.
+const MAX_CL: u64 = 1 << 62;
+
+impl Prepared {
+    /// Approximate memory held by the record.
+    fn size(&self) -> usize {
+        let value = |v: &Value| match v {
+            Value::Text(b) | Value::Blob(b) => b.len() + 32,
+            _ => 32,
+        };
+        self.key.iter().map(value).sum::<usize>()
+            + self.values.values().map(value).sum::<usize>()
+            + self.pk.len()
+            + self.versions.len() * 64
+    }
+}
+
+/// A change number already used by another row in the log: the origin
+/// numbered two changes alike (it was restored from an old backup).
+fn reused_number(conn: &Connection, s: &Session, p: &Prepared, e: Error) -> Error {
+    let is_unique = matches!(&e, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation);
+    if !is_unique {
+        return e;
+    }
+    for v in &p.versions {
+        let Some(origin) = s.sites.idx_of(&v.site) else {
+            continue;
+        };
+        let other: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT pk FROM fieldsync_log WHERE origin = ?1 AND seq = ?2",
+                rusqlite::params![origin, v.seq as i64],
+                |r| r.get(0),
+            )
+            .ok();
+        if other.is_some_and(|pk| pk != p.pk) {
+            let name = s
+                .sites
+                .get(origin)
+                .map(|site| site.name.clone())
+                .unwrap_or_else(|| v.site.to_string());
+            return ImportError::SequenceReused {
+                origin: name,
+                seq: v.seq,
+            }
+            .into();
+        }
+    }
+    e
+}
 
 impl TableImport {
     fn count(&mut self, verdict: Verdict) {
@@ -300,9 +403,8 @@ struct Prepared {
 fn prepare(
     rec: &crate::bundle::RowRecord,
     mapped: &[Mapped],
-    origins: &[(i64, SiteId)],
+    origins: &[Option<(i64, SiteId)>],
     covers: &BTreeMap<i64, SeqSet>,
-    s: &mut Session,
 ) -> Result<Prepared, Error> {
     let table = rec.table as usize;
     let m = mapped
@@ -314,18 +416,27 @@ fn prepare(
             m.table.name
         )));
     }
-    if rec.cl == 0 || rec.versions.is_empty() {
+    if rec.versions.is_empty() {
         return Err(malformed(format!(
             "a record of table '{}' has no versions",
             m.table.name
         )));
     }
+    if rec.cl == 0 || rec.cl > MAX_CL {
+        return Err(malformed(format!(
+            "a record of table '{}' has causal length {}, outside 1..=2^62",
+            m.table.name, rec.cl
+        )));
+    }
     let mut versions = Vec::with_capacity(rec.versions.len());
     let mut all_cells = ColSet::new();
     for v in &rec.versions {
-        let &(idx, site) = origins
-            .get(v.origin as usize)
-            .ok_or_else(|| malformed(format!("origin #{} is not in the header", v.origin)))?;
+        let Some(&Some((idx, site))) = origins.get(v.origin as usize) else {
+            return Err(malformed(format!(
+                "a change of origin #{} lies outside the ranges the header declares",
+                v.origin
+            )));
+        };
         if v.seq == 0
             || v.seq > i64::MAX as u64
             || !covers.get(&idx).is_some_and(|set| set.contains(v.seq))
@@ -355,10 +466,7 @@ fn prepare(
             )));
         }
         all_cells.union_with(&cols);
-        if idx == s.local_idx && v.seq > s.seq {
-            // Our own changes relayed back: never hand those numbers out again.
-            s.seq = v.seq;
-        }
+
         versions.push(Version {
             site,
             seq: v.seq,
@@ -473,7 +581,8 @@ fn apply(
             }
         }
     }
-    save_row(conn, &s.sites, m.table.id, &p.pk, &before, &state)?;
+    save_row(conn, &s.sites, m.table.id, &p.pk, &before, &state)
+        .map_err(|e| reused_number(conn, s, p, e))?;
     Ok(outcome.verdict)
 }
 
@@ -577,7 +686,7 @@ fn update_sql(table: &TrackedTable, cells: &ColSet) -> String {
         .collect::<Vec<_>>()
         .join(", ");
     format!(
-        "UPDATE {} SET {set} WHERE {}",
+        "UPDATE OR ABORT {} SET {set} WHERE {}",
         quote_ident(&table.name),
         table.key_predicate()
     )
@@ -614,7 +723,7 @@ fn upsert_sql(table: &TrackedTable, cells: &ColSet) -> String {
         )
     };
     format!(
-        "INSERT INTO {}({}) VALUES ({params}) ON CONFLICT({conflict}) DO {action}",
+        "INSERT OR ABORT INTO {}({}) VALUES ({params}) ON CONFLICT({conflict}) DO {action}",
         quote_ident(&table.name),
         cols.join(", ")
     )

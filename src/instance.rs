@@ -182,6 +182,15 @@ impl Instance {
             )));
         }
         ensure_parent_dir(path)?;
+        if path.is_dir() {
+            return Err(Error::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "{} is a directory; give the bundle a file name",
+                    path.display()
+                ),
+            )));
+        }
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
@@ -192,14 +201,29 @@ impl Instance {
             export(tx, s, target, BufWriter::new(file), |w| {
                 let file = w.into_inner().map_err(|e| e.into_error())?;
                 file.sync_all()?;
-                std::fs::rename(&tmp, path)?;
                 Ok(())
             })
         });
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
+        // The file takes its name only once the export (stamping included)
+        // is committed, so no bundle exists whose numbers a rollback could
+        // hand out again.
+        match result {
+            Ok(report) => match std::fs::rename(&tmp, path) {
+                Ok(()) => Ok(report),
+                Err(e) => Err(Error::Io(std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "the bundle was written to {} but could not be renamed to {} ({e}); rename it by hand",
+                        tmp.display(),
+                        path.display()
+                    ),
+                ))),
+            },
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(e)
+            }
         }
-        result
     }
 
     /// Check a bundle without applying it: checksum, format, sender, and
@@ -227,13 +251,20 @@ impl Instance {
         let fk: bool = self
             .conn
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
+        let triggers = self
+            .conn
+            .db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?;
         self.conn.execute_batch("PRAGMA foreign_keys = OFF")?;
-        self.conn
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)?;
-        let result = self.write(|tx, s| import(tx, s, reader));
+        let result = match self
+            .conn
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
+        {
+            Ok(_) => self.write(|tx, s| import(tx, s, reader)),
+            Err(e) => Err(e.into()),
+        };
         let restore_triggers = self
             .conn
-            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true);
+            .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers);
         let restore_fk = self.conn.execute_batch(if fk {
             "PRAGMA foreign_keys = ON"
         } else {
@@ -255,7 +286,14 @@ impl Instance {
     pub fn compact(&mut self) -> Result<CompactReport, Error> {
         self.write(|tx, s| {
             let log_entries_before = crate::log::entry_count(tx)?;
-            let stamped = crate::stamp::stamp_pending(tx, s)?;
+            let mut stamped = crate::stamp::stamp_pending(tx, s)?;
+            for table in s.catalog.tables().to_vec() {
+                stamped.replaced += crate::stamp::record_vanished_rows(
+                    tx,
+                    s,
+                    crate::stamp::Suspects::Table(&table),
+                )?;
+            }
             s.save(tx)?;
             Ok(CompactReport {
                 captured: stamped.captured,

@@ -270,8 +270,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Import { db, files, json } => {
             let mut instance = open(&db.db)?;
-            // Check every file before applying any, so a bad file in the
-            // list leaves the database exactly as it was.
+            // Check every file (checksum, format, sender, tables) before
+            // applying any, so a damaged or foreign file in the list leaves
+            // the database exactly as it was. Each file is then applied in
+            // its own transaction; if one still fails (a constraint), those
+            // before it stay applied and the message says which.
             for f in &files {
                 let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
                 instance
@@ -280,9 +283,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let mut reports = Vec::new();
             for f in &files {
-                let report = instance
-                    .import_file(f)
-                    .with_context(|| format!("cannot import {}", f.display()))?;
+                let report = instance.import_file(f).with_context(|| {
+                    if reports.is_empty() {
+                        format!("cannot import {}", f.display())
+                    } else {
+                        let done: Vec<&str> = reports
+                            .iter()
+                            .map(|(f, _): &(String, ImportReport)| f.as_str())
+                            .collect();
+                        format!(
+                            "cannot import {} (already applied: {})",
+                            f.display(),
+                            done.join(", ")
+                        )
+                    }
+                })?;
                 if !json {
                     print_import(&report, f);
                 }

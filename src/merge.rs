@@ -30,9 +30,12 @@ pub struct Version {
 }
 
 impl Version {
-    /// The order in which versions win: later clock first, then larger site id.
-    pub fn rank(&self) -> (Hlc, SiteId) {
-        (self.hlc, self.site)
+    /// The order in which versions win: later clock first, then larger site
+    /// id, then larger sequence number. A site never issues one clock value
+    /// twice, so the last key only orders changes a damaged or hostile bundle
+    /// gave equal clocks, keeping the merge a join even then.
+    pub fn rank(&self) -> (Hlc, SiteId, u64) {
+        (self.hlc, self.site, self.seq)
     }
 
     /// True if both are the same change (same origin and number).

@@ -43,7 +43,7 @@ pub fn have_all(conn: &Connection, s: &Session) -> Result<BTreeMap<i64, SeqSet>,
         let (origin, seqs) = row?;
         out.insert(origin, parse_set(seqs)?);
     }
-    out.insert(s.local_idx, SeqSet::range(1, s.seq));
+    out.insert(s.local_idx, SeqSet::range(1, s.seq).minus(&s.lost));
     Ok(out)
 }
 
@@ -225,43 +225,67 @@ pub fn peer_seqs(conn: &Connection, peer: i64) -> Result<BTreeMap<i64, PeerSeqs>
     Ok(out)
 }
 
-/// Which of a peer's sets to grow.
-#[derive(Debug, Clone, Copy)]
-pub enum Mark {
-    /// What it acknowledged.
-    Acked,
-    /// What was sent to it.
-    Sent,
+/// Write a peer's sets for one origin.
+fn save_peer_seqs(conn: &Connection, peer: i64, origin: i64, p: &PeerSeqs) -> Result<(), Error> {
+    conn.execute(
+        "INSERT INTO fieldsync_peer_seqs(peer, origin, acked, sent) VALUES (?1, ?2, ?3, ?4) \
+         ON CONFLICT(peer, origin) DO UPDATE SET acked = excluded.acked, sent = excluded.sent",
+        params![peer, origin, p.acked.to_string(), p.sent.to_string()],
+    )?;
+    Ok(())
 }
 
-/// Grow a peer's acked or sent set for one origin.
-pub fn add_peer_seqs(
-    conn: &Connection,
-    peer: i64,
-    origin: i64,
-    mark: Mark,
-    seqs: &SeqSet,
-) -> Result<(), Error> {
+/// Record that `seqs` of `origin` were exported to a peer.
+pub fn mark_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> Result<(), Error> {
     if seqs.is_empty() {
         return Ok(());
     }
     let mut all = peer_seqs(conn, peer)?;
     let entry = all.entry(origin).or_default();
-    match mark {
-        Mark::Acked => entry.acked.union_with(seqs),
-        Mark::Sent => entry.sent.union_with(seqs),
+    entry.sent.union_with(seqs);
+    save_peer_seqs(conn, peer, origin, entry)
+}
+
+/// Take a peer's seen-vector (from a bundle it wrote at HLC `created`) as
+/// what it has now. A bundle older than the last one acknowledged from is
+/// ignored, so bundles may be imported in any order. If the peer no longer
+/// has changes it acknowledged before (it was restored from a backup), they
+/// stop counting as sent, so the next export ships them again; the count of
+/// such changes is returned.
+pub fn record_acks(
+    conn: &Connection,
+    peer: i64,
+    created: u64,
+    seen: &BTreeMap<i64, SeqSet>,
+) -> Result<u64, Error> {
+    let acked_at: Option<i64> = conn.query_row(
+        "SELECT acked_at FROM fieldsync_peers WHERE id = ?1",
+        [peer],
+        |r| r.get(0),
+    )?;
+    if acked_at.is_some_and(|at| crate::hlc::Hlc::from_sql(at).0 >= created) {
+        return Ok(0);
+    }
+    let mut all = peer_seqs(conn, peer)?;
+    for origin in seen.keys() {
+        all.entry(*origin).or_default();
+    }
+    let mut lost = 0;
+    for (origin, p) in all.iter_mut() {
+        let now = seen.get(origin).cloned().unwrap_or_default();
+        let gone = p.acked.minus(&now);
+        if !gone.is_empty() {
+            lost += gone.len();
+            p.sent = p.sent.minus(&gone);
+        }
+        p.acked = now;
+        save_peer_seqs(conn, peer, *origin, p)?;
     }
     conn.execute(
-        "INSERT INTO fieldsync_peer_seqs(peer, origin, acked, sent) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT(peer, origin) DO UPDATE SET acked = excluded.acked, sent = excluded.sent",
-        params![
-            peer,
-            origin,
-            entry.acked.to_string(),
-            entry.sent.to_string()
-        ],
+        "UPDATE fieldsync_peers SET acked_at = ?1 WHERE id = ?2",
+        params![crate::hlc::Hlc(created).to_sql(), peer],
     )?;
-    Ok(())
+    Ok(lost)
 }
 
 /// What an export to `peer` should cover, per origin: everything this
@@ -278,6 +302,17 @@ pub fn wanted_by(
     let mut out = BTreeMap::new();
     for (origin, set) in have {
         if Some(origin) == peer.site {
+            // Never echo a peer's own changes back to it, except those it
+            // reports missing below its own numbering (it was restored from
+            // a backup and lost them).
+            let holes = seqs
+                .get(&origin)
+                .map(|p| p.acked.gaps())
+                .unwrap_or_default();
+            let want = set.intersect(&holes);
+            if !want.is_empty() {
+                out.insert(origin, want);
+            }
             continue;
         }
         let mut want = set;

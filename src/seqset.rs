@@ -12,6 +12,9 @@ use std::str::FromStr;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Largest sequence number: numbers are stored as SQLite integers.
+pub const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Largest number of ranges a set read from a file may hold. A real set has a
 /// handful; the bound keeps a hostile bundle from asking for unbounded memory.
 pub const MAX_RANGES: usize = 1 << 16;
@@ -65,60 +68,74 @@ impl SeqSet {
         }
     }
 
-    /// Add `first..=last`.
+    /// Add `first..=last` (clamped to `1..=MAX_SEQ`).
     pub fn insert_range(&mut self, first: u64, last: u64) {
-        let first = first.max(1);
-        if first > last {
-            return;
-        }
-        let mut merged = Vec::with_capacity(self.ranges.len() + 1);
-        let (mut a, mut b) = (first, last);
-        let mut placed = false;
-        for &(x, y) in &self.ranges {
-            if y.saturating_add(1) < a {
-                merged.push((x, y));
-            } else if b.saturating_add(1) < x {
-                if !placed {
-                    merged.push((a, b));
-                    placed = true;
-                }
-                merged.push((x, y));
-            } else {
-                a = a.min(x);
-                b = b.max(y);
+        self.union_with(&SeqSet::from_sorted(std::iter::once((first, last))));
+    }
+
+    /// Build from ranges sorted by their first number, merging overlapping
+    /// and adjacent ones and clamping to `1..=MAX_SEQ`. Linear.
+    fn from_sorted(ranges: impl Iterator<Item = (u64, u64)>) -> SeqSet {
+        let mut out: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in ranges {
+            let (a, b) = (a.max(1), b.min(MAX_SEQ));
+            if a > b {
+                continue;
+            }
+            match out.last_mut() {
+                // `b + 1` cannot overflow: every number is at most MAX_SEQ.
+                Some(last) if a <= last.1 + 1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
             }
         }
-        if !placed {
-            merged.push((a, b));
-        }
-        merged.sort_unstable();
-        self.ranges = merged;
+        SeqSet { ranges: out }
     }
 
-    /// Add every member of `other`.
+    /// Add every member of `other`. Linear in the two sizes.
     pub fn union_with(&mut self, other: &SeqSet) {
-        for &(a, b) in &other.ranges {
-            self.insert_range(a, b);
+        if other.ranges.is_empty() {
+            return;
         }
+        let (mut i, mut j) = (0, 0);
+        let (x, y) = (&self.ranges, &other.ranges);
+        let merged = std::iter::from_fn(|| {
+            let next = match (x.get(i), y.get(j)) {
+                (Some(a), Some(b)) if a.0 <= b.0 => {
+                    i += 1;
+                    *a
+                }
+                (_, Some(b)) => {
+                    j += 1;
+                    *b
+                }
+                (Some(a), None) => {
+                    i += 1;
+                    *a
+                }
+                (None, None) => return None,
+            };
+            Some(next)
+        });
+        *self = SeqSet::from_sorted(merged);
     }
 
-    /// The members of `self` that are not in `other`.
+    /// The members of `self` that are not in `other`. Linear.
     pub fn minus(&self, other: &SeqSet) -> SeqSet {
         let mut out = Vec::new();
+        let mut j = 0;
         for &(a, b) in &self.ranges {
             let mut start = a;
-            for &(x, y) in &other.ranges {
-                if y < start || x > b {
-                    continue;
-                }
+            while j < other.ranges.len() && other.ranges[j].1 < start {
+                j += 1;
+            }
+            let mut k = j;
+            while start <= b && k < other.ranges.len() && other.ranges[k].0 <= b {
+                let (x, y) = other.ranges[k];
                 if x > start {
                     out.push((start, x - 1));
                 }
-                if y >= b {
-                    start = b + 1;
-                    break;
-                }
-                start = y + 1;
+                start = start.max(y + 1);
+                k += 1;
             }
             if start <= b {
                 out.push((start, b));
@@ -127,19 +144,24 @@ impl SeqSet {
         SeqSet { ranges: out }
     }
 
-    /// The members of both sets.
+    /// The members of both sets. Linear.
     pub fn intersect(&self, other: &SeqSet) -> SeqSet {
-        let mut out = SeqSet::new();
-        for &(a, b) in &self.ranges {
-            for &(x, y) in &other.ranges {
-                let lo = a.max(x);
-                let hi = b.min(y);
-                if lo <= hi {
-                    out.insert_range(lo, hi);
-                }
+        let (mut i, mut j) = (0, 0);
+        let mut out = Vec::new();
+        while i < self.ranges.len() && j < other.ranges.len() {
+            let (a, b) = self.ranges[i];
+            let (x, y) = other.ranges[j];
+            let (lo, hi) = (a.max(x), b.min(y));
+            if lo <= hi {
+                out.push((lo, hi));
+            }
+            if b < y {
+                i += 1;
+            } else {
+                j += 1;
             }
         }
-        out
+        SeqSet { ranges: out }
     }
 
     /// The numbers below [`max`](Self::max) that are missing: the gaps.
@@ -152,7 +174,7 @@ impl SeqSet {
     pub fn from_ranges(ranges: Vec<(u64, u64)>) -> Result<Self, String> {
         let mut prev_last: Option<u64> = None;
         for &(a, b) in &ranges {
-            if a == 0 || a > b {
+            if a == 0 || a > b || b > MAX_SEQ {
                 return Err(format!("invalid sequence range {a}-{b}"));
             }
             if let Some(p) = prev_last {
@@ -272,6 +294,22 @@ mod tests {
         assert!(
             SeqSet::from_ranges(vec![(1, 2), (3, 4)]).is_err(),
             "adjacent must be merged"
+        );
+    }
+
+    /// A hostile bundle covering `1..=u64::MAX` made `minus` overflow (a
+    /// panic in debug builds, a wrapped gap and sequence number in release).
+    #[test]
+    fn ranges_beyond_the_largest_sequence_number_are_refused() {
+        assert!(SeqSet::from_ranges(vec![(1, u64::MAX)]).is_err());
+        assert!(SeqSet::from_ranges(vec![(1, MAX_SEQ)]).is_ok());
+        let mut s = SeqSet::range(1, u64::MAX);
+        assert_eq!(s.max(), MAX_SEQ, "clamped");
+        s = s.minus(&SeqSet::range(5, MAX_SEQ));
+        assert_eq!(s.to_string(), "1-4");
+        assert_eq!(
+            SeqSet::range(MAX_SEQ - 1, MAX_SEQ).gaps().max(),
+            MAX_SEQ - 2
         );
     }
 

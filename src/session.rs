@@ -9,7 +9,8 @@ use rusqlite::Connection;
 
 use crate::error::Error;
 use crate::hlc::{Clock, Hlc};
-use crate::site::{SiteId, Sites, meta_require, meta_set};
+use crate::seqset::SeqSet;
+use crate::site::{SiteId, Sites, meta_get, meta_require, meta_set};
 use crate::tracked::Catalog;
 
 /// Engine state for the length of one transaction.
@@ -28,6 +29,9 @@ pub struct Session {
     pub clock: Clock,
     /// The last sequence number this instance handed out.
     pub seq: u64,
+    /// Numbers of this instance's own changes it knows it no longer has
+    /// (it was restored from a backup and peers had newer ones).
+    pub lost: SeqSet,
 }
 
 impl Session {
@@ -54,6 +58,10 @@ impl Session {
             catalog: Catalog::load(conn)?,
             clock: Clock::restore(Hlc::from_sql(clock)),
             seq: seq as u64,
+            lost: meta_get::<String>(conn, "lost")?
+                .unwrap_or_default()
+                .parse()
+                .map_err(|detail| crate::error::SiteError::Damaged { detail })?,
         })
     }
 
@@ -61,6 +69,7 @@ impl Session {
     pub fn save(&self, conn: &Connection) -> Result<(), Error> {
         meta_set(conn, "clock", self.clock.last().to_sql())?;
         meta_set(conn, "seq", self.seq as i64)?;
+        meta_set(conn, "lost", self.lost.to_string())?;
         Ok(())
     }
 }

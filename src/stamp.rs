@@ -185,7 +185,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     for t in written {
         if let Some(table) = s.catalog.by_id(t).cloned() {
             if has_secondary_unique(conn, &table.name)? {
-                report.replaced += record_vanished_rows(conn, s, &table)?;
+                report.replaced += record_vanished_rows(conn, s, Suspects::Table(&table))?;
             }
         }
     }
@@ -202,45 +202,66 @@ fn has_secondary_unique(conn: &Connection, table: &str) -> Result<bool, Error> {
         .exists([table])?)
 }
 
-/// `INSERT OR REPLACE` (or `UPDATE OR REPLACE`) that clashes on a secondary
-/// UNIQUE index deletes the other row without firing DELETE triggers (unless
-/// the app enabled recursive triggers). Find rows the log knows as live that
-/// the table no longer has, and record their deletion. This costs a pass
-/// over the table's live rows, paid only by tables with such an index and
-/// only when this stamp saw inserts or updates to them.
-fn record_vanished_rows(
+/// Rows the log knows as live but the app table no longer has, and so must
+/// have been deleted without a DELETE trigger firing: `INSERT OR REPLACE` (or
+/// `UPDATE OR REPLACE`) clashing on a secondary UNIQUE index or on an
+/// explicit rowid deletes the other row silently (unless the app enabled
+/// recursive triggers). Which rows to check:
+pub(crate) enum Suspects<'a> {
+    /// Every live row of one table (after inserts or updates to a table with
+    /// a secondary UNIQUE index, in `compact`, and before a full export).
+    Table(&'a TrackedTable),
+    /// The rows a delta export is about to carry.
+    ExportRows,
+}
+
+/// Record the deletion of vanished rows (see [`Suspects`]); returns how many.
+pub(crate) fn record_vanished_rows(
     conn: &Connection,
     s: &mut Session,
-    table: &TrackedTable,
+    suspects: Suspects<'_>,
 ) -> Result<u64, Error> {
     let mut vanished = Vec::new();
     {
-        let mut keys = conn.prepare_cached(
-            "SELECT DISTINCT pk FROM fieldsync_log WHERE tbl = ?1 AND cl % 2 = 1",
-        )?;
-        let mut exists = conn.prepare_cached(&format!(
-            "SELECT 1 FROM {} WHERE {}",
-            quote_ident(&table.name),
-            table.key_predicate()
-        ))?;
-        let mut rows = keys.query([table.id])?;
+        let (sql, table_id) = match suspects {
+            Suspects::Table(t) => (
+                "SELECT DISTINCT tbl, pk FROM fieldsync_log WHERE tbl = ?1 AND cl % 2 = 1",
+                t.id,
+            ),
+            Suspects::ExportRows => (
+                "SELECT DISTINCT l.tbl, l.pk FROM temp.fieldsync_export_rows AS e \
+                 JOIN fieldsync_log AS l ON l.tbl = e.tbl AND l.pk = e.pk WHERE l.cl % 2 = 1 AND ?1 IS NOT NULL",
+                0,
+            ),
+        };
+        let mut keys = conn.prepare_cached(sql)?;
+        let mut rows = keys.query([table_id])?;
         while let Some(r) = rows.next()? {
-            let pk: Vec<u8> = r.get(0)?;
+            let tbl: i64 = r.get(0)?;
+            let pk: Vec<u8> = r.get(1)?;
+            let Some(table) = s.catalog.by_id(tbl) else {
+                continue;
+            };
             let key = decode_key(&pk).map_err(|e| SiteError::Damaged {
                 detail: format!("a key in fieldsync_log: {e}"),
             })?;
+            let mut exists = conn.prepare_cached(&format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote_ident(&table.name),
+                table.key_predicate()
+            ))?;
             if !exists.exists(params_from_iter(key.iter()))? {
-                vanished.push(pk);
+                vanished.push((tbl, pk));
             }
         }
     }
-    for pk in &vanished {
-        let before = load_row(conn, &s.sites, table.id, pk)?;
+    for (tbl, pk) in &vanished {
+        let before = load_row(conn, &s.sites, *tbl, pk)?;
         let mut after = before.clone();
         let hlc = s.clock.stamp(now_unix_ms())?;
         s.seq += 1;
         after.local_delete(s.local, s.seq, hlc);
-        save_row(conn, &s.sites, table.id, pk, &before, &after)?;
+        save_row(conn, &s.sites, *tbl, pk, &before, &after)?;
     }
     Ok(vanished.len() as u64)
 }

@@ -19,7 +19,7 @@ pub const ENGINE_SCHEMA: i64 = 1;
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
 pub const ENGINE_DDL: &str = "
 CREATE TABLE IF NOT EXISTS fieldsync_meta(
-  key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq
+  key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq, lost
   value
 );
 CREATE TABLE IF NOT EXISTS fieldsync_sites(
@@ -71,7 +71,8 @@ CREATE TABLE IF NOT EXISTS fieldsync_peers(
   name TEXT NOT NULL,
   site INTEGER UNIQUE,              -- fieldsync_sites.id, once a bundle from it was imported
   last_import INTEGER,              -- unix ms
-  last_export INTEGER               -- unix ms
+  last_export INTEGER,              -- unix ms
+  acked_at INTEGER                  -- HLC of the bundle its acknowledgements come from
 );
 CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
   peer INTEGER NOT NULL,

@@ -251,9 +251,11 @@ pub fn key_literal(values: &[Value]) -> String {
 }
 
 /// The canonical byte encoding of a primary key: the MessagePack array of
-/// its values. Equal keys always encode to equal bytes (integers use their
-/// shortest form, reals are always float 64), so the change log can index
-/// rows by these bytes.
+/// its values. Keys SQLite considers equal encode to equal bytes: integers
+/// use their shortest form, and a real with an integral value (`1.0`, `-0.0`)
+/// is written as that integer, since a key column without type affinity
+/// holds `1` and `1.0` as the same key. So the change log can index rows by
+/// these bytes.
 pub fn encode_key(values: &[Value]) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + values.len() * 8);
     write_key(&mut out, values);
@@ -265,7 +267,19 @@ pub fn write_key(out: &mut Vec<u8>, values: &[Value]) {
     // Writing into a Vec cannot fail, and every Value serializes.
     let _ = rmp::encode::write_array_len(out, values.len() as u32);
     for v in values {
-        let _ = rmp_serde::encode::write(out, v);
+        match v {
+            // The integral reals an i64 holds exactly: -2^63 ..< 2^63.
+            Value::Real(r)
+                if r.fract() == 0.0
+                    && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18)
+                        .contains(r) =>
+            {
+                let _ = rmp::encode::write_sint(out, *r as i64);
+            }
+            _ => {
+                let _ = rmp_serde::encode::write(out, v);
+            }
+        }
     }
 }
 
@@ -341,7 +355,34 @@ mod tests {
         assert_eq!(decode_key(&bytes).expect("decode"), key);
         assert_ne!(
             encode_key(&[Value::Integer(1)]),
+            encode_key(&[Value::Real(1.5)])
+        );
+        assert_ne!(
+            encode_key(&[Value::Integer(1)]),
+            encode_key(&[Value::text("1")])
+        );
+    }
+
+    /// SQLite holds 1 and 1.0 (and 0.0 and -0.0) as one key in a column
+    /// without type affinity; encoded differently, two instances inserting
+    /// them kept different rows.
+    #[test]
+    fn keys_sqlite_compares_equal_encode_equal() {
+        assert_eq!(
+            encode_key(&[Value::Integer(1)]),
             encode_key(&[Value::Real(1.0)])
+        );
+        assert_eq!(
+            encode_key(&[Value::Integer(0)]),
+            encode_key(&[Value::Real(-0.0)])
+        );
+        assert_eq!(
+            encode_key(&[Value::Integer(i64::MIN)]),
+            encode_key(&[Value::Real(i64::MIN as f64)])
+        );
+        assert_ne!(
+            encode_key(&[Value::Integer(i64::MAX)]),
+            encode_key(&[Value::Real(9.223_372_036_854_775_808e18)])
         );
     }
 }

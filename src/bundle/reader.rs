@@ -15,6 +15,7 @@ use crate::bundle::format::{
     PREAMBLE_LEN, RowRecord, RowWire, VersionRecord,
 };
 use crate::error::BundleError;
+use crate::site::check_name;
 
 /// A reader that hashes everything read through it.
 struct HashReader<R: Read> {
@@ -131,6 +132,52 @@ fn decode_header<R: Read>(r: &mut R, hlen: u32) -> Result<Header, BundleError> {
     })
 }
 
+/// Check what the header says about itself: names usable, every index in
+/// range, each origin listed once (in `origins`, `covers` and `seen`), and
+/// nothing covered that the sender does not say it has.
+fn check_header(h: &Header) -> Result<(), BundleError> {
+    let bad = |detail: String| BundleError::Malformed { detail };
+    for site in std::iter::once(&h.sender).chain(h.origins.iter()) {
+        check_name(&site.name)
+            .map_err(|why| bad(format!("instance name {:?}: {why}", site.name)))?;
+    }
+    let mut ids = std::collections::HashSet::new();
+    if !h.origins.iter().all(|o| ids.insert(o.id)) {
+        return Err(bad("an instance is listed twice among the origins".into()));
+    }
+    for (what, list) in [("covers", &h.covers), ("seen", &h.seen)] {
+        let mut seen_origin = std::collections::HashSet::new();
+        for entry in list {
+            if entry.origin as usize >= h.origins.len() {
+                return Err(bad(format!(
+                    "{what} refers to origin #{}, which is not listed",
+                    entry.origin
+                )));
+            }
+            if !seen_origin.insert(entry.origin) {
+                return Err(bad(format!("{what} lists origin #{} twice", entry.origin)));
+            }
+        }
+    }
+    for c in &h.covers {
+        let has = h
+            .seen
+            .iter()
+            .find(|x| x.origin == c.origin)
+            .map(|x| &x.seqs);
+        if !c
+            .seqs
+            .minus(has.unwrap_or(&crate::seqset::SeqSet::new()))
+            .is_empty()
+        {
+            return Err(bad(
+                "the bundle covers changes its sender does not have".into()
+            ));
+        }
+    }
+    Ok(())
+}
+
 type Body<R> = BufReader<zstd::stream::read::Decoder<'static, BufReader<Take<HashReader<R>>>>>;
 
 /// A reader that fails once a record has used up its byte budget.
@@ -176,6 +223,7 @@ impl<R: Read + Seek> BundleReader<R> {
         };
         let hlen = read_preamble(&mut hr, len)?;
         let header = decode_header(&mut hr, hlen)?;
+        check_header(&header)?;
         let body_len = len - PREAMBLE_LEN - u64::from(hlen) - CHECKSUM_LEN;
         let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(hr.take(body_len)))?
             .single_frame();

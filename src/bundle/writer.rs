@@ -58,12 +58,11 @@ impl<W: Write> BundleWriter<W> {
             detail: format!("cannot encode the header: {e}"),
         })?;
         if header_bytes.len() > MAX_HEADER_BYTES as usize {
-            return Err(BundleError::Malformed {
-                detail: format!(
-                    "the header would be {} bytes, over the limit",
-                    header_bytes.len()
-                ),
-            });
+            return Err(BundleError::Io(std::io::Error::other(format!(
+                "the bundle header would be {} bytes, over the {} MiB limit (too many instances or tables)",
+                header_bytes.len(),
+                MAX_HEADER_BYTES >> 20
+            ))));
         }
         let mut hw = HashWriter {
             inner: out,
