@@ -270,9 +270,7 @@ pub fn write_key(out: &mut Vec<u8>, values: &[Value]) {
         match v {
             // The integral reals an i64 holds exactly: -2^63 ..< 2^63.
             Value::Real(r)
-                if r.fract() == 0.0
-                    && (-9.223_372_036_854_775_808e18..9.223_372_036_854_775_808e18)
-                        .contains(r) =>
+                if r.fract() == 0.0 && (i64::MIN as f64..-(i64::MIN as f64)).contains(r) =>
             {
                 let _ = rmp::encode::write_sint(out, *r as i64);
             }
@@ -382,7 +380,7 @@ mod tests {
         );
         assert_ne!(
             encode_key(&[Value::Integer(i64::MAX)]),
-            encode_key(&[Value::Real(9.223_372_036_854_775_808e18)])
+            encode_key(&[Value::Real(-(i64::MIN as f64))])
         );
     }
 }
