@@ -96,14 +96,13 @@ pub(crate) fn export<W: Write>(
     s.catalog.check_live(conn)?;
     let stamped = crate::stamp::stamp_pending(conn, s)?;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
-    let have = have_all(conn, s)?;
     if matches!(target, ExportTarget::Full) {
         for table in s.catalog.tables().to_vec() {
             record_vanished_rows(conn, s, Suspects::Table(&table))?;
         }
     }
     let (peer, new_peer, covers) = match target {
-        ExportTarget::Full => (None, false, have.clone()),
+        ExportTarget::Full => (None, false, BTreeMap::new()),
         ExportTarget::Peer { to, resend } => {
             let (peer, new) = resolve_for_export(conn, s, to)?;
             let mut want = wanted_by(conn, s, &peer, *resend)?;
@@ -116,6 +115,9 @@ pub(crate) fn export<W: Write>(
         }
     };
     let full = matches!(target, ExportTarget::Full);
+    // After the vanished-row passes above, which may add changes.
+    let have = have_all(conn, s)?;
+    let covers = if full { have.clone() } else { covers };
 
     // Which rows, and so which tables, the bundle carries.
     let tables: Vec<TrackedTable> = if full {
@@ -177,6 +179,7 @@ pub(crate) fn export<W: Write>(
             .collect(),
         covers: seqs_list(&covers),
         seen: seqs_list(&have),
+        lost: s.lost.clone(),
     };
 
     let mut writer = BundleWriter::new(out, &header)?;

@@ -154,7 +154,7 @@ pub(crate) fn import<R: Read>(
         }
     }
     let mut warnings = stamped.warnings();
-    notice_own_restore(s, &covers, &seen, &header.sender.name, &mut warnings);
+    notice_own_restore(s, &covers, &seen, &header.sender.name, &mut warnings)?;
 
     let mut counts: Vec<TableImport> = mapped
         .iter()
@@ -242,6 +242,11 @@ pub(crate) fn import<R: Read>(
     record_watermarks(conn, s, &header, sender_idx, &seen, &covers, report)
 }
 
+/// The most changes of ours a peer may hold beyond our counter (a restore
+/// from a backup); a bundle claiming more is refused rather than trusted to
+/// push our numbering towards its limit.
+const MAX_RESTORE_JUMP: u64 = 1 << 40;
+
 /// If another instance has changes of ours numbered beyond our counter, this
 /// database was restored from a backup (or copied): numbering continues above
 /// them so no number is used twice, and the ones missing here are recorded as
@@ -252,13 +257,19 @@ fn notice_own_restore(
     seen: &BTreeMap<i64, SeqSet>,
     sender: &str,
     warnings: &mut Vec<String>,
-) {
+) -> Result<(), Error> {
     let claimed = [covers.get(&s.local_idx), seen.get(&s.local_idx)]
         .into_iter()
         .flatten()
         .map(SeqSet::max)
         .max()
         .unwrap_or(0);
+    if claimed > s.seq.saturating_add(MAX_RESTORE_JUMP) {
+        return Err(malformed(format!(
+            "'{sender}' claims {claimed} changes made on this instance, which has made {}",
+            s.seq
+        )));
+    }
     if claimed > s.seq {
         s.lost.insert_range(s.seq + 1, claimed);
         warnings.push(format!(
@@ -270,6 +281,7 @@ fn notice_own_restore(
         ));
         s.seq = claimed;
     }
+    Ok(())
 }
 
 /// Record what the bundle covered and what its sender acknowledged; note
@@ -306,7 +318,7 @@ fn record_watermarks(
         }
     }
     let peer = bind_sender(conn, sender_idx, &header.sender.name)?;
-    let lost = record_acks(conn, peer.id, header.created, seen)?;
+    let lost = record_acks(conn, peer.id, header.created, seen, &header.lost)?;
     if lost > 0 {
         report.warnings.push(format!(
             "'{}' no longer has {lost} changes it had acknowledged (was it restored from a backup?); \

@@ -37,6 +37,9 @@ pub struct CompactReport {
     pub log_entries_before: u64,
     /// Log entries after.
     pub log_entries: u64,
+    /// Rows found deleted without a trigger (`INSERT OR REPLACE`), now
+    /// recorded as deletes.
+    pub vanished: u64,
 }
 
 impl Instance {
@@ -282,7 +285,9 @@ impl Instance {
     }
 
     /// Fold captured changes into the log, so its size follows live rows and
-    /// tombstones rather than the number of edits.
+    /// tombstones rather than the number of edits, and check every tracked
+    /// row the log knows as live is still there (a delete without a trigger,
+    /// such as `INSERT OR REPLACE` on an explicit rowid, is recorded then).
     pub fn compact(&mut self) -> Result<CompactReport, Error> {
         self.write(|tx, s| {
             let log_entries_before = crate::log::entry_count(tx)?;
@@ -299,6 +304,7 @@ impl Instance {
                 captured: stamped.captured,
                 log_entries_before,
                 log_entries: crate::log::entry_count(tx)?,
+                vanished: stamped.replaced,
             })
         })
     }

@@ -349,6 +349,12 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "folded {} recorded changes; the change log holds {} entries (was {}).",
                     report.captured, report.log_entries, report.log_entries_before
                 );
+                if report.vanished > 0 {
+                    println!(
+                        "{} rows were deleted without a trigger (INSERT OR REPLACE); their deletion is now recorded.",
+                        report.vanished
+                    );
+                }
             }
         }
     }

@@ -257,6 +257,7 @@ pub fn record_acks(
     peer: i64,
     created: u64,
     seen: &BTreeMap<i64, SeqSet>,
+    peer_lost: &SeqSet,
 ) -> Result<u64, Error> {
     let acked_at: Option<i64> = conn.query_row(
         "SELECT acked_at FROM fieldsync_peers WHERE id = ?1",
@@ -282,8 +283,12 @@ pub fn record_acks(
         save_peer_seqs(conn, peer, *origin, p)?;
     }
     conn.execute(
-        "UPDATE fieldsync_peers SET acked_at = ?1 WHERE id = ?2",
-        params![crate::hlc::Hlc(created).to_sql(), peer],
+        "UPDATE fieldsync_peers SET acked_at = ?1, lost = ?2 WHERE id = ?3",
+        params![
+            crate::hlc::Hlc(created).to_sql(),
+            peer_lost.to_string(),
+            peer
+        ],
     )?;
     Ok(lost)
 }
@@ -299,17 +304,25 @@ pub fn wanted_by(
 ) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let have = have_all(conn, s)?;
     let seqs = peer_seqs(conn, peer.id)?;
+    let peer_lost: SeqSet = conn
+        .query_row(
+            "SELECT lost FROM fieldsync_peers WHERE id = ?1",
+            [peer.id],
+            |r| r.get::<_, String>(0),
+        )?
+        .parse()
+        .map_err(|detail| SiteError::Damaged { detail })?;
     let mut out = BTreeMap::new();
     for (origin, set) in have {
         if Some(origin) == peer.site {
             // Never echo a peer's own changes back to it, except those it
-            // reports missing below its own numbering (it was restored from
-            // a backup and lost them).
-            let holes = seqs
+            // reports lost (it was restored from a backup).
+            let mut missing = seqs
                 .get(&origin)
                 .map(|p| p.acked.gaps())
                 .unwrap_or_default();
-            let want = set.intersect(&holes);
+            missing.union_with(&peer_lost);
+            let want = set.intersect(&missing);
             if !want.is_empty() {
                 out.insert(origin, want);
             }

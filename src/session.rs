@@ -65,6 +65,18 @@ impl Session {
         })
     }
 
+    /// The next sequence number for a local change.
+    pub fn next_seq(&mut self) -> Result<u64, Error> {
+        if self.seq >= crate::seqset::MAX_SEQ {
+            return Err(crate::error::SiteError::Damaged {
+                detail: "this instance has used up its change numbers".into(),
+            }
+            .into());
+        }
+        self.seq += 1;
+        Ok(self.seq)
+    }
+
     /// Persist the clock and the sequence counter.
     pub fn save(&self, conn: &Connection) -> Result<(), Error> {
         meta_set(conn, "clock", self.clock.last().to_sql())?;

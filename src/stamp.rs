@@ -143,7 +143,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
         let mut touched: HashMap<(i64, Vec<u8>), (RowState, RowState)> = HashMap::new();
         let mut order: Vec<(i64, Vec<u8>)> = Vec::new();
         for c in chunk {
-            let Some(table) = s.catalog.by_id(c.t) else {
+            let Some(cells) = s.catalog.by_id(c.t).map(|t| t.cells.len()) else {
                 continue;
             };
             if c.op != op::DELETE {
@@ -159,14 +159,13 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                 continue;
             };
             let hlc = s.clock.stamp(julian_day_to_unix_ms(c.at))?;
-            s.seq += 1;
-            let cells = table.cells.len();
+            let seq = s.next_seq()?;
             match c.op {
-                op::INSERT => state.local_insert(s.local, s.seq, hlc, cells),
+                op::INSERT => state.local_insert(s.local, seq, hlc, cells),
                 op::UPDATE => {
-                    state.local_update(s.local, s.seq, hlc, &ColSet::from_words(&c.words), cells)
+                    state.local_update(s.local, seq, hlc, &ColSet::from_words(&c.words), cells)
                 }
-                op::DELETE => state.local_delete(s.local, s.seq, hlc),
+                op::DELETE => state.local_delete(s.local, seq, hlc),
                 _ => {}
             }
         }
@@ -259,8 +258,8 @@ pub(crate) fn record_vanished_rows(
         let before = load_row(conn, &s.sites, *tbl, pk)?;
         let mut after = before.clone();
         let hlc = s.clock.stamp(now_unix_ms())?;
-        s.seq += 1;
-        after.local_delete(s.local, s.seq, hlc);
+        let seq = s.next_seq()?;
+        after.local_delete(s.local, seq, hlc);
         save_row(conn, &s.sites, *tbl, pk, &before, &after)?;
     }
     Ok(vanished.len() as u64)

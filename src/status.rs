@@ -138,11 +138,16 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
         .iter()
         .filter_map(|(&idx, set)| {
             let site = s.sites.get(idx)?;
+            let mut gaps = set.gaps();
+            if idx == s.local_idx {
+                // Our own changes lost in a restore, above what we hold too.
+                gaps.union_with(&s.lost);
+            }
             Some(OriginStatus {
                 name: site.name.clone(),
                 site_id: site.id.to_string(),
                 have: set.to_string(),
-                gaps: set.gaps().to_string(),
+                gaps: gaps.to_string(),
             })
         })
         .collect();

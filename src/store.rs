@@ -72,7 +72,8 @@ CREATE TABLE IF NOT EXISTS fieldsync_peers(
   site INTEGER UNIQUE,              -- fieldsync_sites.id, once a bundle from it was imported
   last_import INTEGER,              -- unix ms
   last_export INTEGER,              -- unix ms
-  acked_at INTEGER                  -- HLC of the bundle its acknowledgements come from
+  acked_at INTEGER,                 -- HLC of the bundle its acknowledgements come from
+  lost TEXT NOT NULL DEFAULT ''     -- its own change numbers it said it lost
 );
 CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
   peer INTEGER NOT NULL,

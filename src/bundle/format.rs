@@ -110,6 +110,10 @@ pub struct Header {
     /// Per origin, every change number the sender has: an acknowledgement.
     #[serde(deserialize_with = "de_header_list")]
     pub seen: Vec<OriginSeqs>,
+    /// Numbers of the sender's own changes it knows it no longer has (it
+    /// was restored from a backup): whoever has them sends them back.
+    #[serde(default)]
+    pub lost: SeqSet,
 }
 
 /// One version of a row in a record (absolute values).
