@@ -49,14 +49,11 @@ fn id(i: usize) -> String {
     )
 }
 
+type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
 /// A fresh database with the table, tracked or not.
-fn fresh(
-    dir: &Path,
-    name: &str,
-    tracked: bool,
-    rows: usize,
-) -> Result<PathBuf, Box<dyn std::error::Error>> {
-    let path = dir.join(name);
+fn fresh(dir: &Path, tracked: bool, rows: usize) -> Res<PathBuf> {
+    let path = dir.join(if tracked { "tracked.db" } else { "plain.db" });
     let _ = std::fs::remove_file(&path);
     let conn = Connection::open(&path)?;
     conn.execute_batch(SCHEMA)?;
@@ -208,6 +205,19 @@ fn run_shell(path: &Path, script: &Path) -> std::io::Result<Duration> {
     Ok(start.elapsed())
 }
 
+/// Measure the untracked and the tracked run alternately, `reps` times
+/// each, and print both medians and their ratio.
+fn side_by_side(label: &str, reps: usize, mut run: impl FnMut(bool) -> Res<f64>) -> Res<()> {
+    let (mut plain, mut tracked) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        plain.push(run(false)?);
+        tracked.push(run(true)?);
+    }
+    let (p, t) = (median(plain), median(tracked));
+    println!("{label:<40} {p:>11.4} {t:>11.4} {:>6.2}x", t / p);
+    Ok(())
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v[v.len() / 2]
@@ -243,61 +253,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (mode, one_tx) in [("prepared, one tx", true), ("prepared, autocommit", false)] {
         for work in works {
             let count = if one_tx { n } else { n_auto };
-            let (mut plain, mut tracked) = (Vec::new(), Vec::new());
-            for _ in 0..reps {
-                for t in [false, true] {
-                    let path = fresh(
-                        dir.path(),
-                        if t { "t.db" } else { "p.db" },
-                        t,
-                        work.prefill(count),
-                    )?;
-                    let d = run_prepared(&path, work, count, one_tx)?.as_secs_f64();
-                    if t { tracked.push(d) } else { plain.push(d) }
-                }
-            }
-            let (p, t) = (median(plain), median(tracked));
-            println!(
-                "{:<40} {:>11.4} {:>11.4} {:>6.2}x",
-                format!("{} ({mode})", work.label()),
-                p,
-                t,
-                t / p
-            );
+            side_by_side(&format!("{} ({mode})", work.label()), reps, |tracked| {
+                let path = fresh(dir.path(), tracked, work.prefill(count))?;
+                Ok(run_prepared(&path, work, count, one_tx)?.as_secs_f64())
+            })?;
         }
     }
     if shell.is_some() {
+        let script = dir.path().join("script.sql");
         for work in works {
-            let script = dir.path().join("script.sql");
             std::fs::write(&script, shell_script(work, n))?;
-            let (mut plain, mut tracked) = (Vec::new(), Vec::new());
-            for _ in 0..reps {
-                for t in [false, true] {
-                    let path = fresh(
-                        dir.path(),
-                        if t { "t.db" } else { "p.db" },
-                        t,
-                        work.prefill(n),
-                    )?;
-                    let d = run_shell(&path, &script)?.as_secs_f64();
-                    if t { tracked.push(d) } else { plain.push(d) }
-                }
-            }
-            let (p, t) = (median(plain), median(tracked));
-            println!(
-                "{:<40} {:>11.4} {:>11.4} {:>6.2}x",
-                format!("{} (sqlite3 shell, one tx)", work.label()),
-                p,
-                t,
-                t / p
-            );
+            side_by_side(
+                &format!("{} (sqlite3 shell, one tx)", work.label()),
+                reps,
+                |tracked| {
+                    let path = fresh(dir.path(), tracked, work.prefill(n))?;
+                    Ok(run_shell(&path, &script)?.as_secs_f64())
+                },
+            )?;
         }
     }
     // The deferred part: folding what the triggers recorded into the log,
     // which export/import/compact do off the app's write path.
     let mut fold = Vec::new();
     for _ in 0..reps {
-        let path = fresh(dir.path(), "t.db", true, 0)?;
+        let path = fresh(dir.path(), true, 0)?;
         run_prepared(&path, Work::Insert, n, true)?;
         let mut inst = Instance::open(&path)?;
         let start = Instant::now();
