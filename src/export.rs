@@ -109,6 +109,7 @@ pub(crate) fn export<W: Write>(
             collect_delta_rows(conn, &want)?;
             if record_vanished_rows(conn, s, Suspects::ExportRows)? > 0 {
                 // The deletes just recorded are new changes: count them in.
+                // They are of rows already collected, so the rows stand.
                 want = wanted_by(conn, s, &peer, *resend)?;
             }
             (Some(peer), new, want)
@@ -123,7 +124,6 @@ pub(crate) fn export<W: Write>(
     let tables: Vec<TrackedTable> = if full {
         s.catalog.tables().to_vec()
     } else {
-        collect_delta_rows(conn, &covers)?;
         let mut stmt = conn.prepare("SELECT DISTINCT tbl FROM temp.fieldsync_export_rows")?;
         let ids = stmt
             .query_map([], |r| r.get::<_, i64>(0))?

@@ -29,7 +29,7 @@ pub struct Peer {
     pub site: Option<i64>,
 }
 
-fn parse_set(text: String) -> Result<SeqSet, Error> {
+pub(crate) fn parse_set(text: String) -> Result<SeqSet, Error> {
     text.parse()
         .map_err(|detail| SiteError::Damaged { detail }.into())
 }
@@ -304,14 +304,11 @@ pub fn wanted_by(
 ) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let have = have_all(conn, s)?;
     let seqs = peer_seqs(conn, peer.id)?;
-    let peer_lost: SeqSet = conn
-        .query_row(
-            "SELECT lost FROM fieldsync_peers WHERE id = ?1",
-            [peer.id],
-            |r| r.get::<_, String>(0),
-        )?
-        .parse()
-        .map_err(|detail| SiteError::Damaged { detail })?;
+    let peer_lost = parse_set(conn.query_row(
+        "SELECT lost FROM fieldsync_peers WHERE id = ?1",
+        [peer.id],
+        |r| r.get::<_, String>(0),
+    )?)?;
     let mut out = BTreeMap::new();
     for (origin, set) in have {
         if Some(origin) == peer.site {

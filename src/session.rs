@@ -58,10 +58,7 @@ impl Session {
             catalog: Catalog::load(conn)?,
             clock: Clock::restore(Hlc::from_sql(clock)),
             seq: seq as u64,
-            lost: meta_get::<String>(conn, "lost")?
-                .unwrap_or_default()
-                .parse()
-                .map_err(|detail| crate::error::SiteError::Damaged { detail })?,
+            lost: crate::peers::parse_set(meta_get::<String>(conn, "lost")?.unwrap_or_default())?,
         })
     }
 
