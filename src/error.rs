@@ -236,6 +236,56 @@ pub enum ExportError {
     },
 }
 
+/// Setting up a new instance from a full bundle (`init --from`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum SetupError {
+    /// The bundle is a delta, which cannot set up an instance.
+    #[error(
+        "{path} is not a full export, so it cannot set up a new instance; ask the sender for one made with `fieldsync export --full`"
+    )]
+    NotFull {
+        /// The bundle.
+        path: PathBuf,
+    },
+    /// A table in the bundle comes without its schema (an older build).
+    #[error(
+        "the bundle does not carry the schema of table '{table}' (it was made by an older fieldsync); create the tables yourself, run `fieldsync init` and `fieldsync track`, then `fieldsync import` the bundle"
+    )]
+    NoSchema {
+        /// The table.
+        table: String,
+    },
+    /// A schema statement in the bundle is not allowed.
+    #[error("the bundle's schema for table '{table}' was refused, nothing was changed: {detail}")]
+    SchemaRefused {
+        /// The table.
+        table: String,
+        /// Why.
+        detail: String,
+    },
+    /// The database already has a table the bundle would create.
+    #[error(
+        "{path} already has a table named '{table}'; `init --from` sets up a new database: give a new file name, or to merge into this one run `fieldsync init` and `fieldsync track`, then `fieldsync import` the bundle"
+    )]
+    TableExists {
+        /// The database.
+        path: PathBuf,
+        /// The table.
+        table: String,
+    },
+    /// The database is already a fieldsync instance.
+    #[error(
+        "{path} is already set up as instance '{name}'; `fieldsync import` the bundle into it instead"
+    )]
+    AlreadySetUp {
+        /// The database.
+        path: PathBuf,
+        /// Its instance name.
+        name: String,
+    },
+}
+
 /// Applying a bundle.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -317,6 +367,9 @@ pub enum Error {
     /// Importing.
     #[error(transparent)]
     Import(#[from] ImportError),
+    /// Setting up from a full bundle.
+    #[error(transparent)]
+    Setup(#[from] SetupError),
     /// The clock.
     #[error(transparent)]
     Clock(#[from] ClockError),

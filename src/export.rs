@@ -76,16 +76,21 @@ pub struct ExportReport {
     pub warnings: Vec<String>,
 }
 
+/// Log entries written between two progress reports.
+const PROGRESS_EVERY: u64 = 8192;
+
 /// Write a bundle for `target` to `out`, inside the caller's write
 /// transaction. `seal` runs after the bundle is completely written and before
 /// the peer's "sent" mark is recorded, so a bundle that failed to reach the
-/// disk is never counted as sent.
+/// disk is never counted as sent. `progress` is called now and then with the
+/// change-log entries written so far and their total.
 pub(crate) fn export<W: Write>(
     conn: &Connection,
     s: &mut Session,
     target: &ExportTarget,
     out: W,
     seal: impl FnOnce(W) -> Result<(), Error>,
+    progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
     if s.catalog.is_empty() {
         return Err(ExportError::NothingTracked {
@@ -171,12 +176,20 @@ pub(crate) fn export<W: Write>(
             .collect(),
         tables: tables
             .iter()
-            .map(|t| TableDef {
-                name: t.name.clone(),
-                key: t.key.clone(),
-                cells: t.cells.clone(),
+            .map(|t| {
+                Ok(TableDef {
+                    name: t.name.clone(),
+                    key: t.key.clone(),
+                    cells: t.cells.clone(),
+                    // A full export sets up new instances: it carries the schema.
+                    schema: if full {
+                        crate::setup::table_schema(conn, &t.name)?
+                    } else {
+                        Vec::new()
+                    },
+                })
             })
-            .collect(),
+            .collect::<Result<_, Error>>()?,
         covers: seqs_list(&covers),
         seen: seqs_list(&have),
         lost: s.lost.clone(),
@@ -190,10 +203,27 @@ pub(crate) fn export<W: Write>(
          FROM temp.fieldsync_export_rows AS e JOIN fieldsync_log AS l ON l.tbl = e.tbl AND l.pk = e.pk \
          ORDER BY e.tbl, e.pk"
     };
+    let total: i64 = conn.query_row(
+        if full {
+            "SELECT count(*) FROM fieldsync_log"
+        } else {
+            "SELECT count(*) FROM temp.fieldsync_export_rows AS e \
+             JOIN fieldsync_log AS l ON l.tbl = e.tbl AND l.pk = e.pk"
+        },
+        [],
+        |r| r.get(0),
+    )?;
+    let total = total as u64;
+    progress(0, total);
+    let mut done = 0u64;
     let mut stmt = conn.prepare(sql)?;
     let mut rows = stmt.query([])?;
     let mut current: Option<PendingRow> = None;
     while let Some(r) = rows.next()? {
+        done += 1;
+        if done % PROGRESS_EVERY == 0 {
+            progress(done, total);
+        }
         let tbl: i64 = r.get(0)?;
         let pk = r.get_ref(1)?.as_blob()?;
         let origin: i64 = r.get(2)?;
@@ -235,6 +265,7 @@ pub(crate) fn export<W: Write>(
     }
     drop(rows);
     drop(stmt);
+    progress(total, total);
     let (out, summary) = writer.finish()?;
     seal(out)?;
 

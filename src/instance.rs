@@ -12,9 +12,10 @@ use serde::Serialize;
 
 use crate::bundle::{BundleReader, Header, verify};
 use crate::capture::{Selection, TrackReport, pending_count, track};
-use crate::error::{Error, SiteError};
+use crate::conflicts::Conflicts;
+use crate::error::{Error, SetupError, SiteError};
 use crate::export::{ExportReport, ExportTarget, export};
-use crate::import::{ImportReport, import};
+use crate::import::{ImportReport, RetryReport, import};
 use crate::session::Session;
 use crate::site::{SiteId, check_name, meta_get, meta_set};
 use crate::status::Status;
@@ -26,6 +27,17 @@ use crate::store::{
 pub struct Instance {
     conn: Connection,
     path: PathBuf,
+}
+
+/// What `init --from` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct SetupReport {
+    /// Tables created and tracked.
+    pub tables: Vec<String>,
+    /// The instance whose full export it was, now a known peer.
+    pub from: String,
+    /// The import of the bundle's rows.
+    pub import: ImportReport,
 }
 
 /// What `compact` did.
@@ -68,17 +80,7 @@ impl Instance {
             return Ok((instance, false));
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        create_engine_tables(&tx)?;
-        let site = SiteId::random();
-        meta_set(&tx, "schema", ENGINE_SCHEMA)?;
-        meta_set(&tx, "site_id", site.as_bytes().as_slice())?;
-        meta_set(&tx, "name", name)?;
-        meta_set(&tx, "clock", 0i64)?;
-        meta_set(&tx, "seq", 0i64)?;
-        tx.execute(
-            "INSERT INTO fieldsync_sites(site_id, name) VALUES (?1, ?2)",
-            rusqlite::params![site.as_bytes().as_slice(), name],
-        )?;
+        create_instance(&tx, name)?;
         tx.commit()?;
         Ok((
             Instance {
@@ -86,6 +88,101 @@ impl Instance {
                 path: path.to_owned(),
             },
             true,
+        ))
+    }
+
+    /// Set up a new instance `name` in the database at `path` from a full
+    /// export: create the bundle's tables (their schema statements are
+    /// checked first, see [`crate::setup`]), track them, load the rows, and
+    /// know the sender as a peer, so the first export to it carries only
+    /// what is done here. The database must not have any of the tables; if
+    /// anything fails, nothing is changed (a file this call created is
+    /// removed).
+    pub fn init_from<R: Read + Seek>(
+        path: impl AsRef<Path>,
+        name: &str,
+        mut bundle: R,
+        bundle_path: &Path,
+    ) -> Result<(Instance, SetupReport), Error> {
+        let path = path.as_ref();
+        check_name(name).map_err(|reason| SiteError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })?;
+        ensure_parent_dir(path)?;
+        verify(&mut bundle)?;
+        let reader = BundleReader::open(bundle)?;
+        let header = reader.header().clone();
+        if !header.full {
+            return Err(SetupError::NotFull {
+                path: bundle_path.to_owned(),
+            }
+            .into());
+        }
+        let statements = crate::setup::check_schema(&header)?;
+        let existed = path.exists();
+        let result = Instance::set_up(path, name, &header, &statements, reader);
+        if result.is_err() && !existed {
+            for suffix in ["", "-journal", "-wal", "-shm"] {
+                let mut p = path.as_os_str().to_owned();
+                p.push(suffix);
+                let _ = std::fs::remove_file(PathBuf::from(p));
+            }
+        }
+        result
+    }
+
+    fn set_up<R: Read>(
+        path: &Path,
+        name: &str,
+        header: &Header,
+        statements: &[String],
+        reader: BundleReader<R>,
+    ) -> Result<(Instance, SetupReport), Error> {
+        let conn = open_or_create(path)?;
+        if is_initialised(&conn)? {
+            let existing: String = meta_get(&conn, "name")?.unwrap_or_default();
+            return Err(SetupError::AlreadySetUp {
+                path: path.to_owned(),
+                name: existing,
+            }
+            .into());
+        }
+        for def in &header.tables {
+            if crate::schema::table_shape(&conn, &def.name).is_ok() {
+                return Err(SetupError::TableExists {
+                    path: path.to_owned(),
+                    table: def.name.clone(),
+                }
+                .into());
+            }
+        }
+        let mut instance = Instance {
+            conn,
+            path: path.to_owned(),
+        };
+        let tables: Vec<String> = header.tables.iter().map(|t| t.name.clone()).collect();
+        let import = instance.with_import_settings(|this| {
+            let tx = this
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            create_instance(&tx, name)?;
+            for sql in statements {
+                tx.execute_batch(sql)?;
+            }
+            let mut s = Session::load(&tx)?;
+            track(&tx, &mut s.catalog, &Selection::Named(tables.clone()))?;
+            let report = import(&tx, &mut s, reader)?;
+            tx.commit()?;
+            Ok(report)
+        })?;
+        Ok((
+            instance,
+            SetupReport {
+                tables,
+                from: import.from.clone(),
+                import,
+            },
         ))
     }
 
@@ -111,6 +208,13 @@ impl Instance {
                 supported: ENGINE_SCHEMA,
             }
             .into());
+        }
+        if schema < ENGINE_SCHEMA {
+            // Tables added since: created in place, nothing else changes.
+            let tx = conn.unchecked_transaction()?;
+            create_engine_tables(&tx)?;
+            meta_set(&tx, "schema", ENGINE_SCHEMA)?;
+            tx.commit()?;
         }
         Ok(Instance {
             conn,
@@ -164,7 +268,7 @@ impl Instance {
         target: &ExportTarget,
         out: W,
     ) -> Result<ExportReport, Error> {
-        self.write(|tx, s| export(tx, s, target, out, |_| Ok(())))
+        self.write(|tx, s| export(tx, s, target, out, |_| Ok(()), &mut |_, _| {}))
     }
 
     /// Write a bundle for `target` to the file `path`. The file appears only
@@ -174,6 +278,17 @@ impl Instance {
         &mut self,
         target: &ExportTarget,
         path: &Path,
+    ) -> Result<ExportReport, Error> {
+        self.export_to_file_with_progress(target, path, &mut |_, _| {})
+    }
+
+    /// [`export_to_file`](Self::export_to_file), calling `progress` now and
+    /// then with the change-log entries written so far and their total.
+    pub fn export_to_file_with_progress(
+        &mut self,
+        target: &ExportTarget,
+        path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
         if same_file(path, &self.path) {
             return Err(Error::Io(std::io::Error::new(
@@ -201,11 +316,18 @@ impl Instance {
         let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
         let file = File::create(&tmp)?;
         let result = self.write(|tx, s| {
-            export(tx, s, target, BufWriter::new(file), |w| {
-                let file = w.into_inner().map_err(|e| e.into_error())?;
-                file.sync_all()?;
-                Ok(())
-            })
+            export(
+                tx,
+                s,
+                target,
+                BufWriter::new(file),
+                |w| {
+                    let file = w.into_inner().map_err(|e| e.into_error())?;
+                    file.sync_all()?;
+                    Ok(())
+                },
+                progress,
+            )
         });
         // The file takes its name only once the export (stamping included)
         // is committed, so no bundle exists whose numbers a rollback could
@@ -248,9 +370,37 @@ impl Instance {
     pub fn import<R: Read + Seek>(&mut self, mut r: R) -> Result<ImportReport, Error> {
         verify(&mut r)?;
         let reader = BundleReader::open(r)?;
+        self.as_importer(|tx, s| import(tx, s, reader))
+    }
+
+    /// Retry the quarantined changes now (they are also retried at every
+    /// import), applying those that fit.
+    pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {
+        self.as_importer(crate::import::retry_held)
+    }
+
+    /// The quarantine and the newest `limit` overwritten values. Reads only.
+    pub fn conflicts(&mut self, limit: u64) -> Result<Conflicts, Error> {
+        crate::conflicts::list(&self.conn, limit)
+    }
+
+    /// Run `f` in a write transaction with the settings replicated writes
+    /// need.
+    fn as_importer<T>(
+        &mut self,
+        f: impl FnOnce(&Connection, &mut Session) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        self.with_import_settings(|this| this.write(f))
+    }
+
+    fn with_import_settings<T>(
+        &mut self,
+        f: impl FnOnce(&mut Instance) -> Result<T, Error>,
+    ) -> Result<T, Error> {
         // Writes made while applying are not local changes, and the app's
         // own triggers and foreign-key actions do not re-run effects that
-        // arrive replicated. Both settings are this connection's only.
+        // arrive replicated (references are checked by the import itself).
+        // Both settings are this connection's only.
         let fk: bool = self
             .conn
             .query_row("PRAGMA foreign_keys", [], |r| r.get(0))?;
@@ -262,7 +412,7 @@ impl Instance {
             .conn
             .set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, false)
         {
-            Ok(_) => self.write(|tx, s| import(tx, s, reader)),
+            Ok(_) => f(self),
             Err(e) => Err(e.into()),
         };
         let restore_triggers = self
@@ -273,10 +423,10 @@ impl Instance {
         } else {
             "PRAGMA foreign_keys = OFF"
         });
-        let report = result?;
+        let out = result?;
         restore_triggers?;
         restore_fk?;
-        Ok(report)
+        Ok(out)
     }
 
     /// Import the bundle file at `path`.
@@ -322,6 +472,23 @@ impl Instance {
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)
     }
+}
+
+/// Create the engine tables and this instance's identity, in the caller's
+/// transaction.
+fn create_instance(tx: &Connection, name: &str) -> Result<(), Error> {
+    create_engine_tables(tx)?;
+    let site = SiteId::random();
+    meta_set(tx, "schema", ENGINE_SCHEMA)?;
+    meta_set(tx, "site_id", site.as_bytes().as_slice())?;
+    meta_set(tx, "name", name)?;
+    meta_set(tx, "clock", 0i64)?;
+    meta_set(tx, "seq", 0i64)?;
+    tx.execute(
+        "INSERT INTO fieldsync_sites(site_id, name) VALUES (?1, ?2)",
+        rusqlite::params![site.as_bytes().as_slice(), name],
+    )?;
+    Ok(())
 }
 
 /// Fail with a plain message if the directory a file goes into is missing.

@@ -47,17 +47,22 @@
 pub mod bundle;
 pub mod capture;
 pub mod colset;
+pub mod conflicts;
+pub mod demo;
 pub mod error;
 pub mod export;
+pub mod foreign;
 pub mod hlc;
 pub mod import;
 mod instance;
 pub mod log;
 pub mod merge;
 pub mod peers;
+pub mod quarantine;
 pub mod schema;
 pub mod seqset;
 mod session;
+pub mod setup;
 pub mod site;
 pub mod stamp;
 pub mod status;
@@ -66,10 +71,13 @@ pub mod tracked;
 pub mod value;
 
 pub use capture::{Selection, TrackReport};
-pub use error::{BundleError, Error, ExportError, ImportError, Result, SiteError, TrackError};
+pub use conflicts::Conflicts;
+pub use error::{
+    BundleError, Error, ExportError, ImportError, Result, SetupError, SiteError, TrackError,
+};
 pub use export::{ExportReport, ExportTarget};
-pub use import::ImportReport;
-pub use instance::{CompactReport, Instance};
+pub use import::{ImportReport, RetryReport};
+pub use instance::{CompactReport, Instance, SetupReport};
 pub use site::SiteId;
 pub use status::Status;
 pub use value::Value;

@@ -33,13 +33,21 @@ struct DbArg {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Set up fieldsync in a database (creating the file if needed).
+    /// Set up fieldsync in a database (creating the file if needed), or set up
+    /// a new database from a full export with --from.
     Init {
         #[command(flatten)]
         db: DbArg,
         /// A short name for this instance, such as hq or field-1.
         #[arg(long)]
         name: String,
+        /// A full export (`fieldsync export --full`) to create the tables from
+        /// and load; the database must not have those tables yet.
+        #[arg(long, value_name = "BUNDLE")]
+        from: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
     },
     /// Start recording changes to tables (the rows already there are included).
     Track {
@@ -107,6 +115,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// List changes waiting in quarantine and values overwritten by concurrent edits.
+    Conflicts {
+        #[command(flatten)]
+        db: DbArg,
+        /// Try the quarantined changes again now (every import does too).
+        #[arg(long)]
+        retry: bool,
+        /// Show at most this many overwritten values (newest first).
+        #[arg(long, default_value_t = 50, value_name = "N")]
+        limit: u64,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Play the seed scenario: an HQ and two field laptops exchange bundles.
+    Demo {
+        /// Where to leave the three databases and the bundles (default: a new
+        /// temporary directory).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
     /// Fold recorded changes into the change log now (export and import do it too).
     Compact {
         #[command(flatten)]
@@ -167,11 +196,57 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Init { db, name } => {
+        Command::Init {
+            db,
+            name,
+            from: Some(bundle),
+            json,
+        } => {
+            let file =
+                File::open(&bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+            let bar = Meter::new(&bundle, !json, "checking");
+            let (_, report) = Instance::init_from(&db.db, &name, bar.reader(file), &bundle)
+                .with_context(|| {
+                    format!(
+                        "cannot set up {} from {}",
+                        db.db.display(),
+                        bundle.display()
+                    )
+                })?;
+            bar.finish();
+            print_import_warnings(&report.import);
+            if json {
+                print_json(&report)?;
+            } else {
+                println!(
+                    "Set up {} as instance '{name}' from the full export of '{}': {} tables, {} rows.",
+                    db.db.display(),
+                    report.from,
+                    report.tables.len(),
+                    report.import.applied
+                );
+                println!(
+                    "'{}' is a known peer: `fieldsync export --db {} --to {} -o FILE` sends it only what is done here.",
+                    report.from,
+                    shell_quote(&db.db),
+                    report.from
+                );
+            }
+        }
+        Command::Init {
+            db,
+            name,
+            from: None,
+            json,
+        } => {
             let (instance, created) = Instance::init(&db.db, &name)
                 .with_context(|| format!("cannot initialise {}", db.db.display()))?;
             let site = instance.site_id()?;
-            if created {
+            if json {
+                print_json(&serde_json::json!({
+                    "name": name, "site_id": site.to_string(), "created": created,
+                }))?;
+            } else if created {
                 println!(
                     "Initialised {} as instance '{name}' (site id {site}).",
                     db.db.display()
@@ -242,9 +317,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     bail!("say who the bundle is for with --to PEER, or use --full for everything")
                 }
             };
+            let bar = Meter::new(&output, !json, "exporting");
             let report = instance
-                .export_to_file(&target, &output)
+                .export_to_file_with_progress(&target, &output, &mut |done, total| {
+                    bar.set(done, total)
+                })
                 .with_context(|| format!("cannot export to {}", output.display()))?;
+            bar.finish();
             if report.new_peer {
                 let peer = report.peer.as_deref().unwrap_or_default();
                 if report.known_peers.is_empty() {
@@ -283,7 +362,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             }
             let mut reports = Vec::new();
             for f in &files {
-                let report = instance.import_file(f).with_context(|| {
+                let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
+                let bar = Meter::new(f, !json, "checking");
+                let result = instance.import(bar.reader(file));
+                bar.finish();
+                let report = result.with_context(|| {
                     if reports.is_empty() {
                         format!("cannot import {}", f.display())
                     } else {
@@ -314,6 +397,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     "known": sum(|r| r.known),
                     "older": sum(|r| r.older),
                     "changes": sum(|r| r.changes),
+                    "quarantined": sum(|r| r.quarantined),
+                    "released": sum(|r| r.released),
+                    "overwritten": sum(|r| r.overwritten),
+                    "held": reports.last().map(|(_, r)| r.held).unwrap_or(0),
                     "files": reports.iter().map(|(f, r)| serde_json::json!({"file": f, "report": r})).collect::<Vec<_>>(),
                 }))?;
             }
@@ -339,6 +426,45 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Conflicts {
+            db,
+            retry,
+            limit,
+            json,
+        } => {
+            let mut instance = open(&db.db)?;
+            let retried = if retry {
+                Some(instance.retry_quarantine()?)
+            } else {
+                None
+            };
+            let conflicts = instance.conflicts(limit)?;
+            if json {
+                print_json(&serde_json::json!({
+                    "retry": retried,
+                    "quarantined": conflicts.quarantined,
+                    "overwritten": conflicts.overwritten,
+                    "overwritten_total": conflicts.overwritten_total,
+                }))?;
+            } else {
+                if let Some(r) = &retried {
+                    println!(
+                        "retried the quarantine: {} applied, {} still held.",
+                        r.released, r.held
+                    );
+                }
+                print_conflicts(&conflicts, &db.db);
+            }
+        }
+        Command::Demo { dir } => {
+            let dir = match dir {
+                Some(d) => d,
+                None => fieldsync::demo::new_dir()?,
+            };
+            fieldsync::demo::run(&dir, &mut std::io::stdout()).with_context(|| {
+                format!("the demo stopped (its files are in {})", dir.display())
+            })?;
+        }
         Command::Compact { db, json } => {
             let mut instance = open(&db.db)?;
             let report = instance.compact()?;
@@ -359,6 +485,116 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A progress bar on stderr for long exports and imports, shown only on a
+/// terminal and never with `--json`.
+struct Meter {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl Meter {
+    /// Bars appear only for work that takes a while: a file this size or a
+    /// log this long.
+    const MIN_BYTES: u64 = 4 << 20;
+    const MIN_ENTRIES: u64 = 100_000;
+
+    fn new(file: &Path, enabled: bool, phase: &str) -> Meter {
+        use std::io::IsTerminal;
+        if !enabled || !std::io::stderr().is_terminal() {
+            return Meter { bar: None };
+        }
+        let bar = indicatif::ProgressBar::hidden();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        bar.set_prefix(name);
+        bar.set_message(phase.to_owned());
+        Meter { bar: Some(bar) }
+    }
+
+    fn show(bar: &indicatif::ProgressBar, bytes: bool) {
+        if bar.is_hidden() {
+            let template = if bytes {
+                "{prefix} {msg:>9} [{bar:30}] {bytes}/{total_bytes} ({eta})"
+            } else {
+                "{prefix} {msg:>9} [{bar:30}] {pos}/{len} changes ({eta})"
+            };
+            if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
+                bar.set_style(style.progress_chars("=> "));
+            }
+            bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
+        }
+    }
+
+    /// Export: log entries written of the total.
+    fn set(&self, done: u64, total: u64) {
+        if let Some(bar) = &self.bar {
+            if total >= Self::MIN_ENTRIES {
+                Self::show(bar, false);
+            }
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    }
+
+    /// Import: bytes read of the file. The file is read twice: once to
+    /// check it, then to apply it.
+    fn reader(&self, file: File) -> Metered {
+        let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if let Some(bar) = &self.bar {
+            if total >= Self::MIN_BYTES {
+                Self::show(bar, true);
+            }
+            bar.set_length(total);
+        }
+        Metered {
+            file,
+            bar: self.bar.clone(),
+            passes: 0,
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A bundle file that moves a progress bar as it is read.
+struct Metered {
+    file: File,
+    bar: Option<indicatif::ProgressBar>,
+    passes: u32,
+}
+
+impl std::io::Read for Metered {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read(buf)?;
+        if let Some(bar) = &self.bar {
+            bar.inc(n as u64);
+        }
+        Ok(n)
+    }
+}
+
+impl std::io::Seek for Metered {
+    fn seek(&mut self, pos: std::io::SeekFrom) -> std::io::Result<u64> {
+        let at = self.file.seek(pos)?;
+        if let Some(bar) = &self.bar {
+            if at == 0 {
+                self.passes += 1;
+                // verify() rewinds before and after its pass.
+                if self.passes == 2 {
+                    bar.set_message("applying");
+                }
+            }
+            bar.set_position(at);
+        }
+        Ok(at)
+    }
 }
 
 fn open(path: &Path) -> Result<Instance> {
@@ -430,12 +666,87 @@ fn print_import(r: &ImportReport, file: &Path) {
     for t in r
         .tables
         .iter()
-        .filter(|t| t.applied + t.known + t.older > 0)
+        .filter(|t| t.applied + t.known + t.older + t.quarantined > 0)
     {
+        let held = if t.quarantined > 0 {
+            format!(" {:>8} quarantined", t.quarantined)
+        } else {
+            String::new()
+        };
         println!(
-            "  {:<24} {:>8} applied {:>8} known {:>8} older",
+            "  {:<24} {:>8} applied {:>8} known {:>8} older{held}",
             t.table, t.applied, t.known, t.older
         );
+    }
+    if r.released > 0 {
+        println!(
+            "  {} change(s) held in quarantine by earlier imports now fit and were applied.",
+            r.released
+        );
+    }
+    if r.overwritten > 0 {
+        println!(
+            "  {} value(s) written concurrently elsewhere lost to later edits (see `fieldsync conflicts`).",
+            r.overwritten
+        );
+    }
+}
+
+fn print_conflicts(c: &fieldsync::Conflicts, db: &Path) {
+    if c.quarantined.is_empty() {
+        println!("quarantine: empty");
+    } else {
+        println!(
+            "quarantine: {} change(s) received but not applied (retried at every import; `fieldsync conflicts --db {} --retry` retries now)",
+            c.quarantined.len(),
+            shell_quote(db)
+        );
+        for q in &c.quarantined {
+            println!(
+                "  #{:<5} {} row {} from '{}': {} — {} (since {}, tried {}×)",
+                q.id,
+                q.table,
+                q.key,
+                q.sender,
+                q.reason,
+                q.detail,
+                when(Some(q.first_ms)),
+                q.tries
+            );
+        }
+    }
+    if c.overwritten.is_empty() {
+        println!("overwritten values: none");
+    } else {
+        println!(
+            "overwritten values: {} recorded{}",
+            c.overwritten_total,
+            if c.overwritten_total > c.overwritten.len() as u64 {
+                format!(", newest {} shown", c.overwritten.len())
+            } else {
+                String::new()
+            }
+        );
+        for o in &c.overwritten {
+            let column = if o.column.is_empty() {
+                "(row)".to_owned()
+            } else {
+                o.column.clone()
+            };
+            println!(
+                "  {} row {} {}: {} by '{}' at {} lost to {} by '{}' at {} ({})",
+                o.table,
+                o.key,
+                column,
+                o.lost_value,
+                o.lost_site,
+                when(Some(o.lost_at_ms)),
+                o.won_value,
+                o.won_site,
+                when(Some(o.won_at_ms)),
+                o.reason
+            );
+        }
     }
 }
 
@@ -443,9 +754,9 @@ fn print_import(r: &ImportReport, file: &Path) {
 fn print_import_warnings(r: &ImportReport) {
     for (origin, seqs) in &r.gaps {
         eprintln!(
-            "warning: changes {seqs} from '{origin}' have not arrived (a bundle was skipped or lost); \
-             import the missing bundle if you have it, otherwise '{}' sends them again once it has \
-             imported a bundle from this instance",
+            "warning: changes {seqs} from '{origin}' have not arrived here (a bundle was skipped or lost, \
+             or an instance on the way holds them in quarantine); import the missing bundle if you have it, \
+             otherwise '{}' sends them again once it has imported a bundle from this instance",
             r.from
         );
     }

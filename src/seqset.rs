@@ -39,6 +39,13 @@ impl SeqSet {
         s
     }
 
+    /// The set of the given numbers, in any order (numbers outside
+    /// `1..=MAX_SEQ` are dropped).
+    pub fn from_numbers(mut numbers: Vec<u64>) -> Self {
+        numbers.sort_unstable();
+        SeqSet::from_sorted(numbers.into_iter().map(|n| (n, n)))
+    }
+
     /// The ranges, sorted and disjoint.
     pub fn ranges(&self) -> &[(u64, u64)] {
         &self.ranges

@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 1;
+pub const ENGINE_SCHEMA: i64 = 2;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -82,6 +82,38 @@ CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
   sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
   PRIMARY KEY(peer, origin)
 ) WITHOUT ROWID;
+-- Received changes the database refused (a parent row not here, a UNIQUE
+-- value another row holds, NOT NULL or CHECK): kept here, retried at every
+-- import, applied and removed once they fit. `fieldsync conflicts` lists them.
+CREATE TABLE IF NOT EXISTS fieldsync_quarantine(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL,                -- the app table
+  key TEXT NOT NULL,                -- the row's key as SQL literals
+  pk BLOB NOT NULL,                 -- canonical encoding of the key
+  reason TEXT NOT NULL,             -- missing parent, still referenced, unique, not null, check
+  detail TEXT NOT NULL,             -- what exactly, in words
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms
+  last_at INTEGER NOT NULL,         -- unix ms of the last retry
+  tries INTEGER NOT NULL DEFAULT 1,
+  record BLOB NOT NULL              -- the change as received (MessagePack)
+);
+CREATE INDEX IF NOT EXISTS fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
+-- Values that lost a last-writer-wins merge to a concurrent change.
+CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
+  id INTEGER PRIMARY KEY,
+  noticed_at INTEGER NOT NULL,      -- unix ms of the import
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,                -- SQL literals
+  col TEXT NOT NULL,                -- column, or '' for the row itself
+  lost_value,                       -- the value that was overwritten
+  lost_site TEXT NOT NULL,          -- instance that wrote it
+  lost_at INTEGER NOT NULL,         -- when (unix ms, from its clock)
+  won_value,
+  won_site TEXT NOT NULL,
+  won_at INTEGER NOT NULL,
+  reason TEXT NOT NULL              -- later edit, row deleted, row re-created
+);
 ";
 
 /// Open an existing database file (never creating it), with the settings

@@ -175,6 +175,7 @@ fn table_t() -> TableDef {
         name: "t".into(),
         key: vec!["id".into()],
         cells: vec!["v".into()],
+        schema: vec![],
     }
 }
 

@@ -75,6 +75,15 @@ pub struct TableDef {
     /// Non-key columns; `cells[i]` is bit `i + 1` in the records.
     #[serde(deserialize_with = "de_strings")]
     pub cells: Vec<String>,
+    /// Full exports only: the table's `CREATE TABLE` statement, then its
+    /// `CREATE INDEX` statements, so a new instance can be set up from the
+    /// bundle alone. Absent from deltas and from bundles of older builds.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_strings"
+    )]
+    pub schema: Vec<String>,
 }
 
 /// Sequence numbers of one origin.

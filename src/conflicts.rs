@@ -1,0 +1,191 @@
+//! The conflict log: values that lost a last-writer-wins merge on import,
+//! kept so an operator can see what was overwritten, and the listing that
+//! `fieldsync conflicts` prints (these plus the quarantine).
+//!
+//! A value is logged when two changes made *without knowledge of each
+//! other* competed for one cell and the value differs from the winner's:
+//!
+//! - an incoming change takes a cell from a change held here that the
+//!   bundle's sender had not seen (its seen-vector lacks it), so the sender
+//!   edited the cell concurrently: the value that was here is logged;
+//! - an incoming change this instance had never received loses a cell to a
+//!   change held here: its value is logged;
+//! - a delete (or re-insert) wins over concurrent edits of the row, or a
+//!   late edit arrives for a row deleted here: the edited values are logged.
+//!
+//! Merging does not wait for anyone: the winner is applied as spec/merge.md
+//! says, and the log only records. An edit overwritten by an instance that
+//! had seen it is a normal update and is not logged. When bundles travel by
+//! different routes, a value can be logged that its overwriter had in fact
+//! seen (it reached this instance late); the log errs on the side of showing.
+
+use rusqlite::{Connection, params};
+use serde::Serialize;
+
+use crate::error::Error;
+use crate::hlc::Hlc;
+use crate::value::Value;
+
+/// One overwritten value, as written to `fieldsync_conflicts`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Overwritten {
+    /// The table.
+    pub table: String,
+    /// The row's key, as SQL literals.
+    pub key: String,
+    /// The column, or empty for the row as a whole.
+    pub column: String,
+    /// The value that lost.
+    pub lost_value: Value,
+    /// The instance that wrote it.
+    pub lost_site: String,
+    /// When it was written (unix ms, from its clock).
+    pub lost_at_ms: i64,
+    /// The value that won (NULL when the row was deleted).
+    pub won_value: Value,
+    /// The instance that wrote the winner.
+    pub won_site: String,
+    /// When the winner was written (unix ms).
+    pub won_at_ms: i64,
+    /// `later edit`, `row deleted`, `row re-created`.
+    pub reason: String,
+    /// When this instance noticed (unix ms).
+    pub noticed_ms: i64,
+}
+
+impl Overwritten {
+    /// Build one entry; times come from the versions' clocks.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        table: &str,
+        key: String,
+        column: &str,
+        lost: (Value, String, Hlc),
+        won: (Value, String, Hlc),
+        reason: &str,
+        noticed_ms: i64,
+    ) -> Overwritten {
+        Overwritten {
+            table: table.to_owned(),
+            key,
+            column: column.to_owned(),
+            lost_value: lost.0,
+            lost_site: lost.1,
+            lost_at_ms: lost.2.unix_ms(),
+            won_value: won.0,
+            won_site: won.1,
+            won_at_ms: won.2.unix_ms(),
+            reason: reason.to_owned(),
+            noticed_ms,
+        }
+    }
+}
+
+/// Append entries to the log.
+pub(crate) fn record(conn: &Connection, entries: &[Overwritten]) -> Result<(), Error> {
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO fieldsync_conflicts(noticed_at, tbl, key, col, lost_value, lost_site, lost_at, \
+         won_value, won_site, won_at, reason) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    )?;
+    for e in entries {
+        stmt.execute(params![
+            e.noticed_ms,
+            e.table,
+            e.key,
+            e.column,
+            e.lost_value,
+            e.lost_site,
+            e.lost_at_ms,
+            e.won_value,
+            e.won_site,
+            e.won_at_ms,
+            e.reason
+        ])?;
+    }
+    Ok(())
+}
+
+/// One held change, as `fieldsync conflicts` lists it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HeldChange {
+    /// `fieldsync_quarantine.id`.
+    pub id: i64,
+    /// The table.
+    pub table: String,
+    /// The row's key, as SQL literals.
+    pub key: String,
+    /// Short reason: `missing parent`, `unique`, `not null`, …
+    pub reason: String,
+    /// What exactly.
+    pub detail: String,
+    /// The instance whose bundle brought it.
+    pub sender: String,
+    /// First refused (unix ms).
+    pub first_ms: i64,
+    /// Last tried (unix ms).
+    pub last_ms: i64,
+    /// Times tried.
+    pub tries: i64,
+}
+
+/// What `fieldsync conflicts` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflicts {
+    /// Changes received but not applied yet.
+    pub quarantined: Vec<HeldChange>,
+    /// Values that lost a merge, newest first.
+    pub overwritten: Vec<Overwritten>,
+    /// Overwritten values recorded in all (the list may be cut).
+    pub overwritten_total: u64,
+}
+
+/// Read the quarantine and the newest `limit` overwritten values.
+pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT id, tbl, key, reason, detail, sender, first_at, last_at, tries \
+         FROM fieldsync_quarantine ORDER BY id",
+    )?;
+    let quarantined = stmt
+        .query_map([], |r| {
+            Ok(HeldChange {
+                id: r.get(0)?,
+                table: r.get(1)?,
+                key: r.get(2)?,
+                reason: r.get(3)?,
+                detail: r.get(4)?,
+                sender: r.get(5)?,
+                first_ms: r.get(6)?,
+                last_ms: r.get(7)?,
+                tries: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut stmt = conn.prepare(
+        "SELECT tbl, key, col, lost_value, lost_site, lost_at, won_value, won_site, won_at, reason, noticed_at \
+         FROM fieldsync_conflicts ORDER BY id DESC LIMIT ?1",
+    )?;
+    let overwritten = stmt
+        .query_map([limit as i64], |r| {
+            Ok(Overwritten {
+                table: r.get(0)?,
+                key: r.get(1)?,
+                column: r.get(2)?,
+                lost_value: r.get(3)?,
+                lost_site: r.get(4)?,
+                lost_at_ms: r.get(5)?,
+                won_value: r.get(6)?,
+                won_site: r.get(7)?,
+                won_at_ms: r.get(8)?,
+                reason: r.get(9)?,
+                noticed_ms: r.get(10)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let overwritten_total: i64 =
+        conn.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| r.get(0))?;
+    Ok(Conflicts {
+        quarantined,
+        overwritten,
+        overwritten_total: overwritten_total as u64,
+    })
+}

@@ -1,0 +1,385 @@
+//! Foreign keys among the app's tables, as import sees them: which rows a
+//! written row points to, and which rows point to a deleted one.
+//!
+//! Import writes with `PRAGMA foreign_keys` off, because rows of one bundle
+//! (and of bundles from different instances) arrive in no useful order: a
+//! village may come before its district. Instead, every row import writes
+//! into a table with foreign keys is checked here before its change is
+//! recorded, so the database never keeps a dangling reference: a row whose
+//! parent is missing, or a delete that would leave children pointing at
+//! nothing, is retried after the rest of the bundle and quarantined if it
+//! still does not fit ([`crate::quarantine`]). The checks mirror SQLite's
+//! own: a reference with a NULL column points at nothing and is allowed; the
+//! parent columns are the ones the constraint names, or the parent's primary
+//! key.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params_from_iter};
+
+use crate::error::Error;
+use crate::schema::quote_ident;
+use crate::tracked::TrackedTable;
+use crate::value::{Value, key_literal};
+
+/// One `FOREIGN KEY (from…) REFERENCES parent(to…)` constraint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The referencing table.
+    pub child: String,
+    /// Its columns.
+    pub from: Vec<String>,
+    /// The referenced table.
+    pub parent: String,
+    /// The referenced columns.
+    pub to: Vec<String>,
+}
+
+/// The foreign keys touching the tracked tables, both ways.
+#[derive(Debug, Default)]
+pub struct ForeignKeys {
+    /// Per table name, the constraints it declares (it is the child).
+    outgoing: BTreeMap<String, Vec<ForeignKey>>,
+    /// Per table name, the constraints that reference it (it is the parent).
+    incoming: BTreeMap<String, Vec<ForeignKey>>,
+}
+
+/// A reference that does not hold.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Broken {
+    /// The written row points at a parent row that is not there.
+    MissingParent {
+        /// The parent table.
+        parent: String,
+        /// The parent key it points at, as SQL literals.
+        key: String,
+    },
+    /// The deleted row still has children.
+    StillReferenced {
+        /// The child table.
+        child: String,
+        /// How many child rows point at it.
+        rows: u64,
+    },
+}
+
+impl ForeignKeys {
+    /// Read the constraints of every table in the database that involve a
+    /// tracked table.
+    pub fn load(conn: &Connection, tracked: &[TrackedTable]) -> Result<ForeignKeys, Error> {
+        let mut fks = ForeignKeys::default();
+        let tables: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
+                 AND name NOT LIKE 'fieldsync_%'",
+            )?
+            .query_map([], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        let is_tracked = |name: &str| tracked.iter().any(|t| t.name.eq_ignore_ascii_case(name));
+        for child in &tables {
+            for fk in declared(conn, child)? {
+                if !is_tracked(child) && !is_tracked(&fk.parent) {
+                    continue;
+                }
+                if is_tracked(child) {
+                    fks.outgoing
+                        .entry(child.to_ascii_lowercase())
+                        .or_default()
+                        .push(fk.clone());
+                }
+                if is_tracked(&fk.parent) {
+                    fks.incoming
+                        .entry(fk.parent.to_ascii_lowercase())
+                        .or_default()
+                        .push(fk);
+                }
+            }
+        }
+        Ok(fks)
+    }
+
+    /// True if rows of `table` need checking when written or deleted.
+    pub fn involves(&self, table: &str) -> bool {
+        let t = table.to_ascii_lowercase();
+        self.outgoing.contains_key(&t) || self.incoming.contains_key(&t)
+    }
+
+    /// Check the references of the row of `table` with key `key`, as it is
+    /// now in the database (after a write).
+    pub fn check_row(
+        &self,
+        conn: &Connection,
+        table: &TrackedTable,
+        key: &[Value],
+    ) -> Result<Option<Broken>, Error> {
+        let Some(fks) = self.outgoing.get(&table.name.to_ascii_lowercase()) else {
+            return Ok(None);
+        };
+        for fk in fks {
+            let to = parent_columns(conn, fk)?;
+            let from: Vec<String> = fk
+                .from
+                .iter()
+                .map(|c| format!("c.{}", quote_ident(c)))
+                .collect();
+            let not_null = from
+                .iter()
+                .map(|c| format!("{c} IS NOT NULL"))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let matches = to
+                .iter()
+                .zip(&from)
+                .map(|(t, f)| format!("p.{} = {f}", quote_ident(t)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let key_pred = table
+                .key
+                .iter()
+                .enumerate()
+                .map(|(i, k)| format!("c.{} = ?{}", quote_ident(k), i + 1))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!(
+                "SELECT {} FROM {} AS c WHERE {key_pred} AND {not_null} \
+                 AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {matches})",
+                from.join(", "),
+                quote_ident(&table.name),
+                quote_ident(&fk.parent),
+            );
+            let dangling: Option<Vec<Value>> = conn
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(key.iter()), |r| {
+                    (0..from.len()).map(|i| r.get::<_, Value>(i)).collect()
+                })
+                .optional()?;
+            if let Some(values) = dangling {
+                return Ok(Some(Broken::MissingParent {
+                    parent: fk.parent.clone(),
+                    key: key_literal(&values),
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The values the children of a row of `table` would point at, per
+    /// incoming constraint, read before the row is deleted.
+    pub fn referenced_values(
+        &self,
+        conn: &Connection,
+        table: &TrackedTable,
+        key: &[Value],
+    ) -> Result<Vec<(ForeignKey, Vec<Value>)>, Error> {
+        let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
+            return Ok(Vec::new());
+        };
+        let mut out = Vec::new();
+        for fk in fks {
+            let to = parent_columns(conn, fk)?;
+            let sql = format!(
+                "SELECT {} FROM {} WHERE {}",
+                to.iter()
+                    .map(|c| quote_ident(c))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                quote_ident(&table.name),
+                table.key_predicate()
+            );
+            let values: Option<Vec<Value>> = conn
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(key.iter()), |r| {
+                    (0..to.len()).map(|i| r.get::<_, Value>(i)).collect()
+                })
+                .optional()?;
+            if let Some(values) = values.filter(|v| !v.contains(&Value::Null)) {
+                out.push((fk.clone(), values));
+            }
+        }
+        Ok(out)
+    }
+
+    /// After a delete: children still pointing at the values a deleted row
+    /// held, unless another row of the parent table holds them too.
+    pub fn check_deleted(
+        &self,
+        conn: &Connection,
+        referenced: &[(ForeignKey, Vec<Value>)],
+    ) -> Result<Option<Broken>, Error> {
+        for (fk, values) in referenced {
+            let to = parent_columns(conn, fk)?;
+            let still_there = format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote_ident(&fk.parent),
+                to.iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            if conn
+                .prepare_cached(&still_there)?
+                .query_row(params_from_iter(values.iter()), |_| Ok(()))
+                .optional()?
+                .is_some()
+            {
+                continue;
+            }
+            let children = format!(
+                "SELECT count(*) FROM {} WHERE {}",
+                quote_ident(&fk.child),
+                fk.from
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            let rows: i64 = conn
+                .prepare_cached(&children)?
+                .query_row(params_from_iter(values.iter()), |r| r.get(0))?;
+            if rows > 0 {
+                return Ok(Some(Broken::StillReferenced {
+                    child: fk.child.clone(),
+                    rows: rows as u64,
+                }));
+            }
+        }
+        Ok(None)
+    }
+}
+
+impl std::fmt::Display for Broken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Broken::MissingParent { parent, key } => write!(
+                f,
+                "it points to {parent} row {key}, which is not here (deleted here, or not received yet)"
+            ),
+            Broken::StillReferenced { child, rows } => {
+                write!(f, "{rows} row(s) of {child} here still point to it")
+            }
+        }
+    }
+}
+
+/// The constraints `table` declares, one entry per constraint.
+fn declared(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+    )?;
+    let rows = stmt.query_map([table], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, Option<String>>(3)?,
+        ))
+    })?;
+    let mut out: Vec<(i64, ForeignKey)> = Vec::new();
+    for row in rows {
+        let (id, parent, from, to) = row?;
+        match out.last_mut() {
+            Some((last, fk)) if *last == id => {
+                fk.from.push(from);
+                fk.to.extend(to);
+            }
+            _ => out.push((
+                id,
+                ForeignKey {
+                    child: table.to_owned(),
+                    from: vec![from],
+                    parent,
+                    to: to.into_iter().collect(),
+                },
+            )),
+        }
+    }
+    Ok(out.into_iter().map(|(_, fk)| fk).collect())
+}
+
+/// The parent columns a constraint refers to: the named ones, or the
+/// parent's primary key.
+fn parent_columns(conn: &Connection, fk: &ForeignKey) -> Result<Vec<String>, Error> {
+    if fk.to.len() == fk.from.len() {
+        return Ok(fk.to.clone());
+    }
+    let mut stmt =
+        conn.prepare_cached("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
+    let key: Vec<String> = stmt
+        .query_map([&fk.parent], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // A parent without a declared key is referenced by rowid.
+    Ok(if key.is_empty() {
+        vec!["rowid".to_owned()]
+    } else {
+        key
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(conn: &Connection, name: &str) -> Result<TrackedTable, Error> {
+        let shape = crate::schema::table_shape(conn, name)?;
+        Ok(TrackedTable {
+            id: 1,
+            name: name.to_owned(),
+            key: shape.key_columns().iter().map(|c| c.name.clone()).collect(),
+            cells: shape
+                .cell_columns()
+                .iter()
+                .map(|c| c.name.clone())
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn a_row_pointing_at_a_missing_parent_is_found() -> Result<(), Error> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE loc(id TEXT PRIMARY KEY, parent TEXT REFERENCES loc(id), name TEXT);
+             INSERT INTO loc VALUES ('a', NULL, 'A'), ('b', 'a', 'B'), ('c', 'x', 'C');",
+        )?;
+        let loc = table(&conn, "loc")?;
+        let fks = ForeignKeys::load(&conn, std::slice::from_ref(&loc))?;
+        assert!(fks.involves("loc"));
+        assert_eq!(fks.check_row(&conn, &loc, &[Value::text("a")])?, None);
+        assert_eq!(fks.check_row(&conn, &loc, &[Value::text("b")])?, None);
+        assert_eq!(
+            fks.check_row(&conn, &loc, &[Value::text("c")])?,
+            Some(Broken::MissingParent {
+                parent: "loc".into(),
+                key: "'x'".into()
+            })
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_deleted_parent_with_children_is_found() -> Result<(), Error> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(
+            "PRAGMA foreign_keys = OFF;
+             CREATE TABLE loc(id TEXT PRIMARY KEY, parent TEXT REFERENCES loc);
+             INSERT INTO loc VALUES ('a', NULL), ('b', 'a'), ('c', NULL);",
+        )?;
+        let loc = table(&conn, "loc")?;
+        let fks = ForeignKeys::load(&conn, std::slice::from_ref(&loc))?;
+        let refs = fks.referenced_values(&conn, &loc, &[Value::text("a")])?;
+        conn.execute("DELETE FROM loc WHERE id = 'a'", [])?;
+        assert_eq!(
+            fks.check_deleted(&conn, &refs)?,
+            Some(Broken::StillReferenced {
+                child: "loc".into(),
+                rows: 1
+            })
+        );
+        let refs = fks.referenced_values(&conn, &loc, &[Value::text("c")])?;
+        conn.execute("DELETE FROM loc WHERE id = 'c'", [])?;
+        assert_eq!(fks.check_deleted(&conn, &refs)?, None);
+        Ok(())
+    }
+}

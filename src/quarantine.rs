@@ -1,0 +1,376 @@
+//! Quarantine: received changes the database refused, kept until they fit.
+//!
+//! A change can be refused for reasons that are nobody's mistake in a
+//! disconnected system: its row points to a parent that has not arrived yet
+//! (or was deleted here), it takes a UNIQUE value another row already holds
+//! (two officers registered the same shelter code), a NOT NULL or CHECK
+//! constraint fails, or a delete would leave child rows pointing at nothing.
+//! Import does not fail for these: the change is stored in
+//! `fieldsync_quarantine` with the reason, everything else is applied, and
+//! every later import (and `fieldsync conflicts --retry`) tries the held
+//! changes again, applying and removing those that now fit.
+//!
+//! A held change is not counted as received: its change numbers stay out of
+//! `fieldsync_have`, so this instance does not relay a row it has not
+//! applied, keeps acknowledging the numbers as missing, and the sender
+//! offers them again. [`held_numbers`] is the set to leave out.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::colset::{ColSet, SENTINEL};
+use crate::error::{Error, SiteError};
+use crate::hlc::Hlc;
+use crate::merge::{RowState, Version};
+use crate::seqset::SeqSet;
+use crate::site::{SiteId, Sites};
+use crate::tracked::TrackedTable;
+use crate::value::{Value, encode_key, key_literal};
+
+/// Why a change was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// Its row points to a parent row that is not here.
+    MissingParent,
+    /// A delete that would leave child rows pointing at nothing.
+    StillReferenced,
+    /// A UNIQUE value another row holds.
+    Unique,
+    /// A NOT NULL column would be empty (often: the change that created the
+    /// row has not arrived yet).
+    NotNull,
+    /// A CHECK constraint failed.
+    Check,
+    /// Another constraint failed.
+    Other,
+    /// The held record can no longer be applied as it is (a column it
+    /// writes is no longer tracked).
+    Unusable,
+}
+
+impl Reason {
+    /// The word stored in `fieldsync_quarantine.reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::MissingParent => "missing parent",
+            Reason::StillReferenced => "still referenced",
+            Reason::Unique => "unique",
+            Reason::NotNull => "not null",
+            Reason::Check => "check",
+            Reason::Other => "constraint",
+            Reason::Unusable => "unusable",
+        }
+    }
+}
+
+/// A refusal: the reason and a sentence for the operator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Why.
+    pub reason: Reason,
+    /// What exactly, naming the columns and rows involved.
+    pub detail: String,
+}
+
+/// One version of a held change, with its cells named rather than numbered,
+/// so a held change stays readable if the table gains columns.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct HeldVersion {
+    site: SiteId,
+    seq: u64,
+    hlc: u64,
+    /// Holds the row itself (the sentinel).
+    row: bool,
+    cols: Vec<String>,
+}
+
+/// A held change: one row record as received.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct Held {
+    key: Vec<Value>,
+    cl: u64,
+    versions: Vec<HeldVersion>,
+    values: Vec<(String, Value)>,
+}
+
+/// A row record ready to merge: key, causal length, versions (local bits)
+/// and the values of their cells by local bit.
+#[derive(Debug, Clone)]
+pub(crate) struct Change {
+    /// Index of the table in the catalog.
+    pub table: usize,
+    pub key: Vec<Value>,
+    pub pk: Vec<u8>,
+    pub cl: u64,
+    pub versions: Vec<Version>,
+    pub values: Vec<(usize, Value)>,
+}
+
+impl Change {
+    /// The value of cell `bit` (`values` is sorted by bit).
+    pub fn value(&self, bit: usize) -> Option<&Value> {
+        self.values
+            .binary_search_by_key(&bit, |(b, _)| *b)
+            .ok()
+            .map(|i| &self.values[i].1)
+    }
+
+    /// Approximate memory held.
+    pub fn size(&self) -> usize {
+        let value = |v: &Value| match v {
+            Value::Text(b) | Value::Blob(b) => b.len() + 32,
+            _ => 32,
+        };
+        self.key.iter().map(value).sum::<usize>()
+            + self.values.iter().map(|(_, v)| value(v)).sum::<usize>()
+            + self.pk.len()
+            + self.versions.len() * 64
+    }
+
+    fn to_held(&self, table: &TrackedTable) -> Held {
+        let name = |bit: usize| table.cells.get(bit.wrapping_sub(1)).cloned();
+        Held {
+            key: self.key.clone(),
+            cl: self.cl,
+            versions: self
+                .versions
+                .iter()
+                .map(|v| HeldVersion {
+                    site: v.site,
+                    seq: v.seq,
+                    hlc: v.hlc.0,
+                    row: v.cols.contains(SENTINEL),
+                    cols: v.cols.iter().filter_map(name).collect(),
+                })
+                .collect(),
+            values: self
+                .values
+                .iter()
+                .filter_map(|(b, v)| name(*b).map(|n| (n, v.clone())))
+                .collect(),
+        }
+    }
+}
+
+/// One change holding everything two changes of the same row hold: the
+/// join of [`crate::merge`], with each cell's value taken from the change
+/// whose version won it. Two held pieces of one row (its insert, held for a
+/// UNIQUE clash, and a later edit of it, held because the row is absent)
+/// can only be applied together.
+pub(crate) fn combine(a: &Change, b: &Change) -> Option<Change> {
+    let mut state = RowState::default();
+    state.merge(a.cl, &a.versions).ok()?;
+    state.merge(b.cl, &b.versions).ok()?;
+    let mut values = Vec::new();
+    for v in &state.versions {
+        let source = [a, b]
+            .into_iter()
+            .find(|c| c.versions.iter().any(|w| w.same_change(v)))?;
+        for bit in v.cols.iter().filter(|&bit| bit != SENTINEL) {
+            values.push((bit, source.value(bit)?.clone()));
+        }
+    }
+    values.sort_by_key(|(bit, _)| *bit);
+    Some(Change {
+        table: a.table,
+        key: a.key.clone(),
+        pk: a.pk.clone(),
+        cl: state.cl,
+        versions: state.versions,
+        values,
+    })
+}
+
+impl Held {
+    /// Back to a change against the current catalog; `Err` names a column
+    /// that is no longer tracked.
+    fn to_change(&self, table_idx: usize, table: &TrackedTable) -> Result<Change, String> {
+        let bit = |c: &str| {
+            table
+                .bit_of(c)
+                .ok_or_else(|| format!("column {c} is no longer tracked"))
+        };
+        let mut versions = Vec::with_capacity(self.versions.len());
+        for v in &self.versions {
+            let mut cols = ColSet::new();
+            if v.row {
+                cols.insert(SENTINEL);
+            }
+            for c in &v.cols {
+                cols.insert(bit(c)?);
+            }
+            versions.push(Version {
+                site: v.site,
+                seq: v.seq,
+                hlc: Hlc(v.hlc),
+                cols,
+            });
+        }
+        let mut values = self
+            .values
+            .iter()
+            .map(|(c, v)| Ok((bit(c)?, v.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
+        values.sort_by_key(|(b, _)| *b);
+        Ok(Change {
+            table: table_idx,
+            key: self.key.clone(),
+            pk: encode_key(&self.key),
+            cl: self.cl,
+            versions,
+            values,
+        })
+    }
+}
+
+/// Store a refused change. A row has at most one entry: a change for a
+/// row already held is combined with it (see [`combine`]). Returns the
+/// entry's id.
+pub(crate) fn hold(
+    conn: &Connection,
+    table_idx: usize,
+    table: &TrackedTable,
+    change: &Change,
+    refusal: &Refusal,
+    sender: &str,
+    now_ms: i64,
+) -> Result<i64, Error> {
+    let existing: Option<(i64, Vec<u8>)> = conn
+        .prepare_cached("SELECT id, record FROM fieldsync_quarantine WHERE tbl = ?1 AND pk = ?2")?
+        .query_row(params![table.name, change.pk], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    if let Some((id, record)) = existing {
+        let combined = rmp_serde::from_slice::<Held>(&record)
+            .ok()
+            .and_then(|held| held.to_change(table_idx, table).ok())
+            .and_then(|old| combine(&old, change));
+        if let Some(combined) = combined {
+            rewrite(conn, id, table, &combined)?;
+            still_held(conn, id, refusal, now_ms)?;
+            return Ok(id);
+        }
+    }
+    let record = encode(table, change)?;
+    conn.prepare_cached(
+        "INSERT INTO fieldsync_quarantine(tbl, key, pk, reason, detail, sender, first_at, last_at, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+    )?
+    .execute(params![
+        table.name,
+        key_literal(&change.key),
+        change.pk,
+        refusal.reason.as_str(),
+        refusal.detail,
+        sender,
+        now_ms,
+        record
+    ])?;
+    Ok(conn.last_insert_rowid())
+}
+
+fn encode(table: &TrackedTable, change: &Change) -> Result<Vec<u8>, Error> {
+    rmp_serde::to_vec_named(&change.to_held(table)).map_err(|e| {
+        SiteError::Damaged {
+            detail: format!("a held change could not be encoded: {e}"),
+        }
+        .into()
+    })
+}
+
+/// Replace the change an entry holds (after combining it with another).
+pub(crate) fn rewrite(
+    conn: &Connection,
+    id: i64,
+    table: &TrackedTable,
+    change: &Change,
+) -> Result<(), Error> {
+    conn.prepare_cached("UPDATE fieldsync_quarantine SET record = ?1 WHERE id = ?2")?
+        .execute(params![encode(table, change)?, id])?;
+    Ok(())
+}
+
+/// A held change read back for a retry.
+pub(crate) struct Retry {
+    /// `fieldsync_quarantine.id`.
+    pub id: i64,
+    /// The change, or why it cannot be rebuilt.
+    pub change: Result<Change, String>,
+}
+
+/// Every held change, oldest first.
+pub(crate) fn load_all(conn: &Connection, tables: &[TrackedTable]) -> Result<Vec<Retry>, Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, tbl, record FROM fieldsync_quarantine ORDER BY id")?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let tbl: String = r.get(1)?;
+        let record = r.get_ref(2)?.as_blob()?;
+        let change = match tables.iter().position(|t| t.name == tbl) {
+            None => Err(format!("table {tbl} is no longer tracked")),
+            Some(i) => rmp_serde::from_slice::<Held>(record)
+                .map_err(|e| format!("the held record is damaged: {e}"))
+                .and_then(|h| h.to_change(i, &tables[i])),
+        };
+        out.push(Retry { id, change });
+    }
+    Ok(out)
+}
+
+/// Remove a held change that was applied (or turned out to be old news).
+pub(crate) fn release(conn: &Connection, id: i64) -> Result<(), Error> {
+    conn.prepare_cached("DELETE FROM fieldsync_quarantine WHERE id = ?1")?
+        .execute([id])?;
+    Ok(())
+}
+
+/// Record that a retry failed again, with the current reason.
+pub(crate) fn still_held(
+    conn: &Connection,
+    id: i64,
+    refusal: &Refusal,
+    now_ms: i64,
+) -> Result<(), Error> {
+    conn.prepare_cached(
+        "UPDATE fieldsync_quarantine SET reason = ?1, detail = ?2, last_at = ?3, tries = tries + 1 WHERE id = ?4",
+    )?
+    .execute(params![refusal.reason.as_str(), refusal.detail, now_ms, id])?;
+    Ok(())
+}
+
+/// Change numbers of every held change, per origin (local site number):
+/// they are not counted as received until applied.
+pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let mut numbers: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
+    let mut stmt = conn.prepare_cached("SELECT record FROM fieldsync_quarantine")?;
+    let mut rows = stmt.query([])?;
+    while let Some(r) = rows.next()? {
+        let Ok(held) = rmp_serde::from_slice::<Held>(r.get_ref(0)?.as_blob()?) else {
+            continue;
+        };
+        for v in held.versions {
+            if let Some(idx) = sites.idx_of(&v.site) {
+                numbers.entry(idx).or_default().push(v.seq);
+            }
+        }
+    }
+    Ok(numbers
+        .into_iter()
+        .map(|(origin, seqs)| (origin, SeqSet::from_numbers(seqs)))
+        .collect())
+}
+
+/// Number of held changes.
+pub fn held_count(conn: &Connection) -> Result<u64, Error> {
+    Ok(
+        conn.query_row("SELECT count(*) FROM fieldsync_quarantine", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
+}
