@@ -1,0 +1,511 @@
+//! The seed's scenario end to end, through the real CLI and the system
+//! `sqlite3` shell: a field instance set up from one file, foreign keys and
+//! a location hierarchy arriving in any order, quarantine and the conflict
+//! log, relaying across three instances, and `fieldsync demo`.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use fieldsync::SiteId;
+use fieldsync::bundle::format::{SiteRef, TableDef};
+use fieldsync::bundle::{BundleWriter, Header};
+use serde_json::Value as Json;
+
+/// A location hierarchy and the rows that point into it, as a relief app
+/// keeps them; the app runs with foreign keys on.
+const SCHEMA: &str = "
+PRAGMA foreign_keys = ON;
+CREATE TABLE location(
+  id TEXT PRIMARY KEY,
+  parent TEXT REFERENCES location(id),
+  level TEXT NOT NULL,
+  name TEXT NOT NULL
+);
+CREATE INDEX location_parent ON location(parent);
+CREATE TABLE shelter(
+  id TEXT PRIMARY KEY,
+  code TEXT NOT NULL UNIQUE,
+  location TEXT NOT NULL REFERENCES location(id),
+  population INTEGER NOT NULL DEFAULT 0 CHECK (population >= 0)
+);";
+
+/// `PRAGMA foreign_key_check` output (empty when every reference holds).
+fn dangling(site: &Site) -> Res<String> {
+    site.sql("PRAGMA foreign_key_check;")
+}
+
+fn held(site: &Site) -> Res<Vec<Json>> {
+    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
+    Ok(out
+        .get("quarantined")
+        .and_then(Json::as_array)
+        .cloned()
+        .ok_or("conflicts --json has no quarantined list")?)
+}
+
+fn overwritten(site: &Site) -> Res<Vec<Json>> {
+    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
+    Ok(out
+        .get("overwritten")
+        .and_then(Json::as_array)
+        .cloned()
+        .ok_or("conflicts --json has no overwritten list")?)
+}
+
+/// Set up `name` from a full export with `init --from`.
+fn field_from(w: &World, name: &str, full: &Path) -> Res<Site> {
+    let db = w.path(&format!("{name}.db"));
+    fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name, &"--from", &full])?;
+    Ok(Site {
+        name: name.to_owned(),
+        db,
+    })
+}
+
+fn hq_with_defaults(w: &World) -> Res<Site> {
+    let hq = w.site("hq", SCHEMA)?;
+    hq.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO location VALUES ('lk', NULL, 'L0', 'Sri Lanka');
+         INSERT INTO location VALUES ('lk-s', 'lk', 'L1', 'Southern');
+         INSERT INTO location VALUES ('lk-s-g', 'lk-s', 'L2', 'Galle');
+         INSERT INTO shelter VALUES ('s1', 'S-001', 'lk-s-g', 40);",
+    )?;
+    Ok(hq)
+}
+
+#[test]
+fn a_field_instance_set_up_from_a_full_export_equals_hq() -> Res {
+    let w = World::new()?;
+    let hq = hq_with_defaults(&w)?;
+    let full = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    let field = field_from(&w, "field-1", &full)?;
+
+    // Same tables, indexes and rows.
+    let schema = |s: &Site| {
+        s.sql(
+            "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'fieldsync%' \
+             AND name NOT LIKE 'sqlite_%' ORDER BY name;",
+        )
+    };
+    assert_eq!(schema(&field)?, schema(&hq)?);
+    for table in ["location", "shelter"] {
+        assert_eq!(field.rows(table)?, hq.rows(table)?, "table {table}");
+    }
+    assert_eq!(tracked_tables(&field.db)?, vec!["location", "shelter"]);
+
+    // The field's app writes are captured, and its first export to HQ
+    // carries only them: HQ is a known peer that has everything else.
+    field.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO location VALUES ('lk-s-g-1', 'lk-s-g', 'L3', 'Unawatuna');",
+    )?;
+    let file = w.bundle("field-to-hq");
+    let exported = field.export_to("hq", &file)?;
+    assert_eq!(num(&exported, "changes")?, 1);
+    assert!(!exported["new_peer"].as_bool().unwrap_or(true));
+    let imported = hq.import(&[&file])?;
+    assert_eq!(num(&imported, "applied")?, 1);
+    assert_eq!(hq.rows("location")?, field.rows("location")?);
+
+    // And HQ's next export to the field carries nothing it already has.
+    let back = w.bundle("hq-to-field");
+    assert_eq!(num(&hq.export_to("field-1", &back)?, "changes")?, 0);
+    Ok(())
+}
+
+#[test]
+fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
+    let w = World::new()?;
+    let hq = hq_with_defaults(&w)?;
+    let full = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+
+    // A database that already has the tables.
+    let existing = w.path("existing.db");
+    sqlite3(&existing, SCHEMA)?;
+    let before = db_fingerprint(&existing)?;
+    let out = fieldsync(&[
+        &"init", &"--db", &existing, &"--name", &"field-1", &"--from", &full,
+    ])?;
+    assert_error(&out, 1, &["already has a table", "location"]);
+    assert_eq!(db_fingerprint(&existing)?, before);
+
+    // A delta instead of a full export: no file is left behind.
+    let delta = w.bundle("delta");
+    hq.export_to("someone", &delta)?;
+    let new_db = w.path("new.db");
+    let out = fieldsync(&[
+        &"init", &"--db", &new_db, &"--name", &"field-1", &"--from", &delta,
+    ])?;
+    assert_error(&out, 1, &["not a full export", "--full"]);
+    assert!(!new_db.exists(), "a refused setup left {new_db:?}");
+
+    // A bundle whose schema would run other SQL is refused before any runs.
+    let victim = w.path("victim.db");
+    sqlite3(
+        &victim,
+        "CREATE TABLE precious(x); INSERT INTO precious VALUES (1);",
+    )?;
+    let before = db_fingerprint(&victim)?;
+    for (i, sql) in [
+        "DROP TABLE precious",
+        "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT); DROP TABLE precious",
+        "CREATE TRIGGER t AFTER INSERT ON precious BEGIN DELETE FROM precious; END",
+        "CREATE TABLE precious2 AS SELECT * FROM precious",
+    ]
+    .iter()
+    .enumerate()
+    {
+        let evil = w.path(&format!("evil-{i}.fsb"));
+        write_bundle_with_schema(&evil, &[sql])?;
+        let out = fieldsync(&[
+            &"init", &"--db", &victim, &"--name", &"field-1", &"--from", &evil,
+        ])?;
+        assert_error(&out, 1, &["schema", "refused"]);
+        assert_eq!(db_fingerprint(&victim)?, before, "after {sql}");
+    }
+    // A trigger smuggled after a valid CREATE TABLE, as an "index".
+    let evil = w.path("evil-index.fsb");
+    write_bundle_with_schema(
+        &evil,
+        &[
+            "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT)",
+            "CREATE TRIGGER x AFTER INSERT ON t BEGIN SELECT 1; END",
+        ],
+    )?;
+    let fresh = w.path("fresh.db");
+    let out = fieldsync(&[
+        &"init", &"--db", &fresh, &"--name", &"field-1", &"--from", &evil,
+    ])?;
+    assert_error(&out, 1, &["schema", "refused"]);
+    assert!(!fresh.exists());
+    Ok(())
+}
+
+/// A full bundle for table `t(id, v)` with the given schema statements and
+/// no rows, written with the library's writer.
+fn write_bundle_with_schema(path: &Path, schema: &[&str]) -> Res {
+    let header = Header {
+        sender: SiteRef {
+            id: SiteId::random(),
+            name: "mallory".into(),
+        },
+        created: 1,
+        full: true,
+        recipient: None,
+        origins: Vec::new(),
+        tables: vec![TableDef {
+            name: "t".into(),
+            key: vec!["id".into()],
+            cells: vec!["v".into()],
+            schema: schema.iter().map(|s| s.to_string()).collect(),
+        }],
+        covers: Vec::new(),
+        seen: Vec::new(),
+        lost: Default::default(),
+    };
+    let file = std::fs::File::create(path)?;
+    let writer = BundleWriter::new(file, &header)?;
+    writer.finish()?;
+    Ok(())
+}
+
+#[test]
+fn a_four_level_hierarchy_written_children_first_imports_whole_with_foreign_keys_on() -> Res {
+    let w = World::new()?;
+    let (hq, field, _) = w.three(SCHEMA)?;
+    // Keys sort children before parents, so the bundle carries every child
+    // before its parent; the app writes them with foreign keys on.
+    field.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO location VALUES ('z', NULL, 'L0', 'Country');
+         INSERT INTO location VALUES ('y', 'z', 'L1', 'Province');
+         INSERT INTO location VALUES ('x', 'y', 'L2', 'District');
+         INSERT INTO location VALUES ('w', 'x', 'L3', 'Village');
+         INSERT INTO shelter VALUES ('a', 'S-1', 'w', 10);",
+    )?;
+    let (_, imported) = w.send(&field, &hq)?;
+    assert_eq!(num(&imported, "applied")?, 5);
+    assert_eq!(num(&imported, "quarantined")?, 0);
+    assert_eq!(hq.count("SELECT count(*) FROM location")?, 4);
+    assert_eq!(dangling(&hq)?, "");
+    assert!(held(&hq)?.is_empty());
+    assert_eq!(hq.rows("location")?, field.rows("location")?);
+    // The app goes on with foreign keys on: the references hold for SQLite.
+    hq.sql("PRAGMA foreign_keys = ON; INSERT INTO location VALUES ('v', 'w', 'L3', 'Hamlet');")?;
+    Ok(())
+}
+
+#[test]
+fn an_orphan_is_quarantined_then_applied_when_its_parent_arrives() -> Res {
+    let w = World::new()?;
+    let (hq, field, _) = w.three(SCHEMA)?;
+    field.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO location VALUES ('d', NULL, 'L2', 'District');",
+    )?;
+    let first = w.bundle("district");
+    field.export_to("hq", &first)?;
+    field.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO location VALUES ('v', 'd', 'L3', 'Village');
+         INSERT INTO shelter VALUES ('s', 'S-9', 'v', 3);",
+    )?;
+    let second = w.bundle("village");
+    field.export_to("hq", &second)?;
+
+    // The second bundle arrives first: its rows have no parent here.
+    let imported = hq.import(&[&second])?;
+    assert_eq!(num(&imported, "quarantined")?, 2);
+    assert_eq!(num(&imported, "applied")?, 0);
+    assert_eq!(hq.count("SELECT count(*) FROM location")?, 0);
+    assert_eq!(dangling(&hq)?, "");
+    let list = held(&hq)?;
+    assert_eq!(list.len(), 2);
+    assert!(
+        list.iter().all(|h| h["reason"] == "missing parent"),
+        "{list:?}"
+    );
+    assert!(
+        list.iter()
+            .any(|h| h["table"] == "location" && h["key"] == "'v'")
+    );
+    // The text listing names the row and why.
+    let text = fieldsync_ok(&[&"conflicts", &"--db", &hq.db])?.stdout;
+    assert!(
+        text.contains("location row 'v'") && text.contains("missing parent"),
+        "{text}"
+    );
+
+    // The parent arrives: both held changes are applied.
+    let imported = hq.import(&[&first])?;
+    assert_eq!(num(&imported, "applied")?, 1);
+    assert_eq!(num(&imported, "released")?, 2);
+    assert!(held(&hq)?.is_empty());
+    assert_eq!(dangling(&hq)?, "");
+    assert_eq!(hq.rows("location")?, field.rows("location")?);
+    assert_eq!(hq.rows("shelter")?, field.rows("shelter")?);
+
+    // Once applied, they are received: nothing is missing or sent again.
+    let origin = hq.origin("field-1")?.ok_or("hq does not know field-1")?;
+    assert_eq!(text_of(&origin, "gaps"), "");
+    let again = w.bundle("again");
+    assert_eq!(num(&field.export_to("hq", &again)?, "changes")?, 0);
+    Ok(())
+}
+
+fn text_of(v: &Json, key: &str) -> String {
+    v.get(key)
+        .and_then(Json::as_str)
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn a_unique_clash_between_two_instances_is_quarantined_listed_and_resolved() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(SCHEMA)?;
+    hq.sql("INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');")?;
+    w.send(&hq, &f1)?;
+    w.send(&hq, &f2)?;
+    // Two officers register the same shelter code for two different shelters.
+    f1.sql("INSERT INTO shelter VALUES ('s-a', 'S-101', 'g', 25);")?;
+    f2.sql("INSERT INTO shelter VALUES ('s-b', 'S-101', 'g', 60);")?;
+    w.send(&f1, &hq)?;
+    let (_, imported) = w.send(&f2, &hq)?;
+    assert_eq!(num(&imported, "quarantined")?, 1);
+    let list = held(&hq)?;
+    assert_eq!(list.len(), 1, "{list:?}");
+    assert_eq!(list[0]["reason"], "unique");
+    assert_eq!(list[0]["key"], "'s-b'");
+    assert_eq!(list[0]["sender"], "field-2");
+    let detail = text_of(&list[0], "detail");
+    assert!(
+        detail.contains("S-101") && detail.contains("'s-a'"),
+        "{detail}"
+    );
+    assert_eq!(hq.count("SELECT count(*) FROM shelter")?, 1);
+
+    // Re-sending the same bundle does not duplicate the held entry.
+    let resent = w.bundle("resend");
+    fieldsync_ok(&[
+        &"export",
+        &"--db",
+        &f2.db,
+        &"--to",
+        &"hq",
+        &"--resend",
+        &"-o",
+        &resent,
+    ])?;
+    hq.import(&[&resent])?;
+    assert_eq!(held(&hq)?.len(), 1);
+
+    // The administrator gives field-1's shelter another code and retries.
+    hq.sql("UPDATE shelter SET code = 'S-101A' WHERE id = 's-a';")?;
+    let retried = fieldsync_ok(&[&"conflicts", &"--db", &hq.db, &"--retry", &"--json"])?.json()?;
+    assert_eq!(retried["retry"]["released"], 1);
+    assert!(held(&hq)?.is_empty());
+    assert_eq!(hq.count("SELECT count(*) FROM shelter")?, 2);
+
+    // Everyone converges: field-1 clashes too until HQ's rename reaches it
+    // with field-2's shelter.
+    for _ in 0..2 {
+        for f in [&f1, &f2] {
+            w.exchange(&hq, f)?;
+        }
+    }
+    for s in [&f1, &f2] {
+        assert_eq!(s.rows("shelter")?, hq.rows("shelter")?, "{}", s.name);
+        assert!(held(s)?.is_empty(), "{} still holds changes", s.name);
+    }
+    Ok(())
+}
+
+#[test]
+fn a_child_of_a_location_deleted_at_hq_is_kept_in_quarantine_on_both_sides() -> Res {
+    let w = World::new()?;
+    let (hq, field, _) = w.three(SCHEMA)?;
+    hq.sql("INSERT INTO location VALUES ('old', NULL, 'L2', 'Merged district');")?;
+    w.send(&hq, &field)?;
+    // HQ deletes the district while the officer adds a village under it.
+    hq.sql("DELETE FROM location WHERE id = 'old';")?;
+    field.sql(
+        "PRAGMA foreign_keys = ON; INSERT INTO location VALUES ('vil', 'old', 'L3', 'Village');",
+    )?;
+    w.exchange(&field, &hq)?;
+
+    // At HQ the village waits for its parent; at the field the delete waits
+    // for its child. Nothing dangles and nothing is lost.
+    let at_hq = held(&hq)?;
+    assert_eq!(at_hq.len(), 1, "{at_hq:?}");
+    assert_eq!(at_hq[0]["reason"], "missing parent");
+    let at_field = held(&field)?;
+    assert_eq!(at_field.len(), 1, "{at_field:?}");
+    assert_eq!(at_field[0]["reason"], "still referenced");
+    assert_eq!(dangling(&hq)?, "");
+    assert_eq!(dangling(&field)?, "");
+    assert_eq!(field.count("SELECT count(*) FROM location")?, 2);
+
+    // The officer moves the village to a district that exists: everything fits.
+    hq.sql("INSERT INTO location VALUES ('new', NULL, 'L2', 'New district');")?;
+    w.send(&hq, &field)?;
+    field.sql("UPDATE location SET parent = 'new' WHERE id = 'vil';")?;
+    w.exchange(&field, &hq)?;
+    w.exchange(&hq, &field)?;
+    assert!(held(&hq)?.is_empty(), "{:?}", held(&hq)?);
+    assert!(held(&field)?.is_empty(), "{:?}", held(&field)?);
+    assert_eq!(hq.rows("location")?, field.rows("location")?);
+    assert_eq!(
+        hq.count("SELECT count(*) FROM location WHERE id = 'old'")?,
+        0
+    );
+    Ok(())
+}
+
+#[test]
+fn concurrent_edits_of_one_shelter_are_logged_with_what_lost() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = w.three(SCHEMA)?;
+    hq.sql(
+        "INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');
+         INSERT INTO shelter VALUES ('s1', 'S-001', 'g', 40);",
+    )?;
+    w.send(&hq, &f1)?;
+    w.send(&hq, &f2)?;
+    f1.sql("UPDATE shelter SET population = 120 WHERE id = 's1';")?;
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    f2.sql("UPDATE shelter SET population = 135 WHERE id = 's1';")?;
+    w.send(&f1, &hq)?;
+    let (_, imported) = w.send(&f2, &hq)?;
+    assert_eq!(num(&imported, "overwritten")?, 1);
+    assert_eq!(hq.sql("SELECT population FROM shelter;")?.trim(), "135");
+    let lost = overwritten(&hq)?;
+    assert_eq!(lost.len(), 1, "{lost:?}");
+    let e = &lost[0];
+    assert_eq!(e["table"], "shelter");
+    assert_eq!(e["key"], "'s1'");
+    assert_eq!(e["column"], "population");
+    assert_eq!(e["lost_site"], "field-1");
+    assert_eq!(e["won_site"], "field-2");
+    assert_eq!(e["reason"], "later edit");
+    assert!(e["lost_at_ms"].as_i64().unwrap_or(0) > 0);
+
+    // A normal update made after seeing the value is not a conflict.
+    w.send(&hq, &f1)?;
+    f1.sql("UPDATE shelter SET population = 150 WHERE id = 's1';")?;
+    w.send(&f1, &hq)?;
+    assert_eq!(overwritten(&hq)?.len(), 1);
+
+    // The late value also shows at the instance where it lost.
+    w.send(&hq, &f2)?;
+    w.send(&f1, &f2)?;
+    assert_eq!(f2.sql("SELECT population FROM shelter;")?.trim(), "150");
+    Ok(())
+}
+
+#[test]
+fn changes_relay_through_hq_keeping_their_origin_and_laptops_then_exchange_directly() -> Res {
+    let w = World::new()?;
+    let (hq, a, b) = w.three(SCHEMA)?;
+    a.sql("INSERT INTO location VALUES ('a1', NULL, 'L2', 'From A');")?;
+    w.send(&a, &hq)?;
+    let (_, imported) = w.send(&hq, &b)?;
+    assert_eq!(num(&imported, "applied")?, 1);
+    assert_eq!(b.rows("location")?, a.rows("location")?);
+    // B holds A's change as A's, not HQ's.
+    let origin = b
+        .origin("field-1")?
+        .ok_or("field-2 does not know field-1")?;
+    assert_eq!(text_of(&origin, "have"), "1");
+
+    // A and B meet: B sends what A lacks and nothing A already has is applied twice.
+    b.sql("INSERT INTO location VALUES ('b1', NULL, 'L2', 'From B');")?;
+    let (_, imported) = w.send(&b, &a)?;
+    assert_eq!(num(&imported, "applied")?, 1);
+    let (_, back) = w.send(&a, &b)?;
+    assert_eq!(num(&back, "applied")?, 0);
+    // HQ gets B's change from both routes without a duplicate.
+    w.send(&a, &hq)?;
+    w.send(&b, &hq)?;
+    assert_eq!(hq.count("SELECT count(*) FROM location")?, 2);
+    for s in [&a, &b] {
+        assert_eq!(s.rows("location")?, hq.rows("location")?);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_demo_runs_to_the_end() -> Res {
+    let w = World::new()?;
+    let dir = w.path("demo");
+    let out = fieldsync_ok(&[&"demo", &"--dir", &dir])?;
+    assert!(
+        out.stdout
+            .contains("All three databases hold the same data"),
+        "{}",
+        out.stdout
+    );
+    for name in ["hq.db", "field-1.db", "field-2.db"] {
+        assert!(dir.join(name).exists(), "{name} missing");
+    }
+    // The databases it leaves are ordinary instances the CLI can read.
+    let hq = Site {
+        name: "hq".into(),
+        db: dir.join("hq.db"),
+    };
+    assert_eq!(dangling(&hq)?, "");
+    let conflicts = overwritten(&hq)?;
+    assert!(
+        conflicts.iter().any(|c| c["column"] == "population"),
+        "{conflicts:?}"
+    );
+    // Running it again into the same directory is refused plainly.
+    let again = fieldsync(&[&"demo", &"--dir", &dir])?;
+    assert_error(&again, 1, &["already holds a demo"]);
+    Ok(())
+}
