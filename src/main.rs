@@ -794,15 +794,27 @@ fn print_status(s: &Status, db: &Path) {
     }
     println!("origins (change numbers held)");
     for o in &s.origins {
-        let gaps = if o.gaps.is_empty() {
+        let mut gaps = if o.gaps.is_empty() {
             String::new()
         } else {
             format!("   MISSING {}", o.gaps)
         };
+        if !o.quarantined.is_empty() {
+            gaps.push_str(&format!("   QUARANTINED {}", o.quarantined));
+        }
         println!(
             "  {:<24} {}{gaps}",
             o.name,
             if o.have.is_empty() { "-" } else { &o.have }
+        );
+    }
+    if s.quarantined + s.overwritten > 0 {
+        println!(
+            "conflicts  {} change(s) held in quarantine, {} value(s) overwritten by concurrent edits \
+             (`fieldsync conflicts --db {}`)",
+            s.quarantined,
+            s.overwritten,
+            shell_quote(db)
         );
     }
     if s.peers.is_empty() {

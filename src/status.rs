@@ -34,6 +34,8 @@ pub struct OriginStatus {
     pub have: String,
     /// Missing numbers below the highest held (a lost or skipped bundle).
     pub gaps: String,
+    /// Numbers received but held in quarantine, not applied yet.
+    pub quarantined: String,
 }
 
 /// One peer.
@@ -76,6 +78,10 @@ pub struct Status {
     pub origins: Vec<OriginStatus>,
     /// Peers.
     pub peers: Vec<PeerStatus>,
+    /// Changes received but held in quarantine (`fieldsync conflicts`).
+    pub quarantined: u64,
+    /// Values recorded as overwritten by concurrent edits.
+    pub overwritten: u64,
 }
 
 fn count_in(conn: &Connection, origin: i64, set: &SeqSet) -> Result<u64, Error> {
@@ -134,11 +140,15 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
             .unwrap_or_else(|| idx.to_string())
     };
     let have = have_all(conn, s)?;
+    let held = crate::quarantine::held_numbers(conn, &s.sites)?;
     let origins = have
         .iter()
         .filter_map(|(&idx, set)| {
             let site = s.sites.get(idx)?;
-            let mut gaps = set.gaps();
+            let quarantined = held.get(&idx).cloned().unwrap_or_default();
+            let mut with_held = set.clone();
+            with_held.union_with(&quarantined);
+            let mut gaps = with_held.gaps();
             if idx == s.local_idx {
                 // Our own changes lost in a restore, above what we hold too.
                 gaps.union_with(&s.lost);
@@ -148,6 +158,7 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
                 site_id: site.id.to_string(),
                 have: set.to_string(),
                 gaps: gaps.to_string(),
+                quarantined: quarantined.to_string(),
             })
         })
         .collect();
@@ -197,5 +208,9 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
         log_entries: crate::log::entry_count(conn)?,
         origins,
         peers,
+        quarantined: crate::quarantine::held_count(conn)?,
+        overwritten: conn.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
     })
 }

@@ -274,6 +274,12 @@ fn an_orphan_is_quarantined_then_applied_when_its_parent_arrives() -> Res {
         list.iter()
             .any(|h| h["table"] == "location" && h["key"] == "'v'")
     );
+    // Status counts them and shows their numbers as held, not as missing.
+    let status = hq.status()?;
+    assert_eq!(num(&status, "quarantined")?, 2);
+    let origin = hq.origin("field-1")?.ok_or("hq does not know field-1")?;
+    assert_eq!(text_of(&origin, "quarantined"), "2-3");
+    assert_eq!(text_of(&origin, "gaps"), "1");
     // The text listing names the row and why.
     let text = fieldsync_ok(&[&"conflicts", &"--db", &hq.db])?.stdout;
     assert!(
