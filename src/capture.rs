@@ -287,7 +287,9 @@ fn record_existing_rows(conn: &Connection, table: &TrackedTable) -> Result<u64, 
         .collect::<String>();
     let n = conn.execute(
         &format!(
-            "INSERT INTO fieldsync_pending(t, op, at{}) SELECT {}, {}, julianday('now'){keys} FROM {}",
+            // NOT INDEXED: in the table's own order (rowid, the order rows
+            // were added), which keeps like rows together in full exports.
+            "INSERT INTO fieldsync_pending(t, op, at{}) SELECT {}, {}, julianday('now'){keys} FROM {} NOT INDEXED",
             key_cols(table),
             table.id,
             op::INSERT,

@@ -635,7 +635,7 @@ fn corrupt_and_truncated_bundles_are_rejected_and_change_nothing() -> Res {
     let mid = bytes.len() / 2;
     flipped[mid] ^= 0x01;
     let mut newer = bytes.clone();
-    newer[8..10].copy_from_slice(&2u16.to_le_bytes());
+    newer[8..10].copy_from_slice(&(fieldsync::bundle::format::FORMAT_VERSION + 1).to_le_bytes());
     let mut crlf = bytes[..4].to_vec();
     crlf.push(b'\n');
     crlf.extend_from_slice(&bytes[6..]);
@@ -670,8 +670,8 @@ fn corrupt_and_truncated_bundles_are_rejected_and_change_nothing() -> Res {
             vec!["not a fieldsync bundle"],
         ),
         (
-            "format version 2",
-            variant("v2.fsb", &newer)?,
+            "a newer format version",
+            variant("newer.fsb", &newer)?,
             vec!["newer", "upgrade"],
         ),
         (

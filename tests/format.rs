@@ -24,9 +24,12 @@ INSERT INTO pair VALUES ('k', x'0102', 42), ('k', x'', 'empty blob key');
 DELETE FROM kinds WHERE id = 'gone';
 UPDATE kinds SET t = 'after' WHERE id = 'edited';";
 
-fn golden() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.bundle")
+fn golden(version: u16) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/golden-v{version}.bundle"))
 }
+
+/// Every format version this build must still read.
+const VERSIONS: [u16; 2] = [1, 2];
 
 fn rows(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<Vec<Value>>> {
     let mut stmt = conn.prepare(sql)?;
@@ -36,8 +39,8 @@ fn rows(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<Vec<Valu
 }
 
 #[test]
-#[ignore = "writes tests/data/golden-v1.bundle; run only when adding a format version"]
-fn write_golden_v1() -> Result<(), Box<dyn std::error::Error>> {
+#[ignore = "writes tests/data/golden-vN.bundle for the current version; run only when adding a format version"]
+fn write_golden() -> Result<(), Box<dyn std::error::Error>> {
     if std::env::var("FIELDSYNC_WRITE_GOLDEN").is_err() {
         return Ok(());
     }
@@ -46,14 +49,30 @@ fn write_golden_v1() -> Result<(), Box<dyn std::error::Error>> {
     hq.connection().execute_batch(SCHEMA)?;
     hq.track(&Selection::All)?;
     hq.connection().execute_batch(ROWS)?;
-    std::fs::create_dir_all(golden().parent().ok_or("no parent")?)?;
-    hq.export_to_file(&ExportTarget::Full, &golden())?;
+    let path = golden(fieldsync::bundle::format::FORMAT_VERSION);
+    std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
+    hq.export_to_file(&ExportTarget::Full, &path)?;
     Ok(())
 }
 
 #[test]
-fn golden_v1_bundle_inspects_intact() -> Result<(), Box<dyn std::error::Error>> {
-    let info = inspect(std::fs::File::open(golden())?)?;
+fn golden_bundles_inspect_intact() -> Result<(), Box<dyn std::error::Error>> {
+    for version in VERSIONS {
+        golden_inspects_intact(version)?;
+    }
+    Ok(())
+}
+
+#[test]
+fn golden_bundles_import_every_value_exactly() -> Result<(), Box<dyn std::error::Error>> {
+    for version in VERSIONS {
+        golden_imports_every_value_exactly(version)?;
+    }
+    Ok(())
+}
+
+fn golden_inspects_intact(version: u16) -> Result<(), Box<dyn std::error::Error>> {
+    let info = inspect(std::fs::File::open(golden(version))?)?;
     assert!(info.intact, "{:?}", info.problem);
     assert_eq!(info.header.sender.name, "golden-hq");
     assert!(info.header.full);
@@ -65,13 +84,12 @@ fn golden_v1_bundle_inspects_intact() -> Result<(), Box<dyn std::error::Error>> 
     Ok(())
 }
 
-#[test]
-fn golden_v1_bundle_imports_every_value_exactly() -> Result<(), Box<dyn std::error::Error>> {
+fn golden_imports_every_value_exactly(version: u16) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let (mut field, _) = Instance::init(dir.path().join("field.db"), "field")?;
     field.connection().execute_batch(SCHEMA)?;
     field.track(&Selection::All)?;
-    let report = field.import_file(&golden())?;
+    let report = field.import_file(&golden(version))?;
     assert_eq!(report.applied, 7);
 
     // The same rows, written directly, must read back identically.
@@ -85,7 +103,7 @@ fn golden_v1_bundle_imports_every_value_exactly() -> Result<(), Box<dyn std::err
         assert_eq!(
             rows(field.connection(), sql)?,
             rows(&reference, sql)?,
-            "{sql}"
+            "v{version}: {sql}"
         );
     }
     let deleted: i64 = field.connection().query_row(

@@ -1,14 +1,15 @@
-//! The bundle file format, version 1: constants and the structures that are
-//! encoded. spec/bundle.md is the normative description; this file and the
-//! golden bundles under tests/data/ must agree with it.
+//! The bundle file format, version 2 (version 1 is still read):
+//! constants and the structures that are encoded. spec/bundle.md is the
+//! normative description; this file and the golden bundles under tests/data/
+//! must agree with it.
 //!
 //! ```text
 //! magic     8 bytes   89 46 53 42 0D 0A 1A 0A  ("\x89FSB\r\n\x1a\n")
-//! version   u16 LE    1
+//! version   u16 LE    2 (1: the body holds rows instead of blocks)
 //! hlen      u32 LE    length of the header
 //! header    hlen bytes, MessagePack map (field names as keys)
 //! body      one zstd frame holding MessagePack values:
-//!             row*    (arrays, see RowWire)
+//!             block*  (arrays of columns, see BlockWire; v1: rows, RowWire)
 //!             nil     end marker
 //!             end     (array, see End)
 //! checksum  32 bytes  BLAKE3 of every byte before it
@@ -30,8 +31,21 @@ use crate::value::Value;
 /// conversion by mail or FTP in text mode.
 pub const MAGIC: [u8; 8] = [0x89, b'F', b'S', b'B', b'\r', b'\n', 0x1a, b'\n'];
 
-/// The format version this build writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this build writes (it reads this one and 1).
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest format version this build reads.
+pub const OLDEST_READABLE_VERSION: u16 = 1;
+
+/// Most rows in one block (v2).
+pub const MAX_BLOCK_ROWS: usize = 4096;
+
+/// Most versions, key values or cell values in one block (v2). A writer
+/// closes a block before a row could take it past this.
+pub const MAX_BLOCK_ITEMS: usize = 1 << 20;
+
+/// A writer closes a block once its values hold this many bytes.
+pub const BLOCK_VALUE_BYTES: usize = 1 << 20;
 
 /// Bytes before the header: magic, version, header length.
 pub const PREAMBLE_LEN: u64 = 8 + 2 + 4;
@@ -167,28 +181,59 @@ pub struct End {
     pub per_table: Vec<u64>,
 }
 
-/// A version as written: sequence number and clock are differences from the
-/// previous version in the body (zero before the first), which keeps them to
-/// a byte or two and lets zstd do the rest.
-#[derive(Debug, Serialize)]
-pub(crate) struct VersionWireRef<'a> {
-    pub origin: u32,
-    pub dseq: i64,
-    pub dhlc: i64,
-    pub cols: &'a ColSet,
+/// A block of rows as written (v2): the rows' fields column by column, so
+/// that like values sit together and compress well. Versions are listed row
+/// after row (`nver` per row); `values` holds, for bit 1, 2, … in turn, the
+/// values of the rows (in order) whose versions' cells include that bit.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct BlockWireOut {
+    pub table: Vec<u32>,
+    pub cl: Vec<u64>,
+    pub key: Vec<Value>,
+    pub nver: Vec<u32>,
+    pub origin: Vec<u32>,
+    pub dseq: Vec<i64>,
+    pub dhlc: Vec<i64>,
+    pub cols: Vec<ColSet>,
+    pub values: Vec<Value>,
 }
 
-/// A row as written.
-#[derive(Debug, Serialize)]
-pub(crate) struct RowWireRef<'a> {
-    pub table: u32,
-    pub key: &'a [Value],
-    pub cl: u64,
-    pub versions: Vec<VersionWireRef<'a>>,
-    pub values: &'a [Value],
+/// A block as read (v2).
+#[derive(Debug, Deserialize)]
+pub(crate) struct BlockWire {
+    #[serde(deserialize_with = "de_block_rows")]
+    pub table: Vec<u32>,
+    #[serde(deserialize_with = "de_block_rows")]
+    pub cl: Vec<u64>,
+    #[serde(deserialize_with = "de_block_items")]
+    pub key: Vec<Value>,
+    #[serde(deserialize_with = "de_block_rows")]
+    pub nver: Vec<u32>,
+    #[serde(deserialize_with = "de_block_items")]
+    pub origin: Vec<u32>,
+    #[serde(deserialize_with = "de_block_items")]
+    pub dseq: Vec<i64>,
+    #[serde(deserialize_with = "de_block_items")]
+    pub dhlc: Vec<i64>,
+    #[serde(deserialize_with = "de_block_items")]
+    pub cols: Vec<ColSet>,
+    #[serde(deserialize_with = "de_block_items")]
+    pub values: Vec<Value>,
 }
 
-/// A version as read.
+fn de_block_rows<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    bounded(d, MAX_BLOCK_ROWS)
+}
+
+fn de_block_items<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Vec<T>, D::Error> {
+    bounded(d, MAX_BLOCK_ITEMS)
+}
+
+/// A version of a version-1 row: its sequence number and clock are
+/// differences from the previous version in the body (zero before the
+/// first), as in blocks.
 #[derive(Debug, Deserialize)]
 pub(crate) struct VersionWire {
     pub origin: u32,
@@ -197,7 +242,7 @@ pub(crate) struct VersionWire {
     pub cols: ColSet,
 }
 
-/// A row as read.
+/// A row of a version-1 body, which held rows one by one.
 #[derive(Debug, Deserialize)]
 pub(crate) struct RowWire {
     pub table: u32,

@@ -10,10 +10,13 @@
 
 use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
 
+use std::collections::VecDeque;
+
 use crate::bundle::format::{
-    CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC, MAX_HEADER_BYTES, MAX_RECORD_BYTES,
-    PREAMBLE_LEN, RowRecord, RowWire, VersionRecord,
+    BlockWire, CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC, MAX_HEADER_BYTES,
+    MAX_RECORD_BYTES, OLDEST_READABLE_VERSION, PREAMBLE_LEN, RowRecord, RowWire, VersionRecord,
 };
+use crate::colset::{ColSet, SENTINEL};
 use crate::error::BundleError;
 use crate::site::check_name;
 
@@ -31,8 +34,9 @@ impl<R: Read> Read for HashReader<R> {
     }
 }
 
-/// Read the preamble: check magic and version, return the header length.
-fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<u32, BundleError> {
+/// Read the preamble: check magic and version, return the format version
+/// and the header length.
+fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<(u16, u32), BundleError> {
     let mut magic = [0u8; 8];
     read_exact_or_truncated(r, &mut magic)?;
     if magic != MAGIC {
@@ -44,7 +48,7 @@ fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<u32, BundleError> 
     let mut version = [0u8; 2];
     read_exact_or_truncated(r, &mut version)?;
     let version = u16::from_le_bytes(version);
-    if version != FORMAT_VERSION {
+    if !(OLDEST_READABLE_VERSION..=FORMAT_VERSION).contains(&version) {
         if version > FORMAT_VERSION {
             return Err(BundleError::NewerFormat {
                 found: version,
@@ -66,7 +70,7 @@ fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<u32, BundleError> 
     if PREAMBLE_LEN + u64::from(hlen) + CHECKSUM_LEN > file_len {
         return Err(BundleError::Truncated);
     }
-    Ok(hlen)
+    Ok((version, hlen))
 }
 
 fn read_exact_or_truncated<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), BundleError> {
@@ -115,7 +119,7 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<(), BundleError> {
 /// Read only the header (no checksum check): for `inspect` of a damaged file.
 pub fn read_header_only<R: Read + Seek>(r: &mut R) -> Result<Header, BundleError> {
     let len = file_len(r)?;
-    let hlen = read_preamble(r, len)?;
+    let (_, hlen) = read_preamble(r, len)?;
     let header = decode_header(r, hlen);
     r.seek(SeekFrom::Start(0))?;
     header
@@ -203,6 +207,10 @@ pub struct BundleReader<R: Read> {
     header: Header,
     body: Option<Body<R>>,
     end: Option<End>,
+    /// The file's format version (1 or 2).
+    version: u16,
+    /// Rows of the current block not handed out yet.
+    queue: VecDeque<RowRecord>,
     prev_seq: u64,
     prev_hlc: u64,
     rows: u64,
@@ -221,7 +229,7 @@ impl<R: Read + Seek> BundleReader<R> {
             inner: r,
             hasher: blake3::Hasher::new(),
         };
-        let hlen = read_preamble(&mut hr, len)?;
+        let (version, hlen) = read_preamble(&mut hr, len)?;
         let header = decode_header(&mut hr, hlen)?;
         check_header(&header)?;
         let body_len = len - PREAMBLE_LEN - u64::from(hlen) - CHECKSUM_LEN;
@@ -232,6 +240,8 @@ impl<R: Read + Seek> BundleReader<R> {
             header,
             body: Some(BufReader::new(decoder)),
             end: None,
+            version,
+            queue: VecDeque::new(),
             prev_seq: 0,
             prev_hlc: 0,
             rows: 0,
@@ -255,6 +265,9 @@ impl<R: Read> BundleReader<R> {
 
     /// The next row record, or `None` after the last one.
     pub fn next_row(&mut self) -> Result<Option<RowRecord>, BundleError> {
+        if let Some(row) = self.queue.pop_front() {
+            return Ok(Some(row));
+        }
         if self.end.is_some() {
             return Ok(None);
         }
@@ -281,45 +294,164 @@ impl<R: Read> BundleReader<R> {
             self.end = Some(end);
             return Ok(None);
         }
-        let wire: RowWire = rmp_serde::decode::from_read(Budget {
+        if self.version == 1 {
+            let wire: RowWire = rmp_serde::decode::from_read(Budget {
+                inner: body,
+                left: limit,
+            })
+            .map_err(decode_error)?;
+            let mut versions = Vec::with_capacity(wire.versions.len());
+            for v in wire.versions {
+                versions.push(self.version_record(v.origin, v.dseq, v.dhlc, v.cols));
+            }
+            let row = RowRecord {
+                table: wire.table,
+                key: wire.key,
+                cl: wire.cl,
+                versions,
+                values: wire.values,
+            };
+            self.count(&row)?;
+            return Ok(Some(row));
+        }
+        let block: BlockWire = rmp_serde::decode::from_read(Budget {
             inner: body,
             left: limit,
         })
         .map_err(decode_error)?;
-        let mut versions = Vec::with_capacity(wire.versions.len());
-        for v in wire.versions {
-            let seq = self.prev_seq.wrapping_add(v.dseq as u64);
-            let hlc = self.prev_hlc.wrapping_add(v.dhlc as u64);
-            self.prev_seq = seq;
-            self.prev_hlc = hlc;
-            versions.push(VersionRecord {
-                origin: v.origin,
-                seq,
-                hlc,
-                cols: v.cols,
+        self.unblock(block)?;
+        Ok(self.queue.pop_front())
+    }
+
+    /// Undo a version's delta coding.
+    fn version_record(&mut self, origin: u32, dseq: i64, dhlc: i64, cols: ColSet) -> VersionRecord {
+        let seq = self.prev_seq.wrapping_add(dseq as u64);
+        let hlc = self.prev_hlc.wrapping_add(dhlc as u64);
+        self.prev_seq = seq;
+        self.prev_hlc = hlc;
+        VersionRecord {
+            origin,
+            seq,
+            hlc,
+            cols,
+        }
+    }
+
+    fn count(&mut self, row: &RowRecord) -> Result<(), BundleError> {
+        self.rows += 1;
+        self.versions += row.versions.len() as u64;
+        match self.per_table.get_mut(row.table as usize) {
+            Some(n) => {
+                *n += 1;
+                Ok(())
+            }
+            None => Err(BundleError::Malformed {
+                detail: format!(
+                    "a record refers to table #{} but the header lists {}",
+                    row.table,
+                    self.per_table.len()
+                ),
+            }),
+        }
+    }
+
+    /// Turn a block's columns back into rows, checking that the columns
+    /// agree with each other before anything is allocated per row.
+    fn unblock(&mut self, b: BlockWire) -> Result<(), BundleError> {
+        let bad = |detail: &str| BundleError::Malformed {
+            detail: format!("block: {detail}"),
+        };
+        let n = b.table.len();
+        if n == 0 {
+            return Err(bad("no rows"));
+        }
+        if b.cl.len() != n || b.nver.len() != n {
+            return Err(bad("columns of different lengths"));
+        }
+        let nv = b.origin.len();
+        if b.dseq.len() != nv || b.dhlc.len() != nv || b.cols.len() != nv {
+            return Err(bad("version columns of different lengths"));
+        }
+        if b.nver.iter().map(|&k| k as u64).sum::<u64>() != nv as u64 {
+            return Err(bad("version counts do not add up"));
+        }
+        // Cells per row, bounded by the values the block actually holds.
+        let mut cells: Vec<ColSet> = Vec::with_capacity(n);
+        let mut total = 0usize;
+        let mut at = 0usize;
+        for &k in &b.nver {
+            let mut union = ColSet::new();
+            for c in &b.cols[at..at + k as usize] {
+                union.union_with(c);
+            }
+            at += k as usize;
+            union.remove(SENTINEL);
+            total += union.len();
+            if total > b.values.len() {
+                return Err(bad("fewer values than cells"));
+            }
+            cells.push(union);
+        }
+        if total != b.values.len() {
+            return Err(bad("more values than cells"));
+        }
+        let mut keys = b.key.into_iter();
+        let mut origin = b.origin.into_iter();
+        let mut dseq = b.dseq.into_iter();
+        let mut dhlc = b.dhlc.into_iter();
+        let mut cols = b.cols.into_iter();
+        let mut rows: Vec<RowRecord> = Vec::with_capacity(n);
+        for (i, (&table, &cl)) in b.table.iter().zip(&b.cl).enumerate() {
+            let key_len = self
+                .header
+                .tables
+                .get(table as usize)
+                .map(|t| t.key.len())
+                .ok_or_else(|| BundleError::Malformed {
+                    detail: format!(
+                        "a record refers to table #{table} but the header lists {}",
+                        self.header.tables.len()
+                    ),
+                })?;
+            let key: Vec<crate::value::Value> = keys.by_ref().take(key_len).collect();
+            if key.len() != key_len {
+                return Err(bad("fewer key values than rows need"));
+            }
+            let mut versions = Vec::with_capacity(b.nver[i] as usize);
+            for _ in 0..b.nver[i] {
+                match (origin.next(), dseq.next(), dhlc.next(), cols.next()) {
+                    (Some(o), Some(s), Some(h), Some(c)) => {
+                        versions.push(self.version_record(o, s, h, c))
+                    }
+                    _ => return Err(bad("version counts do not add up")),
+                }
+            }
+            rows.push(RowRecord {
+                table,
+                key,
+                cl,
+                versions,
+                values: Vec::with_capacity(cells[i].len()),
             });
         }
-        self.rows += 1;
-        self.versions += versions.len() as u64;
-        match self.per_table.get_mut(wire.table as usize) {
-            Some(n) => *n += 1,
-            None => {
-                return Err(BundleError::Malformed {
-                    detail: format!(
-                        "a record refers to table #{} but the header lists {}",
-                        wire.table,
-                        self.per_table.len()
-                    ),
-                });
-            }
+        if keys.next().is_some() {
+            return Err(bad("more key values than rows need"));
         }
-        Ok(Some(RowRecord {
-            table: wire.table,
-            key: wire.key,
-            cl: wire.cl,
-            versions,
-            values: wire.values,
-        }))
+        // Values are laid out bit by bit; hand each to its row.
+        let mut places: Vec<(usize, usize)> = cells
+            .iter()
+            .enumerate()
+            .flat_map(|(row, set)| set.iter().map(move |bit| (bit, row)))
+            .collect();
+        places.sort_unstable();
+        for ((_, row), value) in places.into_iter().zip(b.values) {
+            rows[row].values.push(value);
+        }
+        for row in &rows {
+            self.count(row)?;
+        }
+        self.queue.extend(rows);
+        Ok(())
     }
 
     /// After the last record: check the end record, that nothing follows it,

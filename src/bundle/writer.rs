@@ -1,12 +1,13 @@
-//! Writing a bundle as a stream: header first, then one row record at a
-//! time through zstd, then the end record and the checksum. Nothing but the
-//! current record is held in memory, whatever the bundle's size.
+//! Writing a bundle as a stream: header first, then blocks of rows through
+//! zstd, then the end record and the checksum. Nothing but the current block
+//! (at most [`MAX_BLOCK_ROWS`] rows and about [`BLOCK_VALUE_BYTES`] of
+//! values, or one larger row) is held in memory, whatever the bundle's size.
 
 use std::io::{self, Write};
 
 use crate::bundle::format::{
-    CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC, MAX_HEADER_BYTES, RowWireRef, VersionRecord,
-    VersionWireRef, ZSTD_LEVEL,
+    BLOCK_VALUE_BYTES, BlockWireOut, CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC,
+    MAX_BLOCK_ITEMS, MAX_BLOCK_ROWS, MAX_HEADER_BYTES, VersionRecord, ZSTD_LEVEL,
 };
 use crate::error::BundleError;
 use crate::value::Value;
@@ -49,6 +50,18 @@ pub struct BundleWriter<W: Write> {
     prev_seq: u64,
     prev_hlc: u64,
     summary: WriteSummary,
+    block: Block,
+}
+
+/// Rows gathered for the next block.
+#[derive(Default)]
+struct Block {
+    wire: BlockWireOut,
+    /// Per value in row order: (bit, row in block), to lay values out bit
+    /// by bit when the block is written.
+    places: Vec<(usize, usize)>,
+    values: Vec<Value>,
+    value_bytes: usize,
 }
 
 impl<W: Write> BundleWriter<W> {
@@ -78,6 +91,7 @@ impl<W: Write> BundleWriter<W> {
             body,
             prev_seq: 0,
             prev_hlc: 0,
+            block: Block::default(),
             summary: WriteSummary {
                 per_table: vec![0; header.tables.len()],
                 ..WriteSummary::default()
@@ -94,25 +108,53 @@ impl<W: Write> BundleWriter<W> {
         versions: &[VersionRecord],
         values: &[Value],
     ) -> Result<(), BundleError> {
-        let mut wire = Vec::with_capacity(versions.len());
-        for v in versions {
-            wire.push(VersionWireRef {
-                origin: v.origin,
-                dseq: v.seq.wrapping_sub(self.prev_seq) as i64,
-                dhlc: v.hlc.wrapping_sub(self.prev_hlc) as i64,
-                cols: &v.cols,
+        let items = key.len().max(versions.len()).max(values.len());
+        if !self.block.wire.table.is_empty()
+            && (self.block.wire.table.len() >= MAX_BLOCK_ROWS
+                || self.block.value_bytes >= BLOCK_VALUE_BYTES
+                || self.block.wire.key.len() + items > MAX_BLOCK_ITEMS
+                || self.block.wire.origin.len() + items > MAX_BLOCK_ITEMS
+                || self.block.values.len() + items > MAX_BLOCK_ITEMS)
+        {
+            self.flush_block()?;
+        }
+        if key.len() > MAX_BLOCK_ITEMS
+            || versions.len() > MAX_BLOCK_ITEMS
+            || values.len() > MAX_BLOCK_ITEMS
+        {
+            return Err(BundleError::Malformed {
+                detail: "a row is too large for a bundle".into(),
             });
+        }
+        let b = &mut self.block;
+        let row = b.wire.table.len();
+        b.wire.table.push(table);
+        b.wire.cl.push(cl);
+        b.wire.key.extend(key.iter().cloned());
+        b.wire.nver.push(versions.len() as u32);
+        let mut bits = crate::colset::ColSet::new();
+        for v in versions {
+            b.wire.origin.push(v.origin);
+            b.wire.dseq.push(v.seq.wrapping_sub(self.prev_seq) as i64);
+            b.wire.dhlc.push(v.hlc.wrapping_sub(self.prev_hlc) as i64);
+            b.wire.cols.push(v.cols.clone());
+            bits.union_with(&v.cols);
             self.prev_seq = v.seq;
             self.prev_hlc = v.hlc;
         }
-        let row = RowWireRef {
-            table,
-            key,
-            cl,
-            versions: wire,
-            values,
-        };
-        rmp_serde::encode::write(&mut self.body, &row).map_err(encode_error)?;
+        bits.remove(crate::colset::SENTINEL);
+        // Values pair with the cells in ascending bit order. A caller giving
+        // more values than cells (only a test crafting a bad bundle does)
+        // gets them written after the rest, for the reader to refuse.
+        let places = bits.iter().chain(std::iter::repeat(usize::MAX));
+        for (bit, value) in places.zip(values) {
+            b.value_bytes += match value {
+                Value::Text(x) | Value::Blob(x) => x.len() + 9,
+                _ => 9,
+            };
+            b.places.push((bit, row));
+            b.values.push(value.clone());
+        }
         self.summary.rows += 1;
         self.summary.versions += versions.len() as u64;
         if let Some(n) = self.summary.per_table.get_mut(table as usize) {
@@ -121,8 +163,25 @@ impl<W: Write> BundleWriter<W> {
         Ok(())
     }
 
+    /// Write the gathered rows as one block, values laid out bit by bit.
+    fn flush_block(&mut self) -> Result<(), BundleError> {
+        let mut b = std::mem::take(&mut self.block);
+        let mut order: Vec<usize> = (0..b.values.len()).collect();
+        order.sort_by_key(|&i| b.places[i]);
+        let mut values: Vec<Option<Value>> = b.values.into_iter().map(Some).collect();
+        b.wire.values = order
+            .into_iter()
+            .filter_map(|i| values.get_mut(i).and_then(Option::take))
+            .collect();
+        rmp_serde::encode::write(&mut self.body, &b.wire).map_err(encode_error)?;
+        Ok(())
+    }
+
     /// Write the end record and the checksum; return the inner writer.
     pub fn finish(mut self) -> Result<(W, WriteSummary), BundleError> {
+        if !self.block.wire.table.is_empty() {
+            self.flush_block()?;
+        }
         rmp::encode::write_nil(&mut self.body)?;
         let end = End {
             rows: self.summary.rows,
