@@ -19,12 +19,21 @@
 //! different routes, a value can be logged that its overwriter had in fact
 //! seen (it reached this instance late); the log errs on the side of showing.
 
-use rusqlite::{Connection, params};
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
+use crate::colset::SENTINEL;
 use crate::error::Error;
 use crate::hlc::Hlc;
-use crate::value::Value;
+use crate::merge::{RowState, Version};
+use crate::quarantine::Change;
+use crate::seqset::SeqSet;
+use crate::session::Session;
+use crate::site::SiteId;
+use crate::tracked::TrackedTable;
+use crate::value::{Value, key_literal};
 
 /// One overwritten value, as written to `fieldsync_conflicts`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -188,4 +197,150 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
         overwritten,
         overwritten_total: overwritten_total as u64,
     })
+}
+
+/// The values a merge overwrites or rejects that a concurrent change wrote
+/// (the rules in the module doc), read before the app row is written.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn losses(
+    conn: &Connection,
+    s: &Session,
+    have_before: &BTreeMap<i64, SeqSet>,
+    now_ms: i64,
+    table: &TrackedTable,
+    c: &Change,
+    before: &RowState,
+    after: &RowState,
+    seen: Option<&BTreeMap<i64, SeqSet>>,
+) -> Result<Vec<Overwritten>, Error> {
+    let new_here = |v: &Version| {
+        v.site != s.local
+            && !s
+                .sites
+                .idx_of(&v.site)
+                .and_then(|i| have_before.get(&i))
+                .is_some_and(|set| set.contains(v.seq))
+    };
+    // A change held here that the sender had not seen when it exported.
+    let unseen = |h: &Version| match seen {
+        None => true,
+        Some(seen) => !s
+            .sites
+            .idx_of(&h.site)
+            .and_then(|i| seen.get(&i))
+            .is_some_and(|set| set.contains(h.seq)),
+    };
+    let cell_name = |bit: usize| table.cells.get(bit - 1).map(String::as_str).unwrap_or("");
+    // (bit, loser, winner, loser is the incoming one)
+    let mut cases: Vec<(usize, &Version, &Version, bool)> = Vec::new();
+    let reason;
+    if c.cl < before.cl {
+        reason = if before.is_live() {
+            "row re-created"
+        } else {
+            "row deleted"
+        };
+        if let Some(winner) = before.holder(SENTINEL) {
+            for v in c.versions.iter().filter(|v| new_here(v)) {
+                for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
+                    cases.push((bit, v, winner, true));
+                }
+            }
+        }
+    } else if c.cl > before.cl {
+        reason = if c.cl % 2 == 0 {
+            "row deleted"
+        } else {
+            "row re-created"
+        };
+        if before.is_live() {
+            if let Some(winner) = c.versions.iter().find(|v| v.cols.contains(SENTINEL)) {
+                for h in before.versions.iter().filter(|h| unseen(h)) {
+                    for bit in h.cols.iter().filter(|&b| b != SENTINEL) {
+                        cases.push((bit, h, winner, false));
+                    }
+                }
+            }
+        }
+    } else {
+        reason = "later edit";
+        for v in &c.versions {
+            for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
+                let (Some(was), Some(now)) = (before.holder(bit), after.holder(bit)) else {
+                    continue;
+                };
+                if now.same_change(v) && !was.same_change(v) && unseen(was) {
+                    cases.push((bit, was, v, false));
+                } else if !now.same_change(v) && new_here(v) {
+                    cases.push((bit, v, now, true));
+                }
+            }
+        }
+    }
+    if cases.is_empty() {
+        return Ok(Vec::new());
+    }
+    // The app row's values as they are before this change is written.
+    let here: Option<Vec<Value>> = if before.is_live() {
+        let sql = table.select_cells_sql();
+        conn.prepare_cached(&sql)?
+            .query_row(params_from_iter(c.key.iter()), |r| {
+                (0..table.cells.len())
+                    .map(|i| r.get::<_, Value>(i))
+                    .collect()
+            })
+            .ok()
+    } else {
+        None
+    };
+    let here_value = |bit: usize| {
+        here.as_ref()
+            .and_then(|row| row.get(bit - 1).cloned())
+            .unwrap_or(Value::Null)
+    };
+    let incoming_value = |bit: usize| c.value(bit).cloned().unwrap_or(Value::Null);
+    let deleted_wins = reason == "row deleted" && c.cl > before.cl;
+    let key = key_literal(&c.key);
+    let mut out = Vec::new();
+    for (bit, loser, winner, incoming_lost) in cases {
+        // An instance's later edit always knew its earlier one.
+        if loser.site == winner.site {
+            continue;
+        }
+        let (lost, won) = if incoming_lost {
+            let won = if before.is_live() {
+                here_value(bit)
+            } else {
+                Value::Null
+            };
+            (incoming_value(bit), won)
+        } else if deleted_wins {
+            (here_value(bit), Value::Null)
+        } else {
+            (here_value(bit), incoming_value(bit))
+        };
+        // Nothing was lost if the winner holds the same value.
+        if lost == won {
+            continue;
+        }
+        out.push(Overwritten::new(
+            &table.name,
+            key.clone(),
+            cell_name(bit),
+            (lost, site_name(s, &loser.site), loser.hlc),
+            (won, site_name(s, &winner.site), winner.hlc),
+            reason,
+            now_ms,
+        ));
+    }
+    Ok(out)
+}
+
+/// An instance's name, or its site id if it is not known here.
+pub(crate) fn site_name(s: &Session, site: &SiteId) -> String {
+    s.sites
+        .idx_of(site)
+        .and_then(|i| s.sites.get(i))
+        .map(|x| x.name.clone())
+        .unwrap_or_else(|| site.to_string())
 }

@@ -33,6 +33,8 @@ pub struct ForeignKey {
     pub parent: String,
     /// The referenced columns.
     pub to: Vec<String>,
+    /// False if the referenced table does not exist in this database.
+    pub parent_exists: bool,
 }
 
 /// The foreign keys touching the tracked tables, both ways.
@@ -70,14 +72,15 @@ impl ForeignKeys {
         let mut fks = ForeignKeys::default();
         let tables: Vec<String> = conn
             .prepare(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' \
-                 AND name NOT LIKE 'fieldsync_%'",
+                "SELECT name FROM sqlite_schema WHERE type = 'table' \
+                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'fieldsync\\_%' ESCAPE '\\'",
             )?
             .query_map([], |r| r.get(0))?
             .collect::<rusqlite::Result<_>>()?;
         let is_tracked = |name: &str| tracked.iter().any(|t| t.name.eq_ignore_ascii_case(name));
         for child in &tables {
-            for fk in declared(conn, child)? {
+            for mut fk in declared(conn, child)? {
+                fk.parent_exists = tables.iter().any(|t| t.eq_ignore_ascii_case(&fk.parent));
                 if !is_tracked(child) && !is_tracked(&fk.parent) {
                     continue;
                 }
@@ -115,8 +118,14 @@ impl ForeignKeys {
         let Some(fks) = self.outgoing.get(&table.name.to_ascii_lowercase()) else {
             return Ok(None);
         };
+        let key_pred = table
+            .key
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("c.{} = ?{}", quote_ident(k), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ");
         for fk in fks {
-            let to = parent_columns(conn, fk)?;
             let from: Vec<String> = fk
                 .from
                 .iter()
@@ -127,25 +136,27 @@ impl ForeignKeys {
                 .map(|c| format!("{c} IS NOT NULL"))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let matches = to
-                .iter()
-                .zip(&from)
-                .map(|(t, f)| format!("p.{} = {f}", quote_ident(t)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
-            let key_pred = table
-                .key
-                .iter()
-                .enumerate()
-                .map(|(i, k)| format!("c.{} = ?{}", quote_ident(k), i + 1))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            // SQLite refuses any non-NULL reference to a table that does not
+            // exist; otherwise the parent row must be there.
+            let missing = if fk.parent_exists {
+                let to = parent_columns(conn, fk)?;
+                let matches = to
+                    .iter()
+                    .zip(&from)
+                    .map(|(t, f)| format!("p.{} = {f}", quote_ident(t)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ");
+                format!(
+                    " AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {matches})",
+                    quote_ident(&fk.parent)
+                )
+            } else {
+                String::new()
+            };
             let sql = format!(
-                "SELECT {} FROM {} AS c WHERE {key_pred} AND {not_null} \
-                 AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {matches})",
+                "SELECT {} FROM {} AS c WHERE {key_pred} AND {not_null}{missing}",
                 from.join(", "),
                 quote_ident(&table.name),
-                quote_ident(&fk.parent),
             );
             let dangling: Option<Vec<Value>> = conn
                 .prepare_cached(&sql)?
@@ -163,81 +174,67 @@ impl ForeignKeys {
         Ok(None)
     }
 
-    /// The values the children of a row of `table` would point at, per
-    /// incoming constraint, read before the row is deleted.
-    pub fn referenced_values(
+    /// Before a row of `table` is deleted (or, with `changed`, before those
+    /// columns of it are rewritten): the children that point at it and at no
+    /// other row, which the change would leave dangling. Matching uses the
+    /// parent column's collation, as SQLite's own check does.
+    pub fn would_orphan(
         &self,
         conn: &Connection,
         table: &TrackedTable,
         key: &[Value],
-    ) -> Result<Vec<(ForeignKey, Vec<Value>)>, Error> {
+        changed: Option<&[String]>,
+    ) -> Result<Option<Broken>, Error> {
         let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
-        let mut out = Vec::new();
         for fk in fks {
             let to = parent_columns(conn, fk)?;
-            let sql = format!(
-                "SELECT {} FROM {} WHERE {}",
-                to.iter()
-                    .map(|c| quote_ident(c))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                quote_ident(&table.name),
-                table.key_predicate()
-            );
-            let values: Option<Vec<Value>> = conn
-                .prepare_cached(&sql)?
-                .query_row(params_from_iter(key.iter()), |r| {
-                    (0..to.len()).map(|i| r.get::<_, Value>(i)).collect()
-                })
-                .optional()?;
-            if let Some(values) = values.filter(|v| !v.contains(&Value::Null)) {
-                out.push((fk.clone(), values));
+            if let Some(changed) = changed {
+                // A rewrite only matters for the columns children point at.
+                if !to
+                    .iter()
+                    .any(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
+                {
+                    continue;
+                }
             }
-        }
-        Ok(out)
-    }
-
-    /// After a delete: children still pointing at the values a deleted row
-    /// held, unless another row of the parent table holds them too.
-    pub fn check_deleted(
-        &self,
-        conn: &Connection,
-        referenced: &[(ForeignKey, Vec<Value>)],
-    ) -> Result<Option<Broken>, Error> {
-        for (fk, values) in referenced {
-            let to = parent_columns(conn, fk)?;
-            let still_there = format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote_ident(&fk.parent),
-                to.iter()
-                    .enumerate()
-                    .map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 1))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            );
-            if conn
-                .prepare_cached(&still_there)?
-                .query_row(params_from_iter(values.iter()), |_| Ok(()))
-                .optional()?
-                .is_some()
-            {
-                continue;
-            }
-            let children = format!(
-                "SELECT count(*) FROM {} WHERE {}",
-                quote_ident(&fk.child),
-                fk.from
+            let this = |alias: &str| {
+                table
+                    .key
                     .iter()
                     .enumerate()
-                    .map(|(i, c)| format!("{} = ?{}", quote_ident(c), i + 1))
+                    .map(|(i, k)| format!("{alias}.{} IS ?{}", quote_ident(k), i + 1))
                     .collect::<Vec<_>>()
                     .join(" AND ")
+            };
+            let joins = |alias: &str| {
+                to.iter()
+                    .zip(&fk.from)
+                    .map(|(t, f)| format!("{alias}.{} = c.{}", quote_ident(t), quote_ident(f)))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            // A row that is its own parent goes with it.
+            let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
+                format!(" AND NOT ({})", this("c"))
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "SELECT count(*) FROM {parent} AS p JOIN {child} AS c ON {on} \
+                 WHERE {this_p}{not_itself} \
+                 AND NOT EXISTS (SELECT 1 FROM {parent} AS o WHERE {on_o} AND NOT ({this_o}))",
+                parent = quote_ident(&fk.parent),
+                child = quote_ident(&fk.child),
+                on = joins("p"),
+                this_p = this("p"),
+                on_o = joins("o"),
+                this_o = this("o"),
             );
             let rows: i64 = conn
-                .prepare_cached(&children)?
-                .query_row(params_from_iter(values.iter()), |r| r.get(0))?;
+                .prepare_cached(&sql)?
+                .query_row(params_from_iter(key.iter()), |r| r.get(0))?;
             if rows > 0 {
                 return Ok(Some(Broken::StillReferenced {
                     child: fk.child.clone(),
@@ -246,6 +243,77 @@ impl ForeignKeys {
             }
         }
         Ok(None)
+    }
+
+    /// After rows of `table` were deleted (`changed` none) or the columns
+    /// `changed` rewritten: children pointing at no row at all. A full scan
+    /// of each child table, made only in the rare cases that need it (a
+    /// rewritten code, changes applied jointly).
+    pub fn dangling_children(
+        &self,
+        conn: &Connection,
+        table: &TrackedTable,
+        changed: Option<&[String]>,
+    ) -> Result<Option<Broken>, Error> {
+        let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
+            return Ok(None);
+        };
+        for fk in fks {
+            let to = parent_columns(conn, fk)?;
+            if let Some(changed) = changed {
+                if !to
+                    .iter()
+                    .any(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
+                {
+                    continue;
+                }
+            }
+            let not_null = fk
+                .from
+                .iter()
+                .map(|f| format!("c.{} IS NOT NULL", quote_ident(f)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let on = to
+                .iter()
+                .zip(&fk.from)
+                .map(|(t, f)| format!("p.{} = c.{}", quote_ident(t), quote_ident(f)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let sql = format!(
+                "SELECT count(*) FROM {} AS c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {on})",
+                quote_ident(&fk.child),
+                quote_ident(&fk.parent),
+            );
+            let rows: i64 = conn.prepare_cached(&sql)?.query_row([], |r| r.get(0))?;
+            if rows > 0 {
+                return Ok(Some(Broken::StillReferenced {
+                    child: fk.child.clone(),
+                    rows: rows as u64,
+                }));
+            }
+        }
+        Ok(None)
+    }
+
+    /// True if some child points at `columns` of `table` that are not its
+    /// key (a rewrite of them needs checking).
+    pub fn referenced_columns(
+        &self,
+        conn: &Connection,
+        table: &TrackedTable,
+    ) -> Result<Vec<String>, Error> {
+        let mut out = Vec::new();
+        if let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) {
+            for fk in fks {
+                for c in parent_columns(conn, fk)? {
+                    if !table.key.iter().any(|k| k.eq_ignore_ascii_case(&c)) && !out.contains(&c) {
+                        out.push(c);
+                    }
+                }
+            }
+        }
+        Ok(out)
     }
 }
 
@@ -291,6 +359,7 @@ fn declared(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Error> {
                     from: vec![from],
                     parent,
                     to: to.into_iter().collect(),
+                    parent_exists: true,
                 },
             )),
         }
@@ -364,22 +433,21 @@ mod tests {
         conn.execute_batch(
             "PRAGMA foreign_keys = OFF;
              CREATE TABLE loc(id TEXT PRIMARY KEY, parent TEXT REFERENCES loc);
-             INSERT INTO loc VALUES ('a', NULL), ('b', 'a'), ('c', NULL);",
+             INSERT INTO loc VALUES ('a', NULL), ('b', 'a'), ('c', 'c');",
         )?;
         let loc = table(&conn, "loc")?;
         let fks = ForeignKeys::load(&conn, std::slice::from_ref(&loc))?;
-        let refs = fks.referenced_values(&conn, &loc, &[Value::text("a")])?;
-        conn.execute("DELETE FROM loc WHERE id = 'a'", [])?;
         assert_eq!(
-            fks.check_deleted(&conn, &refs)?,
+            fks.would_orphan(&conn, &loc, &[Value::text("a")], None)?,
             Some(Broken::StillReferenced {
                 child: "loc".into(),
                 rows: 1
             })
         );
-        let refs = fks.referenced_values(&conn, &loc, &[Value::text("c")])?;
-        conn.execute("DELETE FROM loc WHERE id = 'c'", [])?;
-        assert_eq!(fks.check_deleted(&conn, &refs)?, None);
+        assert_eq!(
+            fks.would_orphan(&conn, &loc, &[Value::text("c")], None)?,
+            None
+        );
         Ok(())
     }
 }

@@ -19,29 +19,27 @@
 //! too. Values that lose a merge to a concurrent change are logged
 //! ([`crate::conflicts`]).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use rusqlite::{Connection, params_from_iter};
+use rusqlite::Connection;
 use serde::Serialize;
 
+use crate::apply::{Applier, apply};
 use crate::bundle::BundleReader;
 use crate::bundle::format::TableDef;
 use crate::colset::{ColSet, SENTINEL};
-use crate::conflicts::Overwritten;
 use crate::error::{BundleError, Error, ImportError};
-use crate::foreign::{Broken, ForeignKeys};
 use crate::hlc::{Hlc, now_unix_ms};
-use crate::log::{load_row, save_row};
-use crate::merge::{RowAction, RowState, Verdict, Version};
+use crate::merge::Version;
 use crate::peers::{add_have, bind_sender, have_all, record_acks, touch};
 use crate::quarantine::{Change, Reason, Refusal, held_count, held_numbers};
-use crate::schema::{quote_ident, table_shape};
+use crate::schema::table_shape;
 use crate::seqset::SeqSet;
 use crate::session::Session;
 use crate::site::SiteId;
 use crate::tracked::TrackedTable;
-use crate::value::{Value, encode_key, key_literal};
+use crate::value::{Value, encode_key};
 
 /// Counts for one table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -205,8 +203,21 @@ pub(crate) fn import<R: Read>(
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
         }
-        match apply(conn, s, &mut ap, &change, Some(&seen))? {
-            Ok(verdict) => ap.count(change.table, verdict),
+        // A row with a change in quarantine takes the new change into that
+        // entry: applied alone it could leave a partial row.
+        let result = if ap.is_held(&change) {
+            Err(Refusal {
+                reason: Reason::Other,
+                detail: "waits with the change held for this row".into(),
+            })
+        } else {
+            apply(conn, s, &mut ap, &change, Some(&seen))?
+        };
+        match result {
+            Ok(verdict) => {
+                ap.note_applied(&change);
+                ap.count(change.table, verdict);
+            }
             Err(refusal) if deferred_bytes < MAX_DEFERRED_BYTES => {
                 deferred_bytes += change.size();
                 deferred.push((change, refusal));
@@ -215,7 +226,7 @@ pub(crate) fn import<R: Read>(
         }
     }
     let end = reader.finish()?;
-    ap.settle(conn, s, deferred)?;
+    ap.settle(conn, s, deferred, Some(&seen))?;
 
     let now = now_unix_ms();
     let max_hlc = latest.values().copied().max().unwrap_or_default();
@@ -275,9 +286,11 @@ pub(crate) fn retry_held(conn: &Connection, s: &mut Session) -> Result<RetryRepo
     s.catalog.check_live(conn)?;
     crate::stamp::stamp_pending(conn, s)?;
     let mut ap = Applier::new(conn, s, "")?;
-    ap.settle(conn, s, Vec::new())?;
+    ap.settle(conn, s, Vec::new(), None)?;
     for (origin, set) in &ap.released_numbers {
-        if *origin != s.local_idx {
+        if *origin == s.local_idx {
+            s.lost = s.lost.minus(set);
+        } else {
             add_have(conn, *origin, set)?;
         }
     }
@@ -289,216 +302,6 @@ pub(crate) fn retry_held(conn: &Connection, s: &mut Session) -> Result<RetryRepo
     })
 }
 
-/// State shared by the records of one import.
-struct Applier {
-    fks: ForeignKeys,
-    sql_cache: HashMap<(i64, ColSet, bool), String>,
-    /// What this instance had before the import, to tell a change never
-    /// received from one it already merged.
-    have_before: BTreeMap<i64, SeqSet>,
-    sender: String,
-    now_ms: i64,
-    /// Per catalog table.
-    counts: Vec<TableImport>,
-    /// Quarantine entries this import wrote while reading the bundle.
-    spilled: HashSet<i64>,
-    /// Entries from earlier imports applied now, and their change numbers.
-    released: u64,
-    released_numbers: BTreeMap<i64, SeqSet>,
-    overwritten: u64,
-}
-
-impl Applier {
-    fn new(conn: &Connection, s: &Session, sender: &str) -> Result<Applier, Error> {
-        Ok(Applier {
-            fks: ForeignKeys::load(conn, s.catalog.tables())?,
-            sql_cache: HashMap::new(),
-            have_before: have_all(conn, s)?,
-            sender: sender.to_owned(),
-            now_ms: now_unix_ms(),
-            counts: s
-                .catalog
-                .tables()
-                .iter()
-                .map(|t| TableImport {
-                    table: t.name.clone(),
-                    ..TableImport::default()
-                })
-                .collect(),
-            spilled: HashSet::new(),
-            released: 0,
-            released_numbers: BTreeMap::new(),
-            overwritten: 0,
-        })
-    }
-
-    fn count(&mut self, table: usize, verdict: Verdict) {
-        let c = &mut self.counts[table];
-        match verdict {
-            Verdict::Applied => c.applied += 1,
-            Verdict::Known => c.known += 1,
-            Verdict::Older => c.older += 1,
-        }
-    }
-
-    /// Hold a refused record in the quarantine table right away.
-    fn spill(
-        &mut self,
-        conn: &Connection,
-        s: &Session,
-        change: &Change,
-        refusal: &Refusal,
-    ) -> Result<(), Error> {
-        let table = &s.catalog.tables()[change.table];
-        let id = crate::quarantine::hold(
-            conn,
-            change.table,
-            table,
-            change,
-            refusal,
-            &self.sender,
-            self.now_ms,
-        )?;
-        self.spilled.insert(id);
-        Ok(())
-    }
-
-    /// Retry the refused records and every held change until a round makes
-    /// no progress (a child waits for its parent, which may wait for its
-    /// own), then hold what is left. A refused record of a row that is
-    /// already held joins that entry, since the pieces of one row may only
-    /// fit together (an insert held for a UNIQUE clash, and the edit that
-    /// resolves it).
-    fn settle(
-        &mut self,
-        conn: &Connection,
-        s: &mut Session,
-        deferred: Vec<(Change, Refusal)>,
-    ) -> Result<(), Error> {
-        struct Entry {
-            /// `fieldsync_quarantine.id`, or none for a record of this import.
-            id: Option<i64>,
-            change: Change,
-            /// Pieces of this import in it: counted for the bundle's tables.
-            fresh: bool,
-            /// The stored record no longer matches `change`.
-            dirty: bool,
-            refusal: Option<Refusal>,
-        }
-        let mut entries: Vec<Entry> = Vec::new();
-        let mut by_row: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-        for held in crate::quarantine::load_all(conn, s.catalog.tables())? {
-            match held.change {
-                Ok(change) => {
-                    by_row.insert((change.table, change.pk.clone()), entries.len());
-                    entries.push(Entry {
-                        id: Some(held.id),
-                        fresh: self.spilled.contains(&held.id),
-                        change,
-                        dirty: false,
-                        refusal: None,
-                    });
-                }
-                Err(detail) => {
-                    let refusal = Refusal {
-                        reason: Reason::Unusable,
-                        detail,
-                    };
-                    crate::quarantine::still_held(conn, held.id, &refusal, self.now_ms)?;
-                }
-            }
-        }
-        for (change, refusal) in deferred {
-            let row = (change.table, change.pk.clone());
-            if let Some(&i) = by_row.get(&row) {
-                if let Some(joined) = crate::quarantine::combine(&entries[i].change, &change) {
-                    let e = &mut entries[i];
-                    e.change = joined;
-                    e.fresh = true;
-                    e.dirty = true;
-                    e.refusal = Some(refusal);
-                    continue;
-                }
-            }
-            by_row.insert(row, entries.len());
-            entries.push(Entry {
-                id: None,
-                change,
-                fresh: true,
-                dirty: true,
-                refusal: Some(refusal),
-            });
-        }
-        loop {
-            let mut progress = false;
-            let mut still = Vec::new();
-            for mut e in entries {
-                match apply(conn, s, self, &e.change, None)? {
-                    Ok(verdict) => {
-                        progress = true;
-                        if e.fresh {
-                            self.count(e.change.table, verdict);
-                        }
-                        if let Some(id) = e.id {
-                            crate::quarantine::release(conn, id)?;
-                            if !self.spilled.contains(&id) {
-                                self.released += 1;
-                                for v in &e.change.versions {
-                                    if let Some(idx) = s.sites.idx_of(&v.site) {
-                                        self.released_numbers
-                                            .entry(idx)
-                                            .or_default()
-                                            .insert_range(v.seq, v.seq);
-                                    }
-                                }
-                            }
-                        }
-                    }
-                    // The newest reason is the one that still holds.
-                    Err(refusal) => {
-                        e.refusal = Some(refusal);
-                        still.push(e);
-                    }
-                }
-            }
-            entries = still;
-            if !progress {
-                break;
-            }
-        }
-        for e in entries {
-            let table = &s.catalog.tables()[e.change.table];
-            let refusal = e.refusal.unwrap_or(Refusal {
-                reason: Reason::Other,
-                detail: "refused".into(),
-            });
-            match e.id {
-                Some(id) => {
-                    if e.dirty {
-                        crate::quarantine::rewrite(conn, id, table, &e.change)?;
-                    }
-                    crate::quarantine::still_held(conn, id, &refusal, self.now_ms)?;
-                }
-                None => {
-                    crate::quarantine::hold(
-                        conn,
-                        e.change.table,
-                        table,
-                        &e.change,
-                        &refusal,
-                        &self.sender,
-                        self.now_ms,
-                    )?;
-                }
-            }
-            if e.fresh {
-                self.counts[e.change.table].quarantined += 1;
-            }
-        }
-        Ok(())
-    }
-}
-
 /// Most bytes of records held back in memory for a retry within one
 /// import: past this, refused records wait in the quarantine table.
 const MAX_DEFERRED_BYTES: usize = 64 << 20;
@@ -506,43 +309,6 @@ const MAX_DEFERRED_BYTES: usize = 64 << 20;
 /// Largest causal length accepted from a bundle; local deletes and
 /// re-inserts add one at a time, so this never runs out.
 const MAX_CL: u64 = 1 << 62;
-
-/// A change number already used by another row in the log: the origin
-/// numbered two changes alike (it was restored from an old backup).
-fn reused_number(conn: &Connection, s: &Session, c: &Change, e: Error) -> Error {
-    let is_unique = matches!(&e, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation);
-    if !is_unique {
-        return e;
-    }
-    for v in &c.versions {
-        let Some(origin) = s.sites.idx_of(&v.site) else {
-            continue;
-        };
-        let other: Option<Vec<u8>> = conn
-            .query_row(
-                "SELECT pk FROM fieldsync_log WHERE origin = ?1 AND seq = ?2",
-                rusqlite::params![origin, v.seq as i64],
-                |r| r.get(0),
-            )
-            .ok();
-        if other.is_some_and(|pk| pk != c.pk) {
-            return ImportError::SequenceReused {
-                origin: site_name(s, &v.site),
-                seq: v.seq,
-            }
-            .into();
-        }
-    }
-    e
-}
-
-fn site_name(s: &Session, site: &SiteId) -> String {
-    s.sites
-        .idx_of(site)
-        .and_then(|i| s.sites.get(i))
-        .map(|x| x.name.clone())
-        .unwrap_or_else(|| site.to_string())
-}
 
 /// Check a record against its header: known table, well-formed key, change
 /// numbers inside the declared ranges, disjoint cells, one value per cell.
@@ -653,373 +419,6 @@ fn prepare(
         versions,
         values,
     })
-}
-
-/// Merge one change into its row and write the result to the app table and
-/// the log. A refusal leaves nothing of the change behind. `seen` is the
-/// sender's seen-vector (none when retrying a held change), used to tell
-/// concurrent edits from normal ones for the conflict log.
-fn apply(
-    conn: &Connection,
-    s: &Session,
-    ap: &mut Applier,
-    c: &Change,
-    seen: Option<&BTreeMap<i64, SeqSet>>,
-) -> Result<Result<Verdict, Refusal>, Error> {
-    let table = &s.catalog.tables()[c.table];
-    let mut state = load_row(conn, &s.sites, table.id, &c.pk)?;
-    let before = state.clone();
-    let outcome = state
-        .merge(c.cl, &c.versions)
-        .map_err(|e| ImportError::SequenceReused {
-            origin: site_name(s, &e.site),
-            seq: e.seq,
-        })?;
-    let losses = losses(conn, s, ap, table, c, &before, &state, seen)?;
-    let guarded = outcome.action != RowAction::None && ap.fks.involves(&table.name);
-    if guarded {
-        conn.prepare_cached("SAVEPOINT fieldsync_change")?
-            .execute([])?;
-    }
-    let written = write_row(conn, ap, table, c, &before, &state, &outcome.action);
-    let undo = |conn: &Connection| -> Result<(), Error> {
-        if guarded {
-            conn.prepare_cached("ROLLBACK TO fieldsync_change")?
-                .execute([])?;
-            conn.prepare_cached("RELEASE fieldsync_change")?
-                .execute([])?;
-        }
-        Ok(())
-    };
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(refusal)) => {
-            undo(conn)?;
-            return Ok(Err(refusal));
-        }
-        Err(e) => {
-            undo(conn)?;
-            return Err(e);
-        }
-    }
-    save_row(conn, &s.sites, table.id, &c.pk, &before, &state)
-        .map_err(|e| reused_number(conn, s, c, e))?;
-    if guarded {
-        conn.prepare_cached("RELEASE fieldsync_change")?
-            .execute([])?;
-    }
-    if !losses.is_empty() {
-        crate::conflicts::record(conn, &losses)?;
-        ap.overwritten += losses.len() as u64;
-    }
-    Ok(Ok(outcome.verdict))
-}
-
-/// Write the merge's decision to the app table, then check the row's
-/// references. `Err` is a failure of the database; `Ok(Err)` a refusal.
-fn write_row(
-    conn: &Connection,
-    ap: &mut Applier,
-    table: &TrackedTable,
-    c: &Change,
-    before: &RowState,
-    after: &RowState,
-    action: &RowAction,
-) -> Result<Result<(), Refusal>, Error> {
-    match action {
-        RowAction::None => {}
-        RowAction::Delete => {
-            let referenced = ap.fks.referenced_values(conn, table, &c.key)?;
-            let sql = format!(
-                "DELETE FROM {} WHERE {}",
-                quote_ident(&table.name),
-                table.key_predicate()
-            );
-            if let Err(e) = conn
-                .prepare_cached(&sql)?
-                .execute(params_from_iter(c.key.iter()))
-            {
-                return refused(conn, table, c, e, false);
-            }
-            if let Some(broken) = ap.fks.check_deleted(conn, &referenced)? {
-                return Ok(Err(broken_refusal(broken)));
-            }
-        }
-        RowAction::Write(cells) => {
-            let mut args: Vec<&Value> = c.key.iter().collect();
-            for bit in cells.iter() {
-                args.push(
-                    c.value(bit)
-                        .ok_or_else(|| malformed("a won cell has no value".into()))?,
-                );
-            }
-            // A row the log knows as live is in the table: UPDATE it, since
-            // an upsert would check NOT NULL on the cells it does not carry.
-            let mut done = before.is_live() && cells.is_empty();
-            if before.is_live() && !cells.is_empty() {
-                let sql = ap
-                    .sql_cache
-                    .entry((table.id, cells.clone(), false))
-                    .or_insert_with(|| update_sql(table, cells));
-                match conn
-                    .prepare_cached(sql)?
-                    .execute(params_from_iter(args.iter()))
-                {
-                    Ok(n) => done = n > 0,
-                    Err(e) => return refused(conn, table, c, e, false),
-                }
-            }
-            if !done {
-                let sql = ap
-                    .sql_cache
-                    .entry((table.id, cells.clone(), true))
-                    .or_insert_with(|| upsert_sql(table, cells));
-                // Only some cells of a row this instance never had: the
-                // insert that created it is in a bundle not imported yet.
-                let partial = after.holder(SENTINEL).is_none();
-                if let Err(e) = conn
-                    .prepare_cached(sql)?
-                    .execute(params_from_iter(args.iter()))
-                {
-                    return refused(conn, table, c, e, partial);
-                }
-            }
-            if let Some(broken) = ap.fks.check_row(conn, table, &c.key)? {
-                return Ok(Err(broken_refusal(broken)));
-            }
-        }
-    }
-    Ok(Ok(()))
-}
-
-fn broken_refusal(broken: Broken) -> Refusal {
-    let reason = match broken {
-        Broken::MissingParent { .. } => Reason::MissingParent,
-        Broken::StillReferenced { .. } => Reason::StillReferenced,
-    };
-    Refusal {
-        reason,
-        detail: broken.to_string(),
-    }
-}
-
-/// Turn a constraint failure into a refusal naming what clashed; any other
-/// error is the database's and fails the import.
-fn refused(
-    conn: &Connection,
-    table: &TrackedTable,
-    c: &Change,
-    e: rusqlite::Error,
-    partial: bool,
-) -> Result<Result<(), Refusal>, Error> {
-    let rusqlite::Error::SqliteFailure(f, msg) = &e else {
-        return Err(e.into());
-    };
-    if f.code != rusqlite::ErrorCode::ConstraintViolation {
-        return Err(e.into());
-    }
-    let message = msg.clone().unwrap_or_else(|| f.to_string());
-    use rusqlite::ffi;
-    let reason = match f.extended_code {
-        ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY => Reason::Unique,
-        ffi::SQLITE_CONSTRAINT_NOTNULL => Reason::NotNull,
-        ffi::SQLITE_CONSTRAINT_CHECK => Reason::Check,
-        _ => Reason::Other,
-    };
-    let detail = match reason {
-        Reason::Unique => unique_detail(conn, table, c, &message).unwrap_or(message),
-        Reason::NotNull if partial => {
-            format!("{message}: the change that created this row has not arrived here yet")
-        }
-        _ => message,
-    };
-    Ok(Err(Refusal { reason, detail }))
-}
-
-/// "code = 'S-01' is already used by row 'uuid-1'", from SQLite's
-/// "UNIQUE constraint failed: shelter.code" and the change's values.
-fn unique_detail(
-    conn: &Connection,
-    table: &TrackedTable,
-    c: &Change,
-    message: &str,
-) -> Option<String> {
-    let list = message.split_once("failed: ")?.1;
-    let columns: Vec<&str> = list
-        .split(", ")
-        .map(|q| q.rsplit_once('.').map_or(q, |(_, col)| col))
-        .collect();
-    let mut values = Vec::with_capacity(columns.len());
-    for col in &columns {
-        values.push(c.value(table.bit_of(col)?)?.clone());
-    }
-    let sql = format!(
-        "SELECT {} FROM {} WHERE {}",
-        table
-            .key
-            .iter()
-            .map(|k| quote_ident(k))
-            .collect::<Vec<_>>()
-            .join(", "),
-        quote_ident(&table.name),
-        columns
-            .iter()
-            .enumerate()
-            .map(|(i, col)| format!("{} = ?{}", quote_ident(col), i + 1))
-            .collect::<Vec<_>>()
-            .join(" AND ")
-    );
-    let other: Vec<Value> = conn
-        .query_row(&sql, params_from_iter(values.iter()), |r| {
-            (0..table.key.len()).map(|i| r.get::<_, Value>(i)).collect()
-        })
-        .ok()?;
-    let what = columns
-        .iter()
-        .zip(&values)
-        .map(|(col, v)| format!("{col} = {v}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    Some(format!(
-        "{what} is already used by row {} of {} here",
-        key_literal(&other),
-        table.name
-    ))
-}
-
-/// The values this merge overwrites or rejects that a concurrent change
-/// wrote (see [`crate::conflicts`]), read before the app row is written.
-#[allow(clippy::too_many_arguments)]
-fn losses(
-    conn: &Connection,
-    s: &Session,
-    ap: &Applier,
-    table: &TrackedTable,
-    c: &Change,
-    before: &RowState,
-    after: &RowState,
-    seen: Option<&BTreeMap<i64, SeqSet>>,
-) -> Result<Vec<Overwritten>, Error> {
-    let new_here = |v: &Version| {
-        v.site != s.local
-            && !s
-                .sites
-                .idx_of(&v.site)
-                .and_then(|i| ap.have_before.get(&i))
-                .is_some_and(|set| set.contains(v.seq))
-    };
-    // A change held here that the sender had not seen when it exported.
-    let unseen = |h: &Version| match seen {
-        None => true,
-        Some(seen) => !s
-            .sites
-            .idx_of(&h.site)
-            .and_then(|i| seen.get(&i))
-            .is_some_and(|set| set.contains(h.seq)),
-    };
-    let cell_name = |bit: usize| table.cells.get(bit - 1).map(String::as_str).unwrap_or("");
-    // (bit, loser, winner, loser is the incoming one)
-    let mut cases: Vec<(usize, &Version, &Version, bool)> = Vec::new();
-    let reason;
-    if c.cl < before.cl {
-        reason = if before.is_live() {
-            "row re-created"
-        } else {
-            "row deleted"
-        };
-        if let Some(winner) = before.holder(SENTINEL) {
-            for v in c.versions.iter().filter(|v| new_here(v)) {
-                for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
-                    cases.push((bit, v, winner, true));
-                }
-            }
-        }
-    } else if c.cl > before.cl {
-        reason = if c.cl % 2 == 0 {
-            "row deleted"
-        } else {
-            "row re-created"
-        };
-        if before.is_live() {
-            if let Some(winner) = c.versions.iter().find(|v| v.cols.contains(SENTINEL)) {
-                for h in before.versions.iter().filter(|h| unseen(h)) {
-                    for bit in h.cols.iter().filter(|&b| b != SENTINEL) {
-                        cases.push((bit, h, winner, false));
-                    }
-                }
-            }
-        }
-    } else {
-        reason = "later edit";
-        for v in &c.versions {
-            for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
-                let (Some(was), Some(now)) = (before.holder(bit), after.holder(bit)) else {
-                    continue;
-                };
-                if now.same_change(v) && !was.same_change(v) && unseen(was) {
-                    cases.push((bit, was, v, false));
-                } else if !now.same_change(v) && new_here(v) {
-                    cases.push((bit, v, now, true));
-                }
-            }
-        }
-    }
-    if cases.is_empty() {
-        return Ok(Vec::new());
-    }
-    // The app row's values as they are before this change is written.
-    let here: Option<Vec<Value>> = if before.is_live() {
-        let sql = table.select_cells_sql();
-        conn.prepare_cached(&sql)?
-            .query_row(params_from_iter(c.key.iter()), |r| {
-                (0..table.cells.len())
-                    .map(|i| r.get::<_, Value>(i))
-                    .collect()
-            })
-            .ok()
-    } else {
-        None
-    };
-    let here_value = |bit: usize| {
-        here.as_ref()
-            .and_then(|row| row.get(bit - 1).cloned())
-            .unwrap_or(Value::Null)
-    };
-    let incoming_value = |bit: usize| c.value(bit).cloned().unwrap_or(Value::Null);
-    let deleted_wins = reason == "row deleted" && c.cl > before.cl;
-    let key = key_literal(&c.key);
-    let mut out = Vec::new();
-    for (bit, loser, winner, incoming_lost) in cases {
-        // An instance's later edit always knew its earlier one.
-        if loser.site == winner.site {
-            continue;
-        }
-        let (lost, won) = if incoming_lost {
-            let won = if before.is_live() {
-                here_value(bit)
-            } else {
-                Value::Null
-            };
-            (incoming_value(bit), won)
-        } else if deleted_wins {
-            (here_value(bit), Value::Null)
-        } else {
-            (here_value(bit), incoming_value(bit))
-        };
-        if lost == won && reason == "later edit" {
-            continue;
-        }
-        out.push(Overwritten::new(
-            &table.name,
-            key.clone(),
-            cell_name(bit),
-            (lost, site_name(s, &loser.site), loser.hlc),
-            (won, site_name(s, &winner.site), winner.hlc),
-            reason,
-            ap.now_ms,
-        ));
-    }
-    Ok(out)
 }
 
 fn malformed(detail: String) -> Error {
@@ -1198,57 +597,4 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
             ))
         })?;
     Ok(Mapped { table, bits })
-}
-
-/// `UPDATE … SET cells WHERE key`, parameters: key first, then cells.
-fn update_sql(table: &TrackedTable, cells: &ColSet) -> String {
-    let n = table.key.len();
-    let set = cells
-        .iter()
-        .enumerate()
-        .map(|(i, b)| format!("{} = ?{}", quote_ident(&table.cells[b - 1]), n + i + 1))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        "UPDATE OR ABORT {} SET {set} WHERE {}",
-        quote_ident(&table.name),
-        table.key_predicate()
-    )
-}
-
-/// `INSERT … ON CONFLICT(key) DO UPDATE` writing the key and `cells`.
-fn upsert_sql(table: &TrackedTable, cells: &ColSet) -> String {
-    let mut cols: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
-    let cell_cols: Vec<String> = cells
-        .iter()
-        .map(|b| quote_ident(&table.cells[b - 1]))
-        .collect();
-    cols.extend(cell_cols.iter().cloned());
-    let params = (1..=cols.len())
-        .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let conflict = table
-        .key
-        .iter()
-        .map(|k| quote_ident(k))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let action = if cell_cols.is_empty() {
-        "NOTHING".to_owned()
-    } else {
-        format!(
-            "UPDATE SET {}",
-            cell_cols
-                .iter()
-                .map(|c| format!("{c} = excluded.{c}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    };
-    format!(
-        "INSERT OR ABORT INTO {}({}) VALUES ({params}) ON CONFLICT({conflict}) DO {action}",
-        quote_ident(&table.name),
-        cols.join(", ")
-    )
 }

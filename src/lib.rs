@@ -44,6 +44,7 @@
 
 #![warn(missing_docs)]
 
+mod apply;
 pub mod bundle;
 pub mod capture;
 pub mod colset;

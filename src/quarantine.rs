@@ -228,7 +228,7 @@ impl Held {
 
 /// Store a refused change. A row has at most one entry: a change for a
 /// row already held is combined with it (see [`combine`]). Returns the
-/// entry's id.
+/// entry's id and whether the entry is new.
 pub(crate) fn hold(
     conn: &Connection,
     table_idx: usize,
@@ -237,7 +237,7 @@ pub(crate) fn hold(
     refusal: &Refusal,
     sender: &str,
     now_ms: i64,
-) -> Result<i64, Error> {
+) -> Result<(i64, bool), Error> {
     let existing: Option<(i64, Vec<u8>)> = conn
         .prepare_cached("SELECT id, record FROM fieldsync_quarantine WHERE tbl = ?1 AND pk = ?2")?
         .query_row(params![table.name, change.pk], |r| {
@@ -252,7 +252,7 @@ pub(crate) fn hold(
         if let Some(combined) = combined {
             rewrite(conn, id, table, &combined)?;
             still_held(conn, id, refusal, now_ms)?;
-            return Ok(id);
+            return Ok((id, false));
         }
     }
     let record = encode(table, change)?;
@@ -270,7 +270,7 @@ pub(crate) fn hold(
         now_ms,
         record
     ])?;
-    Ok(conn.last_insert_rowid())
+    Ok((conn.last_insert_rowid(), true))
 }
 
 fn encode(table: &TrackedTable, change: &Change) -> Result<Vec<u8>, Error> {

@@ -137,6 +137,27 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
         crate::schema::check_trackable(&scratch, &shape).map_err(|e| refuse(e.to_string()))?;
         out.extend(def.schema.iter().cloned());
     }
+    // A table pointing at a table the bundle does not carry could never
+    // take a row with that reference set (SQLite refuses it): say so now.
+    for def in &header.tables {
+        let mut stmt =
+            scratch.prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1)")?;
+        let parents = stmt
+            .query_map([&def.name], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if let Some(missing) = parents
+            .iter()
+            .find(|p| !header.tables.iter().any(|t| t.name.eq_ignore_ascii_case(p)))
+        {
+            return Err(SetupError::SchemaRefused {
+                table: def.name.clone(),
+                detail: format!(
+                    "it references table {missing}, which the bundle does not carry; track {missing} at the sender too and export again"
+                ),
+            }
+            .into());
+        }
+    }
     Ok(out)
 }
 

@@ -515,3 +515,72 @@ fn the_demo_runs_to_the_end() -> Res {
     assert_error(&again, 1, &["already holds a demo"]);
     Ok(())
 }
+
+#[test]
+fn two_new_rows_pointing_at_each_other_are_applied_together() -> Res {
+    let schema = "
+        CREATE TABLE team(id TEXT PRIMARY KEY, lead TEXT REFERENCES member(id), name TEXT);
+        CREATE TABLE member(id TEXT PRIMARY KEY, team TEXT REFERENCES team(id), name TEXT);";
+    let w = World::new()?;
+    let (hq, field, _) = w.three(schema)?;
+    field.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO team VALUES ('t1', NULL, 'Water');
+         INSERT INTO member VALUES ('m1', 't1', 'Amal');
+         UPDATE team SET lead = 'm1' WHERE id = 't1';",
+    )?;
+    let (_, imported) = w.send(&field, &hq)?;
+    // Each row alone points at a row not yet there; together they fit.
+    assert_eq!(num(&imported, "applied")?, 2, "{imported}");
+    assert_eq!(num(&imported, "quarantined")?, 0);
+    assert_eq!(dangling(&hq)?, "");
+    assert_eq!(hq.rows("team")?, field.rows("team")?);
+    assert_eq!(hq.rows("member")?, field.rows("member")?);
+    Ok(())
+}
+
+#[test]
+fn a_renamed_code_and_its_cascaded_children_are_applied_together() -> Res {
+    let schema = "
+        CREATE TABLE site(id TEXT PRIMARY KEY, code TEXT NOT NULL UNIQUE, name TEXT);
+        CREATE TABLE visit(id TEXT PRIMARY KEY,
+          site_code TEXT REFERENCES site(code) ON UPDATE CASCADE, note TEXT);";
+    let w = World::new()?;
+    let (hq, field, _) = w.three(schema)?;
+    hq.sql(
+        "PRAGMA foreign_keys = ON;
+         INSERT INTO site VALUES ('s1', 'A', 'Galle school');
+         INSERT INTO visit VALUES ('v1', 'A', 'first visit');",
+    )?;
+    w.send(&hq, &field)?;
+    // HQ renames the code; SQLite cascades it to the visit.
+    hq.sql("PRAGMA foreign_keys = ON; UPDATE site SET code = 'B' WHERE id = 's1';")?;
+    assert_eq!(hq.sql("SELECT site_code FROM visit;")?.trim(), "B");
+    let (_, imported) = w.send(&hq, &field)?;
+    assert_eq!(num(&imported, "quarantined")?, 0, "{imported}");
+    assert_eq!(field.rows("site")?, hq.rows("site")?);
+    assert_eq!(field.rows("visit")?, hq.rows("visit")?);
+    assert_eq!(dangling(&field)?, "");
+    Ok(())
+}
+
+#[test]
+fn init_from_refuses_a_table_referencing_a_table_the_bundle_lacks() -> Res {
+    let w = World::new()?;
+    let hq = w.bare_site(
+        "hq",
+        "CREATE TABLE org(n INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE person(id TEXT PRIMARY KEY, org INTEGER REFERENCES org(n));",
+    )?;
+    // org has a local INTEGER PRIMARY KEY, so only person is tracked.
+    fieldsync_ok(&[&"track", &"--db", &hq.db, &"--all"])?;
+    let full = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    let db = w.path("field.db");
+    let out = fieldsync(&[
+        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full,
+    ])?;
+    assert_error(&out, 1, &["references table org", "track org"]);
+    assert!(!db.exists());
+    Ok(())
+}

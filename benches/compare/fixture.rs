@@ -1,0 +1,172 @@
+//! What every comparison uses: the realistic table, its rows, instances
+//! made from it, and the side-by-side measuring loop.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use fieldsync::{ExportTarget, Instance, Selection};
+use rusqlite::{Connection, params};
+
+pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// Eight columns as a relief app keeps them: a uuid key, text, integers, a
+/// real, a small blob, nullable fields.
+pub const SCHEMA: &str = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER, \
+                          status TEXT, score REAL, photo BLOB, org INTEGER, note TEXT);";
+
+pub const INSERT: &str = "INSERT INTO person VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+pub fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// A uuid-shaped key, spread over the key space like random uuids.
+pub fn id(i: usize) -> String {
+    let h = blake3::hash(&(i as u64).to_le_bytes());
+    let b = h.as_bytes();
+    let hex: String = b[..16].iter().map(|x| format!("{x:02x}")).collect();
+    format!(
+        "{}-{}-4{}-a{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[13..16],
+        &hex[17..20],
+        &hex[20..32]
+    )
+}
+
+/// Insert rows `from..to` with prepared statements in one transaction.
+pub fn fill(conn: &Connection, from: usize, to: usize) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut st = conn.prepare(INSERT)?;
+        for i in from..to {
+            insert_row(&mut st, i)?;
+        }
+    }
+    conn.execute_batch("COMMIT")
+}
+
+/// Row `i`'s values.
+pub fn insert_row(st: &mut rusqlite::Statement<'_>, i: usize) -> rusqlite::Result<usize> {
+    st.execute(params![
+        id(i),
+        format!("Person {i}"),
+        (i % 90) as i64,
+        if i % 3 == 0 { "missing" } else { "found" },
+        i as f64 * 0.5,
+        &blake3::hash(&(i as u64 + 7).to_le_bytes()).as_bytes()[..16],
+        (i % 7) as i64,
+        if i % 5 == 0 {
+            Some("seen at the school")
+        } else {
+            None
+        }
+    ])
+}
+
+/// A new database file with the table (untracked).
+pub fn plain(path: &Path, rows: usize) -> Res<PathBuf> {
+    let _ = std::fs::remove_file(path);
+    let conn = Connection::open(path)?;
+    conn.execute_batch(SCHEMA)?;
+    fill(&conn, 0, rows)?;
+    Ok(path.to_owned())
+}
+
+/// A new instance named `name` with the table tracked and `rows` rows,
+/// folded into the log.
+pub fn instance(path: &Path, name: &str, rows: usize) -> Res<Instance> {
+    plain(path, rows)?;
+    let (mut inst, _) = Instance::init(path, name)?;
+    inst.track(&Selection::All)?;
+    inst.compact()?;
+    Ok(inst)
+}
+
+/// A new empty instance with the table tracked.
+pub fn empty_instance(path: &Path, name: &str) -> Res<Instance> {
+    instance(path, name, 0)
+}
+
+/// Full export of an instance to `out`.
+pub fn full_bundle(inst: &mut Instance, out: &Path) -> Res<u64> {
+    Ok(inst.export_to_file(&ExportTarget::Full, out)?.bytes)
+}
+
+/// Time one run of `f` in seconds.
+pub fn time(f: impl FnOnce() -> Res<()>) -> Res<f64> {
+    let start = Instant::now();
+    f()?;
+    Ok(start.elapsed().as_secs_f64())
+}
+
+pub fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// One line of the results table.
+pub struct Figure {
+    pub label: String,
+    pub baseline: f64,
+    pub measured: f64,
+    pub unit: &'static str,
+    pub target: Option<f64>,
+}
+
+impl Figure {
+    pub fn ratio(&self) -> f64 {
+        self.measured / self.baseline
+    }
+
+    pub fn print(&self) {
+        let verdict = match self.target {
+            Some(t) if self.ratio() <= t => format!("<= {t:.1} ok"),
+            Some(t) => format!("<= {t:.1} MISSED"),
+            None => String::new(),
+        };
+        println!(
+            "{:<52} {:>11.4} {:>11.4} {:<3} {:>7.2}x  {verdict}",
+            self.label,
+            self.baseline,
+            self.measured,
+            self.unit,
+            self.ratio()
+        );
+    }
+}
+
+pub fn header() {
+    println!(
+        "{:<52} {:>11} {:>11} {:<3} {:>8}  target",
+        "figure", "baseline", "fieldsync", "", "ratio"
+    );
+}
+
+/// Measure the baseline and fieldsync alternately, `reps` times each, and
+/// print both medians and their ratio.
+pub fn side_by_side(
+    label: &str,
+    reps: usize,
+    target: Option<f64>,
+    mut run: impl FnMut(bool) -> Res<f64>,
+) -> Res<Figure> {
+    let (mut base, mut ours) = (Vec::new(), Vec::new());
+    for _ in 0..reps {
+        base.push(run(false)?);
+        ours.push(run(true)?);
+    }
+    let fig = Figure {
+        label: label.to_owned(),
+        baseline: median(base),
+        measured: median(ours),
+        unit: "s",
+        target,
+    };
+    fig.print();
+    Ok(fig)
+}

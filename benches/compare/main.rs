@@ -1,0 +1,89 @@
+//! The side-by-side comparison run: every figure fieldsync claims, measured
+//! in one process run against its baseline (SQLite doing the same work
+//! directly), interleaved, median of several repetitions, printed as a
+//! table of ratios. BENCHMARKS.md holds a run of it.
+//!
+//! Run: `cargo bench --bench compare`
+//! Scale (defaults in brackets): `FIELDSYNC_BENCH_N` rows for capture [50000],
+//! `FIELDSYNC_BENCH_TRANSFER` rows for export/import [200000],
+//! `FIELDSYNC_BENCH_SMALL`/`_LARGE` for the delta export [2000/200000],
+//! `FIELDSYNC_BENCH_BUNDLES` x `FIELDSYNC_BENCH_PER` for many bundles
+//! [100 x 10000], `FIELDSYNC_BENCH_RSS` rows for peak memory [1000000],
+//! `FIELDSYNC_BENCH_REPS` repetitions [5; 3 for the large runs],
+//! `FIELDSYNC_BENCH_ONLY` = capture, transfer, delta, many or memory.
+
+mod capture;
+mod fixture;
+mod memory;
+mod transfer;
+
+use fixture::{Res, env_usize, header};
+
+fn main() -> Res<()> {
+    let reps = env_usize("FIELDSYNC_BENCH_REPS", 5).max(1);
+    let large_reps = env_usize("FIELDSYNC_BENCH_REPS", 3).max(1);
+    let only = std::env::var("FIELDSYNC_BENCH_ONLY").unwrap_or_default();
+    let wanted = |part: &str| only.is_empty() || only.split(',').any(|p| p == part);
+    let dir = tempfile::tempdir()?;
+    let shell = std::process::Command::new("sqlite3")
+        .arg("--version")
+        .output()
+        .ok()
+        .map(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_owned()
+        });
+    println!(
+        "fieldsync comparison run: SQLite {} (bundled), sqlite3 shell {}, {} CPUs; medians of {reps} runs ({large_reps} for large ones)",
+        rusqlite::version(),
+        shell.as_deref().unwrap_or("not found"),
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+    );
+    header();
+    let mut figures = Vec::new();
+    if wanted("capture") {
+        figures.extend(capture::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_N", 50_000),
+            reps,
+        )?);
+    }
+    if wanted("transfer") {
+        figures.extend(transfer::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_TRANSFER", 200_000),
+            large_reps,
+        )?);
+    }
+    if wanted("delta") {
+        figures.push(transfer::delta_export(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_SMALL", 2_000),
+            env_usize("FIELDSYNC_BENCH_LARGE", 200_000),
+            reps,
+        )?);
+    }
+    if wanted("many") {
+        figures.push(transfer::many_bundles(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_BUNDLES", 100),
+            env_usize("FIELDSYNC_BENCH_PER", 10_000),
+            large_reps,
+        )?);
+    }
+    if wanted("memory") {
+        figures.extend(memory::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_RSS", 1_000_000),
+        )?);
+    }
+    println!("\nsummary");
+    header();
+    for f in &figures {
+        f.print();
+    }
+    Ok(())
+}

@@ -1,0 +1,856 @@
+//! Applying one received change: merge it into the row's state, write the
+//! result to the app table and the log, check the row's references, and
+//! turn what the database refuses into a [`Refusal`]. Then settling the
+//! refused ones: retry rounds, a joint pass for changes that only fit
+//! together, and the quarantine for the rest.
+//!
+//! spec/merge.md says what a row becomes; spec/quarantine.md what happens
+//! when the database refuses it.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use rusqlite::{Connection, params_from_iter};
+
+use crate::colset::{ColSet, SENTINEL};
+use crate::error::{BundleError, Error, ImportError};
+use crate::foreign::{Broken, ForeignKeys};
+use crate::hlc::now_unix_ms;
+use crate::import::TableImport;
+use crate::log::{load_row, save_row};
+use crate::merge::{RowAction, RowState, Verdict};
+use crate::peers::have_all;
+use crate::quarantine::{Change, Reason, Refusal};
+use crate::schema::quote_ident;
+use crate::seqset::SeqSet;
+use crate::session::Session;
+use crate::site::SiteId;
+use crate::tracked::TrackedTable;
+use crate::value::{Value, key_literal};
+
+/// A reference check a joint pass makes after all its changes are written.
+enum PostCheck {
+    /// The row's own references.
+    Row { table: usize, key: Vec<Value> },
+    /// Children of a table whose referenced columns changed (`None`: a
+    /// row was deleted).
+    Children {
+        table: usize,
+        columns: Option<Vec<String>>,
+    },
+}
+
+/// State shared by the changes of one import (or one retry).
+pub(crate) struct Applier {
+    fks: ForeignKeys,
+    /// Per catalog table, its non-key columns that children point at.
+    referenced: Vec<Vec<String>>,
+    sql_cache: HashMap<(i64, ColSet, bool), String>,
+    /// What this instance had before, to tell a change never received from
+    /// one it already merged.
+    pub have_before: BTreeMap<i64, SeqSet>,
+    pub sender: String,
+    pub now_ms: i64,
+    /// Per catalog table.
+    pub counts: Vec<TableImport>,
+    /// Quarantine entries written while reading the bundle, and whether
+    /// each was new (rather than joined to an older entry).
+    spilled: HashMap<i64, bool>,
+    /// Rows that had a held change when the import began.
+    held_rows: HashSet<(usize, Vec<u8>)>,
+    /// Changes applied by this import.
+    applied: HashSet<(SiteId, u64)>,
+    /// Held changes from earlier imports applied now, and their numbers.
+    pub released: u64,
+    pub released_numbers: BTreeMap<i64, SeqSet>,
+    /// Values added to the conflict log.
+    pub overwritten: u64,
+    /// In a joint pass: the checks to make once every change is written.
+    joint: Option<Vec<(usize, PostCheck)>>,
+    /// The entry being applied in a joint pass.
+    current: usize,
+}
+
+/// One change waiting in [`Applier::settle`].
+struct Entry {
+    /// Its quarantine entry, if it has one.
+    id: Option<i64>,
+    change: Change,
+    /// Holds a change of the bundle being imported (counted for its tables).
+    fresh: bool,
+    /// Only this bundle's change: the sender's seen-vector applies to it.
+    sender_saw: bool,
+    /// The stored record no longer matches `change`.
+    dirty: bool,
+    refusal: Option<Refusal>,
+}
+
+impl Applier {
+    pub fn new(conn: &Connection, s: &Session, sender: &str) -> Result<Applier, Error> {
+        let fks = ForeignKeys::load(conn, s.catalog.tables())?;
+        let referenced = s
+            .catalog
+            .tables()
+            .iter()
+            .map(|t| fks.referenced_columns(conn, t))
+            .collect::<Result<_, _>>()?;
+        let mut held_rows = HashSet::new();
+        {
+            let mut stmt = conn.prepare("SELECT tbl, pk FROM fieldsync_quarantine")?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let tbl: String = r.get(0)?;
+                if let Some(i) = s.catalog.tables().iter().position(|t| t.name == tbl) {
+                    held_rows.insert((i, r.get::<_, Vec<u8>>(1)?));
+                }
+            }
+        }
+        Ok(Applier {
+            fks,
+            referenced,
+            sql_cache: HashMap::new(),
+            have_before: have_all(conn, s)?,
+            sender: sender.to_owned(),
+            now_ms: now_unix_ms(),
+            counts: s
+                .catalog
+                .tables()
+                .iter()
+                .map(|t| TableImport {
+                    table: t.name.clone(),
+                    ..TableImport::default()
+                })
+                .collect(),
+            spilled: HashMap::new(),
+            held_rows,
+            applied: HashSet::new(),
+            released: 0,
+            released_numbers: BTreeMap::new(),
+            overwritten: 0,
+            joint: None,
+            current: 0,
+        })
+    }
+
+    /// True if the row has a change in quarantine: a new change of it must
+    /// join that entry rather than be applied alone (a later edit of a row
+    /// whose insert is held would otherwise create a partial row).
+    pub fn is_held(&self, c: &Change) -> bool {
+        !self.held_rows.is_empty() && self.held_rows.contains(&(c.table, c.pk.clone()))
+    }
+
+    pub fn count(&mut self, table: usize, verdict: Verdict) {
+        let c = &mut self.counts[table];
+        match verdict {
+            Verdict::Applied => c.applied += 1,
+            Verdict::Known => c.known += 1,
+            Verdict::Older => c.older += 1,
+        }
+    }
+
+    /// Note a change applied by this import.
+    pub fn note_applied(&mut self, c: &Change) {
+        for v in &c.versions {
+            self.applied.insert((v.site, v.seq));
+        }
+    }
+
+    /// Hold a refused change in the quarantine table right away.
+    pub fn spill(
+        &mut self,
+        conn: &Connection,
+        s: &Session,
+        change: &Change,
+        refusal: &Refusal,
+    ) -> Result<(), Error> {
+        let table = &s.catalog.tables()[change.table];
+        let (id, new) = crate::quarantine::hold(
+            conn,
+            change.table,
+            table,
+            change,
+            refusal,
+            &self.sender,
+            self.now_ms,
+        )?;
+        self.spilled.insert(id, new);
+        Ok(())
+    }
+
+    /// A change of `e` fits now: count it, release its entry.
+    fn applied_entry(
+        &mut self,
+        conn: &Connection,
+        s: &Session,
+        e: &Entry,
+        verdict: Verdict,
+    ) -> Result<(), Error> {
+        self.note_applied(&e.change);
+        if e.fresh {
+            self.count(e.change.table, verdict);
+        }
+        if let Some(id) = e.id {
+            crate::quarantine::release(conn, id)?;
+            if !self.spilled.get(&id).copied().unwrap_or(false) {
+                self.released += 1;
+            }
+            // Received now: the numbers join "have" (a number this bundle
+            // covers is added twice, harmlessly).
+            for v in &e.change.versions {
+                if let Some(idx) = s.sites.idx_of(&v.site) {
+                    self.released_numbers
+                        .entry(idx)
+                        .or_default()
+                        .insert_range(v.seq, v.seq);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Retry the refused changes and every held change until a round makes
+    /// no progress (a child waits for its parent, which may wait for its
+    /// own), try those refused for references together, then hold what is
+    /// left. A refused change of a row that is already held joins that
+    /// entry, since the pieces of one row may only fit together (an insert
+    /// held for a UNIQUE clash, and the edit that resolves it).
+    pub fn settle(
+        &mut self,
+        conn: &Connection,
+        s: &mut Session,
+        deferred: Vec<(Change, Refusal)>,
+        seen: Option<&BTreeMap<i64, SeqSet>>,
+    ) -> Result<(), Error> {
+        let mut entries: Vec<Entry> = Vec::new();
+        let mut by_row: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
+        for held in crate::quarantine::load_all(conn, s.catalog.tables())? {
+            match held.change {
+                Ok(change) => {
+                    by_row.insert((change.table, change.pk.clone()), entries.len());
+                    entries.push(Entry {
+                        id: Some(held.id),
+                        fresh: self.spilled.contains_key(&held.id),
+                        sender_saw: false,
+                        change,
+                        dirty: false,
+                        refusal: None,
+                    });
+                }
+                Err(detail) => {
+                    let refusal = Refusal {
+                        reason: Reason::Unusable,
+                        detail,
+                    };
+                    crate::quarantine::still_held(conn, held.id, &refusal, self.now_ms)?;
+                }
+            }
+        }
+        for (change, refusal) in deferred {
+            let row = (change.table, change.pk.clone());
+            if let Some(&i) = by_row.get(&row) {
+                if let Some(joined) = crate::quarantine::combine(&entries[i].change, &change) {
+                    let e = &mut entries[i];
+                    e.change = joined;
+                    e.fresh = true;
+                    e.dirty = true;
+                    e.refusal = Some(refusal);
+                    continue;
+                }
+            }
+            by_row.insert(row, entries.len());
+            entries.push(Entry {
+                id: None,
+                change,
+                fresh: true,
+                sender_saw: true,
+                dirty: true,
+                refusal: Some(refusal),
+            });
+        }
+        loop {
+            let mut progress = false;
+            let mut still = Vec::new();
+            for mut e in entries {
+                let saw = if e.sender_saw { seen } else { None };
+                match apply(conn, s, self, &e.change, saw)? {
+                    Ok(verdict) => {
+                        progress = true;
+                        self.applied_entry(conn, s, &e, verdict)?;
+                    }
+                    // The newest reason is the one that still holds.
+                    Err(refusal) => {
+                        e.refusal = Some(refusal);
+                        still.push(e);
+                    }
+                }
+            }
+            entries = still;
+            if !progress && !self.joint_pass(conn, s, &mut entries, seen)? {
+                break;
+            }
+        }
+        for mut e in entries {
+            // Versions that reached this instance by another route are
+            // applied already: the entry keeps only what is still missing.
+            let before = e.change.versions.len();
+            let have_before = &self.have_before;
+            let applied = &self.applied;
+            let sites = &s.sites;
+            e.change.versions.retain(|v| {
+                !applied.contains(&(v.site, v.seq))
+                    && !sites
+                        .idx_of(&v.site)
+                        .and_then(|i| have_before.get(&i))
+                        .is_some_and(|set| set.contains(v.seq))
+            });
+            if e.change.versions.is_empty() {
+                if let Some(id) = e.id {
+                    crate::quarantine::release(conn, id)?;
+                }
+                continue;
+            }
+            if e.change.versions.len() != before {
+                let mut cells = ColSet::new();
+                for v in &e.change.versions {
+                    cells.union_with(&v.cols);
+                }
+                e.change.values.retain(|(bit, _)| cells.contains(*bit));
+                e.dirty = true;
+            }
+            let table = &s.catalog.tables()[e.change.table];
+            let refusal = e.refusal.unwrap_or(Refusal {
+                reason: Reason::Other,
+                detail: "refused".into(),
+            });
+            match e.id {
+                Some(id) => {
+                    if e.dirty {
+                        crate::quarantine::rewrite(conn, id, table, &e.change)?;
+                    }
+                    crate::quarantine::still_held(conn, id, &refusal, self.now_ms)?;
+                }
+                None => {
+                    crate::quarantine::hold(
+                        conn,
+                        e.change.table,
+                        table,
+                        &e.change,
+                        &refusal,
+                        &self.sender,
+                        self.now_ms,
+                    )?;
+                }
+            }
+            if e.fresh {
+                self.counts[e.change.table].quarantined += 1;
+            }
+        }
+        Ok(())
+    }
+
+    /// Changes refused only for their references may fit together: two
+    /// new rows pointing at each other, a parent's renamed code and its
+    /// children's updated references. Write them all, then check every
+    /// reference; keep the set if all hold, otherwise undo, drop the
+    /// changes whose references failed and try the rest. Returns true if
+    /// some were applied.
+    fn joint_pass(
+        &mut self,
+        conn: &Connection,
+        s: &mut Session,
+        entries: &mut Vec<Entry>,
+        seen: Option<&BTreeMap<i64, SeqSet>>,
+    ) -> Result<bool, Error> {
+        let mut group: Vec<usize> = entries
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| {
+                e.refusal.as_ref().is_some_and(|r| {
+                    matches!(r.reason, Reason::MissingParent | Reason::StillReferenced)
+                })
+            })
+            .map(|(i, _)| i)
+            .collect();
+        while group.len() >= 2 {
+            conn.execute_batch("SAVEPOINT fieldsync_joint")?;
+            let overwritten = self.overwritten;
+            self.joint = Some(Vec::new());
+            let mut written = Vec::new();
+            let mut failed = HashSet::new();
+            for &i in &group {
+                self.current = i;
+                let saw = if entries[i].sender_saw { seen } else { None };
+                match apply(conn, s, self, &entries[i].change, saw) {
+                    Ok(Ok(verdict)) => written.push((i, verdict)),
+                    Ok(Err(_)) => {
+                        failed.insert(i);
+                    }
+                    Err(e) => {
+                        self.joint = None;
+                        let _ = conn
+                            .execute_batch("ROLLBACK TO fieldsync_joint; RELEASE fieldsync_joint");
+                        return Err(e);
+                    }
+                }
+            }
+            let checks = self.joint.take().unwrap_or_default();
+            for (i, check) in &checks {
+                let broken = match check {
+                    PostCheck::Row { table, key } => {
+                        self.fks.check_row(conn, &s.catalog.tables()[*table], key)?
+                    }
+                    PostCheck::Children { table, columns } => self.fks.dangling_children(
+                        conn,
+                        &s.catalog.tables()[*table],
+                        columns.as_deref(),
+                    )?,
+                };
+                if broken.is_some() {
+                    failed.insert(*i);
+                }
+            }
+            if failed.is_empty() && !written.is_empty() {
+                conn.execute_batch("RELEASE fieldsync_joint")?;
+                let done: HashSet<usize> = written.iter().map(|(i, _)| *i).collect();
+                for (i, verdict) in written {
+                    let e = &entries[i];
+                    // Borrow of entries ends before the call below.
+                    let e = Entry {
+                        id: e.id,
+                        change: e.change.clone(),
+                        fresh: e.fresh,
+                        sender_saw: e.sender_saw,
+                        dirty: e.dirty,
+                        refusal: None,
+                    };
+                    self.applied_entry(conn, s, &e, verdict)?;
+                }
+                let mut i = 0;
+                entries.retain(|_| {
+                    let keep = !done.contains(&i);
+                    i += 1;
+                    keep
+                });
+                return Ok(true);
+            }
+            conn.execute_batch("ROLLBACK TO fieldsync_joint; RELEASE fieldsync_joint")?;
+            self.overwritten = overwritten;
+            group.retain(|i| !failed.contains(i));
+            if failed.is_empty() {
+                break;
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Merge one change into its row and write the result to the app table and
+/// the log. A refusal leaves nothing of the change behind. `seen` is the
+/// sender's seen-vector (none when it does not apply), used to tell
+/// concurrent edits from normal ones for the conflict log.
+pub(crate) fn apply(
+    conn: &Connection,
+    s: &Session,
+    ap: &mut Applier,
+    c: &Change,
+    seen: Option<&BTreeMap<i64, SeqSet>>,
+) -> Result<Result<Verdict, Refusal>, Error> {
+    let table = &s.catalog.tables()[c.table];
+    let mut state = load_row(conn, &s.sites, table.id, &c.pk)?;
+    let before = state.clone();
+    let outcome = state
+        .merge(c.cl, &c.versions)
+        .map_err(|e| ImportError::SequenceReused {
+            origin: site_name(s, &e.site),
+            seq: e.seq,
+        })?;
+    let losses = crate::conflicts::losses(
+        conn,
+        s,
+        &ap.have_before,
+        ap.now_ms,
+        table,
+        c,
+        &before,
+        &state,
+        seen,
+    )?;
+    let guarded = outcome.action != RowAction::None && ap.fks.involves(&table.name);
+    if guarded {
+        conn.prepare_cached("SAVEPOINT fieldsync_change")?
+            .execute([])?;
+    }
+    let written = write_row(conn, ap, table, c, &before, &state, &outcome.action);
+    let undo = |conn: &Connection| -> Result<(), Error> {
+        if guarded {
+            conn.prepare_cached("ROLLBACK TO fieldsync_change")?
+                .execute([])?;
+            conn.prepare_cached("RELEASE fieldsync_change")?
+                .execute([])?;
+        }
+        Ok(())
+    };
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(refusal)) => {
+            undo(conn)?;
+            return Ok(Err(refusal));
+        }
+        Err(e) => {
+            undo(conn)?;
+            return Err(e);
+        }
+    }
+    save_row(conn, &s.sites, table.id, &c.pk, &before, &state)
+        .map_err(|e| reused_number(conn, s, c, e))?;
+    if guarded {
+        conn.prepare_cached("RELEASE fieldsync_change")?
+            .execute([])?;
+    }
+    if !losses.is_empty() {
+        crate::conflicts::record(conn, &losses)?;
+        ap.overwritten += losses.len() as u64;
+    }
+    Ok(Ok(outcome.verdict))
+}
+
+/// Write the merge's decision to the app table and check the references
+/// it touches (or, in a joint pass, note the checks to make). `Err` is a
+/// failure of the database; `Ok(Err)` a refusal.
+fn write_row(
+    conn: &Connection,
+    ap: &mut Applier,
+    table: &TrackedTable,
+    c: &Change,
+    before: &RowState,
+    after: &RowState,
+    action: &RowAction,
+) -> Result<Result<(), Refusal>, Error> {
+    match action {
+        RowAction::None => {}
+        RowAction::Delete => {
+            match ap.joint.as_mut() {
+                Some(checks) => checks.push((
+                    ap.current,
+                    PostCheck::Children {
+                        table: c.table,
+                        columns: None,
+                    },
+                )),
+                None => {
+                    if let Some(broken) = ap.fks.would_orphan(conn, table, &c.key, None)? {
+                        return Ok(Err(broken_refusal(broken)));
+                    }
+                }
+            }
+            let sql = format!(
+                "DELETE FROM {} WHERE {}",
+                quote_ident(&table.name),
+                table.key_predicate()
+            );
+            if let Err(e) = conn
+                .prepare_cached(&sql)?
+                .execute(params_from_iter(c.key.iter()))
+            {
+                return refused(conn, table, c, e, false);
+            }
+        }
+        RowAction::Write(cells) => {
+            // Columns other rows point at, rewritten here.
+            let rewritten: Vec<String> = if before.is_live() {
+                cells
+                    .iter()
+                    .filter_map(|b| table.cells.get(b - 1))
+                    .filter(|name| {
+                        ap.referenced[c.table]
+                            .iter()
+                            .any(|r| r.eq_ignore_ascii_case(name))
+                    })
+                    .cloned()
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let orphans_possible = !rewritten.is_empty()
+                && ap.joint.is_none()
+                && ap
+                    .fks
+                    .would_orphan(conn, table, &c.key, Some(&rewritten))?
+                    .is_some();
+            let mut args: Vec<&Value> = c.key.iter().collect();
+            for bit in cells.iter() {
+                args.push(
+                    c.value(bit)
+                        .ok_or_else(|| malformed("a won cell has no value".into()))?,
+                );
+            }
+            // A row the log knows as live is in the table: UPDATE it, since
+            // an upsert would check NOT NULL on the cells it does not carry.
+            let mut done = before.is_live() && cells.is_empty();
+            if before.is_live() && !cells.is_empty() {
+                let sql = ap
+                    .sql_cache
+                    .entry((table.id, cells.clone(), false))
+                    .or_insert_with(|| update_sql(table, cells));
+                match conn
+                    .prepare_cached(sql)?
+                    .execute(params_from_iter(args.iter()))
+                {
+                    Ok(n) => done = n > 0,
+                    Err(e) => return refused(conn, table, c, e, false),
+                }
+            }
+            if !done {
+                let sql = ap
+                    .sql_cache
+                    .entry((table.id, cells.clone(), true))
+                    .or_insert_with(|| upsert_sql(table, cells));
+                // Only some cells of a row this instance never had: the
+                // insert that created it is in a bundle not imported yet.
+                let partial = after.holder(SENTINEL).is_none();
+                if let Err(e) = conn
+                    .prepare_cached(sql)?
+                    .execute(params_from_iter(args.iter()))
+                {
+                    return refused(conn, table, c, e, partial);
+                }
+            }
+            match ap.joint.as_mut() {
+                Some(checks) => {
+                    checks.push((
+                        ap.current,
+                        PostCheck::Row {
+                            table: c.table,
+                            key: c.key.clone(),
+                        },
+                    ));
+                    if !rewritten.is_empty() {
+                        checks.push((
+                            ap.current,
+                            PostCheck::Children {
+                                table: c.table,
+                                columns: Some(rewritten),
+                            },
+                        ));
+                    }
+                }
+                None => {
+                    if let Some(broken) = ap.fks.check_row(conn, table, &c.key)? {
+                        return Ok(Err(broken_refusal(broken)));
+                    }
+                    if orphans_possible {
+                        if let Some(broken) =
+                            ap.fks.dangling_children(conn, table, Some(&rewritten))?
+                        {
+                            return Ok(Err(broken_refusal(broken)));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Ok(()))
+}
+
+fn malformed(detail: String) -> Error {
+    BundleError::Malformed { detail }.into()
+}
+
+fn site_name(s: &Session, site: &SiteId) -> String {
+    crate::conflicts::site_name(s, site)
+}
+
+fn broken_refusal(broken: Broken) -> Refusal {
+    let reason = match broken {
+        Broken::MissingParent { .. } => Reason::MissingParent,
+        Broken::StillReferenced { .. } => Reason::StillReferenced,
+    };
+    Refusal {
+        reason,
+        detail: broken.to_string(),
+    }
+}
+
+/// Turn a constraint failure into a refusal naming what clashed; any other
+/// error is the database's and fails the import.
+fn refused(
+    conn: &Connection,
+    table: &TrackedTable,
+    c: &Change,
+    e: rusqlite::Error,
+    partial: bool,
+) -> Result<Result<(), Refusal>, Error> {
+    let rusqlite::Error::SqliteFailure(f, msg) = &e else {
+        return Err(e.into());
+    };
+    use rusqlite::ErrorCode as C;
+    // The database's own trouble fails the import; anything the row's
+    // values provoke (a constraint, a CHECK whose expression raises an
+    // error, a value too big) refuses only this change.
+    if matches!(
+        f.code,
+        C::DatabaseBusy
+            | C::DatabaseLocked
+            | C::DiskFull
+            | C::SystemIoFailure
+            | C::DatabaseCorrupt
+            | C::ReadOnly
+            | C::OutOfMemory
+            | C::CannotOpen
+            | C::NotADatabase
+            | C::PermissionDenied
+            | C::FileLockingProtocolFailed
+            | C::OperationInterrupted
+            | C::OperationAborted
+    ) {
+        return Err(e.into());
+    }
+    let message = msg.clone().unwrap_or_else(|| f.to_string());
+    use rusqlite::ffi;
+    let reason = match (f.code, f.extended_code) {
+        (_, ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => Reason::Unique,
+        (_, ffi::SQLITE_CONSTRAINT_NOTNULL) => Reason::NotNull,
+        (_, ffi::SQLITE_CONSTRAINT_CHECK) => Reason::Check,
+        _ => Reason::Other,
+    };
+    let detail = match reason {
+        Reason::Unique => unique_detail(conn, table, c, &message).unwrap_or(message),
+        Reason::NotNull if partial => {
+            format!("{message}: the change that created this row has not arrived here yet")
+        }
+        _ => message,
+    };
+    Ok(Err(Refusal { reason, detail }))
+}
+
+/// "code = 'S-01' is already used by row 'uuid-1'", from SQLite's
+/// "UNIQUE constraint failed: shelter.code" and the change's values.
+fn unique_detail(
+    conn: &Connection,
+    table: &TrackedTable,
+    c: &Change,
+    message: &str,
+) -> Option<String> {
+    let list = message.split_once("failed: ")?.1;
+    let columns: Vec<&str> = list
+        .split(", ")
+        .map(|q| q.rsplit_once('.').map_or(q, |(_, col)| col))
+        .collect();
+    let mut values = Vec::with_capacity(columns.len());
+    for col in &columns {
+        values.push(c.value(table.bit_of(col)?)?.clone());
+    }
+    let sql = format!(
+        "SELECT {} FROM {} WHERE {}",
+        table
+            .key
+            .iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", "),
+        quote_ident(&table.name),
+        columns
+            .iter()
+            .enumerate()
+            .map(|(i, col)| format!("{} = ?{}", quote_ident(col), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    );
+    let other: Vec<Value> = conn
+        .query_row(&sql, params_from_iter(values.iter()), |r| {
+            (0..table.key.len()).map(|i| r.get::<_, Value>(i)).collect()
+        })
+        .ok()?;
+    let what = columns
+        .iter()
+        .zip(&values)
+        .map(|(col, v)| format!("{col} = {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Some(format!(
+        "{what} is already used by row {} of {} here",
+        key_literal(&other),
+        table.name
+    ))
+}
+
+/// A change number already used by another row in the log: the origin
+/// numbered two changes alike (it was restored from an old backup).
+fn reused_number(conn: &Connection, s: &Session, c: &Change, e: Error) -> Error {
+    let is_unique = matches!(&e, Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::ConstraintViolation);
+    if !is_unique {
+        return e;
+    }
+    for v in &c.versions {
+        let Some(origin) = s.sites.idx_of(&v.site) else {
+            continue;
+        };
+        let other: Option<Vec<u8>> = conn
+            .query_row(
+                "SELECT pk FROM fieldsync_log WHERE origin = ?1 AND seq = ?2",
+                rusqlite::params![origin, v.seq as i64],
+                |r| r.get(0),
+            )
+            .ok();
+        if other.is_some_and(|pk| pk != c.pk) {
+            return ImportError::SequenceReused {
+                origin: site_name(s, &v.site),
+                seq: v.seq,
+            }
+            .into();
+        }
+    }
+    e
+}
+
+/// `UPDATE … SET cells WHERE key`, parameters: key first, then cells.
+fn update_sql(table: &TrackedTable, cells: &ColSet) -> String {
+    let n = table.key.len();
+    let set = cells
+        .iter()
+        .enumerate()
+        .map(|(i, b)| format!("{} = ?{}", quote_ident(&table.cells[b - 1]), n + i + 1))
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "UPDATE OR ABORT {} SET {set} WHERE {}",
+        quote_ident(&table.name),
+        table.key_predicate()
+    )
+}
+
+/// `INSERT … ON CONFLICT(key) DO UPDATE` writing the key and `cells`.
+fn upsert_sql(table: &TrackedTable, cells: &ColSet) -> String {
+    let mut cols: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
+    let cell_cols: Vec<String> = cells
+        .iter()
+        .map(|b| quote_ident(&table.cells[b - 1]))
+        .collect();
+    cols.extend(cell_cols.iter().cloned());
+    let params = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let conflict = table
+        .key
+        .iter()
+        .map(|k| quote_ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let action = if cell_cols.is_empty() {
+        "NOTHING".to_owned()
+    } else {
+        format!(
+            "UPDATE SET {}",
+            cell_cols
+                .iter()
+                .map(|c| format!("{c} = excluded.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    format!(
+        "INSERT OR ABORT INTO {}({}) VALUES ({params}) ON CONFLICT({conflict}) DO {action}",
+        quote_ident(&table.name),
+        cols.join(", ")
+    )
+}
