@@ -123,11 +123,24 @@ impl Figure {
         self.measured / self.baseline
     }
 
+    /// Memory targets are absolute (MiB), the others ratios.
+    pub fn met(&self) -> Option<bool> {
+        self.target.map(|t| {
+            if self.unit == "MiB" {
+                self.measured <= t
+            } else {
+                self.ratio() <= t
+            }
+        })
+    }
+
     pub fn print(&self) {
-        let verdict = match self.target {
-            Some(t) if self.ratio() <= t => format!("<= {t:.1} ok"),
-            Some(t) => format!("<= {t:.1} MISSED"),
-            None => String::new(),
+        let verdict = match (self.target, self.met()) {
+            (Some(t), Some(true)) if self.unit == "MiB" => format!("<= {t:.0} MiB ok"),
+            (Some(t), Some(false)) if self.unit == "MiB" => format!("<= {t:.0} MiB MISSED"),
+            (Some(t), Some(true)) => format!("<= {t:.1} ok"),
+            (Some(t), _) => format!("<= {t:.1} MISSED"),
+            _ => String::new(),
         };
         println!(
             "{:<52} {:>11.4} {:>11.4} {:<3} {:>7.2}x  {verdict}",

@@ -20,6 +20,9 @@ mod transfer;
 use fixture::{Res, env_usize, header};
 
 fn main() -> Res<()> {
+    if std::env::var_os(memory::LAUNCH).is_some() {
+        memory::launch(std::env::args_os().skip(1).collect());
+    }
     let reps = env_usize("FIELDSYNC_BENCH_REPS", 5).max(1);
     let large_reps = env_usize("FIELDSYNC_BENCH_REPS", 3).max(1);
     let only = std::env::var("FIELDSYNC_BENCH_ONLY").unwrap_or_default();
