@@ -214,6 +214,13 @@ pub(crate) enum Suspects<'a> {
     ExportRows,
 }
 
+/// The live rows among those a delta export carries. Driven from the (few)
+/// export rows, never a scan of the log, so a delta export costs what the
+/// delta holds.
+const EXPORT_ROWS_LIVE: &str = "SELECT e.tbl, e.pk FROM temp.fieldsync_export_rows AS e \
+     WHERE ?1 IS NOT NULL AND EXISTS (SELECT 1 FROM fieldsync_log AS l \
+     WHERE l.tbl = e.tbl AND l.pk = e.pk AND l.cl % 2 = 1)";
+
 /// Record the deletion of vanished rows (see [`Suspects`]); returns how many.
 pub(crate) fn record_vanished_rows(
     conn: &Connection,
@@ -227,11 +234,7 @@ pub(crate) fn record_vanished_rows(
                 "SELECT DISTINCT tbl, pk FROM fieldsync_log WHERE tbl = ?1 AND cl % 2 = 1",
                 t.id,
             ),
-            Suspects::ExportRows => (
-                "SELECT DISTINCT l.tbl, l.pk FROM temp.fieldsync_export_rows AS e \
-                 JOIN fieldsync_log AS l ON l.tbl = e.tbl AND l.pk = e.pk WHERE l.cl % 2 = 1 AND ?1 IS NOT NULL",
-                0,
-            ),
+            Suspects::ExportRows => (EXPORT_ROWS_LIVE, 0),
         };
         let mut keys = conn.prepare_cached(sql)?;
         let mut rows = keys.query([table_id])?;
@@ -263,4 +266,31 @@ pub(crate) fn record_vanished_rows(
         save_row(conn, &s.sites, *tbl, pk, &before, &after)?;
     }
     Ok(vanished.len() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The vanished-row check of a delta export scanned the whole log (the
+    /// planner drove the join from it), so a 100-row delta from a
+    /// 200,000-row database took 9 times as long as from a 2,000-row one.
+    #[test]
+    fn delta_export_vanished_row_check_does_not_scan_the_log() -> Result<(), Error> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(crate::store::ENGINE_DDL)?;
+        conn.execute_batch(
+            "CREATE TEMP TABLE fieldsync_export_rows(
+               tbl INTEGER NOT NULL, pk BLOB NOT NULL, UNIQUE(tbl, pk));",
+        )?;
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {EXPORT_ROWS_LIVE}"))?;
+        let plan: Vec<String> = stmt
+            .query_map([0], |r| r.get::<_, String>(3))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN l")),
+            "{plan:?}"
+        );
+        Ok(())
+    }
 }
