@@ -103,6 +103,9 @@ impl ForeignKeys {
 
     /// True if rows of `table` need checking when written or deleted.
     pub fn involves(&self, table: &str) -> bool {
+        if self.outgoing.is_empty() && self.incoming.is_empty() {
+            return false;
+        }
         let t = table.to_ascii_lowercase();
         self.outgoing.contains_key(&t) || self.incoming.contains_key(&t)
     }
