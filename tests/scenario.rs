@@ -584,3 +584,70 @@ fn init_from_refuses_a_table_referencing_a_table_the_bundle_lacks() -> Res {
     assert!(!db.exists());
     Ok(())
 }
+
+/// Run `fieldsync ARGS` under `script`, which gives it a terminal; `None`
+/// if `script` is not installed.
+fn on_a_terminal(args: &str) -> Res<Option<String>> {
+    let bin = env!("CARGO_BIN_EXE_fieldsync");
+    let out = match std::process::Command::new("script")
+        .args(["-qec", &format!("{bin} {args}"), "/dev/null"])
+        .output()
+    {
+        Ok(out) => out,
+        Err(_) => return Ok(None),
+    };
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(Some(String::from_utf8_lossy(&out.stdout).into_owned()))
+}
+
+#[test]
+fn large_transfers_show_progress_on_a_terminal_and_nothing_otherwise() -> Res {
+    let w = World::new()?;
+    let hq = w.site(
+        "hq",
+        "CREATE TABLE blob(id INTEGER NOT NULL PRIMARY KEY, data BLOB) WITHOUT ROWID;",
+    )?;
+    // Incompressible rows, so the bundle passes the 4 MiB a bar waits for.
+    hq.sql(
+        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 120000)
+         INSERT INTO blob SELECT i, randomblob(40) FROM n;",
+    )?;
+    let full = w.bundle("hq-full");
+    let exported = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    assert_eq!(exported.stderr, "", "no terminal: nothing but the result");
+    let quiet = w.path("quiet.db");
+    let set_up = fieldsync_ok(&[&"init", &"--db", &quiet, &"--name", &"q", &"--from", &full])?;
+    assert_eq!(set_up.stderr, "");
+
+    let db = w.path("shown.db");
+    let Some(shown) = on_a_terminal(&format!(
+        "init --db {} --name field-1 --from {}",
+        db.display(),
+        full.display()
+    ))?
+    else {
+        eprintln!("`script` is not installed: terminal progress not checked");
+        return Ok(());
+    };
+    assert!(
+        shown.contains("applying") && shown.contains("MiB"),
+        "{shown}"
+    );
+    let db2 = w.path("json.db");
+    let Some(json) = on_a_terminal(&format!(
+        "init --db {} --name field-2 --from {} --json",
+        db2.display(),
+        full.display()
+    ))?
+    else {
+        return Ok(());
+    };
+    assert!(!json.contains("applying"), "{json}");
+    let value: Json = serde_json::from_str(json.trim())?;
+    assert_eq!(value["import"]["applied"], 120000);
+    Ok(())
+}
