@@ -462,6 +462,9 @@ impl fmt::Debug for Delivery {
 #[derive(Clone, Debug)]
 struct History {
     instances: usize,
+    /// Per instance, how far (ms) its wall clock runs ahead of the true
+    /// time: the wall time its capture triggers record is shifted by it.
+    skew_ms: Vec<i64>,
     steps: Vec<Step>,
     deliveries: Vec<Delivery>,
 }
@@ -521,11 +524,11 @@ fn value() -> impl Strategy<Value = Value> {
 
 fn row_of(table: usize) -> BoxedStrategy<RowId> {
     if table == 0 {
-        prop::sample::select(vec![&b"k0"[..], b"k1", b"k2", b"k\xff"])
+        prop::sample::select(vec![&b"k0"[..], b"k1", b"k\xff"])
             .prop_map(RowId::item)
             .boxed()
     } else {
-        (prop::sample::select(vec!["a", "b"]), 1..=2i64)
+        prop::sample::select(vec![("a", 1), ("a", 2), ("b", 1)])
             .prop_map(|(x, y)| RowId::link(x, y))
             .boxed()
     }
@@ -589,15 +592,43 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// A row every instance starts with (inserted at i0, shared by a full
+/// export), so concurrent edits of one row happen from the first step.
+fn initial_row() -> impl Strategy<Value = Write> {
+    let n = |t: usize| TABLES[t].cells.len();
+    prop_oneof![
+        (row_of(0), vec(value(), n(0))),
+        (row_of(1), vec(value(), n(1))),
+    ]
+    .prop_map(|(row, values)| Write::Insert {
+        row,
+        values,
+        replace: true,
+    })
+}
+
 fn history() -> impl Strategy<Value = History> {
     (
         3..=MAX_INSTANCES,
-        vec(step(), 1..40),
+        vec(initial_row(), 0..6),
+        vec(step(), 1..64),
         vec((0..64usize, 0..MAX_INSTANCES), 0..16),
+        vec(
+            prop::sample::select(vec![0i64, 0, 0, 3, -3, 2_000, -2_000, 7_200_000]),
+            MAX_INSTANCES,
+        ),
     )
-        .prop_map(|(n, steps, deliveries)| {
-            let steps = steps
+        .prop_map(|(n, initial, steps, deliveries, mut skew_ms)| {
+            skew_ms.truncate(n);
+            let mut prologue: Vec<Step> = Vec::new();
+            if !initial.is_empty() {
+                prologue.extend(initial.into_iter().map(|write| Step::Write { at: 0, write }));
+                prologue.push(Step::ExportFull { from: 0 });
+                prologue.extend((1..n).map(|at| Step::Import { at, back: 0 }));
+            }
+            let steps = prologue
                 .into_iter()
+                .chain(steps)
                 .map(|s| match s {
                     Step::Write { at, write } => Step::Write { at: at % n, write },
                     // `to` holds an offset 1.. from `from`, never `from` itself.
@@ -617,6 +648,7 @@ fn history() -> impl Strategy<Value = History> {
                 .collect();
             History {
                 instances: n,
+                skew_ms,
                 steps,
                 deliveries,
             }
@@ -977,6 +1009,7 @@ struct World {
     changes: Vec<Change>,
     pool: Vec<Bundle>,
     trace: Vec<String>,
+    skew_ms: Vec<i64>,
     // Declared last, so it is dropped (and the files removed) last.
     dir: tempfile::TempDir,
 }
@@ -986,7 +1019,7 @@ fn name(i: usize) -> String {
 }
 
 impl World {
-    fn new(n: usize) -> Res<World> {
+    fn new(n: usize, skew_ms: &[i64]) -> Res<World> {
         let dir = tempfile::tempdir()?;
         let mut instances = Vec::with_capacity(n);
         let mut sites = Vec::with_capacity(n);
@@ -1006,6 +1039,7 @@ impl World {
             instances,
             sites,
             models: (0..n).map(|_| InstModel::default()).collect(),
+            skew_ms: skew_ms.to_vec(),
             changes: Vec::new(),
             pool: Vec::new(),
             trace: Vec::new(),
@@ -1142,7 +1176,17 @@ impl World {
                 .into());
             }
             let (sql, params) = stmt_sql(&stmt);
+            let last: i64 =
+                conn.query_row("SELECT coalesce(max(id), 0) FROM fieldsync_pending", [], |r| {
+                    r.get(0)
+                })?;
             let n = conn.execute(&sql, rusqlite::params_from_iter(params.iter()))?;
+            if self.skew_ms[at] != 0 {
+                conn.execute(
+                    "UPDATE fieldsync_pending SET at = at + ?1 WHERE id > ?2",
+                    rusqlite::params![self.skew_ms[at] as f64 / 86_400_000.0, last],
+                )?;
+            }
             let after = read_tables(conn)?;
             let mut predicted = predict(&stmt, &before, &after)?;
             let observed = self.read_pending(at)?;
@@ -1993,10 +2037,12 @@ fn captured_text(rows: &[(RowId, Op, BTreeSet<usize>)]) -> String {
 
 /// Play a history; on failure, the error and what happened.
 fn check(h: &History) -> Result<(), String> {
-    let mut world = World::new(h.instances).map_err(|e| format!("setting up: {e}"))?;
-    world
+    let mut world = World::new(h.instances, &h.skew_ms).map_err(|e| format!("setting up: {e}"))?;
+    let r = world
         .play(h)
-        .map_err(|e| format!("{e}\n--- what happened ---\n{}", world.trace.join("\n")))
+        .map_err(|e| format!("{e}\n--- what happened ---\n{}", world.trace.join("\n")));
+    if std::env::var("TRACE").is_ok() { eprintln!("=====\n{h:#?}\n{}", world.trace.join("\n")); }
+    r
 }
 
 /// Drop steps and deliveries, one at a time, while the history still fails.
