@@ -418,6 +418,8 @@ enum Step {
         to: usize,
         resend: bool,
     },
+    /// A delta export from `from` to `to`, pooled and imported by `to`.
+    Sync { from: usize, to: usize },
     /// A full export, pooled.
     ExportFull { from: usize },
     /// `compact` on instance `at`.
@@ -435,6 +437,7 @@ impl fmt::Debug for Step {
                 let resend = if *resend { " (resend)" } else { "" };
                 write!(f, "i{from} → i{to}: export{resend}")
             }
+            Step::Sync { from, to } => write!(f, "i{from} → i{to}: export, imported"),
             Step::ExportFull { from } => write!(f, "i{from}: export full"),
             Step::Compact { at } => write!(f, "i{at}: compact"),
             Step::Import { at, back: 0 } => write!(f, "i{at}: import the newest bundle"),
@@ -586,6 +589,7 @@ fn step() -> impl Strategy<Value = Step> {
         6 => (i.clone(), write()).prop_map(|(at, write)| Step::Write { at, write }),
         2 => (i.clone(), 1..MAX_INSTANCES, any::<bool>())
             .prop_map(|(from, off, resend)| Step::Export { from, to: off, resend }),
+        2 => (i.clone(), 1..MAX_INSTANCES).prop_map(|(from, off)| Step::Sync { from, to: off }),
         1 => i.clone().prop_map(|from| Step::ExportFull { from }),
         1 => i.clone().prop_map(|at| Step::Compact { at }),
         3 => (i, 0..4usize).prop_map(|(at, back)| Step::Import { at, back }),
@@ -636,6 +640,10 @@ fn history() -> impl Strategy<Value = History> {
                         from: from % n,
                         to: (from % n + 1 + (to - 1) % (n - 1)) % n,
                         resend,
+                    },
+                    Step::Sync { from, to } => Step::Sync {
+                        from: from % n,
+                        to: (from % n + 1 + (to - 1) % (n - 1)) % n,
                     },
                     Step::ExportFull { from } => Step::ExportFull { from: from % n },
                     Step::Compact { at } => Step::Compact { at: at % n },
@@ -1680,6 +1688,14 @@ impl World {
                         resend: *resend,
                     };
                     self.export(*from, &target)?;
+                }
+                Step::Sync { from, to } => {
+                    let target = ExportTarget::Peer {
+                        to: name(*to),
+                        resend: false,
+                    };
+                    let b = self.export(*from, &target)?;
+                    self.import(b, *to)?;
                 }
                 Step::ExportFull { from } => {
                     self.export(*from, &ExportTarget::Full)?;
