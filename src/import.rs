@@ -23,7 +23,7 @@ use crate::colset::{ColSet, SENTINEL};
 use crate::error::{BundleError, Error, ImportError};
 use crate::hlc::{Hlc, now_unix_ms};
 use crate::log::{load_row, save_row};
-use crate::merge::{RowAction, Verdict, Version};
+use crate::merge::{Outcome, RowAction, RowState, Verdict, Version};
 use crate::peers::{add_have, bind_sender, have_all, record_acks, touch};
 use crate::schema::{quote_ident, table_shape};
 use crate::seqset::SeqSet;
@@ -518,27 +518,57 @@ fn prepare(
 }
 
 /// Merge one record into its row and write the result to the app table and
-/// the log. On error nothing of this record is written to the log.
+/// the log. On error nothing of this record is written to the log (the
+/// delete of a row found vanished may be: it happened before the import).
 fn apply(
     conn: &Connection,
-    s: &Session,
+    s: &mut Session,
     m: &Mapped,
     p: &Prepared,
     sql_cache: &mut HashMap<(i64, ColSet, bool), String>,
 ) -> Result<Verdict, Error> {
-    let mut state = load_row(conn, &s.sites, m.table.id, &p.pk)?;
-    let before = state.clone();
-    let outcome = state
-        .merge(p.cl, &p.versions)
-        .map_err(|e| ImportError::SequenceReused {
-            origin: s
-                .sites
-                .idx_of(&e.site)
-                .and_then(|i| s.sites.get(i))
-                .map(|site| site.name.clone())
-                .unwrap_or_else(|| e.site.to_string()),
-            seq: e.seq,
-        })?;
+    let mut before = load_row(conn, &s.sites, m.table.id, &p.pk)?;
+    let mut state = before.clone();
+    let mut outcome = merge(&mut state, s, p)?;
+    if let RowAction::Write(cells) = &outcome.action {
+        if before.is_live() {
+            // A row the log knows as live should be in the table: UPDATE it,
+            // since an upsert would check NOT NULL on the cells it does not
+            // carry.
+            let present = if cells.is_empty() {
+                conn.prepare_cached(&format!(
+                    "SELECT 1 FROM {} WHERE {}",
+                    quote_ident(&m.table.name),
+                    m.table.key_predicate()
+                ))?
+                .exists(params_from_iter(p.key.iter()))?
+            } else {
+                let sql = sql_cache
+                    .entry((m.table.id, cells.clone(), false))
+                    .or_insert_with(|| update_sql(&m.table, cells));
+                conn.prepare_cached(sql)?
+                    .execute(params_from_iter(write_args(p, cells)?.iter()))
+                    .map_err(|e| constraint(&m.table, &p.key, e))?
+                    > 0
+            };
+            if !present {
+                // It was deleted without a trigger (`INSERT OR REPLACE` on
+                // its rowid or a secondary UNIQUE key) and the vanished-row
+                // check has not run yet. Record that delete now, as that
+                // check would have, and merge the record against it: a
+                // concurrent update loses to it, instead of re-creating the
+                // row with only the cells it carries.
+                let hlc = s.clock.stamp(now_unix_ms())?;
+                let seq = s.next_seq()?;
+                let mut deleted = before.clone();
+                deleted.local_delete(s.local, seq, hlc);
+                save_row(conn, &s.sites, m.table.id, &p.pk, &before, &deleted)?;
+                before = deleted;
+                state = before.clone();
+                outcome = merge(&mut state, s, p)?;
+            }
+        }
+    }
     match &outcome.action {
         RowAction::None => {}
         RowAction::Delete => {
@@ -551,51 +581,58 @@ fn apply(
                 .execute(params_from_iter(p.key.iter()))
                 .map_err(|e| constraint(&m.table, &p.key, e))?;
         }
+        // Written above.
+        RowAction::Write(_) if before.is_live() => {}
         RowAction::Write(cells) => {
-            let mut args: Vec<&Value> = p.key.iter().collect();
-            for bit in cells.iter() {
-                args.push(
-                    p.values
-                        .get(&bit)
-                        .ok_or_else(|| malformed("a won cell has no value".into()))?,
-                );
-            }
-            // A row the log knows as live is in the table: UPDATE it, since
-            // an upsert would check NOT NULL on the cells it does not carry.
-            let mut done = before.is_live() && cells.is_empty();
-            if before.is_live() && !cells.is_empty() {
-                let sql = sql_cache
-                    .entry((m.table.id, cells.clone(), false))
-                    .or_insert_with(|| update_sql(&m.table, cells));
-                let n = conn
-                    .prepare_cached(sql)?
-                    .execute(params_from_iter(args.iter()))
-                    .map_err(|e| constraint(&m.table, &p.key, e))?;
-                done = n > 0;
-            }
-            if !done {
-                let sql = sql_cache
-                    .entry((m.table.id, cells.clone(), true))
-                    .or_insert_with(|| upsert_sql(&m.table, cells));
-                // Only some cells of a row this instance never had: the
-                // insert that created it is in a bundle not imported yet.
-                let partial = state.holder(SENTINEL).is_none();
-                conn.prepare_cached(sql)?
-                    .execute(params_from_iter(args.iter()))
-                    .map_err(|e| match constraint(&m.table, &p.key, e) {
-                        Error::Import(ImportError::Constraint { table, key, detail })
-                            if partial =>
-                        {
-                            ImportError::NeedsEarlierBundle { table, key, detail }.into()
-                        }
-                        other => other,
-                    })?;
-            }
+            let sql = sql_cache
+                .entry((m.table.id, cells.clone(), true))
+                .or_insert_with(|| upsert_sql(&m.table, cells));
+            // Only some cells of a row this instance never had: the
+            // insert that created it is in a bundle not imported yet.
+            let partial = state.holder(SENTINEL).is_none();
+            conn.prepare_cached(sql)?
+                .execute(params_from_iter(write_args(p, cells)?.iter()))
+                .map_err(|e| match constraint(&m.table, &p.key, e) {
+                    Error::Import(ImportError::Constraint { table, key, detail }) if partial => {
+                        ImportError::NeedsEarlierBundle { table, key, detail }.into()
+                    }
+                    other => other,
+                })?;
         }
     }
     save_row(conn, &s.sites, m.table.id, &p.pk, &before, &state)
         .map_err(|e| reused_number(conn, s, p, e))?;
     Ok(outcome.verdict)
+}
+
+/// Merge a record into a row's state, naming the origin of a reused number.
+fn merge(state: &mut RowState, s: &Session, p: &Prepared) -> Result<Outcome, Error> {
+    state.merge(p.cl, &p.versions).map_err(|e| {
+        ImportError::SequenceReused {
+            origin: s
+                .sites
+                .idx_of(&e.site)
+                .and_then(|i| s.sites.get(i))
+                .map(|site| site.name.clone())
+                .unwrap_or_else(|| e.site.to_string()),
+            seq: e.seq,
+        }
+        .into()
+    })
+}
+
+/// Parameters of the UPDATE or upsert writing `cells`: the key, then the
+/// cells' values.
+fn write_args<'a>(p: &'a Prepared, cells: &ColSet) -> Result<Vec<&'a Value>, Error> {
+    let mut args: Vec<&Value> = p.key.iter().collect();
+    for bit in cells.iter() {
+        args.push(
+            p.values
+                .get(&bit)
+                .ok_or_else(|| malformed("a won cell has no value".into()))?,
+        );
+    }
+    Ok(args)
 }
 
 fn is_constraint(e: &Error) -> bool {
