@@ -1,47 +1,55 @@
 //! Model-based differential property test of the merge rules.
 //!
 //! `instances_match_the_model` drives 3–5 real instances (database files in a
-//! temporary directory, one schema with a text key and a composite key,
-//! typed and untyped columns) through a random history: app writes through
-//! SQL (inserts, `INSERT OR REPLACE`, updates of random column subsets,
-//! deletes, re-inserts, primary-key changes, multi-row updates), delta and
-//! full exports, imports of pooled bundles in any order (repeated, dropped,
-//! an instance's own), and compactions; then an all-pairs exchange until a
-//! round applies nothing.
+//! temporary directory; a table with a text key and a WITHOUT ROWID table
+//! with a composite text/integer key; INTEGER, TEXT, BLOB, REAL, NUMERIC and
+//! untyped columns; NULL, integers, reals with -0.0 and edge values, text
+//! with non-UTF-8 bytes, blobs with the empty one) through a random history:
+//! app writes through SQL (`INSERT OR IGNORE` / `OR REPLACE`, updates of
+//! random column subsets with NULLs and `c = c`, deletes, re-inserts,
+//! primary-key changes with `UPDATE OR REPLACE`, multi-row updates,
+//! `INSERT OR REPLACE` taking another row's rowid), delta exports with and
+//! without resend, syncs, full exports, imports of pooled bundles in any
+//! order (repeated, dropped, an instance's own), compactions, and wall
+//! clocks running ahead or behind; then an all-pairs exchange until a round
+//! applies nothing.
 //!
 //! Beside the engine runs a reference model written from spec/merge.md and
-//! spec/capture.md, which never calls `fieldsync::merge`:
+//! spec/capture.md. It never calls `fieldsync::merge`:
 //!
 //! - From each SQL statement and the rows before and after it, the model
-//!   predicts what capture records (which row, insert/update/delete, which
-//!   cells changed by the capture rule) and checks `fieldsync_pending`.
+//!   predicts what capture records (row, insert/update/delete, the cells
+//!   changed by the capture rule) and checks `fieldsync_pending`.
 //! - When the engine stamps (export, import, compact), the model folds and
-//!   numbers the captured writes and applies the local rules of the spec
-//!   (causal length, which change takes which cells). It takes only the
-//!   HLCs from the engine: the clock of each change the model says survives
-//!   stamping, read from `fieldsync_log` (before an import, from a copy of
-//!   the database stamped with `compact`, so a local change the import
-//!   then outranks still has its clock observed). It checks the clock rules
-//!   it can: increasing, not before the write's wall time, past every clock
-//!   the instance had imported.
+//!   numbers the captured writes itself and applies the spec's local rules
+//!   (causal length; which change takes which cells); it records the delete
+//!   of a row deleted without a trigger where spec/capture.md says the
+//!   engine notices it. From the engine it takes only each surviving
+//!   change's HLC, read from `fieldsync_log`; before an import, from a copy
+//!   of the database stamped by importing a bundle without rows, so a local
+//!   change the import then outranks still has its clock observed. It checks
+//!   the clock rules it can: increasing, not before the write's wall time,
+//!   past every clock the instance imported.
 //! - For every export it predicts the bundle (rows, causal lengths, versions,
 //!   values) from its own state of the sender and the change numbers the
-//!   header says the bundle covers, and checks the bundle's body.
-//! - For every import it merges its predicted records with the spec's rules
-//!   (causal length first, then per cell the greatest rank
-//!   `(hlc, site id, seq)`), predicts the verdict counts, and checks them.
+//!   header says it covers, and checks the body against it.
+//! - For every import it merges its predicted records by the spec's rules
+//!   (a higher causal length wins outright, then each cell goes to the
+//!   greatest rank `(hlc, site id, seq)`), predicts the applied / known /
+//!   older counts, and checks them.
 //! - After every operation the instance's app tables and change log must
-//!   equal the model's state of it.
+//!   equal the model's state of that instance.
 //! - At the end every instance must hold the same tables and log, equal to
 //!   the join of every change ever made, computed afresh from the list of
 //!   changes: per row the greatest causal length, per cell the greatest
-//!   ranked change of that causal length that wrote it.
+//!   ranked change of that causal length that wrote it, and its value.
 //!
 //! A failing history is shrunk, stripped of steps that do not matter, and
 //! printed with what happened at each step. Failing seeds are kept in
-//! `tests/model.proptest-regressions`.
+//! `tests/model.proptest-regressions`. `FIELDSYNC_MODEL_TRACE=1` prints every
+//! case's history and trace (with `-- --nocapture`).
 //!
-//! Cases: 32 by default (a debug build runs them in well under a minute), or
+//! Cases: 128 by default (about 10 s of CPU in a debug build), or
 //! `FIELDSYNC_PROPTEST_CASES`. The deep run:
 //!
 //! ```text
@@ -70,7 +78,7 @@ fn config() -> ProptestConfig {
             Ok(n) => n,
             Err(_) => panic!("FIELDSYNC_PROPTEST_CASES must be a number of cases, not {v:?}"),
         },
-        Err(_) => 32,
+        Err(_) => 128,
     };
     ProptestConfig {
         cases,
@@ -181,7 +189,10 @@ impl RowId {
             .map(|v| match v {
                 Value::Integer(i) => Ok(KeyPart::Int(*i)),
                 Value::Text(t) => Ok(KeyPart::Text(t.clone())),
-                other => Err(format!("unexpected key value {other} in {}", TABLES[table].name)),
+                other => Err(format!(
+                    "unexpected key value {other} in {}",
+                    TABLES[table].name
+                )),
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(RowId { table, key })
@@ -291,6 +302,13 @@ enum Write {
     },
     /// `UPDATE table SET …` of every row.
     UpdateAll { table: usize, set: Vec<Set> },
+    /// `INSERT OR REPLACE` of `row` taking the rowid of `from` (a rowid
+    /// table): `from` is deleted without a DELETE trigger.
+    ReplaceRowid {
+        row: RowId,
+        from: RowId,
+        values: Vec<Value>,
+    },
 }
 
 /// One SQL statement of a write.
@@ -313,6 +331,11 @@ enum Stmt<'a> {
         from: &'a RowId,
         to: &'a RowId,
         set: &'a [Set],
+    },
+    ReplaceRowid {
+        row: &'a RowId,
+        from: &'a RowId,
+        values: &'a [Value],
     },
 }
 
@@ -348,6 +371,9 @@ impl Write {
                 table: *table,
                 set,
             }],
+            Write::ReplaceRowid { row, from, values } => {
+                vec![Stmt::ReplaceRowid { row, from, values }]
+            }
         }
     }
 }
@@ -381,11 +407,7 @@ impl fmt::Debug for Write {
             }
             Write::Delete { row } => write!(f, "DELETE {row:?}"),
             Write::Reinsert { row, values } => {
-                write!(
-                    f,
-                    "DELETE {row:?}, INSERT {}",
-                    show_row(row.table, values)
-                )
+                write!(f, "DELETE {row:?}, INSERT {}", show_row(row.table, values))
             }
             Write::Rekey { from, to, set } if set.is_empty() => {
                 write!(f, "UPDATE OR REPLACE {from:?} SET key = {to:?}")
@@ -403,6 +425,11 @@ impl fmt::Debug for Write {
                     set_text(*table, set)
                 )
             }
+            Write::ReplaceRowid { row, from, values } => write!(
+                f,
+                "INSERT OR REPLACE {row:?} {} with the rowid of {from:?}",
+                show_row(row.table, values)
+            ),
         }
     }
 }
@@ -541,7 +568,10 @@ fn row_of(table: usize) -> BoxedStrategy<RowId> {
 fn set_of(table: usize, at_least_one: bool) -> BoxedStrategy<Vec<Set>> {
     let n = TABLES[table].cells.len();
     (
-        vec(proptest::option::of(proptest::option::weighted(0.9, value())), n),
+        vec(
+            proptest::option::of(proptest::option::weighted(0.9, value())),
+            n,
+        ),
         0..n,
     )
         .prop_map(move |(choice, first)| {
@@ -577,8 +607,21 @@ fn write_for(table: usize) -> BoxedStrategy<Write> {
     .boxed()
 }
 
+/// Writes on `item`, which has a rowid: those of every table, and an
+/// `INSERT OR REPLACE` that takes another row's rowid.
+fn item_write() -> BoxedStrategy<Write> {
+    let rows = row_of(0);
+    let n = TABLES[0].cells.len();
+    prop_oneof![
+        14 => write_for(0),
+        1 => (rows.clone(), rows, vec(value(), n))
+            .prop_map(|(row, from, values)| Write::ReplaceRowid { row, from, values }),
+    ]
+    .boxed()
+}
+
 fn write() -> impl Strategy<Value = Write> {
-    prop_oneof![3 => write_for(0), 1 => write_for(1)]
+    prop_oneof![3 => item_write(), 1 => write_for(1)]
 }
 
 /// A step with instance numbers below `MAX_INSTANCES`; [`history`] brings
@@ -626,7 +669,11 @@ fn history() -> impl Strategy<Value = History> {
             skew_ms.truncate(n);
             let mut prologue: Vec<Step> = Vec::new();
             if !initial.is_empty() {
-                prologue.extend(initial.into_iter().map(|write| Step::Write { at: 0, write }));
+                prologue.extend(
+                    initial
+                        .into_iter()
+                        .map(|write| Step::Write { at: 0, write }),
+                );
                 prologue.push(Step::ExportFull { from: 0 });
                 prologue.extend((1..n).map(|at| Step::Import { at, back: 0 }));
             }
@@ -843,6 +890,19 @@ impl Rec {
     }
 }
 
+/// New changes of one instance in its log: seq → (row, hlc).
+type Stamps = BTreeMap<u64, (RowId, u64)>;
+
+/// Which rows deleted without a trigger an operation records deletes for
+/// (spec/capture.md): every one (compact, full export), those a delta
+/// export carries (a covered change holds a cell), or none (import stamping).
+#[derive(Clone, Copy)]
+enum Vanish<'a> {
+    All,
+    Covered(&'a BTreeMap<usize, SeqSet>),
+    NotRecorded,
+}
+
 /// Verdict counts: applied, known, older.
 #[derive(Clone, Copy, Default, PartialEq, Eq, Debug)]
 struct Verdicts {
@@ -1018,6 +1078,8 @@ struct World {
     pool: Vec<Bundle>,
     trace: Vec<String>,
     skew_ms: Vec<i64>,
+    /// A bundle without rows from an instance outside the world.
+    probe: Vec<u8>,
     // Declared last, so it is dropped (and the files removed) last.
     dir: tempfile::TempDir,
 }
@@ -1043,7 +1105,15 @@ impl World {
             sites.push(*inst.site_id()?.as_bytes());
             instances.push(inst);
         }
+        let mut probe = Vec::new();
+        {
+            let (mut p, _) = Instance::init(dir.path().join("probe.db"), "probe")?;
+            p.connection().execute_batch(SCHEMA)?;
+            p.track(&Selection::All)?;
+            p.export(&ExportTarget::Full, &mut probe)?;
+        }
         Ok(World {
+            probe,
             instances,
             sites,
             models: (0..n).map(|_| InstModel::default()).collect(),
@@ -1096,9 +1166,7 @@ impl World {
                 )
                 .into());
             }
-            entry
-                .1
-                .insert((origin, seq), (hlc, cols.iter().collect()));
+            entry.1.insert((origin, seq), (hlc, cols.iter().collect()));
         }
         Ok(View { app, log })
     }
@@ -1127,13 +1195,13 @@ impl World {
             )
             .into());
         }
-        // The model's own invariant: a row is in the app table iff it lives.
+        // The model's own invariant: a row in the app table lives (a live
+        // row may be missing: deleted without a trigger, not yet noticed).
         for (row, r) in &self.models[at].rows {
-            if r.live() != self.models[at].app.contains_key(row) {
+            if !r.live() && self.models[at].app.contains_key(row) {
                 return Err(format!(
-                    "model inconsistency at i{at}: {row:?} has cl {} but the app row is {}",
-                    r.cl,
-                    if r.live() { "absent" } else { "present" }
+                    "model inconsistency at i{at}: {row:?} has cl {} but is in the app table",
+                    r.cl
                 )
                 .into());
             }
@@ -1141,21 +1209,29 @@ impl World {
         Ok(())
     }
 
-    /// Clocks of the changes of `at` numbered after the model's counter, as
-    /// the log at `conn` (the instance or a stamped copy) shows them.
-    fn new_stamps(&self, conn: &Connection, at: usize) -> Res<BTreeMap<u64, u64>> {
+    /// The changes of `at` numbered after the model's counter, as the log at
+    /// `conn` (the instance or a stamped copy) shows them: row and clock.
+    fn new_stamps(&self, conn: &Connection, at: usize) -> Res<Stamps> {
         let mut stmt = conn.prepare(
-            "SELECT l.seq, l.hlc FROM fieldsync_log AS l \
+            "SELECT l.seq, t.name, l.pk, l.hlc FROM fieldsync_log AS l \
              JOIN fieldsync_sites AS s ON s.id = l.origin \
+             JOIN fieldsync_tables AS t ON t.id = l.tbl \
              WHERE s.site_id = ?1 AND l.seq > ?2",
         )?;
-        let rows = stmt
-            .query_map(
-                rusqlite::params![&self.sites[at][..], self.models[at].seq as i64],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)),
-            )?
-            .collect::<rusqlite::Result<BTreeMap<u64, u64>>>()?;
-        Ok(rows)
+        let mut rows = stmt.query(rusqlite::params![
+            &self.sites[at][..],
+            self.models[at].seq as i64
+        ])?;
+        let mut out = Stamps::new();
+        while let Some(r) = rows.next()? {
+            let table = table_index(&r.get::<_, String>(1)?)?;
+            let key = decode_key(&r.get::<_, Vec<u8>>(2)?)?;
+            out.insert(
+                r.get::<_, i64>(0)? as u64,
+                (RowId::from_values(table, &key)?, r.get::<_, i64>(3)? as u64),
+            );
+        }
+        Ok(out)
     }
 
     // --- app writes --------------------------------------------------------
@@ -1184,10 +1260,11 @@ impl World {
                 .into());
             }
             let (sql, params) = stmt_sql(&stmt);
-            let last: i64 =
-                conn.query_row("SELECT coalesce(max(id), 0) FROM fieldsync_pending", [], |r| {
-                    r.get(0)
-                })?;
+            let last: i64 = conn.query_row(
+                "SELECT coalesce(max(id), 0) FROM fieldsync_pending",
+                [],
+                |r| r.get(0),
+            )?;
             let n = conn.execute(&sql, rusqlite::params_from_iter(params.iter()))?;
             if self.skew_ms[at] != 0 {
                 conn.execute(
@@ -1230,9 +1307,8 @@ impl World {
     fn read_pending(&self, at: usize) -> Res<Vec<Captured>> {
         let conn = self.instances[at].connection();
         let ids = table_ids(conn)?;
-        let mut stmt = conn.prepare(
-            "SELECT t, op, at, k0, k1, m0 FROM fieldsync_pending ORDER BY id",
-        )?;
+        let mut stmt =
+            conn.prepare("SELECT t, op, at, k0, k1, m0 FROM fieldsync_pending ORDER BY id")?;
         let mut rows = stmt.query([])?;
         let mut all = Vec::new();
         while let Some(r) = rows.next()? {
@@ -1274,12 +1350,11 @@ impl World {
 
     /// Stamp the model's captured writes at `at` (spec/capture.md
     /// "From captured rows to changes"), with the clocks the engine gave the
-    /// changes that survive. Returns a line for the trace.
-    fn stamp(&mut self, at: usize, hlcs: &BTreeMap<u64, u64>) -> Res<Option<String>> {
+    /// changes that survive; then record a delete for each row the log
+    /// knows as live but the app table lacks (deleted without a trigger)
+    /// among those `vanish` selects. Returns a line for the trace.
+    fn stamp(&mut self, at: usize, stamps: &Stamps, vanish: Vanish<'_>) -> Res<Option<String>> {
         let m = &mut self.models[at];
-        if m.pending.is_empty() && hlcs.is_empty() {
-            return Ok(None);
-        }
         // Consecutive updates of one row with one wall time (one statement)
         // fold into one change.
         let mut folded: Vec<Captured> = Vec::new();
@@ -1304,7 +1379,7 @@ impl World {
             let ver = Ver {
                 origin: at,
                 seq: m.seq,
-                hlc: hlcs.get(&m.seq).copied().unwrap_or(UNSTAMPED),
+                hlc: stamps.get(&m.seq).map_or(UNSTAMPED, |(_, h)| *h),
             };
             let state = m
                 .rows
@@ -1319,9 +1394,73 @@ impl World {
                     writes,
                     values: c.after,
                 },
-                c.at,
+                Some(c.at),
             ));
         }
+        let stamped = m.seq;
+
+        // Rows deleted without a trigger.
+        let vanished: Vec<RowId> = m
+            .rows
+            .iter()
+            .filter(|(row, st)| st.live() && !m.app.contains_key(*row))
+            .filter(|(_, st)| match vanish {
+                Vanish::All => true,
+                Vanish::Covered(covers) => st
+                    .holders
+                    .iter()
+                    .flatten()
+                    .any(|v| covers.get(&v.origin).is_some_and(|set| set.contains(v.seq))),
+                Vanish::NotRecorded => false,
+            })
+            .map(|(row, _)| row.clone())
+            .collect();
+        let recorded: Vec<(u64, RowId, u64)> = stamps
+            .range(stamped + 1..)
+            .map(|(seq, (row, hlc))| (*seq, row.clone(), *hlc))
+            .collect();
+        let rows: BTreeSet<&RowId> = recorded.iter().map(|(_, r, _)| r).collect();
+        if rows != vanished.iter().collect::<BTreeSet<_>>()
+            || recorded.len() != vanished.len()
+            || recorded
+                .last()
+                .is_some_and(|(seq, ..)| *seq != stamped + vanished.len() as u64)
+        {
+            return Err(format!(
+                "i{at} recorded deletes of rows deleted without a trigger {:?}; the model \
+                 expects {vanished:?}",
+                recorded
+                    .iter()
+                    .map(|(s, r, _)| format!("#{s} {r:?}"))
+                    .collect::<Vec<_>>()
+            )
+            .into());
+        }
+        for (seq, row, hlc) in recorded {
+            let ver = Ver {
+                origin: at,
+                seq,
+                hlc,
+            };
+            let state = m
+                .rows
+                .get_mut(&row)
+                .ok_or("model inconsistency: a vanished row has no state")?;
+            let writes = state.local(Op::Delete, &BTreeSet::new(), ver);
+            made.push((
+                Change {
+                    ver,
+                    row,
+                    cl: state.cl,
+                    writes,
+                    values: None,
+                },
+                None,
+            ));
+            m.seq = seq;
+        }
+
+        // What survived (a vanished row's delete supersedes its insert).
         let held: BTreeSet<u64> = m
             .rows
             .values()
@@ -1329,31 +1468,43 @@ impl World {
             .filter(|v| v.origin == at && v.seq >= first)
             .map(|v| v.seq)
             .collect();
-        if let Some(seq) = hlcs.keys().find(|s| !held.contains(s)) {
-            return Err(format!(
-                "i{at}'s log holds its change #{seq}, which by the local rules was superseded \
-                 while being stamped (or never made: the model numbered #{first}-#{})",
-                m.seq
-            )
-            .into());
+        for (seq, (row, _)) in stamps.range(..=stamped) {
+            if !held.contains(seq) {
+                return Err(format!(
+                    "i{at}'s log holds its change #{seq} of {row:?}, which by the local rules \
+                     was superseded while being stamped"
+                )
+                .into());
+            }
+            if made.iter().any(|(c, _)| c.ver.seq == *seq && c.row != *row) {
+                return Err(format!(
+                    "i{at}'s change #{seq} is of {row:?}, not the row the model says"
+                )
+                .into());
+            }
         }
-        if let Some(seq) = held.iter().find(|s| !hlcs.contains_key(s)) {
+        if let Some(seq) = held.iter().find(|s| !stamps.contains_key(s)) {
             return Err(format!(
                 "by the local rules i{at}'s change #{seq} holds cells, but i{at}'s log has no such change"
             )
             .into());
         }
+
+        if made.is_empty() {
+            return Ok(None);
+        }
+
         // The clock: increasing, not before the write, past what was seen.
         let mut last = m.seen_hlc;
         let mut notes = Vec::new();
         for (c, wall) in &made {
-            if !held.contains(&c.ver.seq) {
+            if c.ver.seq <= stamped && !held.contains(&c.ver.seq) {
                 notes.push(format!("#{} superseded", c.ver.seq));
                 continue;
             }
             let hlc = c.ver.hlc;
-            let wall_ms = ((wall - 2_440_587.5) * 86_400_000.0).round() as i64;
             let hlc_ms = (hlc >> 22) as i64 + 1_704_067_200_000;
+            let wall_ms = wall.map_or(0, |w| ((w - 2_440_587.5) * 86_400_000.0).round() as i64);
             if hlc <= last || hlc_ms < wall_ms {
                 return Err(format!(
                     "i{at}'s change #{} got clock {} (ms {hlc_ms}), not past {} or not at or after its write (ms {wall_ms})",
@@ -1365,16 +1516,21 @@ impl World {
             }
             last = hlc;
             notes.push(format!(
-                "{:?} {:?} cl {} writes {}",
+                "{:?} {:?} cl {} writes {}{}",
                 c.ver,
                 c.row,
                 c.cl,
-                bits_text(c.row.table, &c.writes)
+                bits_text(c.row.table, &c.writes),
+                if wall.is_none() {
+                    " (vanished row)"
+                } else {
+                    ""
+                }
             ));
         }
         m.seen_hlc = last;
         for (c, _) in made {
-            if held.contains(&c.ver.seq) {
+            if c.ver.seq > stamped || held.contains(&c.ver.seq) {
                 self.changes.push(c);
             }
         }
@@ -1382,17 +1538,17 @@ impl World {
     }
 
     /// The clocks the next stamping of `at` gives its captured writes,
-    /// observed on a copy of the database stamped by `compact`, and that
-    /// copy's state.
-    fn stamps_of_copy(&self, at: usize) -> Res<(BTreeMap<u64, u64>, View)> {
+    /// observed on a copy of the database stamped by importing a bundle
+    /// without rows, as an import stamps; and that copy's state.
+    fn stamps_of_copy(&self, at: usize) -> Res<(Stamps, View)> {
         let path = self.dir.path().join("copy.db");
         let _ = std::fs::remove_file(&path);
         self.instances[at]
             .connection()
             .execute("VACUUM INTO ?1", [path.to_string_lossy().as_ref()])?;
-        let result = (|| -> Res<(BTreeMap<u64, u64>, View)> {
+        let result = (|| -> Res<(Stamps, View)> {
             let mut copy = Instance::open(&path)?;
-            copy.compact()?;
+            copy.import(Cursor::new(&self.probe))?;
             Ok((
                 self.new_stamps(copy.connection(), at)?,
                 self.view_of(copy.connection())?,
@@ -1409,8 +1565,22 @@ impl World {
         self.instances[from]
             .export(target, &mut bytes)
             .map_err(|e| format!("i{from}: export {target:?} failed: {e}"))?;
-        let hlcs = self.new_stamps(self.instances[from].connection(), from)?;
-        if let Some(t) = self.stamp(from, &hlcs)? {
+        let mut reader = BundleReader::open(Cursor::new(&bytes))?;
+        let header = reader.header().clone();
+        let mut covers: BTreeMap<usize, SeqSet> = BTreeMap::new();
+        for c in &header.covers {
+            let site = header.origins[c.origin as usize].id;
+            covers
+                .entry(self.origin_of(site.as_bytes())?)
+                .or_default()
+                .union_with(&c.seqs);
+        }
+        let stamps = self.new_stamps(self.instances[from].connection(), from)?;
+        let vanish = match target {
+            ExportTarget::Full => Vanish::All,
+            ExportTarget::Peer { .. } => Vanish::Covered(&covers),
+        };
+        if let Some(t) = self.stamp(from, &stamps, vanish)? {
             self.trace.push(t);
         }
         let what = match target {
@@ -1423,16 +1593,6 @@ impl World {
 
         // What the bundle must carry: every row holding a covered change,
         // with the covered changes and the values of their cells.
-        let mut reader = BundleReader::open(Cursor::new(&bytes))?;
-        let header = reader.header().clone();
-        let mut covers: BTreeMap<usize, SeqSet> = BTreeMap::new();
-        for c in &header.covers {
-            let site = header.origins[c.origin as usize].id;
-            covers
-                .entry(self.origin_of(site.as_bytes())?)
-                .or_default()
-                .union_with(&c.seqs);
-        }
         let model = &self.models[from];
         let mut expected: BTreeMap<RowId, Rec> = BTreeMap::new();
         for (row, state) in &model.rows {
@@ -1519,11 +1679,7 @@ impl World {
                 let (a, e) = (actual.get(row), expected.get(row));
                 if a != e {
                     let text = |r: Option<&Rec>| r.map_or("nothing".into(), |r| r.text(row));
-                    lines.push(format!(
-                        "  carries {}\n  expected {}",
-                        text(a),
-                        text(e)
-                    ));
+                    lines.push(format!("  carries {}\n  expected {}", text(a), text(e)));
                 }
             }
             return Err(format!(
@@ -1560,8 +1716,8 @@ impl World {
         let r = self.instances[at]
             .compact()
             .map_err(|e| format!("i{at}: compact failed: {e}"))?;
-        let hlcs = self.new_stamps(self.instances[at].connection(), at)?;
-        if let Some(t) = self.stamp(at, &hlcs)? {
+        let stamps = self.new_stamps(self.instances[at].connection(), at)?;
+        if let Some(t) = self.stamp(at, &stamps, Vanish::All)? {
             self.trace.push(t);
         }
         self.trace.push(format!(
@@ -1592,8 +1748,8 @@ impl World {
         // Captured writes are stamped first; their clocks, seen on a copy.
         let captured = self.models[at].pending.len() as u64;
         if captured > 0 {
-            let (hlcs, copy) = self.stamps_of_copy(at)?;
-            if let Some(t) = self.stamp(at, &hlcs)? {
+            let (stamps, copy) = self.stamps_of_copy(at)?;
+            if let Some(t) = self.stamp(at, &stamps, Vanish::NotRecorded)? {
                 self.trace.push(t);
             }
             let model = self.model_view(at);
@@ -1624,16 +1780,75 @@ impl World {
         let mut notes = Vec::new();
         let mut max_hlc = 0;
         let records = self.pool[b].records.clone();
+        // Deletes the import records for rows deleted without a trigger, as
+        // the log shows them (those a new era superseded at once are gone).
+        let mut vanish_log = self.new_stamps(self.instances[at].connection(), at)?;
+        let seq_before = self.models[at].seq;
+        let seen_before = self.models[at].seen_hlc;
+        let sites = self.sites.clone();
+        let rank = move |v: &Ver| (v.hlc, sites[v.origin], v.seq);
         for (row, rec) in &records {
-            let sites = self.sites.clone();
-            let rank = move |v: &Ver| (v.hlc, sites[v.origin], v.seq);
             let m = &mut self.models[at];
             let state = m
                 .rows
                 .entry(row.clone())
                 .or_insert_with(|| RowModel::new(row.cells()));
             let mut app = m.app.remove(row);
-            let verdict = merge_record(state, &mut app, rec, &rank);
+            let mut trial = (state.clone(), app.clone());
+            let mut verdict = merge_record(&mut trial.0, &mut trial.1, rec, &rank);
+            if state.live() && app.is_none() && trial.1.is_some() {
+                // The import would write a row the log knows as live but
+                // the table lacks: it records the row's delete first, then
+                // merges the record against it (spec/merge.md, step 4).
+                m.seq += 1;
+                let logged = vanish_log
+                    .iter()
+                    .find(|(_, (r, _))| r == row)
+                    .map(|(seq, (_, hlc))| (*seq, *hlc));
+                let ver = match logged {
+                    Some((seq, hlc)) => {
+                        vanish_log.remove(&seq);
+                        Ver {
+                            origin: at,
+                            seq,
+                            hlc,
+                        }
+                    }
+                    // Superseded by the record at once; never seen again.
+                    None => Ver {
+                        origin: at,
+                        seq: u64::MAX - m.seq,
+                        hlc: UNSTAMPED,
+                    },
+                };
+                let writes = state.local(Op::Delete, &BTreeSet::new(), ver);
+                notes.push(match logged {
+                    Some(_) => format!("{row:?} vanished here: delete {ver:?} first"),
+                    None => format!("{row:?} vanished here: delete it first (superseded)"),
+                });
+                if logged.is_some() {
+                    if ver.hlc <= seen_before {
+                        return Err(format!(
+                            "i{at}'s delete {ver:?} of vanished {row:?} is not stamped past {}",
+                            hlc_text(seen_before)
+                        )
+                        .into());
+                    }
+                    self.changes.push(Change {
+                        ver,
+                        row: row.clone(),
+                        cl: state.cl,
+                        writes,
+                        values: None,
+                    });
+                }
+                app = None;
+                verdict = merge_record(state, &mut app, rec, &rank);
+            } else {
+                *state = trial.0;
+                app = trial.1;
+            }
+            let m = &mut self.models[at];
             if let Some(a) = app {
                 m.app.insert(row.clone(), a);
             }
@@ -1652,6 +1867,28 @@ impl World {
             }
         }
         let m = &mut self.models[at];
+        if let Some((seq, (row, _))) = vanish_log.iter().next() {
+            return Err(format!(
+                "i{at} recorded change #{seq} of {row:?} while importing #{b}; the model expects none"
+            )
+            .into());
+        }
+        if m.seq > seq_before {
+            // The numbers the engine used, in its order of the records.
+            let logged: Vec<u64> = self
+                .changes
+                .iter()
+                .filter(|c| c.ver.origin == at && c.ver.seq > seq_before)
+                .map(|c| c.ver.seq)
+                .collect();
+            if logged.iter().any(|&s| s > m.seq) {
+                return Err(format!(
+                    "i{at} numbered its deletes of vanished rows {logged:?}, beyond #{}",
+                    m.seq
+                )
+                .into());
+            }
+        }
         m.seen_hlc = m.seen_hlc.max(max_hlc);
         let got = Verdicts {
             applied: report.applied,
@@ -1716,6 +1953,19 @@ impl World {
         if history_bundles > 0 {
             for d in &h.deliveries {
                 self.import(d.bundle % history_bundles, d.at)?;
+            }
+        }
+
+        // A row deleted without a trigger and not otherwise changed reaches
+        // peers only after a compact or full export (spec/capture.md): an
+        // instance holding one is compacted first.
+        for at in 0..n {
+            let m = &self.models[at];
+            if m.rows
+                .iter()
+                .any(|(row, st)| st.live() && !m.app.contains_key(row))
+            {
+                self.compact(at)?;
             }
         }
 
@@ -1813,7 +2063,10 @@ impl World {
                     .insert(bit);
                 if bit > 0 {
                     let v = w.values.as_ref().ok_or_else(|| {
-                        format!("model inconsistency: {:?} wrote cells but has no values", w.ver)
+                        format!(
+                            "model inconsistency: {:?} wrote cells but has no values",
+                            w.ver
+                        )
                     })?;
                     values[bit - 1] = v[bit - 1].clone();
                 }
@@ -1974,6 +2227,22 @@ fn stmt_sql(stmt: &Stmt<'_>) -> (String, Vec<Value>) {
             params.extend(from.values());
             (sql, params)
         }
+        Stmt::ReplaceRowid { row, from, values } => {
+            let spec = &TABLES[row.table];
+            let mut params = row.values();
+            params.extend(values.iter().cloned());
+            let cols: Vec<&str> = spec.key.iter().chain(spec.cells).copied().collect();
+            let marks: Vec<String> = (1..=params.len()).map(|i| format!("?{i}")).collect();
+            let sql = format!(
+                "INSERT OR REPLACE INTO {0}(rowid, {1}) SELECT rowid, {2} FROM {0} WHERE {3}",
+                spec.name,
+                cols.join(", "),
+                marks.join(", "),
+                predicate(from.table, params.len() + 1)
+            );
+            params.extend(from.values());
+            (sql, params)
+        }
     }
 }
 
@@ -2012,7 +2281,11 @@ fn predict(
         }
         Stmt::Update { row, table, set } => {
             let rows: Vec<&RowId> = match row {
-                Some(r) => before.get_key_value(*r).map(|(k, _)| k).into_iter().collect(),
+                Some(r) => before
+                    .get_key_value(*r)
+                    .map(|(k, _)| k)
+                    .into_iter()
+                    .collect(),
                 None => before.keys().filter(|r| r.table == *table).collect(),
             };
             for r in rows {
@@ -2031,6 +2304,13 @@ fn predict(
                     out.push(((*to).clone(), Op::Insert, BTreeSet::new()));
                 }
                 updates(from, to, set, &mut out)?;
+            }
+        }
+        // The rows it replaces (`row` by key, `from` by rowid) fire no
+        // DELETE trigger.
+        Stmt::ReplaceRowid { row, from, .. } => {
+            if before.contains_key(*from) {
+                out.push(((*row).clone(), Op::Insert, BTreeSet::new()));
             }
         }
     }
@@ -2054,11 +2334,13 @@ fn captured_text(rows: &[(RowId, Op, BTreeSet<usize>)]) -> String {
 /// Play a history; on failure, the error and what happened.
 fn check(h: &History) -> Result<(), String> {
     let mut world = World::new(h.instances, &h.skew_ms).map_err(|e| format!("setting up: {e}"))?;
-    let r = world
+    let result = world
         .play(h)
         .map_err(|e| format!("{e}\n--- what happened ---\n{}", world.trace.join("\n")));
-    if std::env::var("TRACE").is_ok() { eprintln!("=====\n{h:#?}\n{}", world.trace.join("\n")); }
-    r
+    if std::env::var_os("FIELDSYNC_MODEL_TRACE").is_some() {
+        eprintln!("=====\n{h:#?}\n{}", world.trace.join("\n"));
+    }
+    result
 }
 
 /// Drop steps and deliveries, one at a time, while the history still fails.
