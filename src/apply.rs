@@ -449,68 +449,104 @@ impl Applier {
 /// concurrent edits from normal ones for the conflict log.
 pub(crate) fn apply(
     conn: &Connection,
-    s: &Session,
+    s: &mut Session,
     ap: &mut Applier,
     c: &Change,
     seen: Option<&BTreeMap<i64, SeqSet>>,
 ) -> Result<Result<Verdict, Refusal>, Error> {
     let table = &s.catalog.tables()[c.table];
-    let mut state = load_row(conn, &s.sites, table.id, &c.pk)?;
-    let before = state.clone();
-    let outcome = state
-        .merge(c.cl, &c.versions)
-        .map_err(|e| ImportError::SequenceReused {
-            origin: site_name(s, &e.site),
-            seq: e.seq,
-        })?;
-    let losses = crate::conflicts::losses(
-        conn,
-        s,
-        &ap.have_before,
-        ap.now_ms,
-        table,
-        c,
-        &before,
-        &state,
-        seen,
-    )?;
-    let guarded = outcome.action != RowAction::None && ap.fks.involves(&table.name);
-    if guarded {
-        conn.prepare_cached("SAVEPOINT fieldsync_change")?
-            .execute([])?;
-    }
-    let written = write_row(conn, ap, table, c, &before, &state, &outcome.action);
-    let undo = |conn: &Connection| -> Result<(), Error> {
+    let mut before = load_row(conn, &s.sites, table.id, &c.pk)?;
+    let mut vanished_checked = false;
+    loop {
+        let mut state = before.clone();
+        let outcome = state
+            .merge(c.cl, &c.versions)
+            .map_err(|e| ImportError::SequenceReused {
+                origin: site_name(s, &e.site),
+                seq: e.seq,
+            })?;
+        let losses = crate::conflicts::losses(
+            conn,
+            s,
+            &ap.have_before,
+            ap.now_ms,
+            table,
+            c,
+            &before,
+            &state,
+            seen,
+        )?;
+        let guarded = outcome.action != RowAction::None && ap.fks.involves(&table.name);
         if guarded {
-            conn.prepare_cached("ROLLBACK TO fieldsync_change")?
+            conn.prepare_cached("SAVEPOINT fieldsync_change")?
                 .execute([])?;
+        }
+        let written = write_row(conn, ap, table, c, &before, &state, &outcome.action);
+        let undo = |conn: &Connection| -> Result<(), Error> {
+            if guarded {
+                conn.prepare_cached("ROLLBACK TO fieldsync_change")?
+                    .execute([])?;
+                conn.prepare_cached("RELEASE fieldsync_change")?
+                    .execute([])?;
+            }
+            Ok(())
+        };
+        match written {
+            Ok(Ok(Written::Done)) => {}
+            Ok(Ok(Written::Vanished)) if !vanished_checked => {
+                // The log has the row but the table does not: it was deleted
+                // without a trigger (`INSERT OR REPLACE` on its rowid or a
+                // secondary UNIQUE key) and no vanished-row check has run
+                // yet. Record that delete now, as that check would have,
+                // and merge the change against it: a concurrent update loses
+                // to it, instead of re-creating the row with only its cells.
+                undo(conn)?;
+                vanished_checked = true;
+                let hlc = s.clock.stamp(now_unix_ms())?;
+                let seq = crate::session::next_seq(&mut s.seq)?;
+                let mut deleted = before.clone();
+                deleted.local_delete(s.local, seq, hlc);
+                save_row(conn, &s.sites, table.id, &c.pk, &before, &deleted)?;
+                before = deleted;
+                continue;
+            }
+            Ok(Ok(Written::Vanished)) => {
+                undo(conn)?;
+                return Err(malformed(format!(
+                    "row {} of table '{}' vanished while it was written",
+                    key_literal(&c.key),
+                    table.name
+                )));
+            }
+            Ok(Err(refusal)) => {
+                undo(conn)?;
+                return Ok(Err(refusal));
+            }
+            Err(e) => {
+                undo(conn)?;
+                return Err(e);
+            }
+        }
+        save_row(conn, &s.sites, table.id, &c.pk, &before, &state)
+            .map_err(|e| reused_number(conn, s, c, e))?;
+        if guarded {
             conn.prepare_cached("RELEASE fieldsync_change")?
                 .execute([])?;
         }
-        Ok(())
-    };
-    match written {
-        Ok(Ok(())) => {}
-        Ok(Err(refusal)) => {
-            undo(conn)?;
-            return Ok(Err(refusal));
+        if !losses.is_empty() {
+            crate::conflicts::record(conn, &losses)?;
+            ap.overwritten += losses.len() as u64;
         }
-        Err(e) => {
-            undo(conn)?;
-            return Err(e);
-        }
+        return Ok(Ok(outcome.verdict));
     }
-    save_row(conn, &s.sites, table.id, &c.pk, &before, &state)
-        .map_err(|e| reused_number(conn, s, c, e))?;
-    if guarded {
-        conn.prepare_cached("RELEASE fieldsync_change")?
-            .execute([])?;
-    }
-    if !losses.is_empty() {
-        crate::conflicts::record(conn, &losses)?;
-        ap.overwritten += losses.len() as u64;
-    }
-    Ok(Ok(outcome.verdict))
+}
+
+/// What [`write_row`] did.
+enum Written {
+    /// The decision is in the app table.
+    Done,
+    /// A row the log knows as live is not in the table; nothing was written.
+    Vanished,
 }
 
 /// Write the merge's decision to the app table and check the references
@@ -524,7 +560,7 @@ fn write_row(
     before: &RowState,
     after: &RowState,
     action: &RowAction,
-) -> Result<Result<(), Refusal>, Error> {
+) -> Result<Result<Written, Refusal>, Error> {
     match action {
         RowAction::None => {}
         RowAction::Delete => {
@@ -583,23 +619,34 @@ fn write_row(
                         .ok_or_else(|| malformed("a won cell has no value".into()))?,
                 );
             }
-            // A row the log knows as live is in the table: UPDATE it, since
-            // an upsert would check NOT NULL on the cells it does not carry.
-            let mut done = before.is_live() && cells.is_empty();
-            if before.is_live() && !cells.is_empty() {
-                let sql = ap
-                    .sql_cache
-                    .entry((table.id, cells.clone(), false))
-                    .or_insert_with(|| update_sql(table, cells));
-                match conn
-                    .prepare_cached(sql)?
-                    .execute(params_from_iter(args.iter()))
-                {
-                    Ok(n) => done = n > 0,
-                    Err(e) => return refused(conn, table, c, e, false),
+            // A row the log knows as live should be in the table: UPDATE
+            // it, since an upsert would check NOT NULL on the cells it does
+            // not carry. Its row count tells if the row is gone.
+            if before.is_live() {
+                let present = if cells.is_empty() {
+                    conn.prepare_cached(&format!(
+                        "SELECT 1 FROM {} WHERE {}",
+                        quote_ident(&table.name),
+                        table.key_predicate()
+                    ))?
+                    .exists(params_from_iter(c.key.iter()))?
+                } else {
+                    let sql = ap
+                        .sql_cache
+                        .entry((table.id, cells.clone(), false))
+                        .or_insert_with(|| update_sql(table, cells));
+                    match conn
+                        .prepare_cached(sql)?
+                        .execute(params_from_iter(args.iter()))
+                    {
+                        Ok(n) => n > 0,
+                        Err(e) => return refused(conn, table, c, e, false),
+                    }
+                };
+                if !present {
+                    return Ok(Ok(Written::Vanished));
                 }
-            }
-            if !done {
+            } else {
                 let sql = ap
                     .sql_cache
                     .entry((table.id, cells.clone(), true))
@@ -648,7 +695,7 @@ fn write_row(
             }
         }
     }
-    Ok(Ok(()))
+    Ok(Ok(Written::Done))
 }
 
 fn malformed(detail: String) -> Error {
@@ -672,13 +719,13 @@ fn broken_refusal(broken: Broken) -> Refusal {
 
 /// Turn a constraint failure into a refusal naming what clashed; any other
 /// error is the database's and fails the import.
-fn refused(
+fn refused<T>(
     conn: &Connection,
     table: &TrackedTable,
     c: &Change,
     e: rusqlite::Error,
     partial: bool,
-) -> Result<Result<(), Refusal>, Error> {
+) -> Result<Result<T, Refusal>, Error> {
     let rusqlite::Error::SqliteFailure(f, msg) = &e else {
         return Err(e.into());
     };

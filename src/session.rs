@@ -64,14 +64,7 @@ impl Session {
 
     /// The next sequence number for a local change.
     pub fn next_seq(&mut self) -> Result<u64, Error> {
-        if self.seq >= crate::seqset::MAX_SEQ {
-            return Err(crate::error::SiteError::Damaged {
-                detail: "this instance has used up its change numbers".into(),
-            }
-            .into());
-        }
-        self.seq += 1;
-        Ok(self.seq)
+        next_seq(&mut self.seq)
     }
 
     /// Persist the clock and the sequence counter.
@@ -81,4 +74,17 @@ impl Session {
         meta_set(conn, "lost", self.lost.to_string())?;
         Ok(())
     }
+}
+
+/// Advance a sequence counter (a function of the field alone, so a caller
+/// holding other parts of the session can number a change).
+pub fn next_seq(seq: &mut u64) -> Result<u64, Error> {
+    if *seq >= crate::seqset::MAX_SEQ {
+        return Err(crate::error::SiteError::Damaged {
+            detail: "this instance has used up its change numbers".into(),
+        }
+        .into());
+    }
+    *seq += 1;
+    Ok(*seq)
 }
