@@ -57,8 +57,6 @@ pub(crate) struct Applier {
     spilled: HashMap<i64, bool>,
     /// Rows that had a held change when the import began.
     held_rows: HashSet<(usize, Vec<u8>)>,
-    /// Changes applied by this import.
-    applied: HashSet<(SiteId, u64)>,
     /// Held changes from earlier imports applied now, and their numbers.
     pub released: u64,
     pub released_numbers: BTreeMap<i64, SeqSet>,
@@ -122,7 +120,6 @@ impl Applier {
                 .collect(),
             spilled: HashMap::new(),
             held_rows,
-            applied: HashSet::new(),
             released: 0,
             released_numbers: BTreeMap::new(),
             overwritten: 0,
@@ -144,13 +141,6 @@ impl Applier {
             Verdict::Applied => c.applied += 1,
             Verdict::Known => c.known += 1,
             Verdict::Older => c.older += 1,
-        }
-    }
-
-    /// Note a change applied by this import.
-    pub fn note_applied(&mut self, c: &Change) {
-        for v in &c.versions {
-            self.applied.insert((v.site, v.seq));
         }
     }
 
@@ -184,7 +174,6 @@ impl Applier {
         e: &Entry,
         verdict: Verdict,
     ) -> Result<(), Error> {
-        self.note_applied(&e.change);
         if e.fresh {
             self.count(e.change.table, verdict);
         }
@@ -289,18 +278,19 @@ impl Applier {
             }
         }
         for mut e in entries {
-            // Versions that reached this instance by another route are
-            // applied already: the entry keeps only what is still missing.
+            // Versions this instance received before (a full export sends
+            // them again with the held ones) are applied already: the entry
+            // keeps only what is still missing. (A change of a held row
+            // always joins its entry, so none is applied by another route
+            // during the import.)
             let before = e.change.versions.len();
             let have_before = &self.have_before;
-            let applied = &self.applied;
             let sites = &s.sites;
             e.change.versions.retain(|v| {
-                !applied.contains(&(v.site, v.seq))
-                    && !sites
-                        .idx_of(&v.site)
-                        .and_then(|i| have_before.get(&i))
-                        .is_some_and(|set| set.contains(v.seq))
+                !sites
+                    .idx_of(&v.site)
+                    .and_then(|i| have_before.get(&i))
+                    .is_some_and(|set| set.contains(v.seq))
             });
             if e.change.versions.is_empty() {
                 if let Some(id) = e.id {

@@ -214,10 +214,7 @@ pub(crate) fn import<R: Read>(
             apply(conn, s, &mut ap, &change, Some(&seen))?
         };
         match result {
-            Ok(verdict) => {
-                ap.note_applied(&change);
-                ap.count(change.table, verdict);
-            }
+            Ok(verdict) => ap.count(change.table, verdict),
             Err(refusal) if deferred_bytes < MAX_DEFERRED_BYTES => {
                 deferred_bytes += change.size();
                 deferred.push((change, refusal));

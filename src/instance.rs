@@ -373,6 +373,28 @@ impl Instance {
         self.as_importer(|tx, s| import(tx, s, reader))
     }
 
+    /// Import several bundles in one transaction: all or nothing, and one
+    /// commit for all of them, which is what keeps HQ's weekly pile of
+    /// bundles nearly as cheap as one large bundle (each commit writes every
+    /// page the bundle touched). Each bundle's checksum is verified before
+    /// it is applied; `bundles` yields them in order, opened when their turn
+    /// comes.
+    pub fn import_all<R: Read + Seek>(
+        &mut self,
+        bundles: impl IntoIterator<Item = Result<R, Error>>,
+    ) -> Result<Vec<ImportReport>, Error> {
+        self.as_importer(|tx, s| {
+            let mut reports = Vec::new();
+            for r in bundles {
+                let mut r = r?;
+                verify(&mut r)?;
+                let reader = BundleReader::open(r)?;
+                reports.push(import(tx, s, reader)?);
+            }
+            Ok(reports)
+        })
+    }
+
     /// Retry the quarantined changes now (they are also retried at every
     /// import), applying those that fit.
     pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {

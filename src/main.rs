@@ -350,42 +350,49 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Import { db, files, json } => {
             let mut instance = open(&db.db)?;
             // Check every file (checksum, format, sender, tables) before
-            // applying any, so a damaged or foreign file in the list leaves
-            // the database exactly as it was. Each file is then applied in
-            // its own transaction; if one still fails (a constraint), those
-            // before it stay applied and the message says which.
+            // applying any, so a damaged or foreign file in the list is
+            // reported before the long part starts.
             for f in &files {
                 let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
                 instance
                     .check_bundle(file)
                     .with_context(|| format!("cannot import {}", f.display()))?;
             }
-            let mut reports = Vec::new();
-            for f in &files {
-                let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
-                let bar = Meter::new(f, !json, "checking");
-                let result = instance.import(bar.reader(file));
-                bar.finish();
-                let report = result.with_context(|| {
-                    if reports.is_empty() {
-                        format!("cannot import {}", f.display())
-                    } else {
-                        let done: Vec<&str> = reports
-                            .iter()
-                            .map(|(f, _): &(String, ImportReport)| f.as_str())
-                            .collect();
-                        format!(
-                            "cannot import {} (already applied: {})",
-                            f.display(),
-                            done.join(", ")
-                        )
-                    }
-                })?;
-                if !json {
-                    print_import(&report, f);
+            // All files are applied in one transaction: all or nothing, and
+            // one commit, so many small bundles cost about what one large
+            // bundle does.
+            let current = std::cell::Cell::new(0usize);
+            let mut bar: Option<Meter> = None;
+            let result = instance.import_all(files.iter().enumerate().map(|(i, f)| {
+                current.set(i);
+                if let Some(done) = bar.take() {
+                    done.finish();
                 }
-                print_import_warnings(&report);
-                reports.push((f.display().to_string(), report));
+                let meter = Meter::new(f, !json, "checking");
+                let file = File::open(f)?;
+                let reader = meter.reader(file);
+                bar = Some(meter);
+                Ok(reader)
+            }));
+            if let Some(done) = bar.take() {
+                done.finish();
+            }
+            let failed = files.get(current.get()).map(|f| f.display().to_string());
+            let reports = result.with_context(|| match (&failed, files.len()) {
+                (Some(f), 1) => format!("cannot import {f}"),
+                (Some(f), _) => format!("cannot import {f}; none of the files was applied"),
+                (None, _) => "cannot import".to_owned(),
+            })?;
+            let reports: Vec<(String, ImportReport)> = files
+                .iter()
+                .map(|f| f.display().to_string())
+                .zip(reports)
+                .collect();
+            for ((_, report), f) in reports.iter().zip(&files) {
+                if !json {
+                    print_import(report, f);
+                }
+                print_import_warnings(report);
             }
             if json {
                 let sum = |get: fn(&ImportReport) -> u64| {

@@ -219,10 +219,27 @@ pub fn many_bundles(dir: &Path, bundles: usize, per: usize, reps: usize) -> Res<
     }
     let one = dir.join("all-at-once.bundle");
     full_bundle(&mut field, &one)?;
-    side_by_side(
-        &format!("import {bundles} x {per} changes (vs one bundle of {total})"),
+    let one_command = side_by_side(
+        &format!("import {bundles} x {per} changes in one command (vs one bundle of {total})"),
         reps,
         Some(1.2),
+        |many| {
+            let mut hq = empty_instance(&dir.join("hq.db"), "hq")?;
+            time(|| {
+                if many {
+                    hq.import_all(files.iter().map(|f| Ok(std::fs::File::open(f)?)))?;
+                } else {
+                    hq.import_file(&one)?;
+                }
+                Ok(())
+            })
+        },
+    )?;
+    // The same bundles imported one command each: a commit per bundle.
+    side_by_side(
+        &format!("import {bundles} x {per} changes, one command each (vs one bundle)"),
+        1,
+        None,
         |many| {
             let mut hq = empty_instance(&dir.join("hq.db"), "hq")?;
             time(|| {
@@ -236,5 +253,6 @@ pub fn many_bundles(dir: &Path, bundles: usize, per: usize, reps: usize) -> Res<
                 Ok(())
             })
         },
-    )
+    )?;
+    Ok(one_command)
 }
