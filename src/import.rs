@@ -198,7 +198,7 @@ pub(crate) fn import<R: Read>(
     let mut deferred: Vec<(Change, Refusal)> = Vec::new();
     let mut deferred_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
-        let change = prepare(&rec, &mapped, s.catalog.tables(), &origins, &covers)?;
+        let change = prepare(rec, &mapped, s.catalog.tables(), &origins, &covers)?;
         for v in &change.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
@@ -310,7 +310,7 @@ const MAX_CL: u64 = 1 << 62;
 /// Check a record against its header: known table, well-formed key, change
 /// numbers inside the declared ranges, disjoint cells, one value per cell.
 fn prepare(
-    rec: &crate::bundle::RowRecord,
+    rec: crate::bundle::RowRecord,
     mapped: &[Mapped],
     tables: &[TrackedTable],
     origins: &[Option<(i64, SiteId)>],
@@ -405,13 +405,13 @@ fn prepare(
     let mut values: Vec<(usize, Value)> = bundle_bits
         .iter()
         .map(|&b| m.bits[b])
-        .zip(rec.values.iter().cloned())
+        .zip(rec.values)
         .collect();
     values.sort_by_key(|(b, _)| *b);
     Ok(Change {
         table: m.table,
-        key: rec.key.clone(),
         pk: encode_key(&rec.key),
+        key: rec.key,
         cl: rec.cl,
         versions,
         values,

@@ -60,11 +60,13 @@ pub fn save_row(
             })
         })
     };
-    let mut insert_stmt = conn.prepare_cached(
-        "INSERT INTO fieldsync_log(tbl, pk, origin, seq, cl, hlc, cols) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-    )?;
-    let mut insert = |v: &Version| -> Result<(), Error> {
-        insert_stmt.execute(params![
+    // Statements are fetched only when needed: most merges touch one or two
+    // entries, and each cache lookup costs about as much as a small write.
+    let insert = |v: &Version| -> Result<(), Error> {
+        conn.prepare_cached(
+            "INSERT INTO fieldsync_log(tbl, pk, origin, seq, cl, hlc, cols) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
             tbl,
             pk,
             origin_of(v)?,
@@ -85,22 +87,22 @@ pub fn save_row(
         }
         return Ok(());
     }
-    let mut delete = conn.prepare_cached(
-        "DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
-    )?;
-    let mut update = conn.prepare_cached(
-        "UPDATE fieldsync_log SET cols = ?5 WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
-    )?;
     for old in &before.versions {
         if !after.versions.iter().any(|v| v.same_change(old)) {
-            delete.execute(params![tbl, pk, origin_of(old)?, old.seq as i64])?;
+            conn.prepare_cached(
+                "DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
+            )?
+            .execute(params![tbl, pk, origin_of(old)?, old.seq as i64])?;
         }
     }
     for v in &after.versions {
         match before.versions.iter().find(|old| old.same_change(v)) {
             Some(old) if old.cols == v.cols => {}
             Some(_) => {
-                update.execute(params![
+                conn.prepare_cached(
+                    "UPDATE fieldsync_log SET cols = ?5 WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
+                )?
+                .execute(params![
                     tbl,
                     pk,
                     origin_of(v)?,
