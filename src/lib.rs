@@ -46,6 +46,7 @@
 
 pub mod bundle;
 pub mod capture;
+pub mod check;
 pub mod colset;
 pub mod error;
 pub mod export;
@@ -66,6 +67,7 @@ pub mod tracked;
 pub mod value;
 
 pub use capture::{Selection, TrackReport};
+pub use check::{CheckError, CheckReport};
 pub use error::{BundleError, Error, ExportError, ImportError, Result, SiteError, TrackError};
 pub use export::{ExportReport, ExportTarget};
 pub use import::ImportReport;

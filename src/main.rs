@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use fieldsync::bundle::{BundleInfo, inspect};
 use fieldsync::hlc::Hlc;
-use fieldsync::{ExportReport, ExportTarget, ImportReport, Instance, Selection, Status};
+use fieldsync::{
+    CheckReport, ExportReport, ExportTarget, ImportReport, Instance, Selection, Status,
+};
 
 /// Replicate SQLite databases by exchanging bundle files.
 ///
@@ -103,6 +105,14 @@ enum Command {
     Inspect {
         /// The bundle file.
         file: PathBuf,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check fieldsync's own state in a database; exit 1 and list problems if any.
+    Check {
+        #[command(flatten)]
+        db: DbArg,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -339,6 +349,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 return Ok(ExitCode::from(1));
             }
         }
+        Command::Check { db, json } => {
+            let mut instance = open(&db.db)?;
+            let report = instance.check()?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_check(&report);
+            }
+            if let Err(e) = report.into_result(db.db.clone()) {
+                eprintln!("fieldsync: error: {}", one_line(&e.to_string()));
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Compact { db, json } => {
             let mut instance = open(&db.db)?;
             let report = instance.compact()?;
@@ -414,6 +437,22 @@ fn print_export(r: &ExportReport, output: &Path) {
     );
     if r.changes == 0 && r.peer.is_some() {
         println!("nothing new to send; the bundle still carries this instance's acknowledgements.");
+    }
+}
+
+fn print_check(r: &CheckReport) {
+    if r.ok {
+        println!(
+            "ok: {} tracked tables, {} rows, {} change-log entries, {} instances, {} peers checked.",
+            r.tables, r.rows, r.log_entries, r.origins, r.peers
+        );
+        return;
+    }
+    for p in &r.problems {
+        println!("{p}");
+    }
+    if r.omitted > 0 {
+        println!("… and {} more problems like these.", r.omitted);
     }
 }
 
