@@ -50,6 +50,8 @@ pub mod check;
 pub mod colset;
 pub mod error;
 pub mod export;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hlc;
 pub mod import;
 mod instance;
