@@ -157,15 +157,20 @@ impl ImportTarget {
     pub fn new(dir: &Path, seed_sql: &str) -> Result<ImportTarget, Error> {
         std::fs::create_dir_all(dir)?;
         let seed = dir.join("seed.db");
-        let work = dir.join("work.db");
-        for p in [&seed, &work] {
-            remove_db(p)?;
-        }
+        remove_db(&seed)?;
         {
             let conn = rusqlite::Connection::open(&seed)?;
             conn.execute_batch(seed_sql)?;
         }
-        let report = Instance::open(&seed)?.check()?;
+        ImportTarget::from_database(dir, &seed)
+    }
+
+    /// Use a copy of the instance database `db` as the seed; work in `dir`.
+    pub fn from_database(dir: &Path, db: &Path) -> Result<ImportTarget, Error> {
+        std::fs::create_dir_all(dir)?;
+        let work = dir.join("work.db");
+        remove_db(&work)?;
+        let report = Instance::open(db)?.check()?;
         if !report.ok {
             return Err(BundleError::Malformed {
                 detail: format!("the seed database is not consistent: {:?}", report.problems),
@@ -173,7 +178,7 @@ impl ImportTarget {
             .into());
         }
         Ok(ImportTarget {
-            template: std::fs::read(&seed)?,
+            template: std::fs::read(db)?,
             work,
         })
     }
@@ -372,4 +377,68 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
     // Nothing new: a bundle of acknowledgements only.
     bundles.push(("field-2-empty".to_owned(), bundle_for(&mut f2, SEED_NAME)?));
     Ok(Generated { seed_db, bundles })
+}
+
+/// Every table of a database, fieldsync's included, and its schema, as one
+/// line per table (row count and a hash of the rows in order), to tell
+/// whether two databases hold the same state. With `ignore_times`, values
+/// that record when something happened rather than what are left out: the
+/// stored clock and the times of a peer's last import and export, so two
+/// runs of one operation at different times compare equal.
+pub fn state_fingerprint(conn: &rusqlite::Connection, ignore_times: bool) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut schema = blake3::Hasher::new();
+    let mut tables = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             ORDER BY type, name",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let (kind, name, sql): (String, String, Option<String>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?);
+            schema.update(format!("{kind} {name} {sql:?}\n").as_bytes());
+            if kind == "table" {
+                tables.push(name);
+            }
+        }
+    }
+    out.push_str(&format!("schema {}\n", schema.finalize().to_hex()));
+    for t in tables {
+        let masked: &[&str] = match (ignore_times, t.as_str()) {
+            (true, "fieldsync_peers") => &["last_import", "last_export"],
+            _ => &[],
+        };
+        let cols: Vec<String> = crate::store::column_names(conn, &t)?
+            .into_iter()
+            .filter(|c| !masked.contains(&c.as_str()))
+            .collect();
+        let list = cols
+            .iter()
+            .map(|c| crate::schema::quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let filter = if ignore_times && t == "fieldsync_meta" {
+            " WHERE key <> 'clock'"
+        } else {
+            ""
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {list} FROM {}{filter} ORDER BY {list}",
+            crate::schema::quote_ident(&t)
+        ))?;
+        let mut q = stmt.query([])?;
+        let mut h = blake3::Hasher::new();
+        let mut n = 0u64;
+        while let Some(r) = q.next()? {
+            n += 1;
+            for i in 0..cols.len() {
+                h.update(format!("{:?}|", crate::Value::from_ref(r.get_ref(i)?)).as_bytes());
+            }
+            h.update(b"\n");
+        }
+        out.push_str(&format!("{t}: {n} rows {}\n", h.finalize().to_hex()));
+    }
+    Ok(out)
 }
