@@ -80,6 +80,8 @@ pub(crate) struct Mapped {
     table: TrackedTable,
     /// Bundle bit → local bit (index 0 is the sentinel).
     bits: Vec<usize>,
+    /// Affinity of each local key column ([`crate::keyform`]).
+    key_affinity: Vec<crate::schema::Affinity>,
 }
 
 /// Check a bundle's header against this instance before anything is
@@ -173,7 +175,7 @@ pub(crate) fn import<R: Read>(
     let mut deferred: Vec<(Prepared, Error)> = Vec::new();
     let mut deferred_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
-        let prepared = prepare(&rec, &mapped, &origins, &covers)?;
+        let prepared = prepare(conn, &rec, &mapped, &origins, &covers)?;
         for v in &prepared.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
@@ -413,6 +415,7 @@ struct Prepared {
 /// Check a record against its header: known table, well-formed key, change
 /// numbers inside the declared ranges, disjoint cells, one value per cell.
 fn prepare(
+    conn: &Connection,
     rec: &crate::bundle::RowRecord,
     mapped: &[Mapped],
     origins: &[Option<(i64, SiteId)>],
@@ -507,10 +510,12 @@ fn prepare(
         .map(|&b| m.bits[b])
         .zip(rec.values.iter().cloned())
         .collect();
+    // The key as this table stores it, so the log finds the row the table holds.
+    let key = crate::keyform::stored_key(conn, &m.key_affinity, &rec.key)?;
     Ok(Prepared {
         table,
-        key: rec.key.clone(),
-        pk: encode_key(&rec.key),
+        pk: encode_key(&key),
+        key,
         cl: rec.cl,
         versions,
         values,
@@ -683,6 +688,7 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
         ));
     }
     Ok(Mapped {
+        key_affinity: crate::keyform::key_affinities(conn, local)?,
         table: local.clone(),
         bits,
     })

@@ -54,6 +54,7 @@ pub mod export;
 pub mod fuzzing;
 pub mod hlc;
 pub mod import;
+mod keyform;
 mod instance;
 pub mod log;
 pub mod merge;

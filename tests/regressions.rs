@@ -947,3 +947,45 @@ fn bundle_naming_this_instance_differently_does_not_rename_it() -> Res {
     assert_eq!(name, "a");
     Ok(())
 }
+
+/// Found by `fieldsync check`: a peer that declares the key column with
+/// another type (here `INT` there, `TEXT` here) sends the key 5; the table
+/// stores it as the text '5', but the change log recorded the integer 5, so
+/// the row was logged under a key the table does not hold, and its next
+/// local edit started a second, unrelated row state. Now an imported key is
+/// converted as the local column stores it before it is logged.
+#[test]
+fn key_stored_with_another_type_than_the_sender_sent_is_logged_as_stored() -> Res {
+    let dir = tempfile::tempdir()?;
+    let mut hq = instance(
+        dir.path(),
+        "hq",
+        "CREATE TABLE t(id INT PRIMARY KEY, v TEXT); INSERT INTO t VALUES (5, 'five'), (6, 'six');",
+    )?;
+    let mut field = instance(
+        dir.path(),
+        "field",
+        "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);",
+    )?;
+    import(&mut field, &export_to(&mut hq, "field")?)?;
+    assert_eq!(rows(&field)?, ["'5'='five'", "'6'='six'"]);
+    let report = field.check()?;
+    assert!(report.ok, "{:#?}", report.problems);
+
+    // Edits on both sides reach the same rows, not second copies.
+    field
+        .connection()
+        .execute_batch("UPDATE t SET v = 'FIVE' WHERE id = '5';")?;
+    hq.connection()
+        .execute_batch("DELETE FROM t WHERE id = 6;")?;
+    import(&mut hq, &export_to(&mut field, "hq")?)?;
+    import(&mut field, &export_to(&mut hq, "field")?)?;
+    assert_eq!(rows(&hq)?, ["5='FIVE'"]);
+    assert_eq!(rows(&field)?, ["'5'='FIVE'"]);
+    for i in [&mut hq, &mut field] {
+        let report = i.check()?;
+        assert!(report.ok, "{:#?}", report.problems);
+        assert_eq!(count(i, "SELECT count(DISTINCT pk) FROM fieldsync_log")?, 2);
+    }
+    Ok(())
+}
