@@ -11,9 +11,13 @@
 //! - [`decode_sealed`]: the same after [`reseal`], so the checksum holds and
 //!   the header and body decoders see the mutations; a bundle that reads
 //!   must also survive being written again and re-read unchanged.
-//! - [`ImportTarget::run`]: a resealed mutated bundle imported into a copy of
-//!   a seed database. It is either refused, leaving the file byte for byte
-//!   as it was, or applied, after which `PRAGMA integrity_check` and
+//! - [`import_mutated`]: a mutated bundle imported into a copy of a seed
+//!   database ([`ImportTarget::run`]). The fuzzer mutates the bundle
+//!   [`open`]ed: header as in the file, body decompressed, no checksum, and
+//!   [`close`] compresses the body and seals it again, so mutations reach the
+//!   header and record decoders and the merge instead of dying in zstd or at
+//!   the checksum. The import is either refused, leaving the file byte for
+//!   byte as it was, or applied, after which `PRAGMA integrity_check` and
 //!   [`Instance::check`] are clean and importing it a second time applies
 //!   nothing (merge is idempotent).
 //!
@@ -50,6 +54,44 @@ pub fn reseal(data: &mut [u8]) {
 /// shorter ones would only overwrite the preamble.
 pub fn long_enough(data: &[u8]) -> bool {
     data.len() as u64 >= PREAMBLE_LEN + CHECKSUM_LEN
+}
+
+/// The header length a bundle's preamble states, if it has one.
+fn header_len(data: &[u8]) -> Option<u64> {
+    let bytes: [u8; 4] = data.get(10..PREAMBLE_LEN as usize)?.try_into().ok()?;
+    Some(u64::from(u32::from_le_bytes(bytes)))
+}
+
+/// A bundle opened for mutation: preamble and header as in the file, then
+/// the body decompressed, and no checksum.
+pub fn open(bundle: &[u8]) -> Result<Vec<u8>, BundleError> {
+    let hlen = header_len(bundle).ok_or(BundleError::Truncated)?;
+    let start = (PREAMBLE_LEN + hlen) as usize;
+    let end = bundle
+        .len()
+        .checked_sub(CHECKSUM_LEN as usize)
+        .filter(|&end| end >= start)
+        .ok_or(BundleError::Truncated)?;
+    let mut out = bundle[..start].to_vec();
+    zstd::stream::copy_decode(&bundle[start..end], &mut out)?;
+    Ok(out)
+}
+
+/// The bundle an [`open`]ed one stands for: the body (whatever follows the
+/// header the preamble states) compressed, the checksum appended.
+pub fn close(open: &[u8]) -> Vec<u8> {
+    let split = header_len(open)
+        .map(|h| (PREAMBLE_LEN + h) as usize)
+        .filter(|&s| s <= open.len())
+        .unwrap_or(open.len());
+    let mut out = open[..split].to_vec();
+    match zstd::bulk::compress(&open[split..], 1) {
+        Ok(body) => out.extend_from_slice(&body),
+        Err(e) => panic!("zstd cannot compress {} bytes: {e}", open.len() - split),
+    }
+    let hash = blake3::hash(&out);
+    out.extend_from_slice(hash.as_bytes());
+    out
 }
 
 /// Everything a bundle holds, read with the streaming reader.
@@ -120,6 +162,11 @@ pub fn decode_sealed(data: &[u8]) {
     }
 }
 
+/// Fuzz target `import_mutated`: `data` is an [`open`]ed bundle.
+pub fn import_mutated(target: &ImportTarget, data: &[u8]) -> Outcome {
+    target.run(&close(data))
+}
+
 /// The app schema of the seed database and the instances that made the
 /// seed bundles: a NOT NULL, a UNIQUE and a CHECK column, a composite key
 /// of a WITHOUT ROWID table, and an untyped key (where 1 and 1.0 are one
@@ -183,13 +230,9 @@ impl ImportTarget {
         })
     }
 
-    /// Reseal `data` and import it into a fresh copy of the seed database.
-    /// Panics if fieldsync misbehaves (see the module documentation).
-    pub fn run(&self, data: &[u8]) -> Outcome {
-        let mut bundle = data.to_vec();
-        if long_enough(&bundle) {
-            reseal(&mut bundle);
-        }
+    /// Import `bundle` into a fresh copy of the seed database. Panics if
+    /// fieldsync misbehaves (see the module documentation).
+    pub fn run(&self, bundle: &[u8]) -> Outcome {
         if let Err(e) = self.reset() {
             panic!("cannot prepare the work database: {e}");
         }
@@ -197,7 +240,7 @@ impl ImportTarget {
             Ok(db) => db,
             Err(e) => panic!("cannot open the work database: {e}"),
         };
-        let first = db.import(Cursor::new(&bundle));
+        let first = db.import(Cursor::new(bundle));
         let report = match first {
             Err(e) => {
                 drop(db);
@@ -211,7 +254,7 @@ impl ImportTarget {
             Ok(r) => r,
         };
         assert_consistent(&mut db, "after the import", &report);
-        match db.import(Cursor::new(&bundle)) {
+        match db.import(Cursor::new(bundle)) {
             Ok(again) => {
                 assert_eq!(
                     again.applied, 0,

@@ -56,11 +56,7 @@ pub fn stored_key(
     affinities: &[Affinity],
     key: &[Value],
 ) -> Result<Vec<Value>, Error> {
-    if !key
-        .iter()
-        .zip(affinities)
-        .any(|(v, &a)| may_convert(v, a))
-    {
+    if !key.iter().zip(affinities).any(|(v, &a)| may_convert(v, a)) {
         return Ok(key.to_vec());
     }
     conn.execute_batch(
@@ -113,7 +109,11 @@ mod tests {
             (Value::Blob(vec![1]), Affinity::Text, Value::Blob(vec![1])),
         ];
         for (v, a, want) in cases {
-            assert_eq!(stored_key(&conn, &[a], &[v.clone()])?, [want], "{v:?} {a:?}");
+            assert_eq!(
+                stored_key(&conn, &[a], &[v.clone()])?,
+                [want],
+                "{v:?} {a:?}"
+            );
         }
         Ok(())
     }

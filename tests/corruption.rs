@@ -162,6 +162,8 @@ fn resealed_damage_is_refused_or_applied_consistently() -> Res {
         } else {
             "flipped"
         };
+        let mut v = v;
+        fuzzing::reseal(&mut v);
         match target.run(&v) {
             Outcome::Applied(_) => *applied.entry(what).or_default() += 1,
             Outcome::Rejected(_) => *rejected.entry(what).or_default() += 1,

@@ -79,7 +79,7 @@ fn import_corpus_replays_clean() -> Res {
     let (mut applied, mut rejected) = (0, 0);
     for f in files {
         let data = fs::read(&f)?;
-        let outcome = target.run(&data);
+        let outcome = fuzzing::import_mutated(&target, &data);
         let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
         if name.starts_with("seed-") {
             assert!(
@@ -109,7 +109,14 @@ fn generate_seed_corpus() -> Res {
         let corpus = fuzz_dir().join("corpus").join(target);
         fs::create_dir_all(&corpus)?;
         for (name, bytes) in &generated.bundles {
-            fs::write(corpus.join(format!("seed-{name}.fsb")), bytes)?;
+            if target == "import_mutated" {
+                fs::write(
+                    corpus.join(format!("seed-{name}.open")),
+                    fuzzing::open(bytes)?,
+                )?;
+            } else {
+                fs::write(corpus.join(format!("seed-{name}.fsb")), bytes)?;
+            }
         }
         if target != "import_mutated" {
             let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.bundle");

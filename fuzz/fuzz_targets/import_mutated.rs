@@ -1,7 +1,8 @@
-//! A mutated bundle, checksum recomputed, imported into a fresh copy of the
-//! seed database (fuzz/seed/field-1.sql): refused with the file unchanged,
-//! or applied with integrity_check and `fieldsync check` clean and a second
-//! import applying nothing.
+//! A mutated bundle imported into a fresh copy of the seed database
+//! (fuzz/seed/field-1.sql): refused with the file unchanged, or applied with
+//! integrity_check and `fieldsync check` clean and a second import applying
+//! nothing. Inputs are bundles opened for mutation (body decompressed, no
+//! checksum); the target compresses and seals them again.
 #![no_main]
 
 use std::sync::OnceLock;
@@ -19,5 +20,5 @@ fuzz_target!(|data: &[u8]| {
             Err(e) => panic!("cannot build the seed database: {e}"),
         }
     });
-    let _ = target.run(data);
+    let _ = fieldsync::fuzzing::import_mutated(target, data);
 });
