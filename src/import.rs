@@ -471,7 +471,13 @@ fn prepare(
             })?;
             cols.insert(local);
         }
+        // One change listed twice (with two clocks, the merge would keep
+        // one and a re-import refuse the other as a reused number).
+        let repeated = versions
+            .iter()
+            .any(|x: &Version| x.site == site && x.seq == v.seq);
         if cols.is_empty()
+            || repeated
             || all_cells.intersects(&cols)
             || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
         {
