@@ -110,7 +110,7 @@ mod tests {
         ];
         for (v, a, want) in cases {
             assert_eq!(
-                stored_key(&conn, &[a], &[v.clone()])?,
+                stored_key(&conn, &[a], std::slice::from_ref(&v))?,
                 [want],
                 "{v:?} {a:?}"
             );
