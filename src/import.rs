@@ -425,7 +425,10 @@ fn prepare(
     let m = mapped
         .get(table)
         .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
-    if rec.key.len() != m.table.key.len() || rec.key.contains(&Value::Null) {
+    // SQLite stores a NaN as NULL: a key holding one is no key either.
+    let null_like =
+        |v: &Value| matches!(v, Value::Null) || matches!(v, Value::Real(r) if r.is_nan());
+    if rec.key.len() != m.table.key.len() || rec.key.iter().any(null_like) {
         return Err(malformed(format!(
             "a record of table '{}' has a malformed key",
             m.table.name
