@@ -191,6 +191,10 @@ pub(crate) fn import<R: Read>(
     }
     let end = reader.finish()?;
     while !deferred.is_empty() {
+        // Alternate the direction: a chain of records each needing the value
+        // the next one frees (a UNIQUE column renumbered) then goes through
+        // in one pass instead of one record per pass.
+        deferred.reverse();
         let before = deferred.len();
         let mut still = Vec::new();
         for (prepared, _) in deferred {
