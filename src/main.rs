@@ -10,9 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use fieldsync::bundle::{BundleInfo, inspect};
 use fieldsync::hlc::Hlc;
-use fieldsync::{
-    CheckReport, ExportReport, ExportTarget, ImportReport, Instance, Selection, Status,
-};
+use fieldsync::{ExportReport, ExportTarget, ImportReport, Instance, Selection, Status};
 
 /// Replicate SQLite databases by exchanging bundle files.
 ///
@@ -440,7 +438,7 @@ fn print_export(r: &ExportReport, output: &Path) {
     }
 }
 
-fn print_check(r: &CheckReport) {
+fn print_check(r: &fieldsync::CheckReport) {
     if r.ok {
         println!(
             "ok: {} tracked tables, {} rows, {} change-log entries, {} instances, {} peers checked.",
