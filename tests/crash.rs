@@ -19,7 +19,7 @@
 //! many kills landed before, during (state before) and after the commit.
 //! Every other import runs with the database in WAL mode.
 //! `FIELDSYNC_CRASH_POINTS` sets the number of moments per command (default
-//! 20); `FIELDSYNC_CRASH_ROWS` the rows per table (default 15,000).
+//! 20); `FIELDSYNC_CRASH_ROWS` the rows per table (default 40,000).
 
 mod common;
 
@@ -87,7 +87,7 @@ struct Fixture {
 
 fn fixture() -> Res<Fixture> {
     let dir = tempfile::tempdir()?;
-    let rows = env_num("FIELDSYNC_CRASH_ROWS", 15_000);
+    let rows = env_num("FIELDSYNC_CRASH_ROWS", 40_000);
     let hq = dir.path().join("hq-template.db");
     sqlite3(
         &hq,
