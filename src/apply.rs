@@ -256,6 +256,10 @@ impl Applier {
             });
         }
         loop {
+            // Alternate the direction: a chain of changes each needing the
+            // value the next one frees (a renumbered UNIQUE column) then goes
+            // through in one round instead of one change per round.
+            entries.reverse();
             let mut progress = false;
             let mut still = Vec::new();
             for mut e in entries {

@@ -149,6 +149,19 @@ fn existing_triggers(conn: &Connection, table: &str) -> Result<Vec<String>, Erro
 /// (Re)create a table's capture triggers.
 pub fn install_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
     remove_triggers(conn, table)?;
+    for (_, sql) in expected_triggers(conn, table)? {
+        conn.execute_batch(&sql)?;
+    }
+    Ok(())
+}
+
+/// The triggers (name, CREATE statement) a tracked table should have, given
+/// its columns' current types: what [`install_triggers`] creates and
+/// [`crate::check`] looks for.
+pub fn expected_triggers(
+    conn: &Connection,
+    table: &TrackedTable,
+) -> Result<Vec<(String, String)>, Error> {
     let shape = table_shape(conn, &table.name)?;
     let cells: Vec<CellKind> = table
         .cells
@@ -169,10 +182,7 @@ pub fn install_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), E
             CellKind { untyped, binary }
         })
         .collect();
-    for sql in trigger_sql(table, &cells) {
-        conn.execute_batch(&sql)?;
-    }
-    Ok(())
+    Ok(named_triggers(table, &cells))
 }
 
 /// Remove a table's capture triggers (the catalog keeps the table).
@@ -248,12 +258,24 @@ fn changed_test(column: &str, kind: CellKind) -> String {
 /// writes for several columns share a wall time and are folded back into one
 /// change by [`crate::stamp`].
 pub fn trigger_sql(table: &TrackedTable, cells: &[CellKind]) -> Vec<String> {
+    named_triggers(table, cells)
+        .into_iter()
+        .map(|(_, sql)| sql)
+        .collect()
+}
+
+/// [`trigger_sql`] with each trigger's name.
+fn named_triggers(table: &TrackedTable, cells: &[CellKind]) -> Vec<(String, String)> {
     let t = quote_ident(&table.name);
-    let name = |what: &str| quote_ident(&format!("fieldsync_{}_{what}", table.name));
-    let mut out = vec![format!(
-        "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN {} END",
-        name("insert"),
-        pending_insert(table, op::INSERT, "NEW")
+    let plain = |what: &str| format!("fieldsync_{}_{what}", table.name);
+    let name = |what: &str| quote_ident(&plain(what));
+    let mut out = vec![(
+        plain("insert"),
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN {} END",
+            name("insert"),
+            pending_insert(table, op::INSERT, "NEW")
+        ),
     )];
     for (i, cell) in table.cells.iter().enumerate() {
         let bit = i + 1;
@@ -261,7 +283,7 @@ pub fn trigger_sql(table: &TrackedTable, cells: &[CellKind]) -> Vec<String> {
             untyped: true,
             binary: false,
         });
-        out.push(format!(
+        out.push((plain(&format!("update_{cell}")), format!(
             "CREATE TRIGGER {} AFTER UPDATE OF {} ON {t} WHEN {} BEGIN \
              INSERT INTO fieldsync_pending(t, op, at{}, m{}) VALUES ({}, {}, julianday(){}, {}); END",
             name(&format!("update_{cell}")),
@@ -273,7 +295,7 @@ pub fn trigger_sql(table: &TrackedTable, cells: &[CellKind]) -> Vec<String> {
             op::UPDATE,
             key_vals(table, "NEW"),
             (1u64 << (bit % 64)) as i64,
-        ));
+        )));
     }
     let key_list = table
         .key
@@ -287,16 +309,19 @@ pub fn trigger_sql(table: &TrackedTable, cells: &[CellKind]) -> Vec<String> {
         .map(|k| format!("NEW.{0} IS NOT OLD.{0}", quote_ident(k)))
         .collect::<Vec<_>>()
         .join(" OR ");
-    out.push(format!(
+    out.push((plain("rekey"), format!(
         "CREATE TRIGGER {} AFTER UPDATE OF {key_list} ON {t} WHEN {key_changed} BEGIN {} {} END",
         name("rekey"),
         pending_insert(table, op::DELETE, "OLD"),
         pending_insert(table, op::INSERT, "NEW"),
-    ));
-    out.push(format!(
-        "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {} END",
-        name("delete"),
-        pending_insert(table, op::DELETE, "OLD")
+    )));
+    out.push((
+        plain("delete"),
+        format!(
+            "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {} END",
+            name("delete"),
+            pending_insert(table, op::DELETE, "OLD")
+        ),
     ));
     out
 }

@@ -373,6 +373,9 @@ pub enum Error {
     /// The clock.
     #[error(transparent)]
     Clock(#[from] ClockError),
+    /// The consistency check found problems.
+    #[error(transparent)]
+    Check(#[from] crate::check::CheckError),
     /// Another program held the write lock for too long.
     #[error(
         "the database is busy: another program kept it locked for more than {seconds} s; try again when it is idle"

@@ -111,6 +111,8 @@ pub(crate) struct Mapped {
     table: usize,
     /// Bundle bit → local bit (index 0 is the sentinel).
     bits: Vec<usize>,
+    /// Affinity of each local key column ([`crate::keyform`]).
+    key_affinity: Vec<crate::schema::Affinity>,
 }
 
 /// Check a bundle's header against this instance before anything is
@@ -198,7 +200,7 @@ pub(crate) fn import<R: Read>(
     let mut deferred: Vec<(Change, Refusal)> = Vec::new();
     let mut deferred_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
-        let change = prepare(rec, &mapped, s.catalog.tables(), &origins, &covers)?;
+        let change = prepare(conn, rec, &mapped, s.catalog.tables(), &origins, &covers)?;
         for v in &change.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
@@ -310,6 +312,7 @@ const MAX_CL: u64 = 1 << 62;
 /// Check a record against its header: known table, well-formed key, change
 /// numbers inside the declared ranges, disjoint cells, one value per cell.
 fn prepare(
+    conn: &Connection,
     rec: crate::bundle::RowRecord,
     mapped: &[Mapped],
     tables: &[TrackedTable],
@@ -321,7 +324,10 @@ fn prepare(
         .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
     let table = &tables[m.table];
     let name = || format!("'{}'", table.name);
-    if rec.key.len() != table.key.len() || rec.key.contains(&Value::Null) {
+    // SQLite stores a NaN as NULL: a key holding one is no key either.
+    let null_like =
+        |v: &Value| matches!(v, Value::Null) || matches!(v, Value::Real(r) if r.is_nan());
+    if rec.key.len() != table.key.len() || rec.key.iter().any(null_like) {
         return Err(malformed(format!(
             "a record of table {} has a malformed key",
             name()
@@ -368,7 +374,13 @@ fn prepare(
             })?;
             cols.insert(local);
         }
+        // One change listed twice (with two clocks, the merge would keep
+        // one and a re-import refuse the other as a reused number).
+        let repeated = versions
+            .iter()
+            .any(|x: &Version| x.site == site && x.seq == v.seq);
         if cols.is_empty()
+            || repeated
             || all_cells.intersects(&cols)
             || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
         {
@@ -408,10 +420,13 @@ fn prepare(
         .zip(rec.values)
         .collect();
     values.sort_by_key(|(b, _)| *b);
+    let key = crate::keyform::stored_key(conn, &m.key_affinity, &rec.key)?;
     Ok(Change {
         table: m.table,
-        pk: encode_key(&rec.key),
-        key: rec.key,
+        // The key as this table stores it, so the log finds the row the
+        // table holds (crate::keyform).
+        pk: encode_key(&key),
+        key,
         cl: rec.cl,
         versions,
         values,
@@ -593,5 +608,10 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
                 local.name
             ))
         })?;
-    Ok(Mapped { table, bits })
+    let key_affinity = crate::keyform::key_affinities(conn, local)?;
+    Ok(Mapped {
+        table,
+        bits,
+        key_affinity,
+    })
 }

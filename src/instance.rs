@@ -490,6 +490,15 @@ impl Instance {
         crate::status::status(&tx, &s)
     }
 
+    /// Check fieldsync's invariants in this database (see [`crate::check`]).
+    /// Reads only; problems found are in the report, not an error.
+    pub fn check(&mut self) -> Result<crate::check::CheckReport, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        crate::check::check(&tx)
+    }
+
     /// Captured changes not yet folded into the log.
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)

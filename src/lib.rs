@@ -47,15 +47,19 @@
 mod apply;
 pub mod bundle;
 pub mod capture;
+pub mod check;
 pub mod colset;
 pub mod conflicts;
 pub mod demo;
 pub mod error;
 pub mod export;
 pub mod foreign;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod hlc;
 pub mod import;
 mod instance;
+mod keyform;
 pub mod log;
 pub mod merge;
 pub mod peers;
@@ -72,6 +76,7 @@ pub mod tracked;
 pub mod value;
 
 pub use capture::{Selection, TrackReport};
+pub use check::{CheckError, CheckReport};
 pub use conflicts::Conflicts;
 pub use error::{
     BundleError, Error, ExportError, ImportError, Result, SetupError, SiteError, TrackError,

@@ -129,6 +129,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Check fieldsync's own state in a database; exit 1 and list problems if any.
+    Check {
+        #[command(flatten)]
+        db: DbArg,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Play the seed scenario: an HQ and two field laptops exchange bundles.
     Demo {
         /// Where to leave the three databases and the bundles (default: a new
@@ -472,6 +480,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 format!("the demo stopped (its files are in {})", dir.display())
             })?;
         }
+        Command::Check { db, json } => {
+            let mut instance = open(&db.db)?;
+            let report = instance.check()?;
+            if json {
+                print_json(&report)?;
+            } else {
+                print_check(&report);
+            }
+            if let Err(e) = report.into_result(db.db.clone()) {
+                eprintln!("fieldsync: error: {}", one_line(&e.to_string()));
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Compact { db, json } => {
             let mut instance = open(&db.db)?;
             let report = instance.compact()?;
@@ -657,6 +678,22 @@ fn print_export(r: &ExportReport, output: &Path) {
     );
     if r.changes == 0 && r.peer.is_some() {
         println!("nothing new to send; the bundle still carries this instance's acknowledgements.");
+    }
+}
+
+fn print_check(r: &fieldsync::CheckReport) {
+    if r.ok {
+        println!(
+            "ok: {} tracked tables, {} rows, {} change-log entries, {} instances, {} peers checked.",
+            r.tables, r.rows, r.log_entries, r.origins, r.peers
+        );
+        return;
+    }
+    for p in &r.problems {
+        println!("{p}");
+    }
+    if r.omitted > 0 {
+        println!("… and {} more problems like these.", r.omitted);
     }
 }
 

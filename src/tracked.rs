@@ -176,33 +176,39 @@ impl Catalog {
     /// so triggers, log and bundles agree with the app's schema.
     pub fn check_live(&self, conn: &Connection) -> Result<(), Error> {
         for t in &self.tables {
-            let shape = match table_shape(conn, &t.name) {
-                Ok(s) => s,
-                Err(Error::Track(TrackError::NoSuchTable { .. })) => {
-                    return Err(TrackError::IncompatibleChange {
-                        table: t.name.clone(),
-                        detail: "the table no longer exists".to_owned(),
-                    }
-                    .into());
-                }
-                Err(e) => return Err(e),
-            };
-            check_compatible(t, &shape)?;
-            if let Some(new) = shape
-                .cell_columns()
-                .iter()
-                .find(|c| !t.cells.contains(&c.name))
-            {
-                return Err(TrackError::SchemaChanged {
-                    db: crate::store::db_arg(conn),
-                    table: t.name.clone(),
-                    detail: format!("new column '{}'", new.name),
-                }
-                .into());
-            }
+            check_table_live(conn, t)?;
         }
         Ok(())
     }
+}
+
+/// [`Catalog::check_live`] for one table.
+pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error> {
+    let shape = match table_shape(conn, &t.name) {
+        Ok(s) => s,
+        Err(Error::Track(TrackError::NoSuchTable { .. })) => {
+            return Err(TrackError::IncompatibleChange {
+                table: t.name.clone(),
+                detail: "the table no longer exists".to_owned(),
+            }
+            .into());
+        }
+        Err(e) => return Err(e),
+    };
+    check_compatible(t, &shape)?;
+    if let Some(new) = shape
+        .cell_columns()
+        .iter()
+        .find(|c| !t.cells.contains(&c.name))
+    {
+        return Err(TrackError::SchemaChanged {
+            db: crate::store::db_arg(conn),
+            table: t.name.clone(),
+            detail: format!("new column '{}'", new.name),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// The changes fieldsync can follow are added columns; anything else is

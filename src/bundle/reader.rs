@@ -301,8 +301,22 @@ impl<R: Read> BundleReader<R> {
             })
             .map_err(decode_error)?;
             let mut versions = Vec::with_capacity(wire.versions.len());
+            let mut cells = ColSet::new();
             for v in wire.versions {
+                cells.union_with(&v.cols);
                 versions.push(self.version_record(v.origin, v.dseq, v.dhlc, v.cols));
+            }
+            // One value per cell, as blocks require, so a row reads alike
+            // in either version.
+            cells.remove(SENTINEL);
+            if cells.len() != wire.values.len() {
+                return Err(BundleError::Malformed {
+                    detail: format!(
+                        "a record has {} values for {} cells",
+                        wire.values.len(),
+                        cells.len()
+                    ),
+                });
             }
             let row = RowRecord {
                 table: wire.table,

@@ -1,0 +1,10 @@
+//! Like decode_bundle, but the checksum is recomputed after mutation so the
+//! header and body decoders see the damage; a bundle that reads must read
+//! the same after being written again.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    fieldsync::fuzzing::decode_sealed(data);
+});

@@ -1,0 +1,170 @@
+PRAGMA foreign_keys=OFF;
+BEGIN TRANSACTION;
+CREATE TABLE fieldsync_meta(
+  key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq, lost
+  value
+);
+INSERT INTO fieldsync_meta VALUES('schema',2);
+INSERT INTO fieldsync_meta VALUES('site_id',X'608ebbe02b304e90890cb87e8cdf54fd');
+INSERT INTO fieldsync_meta VALUES('name','field-1');
+INSERT INTO fieldsync_meta VALUES('clock',384345856700055552);
+INSERT INTO fieldsync_meta VALUES('seq',5);
+INSERT INTO fieldsync_meta VALUES('lost','');
+CREATE TABLE fieldsync_sites(
+  id INTEGER PRIMARY KEY,           -- local number, used in fieldsync_log.origin
+  site_id BLOB NOT NULL UNIQUE,     -- 16-byte uuid of the instance
+  name TEXT NOT NULL
+);
+INSERT INTO fieldsync_sites VALUES(1,X'608ebbe02b304e90890cb87e8cdf54fd','field-1');
+INSERT INTO fieldsync_sites VALUES(2,X'4b939aa4e48640f5b8369a6cb77f21cc','hq');
+CREATE TABLE fieldsync_tables(
+  id INTEGER PRIMARY KEY,           -- used in fieldsync_log.tbl and fieldsync_pending.t
+  name TEXT NOT NULL UNIQUE
+);
+INSERT INTO fieldsync_tables VALUES(1,'person');
+INSERT INTO fieldsync_tables VALUES(2,'visit');
+INSERT INTO fieldsync_tables VALUES(3,'tag');
+CREATE TABLE fieldsync_columns(
+  tbl INTEGER NOT NULL,
+  role TEXT NOT NULL,               -- 'key' or 'cell'
+  pos INTEGER NOT NULL,             -- key: position in the primary key; cell: bit (1, 2, ...)
+  name TEXT NOT NULL,
+  PRIMARY KEY(tbl, role, pos)
+) WITHOUT ROWID;
+INSERT INTO fieldsync_columns VALUES(1,'cell',1,'name');
+INSERT INTO fieldsync_columns VALUES(1,'cell',2,'status');
+INSERT INTO fieldsync_columns VALUES(1,'cell',3,'code');
+INSERT INTO fieldsync_columns VALUES(1,'cell',4,'age');
+INSERT INTO fieldsync_columns VALUES(1,'key',0,'id');
+INSERT INTO fieldsync_columns VALUES(2,'cell',1,'note');
+INSERT INTO fieldsync_columns VALUES(2,'cell',2,'score');
+INSERT INTO fieldsync_columns VALUES(2,'key',0,'person');
+INSERT INTO fieldsync_columns VALUES(2,'key',1,'day');
+INSERT INTO fieldsync_columns VALUES(3,'cell',1,'v');
+INSERT INTO fieldsync_columns VALUES(3,'key',0,'k');
+CREATE TABLE fieldsync_pending(
+  id INTEGER PRIMARY KEY,
+  t INTEGER NOT NULL,               -- fieldsync_tables.id
+  op INTEGER NOT NULL,              -- 1 insert, 2 update, 3 delete
+  at REAL NOT NULL,                 -- julianday('now') of the write
+  m0 INTEGER,                       -- update: bits of the cells that changed
+  k0                                -- first primary key column
+, k1);
+CREATE TABLE fieldsync_log(
+  tbl INTEGER NOT NULL,
+  pk BLOB NOT NULL,                 -- canonical encoding of the primary key
+  origin INTEGER NOT NULL,          -- fieldsync_sites.id of the instance that made the change
+  seq INTEGER NOT NULL,             -- its number at that instance
+  cl INTEGER NOT NULL,              -- causal length: odd live, even deleted
+  hlc INTEGER NOT NULL,             -- hybrid logical clock
+  cols BLOB NOT NULL,               -- cells it still wins (bit 0: the row itself)
+  PRIMARY KEY(tbl, pk, origin, seq)
+) WITHOUT ROWID;
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,384345856683278336,X'04');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,1,1,384345856632946688,X'1b');
+INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,384345856683278337,X'01');
+INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,3,1,384345856632946690,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,4,1,384345856632946691,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,5,1,384345856632946692,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,6,1,384345856632946693,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,384345856687472640,X'1f');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,384345856691666944,X'02');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,7,1,384345856637140992,X'05');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,8,1,384345856637140993,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,9,1,384345856637140994,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,10,1,384345856637140995,X'07');
+INSERT INTO fieldsync_log VALUES(3,X'9101',2,11,1,384345856637140996,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,384345856695861248,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91a178',2,12,1,384345856637140997,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,13,1,384345856637140998,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,14,1,384345856637140999,X'03');
+CREATE TABLE fieldsync_have(
+  origin INTEGER PRIMARY KEY,
+  seqs TEXT NOT NULL                -- ranges, e.g. '1-500,520-610'
+);
+INSERT INTO fieldsync_have VALUES(2,'1-14');
+CREATE TABLE fieldsync_peers(
+  id INTEGER PRIMARY KEY,
+  name TEXT NOT NULL,
+  site INTEGER UNIQUE,              -- fieldsync_sites.id, once a bundle from it was imported
+  last_import INTEGER,              -- unix ms
+  last_export INTEGER,              -- unix ms
+  acked_at INTEGER,                 -- HLC of the bundle its acknowledgements come from
+  lost TEXT NOT NULL DEFAULT ''     -- its own change numbers it said it lost
+);
+INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795702393032,1795702393038,384345856641335296,'');
+CREATE TABLE fieldsync_peer_seqs(
+  peer INTEGER NOT NULL,
+  origin INTEGER NOT NULL,
+  acked TEXT NOT NULL DEFAULT '',   -- what the peer said it has (its seen vector)
+  sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
+  PRIMARY KEY(peer, origin)
+) WITHOUT ROWID;
+INSERT INTO fieldsync_peer_seqs VALUES(1,1,'','1-5');
+INSERT INTO fieldsync_peer_seqs VALUES(1,2,'1-14','');
+CREATE TABLE fieldsync_quarantine(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL,                -- the app table
+  key TEXT NOT NULL,                -- the row's key as SQL literals
+  pk BLOB NOT NULL,                 -- canonical encoding of the key
+  reason TEXT NOT NULL,             -- missing parent, still referenced, unique, not null, check
+  detail TEXT NOT NULL,             -- what exactly, in words
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms
+  last_at INTEGER NOT NULL,         -- unix ms of the last retry
+  tries INTEGER NOT NULL DEFAULT 1,
+  record BLOB NOT NULL              -- the change as received (MessagePack)
+);
+CREATE TABLE fieldsync_conflicts(
+  id INTEGER PRIMARY KEY,
+  noticed_at INTEGER NOT NULL,      -- unix ms of the import
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,                -- SQL literals
+  col TEXT NOT NULL,                -- column, or '' for the row itself
+  lost_value,                       -- the value that was overwritten
+  lost_site TEXT NOT NULL,          -- instance that wrote it
+  lost_at INTEGER NOT NULL,         -- when (unix ms, from its clock)
+  won_value,
+  won_site TEXT NOT NULL,
+  won_at INTEGER NOT NULL,
+  reason TEXT NOT NULL              -- later edit, row deleted, row re-created
+);
+CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT,
+                    code TEXT UNIQUE, age INTEGER CHECK (age IS NULL OR age >= 0));
+INSERT INTO person VALUES('p1','Amal Perera','found','A1',34);
+INSERT INTO person VALUES('p3','Chen Wei','found',NULL,7);
+INSERT INTO person VALUES('p4','Dara Ncube','missing','D4',61);
+INSERT INTO person VALUES('p5','Eli Sato',NULL,'E5',25);
+INSERT INTO person VALUES('p6','Fatma Ali','found','F6',40);
+INSERT INTO person VALUES('p7','Gita Rao','missing','G7',19);
+CREATE TABLE visit(person TEXT, day INTEGER, note, score REAL,
+                   PRIMARY KEY(person, day)) WITHOUT ROWID;
+INSERT INTO visit VALUES('p1',1,'seen at camp',2.5);
+INSERT INTO visit VALUES('p1',2,42,NULL);
+INSERT INTO visit VALUES('p3',1,X'00ff10',-1.25);
+INSERT INTO visit VALUES('p5',3,NULL,1.0000000000000000047e+300);
+CREATE TABLE tag(k PRIMARY KEY, v);
+INSERT INTO tag VALUES(1,'one');
+INSERT INTO tag VALUES('x',2.0);
+INSERT INTO tag VALUES(X'beef',NULL);
+INSERT INTO tag VALUES(2.5,'two and a half');
+INSERT INTO tag VALUES(3,'three');
+CREATE UNIQUE INDEX fieldsync_log_by_origin ON fieldsync_log(origin, seq);
+CREATE INDEX fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
+CREATE TRIGGER "fieldsync_person_insert" AFTER INSERT ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_person_update_name" AFTER UPDATE OF "name" ON "person" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 2); END;
+CREATE TRIGGER "fieldsync_person_update_status" AFTER UPDATE OF "status" ON "person" WHEN OLD."status" IS NOT NEW."status" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 4); END;
+CREATE TRIGGER "fieldsync_person_update_code" AFTER UPDATE OF "code" ON "person" WHEN OLD."code" IS NOT NEW."code" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 8); END;
+CREATE TRIGGER "fieldsync_person_update_age" AFTER UPDATE OF "age" ON "person" WHEN OLD."age" IS NOT NEW."age" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 16); END;
+CREATE TRIGGER "fieldsync_person_rekey" AFTER UPDATE OF "id" ON "person" WHEN NEW."id" IS NOT OLD."id" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 3, julianday(), OLD."id"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_person_delete" AFTER DELETE ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 3, julianday(), OLD."id"); END;
+CREATE TRIGGER "fieldsync_visit_insert" AFTER INSERT ON "visit" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 1, julianday(), NEW."person", NEW."day"); END;
+CREATE TRIGGER "fieldsync_visit_update_note" AFTER UPDATE OF "note" ON "visit" WHEN OLD."note" IS NOT NEW."note" OR typeof(OLD."note") <> typeof(NEW."note") OR (NEW."note" = 0 AND typeof(NEW."note") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1, m0) VALUES (2, 2, julianday(), NEW."person", NEW."day", 2); END;
+CREATE TRIGGER "fieldsync_visit_update_score" AFTER UPDATE OF "score" ON "visit" WHEN OLD."score" IS NOT NEW."score" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1, m0) VALUES (2, 2, julianday(), NEW."person", NEW."day", 4); END;
+CREATE TRIGGER "fieldsync_visit_rekey" AFTER UPDATE OF "person", "day" ON "visit" WHEN NEW."person" IS NOT OLD."person" OR NEW."day" IS NOT OLD."day" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 3, julianday(), OLD."person", OLD."day"); INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 1, julianday(), NEW."person", NEW."day"); END;
+CREATE TRIGGER "fieldsync_visit_delete" AFTER DELETE ON "visit" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 3, julianday(), OLD."person", OLD."day"); END;
+CREATE TRIGGER "fieldsync_tag_insert" AFTER INSERT ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
+CREATE TRIGGER "fieldsync_tag_update_v" AFTER UPDATE OF "v" ON "tag" WHEN OLD."v" IS NOT NEW."v" OR typeof(OLD."v") <> typeof(NEW."v") OR (NEW."v" = 0 AND typeof(NEW."v") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (3, 2, julianday(), NEW."k", 2); END;
+CREATE TRIGGER "fieldsync_tag_rekey" AFTER UPDATE OF "k" ON "tag" WHEN NEW."k" IS NOT OLD."k" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
+CREATE TRIGGER "fieldsync_tag_delete" AFTER DELETE ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); END;
+COMMIT;

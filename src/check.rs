@@ -1,0 +1,881 @@
+//! `check`: a read-only consistency check of fieldsync's own state in a
+//! database, against the invariants spec/merge.md ("Invariants") and
+//! spec/capture.md state.
+//!
+//! It reads everything in one read transaction and changes nothing. What it
+//! finds is a list of [`Problem`]s, each a sentence naming the table, row
+//! key, origin or peer at fault; a clean database has none. A check that
+//! cannot even run on some part (a value of the wrong type, a missing
+//! engine table) is itself reported as a problem of that part, so a damaged
+//! database yields a report, not an error; only a busy database or an
+//! unreadable file is an error.
+//!
+//! The invariants, by [`Invariant`]:
+//!
+//! - the file passes `PRAGMA integrity_check`;
+//! - the engine tables can be read (identity, clock, sites, catalog);
+//! - every tracked table exists with the key and columns recorded for it,
+//!   and carries exactly the capture triggers fieldsync installs;
+//! - every row state in the log is well formed;
+//! - app rows and log agree: a row in a tracked table is live in the log
+//!   (odd causal length), a row the log records as deleted is not in the
+//!   table, and a row live in the log is in the table, except for keys
+//!   whose captured changes wait in `fieldsync_pending`;
+//! - every log entry names a known origin and a tracked table;
+//! - watermarks: what the instance has from each origin covers every change
+//!   of that origin in the log, and what was sent to a peer is within what
+//!   the instance has;
+//! - captured changes belong to tracked tables;
+//! - the clock is not behind any change in the log.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::PathBuf;
+
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::colset::{ColSet, SENTINEL};
+use crate::error::{Error, TrackError};
+use crate::hlc::Hlc;
+use crate::schema::quote_ident;
+use crate::seqset::{MAX_SEQ, SeqSet};
+use crate::session::Session;
+use crate::site::Sites;
+use crate::tracked::{TrackedTable, check_table_live};
+use crate::value::{Value, decode_key, encode_key, key_literal};
+
+/// Problems listed per invariant; the rest are only counted.
+pub const LISTED_PER_INVARIANT: u64 = 20;
+
+/// Which invariant a problem breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Invariant {
+    /// `PRAGMA integrity_check` reports the file intact.
+    Integrity,
+    /// The engine tables can be read: identity, clock, sites, catalog.
+    Engine,
+    /// Every tracked table exists with its recorded key and columns.
+    Schema,
+    /// Every tracked table has exactly the capture triggers fieldsync installs.
+    Triggers,
+    /// Each row's entries in the log form a valid row state.
+    LogRows,
+    /// App rows and the log agree on which rows exist.
+    Rows,
+    /// Log entries name known origins and tracked tables.
+    References,
+    /// What the instance has, and what it sent, cover the log.
+    Watermarks,
+    /// Captured changes belong to tracked tables.
+    Pending,
+    /// The clock and the change counter are not behind the log.
+    Clock,
+}
+
+/// One broken invariant, said as a sentence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Which invariant.
+    pub invariant: Invariant,
+    /// What is wrong, naming table, key, origin or peer.
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// What `check` found.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct CheckReport {
+    /// True if no invariant is broken.
+    pub ok: bool,
+    /// The problems, at most [`LISTED_PER_INVARIANT`] per invariant.
+    pub problems: Vec<Problem>,
+    /// Further problems found but not listed.
+    pub omitted: u64,
+    /// Tracked tables checked.
+    pub tables: u64,
+    /// App rows checked.
+    pub rows: u64,
+    /// Change-log entries checked.
+    pub log_entries: u64,
+    /// Captured changes not yet folded into the log.
+    pub captured_unstamped: u64,
+    /// Known instances (this one included).
+    pub origins: u64,
+    /// Known peers.
+    pub peers: u64,
+}
+
+impl CheckReport {
+    /// Number of problems found, listed or not.
+    pub fn count(&self) -> u64 {
+        self.problems.len() as u64 + self.omitted
+    }
+
+    /// The report if clean, otherwise a [`CheckError`] summarising it.
+    pub fn into_result(self, path: PathBuf) -> Result<CheckReport, CheckError> {
+        match self.problems.first() {
+            None => Ok(self),
+            Some(first) => Err(CheckError::Inconsistent {
+                path,
+                count: self.count(),
+                first: first.message.clone(),
+            }),
+        }
+    }
+}
+
+/// A database that fails the check.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// At least one invariant is broken.
+    #[error(
+        "database {} fails fieldsync's consistency check with {count} problem(s); the first: {first}",
+        path.display()
+    )]
+    Inconsistent {
+        /// The database.
+        path: PathBuf,
+        /// Problems found.
+        count: u64,
+        /// The first one, as a sentence.
+        first: String,
+    },
+}
+
+#[derive(Default)]
+struct Collector {
+    report: CheckReport,
+    per: HashMap<Invariant, u64>,
+}
+
+impl Collector {
+    fn add(&mut self, invariant: Invariant, message: String) {
+        let n = self.per.entry(invariant).or_default();
+        *n += 1;
+        if *n <= LISTED_PER_INVARIANT {
+            self.report.problems.push(Problem { invariant, message });
+        } else {
+            self.report.omitted += 1;
+        }
+    }
+
+    /// Turn a failure to check a part into a problem of that part; only a
+    /// busy database stops the check.
+    fn attempt(
+        &mut self,
+        invariant: Invariant,
+        what: &str,
+        r: Result<(), Error>,
+    ) -> Result<(), Error> {
+        match r {
+            Ok(()) => Ok(()),
+            Err(e @ Error::Busy { .. }) => Err(e),
+            Err(e) => {
+                self.add(invariant, format!("{what} could not be checked: {e}"));
+                Ok(())
+            }
+        }
+    }
+
+    fn finish(mut self) -> CheckReport {
+        self.report.ok = self.report.problems.is_empty();
+        self.report
+    }
+}
+
+/// Check every invariant, inside the caller's read transaction.
+pub(crate) fn check(conn: &Connection) -> Result<CheckReport, Error> {
+    let mut c = Collector::default();
+    let r = integrity(conn, &mut c);
+    c.attempt(Invariant::Integrity, "the file's integrity", r)?;
+    let s = match Session::load(conn) {
+        Ok(s) => s,
+        Err(e @ Error::Busy { .. }) => return Err(e),
+        Err(e) => {
+            c.add(
+                Invariant::Engine,
+                format!("fieldsync's own tables cannot be read: {e}"),
+            );
+            return Ok(c.finish());
+        }
+    };
+    c.report.origins = s.sites.all().len() as u64;
+    for t in s.catalog.tables() {
+        c.report.tables += 1;
+        if !table_shape_ok(conn, t, &mut c)? {
+            continue;
+        }
+        let r = triggers(conn, t, &mut c);
+        c.attempt(
+            Invariant::Triggers,
+            &format!("the triggers of table '{}'", t.name),
+            r,
+        )?;
+        let r = rows(conn, &s.sites, t, &mut c);
+        c.attempt(
+            Invariant::Rows,
+            &format!("the rows of table '{}'", t.name),
+            r,
+        )?;
+    }
+    let r = references(conn, &mut c);
+    c.attempt(Invariant::References, "the change log's references", r)?;
+    let r = watermarks(conn, &s, &mut c);
+    c.attempt(Invariant::Watermarks, "the watermarks", r)?;
+    let r = pending(conn, &mut c);
+    c.attempt(Invariant::Pending, "the captured changes", r)?;
+    let r = clock(conn, &s, &mut c);
+    c.attempt(Invariant::Clock, "the clock", r)?;
+    Ok(c.finish())
+}
+
+fn integrity(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
+    let mut stmt = conn.prepare("PRAGMA integrity_check")?;
+    let lines = stmt
+        .query_map([], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    if lines != ["ok"] {
+        for line in lines {
+            c.add(
+                Invariant::Integrity,
+                format!("PRAGMA integrity_check: {line}"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// False if the table cannot be checked further (it is gone or reshaped).
+fn table_shape_ok(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<bool, Error> {
+    match check_table_live(conn, t) {
+        // A new column not followed yet is the app evolving, not damage:
+        // export and import say to run `track`.
+        Ok(()) | Err(Error::Track(TrackError::SchemaChanged { .. })) => Ok(true),
+        Err(e @ Error::Busy { .. }) => Err(e),
+        Err(e) => {
+            c.add(
+                Invariant::Schema,
+                format!("tracked table '{}': {e}", t.name),
+            );
+            Ok(false)
+        }
+    }
+}
+
+fn triggers(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<(), Error> {
+    let expected = crate::capture::expected_triggers(conn, t)?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE \
+         AND name LIKE 'fieldsync\\_%' ESCAPE '\\'",
+    )?;
+    let existing: Vec<(String, Option<String>)> = stmt
+        .query_map([&t.name], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let remedy = format!(
+        "`fieldsync track --db {} {}` reinstalls the triggers",
+        crate::store::db_arg(conn),
+        quote_arg(&t.name)
+    );
+    for (name, sql) in &expected {
+        match existing.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            None => c.add(
+                Invariant::Triggers,
+                format!(
+                    "table '{}' lacks the capture trigger '{name}', so {} are not recorded; {remedy} \
+                     (writes made meanwhile were not captured)",
+                    t.name,
+                    what_trigger_records(t, name)
+                ),
+            ),
+            Some((_, found)) if found.as_deref() != Some(sql.as_str()) => c.add(
+                Invariant::Triggers,
+                format!(
+                    "the capture trigger '{name}' of table '{}' is not the one fieldsync installs; {remedy}",
+                    t.name
+                ),
+            ),
+            Some(_) => {}
+        }
+    }
+    for (name, _) in &existing {
+        if !expected.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+            c.add(
+                Invariant::Triggers,
+                format!(
+                    "table '{}' has a trigger '{name}' named like fieldsync's that fieldsync does not install",
+                    t.name
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+fn what_trigger_records(t: &TrackedTable, name: &str) -> String {
+    let prefix = format!("fieldsync_{}_", t.name);
+    match name.strip_prefix(&prefix) {
+        Some("insert") => "its inserts".to_owned(),
+        Some("delete") => "its deletes".to_owned(),
+        Some("rekey") => "changes of its key".to_owned(),
+        Some(other) => match other.strip_prefix("update_") {
+            Some(col) => format!("updates of its column '{col}'"),
+            None => "some of its writes".to_owned(),
+        },
+        None => "some of its writes".to_owned(),
+    }
+}
+
+fn quote_arg(name: &str) -> String {
+    if name
+        .chars()
+        .all(|ch| ch.is_alphanumeric() || "-_.".contains(ch))
+    {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
+}
+
+/// One row's entries in the log.
+struct LogRow {
+    pk: Vec<u8>,
+    /// (origin, seq, cl, cols as stored)
+    entries: Vec<(i64, i64, i64, Vec<u8>)>,
+}
+
+/// Check each row state of a table in the log, then compare it with the app
+/// table.
+fn rows(
+    conn: &Connection,
+    sites: &Sites,
+    t: &TrackedTable,
+    c: &mut Collector,
+) -> Result<(), Error> {
+    // Row states from the log: pk → live?
+    let mut states: HashMap<Vec<u8>, (bool, i64)> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT pk, origin, seq, cl, cols FROM fieldsync_log WHERE tbl = ?1 ORDER BY pk",
+        )?;
+        let mut q = stmt.query([t.id])?;
+        let mut current: Option<LogRow> = None;
+        while let Some(r) = q.next()? {
+            c.report.log_entries += 1;
+            let pk: Vec<u8> = r.get(0)?;
+            let entry = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
+            match current.as_mut() {
+                Some(row) if row.pk == pk => row.entries.push(entry),
+                _ => {
+                    if let Some(done) = current.take() {
+                        log_row(sites, t, done, c, &mut states);
+                    }
+                    current = Some(LogRow {
+                        pk,
+                        entries: vec![entry],
+                    });
+                }
+            }
+        }
+        if let Some(done) = current.take() {
+            log_row(sites, t, done, c, &mut states);
+        }
+    }
+
+    // Keys with captured changes waiting: the next stamp reconciles them.
+    let key_cols = (0..t.key.len())
+        .map(|i| format!("k{i}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut waiting: HashSet<Vec<u8>> = HashSet::new();
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {key_cols} FROM fieldsync_pending WHERE t = ?1"
+        ))?;
+        let mut q = stmt.query([t.id])?;
+        while let Some(r) = q.next()? {
+            let key = (0..t.key.len())
+                .map(|i| r.get_ref(i).map(Value::from_ref))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            waiting.insert(encode_key(&key));
+        }
+    }
+
+    let table_keys = t
+        .key
+        .iter()
+        .map(|k| quote_ident(k))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {table_keys} FROM {}",
+        quote_ident(&t.name)
+    ))?;
+    let mut q = stmt.query([])?;
+    let mut present: HashSet<Vec<u8>> = HashSet::new();
+    while let Some(r) = q.next()? {
+        c.report.rows += 1;
+        let key = (0..t.key.len())
+            .map(|i| r.get_ref(i).map(Value::from_ref))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        if key.contains(&Value::Null) {
+            // Not replicated, by design (track and stamp warn about them).
+            continue;
+        }
+        let pk = encode_key(&key);
+        if waiting.contains(&pk) {
+            present.insert(pk);
+            continue;
+        }
+        match states.get(&pk) {
+            None => c.add(
+                Invariant::Rows,
+                format!(
+                    "table '{}' row ({}) exists but the change log has no record of it and no captured \
+                     change of it is waiting: its insert was not captured",
+                    t.name,
+                    key_literal(&key)
+                ),
+            ),
+            Some((false, cl)) => c.add(
+                Invariant::Rows,
+                format!(
+                    "table '{}' row ({}) exists but the change log records it as deleted (causal length {cl})",
+                    t.name,
+                    key_literal(&key)
+                ),
+            ),
+            Some((true, _)) => {}
+        }
+        present.insert(pk);
+    }
+    // A row live in the log but gone from the table: unless captured
+    // changes of this table wait (an `INSERT OR REPLACE` deletes without a
+    // trigger, and the next stamp records it), that deletion was lost.
+    if waiting.is_empty() {
+        let mut missing: Vec<&Vec<u8>> = states
+            .iter()
+            .filter(|(pk, (live, _))| *live && !present.contains(*pk))
+            .map(|(pk, _)| pk)
+            .collect();
+        missing.sort();
+        for pk in missing {
+            let key = decode_key(pk)
+                .map(|k| key_literal(&k))
+                .unwrap_or_else(|_| "?".into());
+            c.add(
+                Invariant::Rows,
+                format!(
+                    "table '{}' row ({key}) is live in the change log but missing from the table; if it was \
+                     deleted without a trigger (INSERT OR REPLACE), `fieldsync compact` records the deletion",
+                    t.name
+                ),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Check one row state; record whether it is live.
+fn log_row(
+    sites: &Sites,
+    t: &TrackedTable,
+    row: LogRow,
+    c: &mut Collector,
+    states: &mut HashMap<Vec<u8>, (bool, i64)>,
+) {
+    let key = match decode_key(&row.pk) {
+        Ok(k) if k.len() == t.key.len() && !k.contains(&Value::Null) => k,
+        _ => {
+            c.add(
+                Invariant::LogRows,
+                format!(
+                    "the change log holds a key of table '{}' that is not a key of it (bytes {})",
+                    t.name,
+                    hex(&row.pk)
+                ),
+            );
+            return;
+        }
+    };
+    let name = format!("table '{}' row ({})", t.name, key_literal(&key));
+    if encode_key(&key) != row.pk {
+        c.add(
+            Invariant::LogRows,
+            format!("{name}: its key is not stored in canonical form in the change log"),
+        );
+    }
+    let cls: Vec<i64> = row.entries.iter().map(|e| e.2).collect();
+    let cl = cls[0];
+    if cls.iter().any(|&x| x != cl) {
+        c.add(
+            Invariant::LogRows,
+            format!("{name} has change-log entries at different causal lengths {cls:?}"),
+        );
+        return;
+    }
+    if cl < 1 {
+        c.add(
+            Invariant::LogRows,
+            format!("{name} has causal length {cl} in the change log"),
+        );
+        return;
+    }
+    let mut all = ColSet::new();
+    for (origin, seq, _, cols) in &row.entries {
+        let change = format!("change #{seq} of {}", site_name(sites, *origin));
+        let cols = match ColSet::from_bytes(cols) {
+            Ok(c) => c,
+            Err(e) => {
+                c.add(
+                    Invariant::LogRows,
+                    format!("{name}: {change} has a malformed cell set ({e})"),
+                );
+                continue;
+            }
+        };
+        if cols.is_empty() {
+            c.add(
+                Invariant::LogRows,
+                format!("{name}: {change} holds no cell yet is still in the change log"),
+            );
+        }
+        if cols.max_bit().is_some_and(|b| b > t.cells.len()) {
+            c.add(
+                Invariant::LogRows,
+                format!("{name}: {change} holds a cell the table does not have"),
+            );
+        }
+        if all.intersects(&cols) {
+            c.add(
+                Invariant::LogRows,
+                format!("{name}: {change} holds a cell another change also holds"),
+            );
+        }
+        if cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]) {
+            c.add(
+                Invariant::LogRows,
+                format!("{name} is deleted (causal length {cl}) but {change} holds cells"),
+            );
+        }
+        all.union_with(&cols);
+    }
+    if cl % 2 == 0 && row.entries.len() != 1 {
+        c.add(
+            Invariant::LogRows,
+            format!(
+                "{name} is deleted (causal length {cl}) but {} changes hold it, not one",
+                row.entries.len()
+            ),
+        );
+    }
+    states.insert(row.pk, (cl % 2 == 1, cl));
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn references(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
+    let mut stmt = conn.prepare(
+        "SELECT origin, count(*) FROM fieldsync_log \
+         WHERE origin NOT IN (SELECT id FROM fieldsync_sites) GROUP BY origin",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (origin, n) in rows {
+        c.add(
+            Invariant::References,
+            format!(
+                "{n} change-log entries name origin #{origin}, which is not a known instance (fieldsync_sites)"
+            ),
+        );
+    }
+    let mut stmt = conn.prepare(
+        "SELECT tbl, count(*) FROM fieldsync_log \
+         WHERE tbl NOT IN (SELECT id FROM fieldsync_tables) GROUP BY tbl",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (tbl, n) in rows {
+        c.add(
+            Invariant::References,
+            format!("{n} change-log entries belong to table #{tbl}, which is not tracked"),
+        );
+    }
+    Ok(())
+}
+
+fn site_name(sites: &Sites, idx: i64) -> String {
+    sites
+        .get(idx)
+        .map(|s| format!("'{}'", s.name))
+        .unwrap_or_else(|| format!("#{idx}"))
+}
+
+/// Up to five numbers of a set, for a message.
+fn sample(set: &SeqSet) -> String {
+    let mut shown = SeqSet::new();
+    let mut left = 5u64;
+    for &(a, b) in set.ranges() {
+        if left == 0 {
+            break;
+        }
+        let n = (b - a + 1).min(left);
+        shown.insert_range(a, a + n - 1);
+        left -= n;
+    }
+    if shown.len() < set.len() {
+        format!("{shown},…")
+    } else {
+        shown.to_string()
+    }
+}
+
+fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), Error> {
+    // What this instance has, per origin.
+    let mut have: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT origin, seqs FROM fieldsync_have")?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (origin, text) in rows {
+            if s.sites.get(origin).is_none() {
+                c.add(
+                    Invariant::Watermarks,
+                    format!("fieldsync_have lists origin #{origin}, which is not a known instance"),
+                );
+            }
+            match text.parse::<SeqSet>() {
+                Ok(set) => {
+                    if origin != s.local_idx {
+                        have.insert(origin, set);
+                    }
+                }
+                Err(e) => c.add(
+                    Invariant::Watermarks,
+                    format!(
+                        "what this instance has from {} is unreadable: {e}",
+                        site_name(&s.sites, origin)
+                    ),
+                ),
+            }
+        }
+    }
+    if s.lost.max() > s.seq {
+        c.add(
+            Invariant::Watermarks,
+            format!(
+                "this instance records its changes {} as lost, beyond its counter #{}",
+                s.lost.minus(&SeqSet::range(1, s.seq)),
+                s.seq
+            ),
+        );
+    }
+    have.insert(s.local_idx, SeqSet::range(1, s.seq).minus(&s.lost));
+
+    // Every change in the log is within what the instance has.
+    let mut beyond: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    {
+        let mut stmt =
+            conn.prepare("SELECT origin, seq FROM fieldsync_log ORDER BY origin, seq")?;
+        let mut q = stmt.query([])?;
+        let empty = SeqSet::new();
+        while let Some(r) = q.next()? {
+            let origin: i64 = r.get(0)?;
+            let seq: i64 = r.get(1)?;
+            if s.sites.get(origin).is_none() {
+                continue; // reported under References
+            }
+            let held = have.get(&origin).unwrap_or(&empty);
+            if seq < 1 || !held.contains(seq as u64) {
+                let set = beyond.entry(origin).or_default();
+                if seq >= 1 {
+                    set.insert_range(seq as u64, seq as u64);
+                } else {
+                    c.add(
+                        Invariant::Watermarks,
+                        format!(
+                            "the change log holds change #{seq} of {}, which is not a change number",
+                            site_name(&s.sites, origin)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    for (origin, set) in beyond.iter().filter(|(_, set)| !set.is_empty()) {
+        let message = if *origin == s.local_idx {
+            format!(
+                "the change log holds {} change(s) of this instance (#{}) beyond its counter #{} or recorded \
+                 as lost: a number could be handed out twice",
+                set.len(),
+                sample(set),
+                s.seq
+            )
+        } else {
+            format!(
+                "the change log holds {} change(s) of {} (#{}) that fieldsync_have does not list as received",
+                set.len(),
+                site_name(&s.sites, *origin),
+                sample(set)
+            )
+        };
+        c.add(Invariant::Watermarks, message);
+    }
+
+    // Peers: known sites, readable sets, nothing sent that is not had.
+    let mut peers: HashMap<i64, String> = HashMap::new();
+    {
+        let mut stmt = conn.prepare("SELECT id, name, site, lost FROM fieldsync_peers")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<i64>>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        for (id, name, site, lost) in rows {
+            if let Some(site) = site.filter(|site| s.sites.get(*site).is_none()) {
+                c.add(
+                    Invariant::Watermarks,
+                    format!("peer '{name}' is bound to instance #{site}, which is not known"),
+                );
+            }
+            if let Err(e) = lost.parse::<SeqSet>() {
+                c.add(
+                    Invariant::Watermarks,
+                    format!("what peer '{name}' reported lost is unreadable: {e}"),
+                );
+            }
+            peers.insert(id, name);
+        }
+    }
+    c.report.peers = peers.len() as u64;
+    let mut stmt = conn.prepare("SELECT peer, origin, acked, sent FROM fieldsync_peer_seqs")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (peer, origin, acked, sent) in rows {
+        let Some(peer_name) = peers.get(&peer) else {
+            c.add(
+                Invariant::Watermarks,
+                format!("fieldsync_peer_seqs refers to peer #{peer}, which is not known"),
+            );
+            continue;
+        };
+        if s.sites.get(origin).is_none() {
+            c.add(
+                Invariant::Watermarks,
+                format!(
+                    "the watermarks of peer '{peer_name}' refer to origin #{origin}, which is not a known instance"
+                ),
+            );
+            continue;
+        }
+        let origin_name = site_name(&s.sites, origin);
+        if let Err(e) = acked.parse::<SeqSet>() {
+            c.add(
+                Invariant::Watermarks,
+                format!("what peer '{peer_name}' acknowledged of {origin_name} is unreadable: {e}"),
+            );
+        }
+        match sent.parse::<SeqSet>() {
+            Err(e) => c.add(
+                Invariant::Watermarks,
+                format!("what was sent to peer '{peer_name}' of {origin_name} is unreadable: {e}"),
+            ),
+            Ok(sent) => {
+                let extra = sent.minus(have.get(&origin).unwrap_or(&SeqSet::new()));
+                if !extra.is_empty() {
+                    c.add(
+                        Invariant::Watermarks,
+                        format!(
+                            "peer '{peer_name}' is recorded as sent change(s) #{} of {origin_name}, which this \
+                             instance does not have",
+                            sample(&extra)
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn pending(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
+    c.report.captured_unstamped = crate::capture::pending_count(conn)?;
+    let mut stmt = conn.prepare(
+        "SELECT t, count(*) FROM fieldsync_pending \
+         WHERE t NOT IN (SELECT id FROM fieldsync_tables) GROUP BY t",
+    )?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (t, n) in rows {
+        c.add(
+            Invariant::Pending,
+            format!(
+                "{n} captured change(s) belong to table #{t}, which is not tracked; they would be dropped"
+            ),
+        );
+    }
+    let bad: i64 = conn.query_row(
+        "SELECT count(*) FROM fieldsync_pending WHERE op NOT IN (1, 2, 3)",
+        [],
+        |r| r.get(0),
+    )?;
+    if bad > 0 {
+        c.add(
+            Invariant::Pending,
+            format!("{bad} captured change(s) have an unknown operation code"),
+        );
+    }
+    Ok(())
+}
+
+fn clock(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), Error> {
+    if s.seq > MAX_SEQ {
+        c.add(
+            Invariant::Clock,
+            "this instance's change counter is negative".to_owned(),
+        );
+    }
+    let mut stmt = conn.prepare("SELECT hlc FROM fieldsync_log")?;
+    let newest = stmt
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .try_fold(Hlc::default(), |m, h| h.map(|h| m.max(Hlc::from_sql(h))))?;
+    // The stored value: the session's clock already moved past it.
+    let stored = Hlc::from_sql(crate::site::meta_require(conn, "clock")?);
+    if newest > stored {
+        c.add(
+            Invariant::Clock,
+            format!(
+                "the clock ({stored}) is behind the newest change in the log ({newest}): new changes could \
+                 rank below changes already here"
+            ),
+        );
+    }
+    Ok(())
+}

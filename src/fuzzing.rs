@@ -1,0 +1,490 @@
+//! The bodies of the fuzz targets (`fuzz/fuzz_targets/`), shared with the
+//! corpus replay in `cargo test` (`tests/fuzz_corpus.rs`) so both run the
+//! same checks. Not part of the supported API.
+//!
+//! Each body takes the fuzzer's bytes and returns normally whatever they
+//! are; it panics only when fieldsync misbehaves:
+//!
+//! - [`decode_bundle`]: arbitrary bytes through [`inspect`] and the
+//!   streaming reader. They must be refused with an error or read; never a
+//!   panic or an allocation beyond what the bytes could decompress to.
+//! - [`decode_sealed`]: the same after [`reseal`], so the checksum holds and
+//!   the header and body decoders see the mutations; a bundle that reads
+//!   must also survive being written again and re-read unchanged.
+//! - [`import_mutated`]: a mutated bundle imported into a copy of a seed
+//!   database ([`ImportTarget::run`]). The fuzzer mutates the bundle
+//!   [`open`]ed: header as in the file, body decompressed, no checksum, and
+//!   [`close`] compresses the body and seals it again, so mutations reach the
+//!   header and record decoders and the merge instead of dying in zstd or at
+//!   the checksum. The import is either refused, leaving the file byte for
+//!   byte as it was, or applied, after which `PRAGMA integrity_check` and
+//!   [`Instance::check`] are clean and importing it a second time applies
+//!   nothing (merge is idempotent).
+//!
+//! [`generate`] builds the seed database and the bundles the seed corpora
+//! start from, with the real engine.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use crate::bundle::format::{CHECKSUM_LEN, End, Header, PREAMBLE_LEN, RowRecord};
+use crate::bundle::{BundleReader, BundleWriter, inspect, verify};
+use crate::error::{BundleError, Error};
+use crate::{ExportTarget, ImportReport, Instance, Selection};
+
+/// The per-record limit the decode targets read with: far below the
+/// format's own (about 1 GiB, for one huge value), so the fuzzer's memory
+/// limit stays meaningful.
+pub const FUZZ_RECORD_LIMIT: u64 = 4 << 20;
+
+/// Replace the trailing checksum with the BLAKE3 hash of everything before
+/// it, as a writer would (spec/bundle.md, "Layout"). Inputs shorter than a
+/// checksum are left alone.
+pub fn reseal(data: &mut [u8]) {
+    let n = CHECKSUM_LEN as usize;
+    if data.len() < n {
+        return;
+    }
+    let body = data.len() - n;
+    let hash = blake3::hash(&data[..body]);
+    data[body..].copy_from_slice(hash.as_bytes());
+}
+
+/// True if the bytes are long enough to be a bundle at all: resealing
+/// shorter ones would only overwrite the preamble.
+pub fn long_enough(data: &[u8]) -> bool {
+    data.len() as u64 >= PREAMBLE_LEN + CHECKSUM_LEN
+}
+
+/// The header length a bundle's preamble states, if it has one.
+fn header_len(data: &[u8]) -> Option<u64> {
+    let bytes: [u8; 4] = data.get(10..PREAMBLE_LEN as usize)?.try_into().ok()?;
+    Some(u64::from(u32::from_le_bytes(bytes)))
+}
+
+/// A bundle opened for mutation: preamble and header as in the file, then
+/// the body decompressed, and no checksum.
+pub fn open(bundle: &[u8]) -> Result<Vec<u8>, BundleError> {
+    let hlen = header_len(bundle).ok_or(BundleError::Truncated)?;
+    let start = (PREAMBLE_LEN + hlen) as usize;
+    let end = bundle
+        .len()
+        .checked_sub(CHECKSUM_LEN as usize)
+        .filter(|&end| end >= start)
+        .ok_or(BundleError::Truncated)?;
+    let mut out = bundle[..start].to_vec();
+    zstd::stream::copy_decode(&bundle[start..end], &mut out)?;
+    Ok(out)
+}
+
+/// The bundle an [`open`]ed one stands for: the body (whatever follows the
+/// header the preamble states) compressed, the checksum appended.
+pub fn close(open: &[u8]) -> Vec<u8> {
+    let split = header_len(open)
+        .map(|h| (PREAMBLE_LEN + h) as usize)
+        .filter(|&s| s <= open.len())
+        .unwrap_or(open.len());
+    let mut out = open[..split].to_vec();
+    match zstd::bulk::compress(&open[split..], 1) {
+        Ok(body) => out.extend_from_slice(&body),
+        Err(e) => panic!("zstd cannot compress {} bytes: {e}", open.len() - split),
+    }
+    let hash = blake3::hash(&out);
+    out.extend_from_slice(hash.as_bytes());
+    out
+}
+
+/// Everything a bundle holds, read with the streaming reader.
+#[derive(Debug, PartialEq)]
+pub struct Decoded {
+    /// The header.
+    pub header: Header,
+    /// The row records, in order.
+    pub records: Vec<RowRecord>,
+    /// The end record.
+    pub end: End,
+}
+
+/// Read a whole bundle: checksum, header, every record, end record.
+pub fn read_all(data: &[u8], record_limit: u64) -> Result<Decoded, BundleError> {
+    let mut cursor = Cursor::new(data);
+    verify(&mut cursor)?;
+    let mut reader = BundleReader::open(cursor)?;
+    reader.set_record_limit(record_limit);
+    let header = reader.header().clone();
+    let mut records = Vec::new();
+    while let Some(rec) = reader.next_row()? {
+        records.push(rec);
+    }
+    let end = reader.finish()?;
+    Ok(Decoded {
+        header,
+        records,
+        end,
+    })
+}
+
+/// Write decoded contents back out as a bundle.
+pub fn rewrite(d: &Decoded) -> Result<Vec<u8>, BundleError> {
+    let mut w = BundleWriter::new(Vec::new(), &d.header)?;
+    for r in &d.records {
+        w.write_row(r.table, &r.key, r.cl, &r.versions, &r.values)?;
+    }
+    Ok(w.finish()?.0)
+}
+
+/// Fuzz target `decode_bundle`: any bytes, as they are.
+pub fn decode_bundle(data: &[u8]) {
+    // `inspect` reads with the format's own record limit, as the CLI does.
+    let _ = inspect(Cursor::new(data));
+    let _ = read_all(data, FUZZ_RECORD_LIMIT);
+}
+
+/// Fuzz target `decode_sealed`: any bytes with the checksum made to hold.
+/// A bundle that reads is written again and must read back the same.
+pub fn decode_sealed(data: &[u8]) {
+    if !long_enough(data) {
+        return decode_bundle(data);
+    }
+    let mut data = data.to_vec();
+    reseal(&mut data);
+    let _ = inspect(Cursor::new(&data));
+    let Ok(decoded) = read_all(&data, FUZZ_RECORD_LIMIT) else {
+        return;
+    };
+    let again = match rewrite(&decoded) {
+        Ok(b) => b,
+        Err(e) => panic!("a bundle that reads cannot be written again: {e}"),
+    };
+    match read_all(&again, FUZZ_RECORD_LIMIT) {
+        Ok(d) => assert_eq!(d, decoded, "a rewritten bundle reads differently"),
+        Err(e) => panic!("a rewritten bundle does not read: {e}"),
+    }
+}
+
+/// Fuzz target `import_mutated`: `data` is an [`open`]ed bundle.
+pub fn import_mutated(target: &ImportTarget, data: &[u8]) -> Outcome {
+    target.run(&close(data))
+}
+
+/// The app schema of the seed database and the instances that made the
+/// seed bundles: a NOT NULL, a UNIQUE and a CHECK column, a composite key
+/// of a WITHOUT ROWID table, and an untyped key (where 1 and 1.0 are one
+/// key).
+pub const SCHEMA: &str = "
+CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT,
+                    code TEXT UNIQUE, age INTEGER CHECK (age IS NULL OR age >= 0));
+CREATE TABLE visit(person TEXT, day INTEGER, note, score REAL,
+                   PRIMARY KEY(person, day)) WITHOUT ROWID;
+CREATE TABLE tag(k PRIMARY KEY, v);
+";
+
+/// Name of the seed instance the import target imports into.
+pub const SEED_NAME: &str = "field-1";
+
+/// How one fuzz input went.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Refused: the message, and the file is unchanged.
+    Rejected(String),
+    /// Applied, and the database passed every check.
+    Applied(Box<ImportReport>),
+}
+
+/// The `import_mutated` target: a seed database built once, copied afresh
+/// for every input.
+pub struct ImportTarget {
+    template: Vec<u8>,
+    work: PathBuf,
+}
+
+impl ImportTarget {
+    /// Build the seed database in `dir` from `seed_sql` (a `.dump` of an
+    /// instance; see [`generate`]) and check it is consistent.
+    pub fn new(dir: &Path, seed_sql: &str) -> Result<ImportTarget, Error> {
+        std::fs::create_dir_all(dir)?;
+        let seed = dir.join("seed.db");
+        remove_db(&seed)?;
+        {
+            let conn = rusqlite::Connection::open(&seed)?;
+            conn.execute_batch(seed_sql)?;
+        }
+        ImportTarget::from_database(dir, &seed)
+    }
+
+    /// Use a copy of the instance database `db` as the seed; work in `dir`.
+    pub fn from_database(dir: &Path, db: &Path) -> Result<ImportTarget, Error> {
+        std::fs::create_dir_all(dir)?;
+        let work = dir.join("work.db");
+        remove_db(&work)?;
+        let report = Instance::open(db)?.check()?;
+        if !report.ok {
+            return Err(BundleError::Malformed {
+                detail: format!("the seed database is not consistent: {:?}", report.problems),
+            }
+            .into());
+        }
+        Ok(ImportTarget {
+            template: std::fs::read(db)?,
+            work,
+        })
+    }
+
+    /// Import `bundle` into a fresh copy of the seed database. Panics if
+    /// fieldsync misbehaves (see the module documentation).
+    pub fn run(&self, bundle: &[u8]) -> Outcome {
+        if let Err(e) = self.reset() {
+            panic!("cannot prepare the work database: {e}");
+        }
+        let mut db = match Instance::open(&self.work) {
+            Ok(db) => db,
+            Err(e) => panic!("cannot open the work database: {e}"),
+        };
+        let first = db.import(Cursor::new(bundle));
+        let report = match first {
+            Err(e) => {
+                drop(db);
+                let now = std::fs::read(&self.work).unwrap_or_default();
+                assert!(
+                    now == self.template,
+                    "a refused import ({e}) changed the database"
+                );
+                return Outcome::Rejected(e.to_string());
+            }
+            Ok(r) => r,
+        };
+        assert_consistent(&mut db, "after the import", &report);
+        match db.import(Cursor::new(bundle)) {
+            Ok(again) => {
+                assert_eq!(
+                    again.applied, 0,
+                    "importing the same bundle twice applied records the second time: {again:?}"
+                );
+                assert_consistent(&mut db, "after importing it again", &again);
+            }
+            Err(e) => panic!("a bundle that imported is refused the second time: {e}"),
+        }
+        Outcome::Applied(Box::new(report))
+    }
+
+    fn reset(&self) -> Result<(), Error> {
+        remove_db(&self.work)?;
+        std::fs::write(&self.work, &self.template)?;
+        Ok(())
+    }
+}
+
+fn remove_db(path: &Path) -> Result<(), Error> {
+    for suffix in ["", "-journal", "-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        match std::fs::remove_file(PathBuf::from(p)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+fn assert_consistent(db: &mut Instance, when: &str, report: &ImportReport) {
+    match db.check() {
+        Ok(r) if r.ok => {}
+        Ok(r) => panic!(
+            "{when} the database fails the check: {:#?}\nimport report: {report:?}",
+            r.problems
+        ),
+        Err(e) => panic!("{when} the check cannot run: {e}"),
+    }
+}
+
+/// What [`generate`] made.
+pub struct Generated {
+    /// The seed instance's database (dump it with the `sqlite3` shell).
+    pub seed_db: PathBuf,
+    /// Bundles for the seed instance, by a descriptive file name.
+    pub bundles: Vec<(String, Vec<u8>)>,
+}
+
+fn instance(dir: &Path, name: &str) -> Result<Instance, Error> {
+    let (i, _) = Instance::init(dir.join(format!("{name}.db")), name)?;
+    i.connection().execute_batch(SCHEMA)?;
+    Ok(i)
+}
+
+fn bundle_for(from: &mut Instance, to: &str) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    from.export(
+        &ExportTarget::Peer {
+            to: to.to_owned(),
+            resend: false,
+        },
+        &mut out,
+    )?;
+    Ok(out)
+}
+
+fn full(from: &mut Instance) -> Result<Vec<u8>, Error> {
+    let mut out = Vec::new();
+    from.export(&ExportTarget::Full, &mut out)?;
+    Ok(out)
+}
+
+/// Build, in `dir`, three instances `hq`, [`SEED_NAME`] and `field-2` that
+/// exchange edits of every kind, and return the seed instance's database as
+/// it is once set up, with the bundles later written for it: a delta from
+/// hq (updates, a delete, a re-insert, a UNIQUE value moved
+/// between rows), a relay from field-2
+/// (concurrent edits, odd values), full exports, a bundle acknowledging
+/// changes the seed never made (it looks restored from a backup), and
+/// an empty delta.
+pub fn generate(dir: &Path) -> Result<Generated, Error> {
+    let mut bundles = Vec::new();
+    let mut hq = instance(dir, "hq")?;
+    hq.connection().execute_batch(
+        "INSERT INTO person VALUES
+           ('p1', 'Amal Perera', 'missing', 'A1', 34), ('p2', 'Bilal Khan', 'missing', 'B2', NULL),
+           ('p3', 'Chen Wei', 'found', NULL, 7), ('p4', 'Dara Ncube', 'missing', 'D4', 61),
+           ('p5', 'Eli Sato', NULL, 'E5', 25), ('p6', 'Fatma Ali', 'found', 'F6', 40);
+         INSERT INTO visit VALUES ('p1', 1, 'first contact', 2.5), ('p1', 2, 42, NULL),
+           ('p3', 1, x'00ff10', -1.25), ('p5', 3, NULL, 1e300);
+         INSERT INTO tag VALUES (1, 'one'), ('x', 2.0), (x'beef', NULL), (2.5, 'two and a half');",
+    )?;
+    hq.track(&Selection::All)?;
+    let base = full(&mut hq)?;
+
+    let mut seed = instance(dir, SEED_NAME)?;
+    seed.track(&Selection::All)?;
+    seed.import(Cursor::new(&base))?;
+    seed.connection().execute_batch(
+        "UPDATE person SET status = 'found' WHERE id = 'p1';
+         DELETE FROM person WHERE id = 'p2';
+         INSERT INTO person VALUES ('p7', 'Gita Rao', 'missing', 'G7', 19);
+         UPDATE visit SET note = 'seen at camp' WHERE person = 'p1' AND day = 1;
+         INSERT INTO tag VALUES (3, 'three');",
+    )?;
+    let seed_to_hq = bundle_for(&mut seed, "hq")?;
+    let seed_db = seed.path().to_owned();
+    drop(seed);
+    // A copy that goes on working, to look like the seed's future.
+    let later_db = dir.join("field-1-later.db");
+    std::fs::copy(&seed_db, &later_db)?;
+
+    let mut f2 = instance(dir, "field-2")?;
+    f2.track(&Selection::All)?;
+    f2.import(Cursor::new(&base))?;
+
+    hq.import(Cursor::new(&seed_to_hq))?;
+    hq.connection().execute_batch(
+        "UPDATE person SET name = 'Chen Wei Jr.' WHERE id = 'p3';
+         DELETE FROM person WHERE id = 'p4';
+         INSERT INTO person VALUES ('p2', 'Bilal Khan', 'back', 'B2', 30);
+         UPDATE person SET code = 'F7' WHERE id = 'p6';
+         UPDATE person SET code = 'F6' WHERE id = 'p5';
+         UPDATE visit SET score = 9.75 WHERE person = 'p3';
+         DELETE FROM tag WHERE k = 'x';",
+    )?;
+    bundles.push(("hq-delta".to_owned(), bundle_for(&mut hq, SEED_NAME)?));
+
+    f2.connection().execute_batch(
+        "UPDATE person SET status = 'transferred', age = 35 WHERE id = 'p1';
+         INSERT INTO person VALUES ('q1', 'Hana Ito', NULL, NULL, NULL), ('q2', '', 'missing', 'Q2', 0);
+         INSERT INTO visit VALUES ('q1', 1, CAST(x'c3a9e28099ff' AS TEXT), -0.0), ('p1', 3, x'', 0.1);
+         UPDATE tag SET k = 4.0 WHERE k = 1;
+         INSERT INTO tag VALUES (-9223372036854775808, 9223372036854775807);
+         DELETE FROM visit WHERE person = 'p5';",
+    )?;
+    bundles.push(("field-2-relay".to_owned(), bundle_for(&mut f2, SEED_NAME)?));
+    bundles.push(("hq-full".to_owned(), full(&mut hq)?));
+
+    // field-2 learns hq's news and passes it on with its own.
+    let hq_to_f2 = bundle_for(&mut hq, "field-2")?;
+    f2.import(Cursor::new(&hq_to_f2))?;
+    f2.connection()
+        .execute_batch("UPDATE person SET name = 'Amal P.' WHERE id = 'p1';")?;
+    bundles.push(("field-2-second".to_owned(), bundle_for(&mut f2, SEED_NAME)?));
+    bundles.push(("field-2-full".to_owned(), full(&mut f2)?));
+
+    // The seed's future self edits on and reaches field-2, whose next
+    // bundle then acknowledges seed changes the seed never made.
+    let mut later = Instance::open(&later_db)?;
+    later.connection().execute_batch(
+        "UPDATE person SET age = 20 WHERE id = 'p7';
+         INSERT INTO person VALUES ('p8', 'Ivo Petrov', NULL, 'I8', 50);",
+    )?;
+    let later_to_f2 = bundle_for(&mut later, "field-2")?;
+    f2.import(Cursor::new(&later_to_f2))?;
+    bundles.push((
+        "field-2-after-restore".to_owned(),
+        bundle_for(&mut f2, SEED_NAME)?,
+    ));
+    // Nothing new: a bundle of acknowledgements only.
+    bundles.push(("field-2-empty".to_owned(), bundle_for(&mut f2, SEED_NAME)?));
+    Ok(Generated { seed_db, bundles })
+}
+
+/// Every table of a database, fieldsync's included, and its schema, as one
+/// line per table (row count and a hash of the rows in order), to tell
+/// whether two databases hold the same state. With `ignore_times`, values
+/// that record when something happened rather than what are left out: the
+/// stored clock, the times of a peer's last import and export, when a
+/// conflict was noticed and when a held change was tried, so two runs of
+/// one operation at different times compare equal.
+pub fn state_fingerprint(conn: &rusqlite::Connection, ignore_times: bool) -> Result<String, Error> {
+    let mut out = String::new();
+    let mut schema = blake3::Hasher::new();
+    let mut tables = Vec::new();
+    {
+        let mut stmt = conn.prepare(
+            "SELECT type, name, sql FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+             ORDER BY type, name",
+        )?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let (kind, name, sql): (String, String, Option<String>) =
+                (r.get(0)?, r.get(1)?, r.get(2)?);
+            schema.update(format!("{kind} {name} {sql:?}\n").as_bytes());
+            if kind == "table" {
+                tables.push(name);
+            }
+        }
+    }
+    out.push_str(&format!("schema {}\n", schema.finalize().to_hex()));
+    for t in tables {
+        let masked: &[&str] = match (ignore_times, t.as_str()) {
+            (true, "fieldsync_peers") => &["last_import", "last_export"],
+            (true, "fieldsync_conflicts") => &["noticed_at"],
+            (true, "fieldsync_quarantine") => &["first_at", "last_at", "tries"],
+            _ => &[],
+        };
+        let cols: Vec<String> = crate::store::column_names(conn, &t)?
+            .into_iter()
+            .filter(|c| !masked.contains(&c.as_str()))
+            .collect();
+        let list = cols
+            .iter()
+            .map(|c| crate::schema::quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let filter = if ignore_times && t == "fieldsync_meta" {
+            " WHERE key <> 'clock'"
+        } else {
+            ""
+        };
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {list} FROM {}{filter} ORDER BY {list}",
+            crate::schema::quote_ident(&t)
+        ))?;
+        let mut q = stmt.query([])?;
+        let mut h = blake3::Hasher::new();
+        let mut n = 0u64;
+        while let Some(r) = q.next()? {
+            n += 1;
+            for i in 0..cols.len() {
+                h.update(format!("{:?}|", crate::Value::from_ref(r.get_ref(i)?)).as_bytes());
+            }
+            h.update(b"\n");
+        }
+        out.push_str(&format!("{t}: {n} rows {}\n", h.finalize().to_hex()));
+    }
+    Ok(out)
+}

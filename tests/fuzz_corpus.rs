@@ -1,0 +1,127 @@
+//! Replays the fuzz corpora on stable Rust, so CI exercises every input the
+//! fuzzers kept (and every crash they found) without cargo-fuzz: each file
+//! under `fuzz/corpus/<target>/` and `fuzz/artifacts/<target>/` goes
+//! through the same body as the fuzz target `<target>`
+//! ([`fieldsync::fuzzing`]).
+//!
+//! The seed inputs were written by the ignored test below, which builds the
+//! instances with the real engine:
+//!
+//! ```sh
+//! cargo test --test fuzz_corpus -- --ignored generate_seed_corpus
+//! ```
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use common::*;
+use fieldsync::fuzzing::{self, ImportTarget, Outcome};
+
+fn fuzz_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
+}
+
+/// The targets, as named in fuzz/Cargo.toml.
+const TARGETS: [&str; 3] = ["decode_bundle", "decode_sealed", "import_mutated"];
+
+/// Every input of a target: its corpus and any committed artifacts.
+fn inputs(target: &str) -> Res<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for kind in ["corpus", "artifacts"] {
+        let dir = fuzz_dir().join(kind).join(target);
+        if !dir.is_dir() {
+            continue;
+        }
+        for entry in fs::read_dir(&dir)? {
+            let path = entry?.path();
+            if path.is_file() {
+                out.push(path);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn seed_sql() -> Res<String> {
+    Ok(fs::read_to_string(fuzz_dir().join("seed/field-1.sql"))?)
+}
+
+#[test]
+fn decode_corpora_replay_without_panics() -> Res {
+    let mut n = 0;
+    for target in ["decode_bundle", "decode_sealed"] {
+        let files = inputs(target)?;
+        assert!(!files.is_empty(), "no corpus for {target}");
+        for f in files {
+            let data = fs::read(&f)?;
+            // A panic names the file through the test's output.
+            eprintln!("{target}: {}", f.display());
+            match target {
+                "decode_bundle" => fuzzing::decode_bundle(&data),
+                _ => fuzzing::decode_sealed(&data),
+            }
+            n += 1;
+        }
+    }
+    eprintln!("{n} decoder inputs replayed");
+    Ok(())
+}
+
+#[test]
+fn import_corpus_replays_clean() -> Res {
+    let dir = tempfile::tempdir()?;
+    let target = ImportTarget::new(dir.path(), &seed_sql()?)?;
+    let files = inputs("import_mutated")?;
+    assert!(!files.is_empty(), "no corpus for import_mutated");
+    let (mut applied, mut rejected) = (0, 0);
+    for f in files {
+        let data = fs::read(&f)?;
+        let outcome = fuzzing::import_mutated(&target, &data);
+        let name = f.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+        if name.starts_with("seed-") {
+            assert!(
+                matches!(outcome, Outcome::Applied(_)),
+                "the real bundle {name} does not import: {outcome:?}"
+            );
+        }
+        match outcome {
+            Outcome::Applied(_) => applied += 1,
+            Outcome::Rejected(_) => rejected += 1,
+        }
+    }
+    eprintln!("import_mutated: {applied} applied, {rejected} rejected");
+    Ok(())
+}
+
+#[test]
+#[ignore = "rewrites fuzz/seed and the seed inputs of fuzz/corpus; run when the format or engine tables change"]
+fn generate_seed_corpus() -> Res {
+    let dir = tempfile::tempdir()?;
+    let generated = fuzzing::generate(dir.path())?;
+    let seed = fuzz_dir().join("seed");
+    fs::create_dir_all(&seed)?;
+    let dump = sqlite3(&generated.seed_db, ".dump")?;
+    fs::write(seed.join("field-1.sql"), dump)?;
+    for target in TARGETS {
+        let corpus = fuzz_dir().join("corpus").join(target);
+        fs::create_dir_all(&corpus)?;
+        for (name, bytes) in &generated.bundles {
+            if target == "import_mutated" {
+                fs::write(
+                    corpus.join(format!("seed-{name}.open")),
+                    fuzzing::open(bytes)?,
+                )?;
+            } else {
+                fs::write(corpus.join(format!("seed-{name}.fsb")), bytes)?;
+            }
+        }
+        if target != "import_mutated" {
+            let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.bundle");
+            fs::copy(golden, corpus.join("seed-golden-v1.fsb"))?;
+        }
+    }
+    Ok(())
+}
