@@ -6,47 +6,6 @@ mod common;
 use common::*;
 use serde_json::Value as Json;
 
-/// The schema of tests/scenario.rs.
-const SCHEMA: &str = "
-PRAGMA foreign_keys = ON;
-CREATE TABLE location(
-  id TEXT PRIMARY KEY,
-  parent TEXT REFERENCES location(id),
-  level TEXT NOT NULL,
-  name TEXT NOT NULL
-);
-CREATE INDEX location_parent ON location(parent);
-CREATE TABLE shelter(
-  id TEXT PRIMARY KEY,
-  code TEXT NOT NULL UNIQUE,
-  location TEXT NOT NULL REFERENCES location(id),
-  population INTEGER NOT NULL DEFAULT 0 CHECK (population >= 0)
-);";
-
-fn dangling(site: &Site) -> Res<String> {
-    site.sql("PRAGMA foreign_key_check;")
-}
-
-fn conflicts(site: &Site) -> Res<Json> {
-    fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()
-}
-
-fn overwritten(site: &Site) -> Res<Vec<Json>> {
-    Ok(conflicts(site)?
-        .get("overwritten")
-        .and_then(Json::as_array)
-        .cloned()
-        .ok_or("conflicts --json has no overwritten list")?)
-}
-
-fn held(site: &Site) -> Res<Vec<Json>> {
-    Ok(conflicts(site)?
-        .get("quarantined")
-        .and_then(Json::as_array)
-        .cloned()
-        .ok_or("conflicts --json has no quarantined list")?)
-}
-
 fn origin_field(site: &Site, origin: &str, field: &str) -> Res<String> {
     let o = site
         .origin(origin)?
@@ -86,8 +45,8 @@ fn renaming_a_referenced_unique_code_leaves_children_dangling() -> Res {
 #[test]
 fn a_record_retried_after_its_parent_logs_an_edit_its_sender_had_seen() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", SCHEMA)?;
-    let field = w.site("field-1", SCHEMA)?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
+    let field = w.site("field-1", RELIEF_SCHEMA)?;
     hq.sql("INSERT INTO location VALUES ('z', NULL, 'L0', 'Z');")?;
     w.send(&hq, &field)?;
     field.sql("UPDATE location SET name = 'Zed' WHERE id = 'z';")?;
@@ -115,8 +74,8 @@ fn a_record_retried_after_its_parent_logs_an_edit_its_sender_had_seen() -> Res {
 #[test]
 fn a_recreated_row_logs_a_concurrent_edit_equal_to_the_winner() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", SCHEMA)?;
-    let field = w.site("field-1", SCHEMA)?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
+    let field = w.site("field-1", RELIEF_SCHEMA)?;
     hq.sql("INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');")?;
     w.send(&hq, &field)?;
     hq.sql(
@@ -140,8 +99,8 @@ fn a_recreated_row_logs_a_concurrent_edit_equal_to_the_winner() -> Res {
 #[test]
 fn an_applied_change_still_listed_in_a_held_entry_is_never_relayed() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", SCHEMA)?;
-    let f1 = w.site("field-1", SCHEMA)?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
+    let f1 = w.site("field-1", RELIEF_SCHEMA)?;
     hq.sql("INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');")?;
     w.send(&hq, &f1)?;
     // HQ's own shelter z takes the code S-Z; field-1 does not know it.
@@ -171,10 +130,10 @@ fn an_applied_change_still_listed_in_a_held_entry_is_never_relayed() -> Res {
 #[test]
 fn a_later_change_of_a_held_row_joins_the_entry_and_both_flow_on_once_they_fit() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", SCHEMA)?;
-    let f1 = w.site("field-1", SCHEMA)?;
-    let f2 = w.site("field-2", SCHEMA)?;
-    let f3 = w.site("field-3", SCHEMA)?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
+    let f1 = w.site("field-1", RELIEF_SCHEMA)?;
+    let f2 = w.site("field-2", RELIEF_SCHEMA)?;
+    let f3 = w.site("field-3", RELIEF_SCHEMA)?;
     hq.sql("INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');")?;
     for f in [&f1, &f2, &f3] {
         w.send(&hq, f)?;
@@ -241,8 +200,8 @@ fn a_check_that_errors_on_merged_cells_fails_the_whole_import() -> Res {
 #[test]
 fn a_held_change_joined_by_a_spilled_record_stays_out_of_have_once_applied() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", SCHEMA)?;
-    let f1 = w.site("field-1", SCHEMA)?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
+    let f1 = w.site("field-1", RELIEF_SCHEMA)?;
     // #1: a village whose district 'ppppp' does not exist yet (app FKs off).
     f1.sql("INSERT INTO location VALUES ('xxxxx', 'ppppp', 'L3', 'Village');")?;
     let (_, imported) = w.send(&f1, &hq)?;

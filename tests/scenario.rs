@@ -13,47 +13,6 @@ use fieldsync::bundle::format::{SiteRef, TableDef};
 use fieldsync::bundle::{BundleWriter, Header};
 use serde_json::Value as Json;
 
-/// A location hierarchy and the rows that point into it, as a relief app
-/// keeps them; the app runs with foreign keys on.
-const SCHEMA: &str = "
-PRAGMA foreign_keys = ON;
-CREATE TABLE location(
-  id TEXT PRIMARY KEY,
-  parent TEXT REFERENCES location(id),
-  level TEXT NOT NULL,
-  name TEXT NOT NULL
-);
-CREATE INDEX location_parent ON location(parent);
-CREATE TABLE shelter(
-  id TEXT PRIMARY KEY,
-  code TEXT NOT NULL UNIQUE,
-  location TEXT NOT NULL REFERENCES location(id),
-  population INTEGER NOT NULL DEFAULT 0 CHECK (population >= 0)
-);";
-
-/// `PRAGMA foreign_key_check` output (empty when every reference holds).
-fn dangling(site: &Site) -> Res<String> {
-    site.sql("PRAGMA foreign_key_check;")
-}
-
-fn held(site: &Site) -> Res<Vec<Json>> {
-    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
-    Ok(out
-        .get("quarantined")
-        .and_then(Json::as_array)
-        .cloned()
-        .ok_or("conflicts --json has no quarantined list")?)
-}
-
-fn overwritten(site: &Site) -> Res<Vec<Json>> {
-    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
-    Ok(out
-        .get("overwritten")
-        .and_then(Json::as_array)
-        .cloned()
-        .ok_or("conflicts --json has no overwritten list")?)
-}
-
 /// Set up `name` from a full export with `init --from`.
 fn field_from(w: &World, name: &str, full: &Path) -> Res<Site> {
     let db = w.path(&format!("{name}.db"));
@@ -65,7 +24,7 @@ fn field_from(w: &World, name: &str, full: &Path) -> Res<Site> {
 }
 
 fn hq_with_defaults(w: &World) -> Res<Site> {
-    let hq = w.site("hq", SCHEMA)?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
     hq.sql(
         "PRAGMA foreign_keys = ON;
          INSERT INTO location VALUES ('lk', NULL, 'L0', 'Sri Lanka');
@@ -126,7 +85,7 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
 
     // A database that already has the tables.
     let existing = w.path("existing.db");
-    sqlite3(&existing, SCHEMA)?;
+    sqlite3(&existing, RELIEF_SCHEMA)?;
     let before = db_fingerprint(&existing)?;
     let out = fieldsync(&[
         &"init", &"--db", &existing, &"--name", &"field-1", &"--from", &full,
@@ -217,7 +176,7 @@ fn write_bundle_with_schema(path: &Path, schema: &[&str]) -> Res {
 #[test]
 fn a_four_level_hierarchy_written_children_first_imports_whole_with_foreign_keys_on() -> Res {
     let w = World::new()?;
-    let (hq, field, _) = w.three(SCHEMA)?;
+    let (hq, field, _) = w.three(RELIEF_SCHEMA)?;
     // Keys sort children before parents, so the bundle carries every child
     // before its parent; the app writes them with foreign keys on.
     field.sql(
@@ -243,7 +202,7 @@ fn a_four_level_hierarchy_written_children_first_imports_whole_with_foreign_keys
 #[test]
 fn an_orphan_is_quarantined_then_applied_when_its_parent_arrives() -> Res {
     let w = World::new()?;
-    let (hq, field, _) = w.three(SCHEMA)?;
+    let (hq, field, _) = w.three(RELIEF_SCHEMA)?;
     field.sql(
         "PRAGMA foreign_keys = ON;
          INSERT INTO location VALUES ('d', NULL, 'L2', 'District');",
@@ -314,7 +273,7 @@ fn text_of(v: &Json, key: &str) -> String {
 #[test]
 fn a_unique_clash_between_two_instances_is_quarantined_listed_and_resolved() -> Res {
     let w = World::new()?;
-    let (hq, f1, f2) = w.three(SCHEMA)?;
+    let (hq, f1, f2) = w.three(RELIEF_SCHEMA)?;
     hq.sql("INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');")?;
     w.send(&hq, &f1)?;
     w.send(&hq, &f2)?;
@@ -375,7 +334,7 @@ fn a_unique_clash_between_two_instances_is_quarantined_listed_and_resolved() -> 
 #[test]
 fn a_child_of_a_location_deleted_at_hq_is_kept_in_quarantine_on_both_sides() -> Res {
     let w = World::new()?;
-    let (hq, field, _) = w.three(SCHEMA)?;
+    let (hq, field, _) = w.three(RELIEF_SCHEMA)?;
     hq.sql("INSERT INTO location VALUES ('old', NULL, 'L2', 'Merged district');")?;
     w.send(&hq, &field)?;
     // HQ deletes the district while the officer adds a village under it.
@@ -416,7 +375,7 @@ fn a_child_of_a_location_deleted_at_hq_is_kept_in_quarantine_on_both_sides() -> 
 #[test]
 fn concurrent_edits_of_one_shelter_are_logged_with_what_lost() -> Res {
     let w = World::new()?;
-    let (hq, f1, f2) = w.three(SCHEMA)?;
+    let (hq, f1, f2) = w.three(RELIEF_SCHEMA)?;
     hq.sql(
         "INSERT INTO location VALUES ('g', NULL, 'L2', 'Galle');
          INSERT INTO shelter VALUES ('s1', 'S-001', 'g', 40);",
@@ -457,7 +416,7 @@ fn concurrent_edits_of_one_shelter_are_logged_with_what_lost() -> Res {
 #[test]
 fn changes_relay_through_hq_keeping_their_origin_and_laptops_then_exchange_directly() -> Res {
     let w = World::new()?;
-    let (hq, a, b) = w.three(SCHEMA)?;
+    let (hq, a, b) = w.three(RELIEF_SCHEMA)?;
     a.sql("INSERT INTO location VALUES ('a1', NULL, 'L2', 'From A');")?;
     w.send(&a, &hq)?;
     let (_, imported) = w.send(&hq, &b)?;

@@ -533,3 +533,48 @@ impl World {
         Ok(())
     }
 }
+
+// ---------------------------------------------------------------------------
+// Foreign keys, quarantine and the conflict log (scenario and regression tests)
+// ---------------------------------------------------------------------------
+
+/// A location hierarchy and the rows that point into it, as a relief app
+/// keeps them; the app runs with foreign keys on.
+pub const RELIEF_SCHEMA: &str = "
+PRAGMA foreign_keys = ON;
+CREATE TABLE location(
+  id TEXT PRIMARY KEY,
+  parent TEXT REFERENCES location(id),
+  level TEXT NOT NULL,
+  name TEXT NOT NULL
+);
+CREATE INDEX location_parent ON location(parent);
+CREATE TABLE shelter(
+  id TEXT PRIMARY KEY,
+  code TEXT NOT NULL UNIQUE,
+  location TEXT NOT NULL REFERENCES location(id),
+  population INTEGER NOT NULL DEFAULT 0 CHECK (population >= 0)
+);";
+
+/// `PRAGMA foreign_key_check` output (empty when every reference holds).
+pub fn dangling(site: &Site) -> Res<String> {
+    site.sql("PRAGMA foreign_key_check;")
+}
+
+pub fn held(site: &Site) -> Res<Vec<Json>> {
+    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
+    Ok(out
+        .get("quarantined")
+        .and_then(Json::as_array)
+        .cloned()
+        .ok_or("conflicts --json has no quarantined list")?)
+}
+
+pub fn overwritten(site: &Site) -> Res<Vec<Json>> {
+    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
+    Ok(out
+        .get("overwritten")
+        .and_then(Json::as_array)
+        .cloned()
+        .ok_or("conflicts --json has no overwritten list")?)
+}
