@@ -211,13 +211,7 @@ impl ForeignKeys {
                     .collect::<Vec<_>>()
                     .join(" AND ")
             };
-            let joins = |alias: &str| {
-                to.iter()
-                    .zip(&fk.from)
-                    .map(|(t, f)| format!("{alias}.{} = c.{}", quote_ident(t), quote_ident(f)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            };
+            let joins = |alias: &str| matching(alias, &to, &fk.from);
             // A row that is its own parent goes with it.
             let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
                 format!(" AND NOT ({})", this("c"))
@@ -263,13 +257,8 @@ impl ForeignKeys {
         };
         for fk in fks {
             let to = parent_columns(conn, fk)?;
-            if let Some(changed) = changed {
-                if !to
-                    .iter()
-                    .any(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
-                {
-                    continue;
-                }
+            if changed.is_some_and(|changed| !touches(&to, changed)) {
+                continue;
             }
             let not_null = fk
                 .from
@@ -277,12 +266,7 @@ impl ForeignKeys {
                 .map(|f| format!("c.{} IS NOT NULL", quote_ident(f)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let on = to
-                .iter()
-                .zip(&fk.from)
-                .map(|(t, f)| format!("p.{} = c.{}", quote_ident(t), quote_ident(f)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            let on = matching("p", &to, &fk.from);
             let sql = format!(
                 "SELECT count(*) FROM {} AS c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {on})",
                 quote_ident(&fk.child),
@@ -332,6 +316,23 @@ impl std::fmt::Display for Broken {
             }
         }
     }
+}
+
+/// `p.to1 = c.from1 AND …`: a parent row (alias `parent`) matching a child
+/// row (alias `c`), compared with the parent column's collation (its left
+/// operand's), as SQLite's own check compares.
+fn matching(parent: &str, to: &[String], from: &[String]) -> String {
+    to.iter()
+        .zip(from)
+        .map(|(t, f)| format!("{parent}.{} = c.{}", quote_ident(t), quote_ident(f)))
+        .collect::<Vec<_>>()
+        .join(" AND ")
+}
+
+/// True if a rewrite of `changed` touches one of the columns `to`.
+fn touches(to: &[String], changed: &[String]) -> bool {
+    to.iter()
+        .any(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
 }
 
 /// The constraints `table` declares, one entry per constraint.

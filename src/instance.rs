@@ -60,10 +60,7 @@ impl Instance {
     /// changes nothing; the flag says whether anything was created.
     pub fn init(path: impl AsRef<Path>, name: &str) -> Result<(Instance, bool), Error> {
         let path = path.as_ref();
-        check_name(name).map_err(|reason| SiteError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })?;
+        valid_name(name)?;
         ensure_parent_dir(path)?;
         let mut conn = open_or_create(path)?;
         if is_initialised(&conn)? {
@@ -105,10 +102,7 @@ impl Instance {
         bundle_path: &Path,
     ) -> Result<(Instance, SetupReport), Error> {
         let path = path.as_ref();
-        check_name(name).map_err(|reason| SiteError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        })?;
+        valid_name(name)?;
         ensure_parent_dir(path)?;
         verify(&mut bundle)?;
         let reader = BundleReader::open(bundle)?;
@@ -520,6 +514,17 @@ fn create_instance(tx: &Connection, name: &str) -> Result<(), Error> {
         rusqlite::params![site.as_bytes().as_slice(), name],
     )?;
     Ok(())
+}
+
+/// Refuse an instance name that cannot be used (see [`check_name`]).
+fn valid_name(name: &str) -> Result<(), Error> {
+    check_name(name).map_err(|reason| {
+        SiteError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }
+        .into()
+    })
 }
 
 /// Fail with a plain message if the directory a file goes into is missing.
