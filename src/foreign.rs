@@ -193,14 +193,9 @@ impl ForeignKeys {
         };
         for fk in fks {
             let to = parent_columns(conn, fk)?;
-            if let Some(changed) = changed {
-                // A rewrite only matters for the columns children point at.
-                if !to
-                    .iter()
-                    .any(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
-                {
-                    continue;
-                }
+            // A rewrite only matters for the columns children point at.
+            if changed.is_some_and(|changed| !touches(&to, changed)) {
+                continue;
             }
             let this = |alias: &str| {
                 table
