@@ -314,28 +314,6 @@ pub enum ImportError {
         /// How it differs.
         detail: String,
     },
-    /// An SQLite constraint refused a change.
-    #[error("a change to table '{table}' row {key} was refused by the database: {detail}")]
-    Constraint {
-        /// The table.
-        table: String,
-        /// The key, as SQL literals.
-        key: String,
-        /// SQLite's message.
-        detail: String,
-    },
-    /// A record needs a row whose creation is in a bundle not imported yet.
-    #[error(
-        "row {key} of table '{table}' was created by a change that has not arrived here yet ({detail}); import the earlier bundles first, or ask the sender to run `fieldsync export --resend`"
-    )]
-    NeedsEarlierBundle {
-        /// The table.
-        table: String,
-        /// The key, as SQL literals.
-        key: String,
-        /// SQLite's message.
-        detail: String,
-    },
     /// A change number was reused with different content.
     #[error(
         "the bundle's change {origin}#{seq} differs from the change with that number already here; instance '{origin}' may have been restored from an old backup"
