@@ -186,6 +186,7 @@ fn header() -> Header {
                 .map(String::from)
                 .to_vec(),
             schema: Vec::new(),
+            ..TableDef::default()
         }],
         covers: vec![OriginSeqs {
             origin: 0,

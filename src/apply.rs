@@ -15,6 +15,7 @@ use crate::colset::{ColSet, SENTINEL};
 use crate::error::{BundleError, Error, ImportError};
 use crate::foreign::{Broken, ForeignKeys};
 use crate::hlc::now_unix_ms;
+use crate::identity::{bind, locate, unbind};
 use crate::import::TableImport;
 use crate::log::{load_row, save_row};
 use crate::merge::{RowAction, RowState, Verdict};
@@ -24,13 +25,19 @@ use crate::schema::quote_ident;
 use crate::seqset::SeqSet;
 use crate::session::Session;
 use crate::site::SiteId;
-use crate::tracked::TrackedTable;
+use crate::tracked::{Catalog, Identity, TrackedTable};
 use crate::value::{Value, key_literal};
 
 /// A reference check a joint pass makes after all its changes are written.
 enum PostCheck {
-    /// The row's own references.
-    Row { table: usize, key: Vec<Value> },
+    /// The row's own references: its SQL key, the columns written (`None`
+    /// for a new row) and those not to check (dangling at the sender).
+    Row {
+        table: usize,
+        key: Vec<Value>,
+        written: Option<Vec<String>>,
+        unchecked: Vec<String>,
+    },
     /// Children of a table whose referenced columns changed (`None`: a
     /// row was deleted).
     Children {
@@ -44,6 +51,9 @@ pub(crate) struct Applier {
     fks: ForeignKeys,
     /// Per catalog table, its non-key columns that children point at.
     referenced: Vec<Vec<String>>,
+    /// Per catalog table: SQLite numbers a new row's local key itself (a
+    /// rowid), so an insert leaves it out.
+    local_auto: Vec<bool>,
     sql_cache: HashMap<(i64, ColSet, bool), String>,
     /// What this instance had before, to tell a change never received from
     /// one it already merged.
@@ -89,7 +99,13 @@ impl Applier {
             .catalog
             .tables()
             .iter()
-            .map(|t| fks.referenced_columns(conn, t))
+            .map(|t| fks.referenced_columns(t))
+            .collect();
+        let local_auto = s
+            .catalog
+            .tables()
+            .iter()
+            .map(|t| crate::identity::local_is_rowid(conn, t))
             .collect::<Result<_, _>>()?;
         let mut held_rows = HashSet::new();
         {
@@ -105,6 +121,7 @@ impl Applier {
         Ok(Applier {
             fks,
             referenced,
+            local_auto,
             sql_cache: HashMap::new(),
             have_before: have_all(conn, s)?,
             sender: sender.to_owned(),
@@ -389,9 +406,18 @@ impl Applier {
             let checks = self.joint.take().unwrap_or_default();
             for (i, check) in &checks {
                 let broken = match check {
-                    PostCheck::Row { table, key } => {
-                        self.fks.check_row(conn, &s.catalog.tables()[*table], key)?
-                    }
+                    PostCheck::Row {
+                        table,
+                        key,
+                        written,
+                        unchecked,
+                    } => self.fks.check_row(
+                        conn,
+                        &s.catalog.tables()[*table],
+                        key,
+                        written.as_deref(),
+                        unchecked,
+                    )?,
                     PostCheck::Children { table, columns } => self.fks.dangling_children(
                         conn,
                         &s.catalog.tables()[*table],
@@ -475,7 +501,16 @@ pub(crate) fn apply(
             conn.prepare_cached("SAVEPOINT fieldsync_change")?
                 .execute([])?;
         }
-        let written = write_row(conn, ap, table, c, &before, &state, &outcome.action);
+        let written = write_row(
+            conn,
+            ap,
+            &s.catalog,
+            table,
+            c,
+            &before,
+            &state,
+            &outcome.action,
+        );
         let undo = |conn: &Connection| -> Result<(), Error> {
             if guarded {
                 conn.prepare_cached("ROLLBACK TO fieldsync_change")?
@@ -546,18 +581,27 @@ enum Written {
 /// Write the merge's decision to the app table and check the references
 /// it touches (or, in a joint pass, note the checks to make). `Err` is a
 /// failure of the database; `Ok(Err)` a refusal.
+#[allow(clippy::too_many_arguments)]
 fn write_row(
     conn: &Connection,
     ap: &mut Applier,
+    catalog: &Catalog,
     table: &TrackedTable,
     c: &Change,
     before: &RowState,
     after: &RowState,
     action: &RowAction,
 ) -> Result<Result<Written, Refusal>, Error> {
+    // Where the row is in the app table (for a local-number table, only if
+    // this database has it).
+    let at = locate(conn, table, &c.pk, &c.key)?;
     match action {
         RowAction::None => {}
         RowAction::Delete => {
+            let Some(at) = at else {
+                // Never here, or already gone: nothing to delete.
+                return Ok(Ok(Written::Done));
+            };
             match ap.joint.as_mut() {
                 Some(checks) => checks.push((
                     ap.current,
@@ -567,7 +611,7 @@ fn write_row(
                     },
                 )),
                 None => {
-                    if let Some(broken) = ap.fks.would_orphan(conn, table, &c.key, None)? {
+                    if let Some(broken) = ap.fks.would_orphan(conn, table, &at, None)? {
                         return Ok(Err(broken_refusal(broken)));
                     }
                 }
@@ -579,12 +623,37 @@ fn write_row(
             );
             if let Err(e) = conn
                 .prepare_cached(&sql)?
-                .execute(params_from_iter(c.key.iter()))
+                .execute(params_from_iter(at.iter()))
             {
                 return refused(conn, table, c, e, false);
             }
+            if table.identity.mapped() {
+                unbind(conn, table.id, &c.pk)?;
+            }
         }
         RowAction::Write(cells) => {
+            // The values to write: references resolved to what they point
+            // at here (crate::refs).
+            let mut values: Vec<Value> = Vec::with_capacity(cells.len());
+            let mut unchecked: Vec<String> = Vec::new();
+            for bit in cells.iter() {
+                let v = c
+                    .value(bit)
+                    .ok_or_else(|| malformed("a won cell has no value".into()))?;
+                let Some(parent_name) = c.ref_parent(bit) else {
+                    values.push(v.clone());
+                    continue;
+                };
+                match resolve_ref(conn, catalog, parent_name, v)? {
+                    Ok((value, checked)) => {
+                        if !checked {
+                            unchecked.push(table.cells[bit - 1].clone());
+                        }
+                        values.push(value);
+                    }
+                    Err(refusal) => return Ok(Err(refusal)),
+                }
+            }
             // Columns other rows point at, rewritten here.
             let rewritten: Vec<String> = if before.is_live() {
                 cells
@@ -600,68 +669,85 @@ fn write_row(
             } else {
                 Vec::new()
             };
-            let orphans_possible = !rewritten.is_empty()
-                && ap.joint.is_none()
-                && ap
+            let orphans_possible = match &at {
+                Some(at) if !rewritten.is_empty() && ap.joint.is_none() => ap
                     .fks
-                    .would_orphan(conn, table, &c.key, Some(&rewritten))?
-                    .is_some();
-            let mut args: Vec<&Value> = c.key.iter().collect();
-            for bit in cells.iter() {
-                args.push(
-                    c.value(bit)
-                        .ok_or_else(|| malformed("a won cell has no value".into()))?,
-                );
-            }
-            // A row the log knows as live should be in the table: UPDATE
-            // it, since an upsert would check NOT NULL on the cells it does
-            // not carry. Its row count tells if the row is gone.
-            if before.is_live() {
-                let present = if cells.is_empty() {
-                    conn.prepare_cached(&format!(
-                        "SELECT 1 FROM {} WHERE {}",
-                        quote_ident(&table.name),
-                        table.key_predicate()
-                    ))?
-                    .exists(params_from_iter(c.key.iter()))?
-                } else {
-                    let sql = ap
-                        .sql_cache
-                        .entry((table.id, cells.clone(), false))
-                        .or_insert_with(|| update_sql(table, cells));
-                    match conn
-                        .prepare_cached(sql)?
-                        .execute(params_from_iter(args.iter()))
-                    {
-                        Ok(n) => n > 0,
-                        Err(e) => return refused(conn, table, c, e, false),
-                    }
-                };
-                if !present {
+                    .would_orphan(conn, table, at, Some(&rewritten))?
+                    .is_some(),
+                _ => false,
+            };
+            // Only some cells of a row this instance never had: the insert
+            // that created it is in a bundle not imported yet.
+            let partial = after.holder(SENTINEL).is_none();
+            let written_at: Vec<Value> = if before.is_live() {
+                // A row the log knows as live should be in the table: UPDATE
+                // it, since an upsert would check NOT NULL on the cells it
+                // does not carry. Its row count tells if the row is gone.
+                let Some(at) = at else {
                     return Ok(Ok(Written::Vanished));
+                };
+                match update(conn, ap, table, cells, &at, &values) {
+                    Ok(true) => at,
+                    Ok(false) => return Ok(Ok(Written::Vanished)),
+                    Err(e) => return refused(conn, table, c, e, false),
+                }
+            } else if table.identity.mapped() {
+                // A row new here gets the next local number of this
+                // database, which the app's own later inserts never reuse.
+                let existing = match &at {
+                    Some(at) => match update(conn, ap, table, cells, at, &values) {
+                        Ok(present) => present.then(|| at.clone()),
+                        Err(e) => return refused(conn, table, c, e, partial),
+                    },
+                    None => None,
+                };
+                match existing {
+                    Some(at) => at,
+                    None => {
+                        let sql = ap
+                            .sql_cache
+                            .entry((table.id, cells.clone(), true))
+                            .or_insert_with(|| insert_sql(table, cells, ap.local_auto[c.table]));
+                        let local = match conn
+                            .prepare_cached(sql)?
+                            .query_row(params_from_iter(values.iter()), |r| r.get::<_, Value>(0))
+                        {
+                            Ok(local) => local,
+                            Err(e) => return refused(conn, table, c, e, partial),
+                        };
+                        bind(conn, table.id, &c.pk, &local, None)?;
+                        vec![local]
+                    }
                 }
             } else {
                 let sql = ap
                     .sql_cache
                     .entry((table.id, cells.clone(), true))
-                    .or_insert_with(|| upsert_sql(table, cells));
-                // Only some cells of a row this instance never had: the
-                // insert that created it is in a bundle not imported yet.
-                let partial = after.holder(SENTINEL).is_none();
-                if let Err(e) = conn
-                    .prepare_cached(sql)?
-                    .execute(params_from_iter(args.iter()))
-                {
+                    .or_insert_with(|| upsert_sql(table, cells, ap.local_auto[c.table]));
+                let args = c.key.iter().chain(values.iter());
+                if let Err(e) = conn.prepare_cached(sql)?.execute(params_from_iter(args)) {
                     return refused(conn, table, c, e, partial);
                 }
+                c.key.clone()
+            };
+            if table.identity == Identity::Content {
+                crate::identity::refresh_sig(conn, table, &c.pk, &written_at[0])?;
             }
+            let written: Option<Vec<String>> = before.is_live().then(|| {
+                cells
+                    .iter()
+                    .filter_map(|b| table.cells.get(b - 1).cloned())
+                    .collect()
+            });
             match ap.joint.as_mut() {
                 Some(checks) => {
                     checks.push((
                         ap.current,
                         PostCheck::Row {
                             table: c.table,
-                            key: c.key.clone(),
+                            key: written_at,
+                            written,
+                            unchecked,
                         },
                     ));
                     if !rewritten.is_empty() {
@@ -675,7 +761,13 @@ fn write_row(
                     }
                 }
                 None => {
-                    if let Some(broken) = ap.fks.check_row(conn, table, &c.key)? {
+                    if let Some(broken) = ap.fks.check_row(
+                        conn,
+                        table,
+                        &written_at,
+                        written.as_deref(),
+                        &unchecked,
+                    )? {
                         return Ok(Err(broken_refusal(broken)));
                     }
                     if orphans_possible {
@@ -690,6 +782,66 @@ fn write_row(
         }
     }
     Ok(Ok(Written::Done))
+}
+
+/// `UPDATE` the cells of the row at `at`; false if no such row. With no
+/// cells, only whether the row is there.
+fn update(
+    conn: &Connection,
+    ap: &mut Applier,
+    table: &TrackedTable,
+    cells: &ColSet,
+    at: &[Value],
+    values: &[Value],
+) -> Result<bool, rusqlite::Error> {
+    if cells.is_empty() {
+        return conn
+            .prepare_cached(&format!(
+                "SELECT 1 FROM {} WHERE {}",
+                quote_ident(&table.name),
+                table.key_predicate()
+            ))?
+            .exists(params_from_iter(at.iter()));
+    }
+    let sql = ap
+        .sql_cache
+        .entry((table.id, cells.clone(), false))
+        .or_insert_with(|| update_sql(table, cells));
+    let n = conn
+        .prepare_cached(sql)?
+        .execute(params_from_iter(at.iter().chain(values.iter())))?;
+    Ok(n > 0)
+}
+
+/// The value to write for the tagged reference `v` to table `parent`, and
+/// whether its constraint is to be checked; a refusal if it names a row
+/// that is not here.
+fn resolve_ref(
+    conn: &Connection,
+    catalog: &Catalog,
+    parent: &str,
+    v: &Value,
+) -> Result<Result<(Value, bool), Refusal>, Error> {
+    let table = catalog.by_name(parent);
+    let identity = table.map_or(Identity::Key, |t| t.identity);
+    let key_len = table.map_or(0, |t| t.key_len());
+    let tagged = crate::refs::decode(v, identity, key_len).map_err(malformed)?;
+    let resolved = match table {
+        Some(t) => crate::refs::resolve(conn, t, &tagged)?,
+        None => match &tagged {
+            crate::refs::Tagged::Null => Some((Value::Null, true)),
+            crate::refs::Tagged::Value(v) => Some((v.clone(), true)),
+            crate::refs::Tagged::Dangling(v) => Some((v.clone(), false)),
+            crate::refs::Tagged::Identity(_) => None,
+        },
+    };
+    Ok(resolved.ok_or_else(|| Refusal {
+        reason: Reason::MissingParent,
+        detail: format!(
+            "it points to {parent} row {}, which is not here (deleted here, or not received yet)",
+            crate::refs::shown(v)
+        ),
+    }))
 }
 
 fn malformed(detail: String) -> Error {
@@ -845,7 +997,7 @@ fn reused_number(conn: &Connection, s: &Session, c: &Change, e: Error) -> Error 
 
 /// `UPDATE … SET cells WHERE key`, parameters: key first, then cells.
 fn update_sql(table: &TrackedTable, cells: &ColSet) -> String {
-    let n = table.key.len();
+    let n = table.sql_key_len();
     let set = cells
         .iter()
         .enumerate()
@@ -859,18 +1011,23 @@ fn update_sql(table: &TrackedTable, cells: &ColSet) -> String {
     )
 }
 
-/// `INSERT … ON CONFLICT(key) DO UPDATE` writing the key and `cells`.
-fn upsert_sql(table: &TrackedTable, cells: &ColSet) -> String {
+/// `INSERT … ON CONFLICT(key) DO UPDATE` writing the key and `cells`. A
+/// table identified by a column whose local number SQLite does not assign
+/// (`--local-key`) gets the next one.
+fn upsert_sql(table: &TrackedTable, cells: &ColSet, local_auto: bool) -> String {
     let mut cols: Vec<String> = table.key.iter().map(|k| quote_ident(k)).collect();
     let cell_cols: Vec<String> = cells
         .iter()
         .map(|b| quote_ident(&table.cells[b - 1]))
         .collect();
     cols.extend(cell_cols.iter().cloned());
-    let params = (1..=cols.len())
+    let mut params = (1..=cols.len())
         .map(|i| format!("?{i}"))
-        .collect::<Vec<_>>()
-        .join(", ");
+        .collect::<Vec<_>>();
+    if let (Some(local), false) = (&table.local, local_auto) {
+        cols.push(quote_ident(local));
+        params.push(next_local(table, local));
+    }
     let conflict = table
         .key
         .iter()
@@ -890,8 +1047,48 @@ fn upsert_sql(table: &TrackedTable, cells: &ColSet) -> String {
         )
     };
     format!(
-        "INSERT OR ABORT INTO {}({}) VALUES ({params}) ON CONFLICT({conflict}) DO {action}",
+        "INSERT OR ABORT INTO {}({}) VALUES ({}) ON CONFLICT({conflict}) DO {action}",
         quote_ident(&table.name),
-        cols.join(", ")
+        cols.join(", "),
+        params.join(", ")
+    )
+}
+
+/// `INSERT` of a new row of a mapped table, returning its local number.
+fn insert_sql(table: &TrackedTable, cells: &ColSet, local_auto: bool) -> String {
+    let local = table.local.as_deref().unwrap_or("rowid");
+    let mut cols: Vec<String> = cells
+        .iter()
+        .map(|b| quote_ident(&table.cells[b - 1]))
+        .collect();
+    let mut params = (1..=cols.len())
+        .map(|i| format!("?{i}"))
+        .collect::<Vec<_>>();
+    if !local_auto {
+        cols.push(quote_ident(local));
+        params.push(next_local(table, local));
+    }
+    let t = quote_ident(&table.name);
+    if cols.is_empty() {
+        format!(
+            "INSERT OR ABORT INTO {t} DEFAULT VALUES RETURNING {}",
+            quote_ident(local)
+        )
+    } else {
+        format!(
+            "INSERT OR ABORT INTO {t}({}) VALUES ({}) RETURNING {}",
+            cols.join(", "),
+            params.join(", "),
+            quote_ident(local)
+        )
+    }
+}
+
+/// The next local number of a table whose app numbers rows `MAX + 1`.
+fn next_local(table: &TrackedTable, local: &str) -> String {
+    format!(
+        "(SELECT coalesce(max({0}), 0) + 1 FROM {1})",
+        quote_ident(local),
+        quote_ident(&table.name)
     )
 }

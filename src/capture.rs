@@ -14,9 +14,10 @@
 use rusqlite::Connection;
 
 use crate::error::{Error, TrackError};
-use crate::schema::{Affinity, app_tables, check_trackable, quote_ident, table_shape};
+use crate::identity::{AsSent, TrackOptions, glob_match, plan};
+use crate::schema::{Affinity, app_tables, quote_ident, table_shape};
 use crate::store::column_names;
-use crate::tracked::{Catalog, TrackedTable};
+use crate::tracked::{Catalog, Identity, TrackedTable};
 
 /// Operation codes in `fieldsync_pending.op`.
 pub mod op {
@@ -39,10 +40,25 @@ pub struct TrackReport {
     pub new_columns: Vec<String>,
     /// Tables `--all` left out, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Tables `--except` left out.
+    pub excepted: Vec<String>,
+    /// Newly tracked tables whose rows are not identified by their key.
+    pub identities: Vec<TableIdentity>,
     /// Existing rows recorded so they export too.
     pub existing_rows: u64,
     /// Things worth telling the operator.
     pub warnings: Vec<String>,
+}
+
+/// How a newly tracked table's rows are identified.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TableIdentity {
+    /// The table.
+    pub table: String,
+    /// Its identity.
+    pub identity: Identity,
+    /// In words.
+    pub by: String,
 }
 
 /// Which tables to track.
@@ -60,26 +76,68 @@ pub fn track(
     conn: &Connection,
     catalog: &mut Catalog,
     selection: &Selection,
+    opts: &TrackOptions,
+    as_sent: &AsSent,
 ) -> Result<TrackReport, Error> {
     let mut report = TrackReport::default();
     let names = match selection {
         Selection::Named(names) if names.is_empty() => return Err(TrackError::NothingNamed.into()),
         Selection::Named(names) => names.clone(),
-        Selection::All => app_tables(conn)?,
+        Selection::All => app_tables(conn)?
+            .into_iter()
+            .filter(|name| {
+                let keep = !opts.except.iter().any(|p| glob_match(p, name));
+                if !keep {
+                    report.excepted.push(name.clone());
+                }
+                keep
+            })
+            .collect(),
     };
     for name in names {
         let shape = table_shape(conn, &name)?;
-        if let Err(e) = check_trackable(conn, &shape) {
-            match (selection, &e) {
-                (Selection::All, Error::Track(_)) => {
+        let before = catalog.by_name(&shape.name).cloned();
+        let layout = match &before {
+            Some(old) => {
+                let asked_identity = opts.identity.as_ref().is_some_and(|col| {
+                    old.identity != Identity::Column
+                        && old.local.is_some()
+                        && shape
+                            .columns
+                            .iter()
+                            .any(|c| c.name.eq_ignore_ascii_case(col))
+                });
+                if asked_identity && matches!(selection, Selection::Named(_)) {
+                    return Err(TrackError::IdentityChange {
+                        table: old.name.clone(),
+                        current: describe(old.identity, old.key.first()),
+                        requested: describe(Identity::Column, opts.identity.as_ref()),
+                    }
+                    .into());
+                }
+                None
+            }
+            None => match plan(conn, &shape, opts, as_sent, &mut report.warnings) {
+                Ok(layout) => Some(layout),
+                Err(e @ Error::Track(_)) if matches!(selection, Selection::All) => {
                     report.skipped.push((shape.name.clone(), e.to_string()));
                     continue;
                 }
-                _ => return Err(e),
-            }
-        }
-        let before = catalog.by_name(&shape.name).cloned();
-        let table = catalog.record(conn, &shape)?;
+                Err(e) => return Err(e),
+            },
+        };
+        let layout = match layout {
+            Some(l) => l,
+            None => crate::identity::layout_of(
+                &shape,
+                before.as_ref().map_or(Identity::Key, |b| b.identity),
+                before
+                    .as_ref()
+                    .and_then(|b| b.key.first())
+                    .map(String::as_str),
+            )?,
+        };
+        let table = catalog.record(conn, &shape, &layout)?;
         ensure_pending_columns(conn, &table)?;
         install_triggers(conn, &table)?;
         match before {
@@ -94,6 +152,13 @@ pub fn track(
             None => {
                 report.existing_rows += record_existing_rows(conn, &table)?;
                 report.tracked.push(table.name.clone());
+                if table.identity != Identity::Key {
+                    report.identities.push(TableIdentity {
+                        table: table.name.clone(),
+                        identity: table.identity,
+                        by: describe(table.identity, table.key.first().or(table.local.as_ref())),
+                    });
+                }
             }
         }
         let null_keys = rows_with_null_key(conn, &table)?;
@@ -105,7 +170,34 @@ pub fn track(
             ));
         }
     }
+    if matches!(selection, Selection::All) && report.tracked.is_empty() && report.already.is_empty()
+    {
+        let detail = if report.skipped.is_empty() {
+            "the database has no tables to track; create the app's tables first (or check --db names the app's database)".to_owned()
+        } else {
+            report
+                .skipped
+                .iter()
+                .map(|(t, why)| format!("{t}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        return Err(TrackError::NothingTracked { detail }.into());
+    }
     Ok(report)
+}
+
+/// How rows of a table are identified, in words.
+fn describe(identity: Identity, column: Option<&String>) -> String {
+    let column = column.map(String::as_str).unwrap_or("?");
+    match identity {
+        Identity::Key => "by their primary key".to_owned(),
+        Identity::Column => format!("by column {column}"),
+        Identity::Origin => {
+            format!("by the instance that created them ({column} is numbered by each instance)")
+        }
+        Identity::Content => "by their content (the table has no primary key)".to_owned(),
+    }
 }
 
 /// Number of 64-bit mask words a table needs (bit 0 is the sentinel).
@@ -117,7 +209,7 @@ pub fn mask_words(table: &TrackedTable) -> usize {
 /// than it has.
 fn ensure_pending_columns(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
     let existing = column_names(conn, "fieldsync_pending")?;
-    for i in 0..table.key.len() {
+    for i in 0..table.sql_key().len() {
         let col = format!("k{i}");
         if !existing.contains(&col) {
             conn.execute_batch(&format!("ALTER TABLE fieldsync_pending ADD COLUMN {col}"))?;
@@ -193,13 +285,17 @@ pub fn remove_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), Er
     Ok(())
 }
 
+/// The pending columns a row's key goes into: its SQL key (the local
+/// number for mapped identities, which stamping turns into the identity).
 fn key_cols(table: &TrackedTable) -> String {
-    (0..table.key.len()).map(|i| format!(", k{i}")).collect()
+    (0..table.sql_key().len())
+        .map(|i| format!(", k{i}"))
+        .collect()
 }
 
 fn key_vals(table: &TrackedTable, row: &str) -> String {
     table
-        .key
+        .sql_key()
         .iter()
         .map(|k| format!(", {row}.{}", quote_ident(k)))
         .collect()
@@ -297,24 +393,27 @@ fn named_triggers(table: &TrackedTable, cells: &[CellKind]) -> Vec<(String, Stri
             (1u64 << (bit % 64)) as i64,
         )));
     }
-    let key_list = table
-        .key
-        .iter()
-        .map(|k| quote_ident(k))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let key_changed = table
-        .key
-        .iter()
-        .map(|k| format!("NEW.{0} IS NOT OLD.{0}", quote_ident(k)))
-        .collect::<Vec<_>>()
-        .join(" OR ");
-    out.push((plain("rekey"), format!(
-        "CREATE TRIGGER {} AFTER UPDATE OF {key_list} ON {t} WHEN {key_changed} BEGIN {} {} END",
-        name("rekey"),
-        pending_insert(table, op::DELETE, "OLD"),
-        pending_insert(table, op::INSERT, "NEW"),
-    )));
+    // A table without a key has no key column to change (its rowid is
+    // not a column an UPDATE OF trigger can name).
+    if table.identity != Identity::Content {
+        let sql_key = table.sql_key();
+        let key_list = sql_key
+            .iter()
+            .map(|k| quote_ident(k))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let key_changed = sql_key
+            .iter()
+            .map(|k| format!("NEW.{0} IS NOT OLD.{0}", quote_ident(k)))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        out.push((plain("rekey"), format!(
+            "CREATE TRIGGER {} AFTER UPDATE OF {key_list} ON {t} WHEN {key_changed} BEGIN {} {} END",
+            name("rekey"),
+            pending_insert(table, op::DELETE, "OLD"),
+            pending_insert(table, op::INSERT, "NEW"),
+        )));
+    }
     out.push((
         plain("delete"),
         format!(
@@ -329,7 +428,7 @@ fn named_triggers(table: &TrackedTable, cells: &[CellKind]) -> Vec<(String, Stri
 /// Record every row a newly tracked table already holds as an insert.
 fn record_existing_rows(conn: &Connection, table: &TrackedTable) -> Result<u64, Error> {
     let keys = table
-        .key
+        .sql_key()
         .iter()
         .map(|k| format!(", {}", quote_ident(k)))
         .collect::<String>();
@@ -375,7 +474,7 @@ fn record_new_column_values(
     let mask_cols: String = (0..words.len()).map(|w| format!(", m{w}")).collect();
     let mask_vals: String = words.iter().map(|w| format!(", {}", *w as i64)).collect();
     let keys = table
-        .key
+        .sql_key()
         .iter()
         .map(|k| format!(", {}", quote_ident(k)))
         .collect::<String>();
@@ -400,7 +499,7 @@ fn record_new_column_values(
 /// Rows whose key holds a NULL (SQLite allows it in non-integer keys).
 fn rows_with_null_key(conn: &Connection, table: &TrackedTable) -> Result<u64, Error> {
     let any_null = table
-        .key
+        .sql_key()
         .iter()
         .map(|k| format!("{} IS NULL", quote_ident(k)))
         .collect::<Vec<_>>()
@@ -435,7 +534,13 @@ mod tests {
         crate::store::create_engine_tables(&conn)?;
         conn.execute_batch("CREATE TABLE p(a TEXT, b INT, x, y, PRIMARY KEY(a, b));")?;
         let mut catalog = Catalog::load(&conn)?;
-        let report = track(&conn, &mut catalog, &Selection::Named(vec!["p".into()]))?;
+        let report = track(
+            &conn,
+            &mut catalog,
+            &Selection::Named(vec!["p".into()]),
+            &TrackOptions::default(),
+            &[],
+        )?;
         assert_eq!(report.tracked, ["p"]);
         conn.execute_batch(
             "INSERT INTO p VALUES ('k', 1, 'x0', 'y0');

@@ -391,7 +391,9 @@ fn rows(
     }
 
     // Keys with captured changes waiting: the next stamp reconciles them.
-    let key_cols = (0..t.key.len())
+    // (For tables keyed by local numbers, the local number.)
+    let n = t.sql_key_len();
+    let key_cols = (0..n)
         .map(|i| format!("k{i}"))
         .collect::<Vec<_>>()
         .join(", ");
@@ -402,7 +404,7 @@ fn rows(
         ))?;
         let mut q = stmt.query([t.id])?;
         while let Some(r) = q.next()? {
-            let key = (0..t.key.len())
+            let key = (0..n)
                 .map(|i| r.get_ref(i).map(Value::from_ref))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             waiting.insert(encode_key(&key));
@@ -410,7 +412,7 @@ fn rows(
     }
 
     let table_keys = t
-        .key
+        .sql_key()
         .iter()
         .map(|k| quote_ident(k))
         .collect::<Vec<_>>()
@@ -421,17 +423,40 @@ fn rows(
     ))?;
     let mut q = stmt.query([])?;
     let mut present: HashSet<Vec<u8>> = HashSet::new();
+    let mut locals: HashSet<Vec<u8>> = HashSet::new();
     while let Some(r) = q.next()? {
         c.report.rows += 1;
-        let key = (0..t.key.len())
+        let key = (0..n)
             .map(|i| r.get_ref(i).map(Value::from_ref))
             .collect::<rusqlite::Result<Vec<_>>>()?;
         if key.contains(&Value::Null) {
             // Not replicated, by design (track and stamp warn about them).
             continue;
         }
-        let pk = encode_key(&key);
-        if waiting.contains(&pk) {
+        let sql_key = encode_key(&key);
+        let pk = if t.identity.mapped() {
+            locals.insert(sql_key.clone());
+            match crate::identity::gid_of(conn, t.id, &key[0])? {
+                Some(gid) => gid,
+                None if waiting.contains(&sql_key) => continue,
+                None => {
+                    c.add(
+                        Invariant::Rows,
+                        format!(
+                            "table '{}' row {} ({}) exists but fieldsync_ids gives it no identity and no \
+                             captured change of it is waiting: its insert was not captured",
+                            t.name,
+                            t.sql_key()[0],
+                            key_literal(&key)
+                        ),
+                    );
+                    continue;
+                }
+            }
+        } else {
+            sql_key.clone()
+        };
+        if waiting.contains(&sql_key) {
             present.insert(pk);
             continue;
         }
@@ -456,6 +481,39 @@ fn rows(
             Some((true, _)) => {}
         }
         present.insert(pk);
+    }
+    // The identity map names only rows the table and the log hold.
+    if t.identity.mapped() {
+        let mut stmt = conn.prepare("SELECT gid, local FROM fieldsync_ids WHERE tbl = ?1")?;
+        let mut q = stmt.query([t.id])?;
+        while let Some(r) = q.next()? {
+            let gid: Vec<u8> = r.get(0)?;
+            let local: Value = r.get(1)?;
+            let shown = decode_key(&gid)
+                .map(|k| key_literal(&k))
+                .unwrap_or_else(|_| hex(&gid));
+            if !states.get(&gid).is_some_and(|(live, _)| *live) {
+                c.add(
+                    Invariant::Rows,
+                    format!(
+                        "table '{}': fieldsync_ids maps row ({shown}) to {} {local}, but the change log \
+                         does not hold that row as live",
+                        t.name,
+                        t.sql_key()[0]
+                    ),
+                );
+            }
+            if waiting.is_empty() && !locals.contains(&encode_key(std::slice::from_ref(&local))) {
+                c.add(
+                    Invariant::Rows,
+                    format!(
+                        "table '{}': fieldsync_ids maps row ({shown}) to {} {local}, which the table does not have",
+                        t.name,
+                        t.sql_key()[0]
+                    ),
+                );
+            }
+        }
     }
     // A row live in the log but gone from the table: unless captured
     // changes of this table wait (an `INSERT OR REPLACE` deletes without a
@@ -493,7 +551,13 @@ fn log_row(
     states: &mut HashMap<Vec<u8>, (bool, i64)>,
 ) {
     let key = match decode_key(&row.pk) {
-        Ok(k) if k.len() == t.key.len() && !k.contains(&Value::Null) => k,
+        Ok(k)
+            if k.len() == t.key_len()
+                && !k.contains(&Value::Null)
+                && (!t.identity.mapped() || crate::identity::valid_gid(t.identity, &k)) =>
+        {
+            k
+        }
         _ => {
             c.add(
                 Invariant::LogRows,

@@ -281,24 +281,31 @@ pub(crate) fn losses(
         return Ok(Vec::new());
     }
     // The app row's values as they are before this change is written.
-    let here: Option<Vec<Value>> = if before.is_live() {
-        let sql = table.select_cells_sql();
-        conn.prepare_cached(&sql)?
-            .query_row(params_from_iter(c.key.iter()), |r| {
-                (0..table.cells.len())
-                    .map(|i| r.get::<_, Value>(i))
-                    .collect()
-            })
-            .ok()
+    let at = if before.is_live() {
+        crate::identity::locate(conn, table, &c.pk, &c.key)?
     } else {
         None
+    };
+    let here: Option<Vec<Value>> = match at {
+        Some(at) => {
+            let sql = table.select_cells_sql();
+            conn.prepare_cached(&sql)?
+                .query_row(params_from_iter(at.iter()), |r| {
+                    (0..table.cells.len())
+                        .map(|i| r.get::<_, Value>(i))
+                        .collect()
+                })
+                .ok()
+        }
+        None => None,
     };
     let here_value = |bit: usize| {
         here.as_ref()
             .and_then(|row| row.get(bit - 1).cloned())
             .unwrap_or(Value::Null)
     };
-    let incoming_value = |bit: usize| c.value(bit).cloned().unwrap_or(Value::Null);
+    // A reference shows what it points at, not its tagged form.
+    let incoming_value = |bit: usize| c.value(bit).map(crate::refs::shown).unwrap_or(Value::Null);
     let deleted_wins = reason == "row deleted" && c.cl > before.cl;
     let key = key_literal(&c.key);
     let mut out = Vec::new();

@@ -92,23 +92,68 @@ pub enum TrackError {
         /// The table named.
         table: String,
     },
-    /// No PRIMARY KEY.
-    #[error(
-        "table '{table}' has no PRIMARY KEY; fieldsync needs one to recognise the same row on two instances (add a key column, for example a UUID text key)"
-    )]
+    /// A WITHOUT ROWID table without a key (SQLite does not allow one).
+    #[error("table '{table}' has no PRIMARY KEY and no rowid")]
     NoPrimaryKey {
         /// The table named.
         table: String,
     },
-    /// The only key is a locally assigned rowid.
+    /// A table without a key whose columns are named rowid, _rowid_ and oid.
     #[error(
-        "table '{table}' is keyed by INTEGER PRIMARY KEY '{column}', a number each instance assigns on its own, so rows created on two instances would collide; this is not supported yet (give the table a key that is unique across instances, such as a UUID text key)"
+        "table '{table}' has no primary key and columns named rowid, _rowid_ and oid, so its rows cannot be told apart; give it a primary key or rename one of those columns"
     )]
-    RowidAlias {
+    RowidShadowed {
+        /// The table named.
+        table: String,
+    },
+    /// `--local-key` on a table whose key has several columns.
+    #[error(
+        "table '{table}' has a composite key ({}); --local-key needs a key of one integer column, so track it without --local-key (its key values are then the same on every instance)",
+        columns.join(", ")
+    )]
+    CompositeLocalKey {
+        /// The table named.
+        table: String,
+        /// Its key columns.
+        columns: Vec<String>,
+    },
+    /// `--local-key` on a key that is not an integer.
+    #[error(
+        "the key '{column}' of table '{table}' is not an integer column, so it is not a number the app assigns locally; track it without --local-key"
+    )]
+    LocalKeyNotInteger {
         /// The table named.
         table: String,
         /// The key column.
         column: String,
+    },
+    /// `--identity COL` names a column that is not UNIQUE NOT NULL.
+    #[error(
+        "column '{column}' of table '{table}' cannot identify rows: it must be NOT NULL and have a UNIQUE index of its own (compared byte for byte); track the table without --identity, or add the constraint in the app"
+    )]
+    IdentityNotUnique {
+        /// The table named.
+        table: String,
+        /// The column named.
+        column: String,
+    },
+    /// More than 2^32 identical rows in a table without a key.
+    #[error("table '{table}' holds more identical rows than fieldsync can tell apart")]
+    TooManyCopies {
+        /// The table named.
+        table: String,
+    },
+    /// The table is already tracked with another identity than asked for.
+    #[error(
+        "table '{table}' is already tracked with rows identified {current}; it cannot change to {requested} (a changed identity would make every row a new one on the other instances)"
+    )]
+    IdentityChange {
+        /// The table named.
+        table: String,
+        /// How it is tracked.
+        current: String,
+        /// What was asked.
+        requested: String,
     },
     /// A key column compares with a collation other than BINARY.
     #[error(
@@ -145,6 +190,12 @@ pub enum TrackError {
     /// `track` without tables.
     #[error("name the tables to track, or pass --all")]
     NothingNamed,
+    /// `track --all` found nothing it could track.
+    #[error("no table was tracked: {detail}")]
+    NothingTracked {
+        /// Why, table by table, and what to do.
+        detail: String,
+    },
 }
 
 /// Reading or writing the bundle file format.
@@ -313,6 +364,18 @@ pub enum ImportError {
         column: String,
         /// How it differs.
         detail: String,
+    },
+    /// The sender identifies a table's rows otherwise than this instance.
+    #[error(
+        "table '{table}' identifies its rows by {theirs} at the sender but by {ours} here, so its rows cannot be matched; track it the same way on every instance (the simplest: set the laptop up with `fieldsync init --from` a full export of HQ)"
+    )]
+    IdentityMismatch {
+        /// The table.
+        table: String,
+        /// At the sender: key, column, origin or content.
+        theirs: String,
+        /// Here (or "untracked").
+        ours: String,
     },
     /// A change number was reused with different content.
     #[error(

@@ -8,7 +8,7 @@
 //! values of the cells they hold. A full export carries every row and
 //! tombstone. Relayed changes keep their origin, number and clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
 use rusqlite::Connection;
@@ -19,6 +19,7 @@ use crate::bundle::writer::BundleWriter;
 use crate::colset::{ColSet, SENTINEL};
 use crate::error::{Error, ExportError, SiteError};
 use crate::hlc::{Hlc, now_unix_ms};
+use crate::identity::locate;
 use crate::peers::{have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by};
 use crate::seqset::SeqSet;
 use crate::session::Session;
@@ -141,6 +142,17 @@ pub(crate) fn export<W: Write>(
             .collect()
     };
 
+    // Columns referring to other tracked tables travel tagged (crate::refs).
+    let all_refs = crate::refs::load(conn, s.catalog.tables())?;
+    let refs: HashMap<i64, Vec<crate::refs::RefFk>> = s
+        .catalog
+        .tables()
+        .iter()
+        .zip(all_refs)
+        .filter(|(t, r)| !r.is_empty() && tables.iter().any(|x| x.id == t.id))
+        .map(|(t, r)| (t.id, r))
+        .collect();
+
     let sites = s.sites.all();
     let origin_index: BTreeMap<i64, u32> = sites
         .iter()
@@ -187,6 +199,11 @@ pub(crate) fn export<W: Write>(
                     } else {
                         Vec::new()
                     },
+                    identity: t.identity,
+                    refs: refs
+                        .get(&t.id)
+                        .map(|r| crate::refs::defs(r))
+                        .unwrap_or_default(),
                 })
             })
             .collect::<Result<_, Error>>()?,
@@ -268,7 +285,7 @@ pub(crate) fn export<W: Write>(
         if at.is_some() && first != at {
             continue;
         }
-        emit(conn, &mut writer, &tables, row)?;
+        emit(conn, &mut writer, &tables, &refs, row)?;
     }
     drop(rows);
     drop(order);
@@ -352,11 +369,13 @@ struct PendingRow {
     versions: Vec<VersionRecord>,
 }
 
-/// Write one row record: its versions in range and the values of their cells.
+/// Write one row record: its versions in range and the values of their
+/// cells (references tagged, see [`crate::refs`]).
 fn emit<W: Write>(
     conn: &Connection,
     writer: &mut BundleWriter<W>,
     tables: &[TrackedTable],
+    refs: &HashMap<i64, Vec<crate::refs::RefFk>>,
     row: PendingRow,
 ) -> Result<(), Error> {
     if row.versions.is_empty() {
@@ -375,17 +394,42 @@ fn emit<W: Write>(
     cells.remove(SENTINEL);
     let mut values = Vec::with_capacity(cells.len());
     if !cells.is_empty() {
-        let mut stmt = conn.prepare_cached(&table.select_cells_sql())?;
-        let mut found = stmt.query(rusqlite::params_from_iter(key.iter()))?;
-        let Some(r) = found.next()? else {
-            return Err(ExportError::RowVanished {
+        let vanished = || -> Error {
+            ExportError::RowVanished {
                 table: table.name.clone(),
                 key: key_literal(&key),
             }
-            .into());
+            .into()
         };
-        for bit in cells.iter() {
-            values.push(Value::from_ref(r.get_ref(bit - 1)?));
+        let at = locate(conn, table, &row.pk, &key)?.ok_or_else(vanished)?;
+        let mut stmt = conn.prepare_cached(&table.select_cells_sql())?;
+        let mut found = stmt.query(rusqlite::params_from_iter(at.iter()))?;
+        let Some(r) = found.next()? else {
+            return Err(vanished());
+        };
+        let table_refs = refs.get(&table.id).filter(|fks| {
+            fks.iter()
+                .any(|fk| fk.bits.iter().any(|&b| cells.contains(b)))
+        });
+        match table_refs {
+            None => {
+                for bit in cells.iter() {
+                    values.push(Value::from_ref(r.get_ref(bit - 1)?));
+                }
+            }
+            Some(fks) => {
+                let all: Vec<Value> = (0..table.cells.len())
+                    .map(|i| r.get_ref(i).map(Value::from_ref))
+                    .collect::<rusqlite::Result<_>>()?;
+                drop(found);
+                let tagged = crate::refs::encode(conn, fks, &all)?;
+                for bit in cells.iter() {
+                    match tagged.iter().find(|(b, _)| *b == bit) {
+                        Some((_, v)) => values.push(v.clone()),
+                        None => values.push(all[bit - 1].clone()),
+                    }
+                }
+            }
         }
     }
     writer.write_row(table_i as u32, &key, row.cl, &row.versions, &values)?;

@@ -12,6 +12,11 @@
 //! own: a reference with a NULL column points at nothing and is allowed; the
 //! parent columns are the ones the constraint names, or the parent's primary
 //! key.
+//!
+//! Only references between tracked tables are followed. A reference to a
+//! table or column that does not exist, or to a table that is not tracked,
+//! is a plain value: SQLite itself never checks it (it cannot), and neither
+//! does import (spec/quarantine.md, "References").
 
 use std::collections::BTreeMap;
 
@@ -31,10 +36,9 @@ pub struct ForeignKey {
     pub from: Vec<String>,
     /// The referenced table.
     pub parent: String,
-    /// The referenced columns.
+    /// The referenced columns (the named ones, or the parent's primary
+    /// key), all present in the parent.
     pub to: Vec<String>,
-    /// False if the referenced table does not exist in this database.
-    pub parent_exists: bool,
 }
 
 /// The foreign keys touching the tracked tables, both ways.
@@ -66,39 +70,34 @@ pub enum Broken {
 }
 
 impl ForeignKeys {
-    /// Read the constraints of every table in the database that involve a
-    /// tracked table.
+    /// Read the constraints between tracked tables that can be followed
+    /// (the parent and every referenced column exist).
     pub fn load(conn: &Connection, tracked: &[TrackedTable]) -> Result<ForeignKeys, Error> {
         let mut fks = ForeignKeys::default();
-        let tables: Vec<String> = conn
-            .prepare(
-                "SELECT name FROM sqlite_schema WHERE type = 'table' \
-                 AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND name NOT LIKE 'fieldsync\\_%' ESCAPE '\\'",
-            )?
-            .query_map([], |r| r.get(0))?
-            .collect::<rusqlite::Result<_>>()?;
         let is_tracked = |name: &str| tracked.iter().any(|t| t.name.eq_ignore_ascii_case(name));
-        for child in &tables {
-            for mut fk in declared(conn, child)? {
-                fk.parent_exists = tables.iter().any(|t| t.eq_ignore_ascii_case(&fk.parent));
-                if !is_tracked(child) && !is_tracked(&fk.parent) {
+        for child in tracked {
+            for fk in followable(conn, &child.name)? {
+                if !is_tracked(&fk.parent) {
                     continue;
                 }
-                if is_tracked(child) {
-                    fks.outgoing
-                        .entry(child.to_ascii_lowercase())
-                        .or_default()
-                        .push(fk.clone());
-                }
-                if is_tracked(&fk.parent) {
-                    fks.incoming
-                        .entry(fk.parent.to_ascii_lowercase())
-                        .or_default()
-                        .push(fk);
-                }
+                fks.outgoing
+                    .entry(child.name.to_ascii_lowercase())
+                    .or_default()
+                    .push(fk.clone());
+                fks.incoming
+                    .entry(fk.parent.to_ascii_lowercase())
+                    .or_default()
+                    .push(fk);
             }
         }
         Ok(fks)
+    }
+
+    /// The constraints `table` declares towards other tracked tables.
+    pub fn outgoing(&self, table: &str) -> &[ForeignKey] {
+        self.outgoing
+            .get(&table.to_ascii_lowercase())
+            .map_or(&[], Vec::as_slice)
     }
 
     /// True if rows of `table` need checking when written or deleted.
@@ -110,25 +109,33 @@ impl ForeignKeys {
         self.outgoing.contains_key(&t) || self.incoming.contains_key(&t)
     }
 
-    /// Check the references of the row of `table` with key `key`, as it is
-    /// now in the database (after a write).
+    /// Check the references of the row of `table` found by `key` (its SQL
+    /// key, [`TrackedTable::sql_key`]) as it is now in the database, after a
+    /// write. With `written`, only the constraints that involve one of those
+    /// columns; constraints involving a column of `unchecked` (its
+    /// reference pointed at nothing at the sender either) are skipped.
     pub fn check_row(
         &self,
         conn: &Connection,
         table: &TrackedTable,
         key: &[Value],
+        written: Option<&[String]>,
+        unchecked: &[String],
     ) -> Result<Option<Broken>, Error> {
         let Some(fks) = self.outgoing.get(&table.name.to_ascii_lowercase()) else {
             return Ok(None);
         };
         let key_pred = table
-            .key
+            .sql_key()
             .iter()
             .enumerate()
             .map(|(i, k)| format!("c.{} = ?{}", quote_ident(k), i + 1))
             .collect::<Vec<_>>()
             .join(" AND ");
         for fk in fks {
+            if written.is_some_and(|w| !touches(&fk.from, w)) || touches(&fk.from, unchecked) {
+                continue;
+            }
             let from: Vec<String> = fk
                 .from
                 .iter()
@@ -139,27 +146,19 @@ impl ForeignKeys {
                 .map(|c| format!("{c} IS NOT NULL"))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            // SQLite refuses any non-NULL reference to a table that does not
-            // exist; otherwise the parent row must be there.
-            let missing = if fk.parent_exists {
-                let to = parent_columns(conn, fk)?;
-                let matches = to
-                    .iter()
-                    .zip(&from)
-                    .map(|(t, f)| format!("p.{} = {f}", quote_ident(t)))
-                    .collect::<Vec<_>>()
-                    .join(" AND ");
-                format!(
-                    " AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {matches})",
-                    quote_ident(&fk.parent)
-                )
-            } else {
-                String::new()
-            };
+            let matches = fk
+                .to
+                .iter()
+                .zip(&from)
+                .map(|(t, f)| format!("p.{} = {f}", quote_ident(t)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
             let sql = format!(
-                "SELECT {} FROM {} AS c WHERE {key_pred} AND {not_null}{missing}",
+                "SELECT {} FROM {} AS c WHERE {key_pred} AND {not_null} \
+                 AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {matches})",
                 from.join(", "),
                 quote_ident(&table.name),
+                quote_ident(&fk.parent),
             );
             let dangling: Option<Vec<Value>> = conn
                 .prepare_cached(&sql)?
@@ -192,21 +191,21 @@ impl ForeignKeys {
             return Ok(None);
         };
         for fk in fks {
-            let to = parent_columns(conn, fk)?;
+            let to = &fk.to;
             // A rewrite only matters for the columns children point at.
-            if changed.is_some_and(|changed| !touches(&to, changed)) {
+            if changed.is_some_and(|changed| !touches(to, changed)) {
                 continue;
             }
             let this = |alias: &str| {
                 table
-                    .key
+                    .sql_key()
                     .iter()
                     .enumerate()
                     .map(|(i, k)| format!("{alias}.{} IS ?{}", quote_ident(k), i + 1))
                     .collect::<Vec<_>>()
                     .join(" AND ")
             };
-            let joins = |alias: &str| matching(alias, &to, &fk.from);
+            let joins = |alias: &str| matching(alias, to, &fk.from);
             // A row that is its own parent goes with it.
             let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
                 format!(" AND NOT ({})", this("c"))
@@ -251,8 +250,8 @@ impl ForeignKeys {
             return Ok(None);
         };
         for fk in fks {
-            let to = parent_columns(conn, fk)?;
-            if changed.is_some_and(|changed| !touches(&to, changed)) {
+            let to = &fk.to;
+            if changed.is_some_and(|changed| !touches(to, changed)) {
                 continue;
             }
             let not_null = fk
@@ -261,7 +260,7 @@ impl ForeignKeys {
                 .map(|f| format!("c.{} IS NOT NULL", quote_ident(f)))
                 .collect::<Vec<_>>()
                 .join(" AND ");
-            let on = matching("p", &to, &fk.from);
+            let on = matching("p", to, &fk.from);
             let sql = format!(
                 "SELECT count(*) FROM {} AS c WHERE {not_null} AND NOT EXISTS (SELECT 1 FROM {} AS p WHERE {on})",
                 quote_ident(&fk.child),
@@ -280,22 +279,19 @@ impl ForeignKeys {
 
     /// True if some child points at `columns` of `table` that are not its
     /// key (a rewrite of them needs checking).
-    pub fn referenced_columns(
-        &self,
-        conn: &Connection,
-        table: &TrackedTable,
-    ) -> Result<Vec<String>, Error> {
+    pub fn referenced_columns(&self, table: &TrackedTable) -> Vec<String> {
         let mut out = Vec::new();
+        let key = table.sql_key();
         if let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) {
             for fk in fks {
-                for c in parent_columns(conn, fk)? {
-                    if !table.key.iter().any(|k| k.eq_ignore_ascii_case(&c)) && !out.contains(&c) {
-                        out.push(c);
+                for c in &fk.to {
+                    if !key.iter().any(|k| k.eq_ignore_ascii_case(c)) && !out.contains(c) {
+                        out.push(c.clone());
                     }
                 }
             }
         }
-        Ok(out)
+        out
     }
 }
 
@@ -330,9 +326,12 @@ fn touches(to: &[String], changed: &[String]) -> bool {
         .any(|c| changed.iter().any(|x| x.eq_ignore_ascii_case(c)))
 }
 
-/// The constraints `table` declares, one entry per constraint.
-fn declared(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Error> {
-    let mut stmt = conn.prepare(
+/// The constraints `table` declares, one entry per constraint, with the
+/// referenced columns resolved; those that cannot be followed (the parent
+/// table or a referenced column does not exist, or the parent has no key
+/// to refer to) are left out, as SQLite leaves them unchecked.
+pub fn followable(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Error> {
+    let mut stmt = conn.prepare_cached(
         "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
     )?;
     let rows = stmt.query_map([table], |r| {
@@ -358,31 +357,38 @@ fn declared(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Error> {
                     from: vec![from],
                     parent,
                     to: to.into_iter().collect(),
-                    parent_exists: true,
                 },
             )),
         }
     }
-    Ok(out.into_iter().map(|(_, fk)| fk).collect())
-}
-
-/// The parent columns a constraint refers to: the named ones, or the
-/// parent's primary key.
-fn parent_columns(conn: &Connection, fk: &ForeignKey) -> Result<Vec<String>, Error> {
-    if fk.to.len() == fk.from.len() {
-        return Ok(fk.to.clone());
+    let mut kept = Vec::new();
+    for (_, mut fk) in out {
+        let parent_cols: Vec<(String, i64)> = conn
+            .prepare_cached("SELECT name, pk FROM pragma_table_info(?1)")?
+            .query_map([&fk.parent], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        if parent_cols.is_empty() {
+            continue; // no such table
+        }
+        if fk.to.len() != fk.from.len() {
+            let mut key: Vec<(i64, String)> = parent_cols
+                .iter()
+                .filter(|(_, pk)| *pk > 0)
+                .map(|(n, pk)| (*pk, n.clone()))
+                .collect();
+            key.sort();
+            fk.to = key.into_iter().map(|(_, n)| n).collect();
+        }
+        let all_there = fk.to.len() == fk.from.len()
+            && fk
+                .to
+                .iter()
+                .all(|t| parent_cols.iter().any(|(n, _)| n.eq_ignore_ascii_case(t)));
+        if all_there {
+            kept.push(fk);
+        }
     }
-    let mut stmt =
-        conn.prepare_cached("SELECT name FROM pragma_table_info(?1) WHERE pk > 0 ORDER BY pk")?;
-    let key: Vec<String> = stmt
-        .query_map([&fk.parent], |r| r.get(0))?
-        .collect::<rusqlite::Result<_>>()?;
-    // A parent without a declared key is referenced by rowid.
-    Ok(if key.is_empty() {
-        vec!["rowid".to_owned()]
-    } else {
-        key
-    })
+    Ok(kept)
 }
 
 #[cfg(test)]
@@ -400,6 +406,8 @@ mod tests {
                 .iter()
                 .map(|c| c.name.clone())
                 .collect(),
+            identity: crate::tracked::Identity::Key,
+            local: None,
         })
     }
 
@@ -414,10 +422,16 @@ mod tests {
         let loc = table(&conn, "loc")?;
         let fks = ForeignKeys::load(&conn, std::slice::from_ref(&loc))?;
         assert!(fks.involves("loc"));
-        assert_eq!(fks.check_row(&conn, &loc, &[Value::text("a")])?, None);
-        assert_eq!(fks.check_row(&conn, &loc, &[Value::text("b")])?, None);
         assert_eq!(
-            fks.check_row(&conn, &loc, &[Value::text("c")])?,
+            fks.check_row(&conn, &loc, &[Value::text("a")], None, &[])?,
+            None
+        );
+        assert_eq!(
+            fks.check_row(&conn, &loc, &[Value::text("b")], None, &[])?,
+            None
+        );
+        assert_eq!(
+            fks.check_row(&conn, &loc, &[Value::text("c")], None, &[])?,
             Some(Broken::MissingParent {
                 parent: "loc".into(),
                 key: "'x'".into()

@@ -113,6 +113,9 @@ pub(crate) struct Mapped {
     bits: Vec<usize>,
     /// Affinity of each local key column ([`crate::keyform`]).
     key_affinity: Vec<crate::schema::Affinity>,
+    /// Bundle bit → the table the tagged reference in that cell refers to
+    /// (name, identity at the sender, key length here).
+    refs: Vec<Option<(String, crate::tracked::Identity, usize)>>,
 }
 
 /// Check a bundle's header against this instance before anything is
@@ -327,7 +330,12 @@ fn prepare(
     // SQLite stores a NaN as NULL: a key holding one is no key either.
     let null_like =
         |v: &Value| matches!(v, Value::Null) || matches!(v, Value::Real(r) if r.is_nan());
-    if rec.key.len() != table.key.len() || rec.key.iter().any(null_like) {
+    let well_formed = if table.identity.mapped() {
+        crate::identity::valid_gid(table.identity, &rec.key)
+    } else {
+        rec.key.len() == table.key.len() && !rec.key.iter().any(null_like)
+    };
+    if !well_formed {
         return Err(malformed(format!(
             "a record of table {} has a malformed key",
             name()
@@ -414,13 +422,26 @@ fn prepare(
             bundle_bits.len()
         )));
     }
+    // Tagged references must decode before anything is believed of them.
+    let mut refs = Vec::new();
+    for (&b, v) in bundle_bits.iter().zip(&rec.values) {
+        if let Some(Some((parent, identity, key_len))) = m.refs.get(b) {
+            crate::refs::decode(v, *identity, *key_len)
+                .map_err(|why| malformed(format!("a record of table {}: {why}", name())))?;
+            refs.push((m.bits[b], parent.clone()));
+        }
+    }
     let mut values: Vec<(usize, Value)> = bundle_bits
         .iter()
         .map(|&b| m.bits[b])
         .zip(rec.values)
         .collect();
     values.sort_by_key(|(b, _)| *b);
-    let key = crate::keyform::stored_key(conn, &m.key_affinity, &rec.key)?;
+    let key = if table.identity.mapped() {
+        rec.key
+    } else {
+        crate::keyform::stored_key(conn, &m.key_affinity, &rec.key)?
+    };
     Ok(Change {
         table: m.table,
         // The key as this table stores it, so the log finds the row the
@@ -430,6 +451,7 @@ fn prepare(
         cl: rec.cl,
         versions,
         values,
+        refs,
     })
 }
 
@@ -565,6 +587,14 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
         }
         .into()
     };
+    if def.identity != local.identity {
+        return Err(ImportError::IdentityMismatch {
+            table: local.name.clone(),
+            theirs: def.identity.as_str().to_owned(),
+            ours: local.identity.as_str().to_owned(),
+        }
+        .into());
+    }
     if def.key != local.key {
         let column = def
             .key
@@ -609,9 +639,38 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
             ))
         })?;
     let key_affinity = crate::keyform::key_affinities(conn, local)?;
+    let mut refs = vec![None; bits.len()];
+    for r in &def.refs {
+        let parent = s.catalog.by_name(&r.parent);
+        // A reference that travels as the parent row's identity can only be
+        // followed if this instance identifies that table's rows the same way.
+        if r.identity != crate::tracked::Identity::Key
+            && parent.is_none_or(|p| p.identity != r.identity)
+        {
+            return Err(ImportError::IdentityMismatch {
+                table: r.parent.clone(),
+                theirs: r.identity.as_str().to_owned(),
+                ours: parent
+                    .map_or("untracked", |p| p.identity.as_str())
+                    .to_owned(),
+            }
+            .into());
+        }
+        let key_len = parent.map_or(0, |p| p.key_len());
+        for c in &r.cells {
+            let Some(i) = def.cells.iter().position(|x| x == c) else {
+                return Err(malformed(format!(
+                    "table '{}' lists reference column '{c}', which is not among its columns",
+                    def.name
+                )));
+            };
+            refs[i + 1] = Some((r.parent.clone(), r.identity, key_len));
+        }
+    }
     Ok(Mapped {
         table,
         bits,
         key_affinity,
+        refs,
     })
 }

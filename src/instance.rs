@@ -15,6 +15,7 @@ use crate::capture::{Selection, TrackReport, pending_count, track};
 use crate::conflicts::Conflicts;
 use crate::error::{Error, SetupError, SiteError};
 use crate::export::{ExportReport, ExportTarget, export};
+use crate::identity::TrackOptions;
 use crate::import::{ImportReport, RetryReport, import};
 use crate::session::Session;
 use crate::site::{SiteId, check_name, meta_get, meta_set};
@@ -165,7 +166,19 @@ impl Instance {
                 tx.execute_batch(sql)?;
             }
             let mut s = Session::load(&tx)?;
-            track(&tx, &mut s.catalog, &Selection::Named(tables.clone()))?;
+            // Each table is identified as at the sender, so rows match.
+            let as_sent: Vec<_> = header
+                .tables
+                .iter()
+                .map(|d| (d.name.clone(), d.identity, d.key.first().cloned()))
+                .collect();
+            track(
+                &tx,
+                &mut s.catalog,
+                &Selection::Named(tables.clone()),
+                &TrackOptions::default(),
+                &as_sent,
+            )?;
             let report = import(&tx, &mut s, reader)?;
             tx.commit()?;
             Ok(report)
@@ -253,7 +266,17 @@ impl Instance {
     /// Start tracking tables: install capture triggers and record the rows
     /// they already hold.
     pub fn track(&mut self, selection: &Selection) -> Result<TrackReport, Error> {
-        self.write(|tx, s| track(tx, &mut s.catalog, selection))
+        self.track_with(selection, &TrackOptions::default())
+    }
+
+    /// [`track`](Self::track) with options: tables to leave out, an
+    /// identity column, tables whose integer key the app assigns itself.
+    pub fn track_with(
+        &mut self,
+        selection: &Selection,
+        opts: &TrackOptions,
+    ) -> Result<TrackReport, Error> {
+        self.write(|tx, s| track(tx, &mut s.catalog, selection, opts, &[]))
     }
 
     /// Write a bundle for `target` to `out`.

@@ -57,6 +57,7 @@ pub mod foreign;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod hlc;
+pub mod identity;
 pub mod import;
 mod instance;
 mod keyform;
@@ -64,6 +65,7 @@ pub mod log;
 pub mod merge;
 pub mod peers;
 pub mod quarantine;
+pub mod refs;
 pub mod schema;
 pub mod seqset;
 mod session;
@@ -82,6 +84,7 @@ pub use error::{
     BundleError, Error, ExportError, ImportError, Result, SetupError, SiteError, TrackError,
 };
 pub use export::{ExportReport, ExportTarget};
+pub use identity::TrackOptions;
 pub use import::{ImportReport, RetryReport};
 pub use instance::{CompactReport, Instance, SetupReport};
 pub use site::SiteId;

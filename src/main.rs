@@ -10,7 +10,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use fieldsync::bundle::{BundleInfo, inspect};
 use fieldsync::hlc::Hlc;
-use fieldsync::{ExportReport, ExportTarget, ImportReport, Instance, Selection, Status};
+use fieldsync::{
+    ExportReport, ExportTarget, ImportReport, Instance, Selection, Status, TrackOptions,
+};
 
 /// Replicate SQLite databases by exchanging bundle files.
 ///
@@ -63,6 +65,18 @@ enum Command {
         /// Track every table that can be tracked; say which were skipped and why.
         #[arg(long)]
         all: bool,
+        /// With --all: leave out these tables, which stay local to each
+        /// instance (sessions, counters). Globs allowed: --except 'sess*'.
+        #[arg(long, value_name = "TABLE", num_args = 1.., requires = "all")]
+        except: Vec<String>,
+        /// Identify rows of tables numbered by local integer ids by this
+        /// column, where the table has it UNIQUE NOT NULL (Sahana Eden's uuid).
+        #[arg(long, value_name = "COLUMN")]
+        identity: Option<String>,
+        /// Treat this table's integer key as a number each instance assigns
+        /// on its own (an app that numbers rows MAX(id)+1). Repeatable.
+        #[arg(long = "local-key", value_name = "TABLE")]
+        local_key: Vec<String>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -271,6 +285,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             db,
             tables,
             all,
+            except,
+            identity,
+            local_key,
             json,
         } => {
             let mut instance = open(&db.db)?;
@@ -279,7 +296,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             } else {
                 Selection::Named(tables)
             };
-            let report = instance.track(&selection)?;
+            let opts = TrackOptions {
+                except,
+                identity,
+                local_key,
+                ..TrackOptions::default()
+            };
+            let report = instance.track_with(&selection, &opts)?;
             for w in &report.warnings {
                 eprintln!("warning: {w}");
             }
@@ -287,7 +310,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 print_json(&report)?;
             } else {
                 for t in &report.tracked {
-                    println!("tracking {t}");
+                    match report.identities.iter().find(|i| &i.table == t) {
+                        Some(i) => println!("tracking {t} (rows identified {})", i.by),
+                        None => println!("tracking {t}"),
+                    }
+                }
+                for t in &report.excepted {
+                    println!("left out (--except): {t}");
                 }
                 for t in &report.already {
                     println!("already tracked: {t}");
@@ -303,9 +332,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                         "{} existing rows recorded; they will be in the next export.",
                         report.existing_rows
                     );
-                }
-                if report.tracked.is_empty() && report.already.is_empty() {
-                    println!("no table was tracked.");
                 }
             }
         }

@@ -94,6 +94,10 @@ pub(crate) struct Held {
     cl: u64,
     versions: Vec<HeldVersion>,
     values: Vec<(String, Value)>,
+    /// Cells holding tagged references (crate::refs), with the table each
+    /// refers to.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    refs: Vec<(String, String)>,
 }
 
 /// A row record ready to merge: key, causal length, versions (local bits)
@@ -107,6 +111,9 @@ pub(crate) struct Change {
     pub cl: u64,
     pub versions: Vec<Version>,
     pub values: Vec<(usize, Value)>,
+    /// Cells whose values are tagged references ([`crate::refs`]), with
+    /// the name of the table each refers to.
+    pub refs: Vec<(usize, String)>,
 }
 
 impl Change {
@@ -151,7 +158,20 @@ impl Change {
                 .iter()
                 .filter_map(|(b, v)| name(*b).map(|n| (n, v.clone())))
                 .collect(),
+            refs: self
+                .refs
+                .iter()
+                .filter_map(|(b, p)| name(*b).map(|n| (n, p.clone())))
+                .collect(),
         }
+    }
+
+    /// The table a tagged reference in cell `bit` refers to, if it is one.
+    pub fn ref_parent(&self, bit: usize) -> Option<&str> {
+        self.refs
+            .iter()
+            .find(|(b, _)| *b == bit)
+            .map(|(_, p)| p.as_str())
     }
 }
 
@@ -174,6 +194,12 @@ pub(crate) fn combine(a: &Change, b: &Change) -> Option<Change> {
         }
     }
     values.sort_by_key(|(bit, _)| *bit);
+    let mut refs = a.refs.clone();
+    for r in &b.refs {
+        if !refs.iter().any(|(bit, _)| *bit == r.0) {
+            refs.push(r.clone());
+        }
+    }
     Some(Change {
         table: a.table,
         key: a.key.clone(),
@@ -181,6 +207,7 @@ pub(crate) fn combine(a: &Change, b: &Change) -> Option<Change> {
         cl: state.cl,
         versions: state.versions,
         values,
+        refs,
     })
 }
 
@@ -215,6 +242,11 @@ impl Held {
             .map(|(c, v)| Ok((bit(c)?, v.clone())))
             .collect::<Result<Vec<_>, String>>()?;
         values.sort_by_key(|(b, _)| *b);
+        let refs = self
+            .refs
+            .iter()
+            .map(|(c, p)| Ok((bit(c)?, p.clone())))
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(Change {
             table: table_idx,
             key: self.key.clone(),
@@ -222,6 +254,7 @@ impl Held {
             cl: self.cl,
             versions,
             values,
+            refs,
         })
     }
 }

@@ -158,25 +158,9 @@ pub fn table_shape(conn: &Connection, name: &str) -> Result<TableShape, Error> {
     })
 }
 
-/// Check that fieldsync can track a table of this shape.
-pub fn check_trackable(conn: &Connection, shape: &TableShape) -> Result<(), Error> {
-    let keys = shape.key_columns();
-    if keys.is_empty() {
-        return Err(TrackError::NoPrimaryKey {
-            table: shape.name.clone(),
-        }
-        .into());
-    }
-    if keys.len() == 1
-        && !shape.without_rowid
-        && keys[0].decl_type.trim().eq_ignore_ascii_case("INTEGER")
-    {
-        return Err(TrackError::RowidAlias {
-            table: shape.name.clone(),
-            column: keys[0].name.clone(),
-        }
-        .into());
-    }
+/// Check that a table's primary key compares byte for byte, as a key
+/// identifying rows on every instance must.
+pub fn check_key_collation(conn: &Connection, shape: &TableShape) -> Result<(), Error> {
     // The key index carries the collation each key column compares with.
     let index: Option<String> = conn
         .query_row(
@@ -256,33 +240,25 @@ mod tests {
         let keys: Vec<_> = shape.key_columns().iter().map(|c| c.name.clone()).collect();
         assert_eq!(keys, ["b", "a"]);
         assert_eq!(shape.cell_columns().len(), 1);
-        check_trackable(&c, &shape)
+        check_key_collation(&c, &shape)
     }
 
     #[test]
-    fn refuses_tables_without_a_usable_key() -> Result<(), Error> {
+    fn refuses_keys_that_do_not_compare_byte_for_byte() -> Result<(), Error> {
         let c = conn(
-            "CREATE TABLE nokey(a, b);
-             CREATE TABLE alias(id INTEGER PRIMARY KEY, v);
-             CREATE TABLE nocase(code TEXT COLLATE NOCASE PRIMARY KEY, v);
+            "CREATE TABLE nocase(code TEXT COLLATE NOCASE PRIMARY KEY, v);
              CREATE TABLE intkey_wr(id INTEGER PRIMARY KEY, v) WITHOUT ROWID;
              CREATE VIEW vw AS SELECT 1;",
         )?;
         let err = |name: &str| -> Result<String, Error> {
             let shape = table_shape(&c, name)?;
-            Ok(check_trackable(&c, &shape)
+            Ok(check_key_collation(&c, &shape)
                 .err()
                 .map(|e| e.to_string())
                 .unwrap_or_default())
         };
-        assert!(err("nokey")?.contains("no PRIMARY KEY"));
-        assert!(err("alias")?.contains("INTEGER PRIMARY KEY 'id'"));
         assert!(err("nocase")?.contains("COLLATE NOCASE"));
-        assert_eq!(
-            err("intkey_wr")?,
-            "",
-            "WITHOUT ROWID integer keys are not rowids"
-        );
+        assert_eq!(err("intkey_wr")?, "");
         assert!(matches!(
             table_shape(&c, "vw"),
             Err(Error::Track(TrackError::NotATable { .. }))

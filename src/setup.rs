@@ -119,45 +119,27 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
         // The table made must be the one the records describe.
         let shape = table_shape(&scratch, &def.name)
             .map_err(|_| refuse(format!("it does not create table {}", def.name)))?;
-        let key: Vec<String> = shape.key_columns().iter().map(|c| c.name.clone()).collect();
-        let cells: Vec<String> = shape
-            .cell_columns()
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
-        if key != def.key || cells != def.cells {
+        let layout =
+            crate::identity::layout_of(&shape, def.identity, def.key.first().map(String::as_str))
+                .map_err(|e| refuse(e.to_string()))?;
+        if layout.key != def.key || layout.cells != def.cells {
             return Err(refuse(format!(
                 "it creates columns ({}) with key ({}), but the bundle's rows have columns ({}) with key ({})",
-                cells.join(", "),
-                key.join(", "),
+                layout.cells.join(", "),
+                layout.key.join(", "),
                 def.cells.join(", "),
                 def.key.join(", ")
             )));
         }
-        crate::schema::check_trackable(&scratch, &shape).map_err(|e| refuse(e.to_string()))?;
+        if def.identity == crate::tracked::Identity::Key {
+            crate::schema::check_key_collation(&scratch, &shape)
+                .map_err(|e| refuse(e.to_string()))?;
+        }
         out.extend(def.schema.iter().cloned());
     }
-    // A table pointing at a table the bundle does not carry could never
-    // take a row with that reference set (SQLite refuses it): say so now.
-    for def in &header.tables {
-        let mut stmt =
-            scratch.prepare("SELECT DISTINCT \"table\" FROM pragma_foreign_key_list(?1)")?;
-        let parents = stmt
-            .query_map([&def.name], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        if let Some(missing) = parents
-            .iter()
-            .find(|p| !header.tables.iter().any(|t| t.name.eq_ignore_ascii_case(p)))
-        {
-            return Err(SetupError::SchemaRefused {
-                table: def.name.clone(),
-                detail: format!(
-                    "it references table {missing}, which the bundle does not carry; track {missing} at the sender too and export again"
-                ),
-            }
-            .into());
-        }
-    }
+    // A table may refer to a table the bundle does not carry (one the app
+    // never creates, or one left local): such references are plain values,
+    // never checked (spec/quarantine.md), so they do not stop the setup.
     Ok(out)
 }
 
@@ -177,6 +159,13 @@ fn allowed(ctx: &AuthContext<'_>, table: &str) -> Result<(), String> {
         }
         AuthAction::CreateIndex { table_name, .. }
             if main && table_name.eq_ignore_ascii_case(table) =>
+        {
+            Ok(())
+        }
+        // AUTOINCREMENT keeps its counters in sqlite_sequence, which SQLite
+        // creates with the first such table.
+        AuthAction::CreateTable { table_name }
+            if main && table_name.eq_ignore_ascii_case("sqlite_sequence") =>
         {
             Ok(())
         }
@@ -234,6 +223,7 @@ mod tests {
                 key: key.iter().map(|s| s.to_string()).collect(),
                 cells: cells.iter().map(|s| s.to_string()).collect(),
                 schema: schema.iter().map(|s| s.to_string()).collect(),
+                ..TableDef::default()
             }],
             covers: Vec::new(),
             seen: Vec::new(),

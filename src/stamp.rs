@@ -17,6 +17,7 @@ use crate::capture::op;
 use crate::colset::ColSet;
 use crate::error::{Error, SiteError};
 use crate::hlc::{julian_day_to_unix_ms, now_unix_ms};
+use crate::identity::{assign, gid_of, refresh_sig, unbind};
 use crate::log::{load_row, save_row};
 use crate::merge::RowState;
 use crate::schema::quote_ident;
@@ -100,11 +101,12 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                     continue;
                 };
                 let op_code: i64 = r.get(op_pos)?;
-                let mut key = Vec::with_capacity(table.key.len());
-                for &p in key_pos.iter().take(table.key.len()) {
+                let n = table.sql_key_len();
+                let mut key = Vec::with_capacity(n);
+                for &p in key_pos.iter().take(n) {
                     key.push(Value::from_ref(r.get_ref(p)?));
                 }
-                if key.len() != table.key.len() || key.contains(&Value::Null) {
+                if key.len() != n || key.contains(&Value::Null) {
                     report.null_keys += 1;
                     continue;
                 }
@@ -143,13 +145,46 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
         let mut touched: HashMap<(i64, Vec<u8>), (RowState, RowState)> = HashMap::new();
         let mut order: Vec<(i64, Vec<u8>)> = Vec::new();
         for c in chunk {
-            let Some(cells) = s.catalog.by_id(c.t).map(|t| t.cells.len()) else {
+            let Some(table) = s.catalog.by_id(c.t) else {
                 continue;
             };
+            let cells = table.cells.len();
             if c.op != op::DELETE {
                 written.insert(c.t);
             }
-            let slot = (c.t, encode_key(&c.key));
+            // A table keyed by local numbers: the change is of the row the
+            // number maps to, or of a new row (created by this change).
+            let mut numbered = None;
+            let pk = if table.identity.mapped() {
+                let local = &c.key[0];
+                match gid_of(conn, c.t, local)? {
+                    Some(gid) if c.op == op::DELETE => {
+                        unbind(conn, c.t, &gid)?;
+                        gid
+                    }
+                    Some(gid) => {
+                        refresh_sig(conn, table, &gid, local)?;
+                        gid
+                    }
+                    // Never known here: nothing to tell anyone.
+                    None if c.op == op::DELETE => continue,
+                    None => {
+                        let seq = crate::session::next_seq(&mut s.seq)?;
+                        match assign(conn, table, local, s.local, seq)? {
+                            Some(gid) => {
+                                numbered = Some(seq);
+                                gid
+                            }
+                            // Gone again before stamping: its delete
+                            // follows and finds nothing either.
+                            None => continue,
+                        }
+                    }
+                }
+            } else {
+                encode_key(&c.key)
+            };
+            let slot = (c.t, pk);
             if !touched.contains_key(&slot) {
                 let loaded = load_row(conn, &s.sites, c.t, &slot.1)?;
                 touched.insert(slot.clone(), (loaded.clone(), loaded));
@@ -159,7 +194,10 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                 continue;
             };
             let hlc = s.clock.stamp(julian_day_to_unix_ms(c.at))?;
-            let seq = s.next_seq()?;
+            let seq = match numbered {
+                Some(seq) => seq,
+                None => s.next_seq()?,
+            };
             match c.op {
                 op::INSERT => state.local_insert(s.local, seq, hlc, cells),
                 op::UPDATE => {
@@ -244,20 +282,13 @@ pub(crate) fn record_vanished_rows(
             let Some(table) = s.catalog.by_id(tbl) else {
                 continue;
             };
-            let key = decode_key(&pk).map_err(|e| SiteError::Damaged {
-                detail: format!("a key in fieldsync_log: {e}"),
-            })?;
-            let mut exists = conn.prepare_cached(&format!(
-                "SELECT 1 FROM {} WHERE {}",
-                quote_ident(&table.name),
-                table.key_predicate()
-            ))?;
-            if !exists.exists(params_from_iter(key.iter()))? {
+            if !row_exists(conn, table, &pk)? {
                 vanished.push((tbl, pk));
             }
         }
     }
     for (tbl, pk) in &vanished {
+        unbind(conn, *tbl, pk)?;
         let before = load_row(conn, &s.sites, *tbl, pk)?;
         let mut after = before.clone();
         let hlc = s.clock.stamp(now_unix_ms())?;
@@ -266,6 +297,35 @@ pub(crate) fn record_vanished_rows(
         save_row(conn, &s.sites, *tbl, pk, &before, &after)?;
     }
     Ok(vanished.len() as u64)
+}
+
+/// True if the app table holds the row whose identity encodes to `pk`.
+pub(crate) fn row_exists(
+    conn: &Connection,
+    table: &TrackedTable,
+    pk: &[u8],
+) -> Result<bool, Error> {
+    if table.identity.mapped() {
+        let sql = format!(
+            "SELECT 1 FROM {} WHERE {} = (SELECT local FROM fieldsync_ids WHERE tbl = ?1 AND gid = ?2)",
+            quote_ident(&table.name),
+            quote_ident(&table.sql_key()[0])
+        );
+        return Ok(conn
+            .prepare_cached(&sql)?
+            .exists(rusqlite::params![table.id, pk])?);
+    }
+    let key = decode_key(pk).map_err(|e| SiteError::Damaged {
+        detail: format!("a key in fieldsync_log: {e}"),
+    })?;
+    let sql = format!(
+        "SELECT 1 FROM {} WHERE {}",
+        quote_ident(&table.name),
+        table.key_predicate()
+    );
+    Ok(conn
+        .prepare_cached(&sql)?
+        .exists(params_from_iter(key.iter()))?)
 }
 
 #[cfg(test)]

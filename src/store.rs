@@ -13,7 +13,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension};
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 2;
+pub const ENGINE_SCHEMA: i64 = 3;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -29,12 +29,13 @@ CREATE TABLE IF NOT EXISTS fieldsync_sites(
 );
 CREATE TABLE IF NOT EXISTS fieldsync_tables(
   id INTEGER PRIMARY KEY,           -- used in fieldsync_log.tbl and fieldsync_pending.t
-  name TEXT NOT NULL UNIQUE
+  name TEXT NOT NULL UNIQUE,
+  identity TEXT                     -- how rows are recognised: key, column, origin, content
 );
 CREATE TABLE IF NOT EXISTS fieldsync_columns(
   tbl INTEGER NOT NULL,
-  role TEXT NOT NULL,               -- 'key' or 'cell'
-  pos INTEGER NOT NULL,             -- key: position in the primary key; cell: bit (1, 2, ...)
+  role TEXT NOT NULL,               -- 'key', 'cell' or 'local' (the app's local number, not replicated)
+  pos INTEGER NOT NULL,             -- key: position in the replicated key; cell: bit (1, 2, ...)
   name TEXT NOT NULL,
   PRIMARY KEY(tbl, role, pos)
 ) WITHOUT ROWID;
@@ -61,6 +62,16 @@ CREATE TABLE IF NOT EXISTS fieldsync_log(
   PRIMARY KEY(tbl, pk, origin, seq)
 ) WITHOUT ROWID;
 CREATE UNIQUE INDEX IF NOT EXISTS fieldsync_log_by_origin ON fieldsync_log(origin, seq);
+-- Rows of tables keyed by local numbers (or by nothing): which local row
+-- (its INTEGER PRIMARY KEY or rowid here) each replicated row is.
+CREATE TABLE IF NOT EXISTS fieldsync_ids(
+  tbl INTEGER NOT NULL,
+  gid BLOB NOT NULL,                -- the row's identity, encoded as fieldsync_log.pk
+  local NOT NULL,                   -- its number in this database
+  sig BLOB,                         -- tables without a key: hash of the row's content
+  PRIMARY KEY(tbl, gid)
+) WITHOUT ROWID;
+CREATE UNIQUE INDEX IF NOT EXISTS fieldsync_ids_local ON fieldsync_ids(tbl, local);
 -- Which change numbers this instance has from each other origin.
 CREATE TABLE IF NOT EXISTS fieldsync_have(
   origin INTEGER PRIMARY KEY,
@@ -183,8 +194,16 @@ pub fn is_initialised(conn: &Connection) -> Result<bool, Error> {
         .is_some())
 }
 
-/// Create the engine tables (idempotent).
+/// Create the engine tables (idempotent), and bring those of an older
+/// engine schema up to date (columns added since).
 pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
+    if is_initialised(conn)?
+        && !column_names(conn, "fieldsync_tables")?
+            .iter()
+            .any(|c| c == "identity")
+    {
+        conn.execute_batch("ALTER TABLE fieldsync_tables ADD COLUMN identity TEXT")?;
+    }
     conn.execute_batch(ENGINE_DDL)?;
     Ok(())
 }

@@ -8,7 +8,60 @@
 use rusqlite::{Connection, params};
 
 use crate::error::{Error, TrackError};
+use crate::identity::{Layout, layout_of};
 use crate::schema::{TableShape, quote_ident, table_shape};
+
+/// How the rows of a tracked table are recognised on every instance
+/// (spec/merge.md, "Row identity").
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// By the primary key's values (the key is the same everywhere).
+    #[default]
+    Key,
+    /// By an app column that is UNIQUE NOT NULL (`track --identity uuid`);
+    /// the local integer key is assigned by each instance.
+    Column,
+    /// By the instance that created the row and the number of the change
+    /// that created it; the local integer key (or rowid) is assigned by
+    /// each instance and mapped in `fieldsync_ids`.
+    Origin,
+    /// A table without a primary key: by the row's content when it was
+    /// created (and which copy of identical rows it is), mapped to the
+    /// local rowid in `fieldsync_ids`.
+    Content,
+}
+
+impl Identity {
+    /// The word stored in `fieldsync_tables.identity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Key => "key",
+            Identity::Column => "column",
+            Identity::Origin => "origin",
+            Identity::Content => "content",
+        }
+    }
+
+    /// Parse the stored word (NULL and unknown words are `Key`).
+    pub fn parse(s: Option<&str>) -> Option<Identity> {
+        match s {
+            None | Some("key") => Some(Identity::Key),
+            Some("column") => Some(Identity::Column),
+            Some("origin") => Some(Identity::Origin),
+            Some("content") => Some(Identity::Content),
+            Some(_) => None,
+        }
+    }
+
+    /// True if rows are found through `fieldsync_ids` (their identity is
+    /// not stored in the app table).
+    pub fn mapped(self) -> bool {
+        matches!(self, Identity::Origin | Identity::Content)
+    }
+}
 
 /// One tracked table as recorded in `fieldsync_tables` / `fieldsync_columns`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -17,10 +70,19 @@ pub struct TrackedTable {
     pub id: i64,
     /// Table name.
     pub name: String,
-    /// Key columns in primary-key order.
+    /// The columns whose values identify a row everywhere, in order: the
+    /// primary key ([`Identity::Key`]), the identity column
+    /// ([`Identity::Column`]), or none for mapped identities.
     pub key: Vec<String>,
     /// Non-key columns; column `cells[i]` has bit `i + 1`.
     pub cells: Vec<String>,
+    /// How rows are recognised across instances.
+    pub identity: Identity,
+    /// The column holding this instance's own number for a row, which is
+    /// not replicated: the `INTEGER PRIMARY KEY` (or `--local-key` column),
+    /// or `rowid` for a table without a primary key. `None` for
+    /// [`Identity::Key`].
+    pub local: Option<String>,
 }
 
 impl TrackedTable {
@@ -29,9 +91,37 @@ impl TrackedTable {
         self.cells.iter().position(|c| c == column).map(|i| i + 1)
     }
 
-    /// The `WHERE` clause matching one row by key, with parameters `?1..?n`.
+    /// Number of values in a row's replicated key.
+    pub fn key_len(&self) -> usize {
+        if self.identity.mapped() {
+            1
+        } else {
+            self.key.len()
+        }
+    }
+
+    /// Number of columns in [`sql_key`](Self::sql_key).
+    pub fn sql_key_len(&self) -> usize {
+        if self.identity.mapped() {
+            1
+        } else {
+            self.key.len()
+        }
+    }
+
+    /// The columns SQL finds a row by in the app table: the replicated key,
+    /// or the local key for mapped identities.
+    pub fn sql_key(&self) -> Vec<String> {
+        match (&self.local, self.identity.mapped()) {
+            (Some(local), true) => vec![local.clone()],
+            _ => self.key.clone(),
+        }
+    }
+
+    /// The `WHERE` clause matching one row by its SQL key
+    /// ([`sql_key`](Self::sql_key)), with parameters `?1..?n`.
     pub fn key_predicate(&self) -> String {
-        self.key
+        self.sql_key()
             .iter()
             .enumerate()
             .map(|(i, k)| format!("{} = ?{}", quote_ident(k), i + 1))
@@ -39,7 +129,7 @@ impl TrackedTable {
             .join(" AND ")
     }
 
-    /// `SELECT` of every cell column of one row, by key.
+    /// `SELECT` of every cell column of one row, by its SQL key.
     pub fn select_cells_sql(&self) -> String {
         let cols = if self.cells.is_empty() {
             "1".to_owned()
@@ -68,25 +158,38 @@ impl Catalog {
     /// Read the catalog.
     pub fn load(conn: &Connection) -> Result<Catalog, Error> {
         let mut tables = Vec::new();
-        let mut stmt = conn.prepare("SELECT id, name FROM fieldsync_tables ORDER BY id")?;
+        let mut stmt =
+            conn.prepare("SELECT id, name, identity FROM fieldsync_tables ORDER BY id")?;
         let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, Option<String>>(2)?,
+                ))
+            })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         let mut cols = conn.prepare(
             "SELECT role, name FROM fieldsync_columns WHERE tbl = ?1 ORDER BY role, pos",
         )?;
-        for (id, name) in rows {
+        for (id, name, identity) in rows {
+            let identity = Identity::parse(identity.as_deref()).ok_or_else(|| {
+                crate::error::SiteError::Damaged {
+                    detail: format!("table '{name}' has an unknown identity in fieldsync_tables"),
+                }
+            })?;
             let mut key = Vec::new();
             let mut cells = Vec::new();
+            let mut local = None;
             let col_rows = cols.query_map([id], |r| {
                 Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
             })?;
             for c in col_rows {
                 let (role, col) = c?;
-                if role == "key" {
-                    key.push(col);
-                } else {
-                    cells.push(col);
+                match role.as_str() {
+                    "key" => key.push(col),
+                    "local" => local = Some(col),
+                    _ => cells.push(col),
                 }
             }
             tables.push(TrackedTable {
@@ -94,6 +197,8 @@ impl Catalog {
                 name,
                 key,
                 cells,
+                identity,
+                local,
             });
         }
         Ok(Catalog { tables })
@@ -121,19 +226,18 @@ impl Catalog {
         self.tables.iter().find(|t| t.id == id)
     }
 
-    /// Record a newly tracked table, or new columns of a tracked one.
-    /// Returns the table as now recorded.
-    pub fn record(&mut self, conn: &Connection, shape: &TableShape) -> Result<TrackedTable, Error> {
-        let key: Vec<String> = shape.key_columns().iter().map(|c| c.name.clone()).collect();
-        let live_cells: Vec<String> = shape
-            .cell_columns()
-            .iter()
-            .map(|c| c.name.clone())
-            .collect();
+    /// Record a newly tracked table (laid out as `layout`), or new columns of
+    /// a tracked one. Returns the table as now recorded.
+    pub fn record(
+        &mut self,
+        conn: &Connection,
+        shape: &TableShape,
+        layout: &Layout,
+    ) -> Result<TrackedTable, Error> {
         if let Some(existing) = self.by_name(&shape.name).cloned() {
-            check_compatible(&existing, shape)?;
+            let live = check_compatible(&existing, shape)?;
             let mut updated = existing.clone();
-            for cell in live_cells.iter().filter(|c| !existing.cells.contains(c)) {
+            for cell in live.cells.iter().filter(|c| !existing.cells.contains(c)) {
                 updated.cells.push(cell.clone());
                 conn.execute(
                     "INSERT INTO fieldsync_columns(tbl, role, pos, name) VALUES (?1, 'cell', ?2, ?3)",
@@ -146,17 +250,23 @@ impl Catalog {
             return Ok(updated);
         }
         conn.execute(
-            "INSERT INTO fieldsync_tables(name) VALUES (?1)",
-            [&shape.name],
+            "INSERT INTO fieldsync_tables(name, identity) VALUES (?1, ?2)",
+            params![&shape.name, layout.identity.as_str()],
         )?;
         let id = conn.last_insert_rowid();
-        for (pos, k) in key.iter().enumerate() {
+        for (pos, k) in layout.key.iter().enumerate() {
             conn.execute(
                 "INSERT INTO fieldsync_columns(tbl, role, pos, name) VALUES (?1, 'key', ?2, ?3)",
                 params![id, pos as i64, k],
             )?;
         }
-        for (i, c) in live_cells.iter().enumerate() {
+        if let Some(local) = &layout.local {
+            conn.execute(
+                "INSERT INTO fieldsync_columns(tbl, role, pos, name) VALUES (?1, 'local', 0, ?2)",
+                params![id, local],
+            )?;
+        }
+        for (i, c) in layout.cells.iter().enumerate() {
             conn.execute(
                 "INSERT INTO fieldsync_columns(tbl, role, pos, name) VALUES (?1, 'cell', ?2, ?3)",
                 params![id, (i + 1) as i64, c],
@@ -165,8 +275,10 @@ impl Catalog {
         let table = TrackedTable {
             id,
             name: shape.name.clone(),
-            key,
-            cells: live_cells,
+            key: layout.key.clone(),
+            cells: layout.cells.clone(),
+            identity: layout.identity,
+            local: layout.local.clone(),
         };
         self.tables.push(table.clone());
         Ok(table)
@@ -195,16 +307,12 @@ pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error
         }
         Err(e) => return Err(e),
     };
-    check_compatible(t, &shape)?;
-    if let Some(new) = shape
-        .cell_columns()
-        .iter()
-        .find(|c| !t.cells.contains(&c.name))
-    {
+    let live = check_compatible(t, &shape)?;
+    if let Some(new) = live.cells.iter().find(|c| !t.cells.contains(c)) {
         return Err(TrackError::SchemaChanged {
             db: crate::store::db_arg(conn),
             table: t.name.clone(),
-            detail: format!("new column '{}'", new.name),
+            detail: format!("new column '{new}'"),
         }
         .into());
     }
@@ -212,31 +320,37 @@ pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error
 }
 
 /// The changes fieldsync can follow are added columns; anything else is
-/// reported with what changed.
-fn check_compatible(t: &TrackedTable, shape: &TableShape) -> Result<(), Error> {
-    let key: Vec<String> = shape.key_columns().iter().map(|c| c.name.clone()).collect();
-    if key != t.key {
+/// reported with what changed. Returns the table's layout now.
+fn check_compatible(t: &TrackedTable, shape: &TableShape) -> Result<Layout, Error> {
+    let live = layout_of(shape, t.identity, t.key.first().map(String::as_str))?;
+    let local_changed = match (&live.local, &t.local) {
+        (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+        (a, b) => a.is_some() != b.is_some(),
+    };
+    if live.key != t.key || local_changed {
+        let show = |key: &[String], local: &Option<String>| {
+            key.iter()
+                .chain(local.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
         return Err(TrackError::IncompatibleChange {
             table: t.name.clone(),
             detail: format!(
                 "primary key was ({}), is now ({})",
-                t.key.join(", "),
-                key.join(", ")
+                show(&t.key, &t.local),
+                show(&live.key, &live.local)
             ),
         }
         .into());
     }
-    let live: Vec<&str> = shape
-        .cell_columns()
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    if let Some(gone) = t.cells.iter().find(|c| !live.contains(&c.as_str())) {
+    if let Some(gone) = t.cells.iter().find(|c| !live.cells.contains(c)) {
         return Err(TrackError::IncompatibleChange {
             table: t.name.clone(),
             detail: format!("column '{gone}' was removed or renamed"),
         }
         .into());
     }
-    Ok(())
+    Ok(live)
 }

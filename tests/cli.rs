@@ -836,6 +836,9 @@ fn init_again_with_another_name_fails_and_with_the_same_name_is_a_noop() -> Res 
     Ok(())
 }
 
+// track refused tables without a primary key and tables keyed by INTEGER
+// PRIMARY KEY, and `track --all` on such a database said "no table was
+// tracked" with exit status 0.
 #[test]
 fn tracking_tables_without_a_usable_key_fails_and_says_why() -> Res {
     let w = World::new()?;
@@ -844,48 +847,79 @@ fn tracking_tables_without_a_usable_key_fails_and_says_why() -> Res {
         "CREATE TABLE nokey(a TEXT, b TEXT);
          CREATE TABLE counter(id INTEGER PRIMARY KEY, v TEXT);
          CREATE TABLE good(id TEXT PRIMARY KEY, v TEXT);
+         CREATE TABLE nocase(code TEXT COLLATE NOCASE PRIMARY KEY, v TEXT);
+         CREATE TABLE pair(a INT, b INT, v TEXT, PRIMARY KEY(a, b));
          INSERT INTO nokey VALUES ('x', 'y'); INSERT INTO counter(v) VALUES ('z');",
     )?;
     let before = s.fingerprint()?;
-    let out = fieldsync(&[&"track", &"--db", &s.db, &"nokey"])?;
-    assert_error(&out, 1, &["'nokey'", "no primary key"]);
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"nocase"])?;
+    assert_error(&out, 1, &["'nocase'", "COLLATE NOCASE"]);
     assert_eq!(s.fingerprint()?, before);
-    let out = fieldsync(&[&"track", &"--db", &s.db, &"counter"])?;
-    assert_error(&out, 1, &["'counter'", "integer primary key"]);
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"--local-key", &"pair", &"pair"])?;
+    assert_error(&out, 1, &["'pair'", "composite key", "without --local-key"]);
+    assert_eq!(s.fingerprint()?, before);
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"--identity", &"v", &"counter"])?;
+    assert_error(&out, 1, &["'v'", "'counter'", "UNIQUE"]);
     assert_eq!(s.fingerprint()?, before);
     // One bad table in a list: nothing is tracked.
-    let out = fieldsync(&[&"track", &"--db", &s.db, &"good", &"nokey"])?;
-    assert_error(&out, 1, &["'nokey'"]);
+    let out = fieldsync(&[&"track", &"--db", &s.db, &"good", &"nocase"])?;
+    assert_error(&out, 1, &["'nocase'"]);
     assert_eq!(s.fingerprint()?, before);
     let out = fieldsync(&[&"track", &"--db", &s.db, &"nosuch"])?;
     assert_error(&out, 1, &["'nosuch'", "does not exist"]);
     assert_eq!(s.fingerprint()?, before);
 
-    // --all tracks the good one and says which it skipped and why.
+    // --all tracks every table it can, says how rows of tables without a
+    // usable key are identified, which it skipped and why, and warns of
+    // integer keys the app may number itself.
     let out = fieldsync_ok(&[&"track", &"--db", &s.db, &"--all"])?;
-    assert!(out.stdout.contains("tracking good"), "{}", out.stdout);
+    assert!(out.stdout.contains("tracking good\n"), "{}", out.stdout);
     assert!(
         out.stdout
-            .lines()
-            .any(|l| l.starts_with("skipped nokey:") && l.contains("PRIMARY KEY")),
+            .contains("tracking nokey (rows identified by their content"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("tracking counter (rows identified by the instance that created them"),
         "{}",
         out.stdout
     );
     assert!(
         out.stdout
             .lines()
-            .any(|l| l.starts_with("skipped counter:") && l.contains("INTEGER PRIMARY KEY")),
+            .any(|l| l.starts_with("skipped nocase:") && l.contains("COLLATE NOCASE")),
         "{}",
         out.stdout
     );
-    assert_eq!(tracked_tables(&s.db)?, vec!["good".to_owned()]);
+    assert!(out.stderr.contains("--local-key pair"), "{}", out.stderr);
+    assert_eq!(
+        tracked_tables(&s.db)?,
+        ["counter", "good", "nokey", "pair"].map(String::from)
+    );
     // The JSON form lists them too.
     let report = fieldsync_ok(&[&"track", &"--db", &s.db, &"--all", &"--json"])?.json()?;
     let skipped = report
         .get("skipped")
         .and_then(serde_json::Value::as_array)
         .ok_or("no skipped list")?;
-    assert_eq!(skipped.len(), 2, "{report}");
+    assert_eq!(skipped.len(), 1, "{report}");
+
+    // Nothing trackable at all: an error that says why and what to do.
+    let t = w.bare_site(
+        "t",
+        "CREATE TABLE only(code TEXT COLLATE NOCASE PRIMARY KEY);",
+    )?;
+    let out = fieldsync(&[&"track", &"--db", &t.db, &"--all"])?;
+    assert_error(&out, 1, &["no table was tracked", "only", "COLLATE NOCASE"]);
+    let e = w.bare_site("e", "")?;
+    let out = fieldsync(&[&"track", &"--db", &e.db, &"--all"])?;
+    assert_error(
+        &out,
+        1,
+        &["no table was tracked", "create the app's tables first"],
+    );
     Ok(())
 }
 

@@ -202,28 +202,39 @@ fn a_held_change_joined_by_a_spilled_record_stays_out_of_have_once_applied() -> 
     let w = World::new()?;
     let hq = w.site("hq", RELIEF_SCHEMA)?;
     let f1 = w.site("field-1", RELIEF_SCHEMA)?;
-    // #1: a village whose district 'ppppp' does not exist yet (app FKs off).
+    // #1, #2: a district and a region, which hq then deletes (field-1 does
+    // not hear of it). A reference that dangles at its sender arrives
+    // unchecked, so the parents must exist at field-1 and not at hq.
+    f1.sql(
+        "INSERT INTO location VALUES ('ppppp', NULL, 'L2', 'District');
+         INSERT INTO location VALUES ('qqqqq', NULL, 'L1', 'Region');",
+    )?;
+    w.send(&f1, &hq)?;
+    hq.sql("DELETE FROM location;")?;
+    // #3: a village in the district: held at hq.
     f1.sql("INSERT INTO location VALUES ('xxxxx', 'ppppp', 'L3', 'Village');")?;
     let (_, imported) = w.send(&f1, &hq)?;
     assert_eq!(num(&imported, "quarantined")?, 1);
-    // #2-#71: 70 orphans of 1 MiB each, sorting before everything else, so
-    // the 64 MiB budget is spent before 'xxxxx' comes; #72: the district;
-    // #73: an edit of the village, refused alone (NOT NULL) and spilled.
+    // #4-#73: 70 orphans of 1 MiB each, sorting before everything else, so
+    // the 64 MiB budget is spent before 'xxxxx' comes; #74-#75: the
+    // district deleted and re-created (a new era, which revives it at hq);
+    // #76: an edit of the village, refused alone (NOT NULL) and spilled.
     f1.sql(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 70)
          INSERT INTO location SELECT printf('a%04d', i), 'qqqqq', 'L3', hex(zeroblob(524288)) FROM n;
+         DELETE FROM location WHERE id = 'ppppp';
          INSERT INTO location VALUES ('ppppp', NULL, 'L2', 'District');
          UPDATE location SET name = 'Village 2' WHERE id = 'xxxxx';",
     )?;
     w.send(&f1, &hq)?;
-    // The village (#1 and #73) is applied at hq ...
+    // The village (#3 and #76) is applied at hq ...
     assert_eq!(
         hq.sql("SELECT name FROM location WHERE id = 'xxxxx';")?
             .trim(),
         "Village 2"
     );
-    // ... so #1 is received: no gap, and only the orphans are held.
-    assert_eq!(origin_field(&hq, "field-1", "quarantined")?, "2-71");
+    // ... so #3 is received: no gap, and only the orphans are held.
+    assert_eq!(origin_field(&hq, "field-1", "quarantined")?, "4-73");
     assert_eq!(
         origin_field(&hq, "field-1", "gaps")?,
         "",

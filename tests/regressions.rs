@@ -174,6 +174,7 @@ fn table_t() -> TableDef {
         key: vec!["id".into()],
         cells: vec!["v".into()],
         schema: vec![],
+        ..TableDef::default()
     }
 }
 

@@ -1,11 +1,12 @@
-//! The bundle file format, version 2 (version 1 is still read):
+//! The bundle file format, version 3 (versions 1 and 2 are still read):
 //! constants and the structures that are encoded. spec/bundle.md is the
 //! normative description; this file and the golden bundles under tests/data/
 //! must agree with it.
 //!
 //! ```text
 //! magic     8 bytes   89 46 53 42 0D 0A 1A 0A  ("\x89FSB\r\n\x1a\n")
-//! version   u16 LE    2 (1: the body holds rows instead of blocks)
+//! version   u16 LE    3 (2: no row identities or tagged references in the
+//!                     header; 1: the body holds rows instead of blocks)
 //! hlen      u32 LE    length of the header
 //! header    hlen bytes, MessagePack map (field names as keys)
 //! body      one zstd frame holding MessagePack values:
@@ -24,6 +25,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use crate::colset::ColSet;
 use crate::seqset::SeqSet;
 use crate::site::SiteId;
+use crate::tracked::Identity;
 use crate::value::Value;
 
 /// The first eight bytes of every bundle. Like PNG's signature, the high byte
@@ -31,8 +33,8 @@ use crate::value::Value;
 /// conversion by mail or FTP in text mode.
 pub const MAGIC: [u8; 8] = [0x89, b'F', b'S', b'B', b'\r', b'\n', 0x1a, b'\n'];
 
-/// The format version this build writes (it reads this one and 1).
-pub const FORMAT_VERSION: u16 = 2;
+/// The format version this build writes (it reads this one, 2 and 1).
+pub const FORMAT_VERSION: u16 = 3;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
@@ -79,7 +81,7 @@ pub struct SiteRef {
 }
 
 /// A table carried by a bundle.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct TableDef {
     /// Table name.
     pub name: String,
@@ -98,6 +100,55 @@ pub struct TableDef {
         deserialize_with = "de_strings"
     )]
     pub schema: Vec<String>,
+    /// How rows of the table are recognised (spec/merge.md, "Row
+    /// identity"). Absent means by key (and in bundles before version 3).
+    #[serde(default = "key_identity", skip_serializing_if = "is_key_identity")]
+    pub identity: Identity,
+    /// Columns that refer to rows of other tracked tables; their values
+    /// are tagged (see [`crate::refs`]). Absent before version 3.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_refs"
+    )]
+    pub refs: Vec<RefDef>,
+}
+
+impl TableDef {
+    /// Number of values in a record's key: the key columns, or one row
+    /// identity for tables identified by origin or content.
+    pub fn key_len(&self) -> usize {
+        if self.identity.mapped() {
+            1
+        } else {
+            self.key.len()
+        }
+    }
+}
+
+/// A constraint whose columns hold tagged references ([`crate::refs`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefDef {
+    /// The referring columns (cells of the table), in constraint order.
+    #[serde(deserialize_with = "de_strings")]
+    pub cells: Vec<String>,
+    /// The referenced table.
+    pub parent: String,
+    /// How the referenced table identifies its rows at the sender.
+    #[serde(default = "key_identity")]
+    pub identity: Identity,
+}
+
+fn key_identity() -> Identity {
+    Identity::Key
+}
+
+fn is_key_identity(i: &Identity) -> bool {
+    *i == Identity::Key
+}
+
+fn de_refs<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<RefDef>, D::Error> {
+    bounded(d, MAX_LIST)
 }
 
 /// Sequence numbers of one origin.

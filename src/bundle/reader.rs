@@ -420,7 +420,7 @@ impl<R: Read> BundleReader<R> {
                 .header
                 .tables
                 .get(table as usize)
-                .map(|t| t.key.len())
+                .map(|t| t.key_len())
                 .ok_or_else(|| BundleError::Malformed {
                     detail: format!(
                         "a record refers to table #{table} but the header lists {}",
