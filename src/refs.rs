@@ -171,12 +171,12 @@ pub(crate) fn encode(
                 if fk.translate[i] {
                     identity_of(conn, fk, v)?
                 } else {
-                    tagged(TAG_VALUE, &[v.clone()])
+                    tagged(TAG_VALUE, std::slice::from_ref(v))
                 }
             } else {
                 match &found {
-                    None => tagged(TAG_DANGLING, &[v.clone()]),
-                    Some(_) if !fk.translate[i] => tagged(TAG_VALUE, &[v.clone()]),
+                    None => tagged(TAG_DANGLING, std::slice::from_ref(v)),
+                    Some(_) if !fk.translate[i] => tagged(TAG_VALUE, std::slice::from_ref(v)),
                     Some(Value::Blob(gid)) if fk.parent.identity.mapped() => {
                         let mut b = Vec::with_capacity(gid.len() + 1);
                         b.push(TAG_IDENTITY);
@@ -190,7 +190,7 @@ pub(crate) fn encode(
                     }
                     // The parent row has no identity yet: it cannot be
                     // found elsewhere.
-                    Some(_) => tagged(TAG_DANGLING, &[v.clone()]),
+                    Some(_) => tagged(TAG_DANGLING, std::slice::from_ref(v)),
                 }
             };
             out.push((bit, encoded));
@@ -226,7 +226,7 @@ fn identity_of(conn: &Connection, fk: &RefFk, v: &Value) -> Result<Value, Error>
         Some(identity) if !parent.identity.mapped() && identity != Value::Null => {
             tagged(TAG_IDENTITY, &[identity])
         }
-        _ => tagged(TAG_DANGLING, &[v.clone()]),
+        _ => tagged(TAG_DANGLING, std::slice::from_ref(v)),
     })
 }
 

@@ -23,7 +23,7 @@ use crate::merge::RowState;
 use crate::schema::quote_ident;
 use crate::session::Session;
 use crate::store::column_names;
-use crate::tracked::TrackedTable;
+use crate::tracked::{Identity, TrackedTable};
 use crate::value::{Value, decode_key, encode_key};
 
 /// Captured changes folded per chunk (bounds memory).
@@ -49,6 +49,9 @@ pub struct StampReport {
     pub null_keys: u64,
     /// Rows found deleted by `INSERT OR REPLACE` without a DELETE trigger.
     pub replaced: u64,
+    /// Rows of tables without a key found renumbered (by `VACUUM`) and
+    /// mapped again.
+    pub renumbered: u64,
 }
 
 impl StampReport {
@@ -68,7 +71,10 @@ impl StampReport {
 
 /// Fold every pending captured change into the log.
 pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, Error> {
-    let mut report = StampReport::default();
+    let mut report = StampReport {
+        renumbered: remap_after_schema_change(conn, s)?,
+        ..StampReport::default()
+    };
     let columns = column_names(conn, "fieldsync_pending")?;
     let pos = |name: &str| columns.iter().position(|c| c == name);
     let key_pos: Vec<usize> = (0..).map_while(|i| pos(&format!("k{i}"))).collect();
@@ -227,6 +233,140 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
         }
     }
     Ok(report)
+}
+
+/// The schema cookie (`PRAGMA schema_version`), which every schema change
+/// and every `VACUUM` moves.
+pub(crate) fn schema_cookie(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
+}
+
+/// `VACUUM` may renumber the rowids of a table that has neither an
+/// `INTEGER PRIMARY KEY` nor an index, which is how tables without a key
+/// find their rows in `fieldsync_ids`. It moves the schema cookie, so when
+/// the cookie moved since the last stamp, each such table is compared with
+/// its map: rows whose content signature still sits at the mapped rowid
+/// are untouched; if any is not, the table is matched by content instead
+/// (spec/merge.md, "Row identity"): rows with the same content keep their
+/// identity, in rowid order (VACUUM keeps the order), a mapped row whose
+/// content is gone is recorded deleted, and a row whose content is new is
+/// recorded inserted. The captured changes of that table are then
+/// superseded and dropped (their rowids may be stale). Returns how many
+/// rows were matched to another rowid.
+fn remap_after_schema_change(conn: &Connection, s: &mut Session) -> Result<u64, Error> {
+    let cookie = schema_cookie(conn)?;
+    let saved: Option<i64> = crate::site::meta_get(conn, "schema_cookie")?;
+    if saved == Some(cookie) {
+        return Ok(0);
+    }
+    let mut moved = 0;
+    for table in s.catalog.tables().to_vec() {
+        if table.identity == Identity::Content {
+            moved += remap_by_content(conn, s, &table)?;
+        }
+    }
+    crate::site::meta_set(conn, "schema_cookie", cookie)?;
+    Ok(moved)
+}
+
+fn remap_by_content(
+    conn: &Connection,
+    s: &mut Session,
+    table: &TrackedTable,
+) -> Result<u64, Error> {
+    // The map: (gid, local, sig).
+    let mut mapped: Vec<(Vec<u8>, i64, Vec<u8>)> = conn
+        .prepare("SELECT gid, local, sig FROM fieldsync_ids WHERE tbl = ?1 ORDER BY local")?
+        .query_map([table.id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    // The table: (rowid, sig), in rowid order.
+    let rowid = quote_ident(table.local.as_deref().unwrap_or("rowid"));
+    let cols = if table.cells.is_empty() {
+        "1".to_owned()
+    } else {
+        table
+            .cells
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let n = table.cells.len().max(1);
+    let mut rows: Vec<(i64, Vec<u8>)> = Vec::new();
+    {
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {rowid}, {cols} FROM {} ORDER BY {rowid}",
+            quote_ident(&table.name)
+        ))?;
+        let mut q = stmt.query([])?;
+        while let Some(r) = q.next()? {
+            let values = (1..=n)
+                .map(|i| r.get_ref(i).map(Value::from_ref))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            rows.push((r.get(0)?, crate::identity::content_sig(&values).to_vec()));
+        }
+    }
+    let at: HashMap<i64, &Vec<u8>> = rows.iter().map(|(r, sig)| (*r, sig)).collect();
+    let in_place = |(_, local, sig): &(Vec<u8>, i64, Vec<u8>)| at.get(local) == Some(&sig);
+    let all_mapped = {
+        let locals: BTreeSet<i64> = mapped.iter().map(|m| m.1).collect();
+        rows.iter().all(|(r, _)| locals.contains(r))
+    };
+    if all_mapped && mapped.iter().all(in_place) {
+        return Ok(0);
+    }
+    // Match by content, in rowid order.
+    let kept: BTreeSet<i64> = mapped.iter().filter(|m| in_place(m)).map(|m| m.1).collect();
+    mapped.retain(|m| !in_place(m));
+    let mut free: Vec<(i64, Vec<u8>)> = rows
+        .into_iter()
+        .filter(|(r, _)| !kept.contains(r))
+        .collect();
+    conn.prepare_cached("DELETE FROM fieldsync_pending WHERE t = ?1")?
+        .execute([table.id])?;
+    for (gid, ..) in &mapped {
+        unbind(conn, table.id, gid)?;
+    }
+    let mut moved = 0;
+    let mut gone = Vec::new();
+    for (gid, _, sig) in mapped {
+        match free.iter().position(|(_, f)| *f == sig) {
+            Some(i) => {
+                let (local, sig) = free.remove(i);
+                let sig: [u8; 16] = sig.as_slice().try_into().unwrap_or_default();
+                crate::identity::bind(conn, table.id, &gid, &Value::Integer(local), Some(&sig))?;
+                moved += 1;
+            }
+            None => gone.push(gid),
+        }
+    }
+    let cells = table.cells.len();
+    for gid in gone {
+        let before = load_row(conn, &s.sites, table.id, &gid)?;
+        let mut after = before.clone();
+        let hlc = s.clock.stamp(now_unix_ms())?;
+        let seq = s.next_seq()?;
+        after.local_delete(s.local, seq, hlc);
+        save_row(conn, &s.sites, table.id, &gid, &before, &after)?;
+    }
+    for (local, _) in free {
+        let seq = s.next_seq()?;
+        let Some(gid) = assign(conn, table, &Value::Integer(local), s.local, seq)? else {
+            continue;
+        };
+        let before = load_row(conn, &s.sites, table.id, &gid)?;
+        let mut after = before.clone();
+        let hlc = s.clock.stamp(now_unix_ms())?;
+        after.local_insert(s.local, seq, hlc, cells);
+        save_row(conn, &s.sites, table.id, &gid, &before, &after)?;
+    }
+    Ok(moved)
 }
 
 /// True if the table has a UNIQUE constraint or index besides its key, so
