@@ -300,7 +300,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 except,
                 identity,
                 local_key,
-                ..TrackOptions::default()
             };
             let report = instance.track_with(&selection, &opts)?;
             for w in &report.warnings {
