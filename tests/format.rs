@@ -7,7 +7,7 @@
 use std::path::PathBuf;
 
 use fieldsync::bundle::inspect;
-use fieldsync::{ExportTarget, Instance, Selection, Value};
+use fieldsync::{ExportTarget, Instance, Selection, TrackOptions, Value};
 
 const SCHEMA: &str = "
 CREATE TABLE kinds(id TEXT PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, n);
@@ -24,12 +24,55 @@ INSERT INTO pair VALUES ('k', x'0102', 42), ('k', x'', 'empty blob key');
 DELETE FROM kinds WHERE id = 'gone';
 UPDATE kinds SET t = 'after' WHERE id = 'edited';";
 
+/// Since version 3: tables keyed by local numbers (identified by a uuid
+/// column, and by origin), a table without a key, and integer references
+/// that travel as the parent row's identity.
+const SCHEMA_V3: &str = "
+CREATE TABLE org(id INTEGER PRIMARY KEY AUTOINCREMENT, uuid TEXT NOT NULL UNIQUE, name TEXT);
+CREATE TABLE unit(id INTEGER PRIMARY KEY, name TEXT,
+  org INTEGER REFERENCES org(id), parent INTEGER REFERENCES unit(id));
+CREATE TABLE opt(code TEXT, label TEXT);";
+
+const ROWS_V3: &str = "
+PRAGMA foreign_keys = OFF; -- the orphan's parent 99 dangles at the sender
+INSERT INTO org(uuid, name) VALUES ('u-rc', 'Red Cross'), ('u-un', 'UNICEF');
+INSERT INTO unit(name, org, parent) VALUES ('HQ', 2, NULL);
+INSERT INTO unit(name, org, parent) VALUES ('Galle', 2, 1);
+INSERT INTO unit(name, org, parent) VALUES ('Orphan', NULL, 99);
+INSERT INTO opt VALUES ('mis', 'Missing'), ('fnd', 'Found'), ('fnd', 'Found');";
+
+/// What the version-3 tables hold, by content (local ids differ).
+const V3_CONTENT: [&str; 2] = [
+    "SELECT u.name, o.uuid, p.name, u.parent IS NOT NULL FROM unit u \
+     LEFT JOIN org o ON o.id = u.org LEFT JOIN unit p ON p.id = u.parent ORDER BY u.name",
+    "SELECT code, label FROM opt ORDER BY 1, 2",
+];
+
+fn schema(version: u16) -> String {
+    if version >= 3 {
+        format!("{SCHEMA}{SCHEMA_V3}")
+    } else {
+        SCHEMA.to_owned()
+    }
+}
+
+fn track(instance: &mut Instance) -> fieldsync::Result<()> {
+    instance.track_with(
+        &Selection::All,
+        &TrackOptions {
+            identity: Some("uuid".into()),
+            ..TrackOptions::default()
+        },
+    )?;
+    Ok(())
+}
+
 fn golden(version: u16) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(format!("tests/data/golden-v{version}.bundle"))
 }
 
 /// Every format version this build must still read.
-const VERSIONS: [u16; 2] = [1, 2];
+const VERSIONS: [u16; 3] = [1, 2, 3];
 
 fn rows(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<Vec<Value>>> {
     let mut stmt = conn.prepare(sql)?;
@@ -46,10 +89,12 @@ fn write_golden() -> Result<(), Box<dyn std::error::Error>> {
     }
     let dir = tempfile::tempdir()?;
     let (mut hq, _) = Instance::init(dir.path().join("hq.db"), "golden-hq")?;
-    hq.connection().execute_batch(SCHEMA)?;
-    hq.track(&Selection::All)?;
+    let version = fieldsync::bundle::format::FORMAT_VERSION;
+    hq.connection().execute_batch(&schema(version))?;
+    track(&mut hq)?;
     hq.connection().execute_batch(ROWS)?;
-    let path = golden(fieldsync::bundle::format::FORMAT_VERSION);
+    hq.connection().execute_batch(ROWS_V3)?;
+    let path = golden(version);
     std::fs::create_dir_all(path.parent().ok_or("no parent")?)?;
     hq.export_to_file(&ExportTarget::Full, &path)?;
     Ok(())
@@ -77,20 +122,43 @@ fn golden_inspects_intact(version: u16) -> Result<(), Box<dyn std::error::Error>
     assert_eq!(info.header.sender.name, "golden-hq");
     assert!(info.header.full);
     let names: Vec<&str> = info.header.tables.iter().map(|t| t.name.as_str()).collect();
-    assert_eq!(names, ["kinds", "pair"]);
     let end = info.end.ok_or("no end record")?;
-    // 4 live kinds rows + 1 tombstone, 2 pair rows.
-    assert_eq!(end.per_table, [5, 2]);
+    if version >= 3 {
+        assert_eq!(names, ["kinds", "pair", "org", "unit", "opt"]);
+        // 4 live kinds rows + 1 tombstone, 2 pair rows, 2 orgs, 3 units, 3 options.
+        assert_eq!(end.per_table, [5, 2, 2, 3, 3]);
+    } else {
+        assert_eq!(names, ["kinds", "pair"]);
+        // 4 live kinds rows + 1 tombstone, 2 pair rows.
+        assert_eq!(end.per_table, [5, 2]);
+    }
     Ok(())
 }
 
 fn golden_imports_every_value_exactly(version: u16) -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let (mut field, _) = Instance::init(dir.path().join("field.db"), "field")?;
-    field.connection().execute_batch(SCHEMA)?;
-    field.track(&Selection::All)?;
+    field.connection().execute_batch(&schema(3))?;
+    // Rows the field instance numbers itself, so received rows get others.
+    field
+        .connection()
+        .execute_batch("INSERT INTO unit(name) VALUES ('local');")?;
+    track(&mut field)?;
     let report = field.import_file(&golden(version))?;
-    assert_eq!(report.applied, 7);
+    assert_eq!(report.applied, if version >= 3 { 15 } else { 7 });
+    if version >= 3 {
+        let reference = rusqlite::Connection::open_in_memory()?;
+        reference.execute_batch(&schema(3))?;
+        reference.execute_batch(ROWS_V3)?;
+        reference.execute_batch("INSERT INTO unit(name) VALUES ('local');")?;
+        for sql in V3_CONTENT {
+            assert_eq!(
+                rows(field.connection(), sql)?,
+                rows(&reference, sql)?,
+                "v{version}: {sql}"
+            );
+        }
+    }
 
     // The same rows, written directly, must read back identically.
     let reference = rusqlite::Connection::open_in_memory()?;
