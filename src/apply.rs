@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use rusqlite::config::DbConfig;
 use rusqlite::{Connection, params_from_iter};
 
 use crate::colset::{ColSet, SENTINEL};
@@ -298,6 +299,24 @@ impl Applier {
                 break;
             }
         }
+        // Deletes still held for children the origin did not know: the
+        // schema's ON DELETE CASCADE / SET NULL, carried out here.
+        let mut rest = Vec::with_capacity(entries.len());
+        for e in entries {
+            let referenced = e
+                .refusal
+                .as_ref()
+                .is_some_and(|r| r.reason == Reason::StillReferenced);
+            if referenced && e.change.cl % 2 == 0 {
+                let saw = if e.sender_saw { seen } else { None };
+                if let Some(verdict) = self.cascade_and_apply(conn, s, &e.change, saw)? {
+                    self.applied_entry(conn, s, &e, verdict)?;
+                    continue;
+                }
+            }
+            rest.push(e);
+        }
+        let entries = rest;
         for mut e in entries {
             // Versions this instance received before (a full export sends
             // them again with the held ones) are applied already: the entry
@@ -356,6 +375,38 @@ impl Applier {
             }
         }
         Ok(())
+    }
+
+    /// Carry out the `ON DELETE` actions that let the delete `change` apply
+    /// (see [`ForeignKeys::cascade`]), with triggers on so the children's
+    /// deletes and updates are captured as this instance's changes, then
+    /// apply it. `None`, with nothing changed, if some child still stops it.
+    fn cascade_and_apply(
+        &mut self,
+        conn: &Connection,
+        s: &mut Session,
+        change: &Change,
+        seen: Option<&BTreeMap<i64, SeqSet>>,
+    ) -> Result<Option<Verdict>, Error> {
+        let table = s.catalog.tables()[change.table].clone();
+        let Some(at) = locate(conn, &table, &change.pk, &change.key)? else {
+            return Ok(None);
+        };
+        let mut sp = Savepoint::new(conn, "fieldsync_cascade")?;
+        let triggers = conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?;
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+        let done = self.fks.cascade(conn, s.catalog.tables(), &table, &at, 0);
+        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers)?;
+        if !done? {
+            return Ok(None);
+        }
+        match apply(conn, s, self, change, seen)? {
+            Ok(verdict) => {
+                sp.release()?;
+                Ok(Some(verdict))
+            }
+            Err(_) => Ok(None),
+        }
     }
 
     /// Changes refused only for their references may fit together: two
@@ -567,6 +618,41 @@ pub(crate) fn apply(
             ap.overwritten += losses.len() as u64;
         }
         return Ok(Ok(outcome.verdict));
+    }
+}
+
+/// A savepoint that rolls back unless released (the shape of rusqlite's
+/// own savepoint, on a shared connection).
+struct Savepoint<'c> {
+    conn: &'c Connection,
+    name: &'static str,
+    done: bool,
+}
+
+impl<'c> Savepoint<'c> {
+    fn new(conn: &'c Connection, name: &'static str) -> Result<Savepoint<'c>, Error> {
+        conn.execute_batch(&format!("SAVEPOINT {name}"))?;
+        Ok(Savepoint {
+            conn,
+            name,
+            done: false,
+        })
+    }
+
+    fn release(&mut self) -> Result<(), Error> {
+        self.conn.execute_batch(&format!("RELEASE {}", self.name))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for Savepoint<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self
+                .conn
+                .execute_batch(&format!("ROLLBACK TO {0}; RELEASE {0}", self.name));
+        }
     }
 }
 

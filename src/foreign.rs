@@ -39,6 +39,9 @@ pub struct ForeignKey {
     /// The referenced columns (the named ones, or the parent's primary
     /// key), all present in the parent.
     pub to: Vec<String>,
+    /// The `ON DELETE` action as SQLite reports it (`CASCADE`, `SET NULL`,
+    /// `SET DEFAULT`, `RESTRICT`, `NO ACTION`).
+    pub on_delete: String,
 }
 
 /// The foreign keys touching the tracked tables, both ways.
@@ -236,6 +239,113 @@ impl ForeignKeys {
         Ok(None)
     }
 
+    /// Before the row of `table` at `key` (its SQL key) is deleted: carry
+    /// out the `ON DELETE CASCADE` and `SET NULL` actions of the constraints
+    /// whose children still point at it (and at no other row), as SQLite
+    /// would with foreign keys on, children's children first. Returns false,
+    /// having changed nothing the caller needs to keep, if a constraint
+    /// without such an action still has children: the caller rolls back.
+    /// The caller enables triggers, so the children's deletes and updates
+    /// are captured as this instance's changes.
+    pub fn cascade(
+        &self,
+        conn: &Connection,
+        tables: &[TrackedTable],
+        table: &TrackedTable,
+        key: &[Value],
+        depth: usize,
+    ) -> Result<bool, Error> {
+        const MAX_DEPTH: usize = 64;
+        let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
+            return Ok(true);
+        };
+        if depth > MAX_DEPTH {
+            return Ok(false);
+        }
+        for fk in fks {
+            let Some(child) = tables
+                .iter()
+                .find(|t| t.name.eq_ignore_ascii_case(&fk.child))
+            else {
+                continue;
+            };
+            let this = |alias: &str| {
+                table
+                    .sql_key()
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| format!("{alias}.{} IS ?{}", quote_ident(k), i + 1))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            };
+            let child_key = child
+                .sql_key()
+                .iter()
+                .map(|k| format!("c.{}", quote_ident(k)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
+                format!(" AND NOT ({})", this("c"))
+            } else {
+                String::new()
+            };
+            let sql = format!(
+                "SELECT {child_key} FROM {parent} AS p JOIN {child} AS c ON {on} \
+                 WHERE {this_p}{not_itself} \
+                 AND NOT EXISTS (SELECT 1 FROM {parent} AS o WHERE {on_o} AND NOT ({this_o}))",
+                parent = quote_ident(&fk.parent),
+                child = quote_ident(&fk.child),
+                on = matching("p", &fk.to, &fk.from),
+                this_p = this("p"),
+                on_o = matching("o", &fk.to, &fk.from),
+                this_o = this("o"),
+            );
+            let n = child.sql_key_len();
+            let children: Vec<Vec<Value>> = conn
+                .prepare(&sql)?
+                .query_map(params_from_iter(key.iter()), |r| {
+                    (0..n).map(|i| r.get::<_, Value>(i)).collect()
+                })?
+                .collect::<rusqlite::Result<_>>()?;
+            if children.is_empty() {
+                continue;
+            }
+            match fk.on_delete.to_ascii_uppercase().as_str() {
+                "CASCADE" => {
+                    for c in &children {
+                        if !self.cascade(conn, tables, child, c, depth + 1)? {
+                            return Ok(false);
+                        }
+                        conn.prepare(&format!(
+                            "DELETE FROM {} WHERE {}",
+                            quote_ident(&child.name),
+                            child.key_predicate()
+                        ))?
+                        .execute(params_from_iter(c.iter()))?;
+                    }
+                }
+                "SET NULL" => {
+                    let set = fk
+                        .from
+                        .iter()
+                        .map(|f| format!("{} = NULL", quote_ident(f)))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    for c in &children {
+                        conn.prepare(&format!(
+                            "UPDATE {} SET {set} WHERE {}",
+                            quote_ident(&child.name),
+                            child.key_predicate()
+                        ))?
+                        .execute(params_from_iter(c.iter()))?;
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
+    }
+
     /// After rows of `table` were deleted (`changed` none) or the columns
     /// `changed` rewritten: children pointing at no row at all. A full scan
     /// of each child table, made only in the rare cases that need it (a
@@ -332,7 +442,7 @@ fn touches(to: &[String], changed: &[String]) -> bool {
 /// to refer to) are left out, as SQLite leaves them unchecked.
 pub fn followable(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Error> {
     let mut stmt = conn.prepare_cached(
-        "SELECT id, \"table\", \"from\", \"to\" FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
+        "SELECT id, \"table\", \"from\", \"to\", on_delete FROM pragma_foreign_key_list(?1) ORDER BY id, seq",
     )?;
     let rows = stmt.query_map([table], |r| {
         Ok((
@@ -340,11 +450,12 @@ pub fn followable(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Err
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
             r.get::<_, Option<String>>(3)?,
+            r.get::<_, String>(4)?,
         ))
     })?;
     let mut out: Vec<(i64, ForeignKey)> = Vec::new();
     for row in rows {
-        let (id, parent, from, to) = row?;
+        let (id, parent, from, to, on_delete) = row?;
         match out.last_mut() {
             Some((last, fk)) if *last == id => {
                 fk.from.push(from);
@@ -357,6 +468,7 @@ pub fn followable(conn: &Connection, table: &str) -> Result<Vec<ForeignKey>, Err
                     from: vec![from],
                     parent,
                     to: to.into_iter().collect(),
+                    on_delete,
                 },
             )),
         }

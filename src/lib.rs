@@ -89,4 +89,5 @@ pub use import::{ImportReport, RetryReport};
 pub use instance::{CompactReport, Instance, SetupReport};
 pub use site::SiteId;
 pub use status::Status;
+pub use tracked::Identity;
 pub use value::Value;

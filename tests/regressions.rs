@@ -63,6 +63,32 @@ fn import(i: &mut Instance, bundle: &[u8]) -> Result<ImportReport, fieldsync::Er
     i.import(Cursor::new(bundle))
 }
 
+/// Every row of every table, fieldsync's included: equal dumps mean a
+/// refused import changed nothing.
+fn dump(i: &Instance) -> Res<Vec<String>> {
+    let conn = i.connection();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for t in tables {
+        let mut stmt = conn.prepare(&format!("SELECT * FROM \"{t}\" ORDER BY 1"))?;
+        let n = stmt.column_count();
+        let rows = stmt
+            .query_map([], |r| {
+                (0..n)
+                    .map(|k| r.get::<_, Value>(k).map(|v| v.to_string()))
+                    .collect::<Result<Vec<_>, _>>()
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        for row in rows {
+            out.push(format!("{t}: {}", row.join(", ")));
+        }
+    }
+    Ok(out)
+}
+
 /// Rows of `t` as `quote(id)=v`, ordered by id.
 fn rows(i: &Instance) -> Res<Vec<String>> {
     let mut s = i
@@ -1149,5 +1175,156 @@ fn unique_column_renumbered_across_many_rows_imports() -> Res {
         )?,
         20_000
     );
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Row identities and references (tables keyed by local numbers)
+// ---------------------------------------------------------------------------
+
+/// Tables keyed by local integers: a parent identified by origin and a
+/// child whose reference to it travels tagged.
+const LOCAL: &str = "CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT);
+                     CREATE TABLE c(id TEXT PRIMARY KEY, p INTEGER REFERENCES p(id));";
+
+/// A crafted bundle for [`LOCAL`]: one record of `table` with `key` and
+/// cell values `values`, its header saying what `defs` say.
+fn craft_local(defs: Vec<TableDef>, table: u32, key: Value, values: Vec<Value>) -> Res<Vec<u8>> {
+    let sender = evil();
+    let h = header(
+        &sender,
+        2 << 22,
+        vec![sender.clone()],
+        defs,
+        vec![seqs(0, 1, 1)],
+        vec![seqs(0, 1, 1)],
+    );
+    let mut w = BundleWriter::new(Vec::new(), &h)?;
+    let bits: Vec<usize> = (0..=values.len()).collect();
+    w.write_row(
+        table,
+        &[key],
+        1,
+        &[VersionRecord {
+            origin: 0,
+            seq: 1,
+            hlc: 1 << 22,
+            cols: ColSet::of(&bits),
+        }],
+        &values,
+    )?;
+    Ok(w.finish()?.0)
+}
+
+fn def_p() -> TableDef {
+    TableDef {
+        name: "p".into(),
+        cells: vec!["name".into()],
+        identity: fieldsync::Identity::Origin,
+        ..TableDef::default()
+    }
+}
+
+fn def_c(parent_identity: fieldsync::Identity) -> TableDef {
+    TableDef {
+        name: "c".into(),
+        key: vec!["id".into()],
+        cells: vec!["p".into()],
+        refs: vec![fieldsync::bundle::RefDef {
+            cells: vec!["p".into()],
+            parent: "p".into(),
+            identity: parent_identity,
+        }],
+        ..TableDef::default()
+    }
+}
+
+/// A row identity that is not a 24-byte blob would be written to the log
+/// under a key no export could decode as an identity; refused up front.
+#[test]
+fn a_row_identity_of_the_wrong_form_is_refused() -> Res {
+    let dir = tempfile::tempdir()?;
+    let mut field = instance(dir.path(), "field", LOCAL)?;
+    let before = dump(&field)?;
+    for key in [
+        Value::Integer(5),
+        Value::Blob(vec![7; 23]),
+        Value::text("x"),
+    ] {
+        let b = craft_local(vec![def_p()], 0, key, vec![Value::text("n")])?;
+        let e = import(&mut field, &b).err().ok_or("accepted")?;
+        assert!(is_malformed(&e, "malformed key"), "{e}");
+        assert_eq!(dump(&field)?, before);
+    }
+    Ok(())
+}
+
+/// A tagged reference is a blob the receiver decodes; any other value, an
+/// unknown tag, or an identity payload of the wrong form is refused with
+/// the database unchanged, before anything is applied.
+#[test]
+fn a_malformed_tagged_reference_is_refused() -> Res {
+    let dir = tempfile::tempdir()?;
+    let mut field = instance(dir.path(), "field", LOCAL)?;
+    let before = dump(&field)?;
+    let mut gid = vec![2u8, 0x91, 0xc4, 24];
+    gid.extend([1u8; 24]);
+    let cases = [
+        Value::Integer(5),
+        Value::Blob(vec![9, 0x91, 5]),
+        Value::Blob(vec![2, 0x91, 0xc4, 3, 1, 2, 3]),
+        Value::Blob(vec![1, 0x92, 1, 2]),
+        Value::Blob(vec![]),
+    ];
+    for v in cases {
+        let b = craft_local(
+            vec![def_c(fieldsync::Identity::Origin)],
+            0,
+            Value::text("c1"),
+            vec![v.clone()],
+        )?;
+        let e = import(&mut field, &b)
+            .err()
+            .ok_or(format!("accepted {v:?}"))?;
+        assert!(is_malformed(&e, "reference"), "{v:?}: {e}");
+        assert_eq!(dump(&field)?, before);
+    }
+    // Well formed, pointing at a row this instance does not have: held.
+    let b = craft_local(
+        vec![def_c(fieldsync::Identity::Origin)],
+        0,
+        Value::text("c1"),
+        vec![Value::Blob(gid)],
+    )?;
+    assert_eq!(import(&mut field, &b)?.quarantined, 1);
+    Ok(())
+}
+
+/// A bundle identifying a table's rows otherwise than this instance does
+/// (a table tracked with another identity, or a reference to such a
+/// table) is refused with what to do, before anything is applied.
+#[test]
+fn a_bundle_identifying_rows_otherwise_is_refused() -> Res {
+    let dir = tempfile::tempdir()?;
+    let mut field = instance(dir.path(), "field", LOCAL)?;
+    let before = dump(&field)?;
+    let mut by_key = def_p();
+    by_key.identity = fieldsync::Identity::Key;
+    by_key.key = vec!["id".into()];
+    let b = craft_local(vec![by_key], 0, Value::Integer(1), vec![Value::text("n")])?;
+    let e = import(&mut field, &b).err().ok_or("accepted")?;
+    assert!(e.to_string().contains("track it the same way"), "{e}");
+    let b = craft_local(
+        vec![def_c(fieldsync::Identity::Content)],
+        0,
+        Value::text("c1"),
+        vec![Value::Null],
+    )?;
+    let e = import(&mut field, &b).err().ok_or("accepted")?;
+    assert!(
+        e.to_string().contains("identifies its rows by content"),
+        "{e}"
+    );
+    assert_eq!(dump(&field)?, before);
     Ok(())
 }

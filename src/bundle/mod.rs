@@ -9,7 +9,7 @@ pub mod writer;
 
 use std::io::{Read, Seek};
 
-pub use format::{End, Header, OriginSeqs, RowRecord, SiteRef, TableDef, VersionRecord};
+pub use format::{End, Header, OriginSeqs, RefDef, RowRecord, SiteRef, TableDef, VersionRecord};
 pub use reader::{BundleReader, verify};
 pub use writer::{BundleWriter, WriteSummary};
 
