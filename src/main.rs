@@ -925,7 +925,11 @@ fn inspect_json(info: &BundleInfo) -> serde_json::Value {
         "tables": h.tables.iter().enumerate().map(|(i, t)| serde_json::json!({
             "name": t.name,
             "key": t.key,
+            "identity": t.identity,
             "columns": t.cells,
+            "references": t.refs.iter().map(|r| serde_json::json!({
+                "columns": r.cells, "table": r.parent,
+            })).collect::<Vec<_>>(),
             "changes": info.end.as_ref().and_then(|e| e.per_table.get(i)),
         })).collect::<Vec<_>>(),
         "covers": h.covers.iter().map(|c| (origin(c.origin), c.seqs.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
@@ -964,11 +968,16 @@ fn print_inspect(info: &BundleInfo, file: &Path) {
             .and_then(|e| e.per_table.get(i))
             .map(|n| n.to_string())
             .unwrap_or_else(|| "?".into());
+        let identified = match t.identity {
+            fieldsync::Identity::Key => format!("key ({})", t.key.join(", ")),
+            fieldsync::Identity::Column => format!("rows by {}", t.key.join(", ")),
+            fieldsync::Identity::Origin => "rows by origin".to_owned(),
+            fieldsync::Identity::Content => "rows by content".to_owned(),
+        };
         println!(
-            "  {:<24} {:>8} changes   key ({}) columns ({})",
+            "  {:<24} {:>8} changes   {identified} columns ({})",
             t.name,
             n,
-            t.key.join(", "),
             t.cells.join(", ")
         );
     }
