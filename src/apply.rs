@@ -1021,7 +1021,7 @@ fn unique_detail(
     let sql = format!(
         "SELECT {} FROM {} WHERE {}",
         table
-            .key
+            .sql_key()
             .iter()
             .map(|k| quote_ident(k))
             .collect::<Vec<_>>()
@@ -1036,7 +1036,9 @@ fn unique_detail(
     );
     let other: Vec<Value> = conn
         .query_row(&sql, params_from_iter(values.iter()), |r| {
-            (0..table.key.len()).map(|i| r.get::<_, Value>(i)).collect()
+            (0..table.sql_key_len())
+                .map(|i| r.get::<_, Value>(i))
+                .collect()
         })
         .ok()?;
     let what = columns

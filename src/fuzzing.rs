@@ -169,14 +169,19 @@ pub fn import_mutated(target: &ImportTarget, data: &[u8]) -> Outcome {
 
 /// The app schema of the seed database and the instances that made the
 /// seed bundles: a NOT NULL, a UNIQUE and a CHECK column, a composite key
-/// of a WITHOUT ROWID table, and an untyped key (where 1 and 1.0 are one
-/// key).
+/// of a WITHOUT ROWID table, an untyped key (where 1 and 1.0 are one
+/// key), a hierarchy keyed by local integers (rows identified by origin,
+/// references translated), and a table without a key (rows identified by
+/// content).
 pub const SCHEMA: &str = "
 CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT,
                     code TEXT UNIQUE, age INTEGER CHECK (age IS NULL OR age >= 0));
 CREATE TABLE visit(person TEXT, day INTEGER, note, score REAL,
                    PRIMARY KEY(person, day)) WITHOUT ROWID;
 CREATE TABLE tag(k PRIMARY KEY, v);
+CREATE TABLE place(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT,
+                   parent INTEGER REFERENCES place(id), person TEXT REFERENCES person(id));
+CREATE TABLE opt(field TEXT, code TEXT, label TEXT);
 ";
 
 /// Name of the seed instance the import target imports into.
@@ -347,7 +352,12 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
            ('p5', 'Eli Sato', NULL, 'E5', 25), ('p6', 'Fatma Ali', 'found', 'F6', 40);
          INSERT INTO visit VALUES ('p1', 1, 'first contact', 2.5), ('p1', 2, 42, NULL),
            ('p3', 1, x'00ff10', -1.25), ('p5', 3, NULL, 1e300);
-         INSERT INTO tag VALUES (1, 'one'), ('x', 2.0), (x'beef', NULL), (2.5, 'two and a half');",
+         INSERT INTO tag VALUES (1, 'one'), ('x', 2.0), (x'beef', NULL), (2.5, 'two and a half');
+         PRAGMA foreign_keys = OFF; -- 'Nowhere' points at rows that do not exist
+         INSERT INTO place(name, parent, person) VALUES ('Sri Lanka', NULL, NULL), ('Galle', 1, 'p1'),
+           ('Nowhere', 99, 'p9');
+         INSERT INTO opt VALUES ('status', 'mis', 'Missing'), ('status', 'fnd', 'Found'),
+           ('status', 'fnd', 'Found');",
     )?;
     hq.track(&Selection::All)?;
     let base = full(&mut hq)?;
@@ -360,7 +370,9 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
          DELETE FROM person WHERE id = 'p2';
          INSERT INTO person VALUES ('p7', 'Gita Rao', 'missing', 'G7', 19);
          UPDATE visit SET note = 'seen at camp' WHERE person = 'p1' AND day = 1;
-         INSERT INTO tag VALUES (3, 'three');",
+         INSERT INTO tag VALUES (3, 'three');
+         INSERT INTO place(name, parent, person) VALUES ('Unawatuna', 2, 'p7');
+         UPDATE opt SET label = 'Found alive' WHERE rowid = 2;",
     )?;
     let seed_to_hq = bundle_for(&mut seed, "hq")?;
     let seed_db = seed.path().to_owned();
@@ -381,7 +393,10 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
          UPDATE person SET code = 'F7' WHERE id = 'p6';
          UPDATE person SET code = 'F6' WHERE id = 'p5';
          UPDATE visit SET score = 9.75 WHERE person = 'p3';
-         DELETE FROM tag WHERE k = 'x';",
+         DELETE FROM tag WHERE k = 'x';
+         INSERT INTO place(name, parent, person) VALUES ('Matara', 1, 'p2');
+         UPDATE place SET parent = 4 WHERE name = 'Galle';
+         INSERT INTO opt VALUES ('status', 'inj', 'Injured');",
     )?;
     bundles.push(("hq-delta".to_owned(), bundle_for(&mut hq, SEED_NAME)?));
 
@@ -391,7 +406,10 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
          INSERT INTO visit VALUES ('q1', 1, CAST(x'c3a9e28099ff' AS TEXT), -0.0), ('p1', 3, x'', 0.1);
          UPDATE tag SET k = 4.0 WHERE k = 1;
          INSERT INTO tag VALUES (-9223372036854775808, 9223372036854775807);
-         DELETE FROM visit WHERE person = 'p5';",
+         DELETE FROM visit WHERE person = 'p5';
+         INSERT INTO place(name, parent, person) VALUES ('Hikkaduwa', 2, 'q1');
+         DELETE FROM opt WHERE code = 'mis';
+         INSERT INTO opt VALUES ('status', 'inj', 'Injured');",
     )?;
     bundles.push(("field-2-relay".to_owned(), bundle_for(&mut f2, SEED_NAME)?));
     bundles.push(("hq-full".to_owned(), full(&mut hq)?));

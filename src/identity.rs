@@ -94,6 +94,27 @@ fn is_unique(conn: &Connection, table: &str, column: &str) -> Result<bool, Error
     Ok(false)
 }
 
+/// Check that `column` can identify rows: NOT NULL, with a UNIQUE index of
+/// its own compared byte for byte.
+pub fn check_identity_column(
+    conn: &Connection,
+    shape: &TableShape,
+    column: &str,
+) -> Result<(), Error> {
+    let not_null = shape
+        .columns
+        .iter()
+        .any(|c| c.name.eq_ignore_ascii_case(column) && c.not_null);
+    if !not_null || !is_unique(conn, &shape.name, column)? {
+        return Err(TrackError::IdentityNotUnique {
+            table: shape.name.clone(),
+            column: column.to_owned(),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// The layout of a table tracked with `identity` (and, for
 /// [`Identity::Column`], identity column `column`), read from its shape.
 pub fn layout_of(
@@ -247,13 +268,7 @@ pub(crate) fn plan(
                 .iter()
                 .find(|c| c.name.eq_ignore_ascii_case(col) && c.key_pos.is_none())
             {
-                if !c.not_null || !is_unique(conn, &shape.name, &c.name)? {
-                    return Err(TrackError::IdentityNotUnique {
-                        table: shape.name.clone(),
-                        column: c.name.clone(),
-                    }
-                    .into());
-                }
+                check_identity_column(conn, shape, &c.name)?;
                 return layout_of(shape, Identity::Column, Some(&c.name));
             }
         }
@@ -310,6 +325,32 @@ pub fn content_gid(sig: &[u8; 16], copy: u32) -> Value {
     b.extend_from_slice(sig);
     b.extend_from_slice(&copy.to_be_bytes());
     Value::Blob(b)
+}
+
+/// A row's key as an operator reads it: SQL literals, or for an identity
+/// that is not a column, what it means ("row 12 of 'field-1'", "row with
+/// content 3f2a…").
+pub fn shown_key(conn: &Connection, table: &TrackedTable, key: &[Value]) -> Result<String, Error> {
+    match (table.identity, key) {
+        (Identity::Origin, [Value::Blob(b)]) if b.len() == ORIGIN_GID_LEN => {
+            let seq = u64::from_be_bytes(b[16..].try_into().unwrap_or_default());
+            let name: Option<String> = conn
+                .prepare_cached("SELECT name FROM fieldsync_sites WHERE site_id = ?1")?
+                .query_row([&b[..16]], |r| r.get(0))
+                .optional()?;
+            let site = SiteId::from_slice(&b[..16]).map(|s| s.to_string());
+            Ok(format!(
+                "row created by change #{seq} of '{}'",
+                name.or(site).unwrap_or_default()
+            ))
+        }
+        (Identity::Content, [Value::Blob(b)]) if b.len() == CONTENT_GID_LEN => {
+            let copy = u32::from_be_bytes(b[16..].try_into().unwrap_or_default());
+            let hex: String = b[..4].iter().map(|x| format!("{x:02x}")).collect();
+            Ok(format!("row with content {hex}…, copy {copy}"))
+        }
+        _ => Ok(crate::value::key_literal(key)),
+    }
 }
 
 /// True if `key` is a well-formed identity for a table of `identity`.
@@ -420,13 +461,18 @@ pub fn row_values(
 /// A new identity for the local row `local` of a mapped table, created by
 /// change `seq` of this instance, bound in the map. `None` if the row is
 /// no longer there (it was inserted and deleted before it was stamped; its
-/// delete finds nothing either, so nothing is replicated).
-pub fn assign(
+/// delete finds nothing either, so nothing is replicated). `refs` are the
+/// table's followed references ([`crate::refs`]): a content identity is
+/// computed from the row as every instance sees it, with a reference to a
+/// row keyed by a local number taken as that row's identity, not the local
+/// number (which means another row elsewhere).
+pub(crate) fn assign(
     conn: &Connection,
     table: &TrackedTable,
     local: &Value,
     site: SiteId,
     seq: u64,
+    refs: &[crate::refs::RefFk],
 ) -> Result<Option<Vec<u8>>, Error> {
     let Some(values) = row_values(conn, table, local)? else {
         return Ok(None);
@@ -434,9 +480,17 @@ pub fn assign(
     match table.identity {
         Identity::Content => {
             let sig = content_sig(&values);
+            let mut global = values;
+            for (bit, tagged) in crate::refs::encode(conn, refs, &global)? {
+                if matches!(&tagged, Value::Blob(b) if b.first() == Some(&crate::refs::TAG_IDENTITY))
+                {
+                    global[bit - 1] = tagged;
+                }
+            }
+            let birth = content_sig(&global);
             let mut copy = 0u32;
             loop {
-                let gid = encode_key(&[content_gid(&sig, copy)]);
+                let gid = encode_key(&[content_gid(&birth, copy)]);
                 if local_of(conn, table.id, &gid)?.is_none() {
                     bind(conn, table.id, &gid, local, Some(&sig))?;
                     return Ok(Some(gid));

@@ -27,7 +27,7 @@ use crate::merge::{RowState, Version};
 use crate::seqset::SeqSet;
 use crate::site::{SiteId, Sites};
 use crate::tracked::TrackedTable;
-use crate::value::{Value, encode_key, key_literal};
+use crate::value::{Value, encode_key};
 
 /// Why a change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -295,7 +295,7 @@ pub(crate) fn hold(
     )?
     .execute(params![
         table.name,
-        key_literal(&change.key),
+        crate::identity::shown_key(conn, table, &change.key)?,
         change.pk,
         refusal.reason.as_str(),
         refusal.detail,

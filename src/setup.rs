@@ -131,9 +131,14 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
                 def.key.join(", ")
             )));
         }
-        if def.identity == crate::tracked::Identity::Key {
-            crate::schema::check_key_collation(&scratch, &shape)
-                .map_err(|e| refuse(e.to_string()))?;
+        match def.identity {
+            crate::tracked::Identity::Key => crate::schema::check_key_collation(&scratch, &shape)
+                .map_err(|e| refuse(e.to_string()))?,
+            crate::tracked::Identity::Column => {
+                crate::identity::check_identity_column(&scratch, &shape, &layout.key[0])
+                    .map_err(|e| refuse(e.to_string()))?
+            }
+            _ => {}
         }
         out.extend(def.schema.iter().cloned());
     }

@@ -89,6 +89,8 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     };
     let mut last_id = 0i64;
     let mut written: BTreeSet<i64> = BTreeSet::new();
+    // References of tables without a key, loaded when first needed.
+    let mut content_refs: Option<Vec<Vec<crate::refs::RefFk>>> = None;
     loop {
         // Read one chunk of captured changes.
         let mut chunk: Vec<Captured> = Vec::new();
@@ -176,7 +178,8 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                     None if c.op == op::DELETE => continue,
                     None => {
                         let seq = crate::session::next_seq(&mut s.seq)?;
-                        match assign(conn, table, local, s.local, seq)? {
+                        let refs = refs_of(conn, &s.catalog, &mut content_refs, table)?;
+                        match assign(conn, table, local, s.local, seq, refs)? {
                             Some(gid) => {
                                 numbered = Some(seq);
                                 gid
@@ -233,6 +236,27 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
         }
     }
     Ok(report)
+}
+
+/// The followed references of `table` if it is identified by content (its
+/// identity depends on them), loaded once per stamping pass.
+fn refs_of<'a>(
+    conn: &Connection,
+    catalog: &crate::tracked::Catalog,
+    cache: &'a mut Option<Vec<Vec<crate::refs::RefFk>>>,
+    table: &TrackedTable,
+) -> Result<&'a [crate::refs::RefFk], Error> {
+    if table.identity != Identity::Content {
+        return Ok(&[]);
+    }
+    if cache.is_none() {
+        *cache = Some(crate::refs::load(conn, catalog.tables())?);
+    }
+    let i = catalog.tables().iter().position(|t| t.id == table.id);
+    Ok(match (cache.as_deref(), i) {
+        (Some(all), Some(i)) => all.get(i).map_or(&[], Vec::as_slice),
+        _ => &[],
+    })
 }
 
 /// The schema cookie (`PRAGMA schema_version`), which every schema change
@@ -347,6 +371,12 @@ fn remap_by_content(
         }
     }
     let cells = table.cells.len();
+    let refs = crate::refs::load(conn, s.catalog.tables())?
+        .into_iter()
+        .zip(s.catalog.tables())
+        .find(|(_, t)| t.id == table.id)
+        .map(|(r, _)| r)
+        .unwrap_or_default();
     for gid in gone {
         let before = load_row(conn, &s.sites, table.id, &gid)?;
         let mut after = before.clone();
@@ -357,7 +387,7 @@ fn remap_by_content(
     }
     for (local, _) in free {
         let seq = s.next_seq()?;
-        let Some(gid) = assign(conn, table, &Value::Integer(local), s.local, seq)? else {
+        let Some(gid) = assign(conn, table, &Value::Integer(local), s.local, seq, &refs)? else {
             continue;
         };
         let before = load_row(conn, &s.sites, table.id, &gid)?;

@@ -473,3 +473,28 @@ fn deletes_follow_the_schemas_on_delete_actions_for_local_children() -> Res {
     )?;
     Ok(())
 }
+
+// A keyless row's identity came from its values as stored, so two laptops'
+// rows (3, 'urgent'), each pointing at its own person 3, were taken for one
+// row and one laptop's tag ended on the other's person.
+#[test]
+fn keyless_rows_pointing_at_local_ids_are_told_apart_by_what_they_point_at() -> Res {
+    let schema = "CREATE TABLE person(id INTEGER PRIMARY KEY, name TEXT);
+                  CREATE TABLE person_tag(person INTEGER REFERENCES person(id), tag TEXT);";
+    let w = World::new()?;
+    let (hq, f1, f2) =
+        hq_and_laptops(&w, schema, "INSERT INTO person(name) VALUES ('Zara');", &[])?;
+    for (f, name) in [(&f1, "Amal"), (&f2, "Bilal")] {
+        f.sql(&format!(
+            "INSERT INTO person(name) VALUES ('{name}');
+             INSERT INTO person_tag VALUES (2, 'urgent'), (1, 'seen');"
+        ))?;
+    }
+    sync(&w, &hq, &f1, &f2)?;
+    agree(
+        &[&hq, &f1, &f2],
+        "SELECT p.name, t.tag FROM person_tag t JOIN person p ON p.id = t.person ORDER BY 1, 2;",
+        "Amal|urgent\nBilal|urgent\nZara|seen\n",
+    )?;
+    Ok(())
+}

@@ -4,30 +4,34 @@ CREATE TABLE fieldsync_meta(
   key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq, lost
   value
 );
-INSERT INTO fieldsync_meta VALUES('schema',2);
-INSERT INTO fieldsync_meta VALUES('site_id',X'608ebbe02b304e90890cb87e8cdf54fd');
+INSERT INTO fieldsync_meta VALUES('schema',3);
+INSERT INTO fieldsync_meta VALUES('site_id',X'7ae786da9aab4a4cb4c54e4fb2b11549');
 INSERT INTO fieldsync_meta VALUES('name','field-1');
-INSERT INTO fieldsync_meta VALUES('clock',384345856700055552);
-INSERT INTO fieldsync_meta VALUES('seq',5);
+INSERT INTO fieldsync_meta VALUES('clock',385378984738684928);
+INSERT INTO fieldsync_meta VALUES('seq',7);
+INSERT INTO fieldsync_meta VALUES('schema_cookie',48);
 INSERT INTO fieldsync_meta VALUES('lost','');
 CREATE TABLE fieldsync_sites(
   id INTEGER PRIMARY KEY,           -- local number, used in fieldsync_log.origin
   site_id BLOB NOT NULL UNIQUE,     -- 16-byte uuid of the instance
   name TEXT NOT NULL
 );
-INSERT INTO fieldsync_sites VALUES(1,X'608ebbe02b304e90890cb87e8cdf54fd','field-1');
-INSERT INTO fieldsync_sites VALUES(2,X'4b939aa4e48640f5b8369a6cb77f21cc','hq');
+INSERT INTO fieldsync_sites VALUES(1,X'7ae786da9aab4a4cb4c54e4fb2b11549','field-1');
+INSERT INTO fieldsync_sites VALUES(2,X'c4dab6e915b34d168968dbd7f0f5b3e9','hq');
 CREATE TABLE fieldsync_tables(
   id INTEGER PRIMARY KEY,           -- used in fieldsync_log.tbl and fieldsync_pending.t
-  name TEXT NOT NULL UNIQUE
+  name TEXT NOT NULL UNIQUE,
+  identity TEXT                     -- how rows are recognised: key, column, origin, content
 );
-INSERT INTO fieldsync_tables VALUES(1,'person');
-INSERT INTO fieldsync_tables VALUES(2,'visit');
-INSERT INTO fieldsync_tables VALUES(3,'tag');
+INSERT INTO fieldsync_tables VALUES(1,'person','key');
+INSERT INTO fieldsync_tables VALUES(2,'visit','key');
+INSERT INTO fieldsync_tables VALUES(3,'tag','key');
+INSERT INTO fieldsync_tables VALUES(4,'place','origin');
+INSERT INTO fieldsync_tables VALUES(5,'opt','content');
 CREATE TABLE fieldsync_columns(
   tbl INTEGER NOT NULL,
-  role TEXT NOT NULL,               -- 'key' or 'cell'
-  pos INTEGER NOT NULL,             -- key: position in the primary key; cell: bit (1, 2, ...)
+  role TEXT NOT NULL,               -- 'key', 'cell' or 'local' (the app's local number, not replicated)
+  pos INTEGER NOT NULL,             -- key: position in the replicated key; cell: bit (1, 2, ...)
   name TEXT NOT NULL,
   PRIMARY KEY(tbl, role, pos)
 ) WITHOUT ROWID;
@@ -42,6 +46,14 @@ INSERT INTO fieldsync_columns VALUES(2,'key',0,'person');
 INSERT INTO fieldsync_columns VALUES(2,'key',1,'day');
 INSERT INTO fieldsync_columns VALUES(3,'cell',1,'v');
 INSERT INTO fieldsync_columns VALUES(3,'key',0,'k');
+INSERT INTO fieldsync_columns VALUES(4,'cell',1,'name');
+INSERT INTO fieldsync_columns VALUES(4,'cell',2,'parent');
+INSERT INTO fieldsync_columns VALUES(4,'cell',3,'person');
+INSERT INTO fieldsync_columns VALUES(4,'local',0,'id');
+INSERT INTO fieldsync_columns VALUES(5,'cell',1,'field');
+INSERT INTO fieldsync_columns VALUES(5,'cell',2,'code');
+INSERT INTO fieldsync_columns VALUES(5,'cell',3,'label');
+INSERT INTO fieldsync_columns VALUES(5,'local',0,'rowid');
 CREATE TABLE fieldsync_pending(
   id INTEGER PRIMARY KEY,
   t INTEGER NOT NULL,               -- fieldsync_tables.id
@@ -60,29 +72,51 @@ CREATE TABLE fieldsync_log(
   cols BLOB NOT NULL,               -- cells it still wins (bit 0: the row itself)
   PRIMARY KEY(tbl, pk, origin, seq)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,384345856683278336,X'04');
-INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,1,1,384345856632946688,X'1b');
-INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,384345856683278337,X'01');
-INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,3,1,384345856632946690,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,4,1,384345856632946691,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,5,1,384345856632946692,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,6,1,384345856632946693,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,384345856687472640,X'1f');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,384345856691666944,X'02');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,7,1,384345856637140992,X'05');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,8,1,384345856637140993,X'07');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,9,1,384345856637140994,X'07');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,10,1,384345856637140995,X'07');
-INSERT INTO fieldsync_log VALUES(3,X'9101',2,11,1,384345856637140996,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,384345856695861248,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91a178',2,12,1,384345856637140997,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,13,1,384345856637140998,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,14,1,384345856637140999,X'03');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,385378984587689984,X'04');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,4,1,385378984336031747,X'1b');
+INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,385378984591884288,X'01');
+INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,6,1,385378984336031749,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,7,1,385378984336031750,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,8,1,385378984336031751,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,9,1,385378984336031752,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,385378984625438720,X'1f');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,385378984638021632,X'02');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,10,1,385378984336031753,X'05');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,11,1,385378984336031754,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,12,1,385378984336031755,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,13,1,385378984336031756,X'07');
+INSERT INTO fieldsync_log VALUES(3,X'9101',2,14,1,385378984336031757,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,385378984658993152,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91a178',2,15,1,385378984336031758,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,16,1,385378984336031759,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,17,1,385378984336031760,X'03');
+INSERT INTO fieldsync_log VALUES(4,X'91c4187ae786da9aab4a4cb4c54e4fb2b115490000000000000006',1,6,1,385378984688353280,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000012',2,18,1,385378984336031761,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000013',2,19,1,385378984336031762,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000014',2,20,1,385378984336031763,X'0f');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',1,7,1,385378984705130496,X'08');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,2,1,385378984336031745,X'07');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',2,3,1,385378984336031746,X'0f');
+INSERT INTO fieldsync_log VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',2,1,1,385378984336031744,X'0f');
+CREATE TABLE fieldsync_ids(
+  tbl INTEGER NOT NULL,
+  gid BLOB NOT NULL,                -- the row's identity, encoded as fieldsync_log.pk
+  local NOT NULL,                   -- its number in this database
+  sig BLOB,                         -- tables without a key: hash of the row's content
+  PRIMARY KEY(tbl, gid)
+) WITHOUT ROWID;
+INSERT INTO fieldsync_ids VALUES(4,X'91c4187ae786da9aab4a4cb4c54e4fb2b115490000000000000006',4,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000012',1,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000013',2,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000014',3,NULL);
+INSERT INTO fieldsync_ids VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,X'd452c11fbf92be265d02ef213933fa30');
+INSERT INTO fieldsync_ids VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',3,X'03f4a3ce39d396ae2d5ccad248ac98f2');
+INSERT INTO fieldsync_ids VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',1,X'a9909fb63adb299a4995475ce44e2e38');
 CREATE TABLE fieldsync_have(
   origin INTEGER PRIMARY KEY,
   seqs TEXT NOT NULL                -- ranges, e.g. '1-500,520-610'
 );
-INSERT INTO fieldsync_have VALUES(2,'1-14');
+INSERT INTO fieldsync_have VALUES(2,'1-20');
 CREATE TABLE fieldsync_peers(
   id INTEGER PRIMARY KEY,
   name TEXT NOT NULL,
@@ -92,7 +126,7 @@ CREATE TABLE fieldsync_peers(
   acked_at INTEGER,                 -- HLC of the bundle its acknowledgements come from
   lost TEXT NOT NULL DEFAULT ''     -- its own change numbers it said it lost
 );
-INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795702393032,1795702393038,384345856641335296,'');
+INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795948709914,1795948709958,385378984336031764,'');
 CREATE TABLE fieldsync_peer_seqs(
   peer INTEGER NOT NULL,
   origin INTEGER NOT NULL,
@@ -100,8 +134,8 @@ CREATE TABLE fieldsync_peer_seqs(
   sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
   PRIMARY KEY(peer, origin)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_peer_seqs VALUES(1,1,'','1-5');
-INSERT INTO fieldsync_peer_seqs VALUES(1,2,'1-14','');
+INSERT INTO fieldsync_peer_seqs VALUES(1,1,'','1-7');
+INSERT INTO fieldsync_peer_seqs VALUES(1,2,'1-20','');
 CREATE TABLE fieldsync_quarantine(
   id INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,                -- the app table
@@ -149,7 +183,20 @@ INSERT INTO tag VALUES('x',2.0);
 INSERT INTO tag VALUES(X'beef',NULL);
 INSERT INTO tag VALUES(2.5,'two and a half');
 INSERT INTO tag VALUES(3,'three');
+CREATE TABLE place(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT,
+                   parent INTEGER REFERENCES place(id), person TEXT REFERENCES person(id));
+INSERT INTO place VALUES(1,'Sri Lanka',NULL,NULL);
+INSERT INTO place VALUES(2,'Galle',1,'p1');
+INSERT INTO place VALUES(3,'Nowhere',99,'p9');
+INSERT INTO place VALUES(4,'Unawatuna',2,'p7');
+CREATE TABLE opt(field TEXT, code TEXT, label TEXT);
+INSERT INTO opt VALUES('status','mis','Missing');
+INSERT INTO opt VALUES('status','fnd','Found alive');
+INSERT INTO opt VALUES('status','fnd','Found');
+DELETE FROM sqlite_sequence;
+INSERT INTO sqlite_sequence VALUES('place',4);
 CREATE UNIQUE INDEX fieldsync_log_by_origin ON fieldsync_log(origin, seq);
+CREATE UNIQUE INDEX fieldsync_ids_local ON fieldsync_ids(tbl, local);
 CREATE INDEX fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
 CREATE TRIGGER "fieldsync_person_insert" AFTER INSERT ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
 CREATE TRIGGER "fieldsync_person_update_name" AFTER UPDATE OF "name" ON "person" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 2); END;
@@ -167,4 +214,15 @@ CREATE TRIGGER "fieldsync_tag_insert" AFTER INSERT ON "tag" BEGIN INSERT INTO fi
 CREATE TRIGGER "fieldsync_tag_update_v" AFTER UPDATE OF "v" ON "tag" WHEN OLD."v" IS NOT NEW."v" OR typeof(OLD."v") <> typeof(NEW."v") OR (NEW."v" = 0 AND typeof(NEW."v") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (3, 2, julianday(), NEW."k", 2); END;
 CREATE TRIGGER "fieldsync_tag_rekey" AFTER UPDATE OF "k" ON "tag" WHEN NEW."k" IS NOT OLD."k" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
 CREATE TRIGGER "fieldsync_tag_delete" AFTER DELETE ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); END;
+CREATE TRIGGER "fieldsync_place_insert" AFTER INSERT ON "place" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_place_update_name" AFTER UPDATE OF "name" ON "place" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 2); END;
+CREATE TRIGGER "fieldsync_place_update_parent" AFTER UPDATE OF "parent" ON "place" WHEN OLD."parent" IS NOT NEW."parent" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 4); END;
+CREATE TRIGGER "fieldsync_place_update_person" AFTER UPDATE OF "person" ON "place" WHEN OLD."person" IS NOT NEW."person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 8); END;
+CREATE TRIGGER "fieldsync_place_rekey" AFTER UPDATE OF "id" ON "place" WHEN NEW."id" IS NOT OLD."id" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 3, julianday(), OLD."id"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_place_delete" AFTER DELETE ON "place" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 3, julianday(), OLD."id"); END;
+CREATE TRIGGER "fieldsync_opt_insert" AFTER INSERT ON "opt" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (5, 1, julianday(), NEW."rowid"); END;
+CREATE TRIGGER "fieldsync_opt_update_field" AFTER UPDATE OF "field" ON "opt" WHEN OLD."field" IS NOT NEW."field" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 2); END;
+CREATE TRIGGER "fieldsync_opt_update_code" AFTER UPDATE OF "code" ON "opt" WHEN OLD."code" IS NOT NEW."code" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 4); END;
+CREATE TRIGGER "fieldsync_opt_update_label" AFTER UPDATE OF "label" ON "opt" WHEN OLD."label" IS NOT NEW."label" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 8); END;
+CREATE TRIGGER "fieldsync_opt_delete" AFTER DELETE ON "opt" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (5, 3, julianday(), OLD."rowid"); END;
 COMMIT;
