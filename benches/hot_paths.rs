@@ -197,6 +197,8 @@ fn header() -> Header {
             seqs: SeqSet::range(1, ROWS as u64),
         }],
         lost: SeqSet::new(),
+        local_tables: Vec::new(),
+        views: Vec::new(),
     }
 }
 

@@ -315,6 +315,31 @@ pub enum SetupError {
         /// Why.
         detail: String,
     },
+    /// A local table or view in the bundle is not allowed.
+    #[error(
+        "the bundle's {kind} '{name}' was refused, nothing was changed: {detail}; a full export made by `fieldsync export --full` never carries this, so ask the sender for a new one"
+    )]
+    ObjectRefused {
+        /// "local table" or "view".
+        kind: &'static str,
+        /// Its name.
+        name: String,
+        /// Why.
+        detail: String,
+    },
+    /// The database already has an object named like a table or view the
+    /// bundle would create.
+    #[error(
+        "{path} already has {kind} named '{name}', which the bundle would create; `init --from` sets up a new database: give a new file name"
+    )]
+    NameTaken {
+        /// The database.
+        path: PathBuf,
+        /// What it has there ("a view", "an index", "a table").
+        kind: String,
+        /// The name.
+        name: String,
+    },
     /// The database already has a table the bundle would create.
     #[error(
         "{path} already has a table named '{table}'; `init --from` sets up a new database: give a new file name, or to merge into this one run `fieldsync init` and `fieldsync track`, then `fieldsync import` the bundle"

@@ -6,7 +6,9 @@
 //! `(origin, seq)` index, so the cost follows the delta, not the database.
 //! Each row goes out once, with only the versions in range and the current
 //! values of the cells they hold. A full export carries every row and
-//! tombstone. Relayed changes keep their origin, number and clock.
+//! tombstone, and the schema a new instance is set up from (the statements
+//! themselves are gathered by [`crate::setup`]). Relayed changes keep their
+//! origin, number and clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
@@ -170,6 +172,19 @@ pub(crate) fn export<W: Write>(
             })
             .collect()
     };
+    // A full export sets up new instances: besides the tracked tables it
+    // carries the app's other tables (schema only) and its views, and says
+    // what it cannot carry.
+    let mut warnings = Vec::new();
+    let (local_tables, views) = if full {
+        warnings.extend(crate::setup::not_carried(conn)?);
+        (
+            crate::setup::local_tables(conn, s.catalog.tables())?,
+            crate::setup::views(conn)?,
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
     let created = s.clock.stamp(now_unix_ms())?;
     let header = Header {
         sender: SiteRef {
@@ -210,6 +225,8 @@ pub(crate) fn export<W: Write>(
         covers: seqs_list(&covers),
         seen: seqs_list(&have),
         lost: s.lost.clone(),
+        local_tables,
+        views,
     };
 
     let mut writer = BundleWriter::new(out, &header)?;
@@ -331,7 +348,7 @@ pub(crate) fn export<W: Write>(
             .iter()
             .map(|(o, set)| (name_of(o), set.to_string()))
             .collect(),
-        warnings: stamped.warnings(),
+        warnings: stamped.warnings().into_iter().chain(warnings).collect(),
     })
 }
 

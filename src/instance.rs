@@ -7,7 +7,7 @@ use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
 use crate::bundle::{BundleReader, Header, verify};
@@ -35,6 +35,11 @@ pub struct Instance {
 pub struct SetupReport {
     /// Tables created and tracked.
     pub tables: Vec<String>,
+    /// The app's untracked tables, created empty: each instance keeps its
+    /// own rows of them.
+    pub local_tables: Vec<String>,
+    /// The app's views, created.
+    pub views: Vec<String>,
     /// The instance whose full export it was, now a known peer.
     pub from: String,
     /// The import of the bundle's rows.
@@ -90,12 +95,12 @@ impl Instance {
     }
 
     /// Set up a new instance `name` in the database at `path` from a full
-    /// export: create the bundle's tables (their schema statements are
-    /// checked first, see [`crate::setup`]), track them, load the rows, and
-    /// know the sender as a peer, so the first export to it carries only
-    /// what is done here. The database must not have any of the tables; if
-    /// anything fails, nothing is changed (a file this call created is
-    /// removed).
+    /// export: create the bundle's tables, its local tables (empty) and its
+    /// views (every statement is checked first, see [`crate::setup`]), track
+    /// the tables, load the rows, and know the sender as a peer, so the
+    /// first export to it carries only what is done here. The database must
+    /// not have any of the tables or views; if anything fails, nothing is
+    /// changed (a file this call created is removed).
     pub fn init_from<R: Read + Seek>(
         path: impl AsRef<Path>,
         name: &str,
@@ -152,6 +157,21 @@ impl Instance {
                 .into());
             }
         }
+        let others = header
+            .local_tables
+            .iter()
+            .map(|t| &t.name)
+            .chain(header.views.iter().map(|v| &v.name));
+        for name in others {
+            if let Some(kind) = object_named(&conn, name)? {
+                return Err(SetupError::NameTaken {
+                    path: path.to_owned(),
+                    kind,
+                    name: name.clone(),
+                }
+                .into());
+            }
+        }
         let mut instance = Instance {
             conn,
             path: path.to_owned(),
@@ -187,6 +207,8 @@ impl Instance {
             instance,
             SetupReport {
                 tables,
+                local_tables: header.local_tables.iter().map(|t| t.name.clone()).collect(),
+                views: header.views.iter().map(|v| v.name.clone()).collect(),
                 from: import.from.clone(),
                 import,
             },
@@ -537,6 +559,23 @@ fn create_instance(tx: &Connection, name: &str) -> Result<(), Error> {
         rusqlite::params![site.as_bytes().as_slice(), name],
     )?;
     Ok(())
+}
+
+/// What the main schema has under `name` that a new table or view could
+/// not be created beside ("a table", "a view", "an index"), if anything.
+fn object_named(conn: &Connection, name: &str) -> Result<Option<String>, Error> {
+    let kind: Option<String> = conn
+        .query_row(
+            "SELECT type FROM sqlite_schema WHERE name = ?1 COLLATE NOCASE \
+             AND type IN ('table', 'view', 'index')",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(kind.map(|k| match k.as_str() {
+        "index" => "an index".to_owned(),
+        other => format!("a {other}"),
+    }))
 }
 
 /// Refuse an instance name that cannot be used (see [`check_name`]).

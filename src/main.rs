@@ -247,6 +247,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     report.tables.len(),
                     report.import.applied
                 );
+                if !report.local_tables.is_empty() {
+                    println!(
+                        "Created empty, as they are local to each instance (not tracked at '{}'): {}.",
+                        report.from,
+                        report.local_tables.join(", ")
+                    );
+                }
+                if !report.views.is_empty() {
+                    println!("Created views: {}.", report.views.join(", "));
+                }
                 println!(
                     "'{}' is a known peer: `fieldsync export --db {} --to {} -o FILE` sends it only what is done here.",
                     report.from,
@@ -934,6 +944,8 @@ fn inspect_json(info: &BundleInfo) -> serde_json::Value {
         })).collect::<Vec<_>>(),
         "covers": h.covers.iter().map(|c| (origin(c.origin), c.seqs.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
         "seen": h.seen.iter().map(|c| (origin(c.origin), c.seqs.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        "local_tables": h.local_tables.iter().map(|t| &t.name).collect::<Vec<_>>(),
+        "views": h.views.iter().map(|v| &v.name).collect::<Vec<_>>(),
     })
 }
 
@@ -980,6 +992,14 @@ fn print_inspect(info: &BundleInfo, file: &Path) {
             n,
             t.cells.join(", ")
         );
+    }
+    if !h.local_tables.is_empty() {
+        let names: Vec<&str> = h.local_tables.iter().map(|t| t.name.as_str()).collect();
+        println!("local      {} (schema only, no rows)", names.join(", "));
+    }
+    if !h.views.is_empty() {
+        let names: Vec<&str> = h.views.iter().map(|v| v.name.as_str()).collect();
+        println!("views      {}", names.join(", "));
     }
     println!("covers");
     for c in &h.covers {

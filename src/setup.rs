@@ -1,28 +1,43 @@
 //! Setting up a new instance from one file (`fieldsync init --from`): a full
-//! export carries the `CREATE TABLE` and `CREATE INDEX` statements of the
-//! tracked tables, and a field laptop starts from it with nothing else.
+//! export carries the app's whole schema (the `CREATE TABLE` and `CREATE
+//! INDEX` statements of the tracked tables, of the app's other tables, which
+//! travel without rows, and its views), and a field laptop starts from it
+//! with nothing else. This module gathers those statements for the export
+//! and checks them before a setup runs them.
 //!
 //! A bundle is data, and must never run arbitrary SQL. Every statement is
 //! first compiled and run on a private in-memory database under an SQLite
-//! authorizer that allows only creating the table the statement is filed
-//! under (or an index on it) in the main schema, and refuses everything else:
-//! other tables, triggers, views, temporary objects, `ATTACH`, `PRAGMA`,
-//! `CREATE TABLE … AS SELECT`, more than one statement. The tables created
-//! there must then have exactly the key and columns the bundle's records
-//! use. Only statements that passed run on the real database, and they run
-//! in the same transaction as the import, so a refusal changes nothing.
+//! authorizer that allows only creating the object it is filed under (a
+//! table or an index on it, or a view) in the main schema, and refuses
+//! everything else: other tables, triggers, temporary objects, `ATTACH`,
+//! `PRAGMA`, `CREATE TABLE … AS SELECT`, more than one statement. Names
+//! fieldsync or SQLite keep for themselves are refused. The tracked tables
+//! created there must then have exactly the key and columns the bundle's
+//! records use. Only statements that passed run on the real database, and
+//! they run in the same transaction as the import, so a refusal changes
+//! nothing.
+//!
+//! The app's triggers are never carried: a trigger's body is compiled only
+//! when a write fires it, so no check at setup can bound what it would do
+//! on every later write (spec/bundle.md, "Setting up from a full export").
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use rusqlite::Connection;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 use crate::bundle::Header;
+use crate::bundle::format::{LocalTable, ViewDef};
 use crate::error::{Error, SetupError};
-use crate::schema::table_shape;
+use crate::schema::{ENGINE_PREFIX, table_shape};
+use crate::tracked::TrackedTable;
 
 /// Longest schema statement accepted.
 const MAX_STATEMENT_BYTES: usize = 1 << 20;
+
+/// Longest table or view name accepted from a bundle.
+const MAX_NAME_BYTES: usize = 1024;
 
 /// The statements a full export carries for one table: its `CREATE TABLE`,
 /// then its `CREATE INDEX` statements (automatic indexes have none).
@@ -38,86 +53,229 @@ pub fn table_schema(conn: &Connection, table: &str) -> Result<Vec<String>, Error
     Ok(sql)
 }
 
-/// Check every schema statement of a full bundle on a private in-memory
-/// database (see the module doc). Returns the statements in the order to run
-/// them.
-pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
-    let mut scratch = Connection::open_in_memory()?;
-    let current: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    let refused: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
-    {
-        let current = Arc::clone(&current);
-        let refused = Arc::clone(&refused);
-        scratch.authorizer(Some(move |ctx: AuthContext<'_>| {
-            // Only statements from the bundle are restricted; fieldsync's own
-            // queries on the scratch database run between them.
-            let Some(table) = current.lock().ok().and_then(|c| c.clone()) else {
-                return Authorization::Allow;
-            };
-            let verdict = allowed(&ctx, &table);
-            if let (Err(why), Ok(mut slot)) = (verdict, refused.lock()) {
-                slot.get_or_insert(why);
-                return Authorization::Deny;
-            }
-            Authorization::Allow
-        }))?;
+/// The app's tables that are not tracked (sessions, per-instance counters),
+/// with their statements, in the order they were created: a full export
+/// carries them without rows, so the app finds every table it uses.
+pub fn local_tables(conn: &Connection, tracked: &[TrackedTable]) -> Result<Vec<LocalTable>, Error> {
+    let mut out = Vec::new();
+    for name in crate::schema::app_tables(conn)? {
+        if tracked.iter().any(|t| t.name.eq_ignore_ascii_case(&name)) {
+            continue;
+        }
+        out.push(LocalTable {
+            schema: table_schema(conn, &name)?,
+            name,
+        });
     }
+    Ok(out)
+}
+
+/// The app's views with their `CREATE VIEW` statements, in the order they
+/// were created.
+pub fn views(conn: &Connection) -> Result<Vec<ViewDef>, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT name, sql FROM sqlite_schema WHERE type = 'view' AND sql IS NOT NULL \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'fieldsync\\_%' ESCAPE '\\' ORDER BY rowid",
+    )?;
+    let views = stmt
+        .query_map([], |r| {
+            Ok(ViewDef {
+                name: r.get(0)?,
+                sql: r.get(1)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(views)
+}
+
+/// What a full export cannot carry, as warnings for the operator: the app's
+/// triggers (never carried, see the module doc) and virtual tables (their
+/// module may not exist where the bundle is read).
+pub fn not_carried(conn: &Connection) -> Result<Vec<String>, Error> {
+    let names = |sql: &str| -> Result<Vec<String>, Error> {
+        let mut stmt = conn.prepare(sql)?;
+        let names = stmt
+            .query_map([], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(names)
+    };
+    let triggers = names(
+        "SELECT name FROM sqlite_schema WHERE type = 'trigger' \
+         AND name NOT LIKE 'fieldsync\\_%' ESCAPE '\\' ORDER BY rowid",
+    )?;
+    let virtual_tables = names(
+        "SELECT name FROM pragma_table_list WHERE schema = 'main' AND type = 'virtual' \
+         AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND name NOT LIKE 'fieldsync\\_%' ESCAPE '\\' ORDER BY name",
+    )?;
+    let mut out = Vec::new();
+    if !triggers.is_empty() {
+        out.push(format!(
+            "the app's triggers are not in the full export (a bundle never installs code that runs on writes): {}; \
+             on an instance set up from it, create them yourself if the app needs them",
+            triggers.join(", ")
+        ));
+    }
+    if !virtual_tables.is_empty() {
+        out.push(format!(
+            "virtual tables are not in the full export: {}; \
+             on an instance set up from it, create them yourself if the app needs them",
+            virtual_tables.join(", ")
+        ));
+    }
+    Ok(out)
+}
+
+/// What a statement being checked may create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Target {
+    /// This table, or an index on it.
+    Table(String),
+    /// This view.
+    View(String),
+}
+
+/// The kind of statement expected at a place in the bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Table,
+    Index,
+    View,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Table => "CREATE TABLE",
+            Kind::Index => "CREATE INDEX",
+            Kind::View => "CREATE VIEW",
+        }
+    }
+
+    /// Whether `sql` starts the way a statement of this kind does.
+    fn begins(self, sql: &str) -> bool {
+        match self {
+            Kind::Table => starts_with_keywords(sql, &["CREATE", "TABLE"]),
+            Kind::Index => {
+                starts_with_keywords(sql, &["CREATE", "INDEX"])
+                    || starts_with_keywords(sql, &["CREATE", "UNIQUE", "INDEX"])
+            }
+            Kind::View => starts_with_keywords(sql, &["CREATE", "VIEW"]),
+        }
+    }
+}
+
+/// The private in-memory database statements are checked on, with its
+/// authorizer.
+struct Scratch {
+    conn: Connection,
+    /// What the statement being run may create; `None` between statements,
+    /// when fieldsync's own queries run unrestricted.
+    target: Arc<Mutex<Option<Target>>>,
+    /// Why the authorizer refused the statement being run.
+    refused: Arc<Mutex<Option<String>>>,
+}
+
+impl Scratch {
+    fn new() -> Result<Scratch, Error> {
+        let mut conn = Connection::open_in_memory()?;
+        let target: Arc<Mutex<Option<Target>>> = Arc::new(Mutex::new(None));
+        let refused: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
+        {
+            let target = Arc::clone(&target);
+            let refused = Arc::clone(&refused);
+            conn.authorizer(Some(move |ctx: AuthContext<'_>| {
+                let Some(target) = target.lock().ok().and_then(|c| c.clone()) else {
+                    return Authorization::Allow;
+                };
+                let verdict = allowed(&ctx, &target);
+                if let (Err(why), Ok(mut slot)) = (verdict, refused.lock()) {
+                    slot.get_or_insert(why);
+                    return Authorization::Deny;
+                }
+                Authorization::Allow
+            }))?;
+        }
+        Ok(Scratch {
+            conn,
+            target,
+            refused,
+        })
+    }
+
+    /// Check the form of `sql`, then compile and run it allowed to create
+    /// only `target`. The error is the reason, for a message.
+    fn run(&self, sql: &str, kind: Kind, position: usize, target: Target) -> Result<(), String> {
+        if sql.len() > MAX_STATEMENT_BYTES {
+            return Err(format!(
+                "statement {position} is longer than {MAX_STATEMENT_BYTES} bytes"
+            ));
+        }
+        if !kind.begins(sql) {
+            return Err(format!(
+                "statement {position} is not a {} statement: {}",
+                kind.name(),
+                excerpt(sql)
+            ));
+        }
+        if let Ok(mut t) = self.target.lock() {
+            *t = Some(target);
+        }
+        if let Ok(mut r) = self.refused.lock() {
+            *r = None;
+        }
+        // `prepare` refuses a text holding more than one statement.
+        let result = self.conn.prepare(sql).and_then(|mut stmt| stmt.execute([]));
+        if let Ok(mut t) = self.target.lock() {
+            *t = None;
+        }
+        result.map(|_| ()).map_err(|e| {
+            let why = self.refused.lock().ok().and_then(|r| r.clone());
+            match why {
+                Some(why) => format!("{why}: {}", excerpt(sql)),
+                None => format!("{e}: {}", excerpt(sql)),
+            }
+        })
+    }
+
+    /// Whether a view of that name exists.
+    fn has_view(&self, name: &str) -> Result<bool, Error> {
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'view' AND name = ?1 COLLATE NOCASE",
+            [name],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    }
+}
+
+/// Check every schema statement of a full bundle on a private in-memory
+/// database (see the module doc): the tracked tables' first, then the local
+/// tables', then the views' (a view may read any of the tables). Returns the
+/// statements in the order to run them.
+pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
+    let scratch = Scratch::new()?;
+    let mut names = HashSet::new();
     let mut out = Vec::new();
     for def in &header.tables {
         let refuse = |detail: String| -> Error {
             SetupError::SchemaRefused {
-                table: def.name.clone(),
+                table: excerpt(&def.name),
                 detail,
             }
             .into()
         };
+        usable_name(&def.name, &mut names).map_err(refuse)?;
         if def.schema.is_empty() {
             return Err(SetupError::NoSchema {
                 table: def.name.clone(),
             }
             .into());
         }
-        for (i, sql) in def.schema.iter().enumerate() {
-            let words: Vec<String> = sql
-                .split_whitespace()
-                .take(3)
-                .map(|w| w.to_ascii_uppercase())
-                .collect();
-            let kind_ok = if i == 0 {
-                words.starts_with(&["CREATE".into(), "TABLE".into()])
-            } else {
-                words.starts_with(&["CREATE".into(), "INDEX".into()])
-                    || words.starts_with(&["CREATE".into(), "UNIQUE".into(), "INDEX".into()])
-            };
-            if !kind_ok || sql.len() > MAX_STATEMENT_BYTES {
-                return Err(refuse(format!(
-                    "statement {} is not a CREATE {} statement: {}",
-                    i + 1,
-                    if i == 0 { "TABLE" } else { "INDEX" },
-                    excerpt(sql)
-                )));
-            }
-            if let Ok(mut c) = current.lock() {
-                *c = Some(def.name.clone());
-            }
-            if let Ok(mut r) = refused.lock() {
-                *r = None;
-            }
-            // `prepare` refuses a text holding more than one statement.
-            let result = scratch.prepare(sql).and_then(|mut stmt| stmt.execute([]));
-            if let Ok(mut c) = current.lock() {
-                *c = None;
-            }
-            if let Err(e) = result {
-                let why = refused.lock().ok().and_then(|r| r.clone());
-                return Err(refuse(match why {
-                    Some(why) => format!("{why}: {}", excerpt(sql)),
-                    None => format!("{e}: {}", excerpt(sql)),
-                }));
-            }
-        }
+        run_table(&scratch, &def.name, &def.schema).map_err(refuse)?;
         // The table made must be the one the records describe.
-        let shape = table_shape(&scratch, &def.name)
+        let shape = table_shape(&scratch.conn, &def.name)
             .map_err(|_| refuse(format!("it does not create table {}", def.name)))?;
         let layout =
             crate::identity::layout_of(&shape, def.identity, def.key.first().map(String::as_str))
@@ -132,10 +290,12 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
             )));
         }
         match def.identity {
-            crate::tracked::Identity::Key => crate::schema::check_key_collation(&scratch, &shape)
-                .map_err(|e| refuse(e.to_string()))?,
+            crate::tracked::Identity::Key => {
+                crate::schema::check_key_collation(&scratch.conn, &shape)
+                    .map_err(|e| refuse(e.to_string()))?
+            }
             crate::tracked::Identity::Column => {
-                crate::identity::check_identity_column(&scratch, &shape, &layout.key[0])
+                crate::identity::check_identity_column(&scratch.conn, &shape, &layout.key[0])
                     .map_err(|e| refuse(e.to_string()))?
             }
             _ => {}
@@ -145,56 +305,172 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
     // A table may refer to a table the bundle does not carry (one the app
     // never creates, or one left local): such references are plain values,
     // never checked (spec/quarantine.md), so they do not stop the setup.
+    for local in &header.local_tables {
+        let refuse = |detail: String| -> Error {
+            SetupError::ObjectRefused {
+                kind: "local table",
+                name: excerpt(&local.name),
+                detail,
+            }
+            .into()
+        };
+        usable_name(&local.name, &mut names).map_err(refuse)?;
+        if local.schema.is_empty() {
+            return Err(refuse("it comes without a CREATE TABLE statement".into()));
+        }
+        run_table(&scratch, &local.name, &local.schema).map_err(refuse)?;
+        table_shape(&scratch.conn, &local.name)
+            .map_err(|_| refuse(format!("it does not create table {}", local.name)))?;
+        out.extend(local.schema.iter().cloned());
+    }
+    for view in &header.views {
+        let refuse = |detail: String| -> Error {
+            SetupError::ObjectRefused {
+                kind: "view",
+                name: excerpt(&view.name),
+                detail,
+            }
+            .into()
+        };
+        usable_name(&view.name, &mut names).map_err(refuse)?;
+        scratch
+            .run(&view.sql, Kind::View, 1, Target::View(view.name.clone()))
+            .map_err(refuse)?;
+        if !scratch.has_view(&view.name)? {
+            return Err(refuse(format!("it does not create view {}", view.name)));
+        }
+        out.push(view.sql.clone());
+    }
     Ok(out)
 }
 
+/// Run a table's statements on the scratch database: `CREATE TABLE`, then
+/// `CREATE INDEX` statements on that table.
+fn run_table(scratch: &Scratch, table: &str, schema: &[String]) -> Result<(), String> {
+    for (i, sql) in schema.iter().enumerate() {
+        let kind = if i == 0 { Kind::Table } else { Kind::Index };
+        scratch.run(sql, kind, i + 1, Target::Table(table.to_owned()))?;
+    }
+    Ok(())
+}
+
+/// Refuse a name a bundle may not create (fieldsync's or SQLite's own, too
+/// long, empty) or one it already listed; remember it otherwise.
+fn usable_name(name: &str, seen: &mut HashSet<String>) -> Result<(), String> {
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty() {
+        return Err("it has no name".into());
+    }
+    if name.len() > MAX_NAME_BYTES {
+        return Err(format!("its name is longer than {MAX_NAME_BYTES} bytes"));
+    }
+    if lower.starts_with(ENGINE_PREFIX) {
+        return Err(format!(
+            "names starting with {ENGINE_PREFIX} belong to fieldsync's own tables"
+        ));
+    }
+    if lower.starts_with("sqlite_") {
+        return Err("names starting with sqlite_ belong to SQLite".into());
+    }
+    if !seen.insert(lower) {
+        return Err("the bundle lists another table or view of that name".into());
+    }
+    Ok(())
+}
+
+/// Whether `sql` begins with these keywords, in any case, separated by
+/// whitespace, each followed by something that cannot continue a word.
+fn starts_with_keywords(sql: &str, words: &[&str]) -> bool {
+    let mut rest = sql;
+    for w in words {
+        rest = rest.trim_start();
+        if !rest
+            .as_bytes()
+            .get(..w.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(w.as_bytes()))
+        {
+            return false;
+        }
+        // The keyword's bytes are ASCII, so this is a character boundary.
+        rest = &rest[w.len()..];
+        if rest
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_alphanumeric() || c == '_' || c == '$')
+        {
+            return false;
+        }
+    }
+    true
+}
+
 /// What a schema statement from a bundle may do while it is compiled: create
-/// `table` or an index on it in the main schema, and the bookkeeping that
-/// implies. Anything else is refused with the reason.
-fn allowed(ctx: &AuthContext<'_>, table: &str) -> Result<(), String> {
+/// its target (a table or an index on it, or a view) in the main schema, and
+/// the bookkeeping that implies. Anything else is refused with the reason.
+fn allowed(ctx: &AuthContext<'_>, target: &Target) -> Result<(), String> {
     let main = matches!(ctx.database_name, None | Some("main"));
     let is_schema_table = |t: &str| {
         t.eq_ignore_ascii_case("sqlite_master") || t.eq_ignore_ascii_case("sqlite_schema")
     };
     match ctx.action {
-        AuthAction::CreateTable { table_name }
-            if main && table_name.eq_ignore_ascii_case(table) =>
-        {
-            Ok(())
-        }
-        AuthAction::CreateIndex { table_name, .. }
-            if main && table_name.eq_ignore_ascii_case(table) =>
-        {
-            Ok(())
-        }
-        // AUTOINCREMENT keeps its counters in sqlite_sequence, which SQLite
-        // creates with the first such table.
-        AuthAction::CreateTable { table_name }
-            if main && table_name.eq_ignore_ascii_case("sqlite_sequence") =>
-        {
-            Ok(())
-        }
-        AuthAction::CreateTable { table_name } => {
-            Err(format!("it creates table {table_name}, not {table}"))
-        }
-        AuthAction::CreateIndex { table_name, .. } => Err(format!(
-            "it creates an index on {table_name}, not on {table}"
-        )),
         // Recording the new object in the schema table.
         AuthAction::Insert { table_name } | AuthAction::Update { table_name, .. }
             if main && is_schema_table(table_name) =>
         {
-            Ok(())
+            return Ok(());
         }
         // Column references in CHECK, DEFAULT, index and generated-column
-        // expressions, and the functions they call, are compiled, not run.
-        // Building the new index over the (new, so empty) table.
-        AuthAction::Read { .. } | AuthAction::Function { .. } | AuthAction::Reindex { .. } => {
-            Ok(())
-        }
-        other => Err(format!(
-            "it does something other than create a table or index ({other:?})"
-        )),
+        // expressions and in a view's query, and the functions they call,
+        // are compiled, not run.
+        AuthAction::Read { .. } | AuthAction::Function { .. } => return Ok(()),
+        _ => {}
+    }
+    match target {
+        Target::Table(table) => match ctx.action {
+            AuthAction::CreateTable { table_name }
+                if main && table_name.eq_ignore_ascii_case(table) =>
+            {
+                Ok(())
+            }
+            AuthAction::CreateIndex { table_name, .. }
+                if main && table_name.eq_ignore_ascii_case(table) =>
+            {
+                Ok(())
+            }
+            // AUTOINCREMENT keeps its counters in sqlite_sequence, which
+            // SQLite creates with the first such table.
+            AuthAction::CreateTable { table_name }
+                if main && table_name.eq_ignore_ascii_case("sqlite_sequence") =>
+            {
+                Ok(())
+            }
+            AuthAction::CreateTable { table_name } => {
+                Err(format!("it creates table {table_name}, not {table}"))
+            }
+            AuthAction::CreateIndex { table_name, .. } => Err(format!(
+                "it creates an index on {table_name}, not on {table}"
+            )),
+            // Building the new index over the (new, so empty) table.
+            AuthAction::Reindex { .. } => Ok(()),
+            ref other => Err(format!(
+                "it does something other than create a table or index ({other:?})"
+            )),
+        },
+        Target::View(view) => match ctx.action {
+            AuthAction::CreateView { view_name }
+                if main && view_name.eq_ignore_ascii_case(view) =>
+            {
+                Ok(())
+            }
+            AuthAction::CreateView { view_name } => {
+                Err(format!("it creates view {view_name}, not {view}"))
+            }
+            // A view's query only reads.
+            AuthAction::Select | AuthAction::Recursive => Ok(()),
+            ref other => Err(format!(
+                "it does something other than create a view ({other:?})"
+            )),
+        },
     }
 }
 
@@ -233,6 +509,8 @@ mod tests {
             covers: Vec::new(),
             seen: Vec::new(),
             lost: Default::default(),
+            local_tables: Vec::new(),
+            views: Vec::new(),
         }
     }
 

@@ -190,6 +190,8 @@ fn header(
         covers,
         seen,
         lost: Default::default(),
+        local_tables: Vec::new(),
+        views: Vec::new(),
     }
 }
 

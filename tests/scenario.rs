@@ -167,6 +167,8 @@ fn write_bundle_with_schema(path: &Path, schema: &[&str]) -> Res {
         covers: Vec::new(),
         seen: Vec::new(),
         lost: Default::default(),
+        local_tables: Vec::new(),
+        views: Vec::new(),
     };
     let file = std::fs::File::create(path)?;
     let writer = BundleWriter::new(file, &header)?;

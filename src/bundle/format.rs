@@ -188,6 +188,45 @@ pub struct Header {
     /// was restored from a backup): whoever has them sends them back.
     #[serde(default)]
     pub lost: SeqSet,
+    /// Full exports only: the app's tables that are not tracked, as schema
+    /// only (no rows), so a new instance has every table the app uses.
+    /// Absent from deltas and from bundles of older builds.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_header_list"
+    )]
+    pub local_tables: Vec<LocalTable>,
+    /// Full exports only: the app's views. Absent from deltas and from
+    /// bundles of older builds.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_header_list"
+    )]
+    pub views: Vec<ViewDef>,
+}
+
+/// An app table a full export carries as schema only: it is not tracked, so
+/// each instance keeps its own rows (sessions, per-instance counters), but
+/// the app needs the table to exist.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct LocalTable {
+    /// Table name.
+    pub name: String,
+    /// Its `CREATE TABLE` statement, then its `CREATE INDEX` statements, as
+    /// SQLite stores them (like [`TableDef::schema`]).
+    #[serde(deserialize_with = "de_strings")]
+    pub schema: Vec<String>,
+}
+
+/// An app view a full export carries.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ViewDef {
+    /// View name.
+    pub name: String,
+    /// Its `CREATE VIEW` statement, as SQLite stores it.
+    pub sql: String,
 }
 
 /// One version of a row in a record (absolute values).

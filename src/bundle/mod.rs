@@ -9,7 +9,10 @@ pub mod writer;
 
 use std::io::{Read, Seek};
 
-pub use format::{End, Header, OriginSeqs, RefDef, RowRecord, SiteRef, TableDef, VersionRecord};
+pub use format::{
+    End, Header, LocalTable, OriginSeqs, RefDef, RowRecord, SiteRef, TableDef, VersionRecord,
+    ViewDef,
+};
 pub use reader::{BundleReader, verify};
 pub use writer::{BundleWriter, WriteSummary};
 
