@@ -182,8 +182,10 @@ impl Instance {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             create_instance(&tx, name)?;
+            // One statement each (checked), run as one: a text holding more
+            // would fail here rather than run unchecked.
             for sql in statements {
-                tx.execute_batch(sql)?;
+                tx.prepare(sql)?.execute([])?;
             }
             let mut s = Session::load(&tx)?;
             // Each table is identified as at the sender, so rows match.

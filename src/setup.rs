@@ -206,15 +206,14 @@ impl Scratch {
 
     /// Check the form of `sql`, then compile and run it allowed to create
     /// only `target`. The error is the reason, for a message.
-    fn run(&self, sql: &str, kind: Kind, position: usize, target: Target) -> Result<(), String> {
+    /// `what` names the statement in messages ("statement 2").
+    fn run(&self, sql: &str, kind: Kind, what: &str, target: Target) -> Result<(), String> {
         if sql.len() > MAX_STATEMENT_BYTES {
-            return Err(format!(
-                "statement {position} is longer than {MAX_STATEMENT_BYTES} bytes"
-            ));
+            return Err(format!("{what} is longer than {MAX_STATEMENT_BYTES} bytes"));
         }
         if !kind.begins(sql) {
             return Err(format!(
-                "statement {position} is not a {} statement: {}",
+                "{what} is not a {} statement: {}",
                 kind.name(),
                 excerpt(sql)
             ));
@@ -334,7 +333,12 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
         };
         usable_name(&view.name, &mut names).map_err(refuse)?;
         scratch
-            .run(&view.sql, Kind::View, 1, Target::View(view.name.clone()))
+            .run(
+                &view.sql,
+                Kind::View,
+                "its statement",
+                Target::View(view.name.clone()),
+            )
             .map_err(refuse)?;
         if !scratch.has_view(&view.name)? {
             return Err(refuse(format!("it does not create view {}", view.name)));
@@ -349,7 +353,8 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
 fn run_table(scratch: &Scratch, table: &str, schema: &[String]) -> Result<(), String> {
     for (i, sql) in schema.iter().enumerate() {
         let kind = if i == 0 { Kind::Table } else { Kind::Index };
-        scratch.run(sql, kind, i + 1, Target::Table(table.to_owned()))?;
+        let what = format!("statement {}", i + 1);
+        scratch.run(sql, kind, &what, Target::Table(table.to_owned()))?;
     }
     Ok(())
 }
@@ -562,5 +567,255 @@ mod tests {
             let result = check_schema(&h);
             assert!(result.is_err(), "accepted {schema:?}");
         }
+    }
+
+    /// A header with the tracked table `loc(id, name)` and the given local
+    /// tables and views.
+    fn with_local(local: &[(&str, &[&str])], views: &[(&str, &str)]) -> Header {
+        let mut h = header(
+            "loc",
+            &["id"],
+            &["name"],
+            &[
+                "CREATE TABLE loc(id TEXT PRIMARY KEY, name TEXT)",
+                "CREATE INDEX loc_name ON loc(name)",
+            ],
+        );
+        h.local_tables = local
+            .iter()
+            .map(|(name, schema)| LocalTable {
+                name: name.to_string(),
+                schema: schema.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect();
+        h.views = views
+            .iter()
+            .map(|(name, sql)| ViewDef {
+                name: name.to_string(),
+                sql: sql.to_string(),
+            })
+            .collect();
+        h
+    }
+
+    fn refusal(h: &Header) -> String {
+        match check_schema(h) {
+            Ok(statements) => panic!("accepted {statements:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn local_tables_and_views_pass_and_run_after_the_tracked_tables() -> Result<(), Error> {
+        let h = with_local(
+            &[
+                (
+                    "sessions",
+                    &[
+                        "CREATE TABLE sessions(sid TEXT PRIMARY KEY, user TEXT, expires INT)",
+                        "CREATE INDEX sessions_expires ON sessions(expires)",
+                    ],
+                ),
+                (
+                    "counter",
+                    &["CREATE TABLE counter(n INTEGER PRIMARY KEY AUTOINCREMENT, what TEXT)"],
+                ),
+            ],
+            &[
+                // A view may read tables created by the bundle, ones it
+                // lacks, and other views (views may come in any order).
+                (
+                    "named",
+                    "CREATE VIEW named AS SELECT l.id, upper(l.name) AS n, (SELECT count(*) FROM sessions) AS s FROM loc l WHERE l.id IN (SELECT id FROM later)",
+                ),
+                (
+                    "later",
+                    "CREATE VIEW later(id) AS WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 3) SELECT x FROM c",
+                ),
+                ("absent", "CREATE VIEW absent AS SELECT * FROM not_carried"),
+            ],
+        );
+        let statements = check_schema(&h)?;
+        let starts: Vec<&str> = statements.iter().map(|s| &s[..15]).collect();
+        assert_eq!(
+            starts,
+            [
+                "CREATE TABLE lo",
+                "CREATE INDEX lo",
+                "CREATE TABLE se",
+                "CREATE INDEX se",
+                "CREATE TABLE co",
+                "CREATE VIEW nam",
+                "CREATE VIEW lat",
+                "CREATE VIEW abs",
+            ]
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_local_table_statement_doing_anything_but_creating_that_table_is_refused() {
+        let cases: &[&[&str]] = &[
+            &["DROP TABLE loc"],
+            &["CREATE TABLE other(id TEXT)"],
+            &["CREATE TABLE sessions(id TEXT); DROP TABLE loc"],
+            &["CREATE TEMP TABLE sessions(id TEXT)"],
+            &["CREATE TABLE sessions AS SELECT * FROM loc"],
+            &["CREATE VIEW sessions AS SELECT 1"],
+            &["CREATE VIRTUAL TABLE sessions USING fts5(x)"],
+            &["ATTACH '/tmp/x.db' AS sessions"],
+            &["PRAGMA writable_schema = 1"],
+            &[
+                "CREATE TABLE sessions(id TEXT)",
+                "CREATE INDEX i ON loc(name)",
+            ],
+            &[
+                "CREATE TABLE sessions(id TEXT)",
+                "CREATE TRIGGER t AFTER INSERT ON sessions BEGIN DELETE FROM loc; END",
+            ],
+            &[
+                "CREATE TABLE sessions(id TEXT)",
+                "CREATE TABLE sessions2(id TEXT)",
+            ],
+            &["CREATE INDEX i ON sessions(id)"],
+            &[],
+        ];
+        for schema in cases {
+            let message = refusal(&with_local(&[("sessions", schema)], &[]));
+            assert!(
+                message.contains("local table 'sessions' was refused"),
+                "{schema:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_view_statement_doing_anything_but_creating_that_view_is_refused() {
+        let cases = [
+            "DROP TABLE loc",
+            "DROP VIEW v",
+            "CREATE VIEW v AS SELECT 1; DROP TABLE loc",
+            "CREATE TRIGGER v AFTER INSERT ON loc BEGIN DELETE FROM loc; END",
+            "CREATE VIEW v AS SELECT 1; CREATE TRIGGER t INSTEAD OF INSERT ON v BEGIN DELETE FROM loc; END",
+            "CREATE TEMP VIEW v AS SELECT 1",
+            "CREATE TEMPORARY VIEW v AS SELECT 1",
+            "CREATE VIEW other AS SELECT 1",
+            "CREATE VIEW aux.v AS SELECT 1",
+            "CREATE VIEW temp.v AS SELECT 1",
+            "CREATE TABLE v(x)",
+            "CREATE INDEX v ON loc(name)",
+            "INSERT INTO loc VALUES ('x', 'y')",
+            "ATTACH '/tmp/x.db' AS v",
+            "PRAGMA writable_schema = 1",
+            "",
+        ];
+        for sql in cases {
+            let message = refusal(&with_local(&[], &[("v", sql)]));
+            assert!(
+                message.contains("view 'v' was refused"),
+                "{sql:?}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn names_fieldsync_or_sqlite_keep_and_repeated_names_are_refused() {
+        let view = |name: &str| with_local(&[], &[(name, "CREATE VIEW x AS SELECT 1")]);
+        let table = |name: &str| with_local(&[(name, &["CREATE TABLE x(a)"])], &[]);
+        for (h, needle) in [
+            (view("fieldsync_x"), "belong to fieldsync"),
+            (view("FieldSync_Meta"), "belong to fieldsync"),
+            (table("fieldsync_x"), "belong to fieldsync"),
+            (view("sqlite_x"), "belong to SQLite"),
+            (table("SQLITE_sequence"), "belong to SQLite"),
+            (table(""), "no name"),
+            (view(&"v".repeat(MAX_NAME_BYTES + 1)), "longer than"),
+            (
+                with_local(&[("LOC", &["CREATE TABLE LOC(a)"])], &[]),
+                "another table or view of that name",
+            ),
+            (
+                with_local(
+                    &[("s", &["CREATE TABLE s(a)"])],
+                    &[("S", "CREATE VIEW S AS SELECT 1")],
+                ),
+                "another table or view of that name",
+            ),
+            (
+                with_local(
+                    &[],
+                    &[
+                        ("v", "CREATE VIEW v AS SELECT 1"),
+                        ("v", "CREATE VIEW IF NOT EXISTS v AS SELECT 1"),
+                    ],
+                ),
+                "another table or view of that name",
+            ),
+        ] {
+            let message = refusal(&h);
+            assert!(message.contains(needle), "{message}");
+        }
+        // A tracked table too.
+        let h = header(
+            "fieldsync_log",
+            &["id"],
+            &[],
+            &["CREATE TABLE fieldsync_log(id TEXT PRIMARY KEY)"],
+        );
+        assert!(refusal(&h).contains("belong to fieldsync"));
+    }
+
+    #[test]
+    fn a_statement_over_the_size_limit_is_refused() {
+        let long = format!(
+            "CREATE VIEW v AS SELECT '{}'",
+            "x".repeat(MAX_STATEMENT_BYTES)
+        );
+        let message = refusal(&with_local(&[], &[("v", &long)]));
+        assert!(message.contains("longer than"), "{message}");
+        assert!(message.len() < 1000, "the message repeats the statement");
+    }
+
+    #[test]
+    fn statement_kinds_are_recognised_by_their_keywords() {
+        assert!(Kind::Table.begins("CREATE TABLE\"t\"(x)"));
+        assert!(Kind::Table.begins("  create\n\ttable t(x)"));
+        assert!(Kind::View.begins("Create View [v] AS SELECT 1"));
+        assert!(Kind::Index.begins("CREATE UNIQUE INDEX i ON t(x)"));
+        assert!(!Kind::Table.begins("CREATE TABLEX t(x)"));
+        assert!(!Kind::Table.begins("CREATE TEMP TABLE t(x)"));
+        assert!(!Kind::View.begins("CREATE"));
+        assert!(!Kind::View.begins("CREATE VIEWé"));
+        assert!(!Kind::Index.begins("CREATE UNIQUE TABLE t(x)"));
+    }
+
+    #[test]
+    fn an_export_gathers_untracked_tables_and_views_and_names_what_it_leaves_out()
+    -> Result<(), Error> {
+        let c = Connection::open_in_memory()?;
+        c.execute_batch(
+            "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT);
+             CREATE TABLE sessions(sid TEXT PRIMARY KEY, expires INT);
+             CREATE INDEX sessions_expires ON sessions(expires);
+             CREATE TABLE fieldsync_x(k);
+             CREATE VIEW fieldsync_v AS SELECT 1;
+             CREATE VIEW names AS SELECT name FROM person;
+             CREATE TRIGGER stamp AFTER INSERT ON person BEGIN SELECT 1; END;
+             CREATE TRIGGER fieldsync_t AFTER INSERT ON person BEGIN SELECT 1; END;
+             CREATE VIRTUAL TABLE search USING fts5(body);",
+        )?;
+        let local = local_tables(&c, &[])?;
+        let names: Vec<&str> = local.iter().map(|t| t.name.as_str()).collect();
+        assert_eq!(names, ["person", "sessions"]);
+        assert_eq!(local[1].schema.len(), 2);
+        let views = views(&c)?;
+        assert_eq!(views.len(), 1);
+        assert_eq!(views[0].name, "names");
+        let warnings = not_carried(&c)?;
+        assert_eq!(warnings.len(), 2, "{warnings:?}");
+        assert!(warnings[0].contains("triggers") && warnings[0].contains("stamp"));
+        assert!(!warnings[0].contains("fieldsync_t"));
+        assert!(warnings[1].contains("search"));
+        Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use common::*;
 use fieldsync::SiteId;
-use fieldsync::bundle::format::{SiteRef, TableDef};
+use fieldsync::bundle::format::{LocalTable, SiteRef, TableDef, ViewDef};
 use fieldsync::bundle::{BundleWriter, Header};
 use serde_json::Value as Json;
 
@@ -622,5 +622,363 @@ fn large_transfers_show_progress_on_a_terminal_and_nothing_otherwise() -> Res {
     assert!(!json.contains("applying"), "{json}");
     let value: Json = serde_json::from_str(json.trim())?;
     assert_eq!(value["import"]["applied"], 120000);
+    Ok(())
+}
+
+/// A Sahana-PHP-like app: text uuid keys, a keyless option table, an
+/// autoincrement config table, a sessions table each instance keeps for
+/// itself, and a view.
+const SAHANA_PHP_SCHEMA: &str = "
+    CREATE TABLE person_uuid(p_uuid VARCHAR(60) PRIMARY KEY, full_name VARCHAR(100), family_name VARCHAR(100));
+    CREATE TABLE person_status(p_uuid VARCHAR(60) PRIMARY KEY REFERENCES person_uuid(p_uuid),
+        opt_status VARCHAR(10), updated TEXT);
+    CREATE INDEX person_status_opt ON person_status(opt_status);
+    CREATE TABLE field_options(field_name VARCHAR(100), option_code VARCHAR(10), option_description VARCHAR(50));
+    CREATE TABLE config(config_id INTEGER PRIMARY KEY AUTOINCREMENT, module_id VARCHAR(20),
+        confkey VARCHAR(50) NOT NULL, value TEXT);
+    CREATE TABLE sessions(session_id VARCHAR(64) PRIMARY KEY, sess_key VARCHAR(64),
+        expiry BIGINT, data TEXT);
+    CREATE INDEX sessions_expiry ON sessions(expiry);
+    CREATE VIEW missing_people AS
+        SELECT p.p_uuid, p.full_name, s.opt_status FROM person_uuid p
+        JOIN person_status s USING (p_uuid) WHERE s.opt_status = 'mis';
+    INSERT INTO person_uuid VALUES ('lk-1', 'Amal Perera', 'Perera'), ('lk-2', 'Bilal Khan', 'Khan');
+    INSERT INTO person_status VALUES ('lk-1', 'mis', '2024-01-01'), ('lk-2', 'ali', '2024-01-02');
+    INSERT INTO field_options VALUES ('opt_status', 'mis', 'Missing'), ('opt_status', 'ali', 'Alive'),
+        ('opt_gender', 'f', 'Female');
+    INSERT INTO config(module_id, confkey, value) VALUES ('mpr', 'mpr_pages', '10'), ('admin', 'theme', 'default');
+    INSERT INTO sessions VALUES ('s-hq-1', 'k', 1700000000, 'user=admin');";
+
+/// The app's objects in `sqlite3 DB .schema`, fieldsync's own left out,
+/// sorted (a laptop creates them in another order).
+fn app_schema(site: &Site) -> Res<Vec<String>> {
+    let out = site.sql(".schema")?;
+    let mut objects: Vec<String> = out
+        .split(";\n")
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .filter(|s| {
+            let name = s
+                .split_whitespace()
+                .find(|w| {
+                    !matches!(
+                        w.to_ascii_uppercase().as_str(),
+                        "CREATE"
+                            | "UNIQUE"
+                            | "TABLE"
+                            | "INDEX"
+                            | "VIEW"
+                            | "TRIGGER"
+                            | "IF"
+                            | "NOT"
+                            | "EXISTS"
+                    )
+                })
+                .unwrap_or_default()
+                .trim_matches(|c| c == '"' || c == '[' || c == ']' || c == '`');
+            !name.starts_with("fieldsync_")
+        })
+        .collect();
+    objects.sort();
+    Ok(objects)
+}
+
+#[test]
+fn init_from_creates_untracked_tables_empty_and_the_views_of_a_sahana_php_like_app() -> Res {
+    let w = World::new()?;
+    let hq = w.bare_site("hq", SAHANA_PHP_SCHEMA)?;
+    fieldsync_ok(&[
+        &"track",
+        &"--db",
+        &hq.db,
+        &"--all",
+        &"--except",
+        &"sessions",
+    ])?;
+    let full = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+
+    let inspected = fieldsync_ok(&[&"inspect", &full, &"--json"])?.json()?;
+    assert_eq!(inspected["local_tables"], serde_json::json!(["sessions"]));
+    assert_eq!(inspected["views"], serde_json::json!(["missing_people"]));
+
+    let db = w.path("field.db");
+    let out = fieldsync_ok(&[
+        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full,
+    ])?;
+    assert!(
+        out.stdout.contains(
+            "Created empty, as they are local to each instance (not tracked at 'hq'): sessions."
+        ),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("Created views: missing_people."),
+        "{}",
+        out.stdout
+    );
+    let field = Site {
+        name: "field-1".into(),
+        db,
+    };
+
+    // Every app object HQ has, and nothing else.
+    assert_eq!(app_schema(&field)?, app_schema(&hq)?);
+    assert!(
+        app_schema(&field)?
+            .iter()
+            .any(|s| s.starts_with("CREATE INDEX sessions_expiry")),
+        "{:?}",
+        app_schema(&field)?
+    );
+    // The tracked tables' rows, no sessions, and the view works.
+    for table in ["person_uuid", "person_status"] {
+        assert_eq!(field.rows(table)?, hq.rows(table)?, "table {table}");
+    }
+    let options = "SELECT * FROM field_options ORDER BY 1, 2";
+    assert_eq!(field.sql(options)?, hq.sql(options)?);
+    let config = "SELECT module_id, confkey, value FROM config ORDER BY confkey";
+    assert_eq!(field.sql(config)?, hq.sql(config)?);
+    assert_eq!(field.count("SELECT count(*) FROM sessions")?, 0);
+    let view = "SELECT * FROM missing_people";
+    assert_eq!(field.sql(view)?, "lk-1|Amal Perera|mis\n");
+    assert_eq!(
+        tracked_tables(&field.db)?,
+        vec!["config", "field_options", "person_status", "person_uuid"]
+    );
+    fieldsync_ok(&[&"check", &"--db", &field.db])?;
+
+    // The app runs on the laptop: it logs in (sessions), adds a config
+    // entry and a person; only the tracked rows travel back.
+    field.sql(
+        "INSERT INTO sessions VALUES ('s-field-1', 'k', 1700000100, 'user=officer');
+         INSERT INTO config(module_id, confkey, value) VALUES ('mpr', 'mpr_field', '1');
+         INSERT INTO person_uuid VALUES ('lk-3', 'Chen Wei', 'Chen');
+         INSERT INTO person_status VALUES ('lk-3', 'mis', '2024-02-01');",
+    )?;
+    let back = w.bundle("field-to-hq");
+    let exported = field.export_to("hq", &back)?;
+    assert_eq!(num(&exported, "changes")?, 3, "{exported}");
+    hq.import(&[&back])?;
+    assert_eq!(field.sql(view)?, hq.sql(view)?);
+    assert_eq!(field.sql(config)?, hq.sql(config)?);
+    assert_eq!(
+        hq.sql("SELECT session_id FROM sessions")?,
+        "s-hq-1\n",
+        "a session travelled"
+    );
+    Ok(())
+}
+
+#[test]
+fn init_from_reports_local_tables_and_views_in_json() -> Res {
+    let w = World::new()?;
+    let hq = w.bare_site("hq", SAHANA_PHP_SCHEMA)?;
+    fieldsync_ok(&[&"track", &"--db", &hq.db, &"--all", &"--except", &"sess*"])?;
+    let full = w.bundle("hq-full");
+    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    let db = w.path("field.db");
+    let report = fieldsync_ok(&[
+        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full, &"--json",
+    ])?
+    .json()?;
+    assert_eq!(report["local_tables"], serde_json::json!(["sessions"]));
+    assert_eq!(report["views"], serde_json::json!(["missing_people"]));
+    assert_eq!(report["tables"].as_array().map(Vec::len), Some(4));
+    Ok(())
+}
+
+#[test]
+fn export_full_warns_that_the_apps_triggers_are_not_carried() -> Res {
+    let w = World::new()?;
+    let hq = w.bare_site(
+        "hq",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT, updated TEXT);
+         CREATE TRIGGER person_touch AFTER UPDATE OF name ON person
+           BEGIN UPDATE person SET updated = 'now' WHERE id = NEW.id; END;",
+    )?;
+    fieldsync_ok(&[&"track", &"--db", &hq.db, &"--all"])?;
+    let full = w.bundle("hq-full");
+    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    assert!(
+        out.stderr
+            .contains("warning: the app's triggers are not in the full export")
+            && out.stderr.contains("person_touch"),
+        "{}",
+        out.stderr
+    );
+    let db = w.path("field.db");
+    fieldsync_ok(&[
+        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full,
+    ])?;
+    let app_triggers = "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' \
+                        AND name NOT LIKE 'fieldsync%'";
+    assert_eq!(count(&db, app_triggers)?, 0);
+    // A delta export says nothing of it.
+    let delta = w.bundle("delta");
+    let out = fieldsync_ok(&[
+        &"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &delta,
+    ])?;
+    assert!(!out.stderr.contains("triggers"), "{}", out.stderr);
+    Ok(())
+}
+
+/// A full bundle for table `t(id, v)` carrying these local tables and views.
+fn write_bundle_with_local(path: &Path, local: &[(&str, &[&str])], views: &[(&str, &str)]) -> Res {
+    let header = Header {
+        sender: SiteRef {
+            id: SiteId::random(),
+            name: "mallory".into(),
+        },
+        created: 1,
+        full: true,
+        recipient: None,
+        origins: Vec::new(),
+        tables: vec![TableDef {
+            name: "t".into(),
+            key: vec!["id".into()],
+            cells: vec!["v".into()],
+            schema: vec!["CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT)".into()],
+            ..TableDef::default()
+        }],
+        covers: Vec::new(),
+        seen: Vec::new(),
+        lost: Default::default(),
+        local_tables: local
+            .iter()
+            .map(|(name, schema)| LocalTable {
+                name: name.to_string(),
+                schema: schema.iter().map(|s| s.to_string()).collect(),
+            })
+            .collect(),
+        views: views
+            .iter()
+            .map(|(name, sql)| ViewDef {
+                name: name.to_string(),
+                sql: sql.to_string(),
+            })
+            .collect(),
+    };
+    let file = std::fs::File::create(path)?;
+    let writer = BundleWriter::new(file, &header)?;
+    writer.finish()?;
+    Ok(())
+}
+
+#[test]
+fn hostile_local_tables_and_views_are_refused_and_leave_nothing_behind() -> Res {
+    let w = World::new()?;
+    let victim = w.path("victim.db");
+    sqlite3(
+        &victim,
+        "CREATE TABLE precious(x); INSERT INTO precious VALUES (1);",
+    )?;
+    let before = db_fingerprint(&victim)?;
+    type Case<'a> = (
+        &'a [(&'a str, &'a [&'a str])],
+        &'a [(&'a str, &'a str)],
+        &'a str,
+    );
+    let cases: &[Case] = &[
+        // A view that is really a DROP.
+        (&[], &[("v", "DROP TABLE precious")], "view 'v' was refused"),
+        // A view followed by another statement.
+        (
+            &[],
+            &[("v", "CREATE VIEW v AS SELECT 1; DROP TABLE precious")],
+            "view 'v' was refused",
+        ),
+        // A trigger posing as a view.
+        (
+            &[],
+            &[(
+                "v",
+                "CREATE TRIGGER v AFTER INSERT ON precious BEGIN DELETE FROM precious; END",
+            )],
+            "view 'v' was refused",
+        ),
+        // A view named like an engine table.
+        (
+            &[],
+            &[("fieldsync_x", "CREATE VIEW fieldsync_x AS SELECT 1")],
+            "belong to fieldsync",
+        ),
+        // A temporary view.
+        (
+            &[],
+            &[("v", "CREATE TEMP VIEW v AS SELECT 1")],
+            "view 'v' was refused",
+        ),
+        // A local table statement creating another table.
+        (
+            &[("sessions", &["CREATE TABLE precious2(x)"])],
+            &[],
+            "local table 'sessions' was refused",
+        ),
+        // A trigger smuggled in as a local table's index.
+        (
+            &[(
+                "sessions",
+                &[
+                    "CREATE TABLE sessions(id TEXT)",
+                    "CREATE TRIGGER s AFTER INSERT ON t BEGIN DELETE FROM precious; END",
+                ],
+            )],
+            &[],
+            "local table 'sessions' was refused",
+        ),
+        // A local table named like SQLite's own.
+        (
+            &[(
+                "sqlite_stat1",
+                &["CREATE TABLE sqlite_stat1(tbl, idx, stat)"],
+            )],
+            &[],
+            "belong to SQLite",
+        ),
+        // A local table that is the tracked table again.
+        (
+            &[("T", &["CREATE TABLE T(id TEXT PRIMARY KEY, v TEXT)"])],
+            &[],
+            "another table or view of that name",
+        ),
+    ];
+    for (i, (local, views, needle)) in cases.iter().enumerate() {
+        let evil = w.path(&format!("evil-{i}.fsb"));
+        write_bundle_with_local(&evil, local, views)?;
+        let out = fieldsync(&[
+            &"init", &"--db", &victim, &"--name", &"field-1", &"--from", &evil,
+        ])?;
+        assert_error(&out, 1, &[needle, "nothing was changed"]);
+        assert_eq!(db_fingerprint(&victim)?, before, "case {i}");
+        let fresh = w.path(&format!("fresh-{i}.db"));
+        let out = fieldsync(&[
+            &"init", &"--db", &fresh, &"--name", &"field-1", &"--from", &evil,
+        ])?;
+        assert_error(&out, 1, &[needle]);
+        assert!(!fresh.exists(), "case {i} left {fresh:?}");
+    }
+
+    // A database that already has an object of a local table's or view's
+    // name is left alone.
+    for (i, (local, views)) in [
+        (
+            &[("precious", &["CREATE TABLE precious(x)"][..])][..],
+            &[][..],
+        ),
+        (&[], &[("precious", "CREATE VIEW precious AS SELECT 1")][..]),
+    ]
+    .iter()
+    .enumerate()
+    {
+        let bundle = w.path(&format!("taken-{i}.fsb"));
+        write_bundle_with_local(&bundle, local, views)?;
+        let out = fieldsync(&[
+            &"init", &"--db", &victim, &"--name", &"field-1", &"--from", &bundle,
+        ])?;
+        assert_error(&out, 1, &["already has a table named 'precious'"]);
+        assert_eq!(db_fingerprint(&victim)?, before);
+    }
     Ok(())
 }
