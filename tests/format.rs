@@ -6,7 +6,8 @@
 
 use std::path::PathBuf;
 
-use fieldsync::bundle::inspect;
+use fieldsync::bundle::format::{LocalTable, MAX_LIST, ViewDef};
+use fieldsync::bundle::{BundleReader, BundleWriter, Header, SiteRef, inspect, verify};
 use fieldsync::{ExportTarget, Instance, Selection, TrackOptions, Value};
 
 const SCHEMA: &str = "
@@ -122,6 +123,8 @@ fn golden_inspects_intact(version: u16) -> Result<(), Box<dyn std::error::Error>
     assert_eq!(info.header.sender.name, "golden-hq");
     assert!(info.header.full);
     let names: Vec<&str> = info.header.tables.iter().map(|t| t.name.as_str()).collect();
+    // Written before full exports carried local tables and views.
+    assert!(info.header.local_tables.is_empty() && info.header.views.is_empty());
     let end = info.end.ok_or("no end record")?;
     if version >= 3 {
         assert_eq!(names, ["kinds", "pair", "org", "unit", "opt"]);
@@ -183,5 +186,53 @@ fn golden_imports_every_value_exactly(version: u16) -> Result<(), Box<dyn std::e
         deleted, 1,
         "the tombstone of 'gone' travels in a full bundle"
     );
+    Ok(())
+}
+
+/// A full header with one local table (of `schema_len` statements) and one
+/// view, written as a bundle without rows.
+fn bundle_with_local(schema_len: usize) -> Result<(Header, Vec<u8>), Box<dyn std::error::Error>> {
+    let site = SiteRef {
+        id: fieldsync::SiteId::random(),
+        name: "hq".into(),
+    };
+    let header = Header {
+        sender: site,
+        created: 1,
+        full: true,
+        recipient: None,
+        origins: Vec::new(),
+        tables: Vec::new(),
+        covers: Vec::new(),
+        seen: Vec::new(),
+        lost: Default::default(),
+        local_tables: vec![LocalTable {
+            name: "sessions".into(),
+            schema: vec!["CREATE TABLE sessions(id)".into(); schema_len],
+        }],
+        views: vec![ViewDef {
+            name: "v".into(),
+            sql: "CREATE VIEW v AS SELECT 1".into(),
+        }],
+    };
+    let (bytes, _) = BundleWriter::new(Vec::new(), &header)?.finish()?;
+    Ok((header, bytes))
+}
+
+#[test]
+fn local_tables_and_views_read_back_and_their_lists_are_bounded()
+-> Result<(), Box<dyn std::error::Error>> {
+    let (header, bytes) = bundle_with_local(2)?;
+    let mut file = std::io::Cursor::new(bytes);
+    verify(&mut file)?;
+    assert_eq!(BundleReader::open(file)?.header(), &header);
+
+    let (_, bytes) = bundle_with_local(MAX_LIST + 1)?;
+    let mut file = std::io::Cursor::new(bytes);
+    verify(&mut file)?;
+    match BundleReader::open(file) {
+        Ok(_) => panic!("a local table of {} statements was read", MAX_LIST + 1),
+        Err(e) => assert!(e.to_string().contains("at most"), "{e}"),
+    }
     Ok(())
 }
