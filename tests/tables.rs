@@ -352,6 +352,8 @@ fn references_that_cannot_be_followed_are_carried_as_they_are() -> Res {
     let file = w.bundle("hq-to-field-1");
     let exported = hq.export_to("field-1", &file)?;
     assert_eq!(num(&exported, "changes")?, 0, "{exported}");
+    // The laptops have the table, empty, as the app expects.
+    assert_eq!(f1.count("SELECT count(*) FROM sessions")?, 0);
     Ok(())
 }
 
