@@ -39,6 +39,15 @@ enum PostCheck {
         written: Option<Vec<String>>,
         unchecked: Vec<String>,
     },
+    /// A reference to a row not written yet when its own row was (two new
+    /// rows pointing at each other): written as NULL, resolved now.
+    Resolve {
+        table: usize,
+        key: Vec<Value>,
+        column: String,
+        parent: String,
+        value: Value,
+    },
     /// Children of a table whose referenced columns changed (`None`: a
     /// row was deleted).
     Children {
@@ -301,22 +310,31 @@ impl Applier {
         }
         // Deletes still held for children the origin did not know: the
         // schema's ON DELETE CASCADE / SET NULL, carried out here.
-        let mut rest = Vec::with_capacity(entries.len());
-        for e in entries {
-            let referenced = e
-                .refusal
-                .as_ref()
-                .is_some_and(|r| r.reason == Reason::StillReferenced);
-            if referenced && e.change.cl % 2 == 0 {
-                let saw = if e.sender_saw { seen } else { None };
-                if let Some(verdict) = self.cascade_and_apply(conn, s, &e.change, saw)? {
-                    self.applied_entry(conn, s, &e, verdict)?;
-                    continue;
+        // Round after round: one delete applied may free another (a child
+        // the origin deleted itself, whose own children were local).
+        loop {
+            let mut progress = false;
+            let mut rest = Vec::with_capacity(entries.len());
+            for e in entries {
+                let referenced = e
+                    .refusal
+                    .as_ref()
+                    .is_some_and(|r| r.reason == Reason::StillReferenced);
+                if referenced && e.change.cl % 2 == 0 {
+                    let saw = if e.sender_saw { seen } else { None };
+                    if let Some(verdict) = self.cascade_and_apply(conn, s, &e.change, saw)? {
+                        self.applied_entry(conn, s, &e, verdict)?;
+                        progress = true;
+                        continue;
+                    }
                 }
+                rest.push(e);
             }
-            rest.push(e);
+            entries = rest;
+            if !progress {
+                break;
+            }
         }
-        let entries = rest;
         for mut e in entries {
             // Versions this instance received before (a full export sends
             // them again with the held ones) are applied already: the entry
@@ -392,15 +410,46 @@ impl Applier {
         let Some(at) = locate(conn, &table, &change.pk, &change.key)? else {
             return Ok(None);
         };
+        // Only children the deleting instance had not seen: one it knew and
+        // kept (its app deletes with foreign keys off) stays, and so does
+        // the delete, held.
+        let Some(seen) = seen else {
+            return Ok(None);
+        };
+        let sites = &s.sites;
+        let mut unseen_here = |child: &TrackedTable, key: &[Value]| -> Result<bool, Error> {
+            let pk = if child.identity.mapped() {
+                match crate::identity::gid_of(conn, child.id, &key[0])? {
+                    Some(pk) => pk,
+                    None => return Ok(true),
+                }
+            } else {
+                crate::value::encode_key(key)
+            };
+            let state = load_row(conn, sites, child.id, &pk)?;
+            Ok(!state.versions.iter().any(|v| {
+                sites
+                    .idx_of(&v.site)
+                    .and_then(|i| seen.get(&i))
+                    .is_some_and(|set| set.contains(v.seq))
+            }))
+        };
         let mut sp = Savepoint::new(conn, "fieldsync_cascade")?;
         let triggers = conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?;
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
-        let done = self.fks.cascade(conn, s.catalog.tables(), &table, &at, 0);
+        let done = self
+            .fks
+            .cascade(conn, s.catalog.tables(), &table, &at, 0, &mut unseen_here);
         conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers)?;
-        if !done? {
-            return Ok(None);
+        match done {
+            Ok(true) => {}
+            Ok(false) => return Ok(None),
+            // A child the action cannot change (SET NULL on a NOT NULL
+            // column, an app trigger that raises): the delete stays held.
+            Err(Error::Sqlite(e)) if !is_database_trouble(&e) => return Ok(None),
+            Err(e) => return Err(e),
         }
-        match apply(conn, s, self, change, seen)? {
+        match apply(conn, s, self, change, Some(seen))? {
             Ok(verdict) => {
                 sp.release()?;
                 Ok(Some(verdict))
@@ -455,8 +504,25 @@ impl Applier {
                 }
             }
             let checks = self.joint.take().unwrap_or_default();
+            // References to rows of the group first, then every check.
+            for (i, check) in &checks {
+                if let PostCheck::Resolve {
+                    table,
+                    key,
+                    column,
+                    parent,
+                    value,
+                } = check
+                {
+                    let t = &s.catalog.tables()[*table];
+                    if !set_ref(conn, &s.catalog, t, key, column, parent, value)? {
+                        failed.insert(*i);
+                    }
+                }
+            }
             for (i, check) in &checks {
                 let broken = match check {
+                    PostCheck::Resolve { .. } => None,
                     PostCheck::Row {
                         table,
                         key,
@@ -722,6 +788,7 @@ fn write_row(
             // at here (crate::refs).
             let mut values: Vec<Value> = Vec::with_capacity(cells.len());
             let mut unchecked: Vec<String> = Vec::new();
+            let mut later = Vec::new();
             for bit in cells.iter() {
                 let v = c
                     .value(bit)
@@ -737,7 +804,13 @@ fn write_row(
                         }
                         values.push(value);
                     }
-                    Err(refusal) => return Ok(Err(refusal)),
+                    // A row of this change's own making (it points at
+                    // itself, or at a row written with it in a joint pass):
+                    // written as NULL, resolved once the rows are written.
+                    Err(refusal) => {
+                        later.push((table.cells[bit - 1].clone(), parent_name, v, refusal));
+                        values.push(Value::Null);
+                    }
                 }
             }
             // Columns other rows point at, rewritten here.
@@ -816,6 +889,25 @@ fn write_row(
                 }
                 c.key.clone()
             };
+            for (column, parent, value, refusal) in later {
+                if set_ref(conn, catalog, table, &written_at, &column, parent, value)? {
+                    continue;
+                }
+                match ap.joint.as_mut() {
+                    Some(checks) => checks.push((
+                        ap.current,
+                        PostCheck::Resolve {
+                            table: c.table,
+                            key: written_at.clone(),
+                            column,
+                            parent: parent.to_owned(),
+                            value: value.clone(),
+                        },
+                    )),
+                    // The write is undone with the change's savepoint.
+                    None => return Ok(Err(refusal)),
+                }
+            }
             if table.identity == Identity::Content {
                 crate::identity::refresh_sig(conn, table, &c.pk, &written_at[0])?;
             }
@@ -899,6 +991,33 @@ fn update(
     Ok(n > 0)
 }
 
+/// Write the tagged reference `value` to `parent` into `column` of the row
+/// at `key`, if the row it names is here now; false if it is not.
+fn set_ref(
+    conn: &Connection,
+    catalog: &Catalog,
+    table: &TrackedTable,
+    key: &[Value],
+    column: &str,
+    parent: &str,
+    value: &Value,
+) -> Result<bool, Error> {
+    let Ok((resolved, _)) = resolve_ref(conn, catalog, parent, value)? else {
+        return Ok(false);
+    };
+    let sql = format!(
+        "UPDATE {} SET {} = ?{} WHERE {}",
+        quote_ident(&table.name),
+        quote_ident(column),
+        key.len() + 1,
+        table.key_predicate()
+    );
+    conn.prepare_cached(&sql)?.execute(params_from_iter(
+        key.iter().chain(std::iter::once(&resolved)),
+    ))?;
+    Ok(true)
+}
+
 /// The value to write for the tagged reference `v` to table `parent`, and
 /// whether its constraint is to be checked; a refusal if it names a row
 /// that is not here.
@@ -918,6 +1037,7 @@ fn resolve_ref(
             crate::refs::Tagged::Null => Some((Value::Null, true)),
             crate::refs::Tagged::Value(v) => Some((v.clone(), true)),
             crate::refs::Tagged::Dangling(v) => Some((v.clone(), false)),
+            crate::refs::Tagged::DanglingLocal => Some((Value::Null, false)),
             crate::refs::Tagged::Identity(_) => None,
         },
     };
@@ -961,11 +1081,24 @@ fn refused<T>(
     let rusqlite::Error::SqliteFailure(f, msg) = &e else {
         return Err(e.into());
     };
-    use rusqlite::ErrorCode as C;
     // The database's own trouble fails the import; anything the row's
     // values provoke (a constraint, a CHECK whose expression raises an
     // error, a value too big) refuses only this change.
-    if matches!(
+    if is_database_trouble(&e) {
+        return Err(e.into());
+    }
+    let message = msg.clone().unwrap_or_else(|| f.to_string());
+    refusal_of(conn, table, c, f, message, partial)
+}
+
+/// True for the database's own trouble (busy, I/O, corruption, …), as
+/// opposed to an error the values written provoke.
+fn is_database_trouble(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    let rusqlite::Error::SqliteFailure(f, _) = e else {
+        return true;
+    };
+    matches!(
         f.code,
         C::DatabaseBusy
             | C::DatabaseLocked
@@ -980,10 +1113,18 @@ fn refused<T>(
             | C::FileLockingProtocolFailed
             | C::OperationInterrupted
             | C::OperationAborted
-    ) {
-        return Err(e.into());
-    }
-    let message = msg.clone().unwrap_or_else(|| f.to_string());
+    )
+}
+
+/// The refusal for a value error SQLite reported while writing `c`.
+fn refusal_of<T>(
+    conn: &Connection,
+    table: &TrackedTable,
+    c: &Change,
+    f: &rusqlite::ffi::Error,
+    message: String,
+    partial: bool,
+) -> Result<Result<T, Refusal>, Error> {
     use rusqlite::ffi;
     let reason = match (f.code, f.extended_code) {
         (_, ffi::SQLITE_CONSTRAINT_UNIQUE | ffi::SQLITE_CONSTRAINT_PRIMARYKEY) => Reason::Unique,

@@ -242,9 +242,12 @@ impl ForeignKeys {
     /// Before the row of `table` at `key` (its SQL key) is deleted: carry
     /// out the `ON DELETE CASCADE` and `SET NULL` actions of the constraints
     /// whose children still point at it (and at no other row), as SQLite
-    /// would with foreign keys on, children's children first. Returns false,
-    /// having changed nothing the caller needs to keep, if a constraint
-    /// without such an action still has children: the caller rolls back.
+    /// would with foreign keys on, children's children first. `may_act`
+    /// says whether a child row may be deleted or changed so (only rows
+    /// the deleting instance did not know). Returns false, having changed
+    /// nothing the caller needs to keep, if a constraint without such an
+    /// action still has children, or `may_act` refuses one: the caller
+    /// rolls back.
     /// The caller enables triggers, so the children's deletes and updates
     /// are captured as this instance's changes.
     pub fn cascade(
@@ -254,6 +257,7 @@ impl ForeignKeys {
         table: &TrackedTable,
         key: &[Value],
         depth: usize,
+        may_act: &mut dyn FnMut(&TrackedTable, &[Value]) -> Result<bool, Error>,
     ) -> Result<bool, Error> {
         const MAX_DEPTH: usize = 64;
         let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
@@ -310,10 +314,15 @@ impl ForeignKeys {
             if children.is_empty() {
                 continue;
             }
+            for c in &children {
+                if !may_act(child, c)? {
+                    return Ok(false);
+                }
+            }
             match fk.on_delete.to_ascii_uppercase().as_str() {
                 "CASCADE" => {
                     for c in &children {
-                        if !self.cascade(conn, tables, child, c, depth + 1)? {
+                        if !self.cascade(conn, tables, child, c, depth + 1, may_act)? {
                             return Ok(false);
                         }
                         conn.prepare(&format!(

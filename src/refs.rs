@@ -11,6 +11,7 @@
 //! | [`TAG_VALUE`] | the value | the value; the parent row exists at the sender |
 //! | [`TAG_IDENTITY`] | the parent row's identity | that row's local number here (it waits in quarantine until the row is here) |
 //! | [`TAG_DANGLING`] | the value | the value, unchecked: the parent row did not exist at the sender either |
+//! | [`TAG_DANGLING_LOCAL`] | nothing | NULL: a local number naming no row at the sender means nothing here |
 //!
 //! NULL stays NULL. Which columns are tagged is listed in the bundle header
 //! (`TableDef::refs`), one entry per constraint. Only constraints between
@@ -33,6 +34,9 @@ pub const TAG_DANGLING: u8 = 0;
 pub const TAG_VALUE: u8 = 1;
 /// The identity (replicated key) of the parent row it points at.
 pub const TAG_IDENTITY: u8 = 2;
+/// A local number of the sender's that names no row there: it means
+/// nothing elsewhere (and could name another row), so it is not sent.
+pub const TAG_DANGLING_LOCAL: u8 = 3;
 
 /// One followed constraint of a tracked table, ready to encode its values.
 #[derive(Debug, Clone)]
@@ -173,6 +177,8 @@ pub(crate) fn encode(
                 } else {
                     tagged(TAG_VALUE, std::slice::from_ref(v))
                 }
+            } else if found.is_none() && fk.translate[i] {
+                tagged(TAG_DANGLING_LOCAL, &[])
             } else {
                 match &found {
                     None => tagged(TAG_DANGLING, std::slice::from_ref(v)),
@@ -190,7 +196,7 @@ pub(crate) fn encode(
                     }
                     // The parent row has no identity yet: it cannot be
                     // found elsewhere.
-                    Some(_) => tagged(TAG_DANGLING, std::slice::from_ref(v)),
+                    Some(_) => tagged(TAG_DANGLING_LOCAL, &[]),
                 }
             };
             out.push((bit, encoded));
@@ -226,7 +232,7 @@ fn identity_of(conn: &Connection, fk: &RefFk, v: &Value) -> Result<Value, Error>
         Some(identity) if !parent.identity.mapped() && identity != Value::Null => {
             tagged(TAG_IDENTITY, &[identity])
         }
-        _ => tagged(TAG_DANGLING, std::slice::from_ref(v)),
+        _ => tagged(TAG_DANGLING_LOCAL, &[]),
     })
 }
 
@@ -239,6 +245,8 @@ pub(crate) enum Tagged {
     Value(Value),
     /// A value no parent row matched at the sender.
     Dangling(Value),
+    /// A local number no parent row had at the sender.
+    DanglingLocal,
     /// The parent row's identity, encoded as the change log encodes keys.
     Identity(Vec<u8>),
 }
@@ -261,6 +269,7 @@ pub(crate) fn decode(v: &Value, identity: Identity, key_len: usize) -> Result<Ta
     match (b[0], payload.as_slice()) {
         (TAG_VALUE, [v]) => Ok(Tagged::Value(v.clone())),
         (TAG_DANGLING, [v]) => Ok(Tagged::Dangling(v.clone())),
+        (TAG_DANGLING_LOCAL, []) => Ok(Tagged::DanglingLocal),
         (TAG_IDENTITY, key) if identity != Identity::Key && key.len() == key_len => {
             let well_formed = if identity.mapped() {
                 valid_gid(identity, key)
@@ -290,6 +299,7 @@ pub(crate) fn resolve(
         Tagged::Null => Some((Value::Null, true)),
         Tagged::Value(v) => Some((v.clone(), true)),
         Tagged::Dangling(v) => Some((v.clone(), false)),
+        Tagged::DanglingLocal => Some((Value::Null, false)),
         Tagged::Identity(gid) if parent.identity.mapped() => {
             crate::identity::local_of(conn, parent.id, gid)?.map(|v| (v, true))
         }
@@ -318,8 +328,9 @@ pub fn shown(v: &Value) -> Value {
         return v.clone();
     };
     match b.split_first() {
-        Some((&tag, rest)) if tag <= TAG_IDENTITY => match decode_key(rest) {
+        Some((&tag, rest)) if tag <= TAG_DANGLING_LOCAL => match decode_key(rest) {
             Ok(mut key) if key.len() == 1 => key.remove(0),
+            Ok(key) if key.is_empty() => Value::Null,
             _ => v.clone(),
         },
         _ => v.clone(),

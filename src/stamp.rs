@@ -266,10 +266,10 @@ pub(crate) fn schema_cookie(conn: &Connection) -> Result<i64, Error> {
 }
 
 /// `VACUUM` may renumber the rowids of a table that has neither an
-/// `INTEGER PRIMARY KEY` nor an index, which is how tables without a key
-/// find their rows in `fieldsync_ids`. It moves the schema cookie, so when
-/// the cookie moved since the last stamp, each such table is compared with
-/// its map: rows whose content signature still sits at the mapped rowid
+/// `INTEGER PRIMARY KEY` nor any index (it keeps them where there is an
+/// index), which is how tables without a key find their rows in
+/// `fieldsync_ids`. It moves the schema cookie, so when the cookie moved
+/// since the last stamp, each such table is compared with its map: rows whose content signature still sits at the mapped rowid
 /// are untouched; if any is not, the table is matched by content instead
 /// (spec/merge.md, "Row identity"): rows with the same content keep their
 /// identity, in rowid order (VACUUM keeps the order), a mapped row whose
@@ -284,9 +284,12 @@ fn remap_after_schema_change(conn: &Connection, s: &mut Session) -> Result<u64, 
         return Ok(0);
     }
     let mut moved = 0;
-    for table in s.catalog.tables().to_vec() {
-        if table.identity == Identity::Content {
-            moved += remap_by_content(conn, s, &table)?;
+    // Nothing was mapped before the first stamp, which records the cookie.
+    if saved.is_some() {
+        for table in s.catalog.tables().to_vec() {
+            if table.identity == Identity::Content && !has_index(conn, &table.name)? {
+                moved += remap_by_content(conn, s, &table)?;
+            }
         }
     }
     crate::site::meta_set(conn, "schema_cookie", cookie)?;
@@ -397,6 +400,13 @@ fn remap_by_content(
         save_row(conn, &s.sites, table.id, &gid, &before, &after)?;
     }
     Ok(moved)
+}
+
+/// True if the table has any index (VACUUM then keeps its rowids).
+fn has_index(conn: &Connection, table: &str) -> Result<bool, Error> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM pragma_index_list(?1) LIMIT 1")?
+        .exists([table])?)
 }
 
 /// True if the table has a UNIQUE constraint or index besides its key, so

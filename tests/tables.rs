@@ -358,7 +358,9 @@ fn references_that_cannot_be_followed_are_carried_as_they_are() -> Res {
 }
 
 // A row whose reference already dangles at its sender (written with foreign
-// keys off) was held in quarantine at every receiver, forever.
+// keys off) was held in quarantine at every receiver, forever; and a local
+// number naming no row at its sender, written as it was, later named
+// another row at the receiver and travelled on as a real reference.
 #[test]
 fn a_reference_dangling_at_its_sender_arrives_as_it_is() -> Res {
     let w = World::new()?;
@@ -370,13 +372,16 @@ fn a_reference_dangling_at_its_sender_arrives_as_it_is() -> Res {
     let (_, imported) = w.send(&f1, &hq)?;
     assert_eq!(num(&imported, "quarantined")?, 0, "{imported}");
     assert_eq!(num(&imported, "applied")?, 2, "{imported}");
+    // A local number that names no row at the sender means nothing here
+    // (here it could name another row): NULL. The reference that held
+    // travels as the row it names.
     assert_eq!(
-        hq.sql("SELECT location_id, o.uuid FROM pr_person p JOIN org_organisation o ON o.id = p.organisation_id WHERE p.uuid = 'u-lost';")?,
-        "99|u-rc\n"
+        hq.sql("SELECT location_id IS NULL, o.uuid FROM pr_person p JOIN org_organisation o ON o.id = p.organisation_id WHERE p.uuid = 'u-lost';")?,
+        "1|u-rc\n"
     );
     assert_eq!(
-        hq.sql("SELECT parent FROM gis_location WHERE uuid = 'u-x';")?,
-        "42\n"
+        hq.sql("SELECT parent IS NULL FROM gis_location WHERE uuid = 'u-x';")?,
+        "1\n"
     );
     assert!(held(&hq)?.is_empty());
     Ok(())
@@ -498,5 +503,41 @@ fn keyless_rows_pointing_at_local_ids_are_told_apart_by_what_they_point_at() -> 
         "SELECT p.name, t.tag FROM person_tag t JOIN person p ON p.id = t.person ORDER BY 1, 2;",
         "Amal|urgent\nBilal|urgent\nZara|seen\n",
     )?;
+    Ok(())
+}
+
+// Review: the receiver cascaded a delete onto a child the deleting instance
+// knew and kept (its app deletes with foreign keys off), and sent that
+// delete back; and a SET NULL on a NOT NULL column failed the whole import,
+// and so every import from that peer after it.
+#[test]
+fn a_cascade_spares_children_the_origin_kept_and_never_fails_an_import() -> Res {
+    let schema = "CREATE TABLE org(id INTEGER PRIMARY KEY, name TEXT);
+                  CREATE TABLE person(id INTEGER PRIMARY KEY, name TEXT,
+                    org INTEGER REFERENCES org(id) ON DELETE CASCADE);
+                  CREATE TABLE badge(id INTEGER PRIMARY KEY,
+                    person INTEGER NOT NULL REFERENCES person(id) ON DELETE SET NULL);";
+    let w = World::new()?;
+    let (hq, f1, _f2) = hq_and_laptops(
+        &w,
+        schema,
+        "INSERT INTO org(name) VALUES ('RC'); INSERT INTO person(name, org) VALUES ('Ann', 1);",
+        &[],
+    )?;
+    // HQ's app deletes the organisation with foreign keys off: Ann stays.
+    hq.sql("DELETE FROM org;")?;
+    let (_, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&imported, "quarantined")?, 1, "{imported}");
+    assert_eq!(f1.sql("SELECT name FROM person;")?, "Ann\n");
+    // A badge of field-1's own on Bob, whom HQ deletes: SET NULL cannot
+    // empty a NOT NULL column, so the delete is held; the import succeeds.
+    hq.sql("INSERT INTO person(name) VALUES ('Bob');")?;
+    w.send(&hq, &f1)?;
+    f1.sql("INSERT INTO badge(person) VALUES ((SELECT id FROM person WHERE name = 'Bob'));")?;
+    hq.sql("DELETE FROM person WHERE name = 'Bob';")?;
+    let (_, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&imported, "quarantined")?, 1, "{imported}");
+    assert_eq!(f1.sql("SELECT name FROM person ORDER BY 1;")?, "Ann\nBob\n");
+    fieldsync_ok(&[&"check", &"--db", &f1.db])?;
     Ok(())
 }
