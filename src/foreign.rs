@@ -53,6 +53,10 @@ pub struct ForeignKeys {
     incoming: BTreeMap<String, Vec<ForeignKey>>,
 }
 
+/// Whether a child row (its table, its SQL key) may be changed by an `ON
+/// DELETE` action ([`ForeignKeys::cascade`]).
+pub type MayAct<'a> = dyn FnMut(&TrackedTable, &[Value]) -> Result<bool, Error> + 'a;
+
 /// A reference that does not hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Broken {
@@ -257,7 +261,7 @@ impl ForeignKeys {
         table: &TrackedTable,
         key: &[Value],
         depth: usize,
-        may_act: &mut dyn FnMut(&TrackedTable, &[Value]) -> Result<bool, Error>,
+        may_act: &mut MayAct<'_>,
     ) -> Result<bool, Error> {
         const MAX_DEPTH: usize = 64;
         let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
