@@ -402,6 +402,18 @@ pub enum ImportError {
         /// Here (or "untracked").
         ours: String,
     },
+    /// A column holding local numbers of another table arrives as plain values.
+    #[error(
+        "column '{column}' of table '{table}' refers here to rows of '{parent}' by their local numbers, but the sender sends its values as they are (it does not track '{parent}' the same way), so they would name other rows; track '{parent}' the same way on every instance (the simplest: set the laptop up with `fieldsync init --from` a full export of HQ)"
+    )]
+    ReferenceNotTranslated {
+        /// The table.
+        table: String,
+        /// Its column.
+        column: String,
+        /// The table it refers to.
+        parent: String,
+    },
     /// A change number was reused with different content.
     #[error(
         "the bundle's change {origin}#{seq} differs from the change with that number already here; instance '{origin}' may have been restored from an old backup"

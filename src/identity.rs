@@ -488,19 +488,33 @@ pub(crate) fn assign(
                 }
             }
             let birth = content_sig(&global);
-            let mut copy = 0u32;
-            loop {
-                let gid = encode_key(&[content_gid(&birth, copy)]);
-                if local_of(conn, table.id, &gid)?.is_none() {
-                    bind(conn, table.id, &gid, local, Some(&sig))?;
-                    return Ok(Some(gid));
-                }
-                copy = copy
+            // Copy 0, or one past the highest copy mapped: an index range,
+            // not a probe per copy (10,000 identical rows).
+            let first = encode_key(&[content_gid(&birth, 0)]);
+            let copy = if local_of(conn, table.id, &first)?.is_none() {
+                0
+            } else {
+                let last = encode_key(&[content_gid(&birth, u32::MAX)]);
+                let highest: Option<Vec<u8>> = conn
+                    .prepare_cached(
+                        "SELECT gid FROM fieldsync_ids WHERE tbl = ?1 AND gid BETWEEN ?2 AND ?3 \
+                         ORDER BY gid DESC LIMIT 1",
+                    )?
+                    .query_row(params![table.id, first, last], |r| r.get(0))
+                    .optional()?;
+                let highest = highest
+                    .and_then(|g| g.get(g.len().saturating_sub(4)..).map(<[u8]>::to_vec))
+                    .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+                    .map_or(0, u32::from_be_bytes);
+                highest
                     .checked_add(1)
                     .ok_or_else(|| TrackError::TooManyCopies {
                         table: table.name.clone(),
-                    })?;
-            }
+                    })?
+            };
+            let gid = encode_key(&[content_gid(&birth, copy)]);
+            bind(conn, table.id, &gid, local, Some(&sig))?;
+            Ok(Some(gid))
         }
         _ => {
             let gid = encode_key(&[origin_gid(site, seq)]);

@@ -133,10 +133,11 @@ pub(crate) fn preflight(
         .into());
     }
     s.catalog.check_live(conn)?;
+    let refs = crate::refs::load(conn, s.catalog.tables())?;
     header
         .tables
         .iter()
-        .map(|def| map_table(conn, s, def))
+        .map(|def| map_table(conn, s, def, &refs))
         .collect()
 }
 
@@ -563,7 +564,12 @@ fn record_watermarks(
 }
 
 /// Resolve a table of the bundle against the local catalog, column by column.
-fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, Error> {
+fn map_table(
+    conn: &Connection,
+    s: &Session,
+    def: &TableDef,
+    local_refs: &[Vec<crate::refs::RefFk>],
+) -> Result<Mapped, Error> {
     let Some(local) = s.catalog.by_name(&def.name) else {
         let reason = match table_shape(conn, &def.name) {
             Ok(_) => format!(
@@ -665,6 +671,30 @@ fn map_table(conn: &Connection, s: &Session, def: &TableDef) -> Result<Mapped, E
                 )));
             };
             refs[i + 1] = Some((r.parent.clone(), r.identity, key_len));
+        }
+    }
+    // A column that refers here to a row's local number must arrive as the
+    // row it names; a plain value from the sender would name another row.
+    for fk in local_refs.get(table).map_or(&[][..], Vec::as_slice) {
+        for (column, translated) in fk.columns.iter().zip(&fk.translate) {
+            let Some(i) = def
+                .cells
+                .iter()
+                .position(|c| c.eq_ignore_ascii_case(column))
+            else {
+                continue;
+            };
+            let tagged_as_row = refs[i + 1]
+                .as_ref()
+                .is_some_and(|(_, identity, _)| *identity != crate::tracked::Identity::Key);
+            if *translated && !tagged_as_row {
+                return Err(ImportError::ReferenceNotTranslated {
+                    table: local.name.clone(),
+                    column: column.clone(),
+                    parent: fk.parent.name.clone(),
+                }
+                .into());
+            }
         }
     }
     Ok(Mapped {

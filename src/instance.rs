@@ -300,7 +300,15 @@ impl Instance {
         selection: &Selection,
         opts: &TrackOptions,
     ) -> Result<TrackReport, Error> {
-        self.write(|tx, s| track(tx, &mut s.catalog, selection, opts, &[]))
+        self.write(|tx, s| {
+            // Captured changes first, so the schema change `track` makes
+            // (its triggers) is not taken for a VACUUM by the next stamp.
+            crate::stamp::stamp_pending(tx, s)?;
+            let report = track(tx, &mut s.catalog, selection, opts, &[])?;
+            meta_set(tx, "schema_cookie", crate::stamp::schema_cookie(tx)?)?;
+            s.save(tx)?;
+            Ok(report)
+        })
     }
 
     /// Write a bundle for `target` to `out`.

@@ -230,7 +230,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     }
     for t in written {
         if let Some(table) = s.catalog.by_id(t).cloned() {
-            if has_secondary_unique(conn, &table.name)? {
+            if has_secondary_unique(conn, &table)? {
                 report.replaced += record_vanished_rows(conn, s, Suspects::Table(&table))?;
             }
         }
@@ -351,10 +351,11 @@ fn remap_by_content(
     // Match by content, in rowid order.
     let kept: BTreeSet<i64> = mapped.iter().filter(|m| in_place(m)).map(|m| m.1).collect();
     mapped.retain(|m| !in_place(m));
-    let mut free: Vec<(i64, Vec<u8>)> = rows
-        .into_iter()
-        .filter(|(r, _)| !kept.contains(r))
-        .collect();
+    // Unmapped rows by content, each list in rowid order.
+    let mut free: HashMap<Vec<u8>, std::collections::VecDeque<i64>> = HashMap::new();
+    for (r, sig) in rows.into_iter().filter(|(r, _)| !kept.contains(r)) {
+        free.entry(sig).or_default().push_back(r);
+    }
     conn.prepare_cached("DELETE FROM fieldsync_pending WHERE t = ?1")?
         .execute([table.id])?;
     for (gid, ..) in &mapped {
@@ -363,9 +364,8 @@ fn remap_by_content(
     let mut moved = 0;
     let mut gone = Vec::new();
     for (gid, _, sig) in mapped {
-        match free.iter().position(|(_, f)| *f == sig) {
-            Some(i) => {
-                let (local, sig) = free.remove(i);
+        match free.get_mut(&sig).and_then(|rows| rows.pop_front()) {
+            Some(local) => {
                 let sig: [u8; 16] = sig.as_slice().try_into().unwrap_or_default();
                 crate::identity::bind(conn, table.id, &gid, &Value::Integer(local), Some(&sig))?;
                 moved += 1;
@@ -373,6 +373,8 @@ fn remap_by_content(
             None => gone.push(gid),
         }
     }
+    let mut free: Vec<i64> = free.into_values().flatten().collect();
+    free.sort_unstable();
     let cells = table.cells.len();
     let refs = crate::refs::load(conn, s.catalog.tables())?
         .into_iter()
@@ -388,7 +390,7 @@ fn remap_by_content(
         after.local_delete(s.local, seq, hlc);
         save_row(conn, &s.sites, table.id, &gid, &before, &after)?;
     }
-    for (local, _) in free {
+    for local in free {
         let seq = s.next_seq()?;
         let Some(gid) = assign(conn, table, &Value::Integer(local), s.local, seq, &refs)? else {
             continue;
@@ -411,12 +413,34 @@ fn has_index(conn: &Connection, table: &str) -> Result<bool, Error> {
 
 /// True if the table has a UNIQUE constraint or index besides its key, so
 /// `INSERT OR REPLACE` can delete a row other than the one it writes.
-fn has_secondary_unique(conn: &Connection, table: &str) -> Result<bool, Error> {
-    Ok(conn
+fn has_secondary_unique(conn: &Connection, table: &TrackedTable) -> Result<bool, Error> {
+    let indexes: Vec<String> = conn
         .prepare_cached(
-            "SELECT 1 FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin <> 'pk' LIMIT 1",
+            "SELECT name FROM pragma_index_list(?1) WHERE \"unique\" = 1 AND origin <> 'pk'",
         )?
-        .exists([table])?)
+        .query_map([&table.name], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    // The identity column's own index: a row replaced through it keeps its
+    // identity (the new row has the same value), so nothing vanishes.
+    let identity = match table.identity {
+        Identity::Column => table.key.first(),
+        _ => None,
+    };
+    for index in indexes {
+        let cols: Vec<String> = conn
+            .prepare_cached("SELECT name FROM pragma_index_info(?1)")?
+            .query_map([&index], |r| r.get::<_, Option<String>>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?
+            .into_iter()
+            .map(Option::unwrap_or_default)
+            .collect();
+        let only_identity =
+            matches!((cols.as_slice(), identity), ([c], Some(id)) if c.eq_ignore_ascii_case(id));
+        if !only_identity {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// Rows the log knows as live but the app table no longer has, and so must

@@ -541,3 +541,29 @@ fn a_cascade_spares_children_the_origin_kept_and_never_fails_an_import() -> Res 
     fieldsync_ok(&[&"check", &"--db", &f1.db])?;
     Ok(())
 }
+
+// Review: an instance that does not track the referenced table sent plain
+// local numbers, which the receiver (tracking both) wrote as they were: a
+// reference to whatever row had that number there.
+#[test]
+fn plain_local_numbers_for_a_translated_column_are_refused() -> Res {
+    let schema = "CREATE TABLE p(id INTEGER PRIMARY KEY, name TEXT);
+                  CREATE TABLE c(id TEXT PRIMARY KEY, pid INTEGER REFERENCES p(id));";
+    let w = World::new()?;
+    let a = w.bare_site("a", schema)?;
+    fieldsync_ok(&[&"track", &"--db", &a.db, &"c"])?;
+    let b = w.site("b", schema)?;
+    a.sql("INSERT INTO p(name) VALUES ('at a'); INSERT INTO c VALUES ('c1', 1);")?;
+    b.sql("INSERT INTO p(name) VALUES ('at b');")?;
+    let file = w.bundle("a-to-b");
+    a.export_to("b", &file)?;
+    let before = b.fingerprint()?;
+    let out = fieldsync(&[&"import", &"--db", &b.db, &file])?;
+    assert_error(
+        &out,
+        1,
+        &["column 'pid' of table 'c'", "track 'p' the same way"],
+    );
+    assert_eq!(b.fingerprint()?, before);
+    Ok(())
+}
