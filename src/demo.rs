@@ -667,6 +667,12 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
     // --- HQ imports: out of order, one twice --------------------------------
     st.say("HQ imports field-1's week-2 bundle first (the week-1 stick is late):")?;
     st.import(&mut hq, &f1_w2)?;
+    for q in hq.conflicts(0)?.quarantined {
+        st.detail(format!(
+            "held: {} row {}: {} ({})",
+            q.table, q.key, q.reason, q.detail
+        ))?;
+    }
     st.say("then field-2's bundle, and the same file again by mistake:")?;
     st.import(&mut hq, &f2_w1)?;
     let again = st.import(&mut hq, &f2_w1)?;
