@@ -16,9 +16,10 @@
 //!
 //! At the end every instance must hold the same rows compared by uuid (by
 //! content for the keyless option table), every reference must name the
-//! same parent row (by its uuid) everywhere, with no dangling reference and
-//! an empty quarantine, or the demo fails. It then prints how the same
-//! records and references carry different ids on each instance.
+//! same parent row (by its uuid) everywhere, with no dangling reference, an
+//! empty quarantine and `fieldsync check` clean, or the demo fails. It then
+//! prints how the same records and references carry different ids on each
+//! instance.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -344,6 +345,7 @@ fn content(db: &Instance, table: &str) -> Result<Vec<Vec<Value>>, DemoError> {
             Some((from, parent, to)) if has_uuid(parent)? => exprs.push(format!(
                 "(SELECT p.uuid FROM {} AS p WHERE p.{} = c.{})",
                 quote_ident(parent),
+                // No column named: the parent's primary key, `id` here.
                 quote_ident(to.as_deref().unwrap_or("id")),
                 quote_ident(from)
             )),
