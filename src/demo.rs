@@ -1,31 +1,49 @@
 //! `fieldsync demo`: the seed scenario (Sahana's synchronization module) in
 //! one command, on real database files, printing each step in plain words.
 //!
-//! HQ enters locations and default data and exports everything; two field
-//! laptops are set up from that one file; field officers add villages,
-//! register people, update shelter populations (both edit the same shelter)
-//! and send bundles back again and again; HQ imports them (one twice, one
-//! out of order), resolves a shelter-code clash the quarantine caught,
-//! updates and adds records, and relays everything; the laptops exchange
-//! directly too. At the end all three databases must hold the same rows, no
-//! dangling references and an empty quarantine, or the demo fails.
+//! The schema has Sahana Eden's shape (`examples/eden.sql`): every table is
+//! numbered by the database (`id INTEGER PRIMARY KEY AUTOINCREMENT`) and
+//! carries a `uuid`, and references are integer ids. HQ enters locations and
+//! default data, tracks every table with `--identity uuid` and exports
+//! everything; two field laptops are set up from that one file, so their id
+//! counters start equal and each gives its new villages, people and shelters
+//! the very ids the other gives to different ones. Field officers add
+//! villages, register people, update shelter populations (both edit the same
+//! shelter) and send bundles back again and again; HQ imports them (one
+//! twice, one out of order), resolves a shelter-code clash the quarantine
+//! caught, updates and adds records, and relays everything; the laptops
+//! exchange directly too.
 //!
-//! The schema is `examples/sahana.sql`.
+//! At the end every instance must hold the same rows compared by uuid (by
+//! content for the keyless option table), every reference must name the
+//! same parent row (by its uuid) everywhere, with no dangling reference, an
+//! empty quarantine and `fieldsync check` clean, or the demo fails. It then
+//! prints how the same records and references carry different ids on each
+//! instance.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use rusqlite::params;
+use rusqlite::{OptionalExtension, params};
 
+use crate::schema::quote_ident;
 use crate::value::Value;
-use crate::{Error, ExportTarget, ImportReport, Instance, Selection};
+use crate::{Error, ExportTarget, ImportReport, Instance, Selection, TrackOptions};
 
 /// The schema the demo uses, shipped as plain SQL for people to read.
-pub const SCHEMA: &str = include_str!("../examples/sahana.sql");
+pub const SCHEMA: &str = include_str!("../examples/eden.sql");
 
 /// Tables in the order the counts are printed.
-const TABLES: [&str; 5] = ["location", "organisation", "person", "shelter", "request"];
+const TABLES: [&str; 6] = [
+    "gis_location",
+    "org_organisation",
+    "pr_person",
+    "cr_shelter",
+    "req_req",
+    "field_options",
+];
 
 /// Why the demo stopped.
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +57,10 @@ pub enum DemoError {
     /// The instances did not end identical: a bug in fieldsync.
     #[error("the instances differ at the end: {0}")]
     Diverged(String),
+    /// The story did not unfold as written (the laptops' new rows did not
+    /// share ids, a table was not tracked): the demo shows nothing then.
+    #[error("the demo did not go as planned: {0}; please report it")]
+    Premise(String),
 }
 
 impl From<rusqlite::Error> for DemoError {
@@ -58,6 +80,10 @@ pub struct DemoReport {
     pub quarantined: u64,
     /// Values recorded as overwritten by concurrent edits, per instance.
     pub overwritten: Vec<(String, u64)>,
+    /// Rows with a uuid whose `id` is not the same on every instance.
+    pub renumbered: u64,
+    /// Rows with a uuid, in all.
+    pub with_uuid: u64,
 }
 
 /// A new directory under the system's temporary directory.
@@ -141,27 +167,68 @@ impl Story<'_> {
     }
 }
 
-fn id(prefix: &str) -> String {
-    format!(
-        "{prefix}-{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    )
+/// A record as the database that created it numbers it, and the uuid it
+/// has everywhere.
+#[derive(Debug, Clone)]
+struct Rec {
+    id: i64,
+    uuid: String,
 }
 
-/// Add a location under `parent`.
+/// A row the demo's last table shows, and the reference it follows.
+struct Shown<'a> {
+    table: &'a str,
+    label: &'a str,
+    made_on: &'a str,
+    rec: &'a Rec,
+    /// Column, parent table, the parent's label, the parent row it must
+    /// point at.
+    link: Option<(&'a str, &'a str, &'a str, &'a Rec)>,
+}
+
+impl<'a> Shown<'a> {
+    fn new(table: &'a str, label: &'a str, made_on: &'a str, rec: &'a Rec) -> Self {
+        Shown {
+            table,
+            label,
+            made_on,
+            rec,
+            link: None,
+        }
+    }
+
+    fn points(mut self, column: &'a str, parent: &'a str, label: &'a str, to: &'a Rec) -> Self {
+        self.link = Some((column, parent, label, to));
+        self
+    }
+}
+
+/// Run an `INSERT` the way the app does: the database numbers the row and
+/// the schema's DEFAULT gives it a uuid.
+fn insert(db: &Instance, sql: &str, p: impl rusqlite::Params) -> Result<Rec, DemoError> {
+    Ok(db
+        .connection()
+        .query_row(&format!("{sql} RETURNING id, uuid"), p, |r| {
+            Ok(Rec {
+                id: r.get(0)?,
+                uuid: r.get(1)?,
+            })
+        })?)
+}
+
+/// Add a location under the location numbered `parent` in `db`.
 fn location(
     db: &Instance,
-    parent: Option<&str>,
+    parent: Option<i64>,
     level: &str,
     name: &str,
     code: &str,
-) -> Result<String, DemoError> {
-    let id = id("loc");
-    db.connection().execute(
-        "INSERT INTO location(id, parent, level, name, code) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![id, parent, level, name, code],
-    )?;
-    Ok(id)
+) -> Result<Rec, DemoError> {
+    insert(
+        db,
+        "INSERT INTO gis_location(name, level, code, parent) VALUES (?1, ?2, ?3, ?4)",
+        params![name, level, code, parent],
+    )
 }
 
 fn person(
@@ -169,35 +236,174 @@ fn person(
     name: (&str, &str),
     age: i64,
     status: &str,
-    at: &str,
-    org: &str,
-) -> Result<String, DemoError> {
-    let id = id("per");
-    db.connection().execute(
-        "INSERT INTO person(id, first_name, last_name, age, status, location, reported_by) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        params![id, name.0, name.1, age, status, at, org],
-    )?;
-    Ok(id)
+    location_id: i64,
+    organisation_id: i64,
+) -> Result<Rec, DemoError> {
+    insert(
+        db,
+        "INSERT INTO pr_person(first_name, last_name, age, missing_status, location_id, organisation_id) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![name.0, name.1, age, status, location_id, organisation_id],
+    )
+}
+
+/// Open a shelter: code, name, location, organisation, capacity, population.
+fn shelter(
+    db: &Instance,
+    code: &str,
+    name: &str,
+    place: (i64, i64),
+    counts: (i64, i64),
+) -> Result<Rec, DemoError> {
+    insert(
+        db,
+        "INSERT INTO cr_shelter(code, name, location_id, organisation_id, capacity, population) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![code, name, place.0, place.1, counts.0, counts.1],
+    )
+}
+
+/// The id `db` gives the record known everywhere as `uuid` (what the app
+/// finds when an officer picks the record from a list).
+fn id_of(db: &Instance, table: &str, uuid: &str) -> Result<i64, DemoError> {
+    let id = db
+        .connection()
+        .query_row(
+            &format!("SELECT id FROM {} WHERE uuid = ?1", quote_ident(table)),
+            [uuid],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match id {
+        Some(id) => Ok(id),
+        None => Err(DemoError::Diverged(format!(
+            "{} has no {table} row with uuid {uuid}",
+            db.name()?
+        ))),
+    }
+}
+
+/// The next id SQLite's AUTOINCREMENT gives in `table` of `db`.
+fn next_id(db: &Instance, table: &str) -> Result<i64, DemoError> {
+    let seq: Option<i64> = db
+        .connection()
+        .query_row(
+            "SELECT seq FROM sqlite_sequence WHERE name = ?1",
+            [table],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(seq.unwrap_or(0) + 1)
+}
+
+/// A uuid, shortened for printing.
+fn short(uuid: &str) -> String {
+    let hex = uuid.strip_prefix("urn:uuid:").unwrap_or(uuid);
+    format!("{}…", hex.get(..8).unwrap_or(hex))
 }
 
 fn count(db: &Instance, table: &str) -> Result<u64, DemoError> {
-    let n: i64 = db
-        .connection()
-        .query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))?;
+    let n: i64 = db.connection().query_row(
+        &format!("SELECT count(*) FROM {}", quote_ident(table)),
+        [],
+        |r| r.get(0),
+    )?;
     Ok(n as u64)
 }
 
-/// Every row of a table, in key order.
-fn rows(db: &Instance, table: &str) -> Result<Vec<Vec<Value>>, DemoError> {
-    let mut stmt = db
-        .connection()
-        .prepare(&format!("SELECT * FROM {table} ORDER BY id"))?;
+/// Every row of a table as it means the same on every instance, in a fixed
+/// order: without its `id`, each reference replaced by the uuid of the row
+/// it points at (or left as is if the parent table has no uuid). A table
+/// without a uuid column is compared by its whole content.
+fn content(db: &Instance, table: &str) -> Result<Vec<Vec<Value>>, DemoError> {
+    let conn = db.connection();
+    let columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info(?1) ORDER BY cid")?
+        .query_map([table], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    let has_uuid = |t: &str| -> Result<bool, DemoError> {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'uuid'",
+            [t],
+            |r| r.get(0),
+        )?;
+        Ok(n > 0)
+    };
+    let keyed = has_uuid(table)?;
+    // (from, parent table, to) of every single-column reference.
+    let refs: Vec<(String, String, Option<String>)> = conn
+        .prepare(r#"SELECT "from", "table", "to" FROM pragma_foreign_key_list(?1)"#)?
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    let mut exprs = Vec::new();
+    for col in &columns {
+        if keyed && col == "id" {
+            continue;
+        }
+        let reference = refs.iter().find(|(from, ..)| from == col);
+        match reference {
+            Some((from, parent, to)) if has_uuid(parent)? => exprs.push(format!(
+                "(SELECT p.uuid FROM {} AS p WHERE p.{} = c.{})",
+                quote_ident(parent),
+                // No column named: the parent's primary key, `id` here.
+                quote_ident(to.as_deref().unwrap_or("id")),
+                quote_ident(from)
+            )),
+            _ => exprs.push(format!("c.{}", quote_ident(col))),
+        }
+    }
+    let order = (1..=exprs.len())
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT {} FROM {} AS c ORDER BY {order}",
+        exprs.join(", "),
+        quote_ident(table)
+    );
+    let mut stmt = conn.prepare(&sql)?;
     let n = stmt.column_count();
     let rows = stmt
         .query_map([], |r| (0..n).map(|i| r.get::<_, Value>(i)).collect())?
         .collect::<rusqlite::Result<Vec<Vec<Value>>>>()?;
     Ok(rows)
+}
+
+/// `uuid → id` of every row of a table.
+fn ids(db: &Instance, table: &str) -> Result<BTreeMap<String, i64>, DemoError> {
+    Ok(db
+        .connection()
+        .prepare(&format!("SELECT uuid, id FROM {}", quote_ident(table)))?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The value of reference `column` of the row `uuid` in `table` of `db`,
+/// and the uuid of the row of `parent` it points at there.
+fn reference(
+    db: &Instance,
+    table: &str,
+    column: &str,
+    parent: &str,
+    uuid: &str,
+) -> Result<(i64, Option<String>), DemoError> {
+    let sql = format!(
+        "SELECT c.{col}, p.uuid FROM {t} AS c LEFT JOIN {p} AS p ON p.id = c.{col} WHERE c.uuid = ?1",
+        col = quote_ident(column),
+        t = quote_ident(table),
+        p = quote_ident(parent)
+    );
+    let found = db
+        .connection()
+        .query_row(&sql, [uuid], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match found {
+        Some(v) => Ok(v),
+        None => Err(DemoError::Diverged(format!(
+            "{} has no {table} row with uuid {uuid}",
+            db.name()?
+        ))),
+    }
 }
 
 /// Play the scenario in `dir` (which must not hold earlier demo files),
@@ -232,11 +438,12 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
     hq.connection().execute_batch(SCHEMA)?;
     hq.connection().execute_batch("PRAGMA foreign_keys = ON")?;
     let country = location(&hq, None, "L0", "Sri Lanka", "LK")?;
+    let mut provinces = Vec::new();
     let mut districts = Vec::new();
     for (p, province) in ["Western", "Southern", "Eastern"].iter().enumerate() {
-        let pid = location(
+        let prov = location(
             &hq,
-            Some(&country),
+            Some(country.id),
             "L1",
             province,
             &format!("LK-{}", p + 1),
@@ -244,29 +451,56 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
         for d in 1..=2 {
             districts.push(location(
                 &hq,
-                Some(&pid),
+                Some(prov.id),
                 "L2",
                 &format!("{province} district {d}"),
                 &format!("LK-{}-{d}", p + 1),
             )?);
         }
+        provinces.push(prov);
     }
-    let (redcross, unhcr) = (id("org"), id("org"));
-    hq.connection().execute(
-        "INSERT INTO organisation VALUES (?1, 'Red Cross', 'RC', 'ngo'), (?2, 'UN Refugee Agency', 'UNHCR', 'un')",
-        params![redcross, unhcr],
+    let redcross = insert(
+        &hq,
+        "INSERT INTO org_organisation(name, acronym, organisation_type) \
+         VALUES ('Red Cross', 'RC', 'ngo')",
+        [],
     )?;
-    let school = id("shl");
-    hq.connection().execute(
-        "INSERT INTO shelter(id, code, name, location, organisation, capacity, population) \
-         VALUES (?1, 'S-001', 'Galle school', ?2, ?3, 300, 40)",
-        params![school, districts[2], redcross],
+    let unhcr = insert(
+        &hq,
+        "INSERT INTO org_organisation(name, acronym, organisation_type) \
+         VALUES ('UN Refugee Agency', 'UNHCR', 'un')",
+        [],
     )?;
-    hq.track(&Selection::All)?;
+    let galle = &districts[2];
+    let school = shelter(
+        &hq,
+        "S-001",
+        "Galle school",
+        (galle.id, redcross.id),
+        (300, 40),
+    )?;
+    let tracked = hq.track_with(
+        &Selection::All,
+        &TrackOptions {
+            identity: Some("uuid".into()),
+            ..TrackOptions::default()
+        },
+    )?;
+    if !tracked.skipped.is_empty() || tracked.tracked.len() != TABLES.len() {
+        return Err(DemoError::Premise(format!(
+            "`track --all --identity uuid` tracked {:?} and skipped {:?}",
+            tracked.tracked, tracked.skipped
+        )));
+    }
     st.say(
-        "HQ creates its database (hq.db, schema in examples/sahana.sql) and enters the defaults: \
-         1 country, 3 provinces, 6 districts, 2 organisations, the shelter S-001.",
+        "HQ creates its database (hq.db, schema in examples/eden.sql, with the form options) and \
+         enters the defaults: 1 country, 3 provinces, 6 districts, 2 organisations, the shelter S-001. \
+         Every table but field_options is numbered by `id INTEGER PRIMARY KEY AUTOINCREMENT` and has a \
+         uuid; HQ tracks them all with `fieldsync track --all --identity uuid`:",
     )?;
+    for t in &tracked.identities {
+        st.detail(format!("{}: rows identified {}", t.table, t.by))?;
+    }
 
     let full = st.file("hq-full.bundle");
     let r = hq.export_to_file(&ExportTarget::Full, &full)?;
@@ -297,49 +531,109 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
         let mut it = fields.into_iter();
         match (it.next(), it.next()) {
             (Some(a), Some(b)) => (a, b),
-            _ => return Err(DemoError::Diverged("field instances missing".into())),
+            _ => return Err(DemoError::Premise("the field instances are missing".into())),
         }
     };
+    let mut counters = Vec::new();
+    for table in ["gis_location", "pr_person", "cr_shelter"] {
+        let (a, b) = (next_id(&f1, table)?, next_id(&f2, table)?);
+        if a != b {
+            return Err(DemoError::Premise(format!(
+                "the laptops' next {table} ids differ ({a} and {b}) right after setup"
+            )));
+        }
+        counters.push(format!("{table} {a}"));
+    }
+    st.detail(format!(
+        "Both laptops will number their next rows alike: {}.",
+        counters.join(", ")
+    ))?;
 
     // --- Week 1 in the field ------------------------------------------------
-    let v1 = location(&f1, Some(&districts[2]), "L3", "Unawatuna", "LK-2-1-01")?;
-    let v2 = location(&f1, Some(&districts[2]), "L3", "Habaraduwa", "LK-2-1-02")?;
-    let amal = person(&f1, ("Amal", "Perera"), 34, "missing", &v1, &redcross)?;
-    person(&f1, ("Nimali", "Silva"), 8, "missing", &v2, &redcross)?;
-    let f1_camp = id("shl");
-    f1.connection().execute(
-        "INSERT INTO shelter(id, code, name, location, organisation, capacity, population) \
-         VALUES (?1, 'S-101', 'Unawatuna temple', ?2, ?3, 80, 25)",
-        params![f1_camp, v1, redcross],
+    // Each officer picks district and organisation from the app's lists,
+    // which show the laptop's own ids.
+    let galle_f1 = id_of(&f1, "gis_location", &galle.uuid)?;
+    let rc_f1 = id_of(&f1, "org_organisation", &redcross.uuid)?;
+    let unawatuna = location(&f1, Some(galle_f1), "L3", "Unawatuna", "LK-2-1-01")?;
+    let habaraduwa = location(&f1, Some(galle_f1), "L3", "Habaraduwa", "LK-2-1-02")?;
+    let amal = person(&f1, ("Amal", "Perera"), 34, "missing", unawatuna.id, rc_f1)?;
+    let nimali = person(&f1, ("Nimali", "Silva"), 8, "missing", habaraduwa.id, rc_f1)?;
+    let temple = shelter(
+        &f1,
+        "S-101",
+        "Unawatuna temple",
+        (unawatuna.id, rc_f1),
+        (80, 25),
     )?;
     f1.connection().execute(
-        "UPDATE shelter SET population = 120 WHERE code = 'S-001'",
+        "UPDATE cr_shelter SET population = 120, modified_on = CURRENT_TIMESTAMP WHERE code = 'S-001'",
         [],
     )?;
-    st.say(
-        "field-1 adds 2 villages, registers 2 missing people, opens shelter S-101 and counts 120 people in S-001.",
-    )?;
+    st.say(format!(
+        "field-1 adds the villages Unawatuna (gis_location {}) and Habaraduwa ({}) to Galle district, \
+         registers Amal Perera (pr_person {}, location_id {}) and Nimali Silva ({}, location_id {}) as missing, \
+         opens shelter S-101 (cr_shelter {}) and counts 120 people in S-001.",
+        unawatuna.id, habaraduwa.id, amal.id, unawatuna.id, nimali.id, habaraduwa.id, temple.id
+    ))?;
 
-    let v3 = location(&f2, Some(&districts[4]), "L3", "Kalmunai", "LK-3-1-01")?;
-    let v4 = location(&f2, Some(&v3), "L3", "Kalmunai north", "LK-3-1-02")?;
-    person(&f2, ("Ravi", "Kumar"), 51, "missing", &v3, &unhcr)?;
-    person(&f2, ("Fathima", "Rizvi"), 27, "found", &v4, &unhcr)?;
-    let f2_camp = id("shl");
-    f2.connection().execute(
-        "INSERT INTO shelter(id, code, name, location, organisation, capacity, population) \
-         VALUES (?1, 'S-101', 'Kalmunai mosque', ?2, ?3, 150, 60)",
-        params![f2_camp, v3, unhcr],
+    let eastern_f2 = id_of(&f2, "gis_location", &provinces[2].uuid)?;
+    let unhcr_f2 = id_of(&f2, "org_organisation", &unhcr.uuid)?;
+    let ampara = location(&f2, Some(eastern_f2), "L2", "Ampara", "LK-3-3")?;
+    let kalmunai = location(&f2, Some(ampara.id), "L3", "Kalmunai", "LK-3-3-01")?;
+    let ravi = person(&f2, ("Ravi", "Kumar"), 51, "missing", ampara.id, unhcr_f2)?;
+    let fathima = person(
+        &f2,
+        ("Fathima", "Rizvi"),
+        27,
+        "found",
+        kalmunai.id,
+        unhcr_f2,
+    )?;
+    let mosque = shelter(
+        &f2,
+        "S-101",
+        "Kalmunai mosque",
+        (kalmunai.id, unhcr_f2),
+        (150, 60),
     )?;
     // Later than field-1's count: this one wins at every instance.
     std::thread::sleep(std::time::Duration::from_millis(5));
     f2.connection().execute(
-        "UPDATE shelter SET population = 135 WHERE code = 'S-001'",
+        "UPDATE cr_shelter SET population = 135, modified_on = CURRENT_TIMESTAMP WHERE code = 'S-001'",
         [],
     )?;
-    st.say(
-        "field-2, without talking to field-1, adds 2 villages, registers 2 people, opens a shelter \
-         it also calls S-101, and counts 135 people in S-001 a little later.",
-    )?;
+    st.say(format!(
+        "field-2, without talking to field-1, adds the district Ampara (gis_location {}) with the village \
+         Kalmunai ({}, parent {}), registers Ravi Kumar (pr_person {}, location_id {}) and Fathima Rizvi \
+         ({}, location_id {}), opens a shelter it also calls S-101 (cr_shelter {}), and counts 135 people \
+         in S-001 a little later.",
+        ampara.id, kalmunai.id, ampara.id, ravi.id, ampara.id, fathima.id, kalmunai.id, mosque.id
+    ))?;
+    let pairs = [
+        ("gis_location", &unawatuna, &ampara),
+        ("gis_location", &habaraduwa, &kalmunai),
+        ("pr_person", &amal, &ravi),
+        ("pr_person", &nimali, &fathima),
+        ("cr_shelter", &temple, &mosque),
+    ];
+    for (table, a, b) in pairs {
+        if a.id != b.id {
+            return Err(DemoError::Premise(format!(
+                "field-1 and field-2 numbered their new {table} rows {} and {}, not alike",
+                a.id, b.id
+            )));
+        }
+    }
+    st.detail(format!(
+        "The same ids now name different records: gis_location {} is Unawatuna on field-1 and Ampara on \
+         field-2, pr_person {} is Amal Perera on one and Ravi Kumar on the other, cr_shelter {} is two \
+         shelters. Their uuids differ ({} and {} for the two shelters); fieldsync knows rows by them.",
+        unawatuna.id,
+        amal.id,
+        temple.id,
+        short(&temple.uuid),
+        short(&mosque.uuid)
+    ))?;
 
     st.say("Both officers send their first bundle to HQ.")?;
     let f1_w1 = st.export(&mut f1, "hq", "field-1-week1.bundle")?;
@@ -347,22 +641,40 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
 
     // --- Week 2: field-1 sends again before HQ got week 1 -------------------
     f1.connection().execute(
-        "UPDATE person SET status = 'found', note = 'at S-101' WHERE id = ?1",
-        params![amal],
+        "UPDATE pr_person SET missing_status = 'found', comments = 'at S-101', \
+         modified_on = CURRENT_TIMESTAMP WHERE id = ?1",
+        params![amal.id],
     )?;
-    let boy = person(&f1, ("Kasun", "Fernando"), 12, "missing", &v2, &redcross)?;
-    f1.connection().execute(
-        "INSERT INTO request VALUES (?1, ?2, 'drinking water (l)', 500, 'high', 'open')",
-        params![id("req"), f1_camp],
+    let boy = person(
+        &f1,
+        ("Kasun", "Fernando"),
+        12,
+        "missing",
+        habaraduwa.id,
+        rc_f1,
     )?;
-    st.say(
-        "field-1, week 2: Amal Perera is found, a boy is reported missing, S-101 asks for water.",
+    let water = insert(
+        &f1,
+        "INSERT INTO req_req(shelter_id, item, quantity, priority) \
+         VALUES (?1, 'drinking water (l)', 500, 'high')",
+        params![temple.id],
     )?;
+    st.say(format!(
+        "field-1, week 2: Amal Perera is found, a boy is reported missing in Habaraduwa (pr_person {}), \
+         S-101 asks for water (req_req {}, shelter_id {}).",
+        boy.id, water.id, temple.id
+    ))?;
     let f1_w2 = st.export(&mut f1, "hq", "field-1-week2.bundle")?;
 
     // --- HQ imports: out of order, one twice --------------------------------
     st.say("HQ imports field-1's week-2 bundle first (the week-1 stick is late):")?;
     st.import(&mut hq, &f1_w2)?;
+    for q in hq.conflicts(0)?.quarantined {
+        st.detail(format!(
+            "held: {} row {}: {} ({})",
+            q.table, q.key, q.reason, q.detail
+        ))?;
+    }
     st.say("then field-2's bundle, and the same file again by mistake:")?;
     st.import(&mut hq, &f2_w1)?;
     let again = st.import(&mut hq, &f2_w1)?;
@@ -394,31 +706,32 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
     }
 
     // The administrator resolves the clash: the S-101 HQ has (field-2's)
-    // gets a code of its own, so field-1's fits.
+    // gets a code of its own, so field-1's fits. HQ finds it by its uuid:
+    // HQ's id for it is not field-2's.
+    let mosque_hq = id_of(&hq, "cr_shelter", &mosque.uuid)?;
     hq.connection().execute(
-        "UPDATE shelter SET code = 'S-102' WHERE id = ?1",
-        params![f2_camp],
+        "UPDATE cr_shelter SET code = 'S-102', modified_on = CURRENT_TIMESTAMP WHERE id = ?1",
+        params![mosque_hq],
     )?;
     let retried = hq.retry_quarantine()?;
     st.say(format!(
-        "The HQ administrator gives field-2's shelter the code S-102 and retries: {} applied, {} still held.",
-        retried.released, retried.held
+        "The HQ administrator gives field-2's shelter (cr_shelter {mosque_hq} at HQ, {} on field-2) the code \
+         S-102 and retries: {} applied, {} still held.",
+        mosque.id, retried.released, retried.held
     ))?;
 
     // --- HQ updates and inserts, then relays --------------------------------
     hq.connection().execute(
-        "UPDATE shelter SET capacity = 400 WHERE id = ?1",
-        params![school],
+        "UPDATE cr_shelter SET capacity = 400, modified_on = CURRENT_TIMESTAMP WHERE id = ?1",
+        params![school.id],
     )?;
-    let new_district = location(&hq, Some(&country), "L1", "Northern", "LK-4")?;
-    location(
-        &hq,
-        Some(&new_district),
-        "L2",
-        "Northern district 1",
-        "LK-4-1",
-    )?;
-    st.say("HQ raises S-001's capacity to 400 and adds the Northern province with a district.")?;
+    let northern = location(&hq, Some(country.id), "L1", "Northern", "LK-4")?;
+    let jaffna = location(&hq, Some(northern.id), "L2", "Jaffna", "LK-4-1")?;
+    st.say(format!(
+        "HQ raises S-001's capacity to 400 and adds the Northern province (gis_location {}) with the district \
+         Jaffna ({}).",
+        northern.id, jaffna.id
+    ))?;
     st.say("HQ sends each laptop what it lacks, including the other laptop's work (relayed with its origin):")?;
     let to_f1 = st.export(&mut hq, "field-1", "hq-to-field-1.bundle")?;
     let to_f2 = st.export(&mut hq, "field-2", "hq-to-field-2.bundle")?;
@@ -426,11 +739,17 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
     st.import(&mut f2, &to_f2)?;
 
     // --- The laptops meet -----------------------------------------------------
+    let boy_f2 = id_of(&f2, "pr_person", &boy.uuid)?;
     f2.connection().execute(
-        "UPDATE person SET status = 'found', note = 'seen by field-2' WHERE id = ?1",
-        params![boy],
+        "UPDATE pr_person SET missing_status = 'found', comments = 'seen by field-2', \
+         modified_on = CURRENT_TIMESTAMP WHERE id = ?1",
+        params![boy_f2],
     )?;
-    st.say("Later the two officers meet; field-2 has found the missing boy and passes its changes straight to field-1:")?;
+    st.say(format!(
+        "Later the two officers meet; field-2 has found the missing boy (pr_person {boy_f2} on field-2, {} on \
+         field-1) and passes its changes straight to field-1:",
+        boy.id
+    ))?;
     let direct = st.export(&mut f2, "field-1", "field-2-to-field-1.bundle")?;
     st.import(&mut f1, &direct)?;
 
@@ -453,11 +772,12 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
     // --- Check -----------------------------------------------------------------
     let instances = [("hq", &hq), ("field-1", &f1), ("field-2", &f2)];
     for table in TABLES {
-        let reference = rows(&hq, table)?;
+        let reference = content(&hq, table)?;
         for (name, db) in &instances[1..] {
-            if rows(db, table)? != reference {
+            if content(db, table)? != reference {
                 return Err(DemoError::Diverged(format!(
-                    "table {table} on {name} differs from hq"
+                    "table {table} on {name} differs from hq (rows compared by uuid, references by the uuid \
+                     of the row they point at)"
                 )));
             }
         }
@@ -483,11 +803,12 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
     let mut counts = Vec::new();
     writeln!(
         st.out,
-        "\nAll three databases hold the same data, with no dangling references:\n"
+        "\nAll three databases hold the same rows (compared by uuid), every reference points at the same \
+         row everywhere, none dangles, and no quarantine holds anything:\n"
     )?;
     writeln!(
         st.out,
-        "    {:<14} {:>6} {:>8} {:>8}",
+        "    {:<18} {:>6} {:>8} {:>8}",
         "table", "hq", "field-1", "field-2"
     )?;
     for table in TABLES {
@@ -497,13 +818,170 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
             .collect::<Result<_, _>>()?;
         writeln!(
             st.out,
-            "    {:<14} {:>6} {:>8} {:>8}",
+            "    {:<18} {:>6} {:>8} {:>8}",
             table, n[0], n[1], n[2]
         )?;
         counts.push((table.to_owned(), n[0]));
     }
+
+    // --- The point: ids differ, uuids and references agree ---------------------
+    let (mut renumbered, mut with_uuid) = (0u64, 0u64);
+    for table in TABLES {
+        let maps = instances
+            .iter()
+            .map(|(_, db)| {
+                let has_uuid: i64 = db.connection().query_row(
+                    "SELECT count(*) FROM pragma_table_info(?1) WHERE name = 'uuid'",
+                    [table],
+                    |r| r.get(0),
+                )?;
+                if has_uuid > 0 {
+                    ids(db, table)
+                } else {
+                    Ok(BTreeMap::new())
+                }
+            })
+            .collect::<Result<Vec<_>, DemoError>>()?;
+        for (uuid, id) in &maps[0] {
+            with_uuid += 1;
+            if maps[1..].iter().any(|m| m.get(uuid) != Some(id)) {
+                renumbered += 1;
+            }
+        }
+    }
+    if renumbered == 0 {
+        return Err(DemoError::Premise(
+            "every row ended with the same id on every instance".into(),
+        ));
+    }
+    writeln!(
+        st.out,
+        "\n{renumbered} of the {with_uuid} rows with a uuid have different ids on different instances. \
+         Some of them, and where their references point:\n"
+    )?;
+    writeln!(
+        st.out,
+        "    {:<28} {:<8} {:<10} {:>4} {:>8} {:>8}",
+        "row", "made on", "uuid", "hq", "field-1", "field-2"
+    )?;
+    let shown = [
+        Shown::new("gis_location", "Unawatuna", "field-1", &unawatuna).points(
+            "parent",
+            "gis_location",
+            "Galle district",
+            galle,
+        ),
+        Shown::new("gis_location", "Ampara", "field-2", &ampara).points(
+            "parent",
+            "gis_location",
+            "Eastern",
+            &provinces[2],
+        ),
+        Shown::new("gis_location", "Kalmunai", "field-2", &kalmunai).points(
+            "parent",
+            "gis_location",
+            "Ampara",
+            &ampara,
+        ),
+        Shown::new("gis_location", "Jaffna", "hq", &jaffna).points(
+            "parent",
+            "gis_location",
+            "Northern",
+            &northern,
+        ),
+        Shown::new("pr_person", "Amal Perera", "field-1", &amal).points(
+            "location_id",
+            "gis_location",
+            "Unawatuna",
+            &unawatuna,
+        ),
+        Shown::new("pr_person", "Ravi Kumar", "field-2", &ravi).points(
+            "location_id",
+            "gis_location",
+            "Ampara",
+            &ampara,
+        ),
+        Shown::new("pr_person", "Kasun Fernando", "field-1", &boy).points(
+            "location_id",
+            "gis_location",
+            "Habaraduwa",
+            &habaraduwa,
+        ),
+        Shown::new("cr_shelter", "S-101", "field-1", &temple).points(
+            "location_id",
+            "gis_location",
+            "Unawatuna",
+            &unawatuna,
+        ),
+        Shown::new("cr_shelter", "S-102", "field-2", &mosque).points(
+            "location_id",
+            "gis_location",
+            "Kalmunai",
+            &kalmunai,
+        ),
+        Shown::new("req_req", "water", "field-1", &water).points(
+            "shelter_id",
+            "cr_shelter",
+            "S-101",
+            &temple,
+        ),
+    ];
+    for row in &shown {
+        let row_ids = instances
+            .iter()
+            .map(|(_, db)| id_of(db, row.table, &row.rec.uuid))
+            .collect::<Result<Vec<_>, _>>()?;
+        writeln!(
+            st.out,
+            "    {:<28} {:<8} {:<10} {:>4} {:>8} {:>8}",
+            format!("{} {}", row.table, row.label),
+            row.made_on,
+            short(&row.rec.uuid),
+            row_ids[0],
+            row_ids[1],
+            row_ids[2]
+        )?;
+        let Some((column, parent, parent_label, target)) = row.link else {
+            continue;
+        };
+        let mut values = Vec::new();
+        for (name, db) in &instances {
+            let (value, points_at) = reference(db, row.table, column, parent, &row.rec.uuid)?;
+            if points_at.as_deref() != Some(target.uuid.as_str()) {
+                return Err(DemoError::Diverged(format!(
+                    "on {name}, {} {} has {column} = {value}, which is not {parent_label} ({})",
+                    row.table, row.label, target.uuid
+                )));
+            }
+            values.push(value);
+        }
+        writeln!(
+            st.out,
+            "      .{:<26} {:<8} {:<10} {:>4} {:>8} {:>8}",
+            format!("{column} → {parent_label}"),
+            "",
+            short(&target.uuid),
+            values[0],
+            values[1],
+            values[2]
+        )?;
+    }
+
+    writeln!(
+        st.out,
+        "\nEach row and each reference holds its own instance's numbers, and names the same row (by uuid) \
+         everywhere: fieldsync sent identities, not ids."
+    )?;
+
     let mut overwritten = Vec::new();
     for (name, db) in [("hq", &mut hq), ("field-1", &mut f1), ("field-2", &mut f2)] {
+        let check = db.check()?;
+        if let Some(problem) = check.problems.first() {
+            return Err(DemoError::Diverged(format!(
+                "`fieldsync check` fails on {name}: {}",
+                problem.message
+            )));
+        }
         overwritten.push((name.to_owned(), db.conflicts(0)?.overwritten_total));
     }
     writeln!(
@@ -518,5 +996,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
         counts,
         quarantined: st.quarantined,
         overwritten,
+        renumbered,
+        with_uuid,
     })
 }

@@ -452,22 +452,91 @@ fn the_demo_runs_to_the_end() -> Res {
     let w = World::new()?;
     let dir = w.path("demo");
     let out = fieldsync_ok(&[&"demo", &"--dir", &dir])?;
-    assert!(
-        out.stdout
-            .contains("All three databases hold the same data"),
-        "{}",
-        out.stdout
-    );
-    for name in ["hq.db", "field-1.db", "field-2.db"] {
-        assert!(dir.join(name).exists(), "{name} missing");
+    for needle in [
+        "All three databases hold the same rows",
+        "have different ids on different instances",
+    ] {
+        assert!(out.stdout.contains(needle), "{needle}: {}", out.stdout);
     }
-    // The databases it leaves are ordinary instances the CLI can read.
-    let hq = Site {
-        name: "hq".into(),
-        db: dir.join("hq.db"),
+    let sites: Vec<Site> = ["hq", "field-1", "field-2"]
+        .iter()
+        .map(|name| Site {
+            name: (*name).into(),
+            db: dir.join(format!("{name}.db")),
+        })
+        .collect();
+    let [hq, f1, f2] = sites.as_slice() else {
+        return Err("three sites".into());
     };
-    assert_eq!(dangling(&hq)?, "");
-    let conflicts = overwritten(&hq)?;
+
+    // The laptops gave the same ids to different records.
+    let id_of = |s: &Site, code: &str| {
+        s.count(&format!(
+            "SELECT id FROM gis_location WHERE code = '{code}'"
+        ))
+    };
+    // (Unawatuna was field-1's first new location, Ampara field-2's.)
+    assert_eq!(id_of(f1, "LK-2-1-01")?, id_of(f2, "LK-3-3")?);
+    assert_ne!(id_of(f1, "LK-2-1-01")?, id_of(f2, "LK-2-1-01")?);
+    assert_eq!(
+        f1.count("SELECT id FROM cr_shelter WHERE name = 'Unawatuna temple'")?,
+        f2.count("SELECT id FROM cr_shelter WHERE name = 'Kalmunai mosque'")?
+    );
+
+    // Every instance holds the same rows by uuid, each reference naming
+    // the same parent row (by uuid), while local ids differ.
+    let by_uuid = [
+        "SELECT c.uuid, c.name, c.level, c.code, p.uuid FROM gis_location c \
+         LEFT JOIN gis_location p ON p.id = c.parent ORDER BY c.uuid;",
+        "SELECT c.uuid, c.first_name, c.missing_status, c.comments, l.uuid, o.uuid FROM pr_person c \
+         LEFT JOIN gis_location l ON l.id = c.location_id \
+         LEFT JOIN org_organisation o ON o.id = c.organisation_id ORDER BY c.uuid;",
+        "SELECT c.uuid, c.code, c.capacity, c.population, l.uuid, o.uuid FROM cr_shelter c \
+         LEFT JOIN gis_location l ON l.id = c.location_id \
+         LEFT JOIN org_organisation o ON o.id = c.organisation_id ORDER BY c.uuid;",
+        "SELECT c.uuid, c.item, s.uuid FROM req_req c \
+         LEFT JOIN cr_shelter s ON s.id = c.shelter_id ORDER BY c.uuid;",
+        "SELECT * FROM field_options ORDER BY 1, 2, 3;",
+    ];
+    for sql in by_uuid {
+        let reference = hq.sql(sql)?;
+        assert!(!reference.is_empty(), "{sql}");
+        for s in [f1, f2] {
+            assert_eq!(s.sql(sql)?, reference, "{} {sql}", s.name);
+        }
+    }
+    let ids = |s: &Site| s.sql("SELECT uuid, id FROM gis_location ORDER BY uuid;");
+    assert_ne!(ids(f1)?, ids(f2)?);
+    assert_ne!(ids(hq)?, ids(f1)?);
+    for s in [hq, f1, f2] {
+        // Nothing points nowhere, nothing is held, the engine's state holds.
+        assert_eq!(dangling(s)?, "", "{}", s.name);
+        assert!(held(s)?.is_empty(), "{}", s.name);
+        fieldsync_ok(&[&"check", &"--db", &s.db])?;
+        assert_eq!(
+            s.sql("SELECT code, capacity, population FROM cr_shelter ORDER BY code;")?,
+            "S-001|400|135\nS-101|80|25\nS-102|150|60\n",
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.sql(
+                "SELECT first_name, missing_status FROM pr_person \
+                 WHERE last_name IN ('Perera', 'Fernando') ORDER BY 1;"
+            )?,
+            "Amal|found\nKasun|found\n",
+            "{}",
+            s.name
+        );
+        assert_eq!(
+            s.sql("SELECT s.code FROM req_req r JOIN cr_shelter s ON s.id = r.shelter_id;")?,
+            "S-101\n",
+            "{}",
+            s.name
+        );
+    }
+    // The two laptops' counts of S-001 met at HQ: the later one won.
+    let conflicts = overwritten(hq)?;
     assert!(
         conflicts.iter().any(|c| c["column"] == "population"),
         "{conflicts:?}"
