@@ -272,6 +272,23 @@ pub(crate) fn plan(
                 return layout_of(shape, Identity::Column, Some(&c.name));
             }
         }
+        if opts.identity.is_none() {
+            for c in shape
+                .columns
+                .iter()
+                .filter(|c| c.key_pos.is_none() && c.not_null)
+            {
+                if is_unique(conn, &shape.name, &c.name)? {
+                    warnings.push(format!(
+                        "table '{}' has a UNIQUE NOT NULL column '{}'; its rows are identified by the instance \
+                         that created them. If '{}' identifies a record everywhere (a uuid), `track --identity {}` \
+                         matches rows by it (on every instance alike, before the first export)",
+                        shape.name, c.name, c.name, c.name
+                    ));
+                    break;
+                }
+            }
+        }
         return layout_of(shape, Identity::Origin, None);
     }
     // A key the app gives: the same everywhere.
