@@ -11,6 +11,8 @@
 //! [`capture`] (triggers) → [`stamp`] (HLC [`hlc`], sequence numbers, into
 //! the [`log`]) → [`export`] → [`bundle`] writer → file → [`bundle`] reader
 //! → [`import`] using the rules in [`merge`]; [`peers`] keeps the watermarks.
+//! [`identity`] says which row is which on every instance (tables keyed by
+//! local numbers or by nothing), [`refs`] how references travel.
 //!
 //! ```
 //! use fieldsync::{ExportTarget, Instance, Selection};
