@@ -290,3 +290,24 @@ pub fn run(dir: &Path, keys: Keys, n: usize, reps: usize) -> Res<Vec<Figure>> {
     );
     Ok(figures)
 }
+
+/// The deferred part for both keyings: folding `n` captured inserts into
+/// the log, integer keys (each new row also gets its identity in
+/// `fieldsync_ids`) against text keys, interleaved.
+pub fn fold(dir: &Path, n: usize, reps: usize) -> Res<Figure> {
+    println!("\nfolding {n} captured inserts into the log (compact): integer keys vs text keys");
+    side_by_side(
+        &format!("fold {n} captured inserts: int key (vs text key)"),
+        reps,
+        None,
+        |int| {
+            let keys = if int { Keys::Int } else { Keys::Text };
+            let path = fresh(dir, keys, true, 0)?;
+            run_prepared(&path, keys, Work::Insert, n, true)?;
+            let mut inst = Instance::open(&path)?;
+            let start = Instant::now();
+            inst.compact()?;
+            Ok(start.elapsed().as_secs_f64())
+        },
+    )
+}

@@ -13,6 +13,7 @@
 //! `FIELDSYNC_BENCH_REPS` repetitions [5; 3 for the large runs],
 //! `FIELDSYNC_BENCH_ONLY` = a comma-separated list of parts: capture,
 //! capture-int (the capture figures on an `INTEGER PRIMARY KEY` table),
+//! fold (folding captured inserts into the log, integer vs text keys),
 //! transfer, intkeys (import/export of integer vs text keys with
 //! references), delta, many, memory.
 
@@ -64,6 +65,13 @@ fn main() -> Res<()> {
         figures.extend(capture::run(
             dir.path(),
             capture::Keys::Int,
+            env_usize("FIELDSYNC_BENCH_N", 50_000),
+            reps,
+        )?);
+    }
+    if wanted("fold") {
+        figures.push(capture::fold(
+            dir.path(),
             env_usize("FIELDSYNC_BENCH_N", 50_000),
             reps,
         )?);
