@@ -422,8 +422,8 @@ pub fn bind(
     local: &Value,
     sig: Option<&[u8; 16]>,
 ) -> Result<(), Error> {
-    conn.prepare_cached("DELETE FROM fieldsync_ids WHERE tbl = ?1 AND local = ?2")?
-        .execute(params![tbl, local])?;
+    // REPLACE removes the rows clashing on either key, `(tbl, gid)` and the
+    // UNIQUE `(tbl, local)`: no separate DELETE of `local`'s old binding.
     conn.prepare_cached(
         "INSERT OR REPLACE INTO fieldsync_ids(tbl, gid, local, sig) VALUES (?1, ?2, ?3, ?4)",
     )?
@@ -475,6 +475,16 @@ pub fn row_values(
         .optional()?)
 }
 
+/// `SELECT 1 FROM <table> WHERE <its SQL key>`: whether a row is there
+/// (parameters: [`TrackedTable::sql_key`]).
+pub fn presence_sql(table: &TrackedTable) -> String {
+    format!(
+        "SELECT 1 FROM {} WHERE {}",
+        quote_ident(&table.name),
+        table.key_predicate()
+    )
+}
+
 /// A new identity for the local row `local` of a mapped table, created by
 /// change `seq` of this instance, bound in the map. `None` if the row is
 /// no longer there (it was inserted and deleted before it was stamped; its
@@ -491,54 +501,67 @@ pub(crate) fn assign(
     seq: u64,
     refs: &[crate::refs::RefFk],
 ) -> Result<Option<Vec<u8>>, Error> {
+    assign_with(conn, table, local, site, seq, refs, &presence_sql(table))
+}
+
+/// [`assign`], with the table's [`presence_sql`] built once by a caller
+/// that assigns many (stamping). A row identified by origin is only looked
+/// for, not read: its values matter only for a content signature.
+pub(crate) fn assign_with(
+    conn: &Connection,
+    table: &TrackedTable,
+    local: &Value,
+    site: SiteId,
+    seq: u64,
+    refs: &[crate::refs::RefFk],
+    presence: &str,
+) -> Result<Option<Vec<u8>>, Error> {
+    if table.identity != Identity::Content {
+        if !conn.prepare_cached(presence)?.exists([local])? {
+            return Ok(None);
+        }
+        let gid = encode_key(&[origin_gid(site, seq)]);
+        bind(conn, table.id, &gid, local, None)?;
+        return Ok(Some(gid));
+    }
     let Some(values) = row_values(conn, table, local)? else {
         return Ok(None);
     };
-    match table.identity {
-        Identity::Content => {
-            let sig = content_sig(&values);
-            let mut global = values;
-            for (bit, tagged) in crate::refs::encode(conn, refs, &global)? {
-                if matches!(&tagged, Value::Blob(b) if b.first() == Some(&crate::refs::TAG_IDENTITY))
-                {
-                    global[bit - 1] = tagged;
-                }
-            }
-            let birth = content_sig(&global);
-            // Copy 0, or one past the highest copy mapped: an index range,
-            // not a probe per copy (10,000 identical rows).
-            let first = encode_key(&[content_gid(&birth, 0)]);
-            let copy = if local_of(conn, table.id, &first)?.is_none() {
-                0
-            } else {
-                let last = encode_key(&[content_gid(&birth, u32::MAX)]);
-                let highest: Option<Vec<u8>> = conn
-                    .prepare_cached(
-                        "SELECT gid FROM fieldsync_ids WHERE tbl = ?1 AND gid BETWEEN ?2 AND ?3 \
-                         ORDER BY gid DESC LIMIT 1",
-                    )?
-                    .query_row(params![table.id, first, last], |r| r.get(0))
-                    .optional()?;
-                let highest = highest
-                    .and_then(|g| g.get(g.len().saturating_sub(4)..).map(<[u8]>::to_vec))
-                    .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
-                    .map_or(0, u32::from_be_bytes);
-                highest
-                    .checked_add(1)
-                    .ok_or_else(|| TrackError::TooManyCopies {
-                        table: table.name.clone(),
-                    })?
-            };
-            let gid = encode_key(&[content_gid(&birth, copy)]);
-            bind(conn, table.id, &gid, local, Some(&sig))?;
-            Ok(Some(gid))
-        }
-        _ => {
-            let gid = encode_key(&[origin_gid(site, seq)]);
-            bind(conn, table.id, &gid, local, None)?;
-            Ok(Some(gid))
+    let sig = content_sig(&values);
+    let mut global = values;
+    for (bit, tagged) in crate::refs::encode(conn, refs, &global)? {
+        if matches!(&tagged, Value::Blob(b) if b.first() == Some(&crate::refs::TAG_IDENTITY)) {
+            global[bit - 1] = tagged;
         }
     }
+    let birth = content_sig(&global);
+    // Copy 0, or one past the highest copy mapped: an index range, not a
+    // probe per copy (10,000 identical rows).
+    let first = encode_key(&[content_gid(&birth, 0)]);
+    let copy = if local_of(conn, table.id, &first)?.is_none() {
+        0
+    } else {
+        let last = encode_key(&[content_gid(&birth, u32::MAX)]);
+        let highest: Option<Vec<u8>> = conn
+            .prepare_cached(
+                "SELECT gid FROM fieldsync_ids WHERE tbl = ?1 AND gid BETWEEN ?2 AND ?3 \
+                 ORDER BY gid DESC LIMIT 1",
+            )?
+            .query_row(params![table.id, first, last], |r| r.get(0))
+            .optional()?;
+        let highest = highest
+            .and_then(|g| g.get(g.len().saturating_sub(4)..).map(<[u8]>::to_vec))
+            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
+            .map_or(0, u32::from_be_bytes);
+        highest
+            .checked_add(1)
+            .ok_or_else(|| TrackError::TooManyCopies {
+                table: table.name.clone(),
+            })?
+    };
+    let gid = encode_key(&[content_gid(&birth, copy)]);
+    bind(conn, table.id, &gid, local, Some(&sig))?;
+    Ok(Some(gid))
 }
 
 /// Refresh the content signature of a mapped row of a table without a key
@@ -651,6 +674,29 @@ mod tests {
         let plain = TrackOptions::default();
         plan(&c, &table_shape(&c, "roles")?, &plain, &[], &mut w)?;
         assert!(w[0].contains("--local-key roles"), "{w:?}");
+        Ok(())
+    }
+
+    /// Binding replaces whatever the identity and the local number were
+    /// bound to before (one statement, REPLACE on both keys).
+    #[test]
+    fn binding_replaces_both_old_bindings() -> Result<(), Error> {
+        let c = conn(crate::store::ENGINE_DDL)?;
+        let five = Value::Integer(5);
+        bind(&c, 1, b"g1", &five, None)?;
+        bind(&c, 2, b"g1", &five, None)?;
+        // The local number 5 of table 1 becomes another row.
+        bind(&c, 1, b"g2", &five, None)?;
+        assert_eq!(local_of(&c, 1, b"g1")?, None);
+        assert_eq!(gid_of(&c, 1, &five)?, Some(b"g2".to_vec()));
+        // That row moves to local number 6.
+        bind(&c, 1, b"g2", &Value::Integer(6), None)?;
+        assert_eq!(gid_of(&c, 1, &five)?, None);
+        assert_eq!(local_of(&c, 1, b"g2")?, Some(Value::Integer(6)));
+        // Table 2 is untouched.
+        assert_eq!(gid_of(&c, 2, &five)?, Some(b"g1".to_vec()));
+        let n: i64 = c.query_row("SELECT count(*) FROM fieldsync_ids", [], |r| r.get(0))?;
+        assert_eq!(n, 2);
         Ok(())
     }
 

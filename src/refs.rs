@@ -96,8 +96,14 @@ pub(crate) fn load(conn: &Connection, tables: &[TrackedTable]) -> Result<Vec<Vec
             let identity = if !translate.contains(&true) {
                 "1".to_owned()
             } else if parent.identity.mapped() {
+                // `+` strips the parent column's INTEGER affinity: compared
+                // with it, `local` (a column without affinity) would get
+                // numeric affinity, which its index cannot serve, and SQLite
+                // would scan the parent table's whole map for every
+                // reference. The values are the same either way (`local`
+                // holds what the parent column holds).
                 format!(
-                    "(SELECT gid FROM fieldsync_ids WHERE tbl = {} AND local = p.{})",
+                    "(SELECT gid FROM fieldsync_ids WHERE tbl = {} AND local = +p.{})",
                     parent.id,
                     quote_ident(parent.local.as_deref().unwrap_or("rowid"))
                 )
@@ -334,5 +340,63 @@ pub fn shown(v: &Value) -> Value {
             _ => v.clone(),
         },
         _ => v.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(id: i64, name: &str, identity: Identity, cells: &[&str]) -> TrackedTable {
+        TrackedTable {
+            id,
+            name: name.into(),
+            key: if identity == Identity::Key {
+                vec!["id".into()]
+            } else {
+                Vec::new()
+            },
+            cells: cells.iter().map(|c| (*c).to_owned()).collect(),
+            identity,
+            local: (identity != Identity::Key).then(|| "id".to_owned()),
+        }
+    }
+
+    /// Encoding a reference to an integer-keyed parent looked its identity
+    /// up by `tbl` alone (the parent column's INTEGER affinity kept the
+    /// `(tbl, local)` index from serving `local = p.id`), scanning the
+    /// parent's whole map per reference: a full export of 200,000 rows
+    /// referring to 20,000 parents took 26 times as long as with text keys.
+    #[test]
+    fn translating_a_reference_is_an_index_lookup() -> Result<(), Error> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(crate::store::ENGINE_DDL)?;
+        conn.execute_batch(
+            "CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT);
+             CREATE TABLE child(id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id), name TEXT);",
+        )?;
+        let tables = [
+            table(1, "parent", Identity::Origin, &["name"]),
+            table(2, "child", Identity::Origin, &["parent", "name"]),
+        ];
+        let refs = load(&conn, &tables)?;
+        let [fk] = refs[1].as_slice() else {
+            panic!("child has one followed reference: {:?}", refs[1]);
+        };
+        assert_eq!(fk.translate, [true]);
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {}", fk.lookup))?;
+        let plan: Vec<String> = stmt
+            .query_map([1], |r| r.get::<_, String>(3))?
+            .collect::<rusqlite::Result<_>>()?;
+        assert!(
+            plan.iter()
+                .any(|step| step.contains("fieldsync_ids") && step.contains("local=?")),
+            "{plan:?}"
+        );
+        assert!(
+            !plan.iter().any(|step| step.starts_with("SCAN")),
+            "{plan:?}"
+        );
+        Ok(())
     }
 }

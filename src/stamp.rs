@@ -17,7 +17,7 @@ use crate::capture::op;
 use crate::colset::ColSet;
 use crate::error::{Error, SiteError};
 use crate::hlc::{julian_day_to_unix_ms, now_unix_ms};
-use crate::identity::{assign, gid_of, refresh_sig, unbind};
+use crate::identity::{assign, assign_with, gid_of, presence_sql, refresh_sig, unbind};
 use crate::log::{load_row, save_row};
 use crate::merge::RowState;
 use crate::schema::quote_ident;
@@ -91,6 +91,8 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     let mut written: BTreeSet<i64> = BTreeSet::new();
     // References of tables without a key, loaded when first needed.
     let mut content_refs: Option<Vec<Vec<crate::refs::RefFk>>> = None;
+    // Per mapped table, the SQL telling whether a local row is there.
+    let mut presence: HashMap<i64, String> = HashMap::new();
     loop {
         // Read one chunk of captured changes.
         let mut chunk: Vec<Captured> = Vec::new();
@@ -179,7 +181,8 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                     None => {
                         let seq = crate::session::next_seq(&mut s.seq)?;
                         let refs = refs_of(conn, &s.catalog, &mut content_refs, table)?;
-                        match assign(conn, table, local, s.local, seq, refs)? {
+                        let presence = presence.entry(c.t).or_insert_with(|| presence_sql(table));
+                        match assign_with(conn, table, local, s.local, seq, refs, presence)? {
                             Some(gid) => {
                                 numbered = Some(seq);
                                 gid
@@ -480,13 +483,18 @@ pub(crate) fn record_vanished_rows(
         };
         let mut keys = conn.prepare_cached(sql)?;
         let mut rows = keys.query([table_id])?;
+        // Per table, the SQL finding a row (built once, not per row).
+        let mut exists_sql: HashMap<i64, String> = HashMap::new();
         while let Some(r) = rows.next()? {
             let tbl: i64 = r.get(0)?;
             let pk: Vec<u8> = r.get(1)?;
             let Some(table) = s.catalog.by_id(tbl) else {
                 continue;
             };
-            if !row_exists(conn, table, &pk)? {
+            let sql = exists_sql
+                .entry(tbl)
+                .or_insert_with(|| row_exists_sql(table));
+            if !row_exists(conn, table, sql, &pk)? {
                 vanished.push((tbl, pk));
             }
         }
@@ -503,32 +511,37 @@ pub(crate) fn record_vanished_rows(
     Ok(vanished.len() as u64)
 }
 
-/// True if the app table holds the row whose identity encodes to `pk`.
-pub(crate) fn row_exists(
-    conn: &Connection,
-    table: &TrackedTable,
-    pk: &[u8],
-) -> Result<bool, Error> {
+/// The SQL [`row_exists`] runs for a row of `table`.
+fn row_exists_sql(table: &TrackedTable) -> String {
     if table.identity.mapped() {
-        let sql = format!(
+        format!(
             "SELECT 1 FROM {} WHERE {} = (SELECT local FROM fieldsync_ids WHERE tbl = ?1 AND gid = ?2)",
             quote_ident(&table.name),
             quote_ident(&table.sql_key()[0])
-        );
+        )
+    } else {
+        presence_sql(table)
+    }
+}
+
+/// True if the app table holds the row whose identity encodes to `pk`;
+/// `sql` is the table's [`row_exists_sql`].
+fn row_exists(
+    conn: &Connection,
+    table: &TrackedTable,
+    sql: &str,
+    pk: &[u8],
+) -> Result<bool, Error> {
+    if table.identity.mapped() {
         return Ok(conn
-            .prepare_cached(&sql)?
+            .prepare_cached(sql)?
             .exists(rusqlite::params![table.id, pk])?);
     }
     let key = decode_key(pk).map_err(|e| SiteError::Damaged {
         detail: format!("a key in fieldsync_log: {e}"),
     })?;
-    let sql = format!(
-        "SELECT 1 FROM {} WHERE {}",
-        quote_ident(&table.name),
-        table.key_predicate()
-    );
     Ok(conn
-        .prepare_cached(&sql)?
+        .prepare_cached(sql)?
         .exists(params_from_iter(key.iter()))?)
 }
 

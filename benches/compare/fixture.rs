@@ -14,6 +14,11 @@ pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 pub const SCHEMA: &str = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, age INTEGER, \
                           status TEXT, score REAL, photo BLOB, org INTEGER, note TEXT);";
 
+/// The same table keyed by the number SQLite gives each row, as most apps
+/// key their tables (rows identified by origin, mapped in `fieldsync_ids`).
+pub const INT_SCHEMA: &str = "CREATE TABLE person(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, \
+                              age INTEGER, status TEXT, score REAL, photo BLOB, org INTEGER, note TEXT);";
+
 pub const INSERT: &str = "INSERT INTO person VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 pub fn env_usize(name: &str, default: usize) -> usize {
@@ -50,10 +55,32 @@ pub fn fill(conn: &Connection, from: usize, to: usize) -> rusqlite::Result<()> {
     conn.execute_batch("COMMIT")
 }
 
+/// Insert rows `from..to` of the integer-keyed table (row `i` numbered
+/// `i + 1`) with prepared statements in one transaction.
+pub fn fill_int(conn: &Connection, from: usize, to: usize) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN")?;
+    {
+        let mut st = conn.prepare(INSERT)?;
+        for i in from..to {
+            insert_keyed(&mut st, &(i as i64 + 1), i)?;
+        }
+    }
+    conn.execute_batch("COMMIT")
+}
+
 /// Row `i`'s values.
 pub fn insert_row(st: &mut rusqlite::Statement<'_>, i: usize) -> rusqlite::Result<usize> {
+    insert_keyed(st, &id(i), i)
+}
+
+/// Row `i`'s values under key `key`.
+pub fn insert_keyed(
+    st: &mut rusqlite::Statement<'_>,
+    key: &dyn rusqlite::ToSql,
+    i: usize,
+) -> rusqlite::Result<usize> {
     st.execute(params![
-        id(i),
+        key,
         format!("Person {i}"),
         (i % 90) as i64,
         if i % 3 == 0 { "missing" } else { "found" },

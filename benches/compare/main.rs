@@ -9,11 +9,17 @@
 //! `FIELDSYNC_BENCH_SMALL`/`_LARGE` for the delta export [2000/200000],
 //! `FIELDSYNC_BENCH_BUNDLES` x `FIELDSYNC_BENCH_PER` for many bundles
 //! [100 x 10000], `FIELDSYNC_BENCH_RSS` rows for peak memory [1000000],
+//! `FIELDSYNC_BENCH_REFS` child rows for integer vs text keys [200000],
 //! `FIELDSYNC_BENCH_REPS` repetitions [5; 3 for the large runs],
-//! `FIELDSYNC_BENCH_ONLY` = capture, transfer, delta, many or memory.
+//! `FIELDSYNC_BENCH_ONLY` = a comma-separated list of parts: capture,
+//! capture-int (the capture figures on an `INTEGER PRIMARY KEY` table),
+//! fold (folding captured inserts into the log, integer vs text keys),
+//! transfer, intkeys (import/export of integer vs text keys with
+//! references), delta, many, memory.
 
 mod capture;
 mod fixture;
+mod intkeys;
 mod memory;
 mod transfer;
 
@@ -50,6 +56,22 @@ fn main() -> Res<()> {
     if wanted("capture") {
         figures.extend(capture::run(
             dir.path(),
+            capture::Keys::Text,
+            env_usize("FIELDSYNC_BENCH_N", 50_000),
+            reps,
+        )?);
+    }
+    if wanted("capture-int") {
+        figures.extend(capture::run(
+            dir.path(),
+            capture::Keys::Int,
+            env_usize("FIELDSYNC_BENCH_N", 50_000),
+            reps,
+        )?);
+    }
+    if wanted("fold") {
+        figures.push(capture::fold(
+            dir.path(),
             env_usize("FIELDSYNC_BENCH_N", 50_000),
             reps,
         )?);
@@ -58,6 +80,13 @@ fn main() -> Res<()> {
         figures.extend(transfer::run(
             dir.path(),
             env_usize("FIELDSYNC_BENCH_TRANSFER", 200_000),
+            large_reps,
+        )?);
+    }
+    if wanted("intkeys") {
+        figures.extend(intkeys::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_REFS", 200_000),
             large_reps,
         )?);
     }
