@@ -102,10 +102,35 @@ fn config() -> ProptestConfig {
 const SCHEMA: &str = "
 CREATE TABLE item(id TEXT PRIMARY KEY, i INTEGER, t TEXT, b BLOB, r REAL, u, n NUMERIC);
 CREATE TABLE link(x TEXT, y INTEGER, note, w REAL, PRIMARY KEY(x, y)) WITHOUT ROWID;
+CREATE TABLE loc(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT, parent INTEGER REFERENCES loc(id));
+CREATE TABLE opt(field TEXT, code TEXT, label TEXT);
 ";
+
+/// How a table's rows are known across instances (spec/merge.md, "Row
+/// identity").
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// By the primary key's values.
+    Key,
+    /// By the instance that created the row and the number of the change
+    /// that created it; the local `INTEGER PRIMARY KEY` is each instance's.
+    Origin,
+    /// By the row's content when it was first stamped and its copy number;
+    /// the local rowid is each instance's.
+    Content,
+}
+
+/// The loc table (index in [`TABLES`]) and its `parent` cell (bit).
+const LOC: usize = 2;
+const LOC_PARENT: usize = 2;
+/// The opt table.
+const OPT: usize = 3;
 
 struct TableSpec {
     name: &'static str,
+    kind: Kind,
+    /// The key columns (for tables with a local key: that key, as SQL
+    /// names the row here).
     key: &'static [&'static str],
     /// Non-key columns; `cells[i]` is bit `i + 1`.
     cells: &'static [&'static str],
@@ -113,20 +138,40 @@ struct TableSpec {
     untyped: &'static [bool],
 }
 
-const TABLES: [TableSpec; 2] = [
+const TABLES: [TableSpec; 4] = [
     TableSpec {
         name: "item",
+        kind: Kind::Key,
         key: &["id"],
         cells: &["i", "t", "b", "r", "u", "n"],
         untyped: &[false, false, true, false, true, false],
     },
     TableSpec {
         name: "link",
+        kind: Kind::Key,
         key: &["x", "y"],
         cells: &["note", "w"],
         untyped: &[true, false],
     },
+    TableSpec {
+        name: "loc",
+        kind: Kind::Origin,
+        key: &["id"],
+        cells: &["name", "parent"],
+        untyped: &[false, false],
+    },
+    TableSpec {
+        name: "opt",
+        kind: Kind::Content,
+        key: &["rowid"],
+        cells: &["field", "code", "label"],
+        untyped: &[false, false, false],
+    },
 ];
+
+fn mapped(table: usize) -> bool {
+    TABLES[table].kind != Kind::Key
+}
 
 /// Name of a bit of a table: 0 is the row itself.
 fn bit_name(table: usize, bit: usize) -> &'static str {
@@ -146,11 +191,16 @@ fn bits_text(table: usize, bits: &BTreeSet<usize>) -> String {
 // Rows and values
 // ---------------------------------------------------------------------------
 
-/// One primary-key value (the schema's keys are text and integers).
+/// One primary-key value (the schema's keys are text and integers), or a
+/// row's global identity in a table with a local key.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum KeyPart {
     Int(i64),
     Text(Vec<u8>),
+    /// Created by instance `.0` with its change `.1`.
+    Origin(usize, u64),
+    /// Content signature when first stamped, copy number.
+    Content([u8; 16], u32),
 }
 
 /// A row of a table, across instances.
@@ -175,12 +225,41 @@ impl RowId {
         }
     }
 
+    /// A row of a table with a local key, as this instance numbers it.
+    fn local(table: usize, local: i64) -> RowId {
+        RowId {
+            table,
+            key: vec![KeyPart::Int(local)],
+        }
+    }
+
+    /// The local number of a row named by it (tables with a local key).
+    fn local_number(&self) -> Option<i64> {
+        match self.key.as_slice() {
+            [KeyPart::Int(i)] if mapped(self.table) => Some(*i),
+            _ => None,
+        }
+    }
+
+    /// True if this names a row by its global identity.
+    fn is_identity(&self) -> bool {
+        matches!(
+            self.key.as_slice(),
+            [KeyPart::Origin(..)] | [KeyPart::Content(..)]
+        )
+    }
+
     fn values(&self) -> Vec<Value> {
         self.key
             .iter()
             .map(|k| match k {
                 KeyPart::Int(i) => Value::Integer(*i),
                 KeyPart::Text(t) => Value::Text(t.clone()),
+                KeyPart::Origin(o, s) => Value::text(format!("i{o}#{s}")),
+                KeyPart::Content(sig, c) => {
+                    let hex: String = sig[..3].iter().map(|b| format!("{b:02x}")).collect();
+                    Value::text(format!("{hex}…#{c}"))
+                }
             })
             .collect()
     }
@@ -232,6 +311,69 @@ fn show_row(table: usize, row: &[Value]) -> String {
         .map(|(c, v)| format!("{c}={}", show(v)))
         .collect();
     format!("({})", cells.join(", "))
+}
+
+/// Two records of one row joined (spec/quarantine.md: a later change of a
+/// held row joins its entry): the higher causal length wins outright; at
+/// equal ones each bit goes to the greater-ranked change.
+fn combine(a: &Rec, b: &Rec, rank: &dyn Fn(&Ver) -> Rank) -> Rec {
+    if a.cl != b.cl {
+        return if a.cl > b.cl { a.clone() } else { b.clone() };
+    }
+    let mut won: BTreeMap<usize, (Ver, Option<Value>)> = BTreeMap::new();
+    for rec in [a, b] {
+        for (&(origin, seq), (hlc, bits)) in &rec.versions {
+            let v = Ver {
+                origin,
+                seq,
+                hlc: *hlc,
+            };
+            for &bit in bits {
+                if won.get(&bit).is_none_or(|(w, _)| rank(&v) > rank(w)) {
+                    won.insert(bit, (v, rec.values.get(&bit).cloned()));
+                }
+            }
+        }
+    }
+    let mut out = Rec {
+        cl: a.cl,
+        versions: Holders::new(),
+        values: BTreeMap::new(),
+    };
+    for (bit, (v, value)) in won {
+        out.versions
+            .entry((v.origin, v.seq))
+            .or_insert_with(|| (v.hlc, BTreeSet::new()))
+            .1
+            .insert(bit);
+        if let Some(value) = value {
+            out.values.insert(bit, value);
+        }
+    }
+    out
+}
+
+/// Merge a record into a row of a table with a local key, its app cells
+/// (references by identity) kept in `touched` until the import is over.
+fn merge_mapped(
+    sites: &[[u8; 16]],
+    m: &mut InstModel,
+    row: &RowId,
+    rec: &Rec,
+    rank: &dyn Fn(&Ver) -> Rank,
+    touched: &mut BTreeMap<RowId, Option<Vec<Value>>>,
+) -> Verdict {
+    let mut app = match touched.get(row) {
+        Some(a) => a.clone(),
+        None => m.app_row(sites, row),
+    };
+    let state = m
+        .rows
+        .entry(row.clone())
+        .or_insert_with(|| RowModel::new(row.cells()));
+    let verdict = merge_record(state, &mut app, rec, rank);
+    touched.insert(row.clone(), app);
+    verdict
 }
 
 /// SQLite's `a IS b` with BINARY collation: numbers compare by value.
@@ -311,6 +453,64 @@ enum Write {
         from: RowId,
         values: Vec<Value>,
     },
+    /// `INSERT INTO loc(name, parent)`: SQLite numbers the new row; its
+    /// parent is the `parent`-th row that may be pointed at (`None`: NULL).
+    LocInsert { name: Value, parent: Option<usize> },
+    /// `UPDATE loc SET name … WHERE id` of the `pick`-th row.
+    LocRename { pick: usize, name: Value },
+    /// `UPDATE loc SET parent … WHERE id` of the `pick`-th row: to the
+    /// `parent`-th row that may be pointed at (itself too), or NULL.
+    LocRepoint { pick: usize, parent: Option<usize> },
+    /// `DELETE FROM loc WHERE id` of the `pick`-th row that may be deleted.
+    LocDelete { pick: usize },
+    /// `INSERT INTO opt` of a row (often one that is already there).
+    OptInsert { values: Vec<Value> },
+    /// `INSERT INTO opt` of an exact copy of the `pick`-th row.
+    OptCopy { pick: usize },
+    /// `UPDATE opt SET … WHERE rowid` of the `pick`-th row.
+    OptUpdate { pick: usize, set: Vec<Set> },
+    /// `DELETE FROM opt WHERE rowid` of the `pick`-th row.
+    OptDelete { pick: usize },
+}
+
+/// A write on a table with a local key, made concrete against the rows an
+/// instance has: plain statements on local numbers.
+enum Resolved {
+    Insert { table: usize, values: Vec<Value> },
+    Update { row: RowId, set: Vec<Set> },
+    Delete { row: RowId },
+}
+
+impl Resolved {
+    fn statement(&self) -> Stmt<'_> {
+        match self {
+            Resolved::Insert { table, values } => Stmt::InsertAuto {
+                table: *table,
+                values,
+            },
+            Resolved::Update { row, set } => Stmt::Update {
+                row: Some(row),
+                table: row.table,
+                set,
+            },
+            Resolved::Delete { row } => Stmt::Delete { row },
+        }
+    }
+}
+
+/// What [`World::resolve`] makes of a write.
+enum Plan {
+    /// A write on a table with a replicated key, as it is.
+    Key,
+    /// Nothing to write (no row to pick).
+    Nothing,
+    /// This statement; the `loc` row it makes point at, and the one it
+    /// deletes (local numbers).
+    Do {
+        stmt: Resolved,
+        points_at: Option<i64>,
+        deletes: Option<i64>,
+    },
 }
 
 /// One SQL statement of a write.
@@ -337,6 +537,11 @@ enum Stmt<'a> {
     ReplaceRowid {
         row: &'a RowId,
         from: &'a RowId,
+        values: &'a [Value],
+    },
+    /// `INSERT INTO table(cells)`: SQLite numbers the row.
+    InsertAuto {
+        table: usize,
         values: &'a [Value],
     },
 }
@@ -376,6 +581,15 @@ impl Write {
             Write::ReplaceRowid { row, from, values } => {
                 vec![Stmt::ReplaceRowid { row, from, values }]
             }
+            // Resolved against the instance first (World::resolve).
+            Write::LocInsert { .. }
+            | Write::LocRename { .. }
+            | Write::LocRepoint { .. }
+            | Write::LocDelete { .. }
+            | Write::OptInsert { .. }
+            | Write::OptCopy { .. }
+            | Write::OptUpdate { .. }
+            | Write::OptDelete { .. } => Vec::new(),
         }
     }
 }
@@ -432,6 +646,22 @@ impl fmt::Debug for Write {
                 "INSERT OR REPLACE {row:?} {} with the rowid of {from:?}",
                 show_row(row.table, values)
             ),
+            Write::LocInsert { name, parent } => {
+                write!(f, "INSERT loc name {}, parent #{parent:?}", show(name))
+            }
+            Write::LocRename { pick, name } => {
+                write!(f, "UPDATE loc #{pick} SET name = {}", show(name))
+            }
+            Write::LocRepoint { pick, parent } => {
+                write!(f, "UPDATE loc #{pick} SET parent = #{parent:?}")
+            }
+            Write::LocDelete { pick } => write!(f, "DELETE loc #{pick}"),
+            Write::OptInsert { values } => write!(f, "INSERT opt {}", show_row(OPT, values)),
+            Write::OptCopy { pick } => write!(f, "INSERT opt copy of #{pick}"),
+            Write::OptUpdate { pick, set } => {
+                write!(f, "UPDATE opt #{pick} SET {}", set_text(OPT, set))
+            }
+            Write::OptDelete { pick } => write!(f, "DELETE opt #{pick}"),
         }
     }
 }
@@ -622,8 +852,45 @@ fn item_write() -> BoxedStrategy<Write> {
     .boxed()
 }
 
+/// Writes on `loc` (integer key numbered by SQLite, a self-reference).
+fn loc_write() -> BoxedStrategy<Write> {
+    let name = || {
+        prop::sample::select(vec![
+            Value::Null,
+            Value::text("a"),
+            Value::text("b"),
+            Value::text("c"),
+        ])
+    };
+    let pick = || 0..8usize;
+    prop_oneof![
+        3 => (name(), proptest::option::weighted(0.7, pick()))
+            .prop_map(|(name, parent)| Write::LocInsert { name, parent }),
+        2 => (pick(), name()).prop_map(|(pick, name)| Write::LocRename { pick, name }),
+        3 => (pick(), proptest::option::weighted(0.8, pick()))
+            .prop_map(|(pick, parent)| Write::LocRepoint { pick, parent }),
+        2 => pick().prop_map(|pick| Write::LocDelete { pick }),
+    ]
+    .boxed()
+}
+
+/// Writes on `opt` (no primary key): few distinct values, so identical
+/// rows are inserted on one instance and on several.
+fn opt_write() -> BoxedStrategy<Write> {
+    let v = || prop::sample::select(vec![Value::Null, Value::text("x"), Value::text("y")]);
+    let pick = || 0..8usize;
+    let n = TABLES[OPT].cells.len();
+    prop_oneof![
+        3 => vec(v(), n).prop_map(|values| Write::OptInsert { values }),
+        1 => pick().prop_map(|pick| Write::OptCopy { pick }),
+        3 => (pick(), set_of(OPT, true)).prop_map(|(pick, set)| Write::OptUpdate { pick, set }),
+        2 => pick().prop_map(|pick| Write::OptDelete { pick }),
+    ]
+    .boxed()
+}
+
 fn write() -> impl Strategy<Value = Write> {
-    prop_oneof![3 => item_write(), 1 => write_for(1)]
+    prop_oneof![3 => item_write(), 1 => write_for(1), 2 => loc_write(), 2 => opt_write()]
 }
 
 /// A step with instance numbers below `MAX_INSTANCES`; [`history`] brings
@@ -923,6 +1190,42 @@ struct InstModel {
     seq: u64,
     /// Greatest HLC this instance stamped or imported.
     seen_hlc: u64,
+    /// The identity of each row of a table with a local key, by its local
+    /// number here (the model's prediction of `fieldsync_ids`).
+    ids: Ids,
+    /// Rows whose received changes wait in quarantine, with those changes
+    /// combined into one record.
+    held: BTreeMap<RowId, Rec>,
+}
+
+impl InstModel {
+    /// The local number of the row with this identity, if it is here.
+    fn local_of(&self, row: &RowId) -> Option<i64> {
+        self.ids
+            .iter()
+            .find(|(_, r)| *r == row)
+            .map(|((_, l), _)| *l)
+    }
+
+    /// A row's app cells as compared (references by identity), if the app
+    /// table has it.
+    fn app_row(&self, sites: &[[u8; 16]], row: &RowId) -> Option<Vec<Value>> {
+        if !row.is_identity() {
+            return self.app.get(row).cloned();
+        }
+        let l = self.local_of(row)?;
+        self.app
+            .get(&RowId::local(row.table, l))
+            .map(|c| cells_by_identity(sites, &self.ids, row.table, c))
+    }
+
+    fn has_app(&self, row: &RowId) -> bool {
+        if !row.is_identity() {
+            return self.app.contains_key(row);
+        }
+        self.local_of(row)
+            .is_some_and(|l| self.app.contains_key(&RowId::local(row.table, l)))
+    }
 }
 
 type Rank = (u64, [u8; 16], u64);
@@ -1082,6 +1385,13 @@ struct World {
     skew_ms: Vec<i64>,
     /// A bundle without rows from an instance outside the world.
     probe: Vec<u8>,
+    /// The app's foreign-key discipline, kept across instances (see
+    /// [`World::resolve`]): `loc` rows some change ever pointed at (by
+    /// identity; by instance and local number while not stamped), and
+    /// those deleted somewhere, which no new change may point at.
+    ever_parent: BTreeSet<RowId>,
+    pending_parent: BTreeSet<(usize, i64)>,
+    doomed: BTreeSet<RowId>,
     // Declared last, so it is dropped (and the files removed) last.
     dir: tempfile::TempDir,
 }
@@ -1103,6 +1413,10 @@ impl World {
             inst.connection()
                 .execute_batch("PRAGMA synchronous = OFF")?;
             inst.track(&Selection::All)?;
+            // EXPLORATION ONLY: a first stamp records the schema cookie.
+            if std::env::var_os("FIELDSYNC_MODEL_PRESTAMP").is_some() {
+                inst.compact()?;
+            }
             check_catalog(inst.connection())?;
             sites.push(*inst.site_id()?.as_bytes());
             instances.push(inst);
@@ -1123,6 +1437,9 @@ impl World {
             changes: Vec::new(),
             pool: Vec::new(),
             trace: Vec::new(),
+            ever_parent: BTreeSet::new(),
+            pending_parent: BTreeSet::new(),
+            doomed: BTreeSet::new(),
             dir,
         })
     }
@@ -1141,7 +1458,7 @@ impl World {
     // --- reading an instance ---------------------------------------------
 
     fn view_of(&self, conn: &Connection) -> Res<View> {
-        let app = read_tables(conn)?;
+        let app = app_by_identity(&self.sites, &read_tables(conn)?, &read_ids(conn, &self.sites)?);
         let mut log: BTreeMap<RowId, (u64, Holders)> = BTreeMap::new();
         let mut stmt = conn.prepare(
             "SELECT t.name, l.pk, s.site_id, l.seq, l.cl, l.hlc, l.cols \
@@ -1154,7 +1471,7 @@ impl World {
             let table_name: String = r.get(0)?;
             let table = table_index(&table_name)?;
             let key = decode_key(&r.get::<_, Vec<u8>>(1)?)?;
-            let row = RowId::from_values(table, &key)?;
+            let row = row_from(&self.sites, table, &key)?;
             let origin = self.origin_of(&r.get::<_, Vec<u8>>(2)?)?;
             let seq = r.get::<_, i64>(3)? as u64;
             let cl = r.get::<_, i64>(4)? as u64;
@@ -1176,7 +1493,7 @@ impl World {
     fn model_view(&self, at: usize) -> View {
         let m = &self.models[at];
         View {
-            app: m.app.clone(),
+            app: app_by_identity(&self.sites, &m.app, &m.ids),
             log: m
                 .rows
                 .iter()
@@ -1197,10 +1514,36 @@ impl World {
             )
             .into());
         }
+        // The identity map and the quarantine.
+        let conn = self.instances[at].connection();
+        let ids = read_ids(conn, &self.sites)?;
+        let m = &self.models[at];
+        if ids != m.ids {
+            let show = |ids: &Ids| -> String {
+                ids.iter()
+                    .map(|((t, l), r)| format!("{} {l} = {r:?}", TABLES[*t].name))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            return Err(format!(
+                "i{at} {when}: fieldsync_ids is {{{}}}, the model says {{{}}}",
+                show(&ids),
+                show(&m.ids)
+            )
+            .into());
+        }
+        let held = read_held(conn, &self.sites)?;
+        if held.iter().ne(m.held.keys()) {
+            return Err(format!(
+                "i{at} {when}: quarantine holds {held:?}, the model {:?}",
+                m.held.keys().collect::<Vec<_>>()
+            )
+            .into());
+        }
         // The model's own invariant: a row in the app table lives (a live
         // row may be missing: deleted without a trigger, not yet noticed).
         for (row, r) in &self.models[at].rows {
-            if !r.live() && self.models[at].app.contains_key(row) {
+            if !r.live() && self.models[at].has_app(row) {
                 return Err(format!(
                     "model inconsistency at i{at}: {row:?} has cl {} but is in the app table",
                     r.cl
@@ -1230,7 +1573,7 @@ impl World {
             let key = decode_key(&r.get::<_, Vec<u8>>(2)?)?;
             out.insert(
                 r.get::<_, i64>(0)? as u64,
-                (RowId::from_values(table, &key)?, r.get::<_, i64>(3)? as u64),
+                (row_from(&self.sites, table, &key)?, r.get::<_, i64>(3)? as u64),
             );
         }
         Ok(out)
@@ -1238,9 +1581,178 @@ impl World {
 
     // --- app writes --------------------------------------------------------
 
+    /// Make a write on a table with a local key concrete on instance `at`
+    /// (rows picked by position among those it has, in local-number order).
+    ///
+    /// References stay whole as with an app running with foreign keys on,
+    /// and more: a `loc` row is deleted only if no change anywhere ever
+    /// pointed at it, and once deleted anywhere no new change points at it
+    /// (it may still be live elsewhere). A delete made concurrently with a
+    /// reference to the row made elsewhere is refused on both sides
+    /// (spec/quarantine.md: still referenced here, missing parent there)
+    /// and held for good: the instances never converge. The model does not
+    /// go there.
+    fn resolve(&self, at: usize, w: &Write) -> Plan {
+        let m = &self.models[at];
+        let rows = |t: usize| -> Vec<i64> {
+            m.app
+                .keys()
+                .filter(|r| r.table == t)
+                .filter_map(RowId::local_number)
+                .collect()
+        };
+        let pick = |list: &[i64], k: usize| -> Option<i64> {
+            (!list.is_empty()).then(|| list[k % list.len()])
+        };
+        let locs = rows(LOC);
+        let identity = |l: i64| m.ids.get(&(LOC, l));
+        let pointable: Vec<i64> = locs
+            .iter()
+            .copied()
+            .filter(|&l| identity(l).is_none_or(|id| !self.doomed.contains(id)))
+            .collect();
+        let parent = |p: &Option<usize>| p.and_then(|p| pick(&pointable, p));
+        // EXPLORATION ONLY: no cycles.
+        let no_cycles = std::env::var_os("FIELDSYNC_MODEL_NO_CYCLES").is_some();
+        let reaches = |from: i64, to: i64| -> bool {
+            let mut at = Some(from);
+            let mut steps = 0;
+            while let Some(l) = at {
+                if l == to {
+                    return true;
+                }
+                steps += 1;
+                if steps > 100 {
+                    return true;
+                }
+                at = match m.app.get(&RowId::local(LOC, l)).map(|c| &c[LOC_PARENT - 1]) {
+                    Some(Value::Integer(p)) => Some(*p),
+                    _ => None,
+                };
+            }
+            false
+        };
+        let int = |l: Option<i64>| l.map_or(Value::Null, Value::Integer);
+        let opts = rows(OPT);
+        let update = |row: RowId, set: Vec<Set>, points_at: Option<i64>| Plan::Do {
+            stmt: Resolved::Update { row, set },
+            points_at,
+            deletes: None,
+        };
+        match w {
+            Write::LocInsert { name, parent: p } => {
+                let p = parent(p);
+                Plan::Do {
+                    stmt: Resolved::Insert {
+                        table: LOC,
+                        values: vec![name.clone(), int(p)],
+                    },
+                    points_at: p,
+                    deletes: None,
+                }
+            }
+            Write::LocRename { pick: k, name } => match pick(&locs, *k) {
+                None => Plan::Nothing,
+                Some(l) => update(
+                    RowId::local(LOC, l),
+                    vec![Set {
+                        cell: 0,
+                        value: Some(name.clone()),
+                    }],
+                    None,
+                ),
+            },
+            Write::LocRepoint { pick: k, parent: p } => match pick(&locs, *k) {
+                None => Plan::Nothing,
+                Some(l) => {
+                    let mut p = parent(p);
+                    if no_cycles && p.is_some_and(|p| reaches(p, l)) {
+                        p = None;
+                    }
+                    update(
+                        RowId::local(LOC, l),
+                        vec![Set {
+                            cell: LOC_PARENT - 1,
+                            value: Some(int(p)),
+                        }],
+                        p,
+                    )
+                }
+            },
+            Write::LocDelete { pick: k } => {
+                let deletable: Vec<i64> = locs
+                    .iter()
+                    .copied()
+                    .filter(|&l| {
+                        !self.pending_parent.contains(&(at, l))
+                            && identity(l).is_none_or(|id| !self.ever_parent.contains(id))
+                            && !m.app.iter().any(|(r, c)| {
+                                r.table == LOC && c[LOC_PARENT - 1] == Value::Integer(l)
+                            })
+                    })
+                    .collect();
+                match pick(&deletable, *k) {
+                    None => Plan::Nothing,
+                    Some(l) => Plan::Do {
+                        stmt: Resolved::Delete {
+                            row: RowId::local(LOC, l),
+                        },
+                        points_at: None,
+                        deletes: Some(l),
+                    },
+                }
+            }
+            Write::OptInsert { values } => Plan::Do {
+                stmt: Resolved::Insert {
+                    table: OPT,
+                    values: values.clone(),
+                },
+                points_at: None,
+                deletes: None,
+            },
+            Write::OptCopy { pick: k } => match pick(&opts, *k)
+                .and_then(|l| m.app.get(&RowId::local(OPT, l)))
+            {
+                None => Plan::Nothing,
+                Some(values) => Plan::Do {
+                    stmt: Resolved::Insert {
+                        table: OPT,
+                        values: values.clone(),
+                    },
+                    points_at: None,
+                    deletes: None,
+                },
+            },
+            Write::OptUpdate { pick: k, set } => match pick(&opts, *k) {
+                None => Plan::Nothing,
+                Some(l) => update(RowId::local(OPT, l), set.clone(), None),
+            },
+            Write::OptDelete { pick: k } => match pick(&opts, *k) {
+                None => Plan::Nothing,
+                Some(l) => Plan::Do {
+                    stmt: Resolved::Delete {
+                        row: RowId::local(OPT, l),
+                    },
+                    points_at: None,
+                    deletes: None,
+                },
+            },
+            _ => Plan::Key,
+        }
+    }
+
     fn write(&mut self, at: usize, w: &Write) -> Res<()> {
+        let plan = self.resolve(at, w);
+        let stmts = match &plan {
+            Plan::Key => w.statements(),
+            Plan::Nothing => {
+                self.trace.push(format!("i{at}: {w:?}  [no row to pick]"));
+                return Ok(());
+            }
+            Plan::Do { stmt, .. } => vec![stmt.statement()],
+        };
         let mut notes = Vec::new();
-        for stmt in w.statements() {
+        for stmt in stmts {
             let conn = self.instances[at].connection();
             let before = read_tables(conn)?;
             if before != self.models[at].app {
@@ -1297,7 +1809,28 @@ impl World {
                 m.pending.push(c);
             }
             m.app = after;
+            if matches!(plan, Plan::Do { .. }) {
+                let params: Vec<String> = params.iter().map(show).collect();
+                notes.push(format!("`{sql}` ({})", params.join(", ")));
+            }
             notes.push(format!("{n} row(s), captured {}", captured_text(&got)));
+        }
+        if let Plan::Do {
+            points_at, deletes, ..
+        } = &plan
+        {
+            let ids = &self.models[at].ids;
+            if let Some(l) = points_at {
+                match ids.get(&(LOC, *l)) {
+                    Some(id) => self.ever_parent.insert(id.clone()),
+                    None => self.pending_parent.insert((at, *l)),
+                };
+            }
+            if let Some(l) = deletes {
+                if let Some(id) = ids.get(&(LOC, *l)) {
+                    self.doomed.insert(id.clone());
+                }
+            }
         }
         self.trace
             .push(format!("i{at}: {w:?}  [{}]", notes.join("; ")));
@@ -1377,7 +1910,63 @@ impl World {
         let first = m.seq + 1;
         let mut made = Vec::new();
         for c in folded {
-            m.seq += 1;
+            // A table with a local key: the change is of the row the number
+            // stands for, or creates a new row (spec/merge.md, "Row
+            // identity"), identified by this change's number, or by the
+            // row's content as the table has it now and the first copy
+            // number not taken here.
+            let mut numbered = false;
+            let row = match c.row.local_number() {
+                None => c.row.clone(),
+                Some(local) => {
+                    let t = c.row.table;
+                    match m.ids.get(&(t, local)).cloned() {
+                        Some(id) => {
+                            if c.op == Op::Delete {
+                                m.ids.remove(&(t, local));
+                            }
+                            id
+                        }
+                        // Never known: nothing to tell anyone.
+                        None if c.op == Op::Delete => continue,
+                        None => {
+                            m.seq += 1;
+                            // Gone again before it was stamped: the number
+                            // is used up, nothing is recorded.
+                            let Some(now) = m.app.get(&c.row) else {
+                                continue;
+                            };
+                            let id = match TABLES[t].kind {
+                                Kind::Content => {
+                                    let sig = fieldsync::identity::content_sig(now);
+                                    let taken: BTreeSet<&RowId> = m.ids.values().collect();
+                                    let mut copy = 0;
+                                    loop {
+                                        let id = RowId {
+                                            table: t,
+                                            key: vec![KeyPart::Content(sig, copy)],
+                                        };
+                                        if !taken.contains(&id) {
+                                            break id;
+                                        }
+                                        copy += 1;
+                                    }
+                                }
+                                _ => RowId {
+                                    table: t,
+                                    key: vec![KeyPart::Origin(at, m.seq)],
+                                },
+                            };
+                            m.ids.insert((t, local), id.clone());
+                            numbered = true;
+                            id
+                        }
+                    }
+                }
+            };
+            if !numbered {
+                m.seq += 1;
+            }
             let ver = Ver {
                 origin: at,
                 seq: m.seq,
@@ -1385,13 +1974,13 @@ impl World {
             };
             let state = m
                 .rows
-                .entry(c.row.clone())
-                .or_insert_with(|| RowModel::new(c.row.cells()));
+                .entry(row.clone())
+                .or_insert_with(|| RowModel::new(row.cells()));
             let writes = state.local(c.op, &c.bits, ver);
             made.push((
                 Change {
                     ver,
-                    row: c.row,
+                    row,
                     cl: state.cl,
                     writes,
                     values: c.after,
@@ -1399,13 +1988,33 @@ impl World {
                 Some(c.at),
             ));
         }
+        // Values of changes to `loc`: references by identity.
+        for (c, _) in &mut made {
+            if let Some(v) = &mut c.values {
+                *v = cells_by_identity(&self.sites, &m.ids, c.row.table, v);
+            }
+        }
+        // Rows pointed at before they were stamped now have an identity.
+        let ids = &m.ids;
+        let pending: Vec<(usize, i64)> = self
+            .pending_parent
+            .iter()
+            .filter(|(i, _)| *i == at)
+            .copied()
+            .collect();
+        for p in pending {
+            self.pending_parent.remove(&p);
+            if let Some(id) = ids.get(&(LOC, p.1)) {
+                self.ever_parent.insert(id.clone());
+            }
+        }
         let stamped = m.seq;
 
         // Rows deleted without a trigger.
         let vanished: Vec<RowId> = m
             .rows
             .iter()
-            .filter(|(row, st)| st.live() && !m.app.contains_key(*row))
+            .filter(|(row, st)| st.live() && !m.has_app(row))
             .filter(|(_, st)| match vanish {
                 Vanish::All => true,
                 Vanish::Covered(covers) => st
@@ -1545,9 +2154,14 @@ impl World {
     fn stamps_of_copy(&self, at: usize) -> Res<(Stamps, View)> {
         let path = self.dir.path().join("copy.db");
         let _ = std::fs::remove_file(&path);
-        self.instances[at]
-            .connection()
-            .execute("VACUUM INTO ?1", [path.to_string_lossy().as_ref()])?;
+        // A byte copy (no transaction is open): `VACUUM INTO` would move
+        // the schema cookie and may renumber the rowids of `opt`, which
+        // the next stamp then matches by content (src/stamp.rs) as the
+        // instance itself would not.
+        std::fs::copy(
+            self.dir.path().join(format!("{}.db", name(at))),
+            &path,
+        )?;
         let result = (|| -> Res<(Stamps, View)> {
             let mut copy = Instance::open(&path)?;
             copy.import(Cursor::new(&self.probe))?;
@@ -1607,9 +2221,10 @@ impl World {
                 continue;
             }
             let mut values = BTreeMap::new();
+            let app_row = model.app_row(&self.sites, row);
             for &b in versions.values().flat_map(|(_, bits)| bits) {
                 if b > 0 {
-                    let app = model.app.get(row).ok_or_else(|| {
+                    let app = app_row.as_ref().ok_or_else(|| {
                         format!("model inconsistency: {row:?} lives at i{from} but has no app row")
                     })?;
                     values.insert(b, app[b - 1].clone());
@@ -1661,9 +2276,16 @@ impl World {
                 .iter()
                 .map(|&b| local_bit(b))
                 .zip(rec.values.iter().cloned())
-                .map(|(b, v)| b.map(|b| (b, v)))
+                .map(|(b, v)| {
+                    let b = b?;
+                    // A reference to a `loc` row travels as its identity.
+                    if table == LOC && b == LOC_PARENT {
+                        return Ok((b, untag(&v)?));
+                    }
+                    Ok((b, v))
+                })
                 .collect::<Res<BTreeMap<_, _>>>()?;
-            let row = RowId::from_values(table, &rec.key)?;
+            let row = row_from(&self.sites, table, &rec.key)?;
             actual.insert(
                 row,
                 Rec {
@@ -1747,6 +2369,7 @@ impl World {
                 Ok(_) => Err(format!("i{at} accepted its own bundle #{b}").into()),
             };
         }
+        let h0: BTreeSet<RowId> = self.models[at].held.keys().cloned().collect();
         // Captured writes are stamped first; their clocks, seen on a copy.
         let captured = self.models[at].pending.len() as u64;
         if captured > 0 {
@@ -1789,7 +2412,76 @@ impl World {
         let seen_before = self.models[at].seen_hlc;
         let sites = self.sites.clone();
         let rank = move |v: &Ver| (v.hlc, sites[v.origin], v.seq);
-        for (row, rec) in &records {
+        // Rows of tables with a local key: which the engine holds in
+        // quarantine now is read from it, and checked below (check_held).
+        let h1 = read_held(self.instances[at].connection(), &self.sites)?;
+        let mut touched: BTreeMap<RowId, Option<Vec<Value>>> = BTreeMap::new();
+        let mut fresh: BTreeSet<RowId> = BTreeSet::new();
+        for (row, rec) in records.iter().filter(|(row, _)| mapped(row.table)) {
+            max_hlc = rec
+                .versions
+                .values()
+                .map(|(h, _)| *h)
+                .fold(max_hlc, u64::max);
+            let m = &mut self.models[at];
+            // A row with a held change: the record joins it (and a record
+            // the database refuses starts an entry).
+            if h0.contains(row) || h1.contains(row) {
+                let entry = match m.held.remove(row) {
+                    Some(old) => combine(&old, rec, &rank),
+                    None => rec.clone(),
+                };
+                m.held.insert(row.clone(), entry);
+                fresh.insert(row.clone());
+                continue;
+            }
+            let verdict = merge_mapped(&self.sites, m, row, rec, &rank, &mut touched);
+            match verdict {
+                Verdict::Applied => counts.applied += 1,
+                Verdict::Known => counts.known += 1,
+                Verdict::Older => counts.older += 1,
+            }
+            if verdict != Verdict::Known {
+                notes.push(format!("{row:?} {verdict:?}"));
+            }
+        }
+        // Held entries: applied now, or still held.
+        let mut released = 0u64;
+        let mut quarantined = 0u64;
+        let entries: BTreeSet<RowId> = h0.union(&fresh).cloned().collect();
+        if let Some(row) = h1.iter().find(|r| !entries.contains(r)) {
+            return Err(format!("i{at} holds {row:?}, which #{b} did not bring").into());
+        }
+        for row in &entries {
+            if h1.contains(row) {
+                if fresh.contains(row) {
+                    quarantined += 1;
+                    notes.push(format!("{row:?} held"));
+                }
+                continue;
+            }
+            let m = &mut self.models[at];
+            let Some(entry) = m.held.remove(row) else {
+                continue;
+            };
+            let verdict = merge_mapped(&self.sites, m, row, &entry, &rank, &mut touched);
+            // A record of this bundle counts by its verdict; an entry held
+            // by an earlier import counts as released (both, if the record
+            // joined it).
+            if fresh.contains(row) {
+                match verdict {
+                    Verdict::Applied => counts.applied += 1,
+                    Verdict::Known => counts.known += 1,
+                    Verdict::Older => counts.older += 1,
+                }
+            }
+            if h0.contains(row) {
+                released += 1;
+            }
+            notes.push(format!("{row:?} {verdict:?} (was held)"));
+        }
+        self.bind_mapped(at, touched)?;
+        for (row, rec) in records.iter().filter(|(row, _)| !mapped(row.table)) {
             let m = &mut self.models[at];
             let state = m
                 .rows
@@ -1897,6 +2589,19 @@ impl World {
             known: report.known,
             older: report.older,
         };
+        if (report.quarantined, report.released, report.held)
+            != (quarantined, released, h1.len() as u64)
+        {
+            return Err(format!(
+                "i{at} importing #{b}: the engine quarantined {}, released {}, holds {}; \
+                 the model says {quarantined}, {released}, {}",
+                report.quarantined,
+                report.released,
+                report.held,
+                h1.len()
+            )
+            .into());
+        }
         self.trace.push(format!(
             "i{at} ← #{b}: applied {}, known {}, older {} [{}]",
             got.applied,
@@ -1911,7 +2616,152 @@ impl World {
             .into());
         }
         self.check_state(at, &format!("after importing #{b}"))?;
-        Ok(Some(report.applied))
+        self.check_held(at)
+            .map_err(|e| format!("i{at} after importing #{b}: {e}"))?;
+        Ok(Some(report.applied + report.released))
+    }
+
+    /// After an import: rows of tables with a local key that the merge
+    /// created get the local number the engine gave them (checked to be
+    /// free), deleted ones lose theirs, and the app rows are written with
+    /// references as local numbers.
+    fn bind_mapped(
+        &mut self,
+        at: usize,
+        touched: BTreeMap<RowId, Option<Vec<Value>>>,
+    ) -> Res<()> {
+        let engine_ids = read_ids(self.instances[at].connection(), &self.sites)?;
+        let sites = &self.sites;
+        let m = &mut self.models[at];
+        let mut writes = Vec::new();
+        for (row, app) in touched {
+            let t = row.table;
+            match (app, m.local_of(&row)) {
+                (Some(cells), Some(l)) => writes.push((l, row, cells)),
+                (Some(cells), None) => {
+                    let Some((&(_, l), _)) = engine_ids.iter().find(|(_, r)| **r == row) else {
+                        return Err(format!(
+                            "i{at} has no local number for {row:?}, which the model says arrived live"
+                        )
+                        .into());
+                    };
+                    if m.ids.contains_key(&(t, l)) || m.app.contains_key(&RowId::local(t, l)) {
+                        return Err(format!(
+                            "i{at} numbered the new {row:?} {l}, the number of another row"
+                        )
+                        .into());
+                    }
+                    m.ids.insert((t, l), row.clone());
+                    writes.push((l, row, cells));
+                }
+                (None, Some(l)) => {
+                    m.ids.remove(&(t, l));
+                    m.app.remove(&RowId::local(t, l));
+                }
+                (None, None) => {}
+            }
+        }
+        for (l, row, mut cells) in writes {
+            if row.table == LOC {
+                if let Value::Blob(gid) = &cells[LOC_PARENT - 1] {
+                    let parent = identity_of(sites, LOC, gid)?;
+                    let Some(p) = m.local_of(&parent) else {
+                        return Err(format!(
+                            "i{at}: {row:?} arrived pointing at {parent:?}, which is not here, \
+                             and was not held in quarantine"
+                        )
+                        .into());
+                    };
+                    cells[LOC_PARENT - 1] = Value::Integer(p);
+                }
+            }
+            m.app.insert(RowId::local(row.table, l), cells);
+        }
+        Ok(())
+    }
+
+    /// What the engine holds in quarantine must not fit (spec/quarantine.md):
+    /// merged into the instance's state, a held row would point at a row
+    /// that is not here, or its delete would leave a row pointing at
+    /// nothing; and no set of held rows fits together either (two new rows
+    /// pointing at each other).
+    fn check_held(&self, at: usize) -> Res<()> {
+        let m = &self.models[at];
+        if m.held.is_empty() {
+            return Ok(());
+        }
+        // Each entry's outcome: live pointing at (Some) a row or at
+        // nothing, or deleted (None).
+        let mut outcome: BTreeMap<&RowId, Option<Option<RowId>>> = BTreeMap::new();
+        for (row, rec) in &m.held {
+            let mut state = m
+                .rows
+                .get(row)
+                .cloned()
+                .unwrap_or_else(|| RowModel::new(row.cells()));
+            let mut app = m.app_row(&self.sites, row);
+            merge_record(&mut state, &mut app, rec, &|v: &Ver| self.rank(v));
+            let result = match (&app, state.live()) {
+                (Some(cells), true) if row.table == LOC => match &cells[LOC_PARENT - 1] {
+                    Value::Blob(gid) => Some(Some(identity_of(&self.sites, LOC, gid)?)),
+                    _ => Some(None),
+                },
+                (_, true) => Some(None),
+                (_, false) => None,
+            };
+            outcome.insert(row, result);
+        }
+        // Does `row` fit with the rows of `group` applied too?
+        let fits = |row: &RowId, group: &BTreeSet<&RowId>| -> bool {
+            let live = |r: &RowId| match outcome.get(r) {
+                Some(o) if group.contains(r) => o.is_some(),
+                _ => m.local_of(r).is_some(),
+            };
+            match &outcome[row] {
+                Some(None) => true,
+                Some(Some(parent)) => parent == row || live(parent),
+                None => {
+                    let Some(local) = m.local_of(row) else {
+                        return true;
+                    };
+                    let here = m.app.iter().any(|(r, cells)| {
+                        r.table == LOC
+                            && cells[LOC_PARENT - 1] == Value::Integer(local)
+                            && r.local_number()
+                                .and_then(|l| m.ids.get(&(LOC, l)))
+                                .is_none_or(|child| !group.contains(child))
+                    });
+                    let held = group
+                        .iter()
+                        .any(|r| matches!(&outcome[r], Some(Some(p)) if p == row));
+                    !here && !held
+                }
+            }
+        };
+        for row in m.held.keys() {
+            if fits(row, &BTreeSet::from([row])) {
+                return Err(format!(
+                    "the engine holds {row:?} in quarantine, but it fits: {}",
+                    m.held[row].text(row)
+                )
+                .into());
+            }
+        }
+        let mut group: BTreeSet<&RowId> = m.held.keys().collect();
+        loop {
+            let keep: BTreeSet<&RowId> = group.iter().copied().filter(|r| fits(r, &group)).collect();
+            if keep.len() == group.len() {
+                break;
+            }
+            group = keep;
+        }
+        if !group.is_empty() {
+            return Err(format!(
+                "the engine holds {group:?} in quarantine, but together they fit"
+            )
+            .into());
+        }
+        Ok(())
     }
 
     // --- the whole history -------------------------------------------------
@@ -1994,6 +2844,15 @@ impl World {
         }
         if !quiet {
             return Err("still applying changes after 4 all-pairs exchange rounds".into());
+        }
+        for at in 0..n {
+            if !self.models[at].held.is_empty() {
+                return Err(format!(
+                    "after the exchange i{at} still holds {:?} in quarantine",
+                    self.models[at].held.keys().collect::<Vec<_>>()
+                )
+                .into());
+            }
         }
 
         // (a) Every instance holds the same.
@@ -2082,6 +2941,22 @@ impl World {
     }
 }
 
+/// The identity a reference to a `loc` row carries in a bundle
+/// (src/refs.rs): NULL, or tag 2 and the parent's identity; the app never
+/// points at a row that is not there, so never a value or dangling tag.
+fn untag(v: &Value) -> Res<Value> {
+    match v {
+        Value::Null => Ok(Value::Null),
+        Value::Blob(b) if b.first() == Some(&fieldsync::refs::TAG_IDENTITY) => {
+            match decode_key(&b[1..])?.as_slice() {
+                [Value::Blob(gid)] => Ok(Value::Blob(gid.clone())),
+                other => Err(format!("a reference carries identity {other:?}").into()),
+            }
+        }
+        other => Err(format!("a reference to loc travels as {}, not as an identity", show(other)).into()),
+    }
+}
+
 fn table_index(name: &str) -> Res<usize> {
     TABLES
         .iter()
@@ -2098,6 +2973,146 @@ fn table_ids(conn: &Connection) -> Res<BTreeMap<i64, usize>> {
     rows.into_iter()
         .map(|(id, name)| Ok((id, table_index(&name)?)))
         .collect()
+}
+
+/// Per instance, the local number of each row of a table with a local key
+/// and the row's identity (`fieldsync_ids`): (table, local) → identity.
+type Ids = BTreeMap<(usize, i64), RowId>;
+
+/// The identity a (decoded) key of `table` names: the row's key, or for a
+/// table with a local key, the identity its blob encodes.
+fn row_from(sites: &[[u8; 16]], table: usize, values: &[Value]) -> Res<RowId> {
+    if !mapped(table) {
+        return RowId::from_values(table, values);
+    }
+    match values {
+        [Value::Blob(gid)] => identity_of(sites, table, gid),
+        other => Err(format!(
+            "{} is keyed by an identity, not {other:?}",
+            TABLES[table].name
+        )
+        .into()),
+    }
+}
+
+/// The identity encoded in `gid` (spec/merge.md, "Row identity"): site id
+/// and change number (24 bytes), or content signature and copy (20 bytes).
+fn identity_of(sites: &[[u8; 16]], table: usize, gid: &[u8]) -> Res<RowId> {
+    let part = match (TABLES[table].kind, gid.len()) {
+        (Kind::Origin, 24) => {
+            let origin = sites
+                .iter()
+                .position(|s| s[..] == gid[..16])
+                .ok_or_else(|| format!("an identity names unknown site {:02x?}", &gid[..16]))?;
+            let mut seq = [0u8; 8];
+            seq.copy_from_slice(&gid[16..]);
+            KeyPart::Origin(origin, u64::from_be_bytes(seq))
+        }
+        (Kind::Content, 20) => {
+            let mut sig = [0u8; 16];
+            sig.copy_from_slice(&gid[..16]);
+            let mut copy = [0u8; 4];
+            copy.copy_from_slice(&gid[16..]);
+            KeyPart::Content(sig, u32::from_be_bytes(copy))
+        }
+        (kind, n) => {
+            return Err(format!(
+                "a {n}-byte identity for {} (identified by {kind:?})",
+                TABLES[table].name
+            )
+            .into());
+        }
+    };
+    Ok(RowId {
+        table,
+        key: vec![part],
+    })
+}
+
+/// The bytes of an identity, as a tagged reference carries them.
+fn gid_bytes(sites: &[[u8; 16]], row: &RowId) -> Vec<u8> {
+    match row.key.as_slice() {
+        [KeyPart::Origin(o, seq)] => {
+            let mut b = sites[*o].to_vec();
+            b.extend_from_slice(&seq.to_be_bytes());
+            b
+        }
+        [KeyPart::Content(sig, copy)] => {
+            let mut b = sig.to_vec();
+            b.extend_from_slice(&copy.to_be_bytes());
+            b
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A row's cells as the model compares them: a reference to a `loc` row
+/// by that row's identity (a blob of its bytes) instead of its local
+/// number here.
+fn cells_by_identity(
+    sites: &[[u8; 16]],
+    ids: &Ids,
+    table: usize,
+    cells: &[Value],
+) -> Vec<Value> {
+    let mut out = cells.to_vec();
+    if table == LOC {
+        if let Value::Integer(l) = &out[LOC_PARENT - 1] {
+            out[LOC_PARENT - 1] = match ids.get(&(LOC, *l)) {
+                Some(p) => Value::Blob(gid_bytes(sites, p)),
+                None => Value::text(format!("<loc {l} without identity>")),
+            };
+        }
+    }
+    out
+}
+
+/// The app tables as the model compares them: rows of tables with a local
+/// key named by their identity (by their local number while they have
+/// none: captured, not stamped yet), references by identity.
+fn app_by_identity(sites: &[[u8; 16]], app: &Tables, ids: &Ids) -> Tables {
+    app.iter()
+        .map(|(row, cells)| match row.local_number() {
+            Some(l) => (
+                ids.get(&(row.table, l)).cloned().unwrap_or_else(|| row.clone()),
+                cells_by_identity(sites, ids, row.table, cells),
+            ),
+            None => (row.clone(), cells.clone()),
+        })
+        .collect()
+}
+
+/// `fieldsync_ids` of an instance.
+fn read_ids(conn: &Connection, sites: &[[u8; 16]]) -> Res<Ids> {
+    let mut stmt = conn.prepare(
+        "SELECT t.name, i.gid, i.local FROM fieldsync_ids AS i \
+         JOIN fieldsync_tables AS t ON t.id = i.tbl",
+    )?;
+    let mut rows = stmt.query([])?;
+    let mut out = Ids::new();
+    while let Some(r) = rows.next()? {
+        let table = table_index(&r.get::<_, String>(0)?)?;
+        let key = decode_key(&r.get::<_, Vec<u8>>(1)?)?;
+        let row = row_from(sites, table, &key)?;
+        let local: i64 = r.get(2)?;
+        if out.insert((table, local), row).is_some() {
+            return Err(format!("fieldsync_ids maps two rows to {} {local}", TABLES[table].name).into());
+        }
+    }
+    Ok(out)
+}
+
+/// The rows with a change held in quarantine.
+fn read_held(conn: &Connection, sites: &[[u8; 16]]) -> Res<BTreeSet<RowId>> {
+    let mut stmt = conn.prepare("SELECT tbl, pk FROM fieldsync_quarantine")?;
+    let mut rows = stmt.query([])?;
+    let mut out = BTreeSet::new();
+    while let Some(r) = rows.next()? {
+        let table = table_index(&r.get::<_, String>(0)?)?;
+        let key = decode_key(&r.get::<_, Vec<u8>>(1)?)?;
+        out.insert(row_from(sites, table, &key)?);
+    }
+    Ok(out)
 }
 
 /// The catalog gives the cells the bits the model uses.
@@ -2245,6 +3260,19 @@ fn stmt_sql(stmt: &Stmt<'_>) -> (String, Vec<Value>) {
             params.extend(from.values());
             (sql, params)
         }
+        Stmt::InsertAuto { table, values } => {
+            let spec = &TABLES[*table];
+            let marks: Vec<String> = (1..=values.len()).map(|i| format!("?{i}")).collect();
+            (
+                format!(
+                    "INSERT INTO {}({}) VALUES ({})",
+                    spec.name,
+                    spec.cells.join(", "),
+                    marks.join(", ")
+                ),
+                values.to_vec(),
+            )
+        }
     }
 }
 
@@ -2313,6 +3341,14 @@ fn predict(
         Stmt::ReplaceRowid { row, from, .. } => {
             if before.contains_key(*from) {
                 out.push(((*row).clone(), Op::Insert, BTreeSet::new()));
+            }
+        }
+        // The row SQLite numbered: the one new in the table.
+        Stmt::InsertAuto { table, .. } => {
+            for row in after.keys().filter(|r| r.table == *table) {
+                if !before.contains_key(row) {
+                    out.push((row.clone(), Op::Insert, BTreeSet::new()));
+                }
             }
         }
     }
