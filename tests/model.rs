@@ -2,13 +2,19 @@
 //!
 //! `instances_match_the_model` drives 3–5 real instances (database files in a
 //! temporary directory; a table with a text key and a WITHOUT ROWID table
-//! with a composite text/integer key; INTEGER, TEXT, BLOB, REAL, NUMERIC and
-//! untyped columns; NULL, integers, reals with -0.0 and edge values, text
+//! with a composite text/integer key; an `INTEGER PRIMARY KEY AUTOINCREMENT`
+//! table `loc` whose `parent` points at its own rows, identified by origin,
+//! and a table `opt` without a key, identified by content (spec/merge.md,
+//! "Row identity"); INTEGER, TEXT, BLOB, REAL, NUMERIC and untyped columns; NULL, integers, reals with -0.0 and edge values, text
 //! with non-UTF-8 bytes, blobs with the empty one) through a random history:
 //! app writes through SQL (`INSERT OR IGNORE` / `OR REPLACE`, updates of
 //! random column subsets with NULLs and `c = c`, deletes, re-inserts,
 //! primary-key changes with `UPDATE OR REPLACE`, multi-row updates,
-//! `INSERT OR REPLACE` taking another row's rowid), delta exports with and
+//! `INSERT OR REPLACE` taking another row's rowid; on `loc`, inserts numbered
+//! by SQLite (two instances give the same numbers to different rows),
+//! renames, re-pointing `parent` at a row or NULL, deletes; on `opt`,
+//! inserts of rows often identical to rows already there or elsewhere,
+//! updates and deletes by rowid), delta exports with and
 //! without resend, syncs, full exports, imports of pooled bundles in any
 //! order (repeated, dropped, an instance's own), compactions, and wall
 //! clocks running ahead or behind; then an all-pairs exchange until a round
@@ -39,6 +45,21 @@
 //!   older counts, and checks them.
 //! - After every operation the instance's app tables and change log must
 //!   equal the model's state of that instance.
+//! - Rows of `loc` and `opt` are tracked by identity (creating instance and
+//!   change number; content signature when first stamped and copy
+//!   number), never by local number: the model predicts the identity each
+//!   stamped row gets and so `fieldsync_ids`, learns the number an import
+//!   gives a row new there (checking it is free), and compares app rows and
+//!   log by identity, a `loc` row's `parent` by the identity of the row it
+//!   points at. The bundle must carry that identity as the reference.
+//! - Which received `loc` rows the engine holds in quarantine is read from
+//!   it and checked: a held row must not fit (merged, it would point at a
+//!   row that is not here, or its delete would leave a row pointing at
+//!   nothing), nor may held rows fit together; every other record is merged
+//!   and must leave no reference dangling; a later record of a held row
+//!   joins its entry; the quarantined and released counts must match. The
+//!   app keeps references whole across instances (see `World::resolve`),
+//!   so nothing stays held once every change has arrived.
 //! - At the end every instance must hold the same tables and log, equal to
 //!   the join of every change ever made, computed afresh from the list of
 //!   changes: per row the greatest causal length, per cell the greatest
@@ -73,6 +94,16 @@ use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
 use rusqlite::Connection;
 
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
+
+/// `FIELDSYNC_MODEL_AVOID_KNOWN_BUGS=1` steers clear of engine bugs the
+/// test found and that are not fixed yet, to look for others meanwhile
+/// (each has an ignored test in tests/regressions.rs and a seed in
+/// tests/model.proptest-regressions): a `loc` row re-pointed so that it
+/// would reach itself is re-pointed at NULL instead, and every instance
+/// stamps once after `track`. Remove with the fixes.
+fn avoid_known_bugs() -> bool {
+    std::env::var_os("FIELDSYNC_MODEL_AVOID_KNOWN_BUGS").is_some()
+}
 
 fn config() -> ProptestConfig {
     let cases = match std::env::var("FIELDSYNC_PROPTEST_CASES") {
@@ -853,15 +884,17 @@ fn item_write() -> BoxedStrategy<Write> {
 }
 
 /// Writes on `loc` (integer key numbered by SQLite, a self-reference).
+fn loc_name() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![
+        Value::Null,
+        Value::text("a"),
+        Value::text("b"),
+        Value::text("c"),
+    ])
+}
+
 fn loc_write() -> BoxedStrategy<Write> {
-    let name = || {
-        prop::sample::select(vec![
-            Value::Null,
-            Value::text("a"),
-            Value::text("b"),
-            Value::text("c"),
-        ])
-    };
+    let name = loc_name;
     let pick = || 0..8usize;
     prop_oneof![
         3 => (name(), proptest::option::weighted(0.7, pick()))
@@ -876,8 +909,12 @@ fn loc_write() -> BoxedStrategy<Write> {
 
 /// Writes on `opt` (no primary key): few distinct values, so identical
 /// rows are inserted on one instance and on several.
+fn opt_value() -> impl Strategy<Value = Value> {
+    prop::sample::select(vec![Value::Null, Value::text("x"), Value::text("y")])
+}
+
 fn opt_write() -> BoxedStrategy<Write> {
-    let v = || prop::sample::select(vec![Value::Null, Value::text("x"), Value::text("y")]);
+    let v = opt_value;
     let pick = || 0..8usize;
     let n = TABLES[OPT].cells.len();
     prop_oneof![
@@ -933,50 +970,73 @@ fn history() -> impl Strategy<Value = History> {
             prop::sample::select(vec![0i64, 0, 0, 3, -3, 2_000, -2_000, 7_200_000]),
             MAX_INSTANCES,
         ),
+        vec(vec(opt_value(), TABLES[OPT].cells.len()), 0..3),
+        vec(
+            (loc_name(), proptest::option::weighted(0.7, 0..8usize)),
+            0..5,
+        ),
     )
-        .prop_map(|(n, initial, steps, deliveries, mut skew_ms)| {
-            skew_ms.truncate(n);
-            let mut prologue: Vec<Step> = Vec::new();
-            if !initial.is_empty() {
-                prologue.extend(
-                    initial
-                        .into_iter()
-                        .map(|write| Step::Write { at: 0, write }),
+        .prop_map(
+            |(n, mut initial, steps, deliveries, mut skew_ms, defaults, locs)| {
+                // A hierarchy every instance starts with.
+                initial.extend(
+                    locs.into_iter()
+                        .map(|(name, parent)| Write::LocInsert { name, parent }),
                 );
-                prologue.push(Step::ExportFull { from: 0 });
-                prologue.extend((1..n).map(|at| Step::Import { at, back: 0 }));
-            }
-            let steps = prologue
-                .into_iter()
-                .chain(steps)
-                .map(|s| match s {
-                    Step::Write { at, write } => Step::Write { at: at % n, write },
-                    // `to` holds an offset 1.. from `from`, never `from` itself.
-                    Step::Export { from, to, resend } => Step::Export {
-                        from: from % n,
-                        to: (from % n + 1 + (to - 1) % (n - 1)) % n,
-                        resend,
-                    },
-                    Step::Sync { from, to } => Step::Sync {
-                        from: from % n,
-                        to: (from % n + 1 + (to - 1) % (n - 1)) % n,
-                    },
-                    Step::ExportFull { from } => Step::ExportFull { from: from % n },
-                    Step::Compact { at } => Step::Compact { at: at % n },
-                    Step::Import { at, back } => Step::Import { at: at % n, back },
-                })
-                .collect();
-            let deliveries = deliveries
-                .into_iter()
-                .map(|(bundle, at)| Delivery { bundle, at: at % n })
-                .collect();
-            History {
-                instances: n,
-                skew_ms,
-                steps,
-                deliveries,
-            }
-        })
+                skew_ms.truncate(n);
+                // The app's default rows of `opt`, installed on every instance
+                // before they meet: identical rows, one row everywhere.
+                let mut prologue: Vec<Step> = (0..n)
+                    .flat_map(|at| {
+                        defaults.iter().map(move |values| Step::Write {
+                            at,
+                            write: Write::OptInsert {
+                                values: values.clone(),
+                            },
+                        })
+                    })
+                    .collect();
+                if !initial.is_empty() {
+                    prologue.extend(
+                        initial
+                            .into_iter()
+                            .map(|write| Step::Write { at: 0, write }),
+                    );
+                    prologue.push(Step::ExportFull { from: 0 });
+                    prologue.extend((1..n).map(|at| Step::Import { at, back: 0 }));
+                }
+                let steps = prologue
+                    .into_iter()
+                    .chain(steps)
+                    .map(|s| match s {
+                        Step::Write { at, write } => Step::Write { at: at % n, write },
+                        // `to` holds an offset 1.. from `from`, never `from` itself.
+                        Step::Export { from, to, resend } => Step::Export {
+                            from: from % n,
+                            to: (from % n + 1 + (to - 1) % (n - 1)) % n,
+                            resend,
+                        },
+                        Step::Sync { from, to } => Step::Sync {
+                            from: from % n,
+                            to: (from % n + 1 + (to - 1) % (n - 1)) % n,
+                        },
+                        Step::ExportFull { from } => Step::ExportFull { from: from % n },
+                        Step::Compact { at } => Step::Compact { at: at % n },
+                        Step::Import { at, back } => Step::Import { at: at % n, back },
+                    })
+                    .collect();
+                let deliveries = deliveries
+                    .into_iter()
+                    .map(|(bundle, at)| Delivery { bundle, at: at % n })
+                    .collect();
+                History {
+                    instances: n,
+                    skew_ms,
+                    steps,
+                    deliveries,
+                }
+            },
+        )
 }
 
 // ---------------------------------------------------------------------------
@@ -1413,8 +1473,9 @@ impl World {
             inst.connection()
                 .execute_batch("PRAGMA synchronous = OFF")?;
             inst.track(&Selection::All)?;
-            // EXPLORATION ONLY: a first stamp records the schema cookie.
-            if std::env::var_os("FIELDSYNC_MODEL_PRESTAMP").is_some() {
+            // Known engine bug (see `avoid_known_bugs`): the first stamp
+            // after `track` records writes to `opt` at its own time.
+            if avoid_known_bugs() {
                 inst.compact()?;
             }
             check_catalog(inst.connection())?;
@@ -1458,7 +1519,11 @@ impl World {
     // --- reading an instance ---------------------------------------------
 
     fn view_of(&self, conn: &Connection) -> Res<View> {
-        let app = app_by_identity(&self.sites, &read_tables(conn)?, &read_ids(conn, &self.sites)?);
+        let app = app_by_identity(
+            &self.sites,
+            &read_tables(conn)?,
+            &read_ids(conn, &self.sites)?,
+        );
         let mut log: BTreeMap<RowId, (u64, Holders)> = BTreeMap::new();
         let mut stmt = conn.prepare(
             "SELECT t.name, l.pk, s.site_id, l.seq, l.cl, l.hlc, l.cols \
@@ -1573,7 +1638,10 @@ impl World {
             let key = decode_key(&r.get::<_, Vec<u8>>(2)?)?;
             out.insert(
                 r.get::<_, i64>(0)? as u64,
-                (row_from(&self.sites, table, &key)?, r.get::<_, i64>(3)? as u64),
+                (
+                    row_from(&self.sites, table, &key)?,
+                    r.get::<_, i64>(3)? as u64,
+                ),
             );
         }
         Ok(out)
@@ -1612,8 +1680,9 @@ impl World {
             .filter(|&l| identity(l).is_none_or(|id| !self.doomed.contains(id)))
             .collect();
         let parent = |p: &Option<usize>| p.and_then(|p| pick(&pointable, p));
-        // EXPLORATION ONLY: no cycles.
-        let no_cycles = std::env::var_os("FIELDSYNC_MODEL_NO_CYCLES").is_some();
+        // Known engine bug (see `avoid_known_bugs`): rows new at the
+        // receiver pointing at themselves or at each other never arrive.
+        let no_cycles = avoid_known_bugs();
         let reaches = |from: i64, to: i64| -> bool {
             let mut at = Some(from);
             let mut steps = 0;
@@ -1710,19 +1779,19 @@ impl World {
                 points_at: None,
                 deletes: None,
             },
-            Write::OptCopy { pick: k } => match pick(&opts, *k)
-                .and_then(|l| m.app.get(&RowId::local(OPT, l)))
-            {
-                None => Plan::Nothing,
-                Some(values) => Plan::Do {
-                    stmt: Resolved::Insert {
-                        table: OPT,
-                        values: values.clone(),
+            Write::OptCopy { pick: k } => {
+                match pick(&opts, *k).and_then(|l| m.app.get(&RowId::local(OPT, l))) {
+                    None => Plan::Nothing,
+                    Some(values) => Plan::Do {
+                        stmt: Resolved::Insert {
+                            table: OPT,
+                            values: values.clone(),
+                        },
+                        points_at: None,
+                        deletes: None,
                     },
-                    points_at: None,
-                    deletes: None,
-                },
-            },
+                }
+            }
             Write::OptUpdate { pick: k, set } => match pick(&opts, *k) {
                 None => Plan::Nothing,
                 Some(l) => update(RowId::local(OPT, l), set.clone(), None),
@@ -2158,10 +2227,7 @@ impl World {
         // the schema cookie and may renumber the rowids of `opt`, which
         // the next stamp then matches by content (src/stamp.rs) as the
         // instance itself would not.
-        std::fs::copy(
-            self.dir.path().join(format!("{}.db", name(at))),
-            &path,
-        )?;
+        std::fs::copy(self.dir.path().join(format!("{}.db", name(at))), &path)?;
         let result = (|| -> Res<(Stamps, View)> {
             let mut copy = Instance::open(&path)?;
             copy.import(Cursor::new(&self.probe))?;
@@ -2625,16 +2691,15 @@ impl World {
     /// created get the local number the engine gave them (checked to be
     /// free), deleted ones lose theirs, and the app rows are written with
     /// references as local numbers.
-    fn bind_mapped(
-        &mut self,
-        at: usize,
-        touched: BTreeMap<RowId, Option<Vec<Value>>>,
-    ) -> Res<()> {
+    fn bind_mapped(&mut self, at: usize, touched: BTreeMap<RowId, Option<Vec<Value>>>) -> Res<()> {
         let engine_ids = read_ids(self.instances[at].connection(), &self.sites)?;
         let sites = &self.sites;
         let m = &mut self.models[at];
         let mut writes = Vec::new();
-        for (row, app) in touched {
+        // Deleted rows first: a row new here may take the number one of
+        // them had (a rowid is max + 1).
+        let (gone, touched): (Vec<_>, Vec<_>) = touched.into_iter().partition(|(_, a)| a.is_none());
+        for (row, app) in gone.into_iter().chain(touched) {
             let t = row.table;
             match (app, m.local_of(&row)) {
                 (Some(cells), Some(l)) => writes.push((l, row, cells)),
@@ -2749,17 +2814,17 @@ impl World {
         }
         let mut group: BTreeSet<&RowId> = m.held.keys().collect();
         loop {
-            let keep: BTreeSet<&RowId> = group.iter().copied().filter(|r| fits(r, &group)).collect();
+            let keep: BTreeSet<&RowId> =
+                group.iter().copied().filter(|r| fits(r, &group)).collect();
             if keep.len() == group.len() {
                 break;
             }
             group = keep;
         }
         if !group.is_empty() {
-            return Err(format!(
-                "the engine holds {group:?} in quarantine, but together they fit"
-            )
-            .into());
+            return Err(
+                format!("the engine holds {group:?} in quarantine, but together they fit").into(),
+            );
         }
         Ok(())
     }
@@ -2953,7 +3018,11 @@ fn untag(v: &Value) -> Res<Value> {
                 other => Err(format!("a reference carries identity {other:?}").into()),
             }
         }
-        other => Err(format!("a reference to loc travels as {}, not as an identity", show(other)).into()),
+        other => Err(format!(
+            "a reference to loc travels as {}, not as an identity",
+            show(other)
+        )
+        .into()),
     }
 }
 
@@ -3049,12 +3118,7 @@ fn gid_bytes(sites: &[[u8; 16]], row: &RowId) -> Vec<u8> {
 /// A row's cells as the model compares them: a reference to a `loc` row
 /// by that row's identity (a blob of its bytes) instead of its local
 /// number here.
-fn cells_by_identity(
-    sites: &[[u8; 16]],
-    ids: &Ids,
-    table: usize,
-    cells: &[Value],
-) -> Vec<Value> {
+fn cells_by_identity(sites: &[[u8; 16]], ids: &Ids, table: usize, cells: &[Value]) -> Vec<Value> {
     let mut out = cells.to_vec();
     if table == LOC {
         if let Value::Integer(l) = &out[LOC_PARENT - 1] {
@@ -3074,7 +3138,9 @@ fn app_by_identity(sites: &[[u8; 16]], app: &Tables, ids: &Ids) -> Tables {
     app.iter()
         .map(|(row, cells)| match row.local_number() {
             Some(l) => (
-                ids.get(&(row.table, l)).cloned().unwrap_or_else(|| row.clone()),
+                ids.get(&(row.table, l))
+                    .cloned()
+                    .unwrap_or_else(|| row.clone()),
                 cells_by_identity(sites, ids, row.table, cells),
             ),
             None => (row.clone(), cells.clone()),
@@ -3096,7 +3162,11 @@ fn read_ids(conn: &Connection, sites: &[[u8; 16]]) -> Res<Ids> {
         let row = row_from(sites, table, &key)?;
         let local: i64 = r.get(2)?;
         if out.insert((table, local), row).is_some() {
-            return Err(format!("fieldsync_ids maps two rows to {} {local}", TABLES[table].name).into());
+            return Err(format!(
+                "fieldsync_ids maps two rows to {} {local}",
+                TABLES[table].name
+            )
+            .into());
         }
     }
     Ok(out)
