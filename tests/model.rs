@@ -103,9 +103,9 @@ type Res<T> = Result<T, Box<dyn std::error::Error>>;
 /// tests/regressions.rs and a seed in tests/model.proptest-regressions.
 /// Remove with the fixes.
 ///
-/// - `cycles`: a `loc` row re-pointed so that it would reach itself is
-///   re-pointed at NULL instead (rows new at the receiver that point at
-///   themselves or at each other are held in quarantine for good);
+/// - `cycles`: a `loc` row re-pointed so that it would reach itself through
+///   another row is re-pointed at NULL instead (rows new at the receiver
+///   that point at each other are held in quarantine for good);
 /// - `first-stamp`: every instance stamps once after `track` (the first
 ///   stamp drops the writes captured on `opt` and records its rows anew at
 ///   the stamp's time).
@@ -1482,7 +1482,7 @@ impl World {
             inst.connection()
                 .execute_batch("PRAGMA synchronous = OFF")?;
             inst.track(&Selection::All)?;
-            // Known engine bug (see `avoid_known_bugs`): the first stamp
+            // Known engine bug (see `avoid_known_bug`): the first stamp
             // after `track` records writes to `opt` at its own time.
             if avoid_known_bug("first-stamp") {
                 inst.compact()?;
@@ -1689,8 +1689,8 @@ impl World {
             .filter(|&l| identity(l).is_none_or(|id| !self.doomed.contains(id)))
             .collect();
         let parent = |p: &Option<usize>| p.and_then(|p| pick(&pointable, p));
-        // Known engine bug (see `avoid_known_bugs`): rows new at the
-        // receiver pointing at themselves or at each other never arrive.
+        // Known engine bug (see `avoid_known_bug`): rows new at the
+        // receiver pointing at each other never arrive.
         let no_cycles = avoid_known_bug("cycles");
         let reaches = |from: i64, to: i64| -> bool {
             let mut at = Some(from);
@@ -1744,7 +1744,7 @@ impl World {
                 None => Plan::Nothing,
                 Some(l) => {
                     let mut p = parent(p);
-                    if no_cycles && p.is_some_and(|p| reaches(p, l)) {
+                    if no_cycles && p.is_some_and(|p| p != l && reaches(p, l)) {
                         p = None;
                     }
                     update(

@@ -1353,10 +1353,10 @@ fn loc_rows(i: &Instance) -> Res<Vec<String>> {
 }
 
 /// A row of an integer-keyed table pointing at itself travels as a
-/// reference to its own identity, which the receiver resolves to a local
-/// number before it has written the row: refused as "missing parent" at
-/// every retry, held for good. (Model test seed
-/// 565042a896d60f894a53e5165fa2b1ce40670a65940ab071cd1f1b321882b7df.)
+/// reference to its own identity, which the receiver resolved to a local
+/// number before it had written the row: refused as "missing parent" at
+/// every retry, held for good (model test seed f134d8f8…). Such a row is
+/// now written without the reference, which is set once it has its number.
 #[test]
 fn self_referencing_row_of_an_integer_keyed_table_arrives() -> Res {
     let dir = tempfile::tempdir()?;
