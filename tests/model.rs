@@ -98,10 +98,10 @@ use rusqlite::Connection;
 type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
 /// `FIELDSYNC_MODEL_AVOID_KNOWN_BUGS=all` (or a comma-separated list of
-/// their names) steers clear of engine bugs the test found and that are
-/// not fixed yet, to look for others meanwhile. Each has an ignored test in
+/// their names) steers clear of engine bugs the test found, to look for
+/// others while they are open. Each has a regression test in
 /// tests/regressions.rs and a seed in tests/model.proptest-regressions.
-/// Remove with the fixes.
+/// Both named here are fixed; the switch stays for the next finding.
 ///
 /// - `cycles`: a `loc` row re-pointed so that it would reach itself through
 ///   another row is re-pointed at NULL instead (rows new at the receiver
