@@ -204,7 +204,16 @@ pub(crate) fn import<R: Read>(
     let mut deferred: Vec<(Change, Refusal)> = Vec::new();
     let mut deferred_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
-        let change = prepare(conn, rec, &mapped, s.catalog.tables(), &origins, &covers)?;
+        let own = (s.local, s.seq);
+        let change = prepare(
+            conn,
+            rec,
+            &mapped,
+            s.catalog.tables(),
+            &origins,
+            &covers,
+            own,
+        )?;
         for v in &change.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
@@ -322,6 +331,7 @@ fn prepare(
     tables: &[TrackedTable],
     origins: &[Option<(i64, SiteId)>],
     covers: &BTreeMap<i64, SeqSet>,
+    own: (SiteId, u64),
 ) -> Result<Change, Error> {
     let m = mapped
         .get(rec.table as usize)
@@ -341,6 +351,20 @@ fn prepare(
             "a record of table {} has a malformed key",
             name()
         )));
+    }
+    // A row said to be created here by a change this instance has not
+    // numbered yet: its own later row would take the same identity.
+    if let (crate::tracked::Identity::Origin, [Value::Blob(b)]) =
+        (table.identity, rec.key.as_slice())
+    {
+        let site = SiteId::from_slice(&b[..16]);
+        let seq = <[u8; 8]>::try_from(&b[16..]).map(u64::from_be_bytes);
+        if site == Some(own.0) && seq.is_ok_and(|n| n > own.1) {
+            return Err(malformed(format!(
+                "a record of table {} claims a row created on this instance by a change it has not made",
+                name()
+            )));
+        }
     }
     if rec.versions.is_empty() {
         return Err(malformed(format!(

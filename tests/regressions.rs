@@ -1445,3 +1445,21 @@ fn keyless_write_before_the_first_stamp_keeps_its_time() -> Res {
     );
     Ok(())
 }
+
+/// Review: a bundle could claim a row created on the receiver by a change
+/// the receiver had not numbered yet; when the receiver later made that
+/// change, its own new row took the same identity and the claimed row lost
+/// its local number (exports then failed, "row vanished").
+#[test]
+fn a_row_claimed_as_created_here_by_a_future_change_is_refused() -> Res {
+    let dir = tempfile::tempdir()?;
+    let mut field = instance(dir.path(), "field", LOCAL)?;
+    let before = dump(&field)?;
+    let mut gid = field.site_id()?.as_bytes().to_vec();
+    gid.extend(1000u64.to_be_bytes());
+    let b = craft_local(vec![def_p()], 0, Value::Blob(gid), vec![Value::text("n")])?;
+    let e = import(&mut field, &b).err().ok_or("accepted")?;
+    assert!(is_malformed(&e, "created on this instance"), "{e}");
+    assert_eq!(dump(&field)?, before);
+    Ok(())
+}
