@@ -170,6 +170,42 @@ pub fn track(
             ));
         }
     }
+    // A key made of another table's local numbers is not the same row
+    // everywhere: say so (such key values are not translated).
+    for name in &report.tracked {
+        let Some(table) = catalog.by_name(name) else {
+            continue;
+        };
+        if table.identity != Identity::Key {
+            continue;
+        }
+        for fk in crate::foreign::followable(conn, &table.name)? {
+            let parent = catalog.by_name(&fk.parent);
+            let local_parent = parent.is_some_and(|p| {
+                p.identity != Identity::Key
+                    && fk
+                        .to
+                        .iter()
+                        .any(|t| p.local.as_ref().is_some_and(|l| l.eq_ignore_ascii_case(t)))
+            });
+            let in_key = fk
+                .from
+                .iter()
+                .any(|f| table.key.iter().any(|k| k.eq_ignore_ascii_case(f)));
+            if local_parent && in_key {
+                report.warnings.push(format!(
+                    "the key of table '{}' includes {}, the local numbers of table '{}', which mean other rows on \
+                     other instances; rows of '{}' created on two instances may be taken for one. Give '{}' a key \
+                     of its own (or a uuid column, tracked with --identity)",
+                    table.name,
+                    fk.from.join(", "),
+                    fk.parent,
+                    table.name,
+                    table.name
+                ));
+            }
+        }
+    }
     if matches!(selection, Selection::All) && report.tracked.is_empty() && report.already.is_empty()
     {
         let detail = if report.skipped.is_empty() {

@@ -567,3 +567,24 @@ fn plain_local_numbers_for_a_translated_column_are_refused() -> Res {
     assert_eq!(b.fingerprint()?, before);
     Ok(())
 }
+
+// A key made of another table's local numbers names different rows on
+// different instances; track said nothing about it.
+#[test]
+fn a_key_made_of_local_numbers_is_warned_about() -> Res {
+    let w = World::new()?;
+    let s = w.bare_site(
+        "hq",
+        "CREATE TABLE person(id INTEGER PRIMARY KEY, name TEXT);
+         CREATE TABLE person_lang(person INTEGER REFERENCES person(id), lang TEXT,
+                                  PRIMARY KEY(person, lang));",
+    )?;
+    let out = track(&s, &[])?;
+    assert!(
+        out.stderr
+            .contains("the key of table 'person_lang' includes person"),
+        "{}",
+        out.stderr
+    );
+    Ok(())
+}
