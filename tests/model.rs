@@ -79,7 +79,8 @@
 //!
 //! Run of 2026-11-26 (2 shared cores): 10,000 cases passed in 882 s. With
 //! `loc` and `opt` (test profile, `FIELDSYNC_MODEL_AVOID_KNOWN_BUGS=all`,
-//! 2 shared cores): 3,000 cases passed in 647 s.
+//! 2 shared cores): 3,000 cases passed in 647 s; without avoiding any
+//! (engine at 996be85, the two bugs fixed): 2,000 cases passed in 266 s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -1667,8 +1668,9 @@ impl World {
     /// (it may still be live elsewhere). A delete made concurrently with a
     /// reference to the row made elsewhere is refused on both sides
     /// (spec/quarantine.md: still referenced here, missing parent there)
-    /// and held for good: the instances never converge. The model does not
-    /// go there.
+    /// and held until one of the rows is edited again: the instances do not
+    /// converge (spec/merge.md, "Consequences, and what is still open").
+    /// The model does not go there.
     fn resolve(&self, at: usize, w: &Write) -> Plan {
         let m = &self.models[at];
         let rows = |t: usize| -> Vec<i64> {
