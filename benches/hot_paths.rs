@@ -10,10 +10,10 @@ use std::io::Cursor;
 use std::path::Path;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use fieldsync::bundle::SeqSet;
 use fieldsync::bundle::format::VersionRecord;
 use fieldsync::bundle::{BundleReader, BundleWriter, Header, OriginSeqs, SiteRef, TableDef};
-use fieldsync::colset::ColSet;
-use fieldsync::seqset::SeqSet;
+use fieldsync::merge::ColSet;
 use fieldsync::{ExportTarget, Instance, Selection, SiteId, Value};
 use rusqlite::{Connection, params};
 

@@ -28,8 +28,8 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::schema::quote_ident;
-use crate::value::Value;
+use crate::base::value::Value;
+use crate::catalog::schema::quote_ident;
 use crate::{Error, ExportTarget, ImportReport, Instance, Selection, TrackOptions};
 
 /// The schema the demo uses, shipped as plain SQL for people to read.
@@ -793,7 +793,7 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
                 "{name} has {dangling} dangling reference(s)"
             )));
         }
-        let held = crate::quarantine::held_count(db.connection())?;
+        let held = crate::receive::quarantine::held_count(db.connection())?;
         if held > 0 {
             return Err(DemoError::Diverged(format!(
                 "{name} still holds {held} change(s) in quarantine"

@@ -1,14 +1,46 @@
-//! Errors: one enum per family of operations, all folding into [`Error`].
+//! The errors fieldsync reports: one type and its families.
+//!
+//! The story, chosen openly: there is **one error type**, [`Error`], and every
+//! fallible operation returns it ([`Result`]). Its variants are *families*,
+//! one per kind of operation ([`SiteError`] opening and init, [`TrackError`],
+//! [`BundleError`] the file format, [`ExportError`], [`ImportError`],
+//! [`SetupError`] `init --from`, [`CheckError`], and [`ClockError`], which
+//! lives with the clock at the bottom of the engine), plus the
+//! storage conditions every operation can meet ([`Error::Busy`],
+//! [`Error::Sqlite`], [`Error::Io`]). A caller that cares about one
+//! condition matches `Error::Import(ImportError::FromSelf { .. })`; one that
+//! does not prints it. Inside the engine, a function may return a family
+//! when that is all it can fail with, and `?` lifts it into [`Error`].
+//! Conditions of the domain always get a variant of their own: an
+//! [`io::Error`] is only ever a real I/O failure.
 //!
 //! Every message is a sentence a field officer can act on: it names the
 //! database, file, table or column at fault and, where there is one, says
-//! what to do. Functions return the narrowest family that fits; the CLI prints
-//! the message on one line.
+//! what to do. The CLI prints the message on one line.
 
 use std::io;
 use std::path::PathBuf;
 
-use crate::hlc::ClockError;
+pub use crate::base::hlc::ClockError;
+
+/// A database that fails the consistency check (`fieldsync check`).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CheckError {
+    /// At least one invariant is broken.
+    #[error(
+        "database {} fails fieldsync's consistency check with {count} problem(s); the first: {first}",
+        path.display()
+    )]
+    Inconsistent {
+        /// The database.
+        path: PathBuf,
+        /// Problems found.
+        count: u64,
+        /// The first one, as a sentence.
+        first: String,
+    },
+}
 
 /// Opening or initialising an instance.
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +307,32 @@ pub enum ExportError {
         /// The database, as to type it in a shell.
         db: String,
     },
+    /// The output file named is the database itself.
+    #[error("{} is the database itself; choose another output file", path.display())]
+    OutputIsDatabase {
+        /// The output path given.
+        path: PathBuf,
+    },
+    /// The output file named is a directory.
+    #[error("{} is a directory; give the bundle a file name", path.display())]
+    OutputIsDirectory {
+        /// The output path given.
+        path: PathBuf,
+    },
+    /// The bundle was written and committed but could not take its name.
+    #[error(
+        "the bundle was written to {} but could not be renamed to {} ({source}); rename it by hand",
+        written.display(),
+        path.display()
+    )]
+    NotRenamed {
+        /// Where the bundle is.
+        written: PathBuf,
+        /// The name it was to have.
+        path: PathBuf,
+        /// Why the rename failed.
+        source: io::Error,
+    },
     /// The change log refers to a row the app table does not have.
     #[error(
         "table '{table}' has lost row {key} that the change log still records; run `fieldsync compact` and try again"
@@ -453,7 +511,13 @@ pub enum Error {
     Clock(#[from] ClockError),
     /// The consistency check found problems.
     #[error(transparent)]
-    Check(#[from] crate::check::CheckError),
+    Check(#[from] CheckError),
+    /// The directory a file is to be written in does not exist.
+    #[error("directory {} does not exist", dir.display())]
+    NoSuchDirectory {
+        /// The missing directory.
+        dir: PathBuf,
+    },
     /// Another program held the write lock for too long.
     #[error(
         "the database is busy: another program kept it locked for more than {seconds} s; try again when it is idle"

@@ -10,19 +10,20 @@ use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
 use serde::Serialize;
 
+use crate::admin::status::Status;
+use crate::base::site_id::SiteId;
 use crate::bundle::{BundleReader, Header, verify};
-use crate::capture::{Selection, TrackReport, pending_count, track};
-use crate::conflicts::Conflicts;
-use crate::error::{Error, SetupError, SiteError};
-use crate::export::{ExportReport, ExportTarget, export};
-use crate::identity::TrackOptions;
-use crate::import::{ImportReport, RetryReport, import};
-use crate::session::Session;
-use crate::site::{SiteId, check_name, meta_get, meta_set};
-use crate::status::Status;
-use crate::store::{
+use crate::catalog::layout::TrackOptions;
+use crate::catalog::session::Session;
+use crate::catalog::site::{check_name, meta_get, meta_set};
+use crate::catalog::store::{
     ENGINE_SCHEMA, create_engine_tables, is_initialised, open_existing, open_or_create,
 };
+use crate::error::{Error, ExportError, SetupError, SiteError};
+use crate::local::capture::{Selection, TrackReport, pending_count, track};
+use crate::receive::conflicts::Conflicts;
+use crate::receive::import::{ImportReport, RetryReport, import};
+use crate::send::export::{ExportReport, ExportTarget, export};
 
 /// An app database set up for fieldsync.
 pub struct Instance {
@@ -96,7 +97,7 @@ impl Instance {
 
     /// Set up a new instance `name` in the database at `path` from a full
     /// export: create the bundle's tables, its local tables (empty) and its
-    /// views (every statement is checked first, see [`crate::setup`]), track
+    /// views (every statement is checked first, see `src/send/setup.rs`), track
     /// the tables, load the rows, and know the sender as a peer, so the
     /// first export to it carries only what is done here. The database must
     /// not have any of the tables or views; if anything fails, nothing is
@@ -119,7 +120,7 @@ impl Instance {
             }
             .into());
         }
-        let statements = crate::setup::check_schema(&header)?;
+        let statements = crate::send::setup::check_schema(&header)?;
         let existed = path.exists();
         let result = Instance::set_up(path, name, &header, &statements, reader);
         if result.is_err() && !existed {
@@ -149,7 +150,7 @@ impl Instance {
             .into());
         }
         for def in &header.tables {
-            if crate::schema::table_shape(&conn, &def.name).is_ok() {
+            if crate::catalog::schema::table_shape(&conn, &def.name).is_ok() {
                 return Err(SetupError::TableExists {
                     path: path.to_owned(),
                     table: def.name.clone(),
@@ -303,9 +304,9 @@ impl Instance {
         self.write(|tx, s| {
             // Captured changes first, so the schema change `track` makes
             // (its triggers) is not taken for a VACUUM by the next stamp.
-            crate::stamp::stamp_pending(tx, s)?;
+            crate::local::stamp::stamp_pending(tx, s)?;
             let report = track(tx, &mut s.catalog, selection, opts, &[])?;
-            meta_set(tx, "schema_cookie", crate::stamp::schema_cookie(tx)?)?;
+            meta_set(tx, "schema_cookie", crate::local::stamp::schema_cookie(tx)?)?;
             s.save(tx)?;
             Ok(report)
         })
@@ -340,23 +341,11 @@ impl Instance {
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
         if same_file(path, &self.path) {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is the database itself; choose another output file",
-                    path.display()
-                ),
-            )));
+            return Err(ExportError::OutputIsDatabase { path: path.into() }.into());
         }
         ensure_parent_dir(path)?;
         if path.is_dir() {
-            return Err(Error::Io(std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!(
-                    "{} is a directory; give the bundle a file name",
-                    path.display()
-                ),
-            )));
+            return Err(ExportError::OutputIsDirectory { path: path.into() }.into());
         }
         let file_name = path
             .file_name()
@@ -384,14 +373,12 @@ impl Instance {
         match result {
             Ok(report) => match std::fs::rename(&tmp, path) {
                 Ok(()) => Ok(report),
-                Err(e) => Err(Error::Io(std::io::Error::new(
-                    e.kind(),
-                    format!(
-                        "the bundle was written to {} but could not be renamed to {} ({e}); rename it by hand",
-                        tmp.display(),
-                        path.display()
-                    ),
-                ))),
+                Err(source) => Err(ExportError::NotRenamed {
+                    written: tmp,
+                    path: path.into(),
+                    source,
+                }
+                .into()),
             },
             Err(e) => {
                 let _ = std::fs::remove_file(&tmp);
@@ -410,7 +397,7 @@ impl Instance {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let s = Session::load(&tx)?;
-        crate::import::preflight(&tx, &s, &header)?;
+        crate::receive::import::preflight(&tx, &s, &header)?;
         Ok(header)
     }
 
@@ -447,12 +434,12 @@ impl Instance {
     /// Retry the quarantined changes now (they are also retried at every
     /// import), applying those that fit.
     pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {
-        self.as_importer(crate::import::retry_held)
+        self.as_importer(crate::receive::import::retry_held)
     }
 
     /// The quarantine and the newest `limit` overwritten values. Reads only.
     pub fn conflicts(&mut self, limit: u64) -> Result<Conflicts, Error> {
-        crate::conflicts::list(&self.conn, limit)
+        crate::receive::conflicts::list(&self.conn, limit)
     }
 
     /// Run `f` in a write transaction with the settings replicated writes
@@ -511,20 +498,20 @@ impl Instance {
     /// such as `INSERT OR REPLACE` on an explicit rowid, is recorded then).
     pub fn compact(&mut self) -> Result<CompactReport, Error> {
         self.write(|tx, s| {
-            let log_entries_before = crate::log::entry_count(tx)?;
-            let mut stamped = crate::stamp::stamp_pending(tx, s)?;
+            let log_entries_before = crate::local::log::entry_count(tx)?;
+            let mut stamped = crate::local::stamp::stamp_pending(tx, s)?;
             for table in s.catalog.tables().to_vec() {
-                stamped.replaced += crate::stamp::record_vanished_rows(
+                stamped.replaced += crate::local::stamp::record_vanished_rows(
                     tx,
                     s,
-                    crate::stamp::Suspects::Table(&table),
+                    crate::local::stamp::Suspects::Table(&table),
                 )?;
             }
             s.save(tx)?;
             Ok(CompactReport {
                 captured: stamped.captured,
                 log_entries_before,
-                log_entries: crate::log::entry_count(tx)?,
+                log_entries: crate::local::log::entry_count(tx)?,
                 vanished: stamped.replaced,
             })
         })
@@ -536,16 +523,16 @@ impl Instance {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let s = Session::load(&tx)?;
-        crate::status::status(&tx, &s)
+        crate::admin::status::status(&tx, &s)
     }
 
-    /// Check fieldsync's invariants in this database (see [`crate::check`]).
+    /// Check fieldsync's invariants in this database (see `src/admin/check.rs`).
     /// Reads only; problems found are in the report, not an error.
-    pub fn check(&mut self) -> Result<crate::check::CheckReport, Error> {
+    pub fn check(&mut self) -> Result<crate::admin::check::CheckReport, Error> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
-        crate::check::check(&tx)
+        crate::admin::check::check(&tx)
     }
 
     /// Captured changes not yet folded into the log.
@@ -602,10 +589,7 @@ fn valid_name(name: &str) -> Result<(), Error> {
 /// Fail with a plain message if the directory a file goes into is missing.
 fn ensure_parent_dir(path: &Path) -> Result<(), Error> {
     match path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(parent) if !parent.is_dir() => Err(Error::Io(std::io::Error::new(
-            std::io::ErrorKind::NotFound,
-            format!("directory {} does not exist", parent.display()),
-        ))),
+        Some(parent) if !parent.is_dir() => Err(Error::NoSuchDirectory { dir: parent.into() }),
         _ => Ok(()),
     }
 }

@@ -7,12 +7,24 @@
 //! last-writer-wins, so re-sent data never creates duplicates and two
 //! officers editing different fields of one record both keep their edit.
 //!
-//! The data path, one module per step:
-//! [`capture`] (triggers) → [`stamp`] (HLC [`hlc`], sequence numbers, into
-//! the [`log`]) → [`export`] → [`bundle`] writer → file → [`bundle`] reader
-//! → [`import`] using the rules in [`merge`]; [`peers`] keeps the watermarks.
-//! [`identity`] says which row is which on every instance (tables keyed by
-//! local numbers or by nothing), [`refs`] how references travel.
+//! The public face is this page: [`Instance`] (one app database under
+//! fieldsync), the reports its operations return, one error type per
+//! operation ([`Error`] and its families), [`Value`], [`SiteId`], the
+//! [`bundle`] reader for `inspect`, and the [`merge`] rules. Everything else
+//! is private machinery, in folders that follow the data path:
+//!
+//! - `base`: the shared values (cell values, clock, cell and sequence sets,
+//!   site ids) and the merge rules;
+//! - `catalog`: fieldsync's own tables, the app's schema, tracked tables,
+//!   row identities and references, peers' watermarks;
+//! - `local`: capture (triggers) → stamp (clock and sequence numbers) → the
+//!   change log;
+//! - `send`: export of what a peer lacks, and the schema of a setup bundle;
+//! - [`bundle`]: the file format, written and read;
+//! - `receive`: import → apply (merge and write) → quarantine and conflicts;
+//! - `admin`: status and check.
+//!
+//! A folder uses the ones above it in this list, never one below.
 //!
 //! ```
 //! use fieldsync::{ExportTarget, Instance, Selection};
@@ -45,51 +57,36 @@
 //! ```
 
 #![warn(missing_docs)]
+// Every type the public face hands out can be named by its users.
+#![warn(unnameable_types)]
 
-mod apply;
+mod admin;
+mod base;
 pub mod bundle;
-pub mod capture;
-pub mod check;
-pub mod colset;
-pub mod conflicts;
-pub mod demo;
-pub mod error;
-pub mod export;
-pub mod foreign;
+mod catalog;
 #[doc(hidden)]
+pub mod demo;
+mod error;
+#[cfg(feature = "fuzzing")]
 pub mod fuzzing;
-pub mod hlc;
-pub mod identity;
-pub mod import;
 mod instance;
-mod keyform;
-pub mod log;
-pub mod merge;
-pub mod peers;
-pub mod quarantine;
-pub mod refs;
-pub mod schema;
-pub mod seqset;
-mod session;
-pub mod setup;
-pub mod site;
-pub mod stamp;
-pub mod status;
-pub mod store;
-pub mod tracked;
-pub mod value;
+mod local;
+mod receive;
+mod send;
 
-pub use capture::{Selection, TrackReport};
-pub use check::{CheckError, CheckReport};
-pub use conflicts::Conflicts;
+pub use admin::check::{CheckReport, Invariant, Problem};
+pub use admin::status::{OriginStatus, PeerStatus, Status, TableStatus};
+pub use base::merge;
+pub use base::site_id::SiteId;
+pub use base::value::Value;
+pub use catalog::layout::{Identity, TrackOptions};
 pub use error::{
-    BundleError, Error, ExportError, ImportError, Result, SetupError, SiteError, TrackError,
+    BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,
+    SiteError, TrackError,
 };
-pub use export::{ExportReport, ExportTarget};
-pub use identity::TrackOptions;
-pub use import::{ImportReport, RetryReport};
 pub use instance::{CompactReport, Instance, SetupReport};
-pub use site::SiteId;
-pub use status::Status;
-pub use tracked::Identity;
-pub use value::Value;
+pub use local::capture::{Selection, TableIdentity, TrackReport};
+pub use receive::apply::TableImport;
+pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
+pub use receive::import::{ImportReport, RetryReport};
+pub use send::export::{ExportReport, ExportTarget, TableCount};

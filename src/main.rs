@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use fieldsync::bundle::Hlc;
 use fieldsync::bundle::{BundleInfo, inspect};
-use fieldsync::hlc::Hlc;
 use fieldsync::{
     ExportReport, ExportTarget, ImportReport, Instance, Selection, Status, TrackOptions,
 };

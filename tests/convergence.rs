@@ -25,8 +25,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::io::Cursor;
 
-use fieldsync::colset::ColSet;
-use fieldsync::hlc::Hlc;
+use fieldsync::merge::ColSet;
+use fieldsync::merge::Hlc;
 use fieldsync::merge::{Outcome, RowAction, RowState, Verdict, Version};
 use fieldsync::{
     Error, ExportTarget, ImportError, ImportReport, Instance, Selection, SiteId, Value,

@@ -87,9 +87,9 @@ use std::fmt;
 use std::io::Cursor;
 
 use fieldsync::bundle::BundleReader;
-use fieldsync::colset::ColSet;
-use fieldsync::seqset::SeqSet;
-use fieldsync::value::decode_key;
+use fieldsync::bundle::SeqSet;
+use fieldsync::fuzzing::decode_key;
+use fieldsync::merge::ColSet;
 use fieldsync::{Error, ExportTarget, ImportError, Instance, Selection, Value};
 use proptest::collection::vec;
 use proptest::prelude::*;
@@ -2018,7 +2018,7 @@ impl World {
                             };
                             let id = match TABLES[t].kind {
                                 Kind::Content => {
-                                    let sig = fieldsync::identity::content_sig(now);
+                                    let sig = fieldsync::fuzzing::content_sig(now);
                                     let taken: BTreeSet<&RowId> = m.ids.values().collect();
                                     let mut copy = 0;
                                     loop {
@@ -3023,7 +3023,7 @@ impl World {
 fn untag(v: &Value) -> Res<Value> {
     match v {
         Value::Null => Ok(Value::Null),
-        Value::Blob(b) if b.first() == Some(&fieldsync::refs::TAG_IDENTITY) => {
+        Value::Blob(b) if b.first() == Some(&fieldsync::fuzzing::TAG_IDENTITY) => {
             match decode_key(&b[1..])?.as_slice() {
                 [Value::Blob(gid)] => Ok(Value::Blob(gid.clone())),
                 other => Err(format!("a reference carries identity {other:?}").into()),

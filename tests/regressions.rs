@@ -9,11 +9,13 @@ use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
 
+use fieldsync::bundle::SeqSet;
 use fieldsync::bundle::{BundleWriter, Header, OriginSeqs, SiteRef, TableDef, VersionRecord};
-use fieldsync::colset::ColSet;
-use fieldsync::hlc::{Hlc, now_unix_ms};
+use fieldsync::fuzzing::MAX_SEQ;
+use fieldsync::fuzzing::now_unix_ms;
+use fieldsync::merge::ColSet;
+use fieldsync::merge::Hlc;
 use fieldsync::merge::{RowState, Version};
-use fieldsync::seqset::{MAX_SEQ, SeqSet};
 use fieldsync::{BundleError, ExportTarget, ImportReport, Instance, Selection, SiteId, Value};
 
 type Res<T = ()> = Result<T, Box<dyn Error>>;

@@ -22,11 +22,11 @@ use std::marker::PhantomData;
 use serde::de::{self, SeqAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 
-use crate::colset::ColSet;
-use crate::seqset::SeqSet;
-use crate::site::SiteId;
-use crate::tracked::Identity;
-use crate::value::Value;
+use crate::base::colset::ColSet;
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::base::value::Value;
+use crate::catalog::layout::Identity;
 
 /// The first eight bytes of every bundle. Like PNG's signature, the high byte
 /// catches 7-bit transfers and the CR LF / LF pair catches line-ending
@@ -105,7 +105,7 @@ pub struct TableDef {
     #[serde(default = "key_identity", skip_serializing_if = "is_key_identity")]
     pub identity: Identity,
     /// Columns that refer to rows of other tracked tables; their values
-    /// are tagged (see [`crate::refs`]). Absent before version 3.
+    /// are tagged (see `src/catalog/refs.rs`). Absent before version 3.
     #[serde(
         default,
         skip_serializing_if = "Vec::is_empty",
@@ -126,7 +126,7 @@ impl TableDef {
     }
 }
 
-/// A constraint whose columns hold tagged references ([`crate::refs`]).
+/// A constraint whose columns hold tagged references (`src/catalog/refs.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RefDef {
     /// The referring columns (cells of the table), in constraint order.
@@ -137,6 +137,19 @@ pub struct RefDef {
     /// How the referenced table identifies its rows at the sender.
     #[serde(default = "key_identity")]
     pub identity: Identity,
+}
+
+impl RefDef {
+    /// The header entries describing a table's tagged columns.
+    pub(crate) fn of(refs: &[crate::catalog::refs::RefFk]) -> Vec<RefDef> {
+        refs.iter()
+            .map(|r| RefDef {
+                cells: r.columns.clone(),
+                parent: r.parent.name.clone(),
+                identity: r.parent.identity,
+            })
+            .collect()
+    }
 }
 
 fn key_identity() -> Identity {

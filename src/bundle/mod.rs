@@ -1,4 +1,4 @@
-//! Bundles: the files instances exchange. [`format`] defines what is in one,
+//! Bundles: the files instances exchange. [`format`](mod@format) defines what is in one,
 //! [`writer`] streams one out, [`reader`] checks and streams one in.
 //! This module only re-exports them and offers [`inspect`], which needs no
 //! database.
@@ -9,6 +9,8 @@ pub mod writer;
 
 use std::io::{Read, Seek};
 
+/// The value types a bundle's records are made of.
+pub use crate::base::{colset::ColSet, hlc::Hlc, seqset::SeqSet};
 pub use format::{
     End, Header, LocalTable, OriginSeqs, RefDef, RowRecord, SiteRef, TableDef, VersionRecord,
     ViewDef,

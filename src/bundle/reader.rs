@@ -12,13 +12,13 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
 
 use std::collections::VecDeque;
 
+use crate::base::colset::{ColSet, SENTINEL};
 use crate::bundle::format::{
     BlockWire, CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC, MAX_HEADER_BYTES,
     MAX_RECORD_BYTES, OLDEST_READABLE_VERSION, PREAMBLE_LEN, RowRecord, RowWire, VersionRecord,
 };
-use crate::colset::{ColSet, SENTINEL};
+use crate::catalog::site::check_name;
 use crate::error::BundleError;
-use crate::site::check_name;
 
 /// A reader that hashes everything read through it.
 struct HashReader<R: Read> {
@@ -171,7 +171,7 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
             .map(|x| &x.seqs);
         if !c
             .seqs
-            .minus(has.unwrap_or(&crate::seqset::SeqSet::new()))
+            .minus(has.unwrap_or(&crate::base::seqset::SeqSet::new()))
             .is_empty()
         {
             return Err(bad(
@@ -427,7 +427,7 @@ impl<R: Read> BundleReader<R> {
                         self.header.tables.len()
                     ),
                 })?;
-            let key: Vec<crate::value::Value> = keys.by_ref().take(key_len).collect();
+            let key: Vec<crate::base::value::Value> = keys.by_ref().take(key_len).collect();
             if key.len() != key_len {
                 return Err(bad("fewer key values than rows need"));
             }

@@ -5,12 +5,12 @@
 
 use std::io::{self, Write};
 
+use crate::base::value::Value;
 use crate::bundle::format::{
     BLOCK_VALUE_BYTES, BlockWireOut, CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC,
     MAX_BLOCK_ITEMS, MAX_BLOCK_ROWS, MAX_HEADER_BYTES, VersionRecord, ZSTD_LEVEL,
 };
 use crate::error::BundleError;
-use crate::value::Value;
 
 /// A writer that hashes and counts everything passing through it.
 pub(crate) struct HashWriter<W: Write> {
@@ -132,7 +132,7 @@ impl<W: Write> BundleWriter<W> {
         b.wire.cl.push(cl);
         b.wire.key.extend(key.iter().cloned());
         b.wire.nver.push(versions.len() as u32);
-        let mut bits = crate::colset::ColSet::new();
+        let mut bits = crate::base::colset::ColSet::new();
         for v in versions {
             b.wire.origin.push(v.origin);
             b.wire.dseq.push(v.seq.wrapping_sub(self.prev_seq) as i64);
@@ -142,7 +142,7 @@ impl<W: Write> BundleWriter<W> {
             self.prev_seq = v.seq;
             self.prev_hlc = v.hlc;
         }
-        bits.remove(crate::colset::SENTINEL);
+        bits.remove(crate::base::colset::SENTINEL);
         // Values pair with the cells in ascending bit order. A caller giving
         // more values than cells (only a test crafting a bad bundle does)
         // gets them written after the rest, for the reader to refuse.

@@ -4,7 +4,7 @@
 //! origin, what a peer has acknowledged and what was already sent to it are
 //! all sets of those numbers; almost always a single range `1-n`, with a hole
 //! where a bundle went missing. This module only does set arithmetic; what the
-//! sets mean lives in [`crate::peers`].
+//! sets mean lives in [`crate::catalog::peers`].
 
 use std::fmt;
 use std::str::FromStr;

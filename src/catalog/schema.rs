@@ -3,7 +3,7 @@
 //!
 //! This module only reads the app's schema (through SQLite's `pragma_*`
 //! table-valued functions); it never changes it. What fieldsync remembers
-//! about a tracked table lives in [`crate::tracked`].
+//! about a tracked table lives in [`crate::catalog::tracked`].
 
 use rusqlite::{Connection, OptionalExtension};
 

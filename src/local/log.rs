@@ -10,11 +10,11 @@
 
 use rusqlite::{Connection, params};
 
-use crate::colset::ColSet;
+use crate::base::colset::ColSet;
+use crate::base::hlc::Hlc;
+use crate::base::merge::{RowState, Version};
+use crate::catalog::site::Sites;
 use crate::error::{Error, SiteError};
-use crate::hlc::Hlc;
-use crate::merge::{RowState, Version};
-use crate::site::Sites;
 
 /// Read one row's state (empty if the log has never seen the row).
 pub fn load_row(conn: &Connection, sites: &Sites, tbl: i64, pk: &[u8]) -> Result<RowState, Error> {

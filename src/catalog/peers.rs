@@ -12,10 +12,12 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
-use crate::error::{Error, ExportError, SiteError};
-use crate::seqset::SeqSet;
-use crate::session::Session;
-use crate::site::{SiteId, check_name};
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::catalog::session::Session;
+use crate::catalog::site::check_name;
+use crate::catalog::store::parse_set;
+use crate::error::{Error, ExportError};
 
 /// A peer: an instance bundles are exported to or imported from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,11 +29,6 @@ pub struct Peer {
     /// Its local site number, once a bundle from it (or relayed about it)
     /// told us its site id.
     pub site: Option<i64>,
-}
-
-pub(crate) fn parse_set(text: String) -> Result<SeqSet, Error> {
-    text.parse()
-        .map_err(|detail| SiteError::Damaged { detail }.into())
 }
 
 /// What this instance has from every origin, its own changes included.
@@ -264,7 +261,7 @@ pub fn record_acks(
         [peer],
         |r| r.get(0),
     )?;
-    if acked_at.is_some_and(|at| crate::hlc::Hlc::from_sql(at).0 >= created) {
+    if acked_at.is_some_and(|at| crate::base::hlc::Hlc::from_sql(at).0 >= created) {
         return Ok(0);
     }
     let mut all = peer_seqs(conn, peer)?;
@@ -285,7 +282,7 @@ pub fn record_acks(
     conn.execute(
         "UPDATE fieldsync_peers SET acked_at = ?1, lost = ?2 WHERE id = ?3",
         params![
-            crate::hlc::Hlc(created).to_sql(),
+            crate::base::hlc::Hlc(created).to_sql(),
             peer_lost.to_string(),
             peer
         ],

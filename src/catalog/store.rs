@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension};
 
+use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
@@ -225,4 +226,11 @@ pub fn column_names(conn: &Connection, table: &str) -> Result<Vec<String>, Error
         .query_map([table], |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
     Ok(names)
+}
+
+/// A set of sequence numbers as stored in fieldsync's tables (`1-5,7`);
+/// anything else means the table was damaged.
+pub(crate) fn parse_set(text: String) -> Result<SeqSet, Error> {
+    text.parse()
+        .map_err(|detail| SiteError::Damaged { detail }.into())
 }

@@ -29,9 +29,9 @@ use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 use crate::bundle::Header;
 use crate::bundle::format::{LocalTable, ViewDef};
+use crate::catalog::schema::{ENGINE_PREFIX, table_shape};
+use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, SetupError};
-use crate::schema::{ENGINE_PREFIX, table_shape};
-use crate::tracked::TrackedTable;
 
 /// Longest schema statement accepted.
 const MAX_STATEMENT_BYTES: usize = 1 << 20;
@@ -58,7 +58,7 @@ pub fn table_schema(conn: &Connection, table: &str) -> Result<Vec<String>, Error
 /// carries them without rows, so the app finds every table it uses.
 pub fn local_tables(conn: &Connection, tracked: &[TrackedTable]) -> Result<Vec<LocalTable>, Error> {
     let mut out = Vec::new();
-    for name in crate::schema::app_tables(conn)? {
+    for name in crate::catalog::schema::app_tables(conn)? {
         if tracked.iter().any(|t| t.name.eq_ignore_ascii_case(&name)) {
             continue;
         }
@@ -276,9 +276,12 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
         // The table made must be the one the records describe.
         let shape = table_shape(&scratch.conn, &def.name)
             .map_err(|_| refuse(format!("it does not create table {}", def.name)))?;
-        let layout =
-            crate::identity::layout_of(&shape, def.identity, def.key.first().map(String::as_str))
-                .map_err(|e| refuse(e.to_string()))?;
+        let layout = crate::catalog::layout::layout_of(
+            &shape,
+            def.identity,
+            def.key.first().map(String::as_str),
+        )
+        .map_err(|e| refuse(e.to_string()))?;
         if layout.key != def.key || layout.cells != def.cells {
             return Err(refuse(format!(
                 "it creates columns ({}) with key ({}), but the bundle's rows have columns ({}) with key ({})",
@@ -289,12 +292,12 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
             )));
         }
         match def.identity {
-            crate::tracked::Identity::Key => {
-                crate::schema::check_key_collation(&scratch.conn, &shape)
+            crate::catalog::layout::Identity::Key => {
+                crate::catalog::schema::check_key_collation(&scratch.conn, &shape)
                     .map_err(|e| refuse(e.to_string()))?
             }
-            crate::tracked::Identity::Column => {
-                crate::identity::check_identity_column(&scratch.conn, &shape, &layout.key[0])
+            crate::catalog::layout::Identity::Column => {
+                crate::catalog::layout::check_identity_column(&scratch.conn, &shape, &layout.key[0])
                     .map_err(|e| refuse(e.to_string()))?
             }
             _ => {}
@@ -491,8 +494,8 @@ fn excerpt(sql: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::base::site_id::SiteId;
     use crate::bundle::format::{SiteRef, TableDef};
-    use crate::site::SiteId;
 
     fn header(name: &str, key: &[&str], cells: &[&str], schema: &[&str]) -> Header {
         Header {

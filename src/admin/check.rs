@@ -35,15 +35,15 @@ use std::path::PathBuf;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::colset::{ColSet, SENTINEL};
-use crate::error::{Error, TrackError};
-use crate::hlc::Hlc;
-use crate::schema::quote_ident;
-use crate::seqset::{MAX_SEQ, SeqSet};
-use crate::session::Session;
-use crate::site::Sites;
-use crate::tracked::{TrackedTable, check_table_live};
-use crate::value::{Value, decode_key, encode_key, key_literal};
+use crate::base::colset::{ColSet, SENTINEL};
+use crate::base::hlc::Hlc;
+use crate::base::seqset::{MAX_SEQ, SeqSet};
+use crate::base::value::{Value, decode_key, encode_key, key_literal};
+use crate::catalog::schema::quote_ident;
+use crate::catalog::session::Session;
+use crate::catalog::site::Sites;
+use crate::catalog::tracked::{TrackedTable, check_table_live};
+use crate::error::{CheckError, Error, TrackError};
 
 /// Problems listed per invariant; the rest are only counted.
 pub const LISTED_PER_INVARIANT: u64 = 20;
@@ -95,7 +95,7 @@ impl fmt::Display for Problem {
 pub struct CheckReport {
     /// True if no invariant is broken.
     pub ok: bool,
-    /// The problems, at most [`LISTED_PER_INVARIANT`] per invariant.
+    /// The problems, at most `LISTED_PER_INVARIANT` per invariant.
     pub problems: Vec<Problem>,
     /// Further problems found but not listed.
     pub omitted: u64,
@@ -130,25 +130,6 @@ impl CheckReport {
             }),
         }
     }
-}
-
-/// A database that fails the check.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckError {
-    /// At least one invariant is broken.
-    #[error(
-        "database {} fails fieldsync's consistency check with {count} problem(s); the first: {first}",
-        path.display()
-    )]
-    Inconsistent {
-        /// The database.
-        path: PathBuf,
-        /// Problems found.
-        count: u64,
-        /// The first one, as a sentence.
-        first: String,
-    },
 }
 
 #[derive(Default)]
@@ -272,7 +253,7 @@ fn table_shape_ok(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Res
 }
 
 fn triggers(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<(), Error> {
-    let expected = crate::capture::expected_triggers(conn, t)?;
+    let expected = crate::local::capture::expected_triggers(conn, t)?;
     let mut stmt = conn.prepare_cached(
         "SELECT name, sql FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE \
          AND name LIKE 'fieldsync\\_%' ESCAPE '\\'",
@@ -282,7 +263,7 @@ fn triggers(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<()
         .collect::<rusqlite::Result<_>>()?;
     let remedy = format!(
         "`fieldsync track --db {} {}` reinstalls the triggers",
-        crate::store::db_arg(conn),
+        crate::catalog::store::db_arg(conn),
         quote_arg(&t.name)
     );
     for (name, sql) in &expected {
@@ -393,9 +374,9 @@ fn rows(
     // A table without a key after a schema change or VACUUM (which may
     // renumber its rowids): the next stamp maps its rows again by content,
     // so its rows cannot be compared with the map until then.
-    if t.identity == crate::tracked::Identity::Content {
-        let saved: Option<i64> = crate::site::meta_get(conn, "schema_cookie")?;
-        if saved != Some(crate::stamp::schema_cookie(conn)?) {
+    if t.identity == crate::catalog::layout::Identity::Content {
+        let saved: Option<i64> = crate::catalog::site::meta_get(conn, "schema_cookie")?;
+        if saved != Some(crate::local::stamp::schema_cookie(conn)?) {
             return Ok(());
         }
     }
@@ -445,7 +426,7 @@ fn rows(
         let sql_key = encode_key(&key);
         let pk = if t.identity.mapped() {
             locals.insert(sql_key.clone());
-            match crate::identity::gid_of(conn, t.id, &key[0])? {
+            match crate::catalog::identity::gid_of(conn, t.id, &key[0])? {
                 Some(gid) => gid,
                 None if waiting.contains(&sql_key) => continue,
                 None => {
@@ -563,7 +544,8 @@ fn log_row(
         Ok(k)
             if k.len() == t.key_len()
                 && !k.contains(&Value::Null)
-                && (!t.identity.mapped() || crate::identity::valid_gid(t.identity, &k)) =>
+                && (!t.identity.mapped()
+                    || crate::catalog::identity::valid_gid(t.identity, &k)) =>
         {
             k
         }
@@ -898,7 +880,7 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
 }
 
 fn pending(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
-    c.report.captured_unstamped = crate::capture::pending_count(conn)?;
+    c.report.captured_unstamped = crate::local::capture::pending_count(conn)?;
     let mut stmt = conn.prepare(
         "SELECT t, count(*) FROM fieldsync_pending \
          WHERE t NOT IN (SELECT id FROM fieldsync_tables) GROUP BY t",
@@ -940,7 +922,7 @@ fn clock(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), Error>
         .query_map([], |r| r.get::<_, i64>(0))?
         .try_fold(Hlc::default(), |m, h| h.map(|h| m.max(Hlc::from_sql(h))))?;
     // The stored value: the session's clock already moved past it.
-    let stored = Hlc::from_sql(crate::site::meta_require(conn, "clock")?);
+    let stored = Hlc::from_sql(crate::catalog::site::meta_require(conn, "clock")?);
     if newest > stored {
         c.add(
             Invariant::Clock,

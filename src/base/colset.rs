@@ -184,7 +184,7 @@ impl ColSet {
         out
     }
 
-    /// From the stored form. Fails if a bit beyond [`MAX_BIT`] is set.
+    /// From the stored form. Fails if a bit beyond `MAX_BIT` is set.
     pub fn from_bytes(bytes: &[u8]) -> Result<ColSet, String> {
         if bytes.len() > MAX_BIT / 8 + 1 {
             return Err(format!("column set of {} bytes is too large", bytes.len()));

@@ -1,5 +1,5 @@
 //! The merge rules, as pure functions on one row's state. Storage and SQL
-//! live elsewhere ([`crate::log`], [`crate::import`]); this is the part that
+//! live elsewhere (`src/local/log.rs`, `src/receive/apply.rs`); this is the part that
 //! spec/merge.md describes and the property tests check against a model.
 //!
 //! A row's state is its *causal length* `cl` (0: never seen, odd: exists,
@@ -12,9 +12,10 @@
 //! That makes it commutative, associative and idempotent, so bundles can be
 //! applied in any order, any number of times.
 
-use crate::colset::{ColSet, SENTINEL};
-use crate::hlc::Hlc;
-use crate::site::SiteId;
+/// The cell sets and clock the rules are stated in.
+pub use crate::base::colset::{ColSet, SENTINEL};
+pub use crate::base::hlc::Hlc;
+use crate::base::site_id::SiteId;
 
 /// One change of a row by one origin, narrowed to the cells it still wins.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -12,22 +12,22 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, params_from_iter};
 
-use crate::colset::{ColSet, SENTINEL};
+use crate::base::colset::{ColSet, SENTINEL};
+use crate::base::hlc::now_unix_ms;
+use crate::base::merge::{RowAction, RowState, Verdict};
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::base::value::{Value, key_literal};
+use crate::catalog::foreign::{Broken, ForeignKeys};
+use crate::catalog::identity::{bind, locate, unbind};
+use crate::catalog::layout::Identity;
+use crate::catalog::peers::have_all;
+use crate::catalog::schema::quote_ident;
+use crate::catalog::session::Session;
+use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{BundleError, Error, ImportError};
-use crate::foreign::{Broken, ForeignKeys};
-use crate::hlc::now_unix_ms;
-use crate::identity::{bind, locate, unbind};
-use crate::import::TableImport;
-use crate::log::{load_row, save_row};
-use crate::merge::{RowAction, RowState, Verdict};
-use crate::peers::have_all;
-use crate::quarantine::{Change, Reason, Refusal};
-use crate::schema::quote_ident;
-use crate::seqset::SeqSet;
-use crate::session::Session;
-use crate::site::SiteId;
-use crate::tracked::{Catalog, Identity, TrackedTable};
-use crate::value::{Value, key_literal};
+use crate::local::log::{load_row, save_row};
+use crate::receive::quarantine::{Change, Reason, Refusal};
 
 /// A reference check a joint pass makes after all its changes are written.
 enum PostCheck {
@@ -54,6 +54,21 @@ enum PostCheck {
         table: usize,
         columns: Option<Vec<String>>,
     },
+}
+
+/// Counts for one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct TableImport {
+    /// Table name.
+    pub table: String,
+    /// Records that changed the row.
+    pub applied: u64,
+    /// Records already known here.
+    pub known: u64,
+    /// Records older than what is here.
+    pub older: u64,
+    /// Records the database refused, now in quarantine.
+    pub quarantined: u64,
 }
 
 /// State shared by the changes of one import (or one retry).
@@ -115,7 +130,7 @@ impl Applier {
             .catalog
             .tables()
             .iter()
-            .map(|t| crate::identity::local_is_rowid(conn, t))
+            .map(|t| crate::catalog::identity::local_is_rowid(conn, t))
             .collect::<Result<_, _>>()?;
         let mut held_rows = HashSet::new();
         {
@@ -180,7 +195,7 @@ impl Applier {
         refusal: &Refusal,
     ) -> Result<(), Error> {
         let table = &s.catalog.tables()[change.table];
-        let (id, new) = crate::quarantine::hold(
+        let (id, new) = crate::receive::quarantine::hold(
             conn,
             change.table,
             table,
@@ -205,7 +220,7 @@ impl Applier {
             self.count(e.change.table, verdict);
         }
         if let Some(id) = e.id {
-            crate::quarantine::release(conn, id)?;
+            crate::receive::quarantine::release(conn, id)?;
             if !self.spilled.get(&id).copied().unwrap_or(false) {
                 self.released += 1;
             }
@@ -238,7 +253,7 @@ impl Applier {
     ) -> Result<(), Error> {
         let mut entries: Vec<Entry> = Vec::new();
         let mut by_row: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-        for held in crate::quarantine::load_all(conn, s.catalog.tables())? {
+        for held in crate::receive::quarantine::load_all(conn, s.catalog.tables())? {
             match held.change {
                 Ok(change) => {
                     by_row.insert((change.table, change.pk.clone()), entries.len());
@@ -256,14 +271,16 @@ impl Applier {
                         reason: Reason::Unusable,
                         detail,
                     };
-                    crate::quarantine::still_held(conn, held.id, &refusal, self.now_ms)?;
+                    crate::receive::quarantine::still_held(conn, held.id, &refusal, self.now_ms)?;
                 }
             }
         }
         for (change, refusal) in deferred {
             let row = (change.table, change.pk.clone());
             if let Some(&i) = by_row.get(&row) {
-                if let Some(joined) = crate::quarantine::combine(&entries[i].change, &change) {
+                if let Some(joined) =
+                    crate::receive::quarantine::combine(&entries[i].change, &change)
+                {
                     let e = &mut entries[i];
                     e.change = joined;
                     e.fresh = true;
@@ -352,7 +369,7 @@ impl Applier {
             });
             if e.change.versions.is_empty() {
                 if let Some(id) = e.id {
-                    crate::quarantine::release(conn, id)?;
+                    crate::receive::quarantine::release(conn, id)?;
                 }
                 continue;
             }
@@ -372,12 +389,12 @@ impl Applier {
             match e.id {
                 Some(id) => {
                     if e.dirty {
-                        crate::quarantine::rewrite(conn, id, table, &e.change)?;
+                        crate::receive::quarantine::rewrite(conn, id, table, &e.change)?;
                     }
-                    crate::quarantine::still_held(conn, id, &refusal, self.now_ms)?;
+                    crate::receive::quarantine::still_held(conn, id, &refusal, self.now_ms)?;
                 }
                 None => {
-                    crate::quarantine::hold(
+                    crate::receive::quarantine::hold(
                         conn,
                         e.change.table,
                         table,
@@ -419,12 +436,12 @@ impl Applier {
         let sites = &s.sites;
         let mut unseen_here = |child: &TrackedTable, key: &[Value]| -> Result<bool, Error> {
             let pk = if child.identity.mapped() {
-                match crate::identity::gid_of(conn, child.id, &key[0])? {
+                match crate::catalog::identity::gid_of(conn, child.id, &key[0])? {
                     Some(pk) => pk,
                     None => return Ok(true),
                 }
             } else {
-                crate::value::encode_key(key)
+                crate::base::value::encode_key(key)
             };
             let state = load_row(conn, sites, child.id, &pk)?;
             Ok(!state.versions.iter().any(|v| {
@@ -602,7 +619,7 @@ pub(crate) fn apply(
                 origin: site_name(s, &e.site),
                 seq: e.seq,
             })?;
-        let losses = crate::conflicts::losses(
+        let losses = crate::receive::conflicts::losses(
             conn,
             s,
             &ap.have_before,
@@ -649,7 +666,7 @@ pub(crate) fn apply(
                 undo(conn)?;
                 vanished_checked = true;
                 let hlc = s.clock.stamp(now_unix_ms())?;
-                let seq = crate::session::next_seq(&mut s.seq)?;
+                let seq = crate::catalog::session::next_seq(&mut s.seq)?;
                 let mut deleted = before.clone();
                 deleted.local_delete(s.local, seq, hlc);
                 save_row(conn, &s.sites, table.id, &c.pk, &before, &deleted)?;
@@ -680,7 +697,7 @@ pub(crate) fn apply(
                 .execute([])?;
         }
         if !losses.is_empty() {
-            crate::conflicts::record(conn, &losses)?;
+            crate::receive::conflicts::record(conn, &losses)?;
             ap.overwritten += losses.len() as u64;
         }
         return Ok(Ok(outcome.verdict));
@@ -785,7 +802,7 @@ fn write_row(
         }
         RowAction::Write(cells) => {
             // The values to write: references resolved to what they point
-            // at here (crate::refs).
+            // at here (crate::catalog::refs).
             let mut values: Vec<Value> = Vec::with_capacity(cells.len());
             let mut unchecked: Vec<String> = Vec::new();
             let mut later = Vec::new();
@@ -909,7 +926,7 @@ fn write_row(
                 }
             }
             if table.identity == Identity::Content {
-                crate::identity::refresh_sig(conn, table, &c.pk, &written_at[0])?;
+                crate::catalog::identity::refresh_sig(conn, table, &c.pk, &written_at[0])?;
             }
             let written: Option<Vec<String>> = before.is_live().then(|| {
                 cells
@@ -1030,22 +1047,22 @@ fn resolve_ref(
     let table = catalog.by_name(parent);
     let identity = table.map_or(Identity::Key, |t| t.identity);
     let key_len = table.map_or(0, |t| t.key_len());
-    let tagged = crate::refs::decode(v, identity, key_len).map_err(malformed)?;
+    let tagged = crate::catalog::refs::decode(v, identity, key_len).map_err(malformed)?;
     let resolved = match table {
-        Some(t) => crate::refs::resolve(conn, t, &tagged)?,
+        Some(t) => crate::catalog::refs::resolve(conn, t, &tagged)?,
         None => match &tagged {
-            crate::refs::Tagged::Null => Some((Value::Null, true)),
-            crate::refs::Tagged::Value(v) => Some((v.clone(), true)),
-            crate::refs::Tagged::Dangling(v) => Some((v.clone(), false)),
-            crate::refs::Tagged::DanglingLocal => Some((Value::Null, false)),
-            crate::refs::Tagged::Identity(_) => None,
+            crate::catalog::refs::Tagged::Null => Some((Value::Null, true)),
+            crate::catalog::refs::Tagged::Value(v) => Some((v.clone(), true)),
+            crate::catalog::refs::Tagged::Dangling(v) => Some((v.clone(), false)),
+            crate::catalog::refs::Tagged::DanglingLocal => Some((Value::Null, false)),
+            crate::catalog::refs::Tagged::Identity(_) => None,
         },
     };
     Ok(resolved.ok_or_else(|| Refusal {
         reason: Reason::MissingParent,
         detail: format!(
             "it points to {parent} row {}, which is not here (deleted here, or not received yet)",
-            crate::refs::shown(v)
+            crate::catalog::refs::shown(v)
         ),
     }))
 }
@@ -1055,7 +1072,7 @@ fn malformed(detail: String) -> Error {
 }
 
 fn site_name(s: &Session, site: &SiteId) -> String {
-    crate::conflicts::site_name(s, site)
+    crate::receive::conflicts::site_name(s, site)
 }
 
 fn broken_refusal(broken: Broken) -> Refusal {

@@ -24,16 +24,16 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, params, params_from_iter};
 use serde::Serialize;
 
-use crate::colset::SENTINEL;
+use crate::base::colset::SENTINEL;
+use crate::base::hlc::Hlc;
+use crate::base::merge::{RowState, Version};
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::base::value::{Value, key_literal};
+use crate::catalog::session::Session;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::Error;
-use crate::hlc::Hlc;
-use crate::merge::{RowState, Version};
-use crate::quarantine::Change;
-use crate::seqset::SeqSet;
-use crate::session::Session;
-use crate::site::SiteId;
-use crate::tracked::TrackedTable;
-use crate::value::{Value, key_literal};
+use crate::receive::quarantine::Change;
 
 /// One overwritten value, as written to `fieldsync_conflicts`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -282,7 +282,7 @@ pub(crate) fn losses(
     }
     // The app row's values as they are before this change is written.
     let at = if before.is_live() {
-        crate::identity::locate(conn, table, &c.pk, &c.key)?
+        crate::catalog::identity::locate(conn, table, &c.pk, &c.key)?
     } else {
         None
     };
@@ -305,7 +305,11 @@ pub(crate) fn losses(
             .unwrap_or(Value::Null)
     };
     // A reference shows what it points at, not its tagged form.
-    let incoming_value = |bit: usize| c.value(bit).map(crate::refs::shown).unwrap_or(Value::Null);
+    let incoming_value = |bit: usize| {
+        c.value(bit)
+            .map(crate::catalog::refs::shown)
+            .unwrap_or(Value::Null)
+    };
     let deleted_wins = reason == "row deleted" && c.cl > before.cl;
     let key = key_literal(&c.key);
     let mut out = Vec::new();

@@ -1,5 +1,6 @@
-//! Instance identity: the site id, the name, and the table of every instance
-//! this one has heard of.
+//! Instances: this one's name and settings in `fieldsync_meta`, and the
+//! table of every instance this one has heard of, by site id
+//! ([`crate::base::site_id`]).
 //!
 //! Each instance gets a random UUID at `init`; it is how changes are
 //! attributed and how ties are broken, so it never changes. The name is for
@@ -7,45 +8,12 @@
 //! one another from bundles: the sender and every origin a bundle relays.
 
 use std::collections::HashMap;
-use std::fmt;
 
 use rusqlite::{Connection, OptionalExtension, params};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use serde::Serialize;
 
+use crate::base::site_id::SiteId;
 use crate::error::{Error, SiteError};
-
-/// The identity of an instance: a random UUID assigned at `init`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct SiteId(pub Uuid);
-
-impl SiteId {
-    /// A new random id.
-    pub fn random() -> SiteId {
-        SiteId(Uuid::new_v4())
-    }
-
-    /// From its 16 bytes.
-    pub fn from_bytes(b: [u8; 16]) -> SiteId {
-        SiteId(Uuid::from_bytes(b))
-    }
-
-    /// Its 16 bytes (how it is stored and compared).
-    pub fn as_bytes(&self) -> &[u8; 16] {
-        self.0.as_bytes()
-    }
-
-    /// From a stored blob.
-    pub fn from_slice(b: &[u8]) -> Option<SiteId> {
-        Uuid::from_slice(b).ok().map(SiteId)
-    }
-}
-
-impl fmt::Display for SiteId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
 
 /// Check an instance or peer name: short, printable, no surprises in a
 /// shell or a file name.

@@ -16,17 +16,17 @@
 //! NULL stays NULL. Which columns are tagged is listed in the bundle header
 //! (`TableDef::refs`), one entry per constraint. Only constraints between
 //! tracked tables whose referenced columns exist are followed
-//! ([`crate::foreign::followable`]); any other reference is a plain value.
+//! ([`crate::catalog::foreign::followable`]); any other reference is a plain value.
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
-use crate::bundle::format::RefDef;
+use crate::base::value::{Value, decode_key, encode_key};
+use crate::catalog::foreign::ForeignKeys;
+use crate::catalog::identity::valid_gid;
+use crate::catalog::layout::Identity;
+use crate::catalog::schema::quote_ident;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::Error;
-use crate::foreign::ForeignKeys;
-use crate::identity::valid_gid;
-use crate::schema::quote_ident;
-use crate::tracked::{Identity, TrackedTable};
-use crate::value::{Value, decode_key, encode_key};
 
 /// The value as the sender holds it; no row of the parent matches it there.
 pub const TAG_DANGLING: u8 = 0;
@@ -133,20 +133,9 @@ pub(crate) fn load(conn: &Connection, tables: &[TrackedTable]) -> Result<Vec<Vec
     Ok(out)
 }
 
-/// The header entries describing a table's tagged columns.
-pub(crate) fn defs(refs: &[RefFk]) -> Vec<RefDef> {
-    refs.iter()
-        .map(|r| RefDef {
-            cells: r.columns.clone(),
-            parent: r.parent.name.clone(),
-            identity: r.parent.identity,
-        })
-        .collect()
-}
-
 fn tagged(tag: u8, payload: &[Value]) -> Value {
     let mut b = vec![tag];
-    crate::value::write_key(&mut b, payload);
+    crate::base::value::write_key(&mut b, payload);
     Value::Blob(b)
 }
 
@@ -307,7 +296,7 @@ pub(crate) fn resolve(
         Tagged::Dangling(v) => Some((v.clone(), false)),
         Tagged::DanglingLocal => Some((Value::Null, false)),
         Tagged::Identity(gid) if parent.identity.mapped() => {
-            crate::identity::local_of(conn, parent.id, gid)?.map(|v| (v, true))
+            crate::catalog::identity::local_of(conn, parent.id, gid)?.map(|v| (v, true))
         }
         Tagged::Identity(gid) => {
             let key = decode_key(gid).unwrap_or_default();
@@ -370,7 +359,7 @@ mod tests {
     #[test]
     fn translating_a_reference_is_an_index_lookup() -> Result<(), Error> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(crate::store::ENGINE_DDL)?;
+        conn.execute_batch(crate::catalog::store::ENGINE_DDL)?;
         conn.execute_batch(
             "CREATE TABLE parent(id INTEGER PRIMARY KEY, name TEXT);
              CREATE TABLE child(id INTEGER PRIMARY KEY, parent INTEGER REFERENCES parent(id), name TEXT);",

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::capture::pending_count;
+use crate::base::seqset::SeqSet;
+use crate::catalog::peers::{have_all, list_peers, peer_seqs, wanted_by};
+use crate::catalog::session::Session;
 use crate::error::Error;
-use crate::peers::{have_all, list_peers, peer_seqs, wanted_by};
-use crate::seqset::SeqSet;
-use crate::session::Session;
+use crate::local::capture::pending_count;
 
 /// One tracked table.
 #[derive(Debug, Clone, Serialize)]
@@ -140,7 +140,7 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
             .unwrap_or_else(|| idx.to_string())
     };
     let have = have_all(conn, s)?;
-    let held = crate::quarantine::held_numbers(conn, &s.sites)?;
+    let held = crate::receive::quarantine::held_numbers(conn, &s.sites)?;
     let origins = have
         .iter()
         .filter_map(|(&idx, set)| {
@@ -205,10 +205,10 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
         tables,
         captured_unstamped: captured,
         local_seq: s.seq,
-        log_entries: crate::log::entry_count(conn)?,
+        log_entries: crate::local::log::entry_count(conn)?,
         origins,
         peers,
-        quarantined: crate::quarantine::held_count(conn)?,
+        quarantined: crate::receive::quarantine::held_count(conn)?,
         overwritten: conn.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| {
             r.get::<_, i64>(0)
         })? as u64,

@@ -13,18 +13,20 @@ use std::collections::{BTreeSet, HashMap};
 
 use rusqlite::{Connection, params_from_iter};
 
-use crate::capture::op;
-use crate::colset::ColSet;
+use crate::base::colset::ColSet;
+use crate::base::hlc::{julian_day_to_unix_ms, now_unix_ms};
+use crate::base::merge::RowState;
+use crate::base::value::{Value, decode_key, encode_key};
+use crate::catalog::identity::{gid_of, presence_sql, refresh_sig, unbind};
+use crate::catalog::layout::Identity;
+use crate::catalog::schema::quote_ident;
+use crate::catalog::session::Session;
+use crate::catalog::store::column_names;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, SiteError};
-use crate::hlc::{julian_day_to_unix_ms, now_unix_ms};
-use crate::identity::{assign, assign_with, gid_of, presence_sql, refresh_sig, unbind};
-use crate::log::{load_row, save_row};
-use crate::merge::RowState;
-use crate::schema::quote_ident;
-use crate::session::Session;
-use crate::store::column_names;
-use crate::tracked::{Identity, TrackedTable};
-use crate::value::{Value, decode_key, encode_key};
+use crate::local::assign::{assign, assign_with};
+use crate::local::capture::op;
+use crate::local::log::{load_row, save_row};
 
 /// Captured changes folded per chunk (bounds memory).
 const CHUNK: i64 = 20_000;
@@ -90,7 +92,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
     let mut last_id = 0i64;
     let mut written: BTreeSet<i64> = BTreeSet::new();
     // References of tables without a key, loaded when first needed.
-    let mut content_refs: Option<Vec<Vec<crate::refs::RefFk>>> = None;
+    let mut content_refs: Option<Vec<Vec<crate::catalog::refs::RefFk>>> = None;
     // Per mapped table, the SQL telling whether a local row is there.
     let mut presence: HashMap<i64, String> = HashMap::new();
     loop {
@@ -179,7 +181,7 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                     // Never known here: nothing to tell anyone.
                     None if c.op == op::DELETE => continue,
                     None => {
-                        let seq = crate::session::next_seq(&mut s.seq)?;
+                        let seq = crate::catalog::session::next_seq(&mut s.seq)?;
                         let refs = refs_of(conn, &s.catalog, &mut content_refs, table)?;
                         let presence = presence.entry(c.t).or_insert_with(|| presence_sql(table));
                         match assign_with(conn, table, local, s.local, seq, refs, presence)? {
@@ -245,15 +247,15 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
 /// identity depends on them), loaded once per stamping pass.
 fn refs_of<'a>(
     conn: &Connection,
-    catalog: &crate::tracked::Catalog,
-    cache: &'a mut Option<Vec<Vec<crate::refs::RefFk>>>,
+    catalog: &crate::catalog::tracked::Catalog,
+    cache: &'a mut Option<Vec<Vec<crate::catalog::refs::RefFk>>>,
     table: &TrackedTable,
-) -> Result<&'a [crate::refs::RefFk], Error> {
+) -> Result<&'a [crate::catalog::refs::RefFk], Error> {
     if table.identity != Identity::Content {
         return Ok(&[]);
     }
     if cache.is_none() {
-        *cache = Some(crate::refs::load(conn, catalog.tables())?);
+        *cache = Some(crate::catalog::refs::load(conn, catalog.tables())?);
     }
     let i = catalog.tables().iter().position(|t| t.id == table.id);
     Ok(match (cache.as_deref(), i) {
@@ -282,7 +284,7 @@ pub(crate) fn schema_cookie(conn: &Connection) -> Result<i64, Error> {
 /// rows were matched to another rowid.
 fn remap_after_schema_change(conn: &Connection, s: &mut Session) -> Result<u64, Error> {
     let cookie = schema_cookie(conn)?;
-    let saved: Option<i64> = crate::site::meta_get(conn, "schema_cookie")?;
+    let saved: Option<i64> = crate::catalog::site::meta_get(conn, "schema_cookie")?;
     if saved == Some(cookie) {
         return Ok(0);
     }
@@ -295,7 +297,7 @@ fn remap_after_schema_change(conn: &Connection, s: &mut Session) -> Result<u64, 
             }
         }
     }
-    crate::site::meta_set(conn, "schema_cookie", cookie)?;
+    crate::catalog::site::meta_set(conn, "schema_cookie", cookie)?;
     Ok(moved)
 }
 
@@ -339,7 +341,10 @@ fn remap_by_content(
             let values = (1..=n)
                 .map(|i| r.get_ref(i).map(Value::from_ref))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.push((r.get(0)?, crate::identity::content_sig(&values).to_vec()));
+            rows.push((
+                r.get(0)?,
+                crate::catalog::identity::content_sig(&values).to_vec(),
+            ));
         }
     }
     let at: HashMap<i64, &Vec<u8>> = rows.iter().map(|(r, sig)| (*r, sig)).collect();
@@ -370,7 +375,13 @@ fn remap_by_content(
         match free.get_mut(&sig).and_then(|rows| rows.pop_front()) {
             Some(local) => {
                 let sig: [u8; 16] = sig.as_slice().try_into().unwrap_or_default();
-                crate::identity::bind(conn, table.id, &gid, &Value::Integer(local), Some(&sig))?;
+                crate::catalog::identity::bind(
+                    conn,
+                    table.id,
+                    &gid,
+                    &Value::Integer(local),
+                    Some(&sig),
+                )?;
                 moved += 1;
             }
             None => gone.push(gid),
@@ -379,7 +390,7 @@ fn remap_by_content(
     let mut free: Vec<i64> = free.into_values().flatten().collect();
     free.sort_unstable();
     let cells = table.cells.len();
-    let refs = crate::refs::load(conn, s.catalog.tables())?
+    let refs = crate::catalog::refs::load(conn, s.catalog.tables())?
         .into_iter()
         .zip(s.catalog.tables())
         .find(|(_, t)| t.id == table.id)
@@ -555,7 +566,7 @@ mod tests {
     #[test]
     fn delta_export_vanished_row_check_does_not_scan_the_log() -> Result<(), Error> {
         let conn = Connection::open_in_memory()?;
-        conn.execute_batch(crate::store::ENGINE_DDL)?;
+        conn.execute_batch(crate::catalog::store::ENGINE_DDL)?;
         conn.execute_batch(
             "CREATE TEMP TABLE fieldsync_export_rows(
                tbl INTEGER NOT NULL, pk BLOB NOT NULL, UNIQUE(tbl, pk));",

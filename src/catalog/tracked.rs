@@ -3,65 +3,13 @@
 //!
 //! Bits are assigned once, in the order columns were first tracked, and never
 //! renumbered, so the change log stays valid when the app adds a column.
-//! Installing the triggers is [`crate::capture`]'s job.
+//! Installing the triggers is [`crate::local::capture`]'s job.
 
 use rusqlite::{Connection, params};
 
+use crate::catalog::layout::{Identity, Layout, layout_of};
+use crate::catalog::schema::{TableShape, quote_ident, table_shape};
 use crate::error::{Error, TrackError};
-use crate::identity::{Layout, layout_of};
-use crate::schema::{TableShape, quote_ident, table_shape};
-
-/// How the rows of a tracked table are recognised on every instance
-/// (spec/merge.md, "Row identity").
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Identity {
-    /// By the primary key's values (the key is the same everywhere).
-    #[default]
-    Key,
-    /// By an app column that is UNIQUE NOT NULL (`track --identity uuid`);
-    /// the local integer key is assigned by each instance.
-    Column,
-    /// By the instance that created the row and the number of the change
-    /// that created it; the local integer key (or rowid) is assigned by
-    /// each instance and mapped in `fieldsync_ids`.
-    Origin,
-    /// A table without a primary key: by the row's content when it was
-    /// created (and which copy of identical rows it is), mapped to the
-    /// local rowid in `fieldsync_ids`.
-    Content,
-}
-
-impl Identity {
-    /// The word stored in `fieldsync_tables.identity`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Identity::Key => "key",
-            Identity::Column => "column",
-            Identity::Origin => "origin",
-            Identity::Content => "content",
-        }
-    }
-
-    /// Parse the stored word (NULL and unknown words are `Key`).
-    pub fn parse(s: Option<&str>) -> Option<Identity> {
-        match s {
-            None | Some("key") => Some(Identity::Key),
-            Some("column") => Some(Identity::Column),
-            Some("origin") => Some(Identity::Origin),
-            Some("content") => Some(Identity::Content),
-            Some(_) => None,
-        }
-    }
-
-    /// True if rows are found through `fieldsync_ids` (their identity is
-    /// not stored in the app table).
-    pub fn mapped(self) -> bool {
-        matches!(self, Identity::Origin | Identity::Content)
-    }
-}
 
 /// One tracked table as recorded in `fieldsync_tables` / `fieldsync_columns`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -310,7 +258,7 @@ pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error
     let live = check_compatible(t, &shape)?;
     if let Some(new) = live.cells.iter().find(|c| !t.cells.contains(c)) {
         return Err(TrackError::SchemaChanged {
-            db: crate::store::db_arg(conn),
+            db: crate::catalog::store::db_arg(conn),
             table: t.name.clone(),
             detail: format!("new column '{new}'"),
         }

@@ -20,14 +20,15 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use crate::colset::{ColSet, SENTINEL};
+use crate::base::colset::{ColSet, SENTINEL};
+use crate::base::hlc::Hlc;
+use crate::base::merge::{RowState, Version};
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::base::value::{Value, encode_key};
+use crate::catalog::site::Sites;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, SiteError};
-use crate::hlc::Hlc;
-use crate::merge::{RowState, Version};
-use crate::seqset::SeqSet;
-use crate::site::{SiteId, Sites};
-use crate::tracked::TrackedTable;
-use crate::value::{Value, encode_key};
 
 /// Why a change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -94,7 +95,7 @@ pub(crate) struct Held {
     cl: u64,
     versions: Vec<HeldVersion>,
     values: Vec<(String, Value)>,
-    /// Cells holding tagged references (crate::refs), with the table each
+    /// Cells holding tagged references (crate::catalog::refs), with the table each
     /// refers to.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     refs: Vec<(String, String)>,
@@ -111,7 +112,7 @@ pub(crate) struct Change {
     pub cl: u64,
     pub versions: Vec<Version>,
     pub values: Vec<(usize, Value)>,
-    /// Cells whose values are tagged references ([`crate::refs`]), with
+    /// Cells whose values are tagged references ([`crate::catalog::refs`]), with
     /// the name of the table each refers to.
     pub refs: Vec<(usize, String)>,
 }
@@ -176,7 +177,7 @@ impl Change {
 }
 
 /// One change holding everything two changes of the same row hold: the
-/// join of [`crate::merge`], with each cell's value taken from the change
+/// join of [`crate::base::merge`], with each cell's value taken from the change
 /// whose version won it. Two held pieces of one row (its insert, held for a
 /// UNIQUE clash, and a later edit of it, held because the row is absent)
 /// can only be applied together.
@@ -295,7 +296,7 @@ pub(crate) fn hold(
     )?
     .execute(params![
         table.name,
-        crate::identity::shown_key(conn, table, &change.key)?,
+        crate::catalog::identity::shown_key(conn, table, &change.key)?,
         change.pk,
         refusal.reason.as_str(),
         refusal.detail,

@@ -11,7 +11,7 @@
 //! The capture triggers do not run this clock (they cannot call our code);
 //! they record the wall time of the write, and [`Clock::stamp`] turns it into
 //! an HLC when the change is folded into the log. The clock's state is
-//! persisted in the `fieldsync_meta` table by [`crate::site`].
+//! persisted in the `fieldsync_meta` table by [`crate::catalog::site`].
 
 use std::fmt;
 

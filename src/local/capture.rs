@@ -8,16 +8,17 @@
 //! for an UPDATE the bit set of the columns whose value actually changed
 //! (`OLD.c IS NOT NEW.c`), so an ORM that rewrites every column does not
 //! clobber a concurrent edit of another field. The HLC and sequence number
-//! are assigned later, off the app's write path, by [`crate::stamp`].
+//! are assigned later, off the app's write path, by [`crate::local::stamp`].
 //! spec/capture.md records the design and what it costs.
 
 use rusqlite::Connection;
 
+use crate::catalog::layout::Identity;
+use crate::catalog::layout::{AsSent, TrackOptions, glob_match, plan};
+use crate::catalog::schema::{Affinity, app_tables, quote_ident, table_shape};
+use crate::catalog::store::column_names;
+use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{Error, TrackError};
-use crate::identity::{AsSent, TrackOptions, glob_match, plan};
-use crate::schema::{Affinity, app_tables, quote_ident, table_shape};
-use crate::store::column_names;
-use crate::tracked::{Catalog, Identity, TrackedTable};
 
 /// Operation codes in `fieldsync_pending.op`.
 pub mod op {
@@ -128,7 +129,7 @@ pub fn track(
         };
         let layout = match layout {
             Some(l) => l,
-            None => crate::identity::layout_of(
+            None => crate::catalog::layout::layout_of(
                 &shape,
                 before.as_ref().map_or(Identity::Key, |b| b.identity),
                 before
@@ -179,7 +180,7 @@ pub fn track(
         if table.identity != Identity::Key {
             continue;
         }
-        for fk in crate::foreign::followable(conn, &table.name)? {
+        for fk in crate::catalog::foreign::followable(conn, &table.name)? {
             let parent = catalog.by_name(&fk.parent);
             let local_parent = parent.is_some_and(|p| {
                 p.identity != Identity::Key
@@ -285,7 +286,7 @@ pub fn install_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), E
 
 /// The triggers (name, CREATE statement) a tracked table should have, given
 /// its columns' current types: what [`install_triggers`] creates and
-/// [`crate::check`] looks for.
+/// [`crate::admin::check`] looks for.
 pub fn expected_triggers(
     conn: &Connection,
     table: &TrackedTable,
@@ -378,8 +379,8 @@ fn changed_test(column: &str, kind: CellKind) -> String {
     }
 }
 
-/// The CREATE TRIGGER statements for a table; `cells[i]` describes cell
-/// `i + 1`.
+/// The CREATE TRIGGER statements for a table, each with its name;
+/// `cells[i]` describes cell `i + 1`.
 ///
 /// Updates are captured by one `AFTER UPDATE OF column` trigger per non-key
 /// column. SQLite compiles only the triggers of the columns an UPDATE sets
@@ -388,15 +389,7 @@ fn changed_test(column: &str, kind: CellKind) -> String {
 /// `sqlite3` shell, PHP): spec/capture.md has the measurements. Each trigger
 /// records its column only if the value really changed; the rows one UPDATE
 /// writes for several columns share a wall time and are folded back into one
-/// change by [`crate::stamp`].
-pub fn trigger_sql(table: &TrackedTable, cells: &[CellKind]) -> Vec<String> {
-    named_triggers(table, cells)
-        .into_iter()
-        .map(|(_, sql)| sql)
-        .collect()
-}
-
-/// [`trigger_sql`] with each trigger's name.
+/// change by [`crate::local::stamp`].
 fn named_triggers(table: &TrackedTable, cells: &[CellKind]) -> Vec<(String, String)> {
     let t = quote_ident(&table.name);
     let plain = |what: &str| format!("fieldsync_{}_{what}", table.name);
@@ -567,7 +560,7 @@ mod tests {
     #[test]
     fn triggers_capture_inserts_updates_deletes_and_key_changes() -> Result<(), Error> {
         let conn = Connection::open_in_memory()?;
-        crate::store::create_engine_tables(&conn)?;
+        crate::catalog::store::create_engine_tables(&conn)?;
         conn.execute_batch("CREATE TABLE p(a TEXT, b INT, x, y, PRIMARY KEY(a, b));")?;
         let mut catalog = Catalog::load(&conn)?;
         let report = track(

@@ -7,11 +7,12 @@
 
 use rusqlite::Connection;
 
+use crate::base::hlc::{Clock, Hlc};
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::catalog::site::{Sites, meta_get, meta_require, meta_set};
+use crate::catalog::tracked::Catalog;
 use crate::error::Error;
-use crate::hlc::{Clock, Hlc};
-use crate::seqset::SeqSet;
-use crate::site::{SiteId, Sites, meta_get, meta_require, meta_set};
-use crate::tracked::Catalog;
 
 /// Engine state for the length of one transaction.
 pub struct Session {
@@ -58,7 +59,9 @@ impl Session {
             catalog: Catalog::load(conn)?,
             clock: Clock::restore(Hlc::from_sql(clock)),
             seq: seq as u64,
-            lost: crate::peers::parse_set(meta_get::<String>(conn, "lost")?.unwrap_or_default())?,
+            lost: crate::catalog::store::parse_set(
+                meta_get::<String>(conn, "lost")?.unwrap_or_default(),
+            )?,
         })
     }
 
@@ -79,7 +82,7 @@ impl Session {
 /// Advance a sequence counter (a function of the field alone, so a caller
 /// holding other parts of the session can number a change).
 pub fn next_seq(seq: &mut u64) -> Result<u64, Error> {
-    if *seq >= crate::seqset::MAX_SEQ {
+    if *seq >= crate::base::seqset::MAX_SEQ {
         return Err(crate::error::SiteError::Damaged {
             detail: "this instance has used up its change numbers".into(),
         }

@@ -1,32 +1,65 @@
-//! Row identity for tables whose key is local to each instance: how
-//! `track` decides a table's [`Identity`], and the map (`fieldsync_ids`)
-//! between a row's global identity and the number this database gives it.
-//!
-//! Apps key tables by numbers each instance assigns on its own (`INTEGER
-//! PRIMARY KEY`, AUTOINCREMENT, `MAX(id)+1`) or by nothing at all. Such a
-//! number means nothing on another instance, so fieldsync never sends it:
-//!
-//! - with `track --identity COL`, a row is known everywhere by an app column
-//!   that is UNIQUE NOT NULL (Sahana Eden's `uuid`), and the table's own
-//!   SQL finds it;
-//! - otherwise a row is known by the instance that created it and the
-//!   number of the change that created it ([`Identity::Origin`]), or, in a
-//!   table without a primary key, by its content when it was created and
-//!   which copy of identical rows it is ([`Identity::Content`]). The map
-//!   `fieldsync_ids(tbl, gid, local)` says which local row that is.
-//!
-//! The change log indexes rows by `gid`, the canonical encoding of the
-//! global identity (the same bytes as `fieldsync_log.pk`). spec/merge.md,
-//! "Row identity", is the normative text. Translating references to such
-//! rows is [`crate::refs`]'s job.
+//! How `track` decides a table's [`Identity`] and which of its columns
+//! play which part ([`Layout`]): a key the app gives, an identity column
+//! (`--identity`), a local number (`INTEGER PRIMARY KEY`, `--local-key`), or
+//! no key at all. spec/merge.md, "Row identity", is the normative text; the
+//! identities of rows themselves are [`crate::catalog::identity`]'s.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
+use crate::catalog::schema::{Affinity, TableShape};
 use crate::error::{Error, TrackError};
-use crate::schema::{Affinity, TableShape, quote_ident};
-use crate::site::SiteId;
-use crate::tracked::{Identity, TrackedTable};
-use crate::value::{Value, encode_key};
+
+/// How the rows of a tracked table are recognised on every instance
+/// (spec/merge.md, "Row identity").
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Identity {
+    /// By the primary key's values (the key is the same everywhere).
+    #[default]
+    Key,
+    /// By an app column that is UNIQUE NOT NULL (`track --identity uuid`);
+    /// the local integer key is assigned by each instance.
+    Column,
+    /// By the instance that created the row and the number of the change
+    /// that created it; the local integer key (or rowid) is assigned by
+    /// each instance and mapped in `fieldsync_ids`.
+    Origin,
+    /// A table without a primary key: by the row's content when it was
+    /// created (and which copy of identical rows it is), mapped to the
+    /// local rowid in `fieldsync_ids`.
+    Content,
+}
+
+impl Identity {
+    /// The word stored in `fieldsync_tables.identity`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Identity::Key => "key",
+            Identity::Column => "column",
+            Identity::Origin => "origin",
+            Identity::Content => "content",
+        }
+    }
+
+    /// Parse the stored word (NULL and unknown words are `Key`).
+    pub fn parse(s: Option<&str>) -> Option<Identity> {
+        match s {
+            None | Some("key") => Some(Identity::Key),
+            Some("column") => Some(Identity::Column),
+            Some("origin") => Some(Identity::Origin),
+            Some("content") => Some(Identity::Content),
+            Some(_) => None,
+        }
+    }
+
+    /// True if rows are found through `fieldsync_ids` (their identity is
+    /// not stored in the app table).
+    pub fn mapped(self) -> bool {
+        matches!(self, Identity::Origin | Identity::Content)
+    }
+}
 
 /// Options of `track` that choose how tables are identified.
 #[derive(Debug, Clone, Default)]
@@ -221,7 +254,7 @@ pub(crate) fn plan(
     {
         let layout = layout_of(shape, *identity, column.as_deref())?;
         if *identity == Identity::Key {
-            crate::schema::check_key_collation(conn, shape)?;
+            crate::catalog::schema::check_key_collation(conn, shape)?;
         }
         return Ok(layout);
     }
@@ -292,7 +325,7 @@ pub(crate) fn plan(
         return layout_of(shape, Identity::Origin, None);
     }
     // A key the app gives: the same everywhere.
-    crate::schema::check_key_collation(conn, shape)?;
+    crate::catalog::schema::check_key_collation(conn, shape)?;
     if keys
         .iter()
         .all(|c| Affinity::of(&c.decl_type) == Affinity::Integer)
@@ -310,292 +343,6 @@ pub(crate) fn plan(
         ));
     }
     layout_of(shape, Identity::Key, None)
-}
-
-/// The identity of a row created here by change `seq` ([`Identity::Origin`]):
-/// this site's id and that number, 24 bytes.
-pub fn origin_gid(site: SiteId, seq: u64) -> Value {
-    let mut b = Vec::with_capacity(24);
-    b.extend_from_slice(site.as_bytes());
-    b.extend_from_slice(&seq.to_be_bytes());
-    Value::Blob(b)
-}
-
-/// Length of an [`Identity::Origin`] identity.
-pub const ORIGIN_GID_LEN: usize = 24;
-/// Length of an [`Identity::Content`] identity.
-pub const CONTENT_GID_LEN: usize = 20;
-
-/// The signature of a row's content: the first 16 bytes of the BLAKE3 hash
-/// of its values' canonical encoding.
-pub fn content_sig(values: &[Value]) -> [u8; 16] {
-    let hash = blake3::hash(&encode_key(values));
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&hash.as_bytes()[..16]);
-    out
-}
-
-/// The identity of the `copy`-th row with this content signature
-/// ([`Identity::Content`]): signature and copy number, 20 bytes.
-pub fn content_gid(sig: &[u8; 16], copy: u32) -> Value {
-    let mut b = Vec::with_capacity(CONTENT_GID_LEN);
-    b.extend_from_slice(sig);
-    b.extend_from_slice(&copy.to_be_bytes());
-    Value::Blob(b)
-}
-
-/// A row's key as an operator reads it: SQL literals, or for an identity
-/// that is not a column, what it means ("row 12 of 'field-1'", "row with
-/// content 3f2a…").
-pub fn shown_key(conn: &Connection, table: &TrackedTable, key: &[Value]) -> Result<String, Error> {
-    match (table.identity, key) {
-        (Identity::Origin, [Value::Blob(b)]) if b.len() == ORIGIN_GID_LEN => {
-            let seq = u64::from_be_bytes(b[16..].try_into().unwrap_or_default());
-            let name: Option<String> = conn
-                .prepare_cached("SELECT name FROM fieldsync_sites WHERE site_id = ?1")?
-                .query_row([&b[..16]], |r| r.get(0))
-                .optional()?;
-            let site = SiteId::from_slice(&b[..16]).map(|s| s.to_string());
-            Ok(format!(
-                "row created by change #{seq} of '{}'",
-                name.or(site).unwrap_or_default()
-            ))
-        }
-        (Identity::Content, [Value::Blob(b)]) if b.len() == CONTENT_GID_LEN => {
-            let copy = u32::from_be_bytes(b[16..].try_into().unwrap_or_default());
-            let hex: String = b[..4].iter().map(|x| format!("{x:02x}")).collect();
-            Ok(format!("row with content {hex}…, copy {copy}"))
-        }
-        _ => Ok(crate::value::key_literal(key)),
-    }
-}
-
-/// True if `key` is a well-formed identity for a table of `identity`.
-pub fn valid_gid(identity: Identity, key: &[Value]) -> bool {
-    match (identity, key) {
-        (Identity::Origin, [Value::Blob(b)]) => b.len() == ORIGIN_GID_LEN,
-        (Identity::Content, [Value::Blob(b)]) => b.len() == CONTENT_GID_LEN,
-        _ => false,
-    }
-}
-
-/// The local number of the row whose identity encodes to `gid`, if this
-/// database has it.
-pub fn local_of(conn: &Connection, tbl: i64, gid: &[u8]) -> Result<Option<Value>, Error> {
-    Ok(conn
-        .prepare_cached("SELECT local FROM fieldsync_ids WHERE tbl = ?1 AND gid = ?2")?
-        .query_row(params![tbl, gid], |r| r.get::<_, Value>(0))
-        .optional()?)
-}
-
-/// The identity (encoded) of the local row numbered `local`, if it has one.
-pub fn gid_of(conn: &Connection, tbl: i64, local: &Value) -> Result<Option<Vec<u8>>, Error> {
-    Ok(conn
-        .prepare_cached("SELECT gid FROM fieldsync_ids WHERE tbl = ?1 AND local = ?2")?
-        .query_row(params![tbl, local], |r| r.get::<_, Vec<u8>>(0))
-        .optional()?)
-}
-
-/// The values SQL finds a row by ([`TrackedTable::sql_key`]): its key, or
-/// its local number for mapped identities (`None` if this database does not
-/// have the row).
-pub fn locate(
-    conn: &Connection,
-    table: &TrackedTable,
-    pk: &[u8],
-    key: &[Value],
-) -> Result<Option<Vec<Value>>, Error> {
-    if table.identity.mapped() {
-        Ok(local_of(conn, table.id, pk)?.map(|v| vec![v]))
-    } else {
-        Ok(Some(key.to_vec()))
-    }
-}
-
-/// Record that the local row `local` is the row `gid` (replacing whatever
-/// either was mapped to before), with its content signature for tables
-/// without a key.
-pub fn bind(
-    conn: &Connection,
-    tbl: i64,
-    gid: &[u8],
-    local: &Value,
-    sig: Option<&[u8; 16]>,
-) -> Result<(), Error> {
-    // REPLACE removes the rows clashing on either key, `(tbl, gid)` and the
-    // UNIQUE `(tbl, local)`: no separate DELETE of `local`'s old binding.
-    conn.prepare_cached(
-        "INSERT OR REPLACE INTO fieldsync_ids(tbl, gid, local, sig) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![tbl, gid, local, sig.map(|s| s.as_slice())])?;
-    Ok(())
-}
-
-/// Forget the local row of `gid` (it was deleted).
-pub fn unbind(conn: &Connection, tbl: i64, gid: &[u8]) -> Result<(), Error> {
-    conn.prepare_cached("DELETE FROM fieldsync_ids WHERE tbl = ?1 AND gid = ?2")?
-        .execute(params![tbl, gid])?;
-    Ok(())
-}
-
-/// Update the content signature of a mapped row.
-pub fn set_sig(conn: &Connection, tbl: i64, gid: &[u8], sig: &[u8; 16]) -> Result<(), Error> {
-    conn.prepare_cached("UPDATE fieldsync_ids SET sig = ?3 WHERE tbl = ?1 AND gid = ?2")?
-        .execute(params![tbl, gid, sig.as_slice()])?;
-    Ok(())
-}
-
-/// Every column value of a table's row, by its SQL key, in declaration
-/// order (for a content signature); `None` if the row is not there.
-pub fn row_values(
-    conn: &Connection,
-    table: &TrackedTable,
-    local: &Value,
-) -> Result<Option<Vec<Value>>, Error> {
-    let cols = table
-        .cells
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cols = if cols.is_empty() { "1".into() } else { cols };
-    let sql = format!(
-        "SELECT {cols} FROM {} WHERE {}",
-        quote_ident(&table.name),
-        table.key_predicate()
-    );
-    let n = table.cells.len().max(1);
-    Ok(conn
-        .prepare_cached(&sql)?
-        .query_row([local], |r| {
-            (0..n)
-                .map(|i| r.get_ref(i).map(Value::from_ref))
-                .collect::<rusqlite::Result<Vec<_>>>()
-        })
-        .optional()?)
-}
-
-/// `SELECT 1 FROM <table> WHERE <its SQL key>`: whether a row is there
-/// (parameters: [`TrackedTable::sql_key`]).
-pub fn presence_sql(table: &TrackedTable) -> String {
-    format!(
-        "SELECT 1 FROM {} WHERE {}",
-        quote_ident(&table.name),
-        table.key_predicate()
-    )
-}
-
-/// A new identity for the local row `local` of a mapped table, created by
-/// change `seq` of this instance, bound in the map. `None` if the row is
-/// no longer there (it was inserted and deleted before it was stamped; its
-/// delete finds nothing either, so nothing is replicated). `refs` are the
-/// table's followed references ([`crate::refs`]): a content identity is
-/// computed from the row as every instance sees it, with a reference to a
-/// row keyed by a local number taken as that row's identity, not the local
-/// number (which means another row elsewhere).
-pub(crate) fn assign(
-    conn: &Connection,
-    table: &TrackedTable,
-    local: &Value,
-    site: SiteId,
-    seq: u64,
-    refs: &[crate::refs::RefFk],
-) -> Result<Option<Vec<u8>>, Error> {
-    assign_with(conn, table, local, site, seq, refs, &presence_sql(table))
-}
-
-/// [`assign`], with the table's [`presence_sql`] built once by a caller
-/// that assigns many (stamping). A row identified by origin is only looked
-/// for, not read: its values matter only for a content signature.
-pub(crate) fn assign_with(
-    conn: &Connection,
-    table: &TrackedTable,
-    local: &Value,
-    site: SiteId,
-    seq: u64,
-    refs: &[crate::refs::RefFk],
-    presence: &str,
-) -> Result<Option<Vec<u8>>, Error> {
-    if table.identity != Identity::Content {
-        if !conn.prepare_cached(presence)?.exists([local])? {
-            return Ok(None);
-        }
-        let gid = encode_key(&[origin_gid(site, seq)]);
-        bind(conn, table.id, &gid, local, None)?;
-        return Ok(Some(gid));
-    }
-    let Some(values) = row_values(conn, table, local)? else {
-        return Ok(None);
-    };
-    let sig = content_sig(&values);
-    let mut global = values;
-    for (bit, tagged) in crate::refs::encode(conn, refs, &global)? {
-        if matches!(&tagged, Value::Blob(b) if b.first() == Some(&crate::refs::TAG_IDENTITY)) {
-            global[bit - 1] = tagged;
-        }
-    }
-    let birth = content_sig(&global);
-    // Copy 0, or one past the highest copy mapped: an index range, not a
-    // probe per copy (10,000 identical rows).
-    let first = encode_key(&[content_gid(&birth, 0)]);
-    let copy = if local_of(conn, table.id, &first)?.is_none() {
-        0
-    } else {
-        let last = encode_key(&[content_gid(&birth, u32::MAX)]);
-        let highest: Option<Vec<u8>> = conn
-            .prepare_cached(
-                "SELECT gid FROM fieldsync_ids WHERE tbl = ?1 AND gid BETWEEN ?2 AND ?3 \
-                 ORDER BY gid DESC LIMIT 1",
-            )?
-            .query_row(params![table.id, first, last], |r| r.get(0))
-            .optional()?;
-        let highest = highest
-            .and_then(|g| g.get(g.len().saturating_sub(4)..).map(<[u8]>::to_vec))
-            .and_then(|b| <[u8; 4]>::try_from(b.as_slice()).ok())
-            .map_or(0, u32::from_be_bytes);
-        highest
-            .checked_add(1)
-            .ok_or_else(|| TrackError::TooManyCopies {
-                table: table.name.clone(),
-            })?
-    };
-    let gid = encode_key(&[content_gid(&birth, copy)]);
-    bind(conn, table.id, &gid, local, Some(&sig))?;
-    Ok(Some(gid))
-}
-
-/// Refresh the content signature of a mapped row of a table without a key
-/// after it changed.
-pub fn refresh_sig(
-    conn: &Connection,
-    table: &TrackedTable,
-    gid: &[u8],
-    local: &Value,
-) -> Result<(), Error> {
-    if table.identity != Identity::Content {
-        return Ok(());
-    }
-    if let Some(values) = row_values(conn, table, local)? {
-        set_sig(conn, table.id, gid, &content_sig(&values))?;
-    }
-    Ok(())
-}
-
-/// True if SQLite assigns a new row's local number itself when an insert
-/// leaves it out: it is the rowid (an `INTEGER PRIMARY KEY`, or the rowid
-/// of a table without a key). An `INT PRIMARY KEY` the app numbers is not.
-pub fn local_is_rowid(conn: &Connection, table: &TrackedTable) -> Result<bool, Error> {
-    match table.identity {
-        Identity::Key => Ok(false),
-        Identity::Content => Ok(true),
-        Identity::Origin | Identity::Column => {
-            let shape = crate::schema::table_shape(conn, &table.name)?;
-            let keys = shape.key_columns();
-            Ok(keys.len() == 1
-                && !shape.without_rowid
-                && keys[0].decl_type.trim().eq_ignore_ascii_case("INTEGER"))
-        }
-    }
 }
 
 /// Glob match of a table name (`*` any run, `?` one character),
@@ -627,7 +374,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::table_shape;
+    use crate::catalog::schema::table_shape;
 
     fn conn(sql: &str) -> rusqlite::Result<Connection> {
         let c = Connection::open_in_memory()?;
@@ -679,26 +426,6 @@ mod tests {
 
     /// Binding replaces whatever the identity and the local number were
     /// bound to before (one statement, REPLACE on both keys).
-    #[test]
-    fn binding_replaces_both_old_bindings() -> Result<(), Error> {
-        let c = conn(crate::store::ENGINE_DDL)?;
-        let five = Value::Integer(5);
-        bind(&c, 1, b"g1", &five, None)?;
-        bind(&c, 2, b"g1", &five, None)?;
-        // The local number 5 of table 1 becomes another row.
-        bind(&c, 1, b"g2", &five, None)?;
-        assert_eq!(local_of(&c, 1, b"g1")?, None);
-        assert_eq!(gid_of(&c, 1, &five)?, Some(b"g2".to_vec()));
-        // That row moves to local number 6.
-        bind(&c, 1, b"g2", &Value::Integer(6), None)?;
-        assert_eq!(gid_of(&c, 1, &five)?, None);
-        assert_eq!(local_of(&c, 1, b"g2")?, Some(Value::Integer(6)));
-        // Table 2 is untouched.
-        assert_eq!(gid_of(&c, 2, &five)?, Some(b"g1".to_vec()));
-        let n: i64 = c.query_row("SELECT count(*) FROM fieldsync_ids", [], |r| r.get(0))?;
-        assert_eq!(n, 2);
-        Ok(())
-    }
 
     #[test]
     fn globs_match_table_names() {

@@ -5,7 +5,7 @@
 //! `'7'` written to an `INTEGER` column as the integer 7. A bundle carries a
 //! key as the sender stored it, which differs when two instances declare a
 //! key column differently (or a bundle was damaged). The change log finds a
-//! row by the canonical encoding of its key ([`crate::value::encode_key`]),
+//! row by the canonical encoding of its key ([`crate::base::value::encode_key`]),
 //! and the capture triggers record the key the table holds, so an imported
 //! key the local column would convert is converted first, by SQLite itself,
 //! before it is encoded. Otherwise the log would hold the row under a key
@@ -14,10 +14,10 @@
 
 use rusqlite::Connection;
 
+use crate::base::value::Value;
+use crate::catalog::schema::{Affinity, quote_ident, table_shape};
+use crate::catalog::tracked::TrackedTable;
 use crate::error::Error;
-use crate::schema::{Affinity, quote_ident, table_shape};
-use crate::tracked::TrackedTable;
-use crate::value::Value;
 
 /// The affinity of each key column of a tracked table, in key order.
 pub fn key_affinities(conn: &Connection, table: &TrackedTable) -> Result<Vec<Affinity>, Error> {

@@ -1,13 +1,13 @@
 //! Export: choosing what a bundle carries and streaming it out.
 //!
 //! A delta export to a peer carries, per origin, the change numbers the peer
-//! has neither acknowledged nor been sent ([`crate::peers::wanted_by`]); the
+//! has neither acknowledged nor been sent ([`crate::catalog::peers::wanted_by`]); the
 //! rows those changes touched are collected in a temporary table through the
 //! `(origin, seq)` index, so the cost follows the delta, not the database.
 //! Each row goes out once, with only the versions in range and the current
 //! values of the cells they hold. A full export carries every row and
 //! tombstone, and the schema a new instance is set up from (the statements
-//! themselves are gathered by [`crate::setup`]). Relayed changes keep their
+//! themselves are gathered by [`crate::send::setup`]). Relayed changes keep their
 //! origin, number and clock.
 
 use std::collections::{BTreeMap, HashMap};
@@ -16,18 +16,20 @@ use std::io::Write;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::bundle::format::{Header, OriginSeqs, SiteRef, TableDef, VersionRecord};
+use crate::base::colset::{ColSet, SENTINEL};
+use crate::base::hlc::{Hlc, now_unix_ms};
+use crate::base::seqset::SeqSet;
+use crate::base::value::{Value, decode_key, key_literal};
+use crate::bundle::format::{Header, OriginSeqs, RefDef, SiteRef, TableDef, VersionRecord};
 use crate::bundle::writer::BundleWriter;
-use crate::colset::{ColSet, SENTINEL};
+use crate::catalog::identity::locate;
+use crate::catalog::peers::{
+    have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by,
+};
+use crate::catalog::session::Session;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, ExportError, SiteError};
-use crate::hlc::{Hlc, now_unix_ms};
-use crate::identity::locate;
-use crate::peers::{have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by};
-use crate::seqset::SeqSet;
-use crate::session::Session;
-use crate::stamp::{Suspects, record_vanished_rows};
-use crate::tracked::TrackedTable;
-use crate::value::{Value, decode_key, key_literal};
+use crate::local::stamp::{Suspects, record_vanished_rows};
 
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,12 +99,12 @@ pub(crate) fn export<W: Write>(
 ) -> Result<ExportReport, Error> {
     if s.catalog.is_empty() {
         return Err(ExportError::NothingTracked {
-            db: crate::store::db_arg(conn),
+            db: crate::catalog::store::db_arg(conn),
         }
         .into());
     }
     s.catalog.check_live(conn)?;
-    let stamped = crate::stamp::stamp_pending(conn, s)?;
+    let stamped = crate::local::stamp::stamp_pending(conn, s)?;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
     if matches!(target, ExportTarget::Full) {
         for table in s.catalog.tables().to_vec() {
@@ -144,9 +146,9 @@ pub(crate) fn export<W: Write>(
             .collect()
     };
 
-    // Columns referring to other tracked tables travel tagged (crate::refs).
-    let all_refs = crate::refs::load(conn, s.catalog.tables())?;
-    let refs: HashMap<i64, Vec<crate::refs::RefFk>> = s
+    // Columns referring to other tracked tables travel tagged (crate::catalog::refs).
+    let all_refs = crate::catalog::refs::load(conn, s.catalog.tables())?;
+    let refs: HashMap<i64, Vec<crate::catalog::refs::RefFk>> = s
         .catalog
         .tables()
         .iter()
@@ -177,10 +179,10 @@ pub(crate) fn export<W: Write>(
     // what it cannot carry.
     let mut warnings = Vec::new();
     let (local_tables, views) = if full {
-        warnings.extend(crate::setup::not_carried(conn)?);
+        warnings.extend(crate::send::setup::not_carried(conn)?);
         (
-            crate::setup::local_tables(conn, s.catalog.tables())?,
-            crate::setup::views(conn)?,
+            crate::send::setup::local_tables(conn, s.catalog.tables())?,
+            crate::send::setup::views(conn)?,
         )
     } else {
         (Vec::new(), Vec::new())
@@ -210,15 +212,12 @@ pub(crate) fn export<W: Write>(
                     cells: t.cells.clone(),
                     // A full export sets up new instances: it carries the schema.
                     schema: if full {
-                        crate::setup::table_schema(conn, &t.name)?
+                        crate::send::setup::table_schema(conn, &t.name)?
                     } else {
                         Vec::new()
                     },
                     identity: t.identity,
-                    refs: refs
-                        .get(&t.id)
-                        .map(|r| crate::refs::defs(r))
-                        .unwrap_or_default(),
+                    refs: refs.get(&t.id).map(|r| RefDef::of(r)).unwrap_or_default(),
                 })
             })
             .collect::<Result<_, Error>>()?,
@@ -387,12 +386,12 @@ struct PendingRow {
 }
 
 /// Write one row record: its versions in range and the values of their
-/// cells (references tagged, see [`crate::refs`]).
+/// cells (references tagged, see [`crate::catalog::refs`]).
 fn emit<W: Write>(
     conn: &Connection,
     writer: &mut BundleWriter<W>,
     tables: &[TrackedTable],
-    refs: &HashMap<i64, Vec<crate::refs::RefFk>>,
+    refs: &HashMap<i64, Vec<crate::catalog::refs::RefFk>>,
     row: PendingRow,
 ) -> Result<(), Error> {
     if row.versions.is_empty() {
@@ -439,7 +438,7 @@ fn emit<W: Write>(
                     .map(|i| r.get_ref(i).map(Value::from_ref))
                     .collect::<rusqlite::Result<_>>()?;
                 drop(found);
-                let tagged = crate::refs::encode(conn, fks, &all)?;
+                let tagged = crate::catalog::refs::encode(conn, fks, &all)?;
                 for bit in cells.iter() {
                     match tagged.iter().find(|(b, _)| *b == bit) {
                         Some((_, v)) => values.push(v.clone()),

@@ -8,7 +8,7 @@
 //! recorded, so the database never keeps a dangling reference: a row whose
 //! parent is missing, or a delete that would leave children pointing at
 //! nothing, is retried after the rest of the bundle and quarantined if it
-//! still does not fit ([`crate::quarantine`]). The checks mirror SQLite's
+//! still does not fit ([`crate::receive::quarantine`]). The checks mirror SQLite's
 //! own: a reference with a NULL column points at nothing and is allowed; the
 //! parent columns are the ones the constraint names, or the parent's primary
 //! key.
@@ -22,10 +22,10 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params_from_iter};
 
+use crate::base::value::{Value, key_literal};
+use crate::catalog::schema::quote_ident;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::Error;
-use crate::schema::quote_ident;
-use crate::tracked::TrackedTable;
-use crate::value::{Value, key_literal};
 
 /// One `FOREIGN KEY (from…) REFERENCES parent(to…)` constraint.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -521,7 +521,7 @@ mod tests {
     use super::*;
 
     fn table(conn: &Connection, name: &str) -> Result<TrackedTable, Error> {
-        let shape = crate::schema::table_shape(conn, name)?;
+        let shape = crate::catalog::schema::table_shape(conn, name)?;
         Ok(TrackedTable {
             id: 1,
             name: name.to_owned(),
@@ -531,7 +531,7 @@ mod tests {
                 .iter()
                 .map(|c| c.name.clone())
                 .collect(),
-            identity: crate::tracked::Identity::Key,
+            identity: crate::catalog::layout::Identity::Key,
             local: None,
         })
     }

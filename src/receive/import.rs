@@ -1,5 +1,5 @@
 //! Import: replaying a bundle's records into the app's tables with the
-//! merge rules of [`crate::merge`], together with the watermark updates, in
+//! merge rules of [`crate::base::merge`], together with the watermark updates, in
 //! the caller's single write transaction.
 //!
 //! Before any record is applied the header is checked against the tracked
@@ -13,11 +13,11 @@
 //! rows may arrive children first.
 //!
 //! A record the database refuses (a UNIQUE value another row holds, NOT
-//! NULL, CHECK) or that would leave a dangling reference ([`crate::foreign`])
+//! NULL, CHECK) or that would leave a dangling reference ([`crate::catalog::foreign`])
 //! is retried once the rest of the bundle is in, then quarantined
-//! ([`crate::quarantine`]); held changes from earlier imports are retried
+//! ([`crate::receive::quarantine`]); held changes from earlier imports are retried
 //! too. Values that lose a merge to a concurrent change are logged
-//! ([`crate::conflicts`]).
+//! ([`crate::receive::conflicts`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -25,36 +25,21 @@ use std::io::Read;
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::apply::{Applier, apply};
+use crate::base::colset::{ColSet, SENTINEL};
+use crate::base::hlc::{Hlc, now_unix_ms};
+use crate::base::merge::Version;
+use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
+use crate::base::value::{Value, encode_key};
 use crate::bundle::BundleReader;
 use crate::bundle::format::TableDef;
-use crate::colset::{ColSet, SENTINEL};
+use crate::catalog::peers::{add_have, bind_sender, have_all, record_acks, touch};
+use crate::catalog::schema::table_shape;
+use crate::catalog::session::Session;
+use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
-use crate::hlc::{Hlc, now_unix_ms};
-use crate::merge::Version;
-use crate::peers::{add_have, bind_sender, have_all, record_acks, touch};
-use crate::quarantine::{Change, Reason, Refusal, held_count, held_numbers};
-use crate::schema::table_shape;
-use crate::seqset::SeqSet;
-use crate::session::Session;
-use crate::site::SiteId;
-use crate::tracked::TrackedTable;
-use crate::value::{Value, encode_key};
-
-/// Counts for one table.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct TableImport {
-    /// Table name.
-    pub table: String,
-    /// Records that changed the row.
-    pub applied: u64,
-    /// Records already known here.
-    pub known: u64,
-    /// Records older than what is here.
-    pub older: u64,
-    /// Records the database refused, now in quarantine.
-    pub quarantined: u64,
-}
+use crate::receive::apply::{Applier, TableImport, apply};
+use crate::receive::quarantine::{Change, Reason, Refusal, held_count, held_numbers};
 
 /// What an import did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -111,11 +96,11 @@ pub(crate) struct Mapped {
     table: usize,
     /// Bundle bit → local bit (index 0 is the sentinel).
     bits: Vec<usize>,
-    /// Affinity of each local key column ([`crate::keyform`]).
-    key_affinity: Vec<crate::schema::Affinity>,
+    /// Affinity of each local key column ([`crate::catalog::keyform`]).
+    key_affinity: Vec<crate::catalog::schema::Affinity>,
     /// Bundle bit → the table the tagged reference in that cell refers to
     /// (name, identity at the sender, key length here).
-    refs: Vec<Option<(String, crate::tracked::Identity, usize)>>,
+    refs: Vec<Option<(String, crate::catalog::layout::Identity, usize)>>,
 }
 
 /// Check a bundle's header against this instance before anything is
@@ -133,7 +118,7 @@ pub(crate) fn preflight(
         .into());
     }
     s.catalog.check_live(conn)?;
-    let refs = crate::refs::load(conn, s.catalog.tables())?;
+    let refs = crate::catalog::refs::load(conn, s.catalog.tables())?;
     header
         .tables
         .iter()
@@ -153,7 +138,7 @@ pub(crate) fn import<R: Read>(
 ) -> Result<ImportReport, Error> {
     let header = reader.header().clone();
     let mapped = preflight(conn, s, &header)?;
-    let stamped = crate::stamp::stamp_pending(conn, s)?;
+    let stamped = crate::local::stamp::stamp_pending(conn, s)?;
 
     // Learn of the sender and of the origins whose changes the bundle
     // covers; an origin only listed costs nothing and is not kept. Our own
@@ -266,7 +251,7 @@ pub(crate) fn import<R: Read>(
         warnings.push(format!(
             "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
              `fieldsync conflicts --db {}` lists them and why. They are retried at every import",
-            crate::store::db_arg(conn)
+            crate::catalog::store::db_arg(conn)
         ));
     }
     let report = ImportReport {
@@ -296,7 +281,7 @@ pub(crate) fn import<R: Read>(
 /// caller's write transaction with the import connection settings.
 pub(crate) fn retry_held(conn: &Connection, s: &mut Session) -> Result<RetryReport, Error> {
     s.catalog.check_live(conn)?;
-    crate::stamp::stamp_pending(conn, s)?;
+    crate::local::stamp::stamp_pending(conn, s)?;
     let mut ap = Applier::new(conn, s, "")?;
     ap.settle(conn, s, Vec::new(), None)?;
     for (origin, set) in &ap.released_numbers {
@@ -342,7 +327,7 @@ fn prepare(
     let null_like =
         |v: &Value| matches!(v, Value::Null) || matches!(v, Value::Real(r) if r.is_nan());
     let well_formed = if table.identity.mapped() {
-        crate::identity::valid_gid(table.identity, &rec.key)
+        crate::catalog::identity::valid_gid(table.identity, &rec.key)
     } else {
         rec.key.len() == table.key.len() && !rec.key.iter().any(null_like)
     };
@@ -354,7 +339,7 @@ fn prepare(
     }
     // A row said to be created here by a change this instance has not
     // numbered yet: its own later row would take the same identity.
-    if let (crate::tracked::Identity::Origin, [Value::Blob(b)]) =
+    if let (crate::catalog::layout::Identity::Origin, [Value::Blob(b)]) =
         (table.identity, rec.key.as_slice())
     {
         let site = SiteId::from_slice(&b[..16]);
@@ -451,7 +436,7 @@ fn prepare(
     let mut refs = Vec::new();
     for (&b, v) in bundle_bits.iter().zip(&rec.values) {
         if let Some(Some((parent, identity, key_len))) = m.refs.get(b) {
-            crate::refs::decode(v, *identity, *key_len)
+            crate::catalog::refs::decode(v, *identity, *key_len)
                 .map_err(|why| malformed(format!("a record of table {}: {why}", name())))?;
             refs.push((m.bits[b], parent.clone()));
         }
@@ -465,12 +450,12 @@ fn prepare(
     let key = if table.identity.mapped() {
         rec.key
     } else {
-        crate::keyform::stored_key(conn, &m.key_affinity, &rec.key)?
+        crate::catalog::keyform::stored_key(conn, &m.key_affinity, &rec.key)?
     };
     Ok(Change {
         table: m.table,
         // The key as this table stores it, so the log finds the row the
-        // table holds (crate::keyform).
+        // table holds (crate::catalog::keyform).
         pk: encode_key(&key),
         key,
         cl: rec.cl,
@@ -592,13 +577,13 @@ fn map_table(
     conn: &Connection,
     s: &Session,
     def: &TableDef,
-    local_refs: &[Vec<crate::refs::RefFk>],
+    local_refs: &[Vec<crate::catalog::refs::RefFk>],
 ) -> Result<Mapped, Error> {
     let Some(local) = s.catalog.by_name(&def.name) else {
         let reason = match table_shape(conn, &def.name) {
             Ok(_) => format!(
                 "is not tracked here; run `fieldsync track --db {} {}` first",
-                crate::store::db_arg(conn),
+                crate::catalog::store::db_arg(conn),
                 def.name
             ),
             Err(_) => "does not exist in this database".to_owned(),
@@ -668,13 +653,13 @@ fn map_table(
                 local.name
             ))
         })?;
-    let key_affinity = crate::keyform::key_affinities(conn, local)?;
+    let key_affinity = crate::catalog::keyform::key_affinities(conn, local)?;
     let mut refs = vec![None; bits.len()];
     for r in &def.refs {
         let parent = s.catalog.by_name(&r.parent);
         // A reference that travels as the parent row's identity can only be
         // followed if this instance identifies that table's rows the same way.
-        if r.identity != crate::tracked::Identity::Key
+        if r.identity != crate::catalog::layout::Identity::Key
             && parent.is_none_or(|p| p.identity != r.identity)
         {
             return Err(ImportError::IdentityMismatch {
@@ -710,7 +695,7 @@ fn map_table(
             };
             let tagged_as_row = refs[i + 1]
                 .as_ref()
-                .is_some_and(|(_, identity, _)| *identity != crate::tracked::Identity::Key);
+                .is_some_and(|(_, identity, _)| *identity != crate::catalog::layout::Identity::Key);
             if *translated && !tagged_as_row {
                 return Err(ImportError::ReferenceNotTranslated {
                     table: local.name.clone(),

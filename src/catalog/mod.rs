@@ -1,0 +1,23 @@
+//! What an instance knows about itself and the app's database, kept in
+//! fieldsync's own tables ([`store`]): its site and the instances it heard of
+//! ([`site`]), the app's schema as SQLite describes it ([`schema`]), which
+//! tables are tracked and how ([`tracked`], [`keyform`]), how rows and
+//! references are recognised on every instance ([`identity`], [`refs`]),
+//! which references the engine follows ([`foreign`]), what each peer has
+//! ([`peers`]), and the per-connection state loaded from all of it
+//! ([`session`]).
+//!
+//! The catalog depends only on [`crate::base`] and [`crate::error`]; the
+//! data path (`local`, `send`, `receive`) reads and updates it.
+
+pub(crate) mod foreign;
+pub(crate) mod identity;
+pub(crate) mod keyform;
+pub(crate) mod layout;
+pub(crate) mod peers;
+pub(crate) mod refs;
+pub(crate) mod schema;
+pub(crate) mod session;
+pub(crate) mod site;
+pub(crate) mod store;
+pub(crate) mod tracked;
