@@ -586,7 +586,7 @@ fn log_row(
     }
     let mut all = ColSet::new();
     for (origin, seq, _, cols) in &row.entries {
-        let change = format!("change #{seq} of {}", site_name(sites, *origin));
+        let change = format!("change #{seq} of {}", sites.shown(*origin));
         let cols = match ColSet::from_bytes(cols) {
             Ok(c) => c,
             Err(e) => {
@@ -671,13 +671,6 @@ fn references(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
     Ok(())
 }
 
-fn site_name(sites: &Sites, idx: i64) -> String {
-    sites
-        .get(idx)
-        .map(|s| format!("'{}'", s.name))
-        .unwrap_or_else(|| format!("#{idx}"))
-}
-
 /// Up to five numbers of a set, for a message.
 fn sample(set: &SeqSet) -> String {
     let mut shown = SeqSet::new();
@@ -722,7 +715,7 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
                     Invariant::Watermarks,
                     format!(
                         "what this instance has from {} is unreadable: {e}",
-                        site_name(&s.sites, origin)
+                        &s.sites.shown(origin)
                     ),
                 ),
             }
@@ -763,7 +756,7 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
                         Invariant::Watermarks,
                         format!(
                             "the change log holds change #{seq} of {}, which is not a change number",
-                            site_name(&s.sites, origin)
+                            &s.sites.shown(origin)
                         ),
                     );
                 }
@@ -783,7 +776,7 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
             format!(
                 "the change log holds {} change(s) of {} (#{}) that fieldsync_have does not list as received",
                 set.len(),
-                site_name(&s.sites, *origin),
+                &s.sites.shown(*origin),
                 sample(set)
             )
         };
@@ -849,7 +842,7 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
             );
             continue;
         }
-        let origin_name = site_name(&s.sites, origin);
+        let origin_name = &s.sites.shown(origin);
         if let Err(e) = acked.parse::<SeqSet>() {
             c.add(
                 Invariant::Watermarks,

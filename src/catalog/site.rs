@@ -136,6 +136,20 @@ impl Sites {
         Ok(idx)
     }
 
+    /// A site's name for messages, or its id if it was never heard of.
+    pub fn name_of(&self, id: &SiteId) -> String {
+        self.idx_of(id)
+            .and_then(|i| self.get(i))
+            .map_or_else(|| id.to_string(), |s| s.name.clone())
+    }
+
+    /// The site with local number `idx` for messages: its quoted name, or
+    /// `#idx` if the number is unknown (a damaged table).
+    pub fn shown(&self, idx: i64) -> String {
+        self.get(idx)
+            .map_or_else(|| format!("#{idx}"), |s| format!("'{}'", s.name))
+    }
+
     /// The local number of a known site.
     pub fn idx_of(&self, id: &SiteId) -> Option<i64> {
         self.by_id.get(id).copied()

@@ -16,7 +16,6 @@ use crate::base::colset::{ColSet, SENTINEL};
 use crate::base::hlc::now_unix_ms;
 use crate::base::merge::{RowAction, RowState, Verdict};
 use crate::base::seqset::SeqSet;
-use crate::base::site_id::SiteId;
 use crate::base::value::{Value, key_literal};
 use crate::catalog::foreign::{Broken, ForeignKeys};
 use crate::catalog::identity::{bind, locate, unbind};
@@ -616,7 +615,7 @@ pub(crate) fn apply(
         let outcome = state
             .merge(c.cl, &c.versions)
             .map_err(|e| ImportError::SequenceReused {
-                origin: site_name(s, &e.site),
+                origin: s.sites.name_of(&e.site),
                 seq: e.seq,
             })?;
         let losses = crate::receive::conflicts::losses(
@@ -1071,10 +1070,6 @@ fn malformed(detail: String) -> Error {
     BundleError::Malformed { detail }.into()
 }
 
-fn site_name(s: &Session, site: &SiteId) -> String {
-    crate::receive::conflicts::site_name(s, site)
-}
-
 fn broken_refusal(broken: Broken) -> Refusal {
     let reason = match broken {
         Broken::MissingParent { .. } => Reason::MissingParent,
@@ -1232,7 +1227,7 @@ fn reused_number(conn: &Connection, s: &Session, c: &Change, e: Error) -> Error 
             .ok();
         if other.is_some_and(|pk| pk != c.pk) {
             return ImportError::SequenceReused {
-                origin: site_name(s, &v.site),
+                origin: s.sites.name_of(&v.site),
                 seq: v.seq,
             }
             .into();

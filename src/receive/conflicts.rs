@@ -28,7 +28,6 @@ use crate::base::colset::SENTINEL;
 use crate::base::hlc::Hlc;
 use crate::base::merge::{RowState, Version};
 use crate::base::seqset::SeqSet;
-use crate::base::site_id::SiteId;
 use crate::base::value::{Value, key_literal};
 use crate::catalog::session::Session;
 use crate::catalog::tracked::TrackedTable;
@@ -338,20 +337,11 @@ pub(crate) fn losses(
             &table.name,
             key.clone(),
             cell_name(bit),
-            (lost, site_name(s, &loser.site), loser.hlc),
-            (won, site_name(s, &winner.site), winner.hlc),
+            (lost, s.sites.name_of(&loser.site), loser.hlc),
+            (won, s.sites.name_of(&winner.site), winner.hlc),
             reason,
             now_ms,
         ));
     }
     Ok(out)
-}
-
-/// An instance's name, or its site id if it is not known here.
-pub(crate) fn site_name(s: &Session, site: &SiteId) -> String {
-    s.sites
-        .idx_of(site)
-        .and_then(|i| s.sites.get(i))
-        .map(|x| x.name.clone())
-        .unwrap_or_else(|| site.to_string())
 }
