@@ -319,6 +319,15 @@ pub enum ExportError {
         /// The output path given.
         path: PathBuf,
     },
+    /// The output path names a device, a pipe or a socket.
+    #[error(
+        "{} is not a regular file; export writes a bundle file (give a file name such as to-hq.bundle)",
+        path.display()
+    )]
+    OutputNotAFile {
+        /// The output path given.
+        path: PathBuf,
+    },
     /// The bundle was written and committed but could not take its name.
     #[error(
         "the bundle was written to {} but could not be renamed to {} ({source}); rename it by hand",

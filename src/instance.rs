@@ -347,6 +347,12 @@ impl Instance {
         if path.is_dir() {
             return Err(ExportError::OutputIsDirectory { path: path.into() }.into());
         }
+        // The bundle is written beside the output and renamed over it once
+        // committed; renamed over a device or a pipe (`-o /dev/null` as
+        // root), that would replace the device with a file.
+        if std::fs::metadata(path).is_ok_and(|m| !m.is_file()) {
+            return Err(ExportError::OutputNotAFile { path: path.into() }.into());
+        }
         let file_name = path
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())

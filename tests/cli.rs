@@ -1775,6 +1775,30 @@ fn a_failed_export_does_not_count_as_sent() -> Res {
     Ok(())
 }
 
+/// `export -o PATH` writes beside PATH and renames the file over it once
+/// committed. Over a device or a pipe that replaced the device with a plain
+/// file (`-o /dev/null` run as root broke the machine's /dev/null).
+#[test]
+fn exporting_onto_a_pipe_is_refused_and_leaves_the_pipe_alone() -> Res {
+    use std::os::unix::fs::FileTypeExt;
+    let w = World::new()?;
+    let (hq, _, _) = w.three(PERSON)?;
+    hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
+    let pipe = w.path("pipe");
+    assert!(
+        std::process::Command::new("mkfifo")
+            .arg(&pipe)
+            .status()?
+            .success()
+    );
+    let before = hq.fingerprint()?;
+    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--full", &"-o", &pipe])?;
+    assert_error(&out, 1, &["is not a regular file", "give a file name"]);
+    assert!(std::fs::metadata(&pipe)?.file_type().is_fifo());
+    assert_eq!(hq.fingerprint()?, before);
+    Ok(())
+}
+
 #[test]
 fn large_blob_and_text_values_round_trip() -> Res {
     let w = World::new()?;
