@@ -203,33 +203,7 @@ impl ForeignKeys {
             if changed.is_some_and(|changed| !touches(to, changed)) {
                 continue;
             }
-            let this = |alias: &str| {
-                table
-                    .sql_key()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| format!("{alias}.{} IS ?{}", quote_ident(k), i + 1))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            };
-            let joins = |alias: &str| matching(alias, to, &fk.from);
-            // A row that is its own parent goes with it.
-            let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
-                format!(" AND NOT ({})", this("c"))
-            } else {
-                String::new()
-            };
-            let sql = format!(
-                "SELECT count(*) FROM {parent} AS p JOIN {child} AS c ON {on} \
-                 WHERE {this_p}{not_itself} \
-                 AND NOT EXISTS (SELECT 1 FROM {parent} AS o WHERE {on_o} AND NOT ({this_o}))",
-                parent = quote_ident(&fk.parent),
-                child = quote_ident(&fk.child),
-                on = joins("p"),
-                this_p = this("p"),
-                on_o = joins("o"),
-                this_o = this("o"),
-            );
+            let sql = only_children_sql(fk, table, "count(*)");
             let rows: i64 = conn
                 .prepare_cached(&sql)?
                 .query_row(params_from_iter(key.iter()), |r| r.get(0))?;
@@ -277,37 +251,13 @@ impl ForeignKeys {
             else {
                 continue;
             };
-            let this = |alias: &str| {
-                table
-                    .sql_key()
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| format!("{alias}.{} IS ?{}", quote_ident(k), i + 1))
-                    .collect::<Vec<_>>()
-                    .join(" AND ")
-            };
             let child_key = child
                 .sql_key()
                 .iter()
                 .map(|k| format!("c.{}", quote_ident(k)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
-                format!(" AND NOT ({})", this("c"))
-            } else {
-                String::new()
-            };
-            let sql = format!(
-                "SELECT {child_key} FROM {parent} AS p JOIN {child} AS c ON {on} \
-                 WHERE {this_p}{not_itself} \
-                 AND NOT EXISTS (SELECT 1 FROM {parent} AS o WHERE {on_o} AND NOT ({this_o}))",
-                parent = quote_ident(&fk.parent),
-                child = quote_ident(&fk.child),
-                on = matching("p", &fk.to, &fk.from),
-                this_p = this("p"),
-                on_o = matching("o", &fk.to, &fk.from),
-                this_o = this("o"),
-            );
+            let sql = only_children_sql(fk, table, &child_key);
             let n = child.sql_key_len();
             let children: Vec<Vec<Value>> = conn
                 .prepare(&sql)?
@@ -430,6 +380,39 @@ impl std::fmt::Display for Broken {
             }
         }
     }
+}
+
+/// `SELECT {what}` over the children of `fk` that point at the row of
+/// `table` whose SQL key is bound as `?1, ?2, …` and at no other row of it:
+/// the children a delete (or a rewrite of the referenced columns) would
+/// leave dangling. A row that is its own parent goes with it, so it is not
+/// its own child here.
+fn only_children_sql(fk: &ForeignKey, table: &TrackedTable, what: &str) -> String {
+    let this = |alias: &str| {
+        table
+            .sql_key()
+            .iter()
+            .enumerate()
+            .map(|(i, k)| format!("{alias}.{} IS ?{}", quote_ident(k), i + 1))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    };
+    let not_itself = if fk.child.eq_ignore_ascii_case(&table.name) {
+        format!(" AND NOT ({})", this("c"))
+    } else {
+        String::new()
+    };
+    format!(
+        "SELECT {what} FROM {parent} AS p JOIN {child} AS c ON {on} \
+         WHERE {this_p}{not_itself} \
+         AND NOT EXISTS (SELECT 1 FROM {parent} AS o WHERE {on_o} AND NOT ({this_o}))",
+        parent = quote_ident(&fk.parent),
+        child = quote_ident(&fk.child),
+        on = matching("p", &fk.to, &fk.from),
+        this_p = this("p"),
+        on_o = matching("o", &fk.to, &fk.from),
+        this_o = this("o"),
+    )
 }
 
 /// `p.to1 = c.from1 AND …`: a parent row (alias `parent`) matching a child

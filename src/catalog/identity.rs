@@ -239,12 +239,7 @@ pub fn local_is_rowid(conn: &Connection, table: &TrackedTable) -> Result<bool, E
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conn(sql: &str) -> rusqlite::Result<Connection> {
-        let c = Connection::open_in_memory()?;
-        c.execute_batch(sql)?;
-        Ok(c)
-    }
+    use crate::catalog::store::memory_db as conn;
 
     #[test]
     fn binding_replaces_both_old_bindings() -> Result<(), Error> {

@@ -375,12 +375,7 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
 mod tests {
     use super::*;
     use crate::catalog::schema::table_shape;
-
-    fn conn(sql: &str) -> rusqlite::Result<Connection> {
-        let c = Connection::open_in_memory()?;
-        c.execute_batch(sql)?;
-        Ok(c)
-    }
+    use crate::catalog::store::memory_db as conn;
 
     #[test]
     fn tables_get_the_identity_their_key_calls_for() -> Result<(), Error> {

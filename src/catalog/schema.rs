@@ -225,12 +225,7 @@ pub fn app_tables(conn: &Connection) -> Result<Vec<String>, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn conn(sql: &str) -> rusqlite::Result<Connection> {
-        let c = Connection::open_in_memory()?;
-        c.execute_batch(sql)?;
-        Ok(c)
-    }
+    use crate::catalog::store::memory_db as conn;
 
     #[test]
     fn reads_composite_keys_in_key_order() -> Result<(), Error> {

@@ -234,3 +234,11 @@ pub(crate) fn parse_set(text: String) -> Result<SeqSet, Error> {
     text.parse()
         .map_err(|detail| SiteError::Damaged { detail }.into())
 }
+
+/// An in-memory database with `sql` run in it, for unit tests.
+#[cfg(test)]
+pub(crate) fn memory_db(sql: &str) -> rusqlite::Result<Connection> {
+    let c = Connection::open_in_memory()?;
+    c.execute_batch(sql)?;
+    Ok(c)
+}
