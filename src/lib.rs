@@ -52,7 +52,6 @@ pub mod capture;
 pub mod check;
 pub mod colset;
 pub mod conflicts;
-pub mod demo;
 pub mod error;
 pub mod export;
 pub mod foreign;

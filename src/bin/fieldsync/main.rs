@@ -3,9 +3,11 @@
 //! file per subcommand; [`ui`] prints a report as text or, with the global
 //! `--json`, as one JSON object from a `Serialize` type; [`exit`] turns how
 //! a run ended into its exit status (0, 1 for an error printed as one line
-//! on stderr, 2 for a mistyped command line); [`progress`] draws the bar.
+//! on stderr, 2 for a mistyped command line); [`progress`] draws the bar;
+//! [`demo`] plays the seed scenario on the library's public face.
 
 mod commands;
+mod demo;
 mod exit;
 #[cfg(test)]
 mod golden;

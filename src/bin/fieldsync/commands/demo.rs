@@ -1,4 +1,4 @@
-//! `fieldsync demo`: play the seed scenario (`fieldsync::demo`) in a
+//! `fieldsync demo`: play the seed scenario ([`crate::demo`]) in a
 //! directory, narrating on stdout. It prints no report, so it takes no
 //! `--json`.
 
@@ -36,9 +36,9 @@ pub fn cmd_demo(ui: &mut Ui, args: &DemoArgs) -> Result<Outcome> {
     }
     let dir = match &args.dir {
         Some(d) => d.clone(),
-        None => fieldsync::demo::new_dir()?,
+        None => crate::demo::new_dir()?,
     };
-    fieldsync::demo::run(&dir, ui.narration())
+    crate::demo::run(&dir, ui.narration())
         .with_context(|| format!("the demo stopped (its files are in {})", dir.display()))?;
     Ok(Outcome::Success)
 }

@@ -28,12 +28,10 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{OptionalExtension, params};
 
-use crate::schema::quote_ident;
-use crate::value::Value;
-use crate::{Error, ExportTarget, ImportReport, Instance, Selection, TrackOptions};
+use fieldsync::{Error, ExportTarget, ImportReport, Instance, Selection, TrackOptions, Value};
 
 /// The schema the demo uses, shipped as plain SQL for people to read.
-pub const SCHEMA: &str = include_str!("../examples/eden.sql");
+const SCHEMA: &str = include_str!("../../../examples/eden.sql");
 
 /// Tables in the order the counts are printed.
 const TABLES: [&str; 6] = [
@@ -69,23 +67,6 @@ impl From<rusqlite::Error> for DemoError {
     }
 }
 
-/// Row counts per table and instance at the end.
-#[derive(Debug, Clone)]
-pub struct DemoReport {
-    /// Where the files are.
-    pub dir: PathBuf,
-    /// `(table, rows)` — the same on every instance.
-    pub counts: Vec<(String, u64)>,
-    /// Changes quarantined along the way (all released by the end).
-    pub quarantined: u64,
-    /// Values recorded as overwritten by concurrent edits, per instance.
-    pub overwritten: Vec<(String, u64)>,
-    /// Rows with a uuid whose `id` is not the same on every instance.
-    pub renumbered: u64,
-    /// Rows with a uuid, in all.
-    pub with_uuid: u64,
-}
-
 /// A new directory under the system's temporary directory.
 pub fn new_dir() -> Result<PathBuf, std::io::Error> {
     let dir = std::env::temp_dir().join(format!(
@@ -100,7 +81,6 @@ struct Story<'a> {
     dir: PathBuf,
     out: &'a mut dyn Write,
     step: u32,
-    quarantined: u64,
 }
 
 impl Story<'_> {
@@ -161,7 +141,6 @@ impl Story<'_> {
             let gaps: Vec<String> = r.gaps.iter().map(|(o, g)| format!("{o} #{g}")).collect();
             line.push_str(&format!(" — still missing {}", gaps.join(", ")));
         }
-        self.quarantined += r.quarantined;
         self.detail(line)?;
         Ok(r)
     }
@@ -408,7 +387,7 @@ fn reference(
 
 /// Play the scenario in `dir` (which must not hold earlier demo files),
 /// narrating to `out`.
-pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
+pub fn run(dir: &Path, out: &mut dyn Write) -> Result<(), DemoError> {
     std::fs::create_dir_all(dir)?;
     for name in ["hq.db", "field-1.db", "field-2.db"] {
         if dir.join(name).exists() {
@@ -425,7 +404,6 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
         dir: dir.to_owned(),
         out,
         step: 0,
-        quarantined: 0,
     };
     writeln!(
         st.out,
@@ -782,7 +760,8 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
             }
         }
     }
-    for (name, db) in &instances {
+    // `conflicts` needs the instance to itself.
+    for (name, db) in [("hq", &mut hq), ("field-1", &mut f1), ("field-2", &mut f2)] {
         let dangling: i64 = db.connection().query_row(
             "SELECT count(*) FROM pragma_foreign_key_check",
             [],
@@ -793,14 +772,14 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
                 "{name} has {dangling} dangling reference(s)"
             )));
         }
-        let held = crate::quarantine::held_count(db.connection())?;
+        let held = db.conflicts(0)?.quarantined.len();
         if held > 0 {
             return Err(DemoError::Diverged(format!(
                 "{name} still holds {held} change(s) in quarantine"
             )));
         }
     }
-    let mut counts = Vec::new();
+    let instances = [("hq", &hq), ("field-1", &f1), ("field-2", &f2)];
     writeln!(
         st.out,
         "\nAll three databases hold the same rows (compared by uuid), every reference points at the same \
@@ -821,7 +800,6 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
             "    {:<18} {:>6} {:>8} {:>8}",
             table, n[0], n[1], n[2]
         )?;
-        counts.push((table.to_owned(), n[0]));
     }
 
     // --- The point: ids differ, uuids and references agree ---------------------
@@ -973,7 +951,6 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
          everywhere: fieldsync sent identities, not ids."
     )?;
 
-    let mut overwritten = Vec::new();
     for (name, db) in [("hq", &mut hq), ("field-1", &mut f1), ("field-2", &mut f2)] {
         let check = db.check()?;
         if let Some(problem) = check.problems.first() {
@@ -982,7 +959,6 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
                 problem.message
             )));
         }
-        overwritten.push((name.to_owned(), db.conflicts(0)?.overwritten_total));
     }
     writeln!(
         st.out,
@@ -991,12 +967,10 @@ pub fn run(dir: &Path, out: &mut dyn Write) -> Result<DemoReport, DemoError> {
         dir.join("hq.db").display(),
         dir.join("hq.db").display()
     )?;
-    Ok(DemoReport {
-        dir: dir.to_owned(),
-        counts,
-        quarantined: st.quarantined,
-        overwritten,
-        renumbered,
-        with_uuid,
-    })
+    Ok(())
+}
+
+/// An SQL identifier, quoted.
+fn quote_ident(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
 }
