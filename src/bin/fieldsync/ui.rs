@@ -38,10 +38,8 @@ impl<'a> Ui<'a> {
         if self.json {
             serde_json::to_writer(&mut *self.out, value)?;
             writeln!(self.out)?;
-        } else {
-            text(&mut *self.out)?;
         }
-        Ok(())
+        Ok(self.text(text)?)
     }
 
     /// Text output only, nothing with `--json`: for a command whose text
