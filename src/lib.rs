@@ -64,8 +64,6 @@ mod admin;
 mod base;
 pub mod bundle;
 mod catalog;
-#[doc(hidden)]
-pub mod demo;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;

@@ -119,15 +119,16 @@ impl CheckReport {
         self.problems.len() as u64 + self.omitted
     }
 
-    /// The report if clean, otherwise a [`CheckError`] summarising it.
-    pub fn into_result(self, path: PathBuf) -> Result<CheckReport, CheckError> {
+    /// The report if clean, otherwise [`Error::Check`] summarising it.
+    pub fn into_result(self, path: PathBuf) -> Result<CheckReport, Error> {
         match self.problems.first() {
             None => Ok(self),
             Some(first) => Err(CheckError::Inconsistent {
                 path,
                 count: self.count(),
                 first: first.message.clone(),
-            }),
+            }
+            .into()),
         }
     }
 }

@@ -1,0 +1,118 @@
+//! `fieldsync export`: write a bundle file for a peer (`--to`) or of
+//! everything (`--full`).
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use fieldsync::{ExportReport, ExportTarget};
+
+use super::DbArg;
+use crate::exit::Outcome;
+use crate::progress::Meter;
+use crate::ui::Ui;
+
+/// Write a bundle file: what a peer lacks (--to) or everything (--full).
+#[derive(Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["to", "full"])))]
+pub struct ExportArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// The instance that will import the bundle (its name or site id).
+    #[arg(long, value_name = "PEER", conflicts_with = "full")]
+    to: Option<String>,
+    /// Include changes already sent but not yet acknowledged (a bundle was lost).
+    #[arg(long, requires = "to")]
+    resend: bool,
+    /// Export the whole current state.
+    #[arg(long)]
+    full: bool,
+    /// The bundle file to write.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    output: PathBuf,
+}
+
+pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
+    let mut instance = args.db.open()?;
+    let target = match (&args.to, args.full) {
+        (_, true) => ExportTarget::Full,
+        (Some(to), false) => ExportTarget::Peer {
+            to: to.clone(),
+            resend: args.resend,
+        },
+        (None, false) => {
+            bail!("say who the bundle is for with --to PEER, or use --full for everything")
+        }
+    };
+    let output = &args.output;
+    let bar = Meter::new(output, !ui.json(), "exporting");
+    let report = instance
+        .export_to_file_with_progress(&target, output, &mut |done, total| bar.set(done, total))
+        .with_context(|| format!("cannot export to {}", output.display()))?;
+    bar.finish();
+    if report.new_peer {
+        let peer = report.peer.as_deref().unwrap_or_default();
+        if report.known_peers.is_empty() {
+            ui.note(format_args!(
+                "'{peer}' is a new peer, so it gets everything (no other peers are known yet)."
+            ))?;
+        } else {
+            ui.note(format_args!(
+                "'{peer}' is a new peer, so it gets everything; known peers are {}. \
+                 If you meant one of those, check the spelling.",
+                report.known_peers.join(", ")
+            ))?;
+        }
+    }
+    for w in &report.warnings {
+        ui.warn(w)?;
+    }
+    ui.report(&report, |out| print_export(out, &report, output))?;
+    Ok(Outcome::Success)
+}
+
+fn print_export(out: &mut dyn Write, r: &ExportReport, output: &Path) -> std::io::Result<()> {
+    let what = match &r.peer {
+        Some(p) => format!("for '{p}'"),
+        None => "full export".to_owned(),
+    };
+    writeln!(
+        out,
+        "wrote {} ({what}): {} changes{}, {}.",
+        output.display(),
+        r.changes,
+        per_table(r),
+        human_bytes(r.bytes)
+    )?;
+    if r.changes == 0 && r.peer.is_some() {
+        writeln!(
+            out,
+            "nothing new to send; the bundle still carries this instance's acknowledgements."
+        )?;
+    }
+    Ok(())
+}
+
+/// ` (person 3, place 1)`: the tables with changes, or nothing.
+fn per_table(r: &ExportReport) -> String {
+    let parts: Vec<String> = r
+        .tables
+        .iter()
+        .filter(|t| t.changes > 0)
+        .map(|t| format!("{} {}", t.table, t.changes))
+        .collect();
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", parts.join(", "))
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n < 1024 => format!("{n} B"),
+        n if n < 1024 * 1024 => format!("{:.1} KiB", n as f64 / 1024.0),
+        n => format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0)),
+    }
+}

@@ -1,0 +1,115 @@
+//! `fieldsync init`: set up fieldsync in a database, or set up a new
+//! database from a full export (`--from`).
+
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fieldsync::{Instance, SetupReport};
+use serde::Serialize;
+
+use super::{DbArg, import::warn_import, shell_quote};
+use crate::exit::Outcome;
+use crate::progress::Meter;
+use crate::ui::{Sorted, Ui};
+
+/// Set up fieldsync in a database (creating the file if needed), or set up
+/// a new database from a full export with --from.
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    db: DbArg,
+    /// A short name for this instance, such as hq or field-1.
+    #[arg(long)]
+    name: String,
+    /// A full export (`fieldsync export --full`) to create the tables from
+    /// and load; the database must not have those tables yet.
+    #[arg(long, value_name = "BUNDLE")]
+    from: Option<PathBuf>,
+}
+
+/// What `init` without `--from` prints with `--json`.
+#[derive(Serialize)]
+struct Initialised<'a> {
+    name: &'a str,
+    site_id: String,
+    created: bool,
+}
+
+pub fn cmd_init(ui: &mut Ui, args: &InitArgs) -> Result<Outcome> {
+    match &args.from {
+        Some(bundle) => init_from(ui, args, bundle)?,
+        None => init(ui, args)?,
+    }
+    Ok(Outcome::Success)
+}
+
+fn init(ui: &mut Ui, args: &InitArgs) -> Result<()> {
+    let (db, name) = (args.db.path(), args.name.as_str());
+    let (instance, created) =
+        Instance::init(db, name).with_context(|| format!("cannot initialise {}", db.display()))?;
+    let site = instance.site_id()?;
+    let json = Initialised {
+        name,
+        site_id: site.to_string(),
+        created,
+    };
+    ui.report(&Sorted(json), |out| {
+        if created {
+            writeln!(
+                out,
+                "Initialised {} as instance '{name}' (site id {site}).",
+                db.display()
+            )?;
+            writeln!(out, "Next: fieldsync track --db {} --all", shell_quote(db))
+        } else {
+            writeln!(
+                out,
+                "{} is already instance '{name}' (site id {site}); nothing changed.",
+                db.display()
+            )
+        }
+    })
+}
+
+fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path) -> Result<()> {
+    let db = args.db.path();
+    let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+    let bar = Meter::new(bundle, !ui.json(), "checking");
+    let (_, report) = Instance::init_from(db, &args.name, bar.reader(file), bundle)
+        .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
+    bar.finish();
+    warn_import(ui, &report.import)?;
+    ui.report(&report, |out| print_setup(out, &report, db, &args.name))
+}
+
+fn print_setup(out: &mut dyn Write, r: &SetupReport, db: &Path, name: &str) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "Set up {} as instance '{name}' from the full export of '{}': {} tables, {} rows.",
+        db.display(),
+        r.from,
+        r.tables.len(),
+        r.import.applied
+    )?;
+    if !r.local_tables.is_empty() {
+        writeln!(
+            out,
+            "Created empty, as they are local to each instance (not tracked at '{}'): {}.",
+            r.from,
+            r.local_tables.join(", ")
+        )?;
+    }
+    if !r.views.is_empty() {
+        writeln!(out, "Created views: {}.", r.views.join(", "))?;
+    }
+    writeln!(
+        out,
+        "'{}' is a known peer: `fieldsync export --db {} --to {} -o FILE` sends it only what is done here.",
+        r.from,
+        shell_quote(db),
+        r.from
+    )
+}

@@ -1,0 +1,200 @@
+//! `fieldsync inspect`: what a bundle file holds and whether it is intact;
+//! no database needed. A damaged bundle is shown, then ends with status 1.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use fieldsync::Identity;
+use fieldsync::bundle::Hlc;
+use fieldsync::bundle::format::FORMAT_VERSION;
+use fieldsync::bundle::{BundleInfo, Header, OriginSeqs, TableDef, inspect};
+use serde::Serialize;
+
+use crate::exit::Outcome;
+use crate::ui::{Sorted, Ui};
+
+/// Show what a bundle file holds and whether it is intact (no database needed).
+#[derive(Args)]
+pub struct InspectArgs {
+    /// The bundle file.
+    file: PathBuf,
+}
+
+/// What `inspect` prints with `--json`: the header in the words of the
+/// other commands (`columns`, `site_name`, origins by name), and the counts.
+#[derive(Serialize)]
+struct Inspected<'a> {
+    format_version: u16,
+    site_id: String,
+    site_name: &'a str,
+    full: bool,
+    recipient: &'a Option<String>,
+    created: String,
+    checksum_ok: bool,
+    problem: &'a Option<String>,
+    changes: Option<u64>,
+    versions: Option<u64>,
+    tables: Vec<InspectedTable<'a>>,
+    covers: BTreeMap<String, String>,
+    seen: BTreeMap<String, String>,
+    local_tables: Vec<&'a str>,
+    views: Vec<&'a str>,
+}
+
+#[derive(Serialize)]
+struct InspectedTable<'a> {
+    name: &'a str,
+    key: &'a [String],
+    identity: Identity,
+    columns: &'a [String],
+    references: Vec<InspectedRef<'a>>,
+    changes: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct InspectedRef<'a> {
+    columns: &'a [String],
+    table: &'a str,
+}
+
+impl<'a> Inspected<'a> {
+    fn new(info: &'a BundleInfo) -> Self {
+        let h = &info.header;
+        Inspected {
+            format_version: FORMAT_VERSION,
+            site_id: h.sender.id.to_string(),
+            site_name: &h.sender.name,
+            full: h.full,
+            recipient: &h.recipient,
+            created: Hlc(h.created).to_string(),
+            checksum_ok: info.intact,
+            problem: &info.problem,
+            changes: info.end.as_ref().map(|e| e.rows),
+            versions: info.end.as_ref().map(|e| e.versions),
+            tables: (h.tables.iter().enumerate())
+                .map(|(i, t)| InspectedTable::new(t, table_changes(info, i)))
+                .collect(),
+            covers: by_origin(h, &h.covers),
+            seen: by_origin(h, &h.seen),
+            local_tables: h.local_tables.iter().map(|t| t.name.as_str()).collect(),
+            views: h.views.iter().map(|v| v.name.as_str()).collect(),
+        }
+    }
+}
+
+impl<'a> InspectedTable<'a> {
+    fn new(t: &'a TableDef, changes: Option<u64>) -> Self {
+        InspectedTable {
+            name: &t.name,
+            key: &t.key,
+            identity: t.identity,
+            columns: &t.cells,
+            references: (t.refs.iter())
+                .map(|r| InspectedRef {
+                    columns: &r.cells,
+                    table: &r.parent,
+                })
+                .collect(),
+            changes,
+        }
+    }
+}
+
+/// Row records of the bundle's table `i`, when the body was counted.
+fn table_changes(info: &BundleInfo, i: usize) -> Option<u64> {
+    info.end.as_ref().and_then(|e| e.per_table.get(i)).copied()
+}
+
+/// An origin of the header by name (`#3` if the header does not list it).
+fn origin(h: &Header, i: u32) -> String {
+    h.origins
+        .get(i as usize)
+        .map(|o| o.name.clone())
+        .unwrap_or_else(|| format!("#{i}"))
+}
+
+fn by_origin(h: &Header, seqs: &[OriginSeqs]) -> BTreeMap<String, String> {
+    seqs.iter()
+        .map(|c| (origin(h, c.origin), c.seqs.to_string()))
+        .collect()
+}
+
+pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
+    let file = &args.file;
+    let f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let info = inspect(f).with_context(|| format!("cannot inspect {}", file.display()))?;
+    ui.report(&Sorted(Inspected::new(&info)), |out| {
+        print_inspect(out, &info, file)
+    })?;
+    Ok(if info.intact {
+        Outcome::Success
+    } else {
+        Outcome::Failed
+    })
+}
+
+fn print_inspect(out: &mut dyn Write, info: &BundleInfo, file: &Path) -> std::io::Result<()> {
+    let h = &info.header;
+    writeln!(out, "bundle     {}", file.display())?;
+    writeln!(
+        out,
+        "from       '{}' (site id {})",
+        h.sender.name, h.sender.id
+    )?;
+    if h.full {
+        writeln!(out, "kind       full export")?;
+    } else {
+        let to = h.recipient.as_deref().unwrap_or("?");
+        writeln!(out, "kind       delta for '{to}'")?;
+    }
+    writeln!(out, "created    {}", Hlc(h.created))?;
+    match &info.end {
+        Some(end) => writeln!(out, "changes    {} ({} versions)", end.rows, end.versions)?,
+        None => writeln!(out, "changes    unknown")?,
+    }
+    writeln!(out, "tables")?;
+    for (i, t) in h.tables.iter().enumerate() {
+        let n = table_changes(info, i).map_or_else(|| "?".to_owned(), |n| n.to_string());
+        let identified = match t.identity {
+            Identity::Key => format!("key ({})", t.key.join(", ")),
+            Identity::Column => format!("rows by {}", t.key.join(", ")),
+            Identity::Origin => "rows by origin".to_owned(),
+            Identity::Content => "rows by content".to_owned(),
+        };
+        writeln!(
+            out,
+            "  {:<24} {:>8} changes   {identified} columns ({})",
+            t.name,
+            n,
+            t.cells.join(", ")
+        )?;
+    }
+    if !h.local_tables.is_empty() {
+        let names: Vec<&str> = h.local_tables.iter().map(|t| t.name.as_str()).collect();
+        writeln!(
+            out,
+            "local      {} (schema only, no rows)",
+            names.join(", ")
+        )?;
+    }
+    if !h.views.is_empty() {
+        let names: Vec<&str> = h.views.iter().map(|v| v.name.as_str()).collect();
+        writeln!(out, "views      {}", names.join(", "))?;
+    }
+    writeln!(out, "covers")?;
+    for c in &h.covers {
+        writeln!(out, "  {:<24} {}", origin(h, c.origin), c.seqs)?;
+    }
+    writeln!(out, "sender has")?;
+    for c in &h.seen {
+        writeln!(out, "  {:<24} {}", origin(h, c.origin), c.seqs)?;
+    }
+    match &info.problem {
+        None => writeln!(out, "checksum   ok"),
+        Some(p) => writeln!(out, "checksum   FAILED: {p}"),
+    }
+}

@@ -1,0 +1,107 @@
+//! The command line: the argument tree and [`run`], which hands each
+//! subcommand to its own file. Every file below holds one subcommand: its
+//! `XArgs` (what clap parses) and its `cmd_x` (call the library, print the
+//! report through [`Ui`], say how it ended). Nothing here decides an exit
+//! status ([`crate::exit`] does) or knows the engine's internals.
+
+mod check;
+mod compact;
+mod conflicts;
+mod demo;
+mod export;
+mod import;
+mod init;
+mod inspect;
+mod status;
+mod track;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use clap::{Args, Parser, Subcommand};
+use fieldsync::Instance;
+
+use crate::exit::Outcome;
+use crate::ui::Ui;
+
+/// Replicate SQLite databases by exchanging bundle files.
+///
+/// Typical use: `init` each database once, `track` its tables, then
+/// `export --to PEER -o FILE` on one side and `import FILE` on the other,
+/// as often as you like. Re-importing never creates duplicates.
+#[derive(Parser)]
+#[command(name = "fieldsync", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// Print one JSON object instead of text.
+    #[arg(long, global = true)]
+    pub json: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Init(init::InitArgs),
+    Track(track::TrackArgs),
+    Export(export::ExportArgs),
+    Import(import::ImportArgs),
+    Status(status::StatusArgs),
+    Inspect(inspect::InspectArgs),
+    Conflicts(conflicts::ConflictsArgs),
+    Check(check::CheckArgs),
+    Demo(demo::DemoArgs),
+    Compact(compact::CompactArgs),
+}
+
+/// The database a command works on.
+#[derive(Args)]
+struct DbArg {
+    /// The app's SQLite database file.
+    #[arg(long, value_name = "PATH", env = "FIELDSYNC_DB")]
+    db: PathBuf,
+}
+
+impl DbArg {
+    fn path(&self) -> &Path {
+        &self.db
+    }
+
+    /// Open the instance in this database.
+    fn open(&self) -> Result<Instance> {
+        Ok(Instance::open(&self.db)?)
+    }
+}
+
+/// Run the parsed command line, printing through `ui`.
+pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
+    match &cli.command {
+        Command::Init(args) => init::cmd_init(ui, args),
+        Command::Track(args) => track::cmd_track(ui, args),
+        Command::Export(args) => export::cmd_export(ui, args),
+        Command::Import(args) => import::cmd_import(ui, args),
+        Command::Status(args) => status::cmd_status(ui, args),
+        Command::Inspect(args) => inspect::cmd_inspect(ui, args),
+        Command::Conflicts(args) => conflicts::cmd_conflicts(ui, args),
+        Command::Check(args) => check::cmd_check(ui, args),
+        Command::Demo(args) => demo::cmd_demo(ui, args),
+        Command::Compact(args) => compact::cmd_compact(ui, args),
+    }
+}
+
+/// A path as it can be pasted into a shell, for the commands the output
+/// suggests.
+fn shell_quote(p: &Path) -> String {
+    let s = p.display().to_string();
+    if s.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c)) {
+        s
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// A time (unix ms) to the minute, or `never`.
+fn when(ms: Option<i64>) -> String {
+    ms.and_then(chrono::DateTime::from_timestamp_millis)
+        .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| "never".to_owned())
+}

@@ -1,0 +1,99 @@
+//! `fieldsync status`: this instance, its tables, what it has from whom
+//! and what each peer is owed.
+
+use std::io::Write;
+use std::path::Path;
+
+use anyhow::Result;
+use clap::Args;
+use fieldsync::Status;
+
+use super::{DbArg, shell_quote, when};
+use crate::exit::Outcome;
+use crate::ui::Ui;
+
+/// Show this instance, its tables, and what each peer has and lacks.
+#[derive(Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    db: DbArg,
+}
+
+pub fn cmd_status(ui: &mut Ui, args: &StatusArgs) -> Result<Outcome> {
+    let status = args.db.open()?.status()?;
+    ui.report(&status, |out| print_status(out, &status, args.db.path()))?;
+    Ok(Outcome::Success)
+}
+
+fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<()> {
+    writeln!(out, "instance   {} ({})", s.name, db.display())?;
+    writeln!(out, "site id    {}", s.site_id)?;
+    writeln!(
+        out,
+        "changes    {} made here; {} recorded and not yet in the log; log holds {} entries",
+        s.local_seq, s.captured_unstamped, s.log_entries
+    )?;
+    if s.tables.is_empty() {
+        writeln!(
+            out,
+            "tables     none tracked (run `fieldsync track --db {} --all`)",
+            shell_quote(db)
+        )?;
+    } else {
+        writeln!(out, "tables")?;
+        for t in &s.tables {
+            writeln!(
+                out,
+                "  {:<24} {:>8} rows {:>8} deleted",
+                t.name, t.rows, t.tombstones
+            )?;
+        }
+    }
+    writeln!(out, "origins (change numbers held)")?;
+    for o in &s.origins {
+        let mut gaps = if o.gaps.is_empty() {
+            String::new()
+        } else {
+            format!("   MISSING {}", o.gaps)
+        };
+        if !o.quarantined.is_empty() {
+            gaps.push_str(&format!("   QUARANTINED {}", o.quarantined));
+        }
+        writeln!(
+            out,
+            "  {:<24} {}{gaps}",
+            o.name,
+            if o.have.is_empty() { "-" } else { &o.have }
+        )?;
+    }
+    if s.quarantined + s.overwritten > 0 {
+        writeln!(
+            out,
+            "conflicts  {} change(s) held in quarantine, {} value(s) overwritten by concurrent edits \
+             (`fieldsync conflicts --db {}`)",
+            s.quarantined,
+            s.overwritten,
+            shell_quote(db)
+        )?;
+    }
+    print_peers(out, s)
+}
+
+fn print_peers(out: &mut dyn Write, s: &Status) -> std::io::Result<()> {
+    if s.peers.is_empty() {
+        return writeln!(out, "peers      none yet");
+    }
+    writeln!(out, "peers")?;
+    for p in &s.peers {
+        writeln!(
+            out,
+            "  {:<24} {} waiting to be sent, {} sent but not acknowledged; last import {}, last export {}",
+            p.name,
+            p.pending_changes,
+            p.unacknowledged,
+            when(p.last_import),
+            when(p.last_export)
+        )?;
+    }
+    Ok(())
+}

@@ -1,0 +1,87 @@
+//! How a run ends: the one place that turns the outcome of a command, its
+//! error, or a mistyped command line into the exit status and the one
+//! `fieldsync: error: …` line on stderr.
+//!
+//! | status | when |
+//! |---|---|
+//! | 0 | the command did its work; `--help`, `--version` |
+//! | 1 | an error (one line on stderr), or a command whose output already says what failed: `inspect` of a damaged bundle (nothing more is printed) |
+//! | 2 | a mistyped command line (clap's message, on one line) |
+
+use std::io::Write;
+
+use clap::error::ErrorKind;
+
+/// How a command that ran to its end came out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// It did its work.
+    Success,
+    /// Its output already says what is wrong (`inspect` of a damaged
+    /// bundle): exit 1 and print nothing more.
+    Failed,
+}
+
+/// How a run ended, before it is turned into an exit status.
+pub enum Ending {
+    /// The command line could not be parsed, or asked for help or the
+    /// version.
+    Usage(clap::Error),
+    /// The command ran: its outcome, or the error that stopped it. An error
+    /// that is a [`clap::Error`] (a command refusing an argument clap
+    /// accepted) ends as a usage error.
+    Ran(anyhow::Result<Outcome>),
+}
+
+/// The exit status of a run, after printing its error line (if any) to
+/// `err`. Help and version text go to stdout as clap prints them.
+pub fn status(ending: Ending, err: &mut dyn Write) -> u8 {
+    let usage = match ending {
+        Ending::Usage(e) => e,
+        Ending::Ran(Ok(Outcome::Success)) => return 0,
+        Ending::Ran(Ok(Outcome::Failed)) => return 1,
+        Ending::Ran(Err(e)) => match e.downcast::<clap::Error>() {
+            Ok(usage) => usage,
+            Err(e) => {
+                let _ = writeln!(err, "fieldsync: error: {}", one_line(&format!("{e:#}")));
+                return 1;
+            }
+        },
+    };
+    if matches!(
+        usage.kind(),
+        ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
+    ) {
+        let _ = usage.print();
+        return 0;
+    }
+    let _ = writeln!(
+        err,
+        "fieldsync: error: {} (see `fieldsync --help`)",
+        usage_message(&usage)
+    );
+    2
+}
+
+/// Clap's error on one line: its message without the usage, tips and the
+/// `error: ` prefix.
+fn usage_message(e: &clap::Error) -> String {
+    let text = e.render().to_string();
+    let message: Vec<&str> = text
+        .lines()
+        .take_while(|l| !l.starts_with("Usage:"))
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
+        .collect();
+    let message = message.join(" ");
+    match message.strip_prefix("error: ") {
+        Some(rest) => rest.to_owned(),
+        None => message,
+    }
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

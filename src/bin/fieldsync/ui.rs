@@ -1,0 +1,86 @@
+//! Where a command's output goes, and the one way a report is printed: on
+//! stdout, as text, or with the global `--json` as one JSON object
+//! serialised from a `Serialize` type (the library's report, or a small
+//! wrapper of the command's). Notes and warnings go to stderr in both modes.
+//! Exit statuses and error lines are not printed here ([`crate::exit`]).
+
+use std::fmt::Display;
+use std::io::{self, Write};
+
+use anyhow::Result;
+use serde::{Serialize, Serializer};
+
+/// The two output streams of a run, and whether `--json` was given.
+pub struct Ui<'a> {
+    json: bool,
+    out: &'a mut dyn Write,
+    err: &'a mut dyn Write,
+}
+
+impl<'a> Ui<'a> {
+    /// Output to `out` (the report) and `err` (notes, warnings).
+    pub fn new(json: bool, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
+        Ui { json, out, err }
+    }
+
+    /// True if the report is to be printed as JSON (and no progress bar shown).
+    pub fn json(&self) -> bool {
+        self.json
+    }
+
+    /// Print a command's report: `value` as one JSON object on one line with
+    /// `--json`, otherwise what `text` writes.
+    pub fn report(
+        &mut self,
+        value: &impl Serialize,
+        text: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<()> {
+        if self.json {
+            serde_json::to_writer(&mut *self.out, value)?;
+            writeln!(self.out)?;
+        }
+        Ok(self.text(text)?)
+    }
+
+    /// Text output only, nothing with `--json`: for a command whose text
+    /// comes in parts, between warnings (its JSON still goes through
+    /// [`Ui::report`]).
+    pub fn text(&mut self, text: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
+        if self.json {
+            Ok(())
+        } else {
+            text(&mut *self.out)
+        }
+    }
+
+    /// Stdout, for a command that narrates as it goes instead of printing a
+    /// report (`demo`, which takes no `--json`).
+    pub fn narration(&mut self) -> &mut dyn Write {
+        &mut *self.out
+    }
+
+    /// A warning on stderr, with or without `--json`.
+    pub fn warn(&mut self, what: impl Display) -> io::Result<()> {
+        writeln!(self.err, "warning: {what}")
+    }
+
+    /// A note on stderr, with or without `--json`.
+    pub fn note(&mut self, what: impl Display) -> io::Result<()> {
+        writeln!(self.err, "note: {what}")
+    }
+}
+
+/// A value serialised with the keys of every object in alphabetical order.
+/// The commands whose JSON was first assembled with `serde_json::json!`
+/// (init without `--from`, import, inspect, conflicts) have always printed
+/// their keys sorted that way, the library's reports inside them included;
+/// wrapping their report in this keeps their output byte for byte.
+pub struct Sorted<T>(pub T);
+
+impl<T: Serialize> Serialize for Sorted<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut value = serde_json::to_value(&self.0).map_err(serde::ser::Error::custom)?;
+        value.sort_all_objects();
+        value.serialize(s)
+    }
+}
