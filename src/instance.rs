@@ -7,7 +7,7 @@ use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::admin::status::Status;
@@ -277,7 +277,7 @@ impl Instance {
 
     fn write<T>(
         &mut self,
-        f: impl FnOnce(&Connection, &mut Session) -> Result<T, Error>,
+        f: impl FnOnce(&Transaction<'_>, &mut Session) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let tx = self
             .conn
@@ -434,7 +434,7 @@ impl Instance {
     /// Retry the quarantined changes now (they are also retried at every
     /// import), applying those that fit.
     pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {
-        self.as_importer(crate::receive::import::retry_held)
+        self.as_importer(|tx, s| crate::receive::import::retry_held(tx, s))
     }
 
     /// The quarantine and the newest `limit` overwritten values. Reads only.
@@ -446,7 +446,7 @@ impl Instance {
     /// need.
     fn as_importer<T>(
         &mut self,
-        f: impl FnOnce(&Connection, &mut Session) -> Result<T, Error>,
+        f: impl FnOnce(&Transaction<'_>, &mut Session) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.with_import_settings(|this| this.write(f))
     }
@@ -541,9 +541,8 @@ impl Instance {
     }
 }
 
-/// Create the engine tables and this instance's identity, in the caller's
-/// transaction.
-fn create_instance(tx: &Connection, name: &str) -> Result<(), Error> {
+/// Create the engine tables and this instance's identity.
+fn create_instance(tx: &Transaction<'_>, name: &str) -> Result<(), Error> {
     create_engine_tables(tx)?;
     let site = SiteId::random();
     meta_set(tx, "schema", ENGINE_SCHEMA)?;
