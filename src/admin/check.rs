@@ -749,40 +749,45 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn references(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
-    let unknown_origins = counts_by(
+    report_counts(
         conn,
+        c,
+        Invariant::References,
         "SELECT origin, count(*) FROM fieldsync_log \
          WHERE origin NOT IN (SELECT id FROM fieldsync_sites) GROUP BY origin",
-    )?;
-    for (origin, n) in unknown_origins {
-        c.add(
-            Invariant::References,
+        |origin, n| {
             format!(
                 "{n} change-log entries name origin #{origin}, which is not a known instance (fieldsync_sites)"
-            ),
-        );
-    }
-    let untracked = counts_by(
+            )
+        },
+    )?;
+    report_counts(
         conn,
+        c,
+        Invariant::References,
         "SELECT tbl, count(*) FROM fieldsync_log \
          WHERE tbl NOT IN (SELECT id FROM fieldsync_tables) GROUP BY tbl",
-    )?;
-    for (tbl, n) in untracked {
-        c.add(
-            Invariant::References,
-            format!("{n} change-log entries belong to table #{tbl}, which is not tracked"),
-        );
-    }
-    Ok(())
+        |tbl, n| format!("{n} change-log entries belong to table #{tbl}, which is not tracked"),
+    )
 }
 
-/// The (number, count) pairs a `SELECT x, count(*) … GROUP BY x` returns.
-fn counts_by(conn: &Connection, sql: &str) -> Result<Vec<(i64, i64)>, Error> {
+/// One problem for each (number, count) pair that `sql`, a `SELECT x,
+/// count(*) … GROUP BY x` of rows naming something unknown, returns.
+fn report_counts(
+    conn: &Connection,
+    c: &mut Collector,
+    invariant: Invariant,
+    sql: &str,
+    say: impl Fn(i64, i64) -> String,
+) -> Result<(), Error> {
     let mut stmt = conn.prepare(sql)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows)
+    for (x, n) in rows {
+        c.add(invariant, say(x, n));
+    }
+    Ok(())
 }
 
 /// Up to five numbers of a set, for a message.
@@ -1021,19 +1026,18 @@ fn sent_within_have(
 
 fn pending(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
     c.report.captured_unstamped = crate::local::capture::pending_count(conn)?;
-    let untracked = counts_by(
+    report_counts(
         conn,
+        c,
+        Invariant::Pending,
         "SELECT t, count(*) FROM fieldsync_pending \
          WHERE t NOT IN (SELECT id FROM fieldsync_tables) GROUP BY t",
-    )?;
-    for (t, n) in untracked {
-        c.add(
-            Invariant::Pending,
+        |t, n| {
             format!(
                 "{n} captured change(s) belong to table #{t}, which is not tracked; they would be dropped"
-            ),
-        );
-    }
+            )
+        },
+    )?;
     let bad: i64 = conn.query_row(
         "SELECT count(*) FROM fieldsync_pending WHERE op NOT IN (1, 2, 3)",
         [],

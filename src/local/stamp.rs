@@ -26,7 +26,7 @@ use crate::catalog::session::Session;
 use crate::catalog::store::column_names;
 use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{Error, SiteError};
-use crate::local::assign::{assign, assign_with};
+use crate::local::assign::assign;
 use crate::local::capture::op;
 use crate::local::log::{load_row, save_row};
 
@@ -333,7 +333,7 @@ impl Folder {
                     .presence
                     .entry(c.t)
                     .or_insert_with(|| presence_sql(table));
-                match assign_with(conn, table, local, site, seq, refs, presence)? {
+                match assign(conn, table, local, site, seq, refs, presence)? {
                     Some(gid) => ChangeOf::NewRow { gid, seq },
                     // Gone again before stamping: its delete follows and
                     // finds nothing either.
@@ -459,12 +459,14 @@ fn remap_by_content(
         .find(|(_, t)| t.id == table.id)
         .map(|(r, _)| r)
         .unwrap_or_default();
+    let presence = presence_sql(table);
     let inserted = Noticed::Inserted {
         cells: table.cells.len(),
     };
     for &local in &rematch.new {
         let seq = s.next_seq()?;
-        let Some(gid) = assign(conn, table, &Value::Integer(local), s.local, seq, &refs)? else {
+        let local = Value::Integer(local);
+        let Some(gid) = assign(conn, table, &local, s.local, seq, &refs, &presence)? else {
             continue;
         };
         record_noticed(conn, s, table.id, &gid, seq, inserted)?;
@@ -490,16 +492,7 @@ fn mapped_rows(conn: &Connection, table: &TrackedTable) -> Result<Vec<Mapped>, E
 /// rowid order.
 fn content_sigs(conn: &Connection, table: &TrackedTable) -> Result<Vec<(i64, Vec<u8>)>, Error> {
     let rowid = quote_ident(table.local.as_deref().unwrap_or("rowid"));
-    let cols = if table.cells.is_empty() {
-        "1".to_owned()
-    } else {
-        table
-            .cells
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
+    let cols = table.cells_sql();
     let n = table.cells.len().max(1);
     let mut rows = Vec::new();
     let mut stmt = conn.prepare(&format!(
