@@ -87,12 +87,12 @@ pub struct ExportReport {
 const PROGRESS_EVERY: u64 = 8192;
 
 /// Write a bundle for `target` to `out` in three phases: [`plan`] (stamp,
-/// choose what the bundle covers and which tables it carries), [`write`]
-/// (the header and the rows), [`record`] (the peer's "sent" mark). `seal`
-/// runs after the bundle is completely written and before the mark is
-/// recorded, so a bundle that failed to reach the disk is never counted as
-/// sent. `progress` is called now and then with the change-log entries
-/// written so far and their total.
+/// choose what the bundle covers and which tables it carries),
+/// [`write_bundle`] (the header and the rows), [`record`] (the peer's
+/// "sent" mark). `seal` runs after the bundle is completely written and
+/// before the mark is recorded, so a bundle that failed to reach the disk
+/// is never counted as sent. `progress` is called now and then with the
+/// change-log entries written so far and their total.
 pub(crate) fn export<W: Write>(
     tx: &Transaction<'_>,
     s: &mut Session,
@@ -102,7 +102,7 @@ pub(crate) fn export<W: Write>(
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
     let plan = plan(tx, s, target)?;
-    let (out, summary) = write(tx, s, &plan, out, progress)?;
+    let (out, summary) = write_bundle(tx, s, &plan, out, progress)?;
     seal(out)?;
     record(tx, s, &plan)?;
     Ok(plan.report(&s.sites, summary))
@@ -246,7 +246,7 @@ fn carried_refs(
 }
 
 /// Write the header and every row record, and finish the bundle.
-fn write<W: Write>(
+fn write_bundle<W: Write>(
     conn: &Connection,
     s: &mut Session,
     plan: &Plan,
