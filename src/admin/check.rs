@@ -32,7 +32,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::path::PathBuf;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
@@ -174,12 +174,13 @@ impl Collector {
     }
 }
 
-/// Check every invariant, inside the caller's read transaction.
-pub(crate) fn check(conn: &Connection) -> Result<CheckReport, Error> {
+/// Check every invariant. Reads only, in one transaction so the parts
+/// agree.
+pub(crate) fn check(tx: &Transaction<'_>) -> Result<CheckReport, Error> {
     let mut c = Collector::default();
-    let r = integrity(conn, &mut c);
+    let r = integrity(tx, &mut c);
     c.attempt(Invariant::Integrity, "the file's integrity", r)?;
-    let s = match Session::load(conn) {
+    let s = match Session::load(tx) {
         Ok(s) => s,
         Err(e @ Error::Busy { .. }) => return Err(e),
         Err(e) => {
@@ -193,29 +194,29 @@ pub(crate) fn check(conn: &Connection) -> Result<CheckReport, Error> {
     c.report.origins = s.sites.all().len() as u64;
     for t in s.catalog.tables() {
         c.report.tables += 1;
-        if !table_shape_ok(conn, t, &mut c)? {
+        if !table_shape_ok(tx, t, &mut c)? {
             continue;
         }
-        let r = triggers(conn, t, &mut c);
+        let r = triggers(tx, t, &mut c);
         c.attempt(
             Invariant::Triggers,
             &format!("the triggers of table '{}'", t.name),
             r,
         )?;
-        let r = rows(conn, &s.sites, t, &mut c);
+        let r = rows(tx, &s.sites, t, &mut c);
         c.attempt(
             Invariant::Rows,
             &format!("the rows of table '{}'", t.name),
             r,
         )?;
     }
-    let r = references(conn, &mut c);
+    let r = references(tx, &mut c);
     c.attempt(Invariant::References, "the change log's references", r)?;
-    let r = watermarks(conn, &s, &mut c);
+    let r = watermarks(tx, &s, &mut c);
     c.attempt(Invariant::Watermarks, "the watermarks", r)?;
-    let r = pending(conn, &mut c);
+    let r = pending(tx, &mut c);
     c.attempt(Invariant::Pending, "the captured changes", r)?;
-    let r = clock(conn, &s, &mut c);
+    let r = clock(tx, &s, &mut c);
     c.attempt(Invariant::Clock, "the clock", r)?;
     Ok(c.finish())
 }
@@ -327,11 +328,43 @@ fn quote_arg(name: &str) -> String {
     }
 }
 
+/// One entry of a row in the log, as stored.
+struct LogEntry {
+    origin: i64,
+    seq: i64,
+    cl: i64,
+    cols: Vec<u8>,
+}
+
 /// One row's entries in the log.
 struct LogRow {
     pk: Vec<u8>,
-    /// (origin, seq, cl, cols as stored)
-    entries: Vec<(i64, i64, i64, Vec<u8>)>,
+    entries: Vec<LogEntry>,
+}
+
+/// What the log says of a well-formed row: its causal length, odd while
+/// the row exists.
+#[derive(Debug, Clone, Copy)]
+struct InLog {
+    cl: i64,
+}
+
+impl InLog {
+    fn live(self) -> bool {
+        self.cl % 2 == 1
+    }
+}
+
+/// The well-formed rows of a table in the log, by key.
+type LogStates = HashMap<Vec<u8>, InLog>;
+
+/// The keys an app table holds.
+#[derive(Default)]
+struct AppRows {
+    /// Rows by identity (as the log keys them).
+    present: HashSet<Vec<u8>>,
+    /// For tables keyed by local numbers, the local numbers (encoded).
+    locals: HashSet<Vec<u8>>,
 }
 
 /// Check each row state of a table in the log, then compare it with the app
@@ -342,36 +375,7 @@ fn rows(
     t: &TrackedTable,
     c: &mut Collector,
 ) -> Result<(), Error> {
-    // Row states from the log: pk → live?
-    let mut states: HashMap<Vec<u8>, (bool, i64)> = HashMap::new();
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT pk, origin, seq, cl, cols FROM fieldsync_log WHERE tbl = ?1 ORDER BY pk",
-        )?;
-        let mut q = stmt.query([t.id])?;
-        let mut current: Option<LogRow> = None;
-        while let Some(r) = q.next()? {
-            c.report.log_entries += 1;
-            let pk: Vec<u8> = r.get(0)?;
-            let entry = (r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?);
-            match current.as_mut() {
-                Some(row) if row.pk == pk => row.entries.push(entry),
-                _ => {
-                    if let Some(done) = current.take() {
-                        log_row(sites, t, done, c, &mut states);
-                    }
-                    current = Some(LogRow {
-                        pk,
-                        entries: vec![entry],
-                    });
-                }
-            }
-        }
-        if let Some(done) = current.take() {
-            log_row(sites, t, done, c, &mut states);
-        }
-    }
-
+    let states = log_states(conn, sites, t, c)?;
     // A table without a key after a schema change or VACUUM (which may
     // renumber its rowids): the next stamp maps its rows again by content,
     // so its rows cannot be compared with the map until then.
@@ -381,27 +385,96 @@ fn rows(
             return Ok(());
         }
     }
-    // Keys with captured changes waiting: the next stamp reconciles them.
-    // (For tables keyed by local numbers, the local number.)
+    let waiting = waiting_keys(conn, t)?;
+    let app = app_rows(conn, t, c, &states, &waiting)?;
+    if t.identity.mapped() {
+        identity_map(conn, t, c, &states, &app, waiting.is_empty())?;
+    }
+    // A row live in the log but gone from the table: unless captured
+    // changes of this table wait (an `INSERT OR REPLACE` deletes without a
+    // trigger, and the next stamp records it), that deletion was lost.
+    if waiting.is_empty() {
+        missing_rows(t, c, &states, &app);
+    }
+    Ok(())
+}
+
+/// Read a table's entries in the log row by row, checking each row state;
+/// the well-formed ones are returned.
+fn log_states(
+    conn: &Connection,
+    sites: &Sites,
+    t: &TrackedTable,
+    c: &mut Collector,
+) -> Result<LogStates, Error> {
+    let mut states = LogStates::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT pk, origin, seq, cl, cols FROM fieldsync_log WHERE tbl = ?1 ORDER BY pk",
+    )?;
+    let mut q = stmt.query([t.id])?;
+    let mut current: Option<LogRow> = None;
+    while let Some(r) = q.next()? {
+        c.report.log_entries += 1;
+        let pk: Vec<u8> = r.get(0)?;
+        let entry = LogEntry {
+            origin: r.get(1)?,
+            seq: r.get(2)?,
+            cl: r.get(3)?,
+            cols: r.get(4)?,
+        };
+        match current.as_mut() {
+            Some(row) if row.pk == pk => row.entries.push(entry),
+            _ => {
+                if let Some(done) = current.take() {
+                    log_row(sites, t, done, c, &mut states);
+                }
+                current = Some(LogRow {
+                    pk,
+                    entries: vec![entry],
+                });
+            }
+        }
+    }
+    if let Some(done) = current.take() {
+        log_row(sites, t, done, c, &mut states);
+    }
+    Ok(states)
+}
+
+/// Keys with captured changes waiting, which the next stamp reconciles
+/// (for tables keyed by local numbers, the local number), encoded.
+fn waiting_keys(conn: &Connection, t: &TrackedTable) -> Result<HashSet<Vec<u8>>, Error> {
     let n = t.sql_key_len();
     let key_cols = (0..n)
         .map(|i| format!("k{i}"))
         .collect::<Vec<_>>()
         .join(", ");
-    let mut waiting: HashSet<Vec<u8>> = HashSet::new();
-    {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {key_cols} FROM fieldsync_pending WHERE t = ?1"
-        ))?;
-        let mut q = stmt.query([t.id])?;
-        while let Some(r) = q.next()? {
-            let key = (0..n)
-                .map(|i| r.get_ref(i).map(Value::from_ref))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            waiting.insert(encode_key(&key));
-        }
+    let mut waiting = HashSet::new();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {key_cols} FROM fieldsync_pending WHERE t = ?1"
+    ))?;
+    let mut q = stmt.query([t.id])?;
+    while let Some(r) = q.next()? {
+        waiting.insert(encode_key(&key_of(r, n)?));
     }
+    Ok(waiting)
+}
 
+/// The first `n` columns of a result row, as a key.
+fn key_of(r: &rusqlite::Row<'_>, n: usize) -> rusqlite::Result<Vec<Value>> {
+    (0..n).map(|i| r.get_ref(i).map(Value::from_ref)).collect()
+}
+
+/// Compare each row of the app table with the log: a row there must be
+/// live in the log, unless captured changes of it wait.
+fn app_rows(
+    conn: &Connection,
+    t: &TrackedTable,
+    c: &mut Collector,
+    states: &LogStates,
+    waiting: &HashSet<Vec<u8>>,
+) -> Result<AppRows, Error> {
+    let n = t.sql_key_len();
     let table_keys = t
         .sql_key()
         .iter()
@@ -413,20 +486,17 @@ fn rows(
         quote_ident(&t.name)
     ))?;
     let mut q = stmt.query([])?;
-    let mut present: HashSet<Vec<u8>> = HashSet::new();
-    let mut locals: HashSet<Vec<u8>> = HashSet::new();
+    let mut app = AppRows::default();
     while let Some(r) = q.next()? {
         c.report.rows += 1;
-        let key = (0..n)
-            .map(|i| r.get_ref(i).map(Value::from_ref))
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let key = key_of(r, n)?;
         if key.contains(&Value::Null) {
             // Not replicated, by design (track and stamp warn about them).
             continue;
         }
         let sql_key = encode_key(&key);
         let pk = if t.identity.mapped() {
-            locals.insert(sql_key.clone());
+            app.locals.insert(sql_key.clone());
             match crate::catalog::identity::gid_of(conn, t.id, &key[0])? {
                 Some(gid) => gid,
                 None if waiting.contains(&sql_key) => continue,
@@ -447,85 +517,79 @@ fn rows(
         } else {
             sql_key.clone()
         };
-        if waiting.contains(&sql_key) {
-            present.insert(pk);
-            continue;
+        if !waiting.contains(&sql_key) {
+            app_row_in_log(t, c, states.get(&pk).copied(), &key);
         }
-        match states.get(&pk) {
-            None => c.add(
-                Invariant::Rows,
-                format!(
-                    "table '{}' row ({}) exists but the change log has no record of it and no captured \
-                     change of it is waiting: its insert was not captured",
-                    t.name,
-                    key_literal(&key)
-                ),
-            ),
-            Some((false, cl)) => c.add(
-                Invariant::Rows,
-                format!(
-                    "table '{}' row ({}) exists but the change log records it as deleted (causal length {cl})",
-                    t.name,
-                    key_literal(&key)
-                ),
-            ),
-            Some((true, _)) => {}
-        }
-        present.insert(pk);
+        app.present.insert(pk);
     }
-    // The identity map names only rows the table and the log hold.
-    if t.identity.mapped() {
-        let mut stmt = conn.prepare("SELECT gid, local FROM fieldsync_ids WHERE tbl = ?1")?;
-        let mut q = stmt.query([t.id])?;
-        while let Some(r) = q.next()? {
-            let gid: Vec<u8> = r.get(0)?;
-            let local: Value = r.get(1)?;
-            let shown = decode_key(&gid)
-                .map(|k| key_literal(&k))
-                .unwrap_or_else(|_| hex(&gid));
-            if !states.get(&gid).is_some_and(|(live, _)| *live) {
-                c.add(
-                    Invariant::Rows,
-                    format!(
-                        "table '{}': fieldsync_ids maps row ({shown}) to {} {local}, but the change log \
-                         does not hold that row as live",
-                        t.name,
-                        t.sql_key()[0]
-                    ),
-                );
-            }
-            if waiting.is_empty() && !locals.contains(&encode_key(std::slice::from_ref(&local))) {
-                c.add(
-                    Invariant::Rows,
-                    format!(
-                        "table '{}': fieldsync_ids maps row ({shown}) to {} {local}, which the table does not have",
-                        t.name,
-                        t.sql_key()[0]
-                    ),
-                );
-            }
-        }
+    Ok(app)
+}
+
+/// A row the app table holds, and what the log says of it.
+fn app_row_in_log(t: &TrackedTable, c: &mut Collector, state: Option<InLog>, key: &[Value]) {
+    match state {
+        None => c.add(
+            Invariant::Rows,
+            format!(
+                "table '{}' row ({}) exists but the change log has no record of it and no captured \
+                 change of it is waiting: its insert was not captured",
+                t.name,
+                key_literal(key)
+            ),
+        ),
+        Some(state) if !state.live() => c.add(
+            Invariant::Rows,
+            format!(
+                "table '{}' row ({}) exists but the change log records it as deleted (causal length {})",
+                t.name,
+                key_literal(key),
+                state.cl
+            ),
+        ),
+        Some(_) => {}
     }
-    // A row live in the log but gone from the table: unless captured
-    // changes of this table wait (an `INSERT OR REPLACE` deletes without a
-    // trigger, and the next stamp records it), that deletion was lost.
-    if waiting.is_empty() {
-        let mut missing: Vec<&Vec<u8>> = states
-            .iter()
-            .filter(|(pk, (live, _))| *live && !present.contains(*pk))
-            .map(|(pk, _)| pk)
-            .collect();
-        missing.sort();
-        for pk in missing {
-            let key = decode_key(pk)
-                .map(|k| key_literal(&k))
-                .unwrap_or_else(|_| "?".into());
+}
+
+/// The identity map names only rows the log holds as live and, unless
+/// captured changes wait (`settled`), the table holds.
+fn identity_map(
+    conn: &Connection,
+    t: &TrackedTable,
+    c: &mut Collector,
+    states: &LogStates,
+    app: &AppRows,
+    settled: bool,
+) -> Result<(), Error> {
+    let mut stmt = conn.prepare("SELECT gid, local FROM fieldsync_ids WHERE tbl = ?1")?;
+    let mut q = stmt.query([t.id])?;
+    while let Some(r) = q.next()? {
+        let gid: Vec<u8> = r.get(0)?;
+        let local: Value = r.get(1)?;
+        let shown = decode_key(&gid)
+            .map(|k| key_literal(&k))
+            .unwrap_or_else(|_| hex(&gid));
+        if !states.get(&gid).is_some_and(|s| s.live()) {
             c.add(
                 Invariant::Rows,
                 format!(
-                    "table '{}' row ({key}) is live in the change log but missing from the table; if it was \
-                     deleted without a trigger (INSERT OR REPLACE), `fieldsync compact` records the deletion",
-                    t.name
+                    "table '{}': fieldsync_ids maps row ({shown}) to {} {local}, but the change log \
+                     does not hold that row as live",
+                    t.name,
+                    t.sql_key()[0]
+                ),
+            );
+        }
+        if settled
+            && !app
+                .locals
+                .contains(&encode_key(std::slice::from_ref(&local)))
+        {
+            c.add(
+                Invariant::Rows,
+                format!(
+                    "table '{}': fieldsync_ids maps row ({shown}) to {} {local}, which the table does not have",
+                    t.name,
+                    t.sql_key()[0]
                 ),
             );
         }
@@ -533,34 +597,39 @@ fn rows(
     Ok(())
 }
 
-/// Check one row state; record whether it is live.
+/// Rows live in the log but missing from the table, in key order.
+fn missing_rows(t: &TrackedTable, c: &mut Collector, states: &LogStates, app: &AppRows) {
+    let mut missing: Vec<&Vec<u8>> = states
+        .iter()
+        .filter(|(pk, state)| state.live() && !app.present.contains(*pk))
+        .map(|(pk, _)| pk)
+        .collect();
+    missing.sort();
+    for pk in missing {
+        let key = decode_key(pk)
+            .map(|k| key_literal(&k))
+            .unwrap_or_else(|_| "?".into());
+        c.add(
+            Invariant::Rows,
+            format!(
+                "table '{}' row ({key}) is live in the change log but missing from the table; if it was \
+                 deleted without a trigger (INSERT OR REPLACE), `fieldsync compact` records the deletion",
+                t.name
+            ),
+        );
+    }
+}
+
+/// Check one row state; record it if it is well formed.
 fn log_row(
     sites: &Sites,
     t: &TrackedTable,
     row: LogRow,
     c: &mut Collector,
-    states: &mut HashMap<Vec<u8>, (bool, i64)>,
+    states: &mut LogStates,
 ) {
-    let key = match decode_key(&row.pk) {
-        Ok(k)
-            if k.len() == t.key_len()
-                && !k.contains(&Value::Null)
-                && (!t.identity.mapped()
-                    || crate::catalog::identity::valid_gid(t.identity, &k)) =>
-        {
-            k
-        }
-        _ => {
-            c.add(
-                Invariant::LogRows,
-                format!(
-                    "the change log holds a key of table '{}' that is not a key of it (bytes {})",
-                    t.name,
-                    hex(&row.pk)
-                ),
-            );
-            return;
-        }
+    let Some(key) = log_key(t, &row.pk, c) else {
+        return;
     };
     let name = format!("table '{}' row ({})", t.name, key_literal(&key));
     if encode_key(&key) != row.pk {
@@ -569,7 +638,7 @@ fn log_row(
             format!("{name}: its key is not stored in canonical form in the change log"),
         );
     }
-    let cls: Vec<i64> = row.entries.iter().map(|e| e.2).collect();
+    let cls: Vec<i64> = row.entries.iter().map(|e| e.cl).collect();
     let cl = cls[0];
     if cls.iter().any(|&x| x != cl) {
         c.add(
@@ -585,15 +654,65 @@ fn log_row(
         );
         return;
     }
+    let state = InLog { cl };
+    log_entries(sites, t, &name, state, &row.entries, c);
+    if !state.live() && row.entries.len() != 1 {
+        c.add(
+            Invariant::LogRows,
+            format!(
+                "{name} is deleted (causal length {cl}) but {} changes hold it, not one",
+                row.entries.len()
+            ),
+        );
+    }
+    states.insert(row.pk, state);
+}
+
+/// The key a row is logged under, if it is a key of the table.
+fn log_key(t: &TrackedTable, pk: &[u8], c: &mut Collector) -> Option<Vec<Value>> {
+    match decode_key(pk) {
+        Ok(k)
+            if k.len() == t.key_len()
+                && !k.contains(&Value::Null)
+                && (!t.identity.mapped()
+                    || crate::catalog::identity::valid_gid(t.identity, &k)) =>
+        {
+            Some(k)
+        }
+        _ => {
+            c.add(
+                Invariant::LogRows,
+                format!(
+                    "the change log holds a key of table '{}' that is not a key of it (bytes {})",
+                    t.name,
+                    hex(pk)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// The cells of one row's changes: each well formed, within the table,
+/// held by one change only, and none but the sentinel in a deleted row.
+fn log_entries(
+    sites: &Sites,
+    t: &TrackedTable,
+    name: &str,
+    state: InLog,
+    entries: &[LogEntry],
+    c: &mut Collector,
+) {
+    let cl = state.cl;
     let mut all = ColSet::new();
-    for (origin, seq, _, cols) in &row.entries {
-        let change = format!("change #{seq} of {}", sites.shown(*origin));
-        let cols = match ColSet::from_bytes(cols) {
+    for e in entries {
+        let change = format!("change #{} of {}", e.seq, sites.shown(e.origin));
+        let cols = match ColSet::from_bytes(&e.cols) {
             Ok(c) => c,
-            Err(e) => {
+            Err(err) => {
                 c.add(
                     Invariant::LogRows,
-                    format!("{name}: {change} has a malformed cell set ({e})"),
+                    format!("{name}: {change} has a malformed cell set ({err})"),
                 );
                 continue;
             }
@@ -616,7 +735,7 @@ fn log_row(
                 format!("{name}: {change} holds a cell another change also holds"),
             );
         }
-        if cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]) {
+        if !state.live() && cols != ColSet::of(&[SENTINEL]) {
             c.add(
                 Invariant::LogRows,
                 format!("{name} is deleted (causal length {cl}) but {change} holds cells"),
@@ -624,16 +743,6 @@ fn log_row(
         }
         all.union_with(&cols);
     }
-    if cl % 2 == 0 && row.entries.len() != 1 {
-        c.add(
-            Invariant::LogRows,
-            format!(
-                "{name} is deleted (causal length {cl}) but {} changes hold it, not one",
-                row.entries.len()
-            ),
-        );
-    }
-    states.insert(row.pk, (cl % 2 == 1, cl));
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -641,33 +750,43 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn references(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
-    let mut stmt = conn.prepare(
+    report_counts(
+        conn,
+        c,
+        Invariant::References,
         "SELECT origin, count(*) FROM fieldsync_log \
          WHERE origin NOT IN (SELECT id FROM fieldsync_sites) GROUP BY origin",
-    )?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (origin, n) in rows {
-        c.add(
-            Invariant::References,
+        |origin, n| {
             format!(
                 "{n} change-log entries name origin #{origin}, which is not a known instance (fieldsync_sites)"
-            ),
-        );
-    }
-    let mut stmt = conn.prepare(
+            )
+        },
+    )?;
+    report_counts(
+        conn,
+        c,
+        Invariant::References,
         "SELECT tbl, count(*) FROM fieldsync_log \
          WHERE tbl NOT IN (SELECT id FROM fieldsync_tables) GROUP BY tbl",
-    )?;
+        |tbl, n| format!("{n} change-log entries belong to table #{tbl}, which is not tracked"),
+    )
+}
+
+/// One problem for each (number, count) pair that `sql`, a `SELECT x,
+/// count(*) … GROUP BY x` of rows naming something unknown, returns.
+fn report_counts(
+    conn: &Connection,
+    c: &mut Collector,
+    invariant: Invariant,
+    sql: &str,
+    say: impl Fn(i64, i64) -> String,
+) -> Result<(), Error> {
+    let mut stmt = conn.prepare(sql)?;
     let rows = stmt
         .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (tbl, n) in rows {
-        c.add(
-            Invariant::References,
-            format!("{n} change-log entries belong to table #{tbl}, which is not tracked"),
-        );
+    for (x, n) in rows {
+        c.add(invariant, say(x, n));
     }
     Ok(())
 }
@@ -692,34 +811,45 @@ fn sample(set: &SeqSet) -> String {
 }
 
 fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), Error> {
-    // What this instance has, per origin.
+    let have = have_sets(conn, s, c)?;
+    log_within_have(conn, s, c, &have)?;
+    let peers = peer_names(conn, s, c)?;
+    c.report.peers = peers.len() as u64;
+    sent_within_have(conn, s, c, &have, &peers)
+}
+
+/// What this instance has, per origin (its own changes: its counter less
+/// those it lost), each set readable and of a known origin.
+fn have_sets(
+    conn: &Connection,
+    s: &Session,
+    c: &mut Collector,
+) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let mut have: BTreeMap<i64, SeqSet> = BTreeMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT origin, seqs FROM fieldsync_have")?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (origin, text) in rows {
-            if s.sites.get(origin).is_none() {
-                c.add(
-                    Invariant::Watermarks,
-                    format!("fieldsync_have lists origin #{origin}, which is not a known instance"),
-                );
-            }
-            match text.parse::<SeqSet>() {
-                Ok(set) => {
-                    if origin != s.local_idx {
-                        have.insert(origin, set);
-                    }
+    let mut stmt = conn.prepare("SELECT origin, seqs FROM fieldsync_have")?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (origin, text) in rows {
+        if s.sites.get(origin).is_none() {
+            c.add(
+                Invariant::Watermarks,
+                format!("fieldsync_have lists origin #{origin}, which is not a known instance"),
+            );
+        }
+        match text.parse::<SeqSet>() {
+            Ok(set) => {
+                if origin != s.local_idx {
+                    have.insert(origin, set);
                 }
-                Err(e) => c.add(
-                    Invariant::Watermarks,
-                    format!(
-                        "what this instance has from {} is unreadable: {e}",
-                        &s.sites.shown(origin)
-                    ),
-                ),
             }
+            Err(e) => c.add(
+                Invariant::Watermarks,
+                format!(
+                    "what this instance has from {} is unreadable: {e}",
+                    &s.sites.shown(origin)
+                ),
+            ),
         }
     }
     if s.lost.max() > s.seq {
@@ -733,35 +863,40 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
         );
     }
     have.insert(s.local_idx, SeqSet::range(1, s.seq).minus(&s.lost));
+    Ok(have)
+}
 
-    // Every change in the log is within what the instance has.
+/// Every change in the log is within what the instance has.
+fn log_within_have(
+    conn: &Connection,
+    s: &Session,
+    c: &mut Collector,
+    have: &BTreeMap<i64, SeqSet>,
+) -> Result<(), Error> {
     let mut beyond: BTreeMap<i64, SeqSet> = BTreeMap::new();
-    {
-        let mut stmt =
-            conn.prepare("SELECT origin, seq FROM fieldsync_log ORDER BY origin, seq")?;
-        let mut q = stmt.query([])?;
-        let empty = SeqSet::new();
-        while let Some(r) = q.next()? {
-            let origin: i64 = r.get(0)?;
-            let seq: i64 = r.get(1)?;
-            if s.sites.get(origin).is_none() {
-                continue; // reported under References
-            }
-            let held = have.get(&origin).unwrap_or(&empty);
-            if seq < 1 || !held.contains(seq as u64) {
-                let set = beyond.entry(origin).or_default();
-                if seq >= 1 {
-                    set.insert_range(seq as u64, seq as u64);
-                } else {
-                    c.add(
-                        Invariant::Watermarks,
-                        format!(
-                            "the change log holds change #{seq} of {}, which is not a change number",
-                            &s.sites.shown(origin)
-                        ),
-                    );
-                }
-            }
+    let mut stmt = conn.prepare("SELECT origin, seq FROM fieldsync_log ORDER BY origin, seq")?;
+    let mut q = stmt.query([])?;
+    let empty = SeqSet::new();
+    while let Some(r) = q.next()? {
+        let origin: i64 = r.get(0)?;
+        let seq: i64 = r.get(1)?;
+        if s.sites.get(origin).is_none() {
+            continue; // reported under References
+        }
+        let held = have.get(&origin).unwrap_or(&empty);
+        if seq < 1 {
+            c.add(
+                Invariant::Watermarks,
+                format!(
+                    "the change log holds change #{seq} of {}, which is not a change number",
+                    &s.sites.shown(origin)
+                ),
+            );
+        } else if !held.contains(seq as u64) {
+            beyond
+                .entry(origin)
+                .or_default()
+                .insert_range(seq as u64, seq as u64);
         }
     }
     for (origin, set) in beyond.iter().filter(|(_, set)| !set.is_empty()) {
@@ -783,38 +918,55 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
         };
         c.add(Invariant::Watermarks, message);
     }
+    Ok(())
+}
 
-    // Peers: known sites, readable sets, nothing sent that is not had.
+/// The peers by id, each bound to a known instance (if bound) and with a
+/// readable record of what it lost.
+fn peer_names(
+    conn: &Connection,
+    s: &Session,
+    c: &mut Collector,
+) -> Result<HashMap<i64, String>, Error> {
     let mut peers: HashMap<i64, String> = HashMap::new();
-    {
-        let mut stmt = conn.prepare("SELECT id, name, site, lost FROM fieldsync_peers")?;
-        let rows = stmt
-            .query_map([], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, Option<i64>>(2)?,
-                    r.get::<_, String>(3)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        for (id, name, site, lost) in rows {
-            if let Some(site) = site.filter(|site| s.sites.get(*site).is_none()) {
-                c.add(
-                    Invariant::Watermarks,
-                    format!("peer '{name}' is bound to instance #{site}, which is not known"),
-                );
-            }
-            if let Err(e) = lost.parse::<SeqSet>() {
-                c.add(
-                    Invariant::Watermarks,
-                    format!("what peer '{name}' reported lost is unreadable: {e}"),
-                );
-            }
-            peers.insert(id, name);
+    let mut stmt = conn.prepare("SELECT id, name, site, lost FROM fieldsync_peers")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+                r.get::<_, String>(3)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (id, name, site, lost) in rows {
+        if let Some(site) = site.filter(|site| s.sites.get(*site).is_none()) {
+            c.add(
+                Invariant::Watermarks,
+                format!("peer '{name}' is bound to instance #{site}, which is not known"),
+            );
         }
+        if let Err(e) = lost.parse::<SeqSet>() {
+            c.add(
+                Invariant::Watermarks,
+                format!("what peer '{name}' reported lost is unreadable: {e}"),
+            );
+        }
+        peers.insert(id, name);
     }
-    c.report.peers = peers.len() as u64;
+    Ok(peers)
+}
+
+/// Each peer's watermarks: of known peers and origins, readable, and
+/// nothing recorded as sent that this instance does not have.
+fn sent_within_have(
+    conn: &Connection,
+    s: &Session,
+    c: &mut Collector,
+    have: &BTreeMap<i64, SeqSet>,
+    peers: &HashMap<i64, String>,
+) -> Result<(), Error> {
     let mut stmt = conn.prepare("SELECT peer, origin, acked, sent FROM fieldsync_peer_seqs")?;
     let rows = stmt
         .query_map([], |r| {
@@ -875,21 +1027,18 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
 
 fn pending(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
     c.report.captured_unstamped = crate::local::capture::pending_count(conn)?;
-    let mut stmt = conn.prepare(
+    report_counts(
+        conn,
+        c,
+        Invariant::Pending,
         "SELECT t, count(*) FROM fieldsync_pending \
          WHERE t NOT IN (SELECT id FROM fieldsync_tables) GROUP BY t",
-    )?;
-    let rows = stmt
-        .query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    for (t, n) in rows {
-        c.add(
-            Invariant::Pending,
+        |t, n| {
             format!(
                 "{n} captured change(s) belong to table #{t}, which is not tracked; they would be dropped"
-            ),
-        );
-    }
+            )
+        },
+    )?;
     let bad: i64 = conn.query_row(
         "SELECT count(*) FROM fieldsync_pending WHERE op NOT IN (1, 2, 3)",
         [],

@@ -3,11 +3,11 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::seqset::SeqSet;
-use crate::catalog::peers::{have_all, list_peers, peer_seqs, wanted_by};
+use crate::catalog::peers::{Peer, have_all, list_peers, peer_seqs, wanted_by};
 use crate::catalog::session::Session;
 use crate::error::Error;
 use crate::local::capture::pending_count;
@@ -102,10 +102,34 @@ fn count_in(conn: &Connection, origin: i64, set: &SeqSet) -> Result<u64, Error> 
     Ok(n)
 }
 
-/// Gather the status (inside the caller's read transaction).
-pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
-    let captured = pending_count(conn)?;
-    let mut per_table: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
+/// Gather the status. Reads only, in one transaction so the parts agree.
+pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error> {
+    let captured = pending_count(tx)?;
+    let peers = list_peers(tx)?
+        .iter()
+        .map(|p| peer_status(tx, s, p, captured))
+        .collect::<Result<_, Error>>()?;
+    Ok(Status {
+        site_id: s.local.to_string(),
+        name: s.name.clone(),
+        tracked_tables: s.catalog.tables().iter().map(|t| t.name.clone()).collect(),
+        tables: table_statuses(tx, s)?,
+        captured_unstamped: captured,
+        local_seq: s.seq,
+        log_entries: crate::local::log::entry_count(tx)?,
+        origins: origin_statuses(tx, s)?,
+        peers,
+        quarantined: crate::receive::quarantine::held_count(tx)?,
+        overwritten: tx.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    })
+}
+
+/// Live rows and tombstones of each tracked table, as the log knows them.
+fn table_statuses(conn: &Connection, s: &Session) -> Result<Vec<TableStatus>, Error> {
+    // Per table id: (live rows, tombstones).
+    let mut counts: BTreeMap<i64, (u64, u64)> = BTreeMap::new();
     let mut stmt = conn.prepare(
         "SELECT tbl, sum(cl % 2 = 1), sum(cl % 2 = 0) FROM (SELECT DISTINCT tbl, pk, cl FROM fieldsync_log) GROUP BY tbl",
     )?;
@@ -118,30 +142,28 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
     })?;
     for row in rows {
         let (t, live, dead) = row?;
-        per_table.insert(t, (live as u64, dead as u64));
+        counts.insert(t, (live as u64, dead as u64));
     }
-    let tables = s
-        .catalog
+    Ok(s.catalog
         .tables()
         .iter()
         .map(|t| {
-            let (rows, tombstones) = per_table.get(&t.id).copied().unwrap_or((0, 0));
+            let (rows, tombstones) = counts.get(&t.id).copied().unwrap_or((0, 0));
             TableStatus {
                 name: t.name.clone(),
                 rows,
                 tombstones,
             }
         })
-        .collect();
-    let name_of = |idx: i64| {
-        s.sites
-            .get(idx)
-            .map(|site| site.name.clone())
-            .unwrap_or_else(|| idx.to_string())
-    };
+        .collect())
+}
+
+/// What this instance has from each known origin, with the gaps below the
+/// highest number it holds and what waits in quarantine.
+fn origin_statuses(conn: &Connection, s: &Session) -> Result<Vec<OriginStatus>, Error> {
     let have = have_all(conn, s)?;
     let held = crate::receive::quarantine::held_numbers(conn, &s.sites)?;
-    let origins = have
+    Ok(have
         .iter()
         .filter_map(|(&idx, set)| {
             let site = s.sites.get(idx)?;
@@ -161,56 +183,48 @@ pub(crate) fn status(conn: &Connection, s: &Session) -> Result<Status, Error> {
                 quarantined: quarantined.to_string(),
             })
         })
-        .collect();
-    let mut peers = Vec::new();
-    for p in list_peers(conn)? {
-        let seqs = peer_seqs(conn, p.id)?;
-        let want = wanted_by(conn, s, &p, false)?;
-        let all_unacked = wanted_by(conn, s, &p, true)?;
-        let mut pending = captured;
-        for (origin, set) in &want {
-            pending += count_in(conn, *origin, set)?;
-        }
-        let mut unacknowledged = 0;
-        for (origin, set) in &all_unacked {
-            let sent_only = set.minus(want.get(origin).unwrap_or(&SeqSet::new()));
-            unacknowledged += count_in(conn, *origin, &sent_only)?;
-        }
-        let (last_import, last_export) = conn.query_row(
-            "SELECT last_import, last_export FROM fieldsync_peers WHERE id = ?1",
-            [p.id],
-            |r| Ok((r.get(0)?, r.get(1)?)),
-        )?;
-        peers.push(PeerStatus {
-            name: p.name.clone(),
-            site_id: p
-                .site
-                .and_then(|i| s.sites.get(i))
-                .map(|site| site.id.to_string()),
-            acked: seqs
-                .iter()
-                .filter(|(_, v)| !v.acked.is_empty())
-                .map(|(o, v)| (name_of(*o), v.acked.to_string()))
-                .collect(),
-            pending_changes: pending,
-            unacknowledged,
-            last_import,
-            last_export,
-        });
+        .collect())
+}
+
+/// What a peer acknowledged and is still owed; `captured` local changes
+/// not yet stamped count as owed to every peer.
+fn peer_status(
+    conn: &Connection,
+    s: &Session,
+    p: &Peer,
+    captured: u64,
+) -> Result<PeerStatus, Error> {
+    let seqs = peer_seqs(conn, p.id)?;
+    let want = wanted_by(conn, s, p, false)?;
+    let all_unacked = wanted_by(conn, s, p, true)?;
+    let mut pending = captured;
+    for (origin, set) in &want {
+        pending += count_in(conn, *origin, set)?;
     }
-    Ok(Status {
-        site_id: s.local.to_string(),
-        name: s.name.clone(),
-        tracked_tables: s.catalog.tables().iter().map(|t| t.name.clone()).collect(),
-        tables,
-        captured_unstamped: captured,
-        local_seq: s.seq,
-        log_entries: crate::local::log::entry_count(conn)?,
-        origins,
-        peers,
-        quarantined: crate::receive::quarantine::held_count(conn)?,
-        overwritten: conn.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| {
-            r.get::<_, i64>(0)
-        })? as u64,
+    let mut unacknowledged = 0;
+    for (origin, set) in &all_unacked {
+        let sent_only = set.minus(want.get(origin).unwrap_or(&SeqSet::new()));
+        unacknowledged += count_in(conn, *origin, &sent_only)?;
+    }
+    let (last_import, last_export) = conn.query_row(
+        "SELECT last_import, last_export FROM fieldsync_peers WHERE id = ?1",
+        [p.id],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )?;
+    Ok(PeerStatus {
+        name: p.name.clone(),
+        site_id: p
+            .site
+            .and_then(|i| s.sites.get(i))
+            .map(|site| site.id.to_string()),
+        acked: seqs
+            .iter()
+            .filter(|(_, v)| !v.acked.is_empty())
+            .map(|(o, v)| (s.sites.label(*o), v.acked.to_string()))
+            .collect(),
+        pending_changes: pending,
+        unacknowledged,
+        last_import,
+        last_export,
     })
 }

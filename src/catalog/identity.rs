@@ -169,15 +169,9 @@ pub fn row_values(
     table: &TrackedTable,
     local: &Value,
 ) -> Result<Option<Vec<Value>>, Error> {
-    let cols = table
-        .cells
-        .iter()
-        .map(|c| quote_ident(c))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let cols = if cols.is_empty() { "1".into() } else { cols };
     let sql = format!(
-        "SELECT {cols} FROM {} WHERE {}",
+        "SELECT {} FROM {} WHERE {}",
+        table.cells_sql(),
         quote_ident(&table.name),
         table.key_predicate()
     );

@@ -143,6 +143,13 @@ impl Sites {
             .map_or_else(|| id.to_string(), |s| s.name.clone())
     }
 
+    /// The name reports list a site's sets under: its name, or its local
+    /// number if it is unknown (a damaged table).
+    pub fn label(&self, idx: i64) -> String {
+        self.get(idx)
+            .map_or_else(|| idx.to_string(), |s| s.name.clone())
+    }
+
     /// The site with local number `idx` for messages: its quoted name, or
     /// `#idx` if the number is unknown (a damaged table).
     pub fn shown(&self, idx: i64) -> String {

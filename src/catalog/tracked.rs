@@ -79,20 +79,25 @@ impl TrackedTable {
 
     /// `SELECT` of every cell column of one row, by its SQL key.
     pub fn select_cells_sql(&self) -> String {
-        let cols = if self.cells.is_empty() {
-            "1".to_owned()
-        } else {
-            self.cells
-                .iter()
-                .map(|c| quote_ident(c))
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
         format!(
-            "SELECT {cols} FROM {} WHERE {}",
+            "SELECT {} FROM {} WHERE {}",
+            self.cells_sql(),
             quote_ident(&self.name),
             self.key_predicate()
         )
+    }
+
+    /// The cell columns as a `SELECT` lists them, in order (`1` for a
+    /// table without cells, which then yields one column).
+    pub fn cells_sql(&self) -> String {
+        if self.cells.is_empty() {
+            return "1".to_owned();
+        }
+        self.cells
+            .iter()
+            .map(|c| quote_ident(c))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 

@@ -10,9 +10,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::base::site_id::SiteId;
 use crate::base::value::{Value, encode_key};
-use crate::catalog::identity::{
-    bind, content_gid, content_sig, local_of, origin_gid, presence_sql, row_values,
-};
+use crate::catalog::identity::{bind, content_gid, content_sig, local_of, origin_gid, row_values};
 use crate::catalog::layout::Identity;
 use crate::catalog::refs::{RefFk, TAG_IDENTITY, encode};
 use crate::catalog::tracked::TrackedTable;
@@ -25,22 +23,11 @@ use crate::error::{Error, TrackError};
 /// table's followed references ([`crate::catalog::refs`]): a content identity is
 /// computed from the row as every instance sees it, with a reference to a
 /// row keyed by a local number taken as that row's identity, not the local
-/// number (which means another row elsewhere).
-pub(crate) fn assign(
-    conn: &Connection,
-    table: &TrackedTable,
-    local: &Value,
-    site: SiteId,
-    seq: u64,
-    refs: &[RefFk],
-) -> Result<Option<Vec<u8>>, Error> {
-    assign_with(conn, table, local, site, seq, refs, &presence_sql(table))
-}
-
-/// [`assign`], with the table's [`presence_sql`] built once by a caller
-/// that assigns many (stamping). A row identified by origin is only looked
+/// number (which means another row elsewhere). `presence` is the table's
+/// [`presence_sql`](crate::catalog::identity::presence_sql), built once by
+/// a caller that assigns many. A row identified by origin is only looked
 /// for, not read: its values matter only for a content signature.
-pub(crate) fn assign_with(
+pub(crate) fn assign(
     conn: &Connection,
     table: &TrackedTable,
     local: &Value,

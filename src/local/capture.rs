@@ -11,11 +11,10 @@
 //! are assigned later, off the app's write path, by [`crate::local::stamp`].
 //! spec/capture.md records the design and what it costs.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
-use crate::catalog::layout::Identity;
-use crate::catalog::layout::{AsSent, TrackOptions, glob_match, plan};
-use crate::catalog::schema::{Affinity, app_tables, quote_ident, table_shape};
+use crate::catalog::layout::{AsSent, Identity, TrackOptions, glob_match, layout_of, plan};
+use crate::catalog::schema::{Affinity, TableShape, app_tables, quote_ident, table_shape};
 use crate::catalog::store::column_names;
 use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{Error, TrackError};
@@ -72,19 +71,48 @@ pub enum Selection {
 }
 
 /// Track tables: record them in the catalog, install triggers, and record
-/// the rows they already hold. Runs inside the caller's transaction.
+/// the rows they already hold, all or nothing.
 pub fn track(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     catalog: &mut Catalog,
     selection: &Selection,
     opts: &TrackOptions,
     as_sent: &AsSent,
 ) -> Result<TrackReport, Error> {
     let mut report = TrackReport::default();
-    let names = match selection {
-        Selection::Named(names) if names.is_empty() => return Err(TrackError::NothingNamed.into()),
-        Selection::Named(names) => names.clone(),
-        Selection::All => app_tables(conn)?
+    for name in selected(tx, selection, opts, &mut report)? {
+        track_table(tx, catalog, &name, selection, opts, as_sent, &mut report)?;
+    }
+    warn_local_numbers_in_keys(tx, catalog, &mut report)?;
+    if matches!(selection, Selection::All) && report.tracked.is_empty() && report.already.is_empty()
+    {
+        let detail = if report.skipped.is_empty() {
+            "the database has no tables to track; create the app's tables first (or check --db names the app's database)".to_owned()
+        } else {
+            report
+                .skipped
+                .iter()
+                .map(|(t, why)| format!("{t}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
+        return Err(TrackError::NothingTracked { detail }.into());
+    }
+    Ok(report)
+}
+
+/// The names of the tables a selection asks for; `--all` leaves out those
+/// `--except` matches (and says so in the report).
+fn selected(
+    conn: &Connection,
+    selection: &Selection,
+    opts: &TrackOptions,
+    report: &mut TrackReport,
+) -> Result<Vec<String>, Error> {
+    match selection {
+        Selection::Named(names) if names.is_empty() => Err(TrackError::NothingNamed.into()),
+        Selection::Named(names) => Ok(names.clone()),
+        Selection::All => Ok(app_tables(conn)?
             .into_iter()
             .filter(|name| {
                 let keep = !opts.except.iter().any(|p| glob_match(p, name));
@@ -93,86 +121,108 @@ pub fn track(
                 }
                 keep
             })
-            .collect(),
-    };
-    for name in names {
-        let shape = table_shape(conn, &name)?;
-        let before = catalog.by_name(&shape.name).cloned();
-        let layout = match &before {
-            Some(old) => {
-                let asked_identity = opts.identity.as_ref().is_some_and(|col| {
-                    old.identity != Identity::Column
-                        && old.local.is_some()
-                        && shape
-                            .columns
-                            .iter()
-                            .any(|c| c.name.eq_ignore_ascii_case(col))
-                });
-                if asked_identity && matches!(selection, Selection::Named(_)) {
-                    return Err(TrackError::IdentityChange {
-                        table: old.name.clone(),
-                        current: describe(old.identity, old.key.first()),
-                        requested: describe(Identity::Column, opts.identity.as_ref()),
-                    }
-                    .into());
-                }
-                None
+            .collect()),
+    }
+}
+
+/// Track one table, or follow the new columns of a tracked one, and
+/// refresh its triggers. A table `--all` cannot track is skipped and
+/// reported.
+fn track_table(
+    conn: &Connection,
+    catalog: &mut Catalog,
+    name: &str,
+    selection: &Selection,
+    opts: &TrackOptions,
+    as_sent: &AsSent,
+    report: &mut TrackReport,
+) -> Result<(), Error> {
+    let shape = table_shape(conn, name)?;
+    let before = catalog.by_name(&shape.name).cloned();
+    let layout = match &before {
+        Some(old) => {
+            if matches!(selection, Selection::Named(_)) {
+                refuse_identity_change(old, &shape, opts)?;
             }
-            None => match plan(conn, &shape, opts, as_sent, &mut report.warnings) {
-                Ok(layout) => Some(layout),
-                Err(e @ Error::Track(_)) if matches!(selection, Selection::All) => {
-                    report.skipped.push((shape.name.clone(), e.to_string()));
-                    continue;
-                }
-                Err(e) => return Err(e),
-            },
-        };
-        let layout = match layout {
-            Some(l) => l,
-            None => crate::catalog::layout::layout_of(
-                &shape,
-                before.as_ref().map_or(Identity::Key, |b| b.identity),
-                before
-                    .as_ref()
-                    .and_then(|b| b.key.first())
-                    .map(String::as_str),
-            )?,
-        };
-        let table = catalog.record(conn, &shape, &layout)?;
-        ensure_pending_columns(conn, &table)?;
-        install_triggers(conn, &table)?;
-        match before {
-            Some(old) => {
-                report.already.push(table.name.clone());
-                for c in table.cells.iter().skip(old.cells.len()) {
-                    report.new_columns.push(format!("{}.{}", table.name, c));
-                }
-                report.existing_rows +=
-                    record_new_column_values(conn, &table, old.cells.len() + 1)?;
-            }
-            None => {
-                report.existing_rows += record_existing_rows(conn, &table)?;
-                report.tracked.push(table.name.clone());
-                if table.identity != Identity::Key {
-                    report.identities.push(TableIdentity {
-                        table: table.name.clone(),
-                        identity: table.identity,
-                        by: describe(table.identity, table.key.first().or(table.local.as_ref())),
-                    });
-                }
-            }
+            layout_of(&shape, old.identity, old.key.first().map(String::as_str))?
         }
-        let null_keys = rows_with_null_key(conn, &table)?;
-        if null_keys > 0 {
-            report.warnings.push(format!(
-                "table '{}' has {null_keys} rows with NULL in a key column; such rows cannot be found on another \
-                 instance and are not replicated (declare the key columns NOT NULL and give those rows a key)",
-                table.name
-            ));
+        None => match plan(conn, &shape, opts, as_sent, &mut report.warnings) {
+            Ok(layout) => layout,
+            Err(e @ Error::Track(_)) if matches!(selection, Selection::All) => {
+                report.skipped.push((shape.name.clone(), e.to_string()));
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        },
+    };
+    let table = catalog.record(conn, &shape, &layout)?;
+    ensure_pending_columns(conn, &table)?;
+    install_triggers(conn, &table)?;
+    match before {
+        Some(old) => {
+            report.already.push(table.name.clone());
+            for c in table.cells.iter().skip(old.cells.len()) {
+                report.new_columns.push(format!("{}.{}", table.name, c));
+            }
+            report.existing_rows += record_new_column_values(conn, &table, old.cells.len() + 1)?;
+        }
+        None => {
+            report.existing_rows += record_existing_rows(conn, &table)?;
+            report.tracked.push(table.name.clone());
+            if table.identity != Identity::Key {
+                report.identities.push(TableIdentity {
+                    table: table.name.clone(),
+                    identity: table.identity,
+                    by: describe(table.identity, table.key.first().or(table.local.as_ref())),
+                });
+            }
         }
     }
-    // A key made of another table's local numbers is not the same row
-    // everywhere: say so (such key values are not translated).
+    let null_keys = rows_with_null_key(conn, &table)?;
+    if null_keys > 0 {
+        report.warnings.push(format!(
+            "table '{}' has {null_keys} rows with NULL in a key column; such rows cannot be found on another \
+             instance and are not replicated (declare the key columns NOT NULL and give those rows a key)",
+            table.name
+        ));
+    }
+    Ok(())
+}
+
+/// Refuse `--identity` naming a column of a table already tracked by its
+/// local numbers: its rows already have identities everywhere.
+fn refuse_identity_change(
+    old: &TrackedTable,
+    shape: &TableShape,
+    opts: &TrackOptions,
+) -> Result<(), Error> {
+    let asked_identity = opts.identity.as_ref().is_some_and(|col| {
+        old.identity != Identity::Column
+            && old.local.is_some()
+            && shape
+                .columns
+                .iter()
+                .any(|c| c.name.eq_ignore_ascii_case(col))
+    });
+    if asked_identity {
+        return Err(TrackError::IdentityChange {
+            table: old.name.clone(),
+            current: describe(old.identity, old.key.first()),
+            requested: describe(Identity::Column, opts.identity.as_ref()),
+        }
+        .into());
+    }
+    Ok(())
+}
+
+/// A key made of another table's local numbers is not the same row
+/// everywhere: say so for each newly tracked table (such key values are
+/// not translated).
+fn warn_local_numbers_in_keys(
+    conn: &Connection,
+    catalog: &Catalog,
+    report: &mut TrackReport,
+) -> Result<(), Error> {
     for name in &report.tracked {
         let Some(table) = catalog.by_name(name) else {
             continue;
@@ -207,21 +257,7 @@ pub fn track(
             }
         }
     }
-    if matches!(selection, Selection::All) && report.tracked.is_empty() && report.already.is_empty()
-    {
-        let detail = if report.skipped.is_empty() {
-            "the database has no tables to track; create the app's tables first (or check --db names the app's database)".to_owned()
-        } else {
-            report
-                .skipped
-                .iter()
-                .map(|(t, why)| format!("{t}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        };
-        return Err(TrackError::NothingTracked { detail }.into());
-    }
-    Ok(report)
+    Ok(())
 }
 
 /// How rows of a table are identified, in words.
@@ -563,13 +599,15 @@ mod tests {
         crate::catalog::store::create_engine_tables(&conn)?;
         conn.execute_batch("CREATE TABLE p(a TEXT, b INT, x, y, PRIMARY KEY(a, b));")?;
         let mut catalog = Catalog::load(&conn)?;
+        let tx = conn.unchecked_transaction()?;
         let report = track(
-            &conn,
+            &tx,
             &mut catalog,
             &Selection::Named(vec!["p".into()]),
             &TrackOptions::default(),
             &[],
         )?;
+        tx.commit()?;
         assert_eq!(report.tracked, ["p"]);
         conn.execute_batch(
             "INSERT INTO p VALUES ('k', 1, 'x0', 'y0');

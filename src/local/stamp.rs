@@ -9,22 +9,24 @@
 //! remote clocks are observed. Rows are folded in memory chunk by chunk, so
 //! a thousand edits of one cell become one log entry.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 
 use rusqlite::{Connection, params_from_iter};
 
 use crate::base::colset::ColSet;
 use crate::base::hlc::{julian_day_to_unix_ms, now_unix_ms};
 use crate::base::merge::RowState;
+use crate::base::site_id::SiteId;
 use crate::base::value::{Value, decode_key, encode_key};
 use crate::catalog::identity::{gid_of, presence_sql, refresh_sig, unbind};
 use crate::catalog::layout::Identity;
+use crate::catalog::refs::RefFk;
 use crate::catalog::schema::quote_ident;
 use crate::catalog::session::Session;
 use crate::catalog::store::column_names;
-use crate::catalog::tracked::TrackedTable;
+use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{Error, SiteError};
-use crate::local::assign::{assign, assign_with};
+use crate::local::assign::assign;
 use crate::local::capture::op;
 use crate::local::log::{load_row, save_row};
 
@@ -71,89 +73,184 @@ impl StampReport {
     }
 }
 
-/// Fold every pending captured change into the log.
+/// Fold every pending captured change into the log, chunk by chunk: read
+/// ([`PendingReader`]), fold into the rows touched and save ([`Folder`]),
+/// then clear what was folded and look for rows `INSERT OR REPLACE`
+/// deleted without a trigger.
 pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, Error> {
     let mut report = StampReport {
         renumbered: remap_after_schema_change(conn, s)?,
         ..StampReport::default()
     };
-    let columns = column_names(conn, "fieldsync_pending")?;
-    let pos = |name: &str| columns.iter().position(|c| c == name);
-    let key_pos: Vec<usize> = (0..).map_while(|i| pos(&format!("k{i}"))).collect();
-    let mask_pos: Vec<usize> = (0..).map_while(|i| pos(&format!("m{i}"))).collect();
-    let (Some(id_pos), Some(t_pos), Some(op_pos), Some(at_pos)) =
-        (pos("id"), pos("t"), pos("op"), pos("at"))
-    else {
-        return Err(crate::error::SiteError::Damaged {
-            detail: "fieldsync_pending is missing a column".into(),
-        }
-        .into());
-    };
-    let mut last_id = 0i64;
-    let mut written: BTreeSet<i64> = BTreeSet::new();
-    // References of tables without a key, loaded when first needed.
-    let mut content_refs: Option<Vec<Vec<crate::catalog::refs::RefFk>>> = None;
-    // Per mapped table, the SQL telling whether a local row is there.
-    let mut presence: HashMap<i64, String> = HashMap::new();
+    let mut reader = PendingReader::new(conn)?;
+    let mut folder = Folder::default();
+    let mut chunk: Vec<Captured> = Vec::new();
     loop {
-        // Read one chunk of captured changes.
-        let mut chunk: Vec<Captured> = Vec::new();
-        let mut n = 0;
-        {
-            let mut stmt = conn.prepare_cached(
-                "SELECT * FROM fieldsync_pending WHERE id > ?1 ORDER BY id LIMIT ?2",
-            )?;
-            let mut rows = stmt.query([last_id, CHUNK])?;
-            while let Some(r) = rows.next()? {
-                n += 1;
-                report.captured += 1;
-                last_id = r.get(id_pos)?;
-                let t: i64 = r.get(t_pos)?;
-                let Some(table) = s.catalog.by_id(t) else {
-                    continue;
-                };
-                let op_code: i64 = r.get(op_pos)?;
-                let n = table.sql_key_len();
-                let mut key = Vec::with_capacity(n);
-                for &p in key_pos.iter().take(n) {
-                    key.push(Value::from_ref(r.get_ref(p)?));
-                }
-                if key.len() != n || key.contains(&Value::Null) {
-                    report.null_keys += 1;
-                    continue;
-                }
-                let mut words = Vec::with_capacity(mask_pos.len());
-                if op_code == op::UPDATE {
-                    for &p in &mask_pos {
-                        words.push(r.get::<_, Option<i64>>(p)?.unwrap_or(0));
-                    }
-                }
-                let at: f64 = r.get(at_pos)?;
-                // One UPDATE of several columns fires one trigger per column,
-                // all with the statement's time: fold them into one change.
-                if let Some(prev) = chunk.last_mut() {
-                    if op_code == op::UPDATE
-                        && prev.op == op::UPDATE
-                        && prev.t == t
-                        && prev.at == at
-                        && prev.key == key
-                    {
-                        for (a, b) in prev.words.iter_mut().zip(words.iter()) {
-                            *a |= b;
-                        }
-                        continue;
-                    }
-                }
-                chunk.push(Captured {
-                    t,
-                    op: op_code,
-                    at,
-                    key,
-                    words,
-                });
+        let more = reader.next_chunk(conn, &s.catalog, &mut report, &mut chunk)?;
+        folder.fold(conn, s, chunk.drain(..))?;
+        if !more {
+            break;
+        }
+    }
+    if report.captured > 0 {
+        conn.execute(
+            "DELETE FROM fieldsync_pending WHERE id <= ?1",
+            [reader.last_id],
+        )?;
+    }
+    for t in folder.written {
+        if let Some(table) = s.catalog.by_id(t).cloned() {
+            if has_secondary_unique(conn, &table)? {
+                report.replaced += record_vanished_rows(conn, s, Suspects::Table(&table))?;
             }
         }
-        // Fold it into the rows it touched, in capture order.
+    }
+    Ok(report)
+}
+
+/// Reads `fieldsync_pending` in chunks, in capture order. Its key and mask
+/// columns grow as tables are tracked, so their positions are looked up
+/// once per pass.
+struct PendingReader {
+    id: usize,
+    t: usize,
+    op: usize,
+    at: usize,
+    keys: Vec<usize>,
+    masks: Vec<usize>,
+    /// The id of the last captured change read.
+    last_id: i64,
+}
+
+impl PendingReader {
+    fn new(conn: &Connection) -> Result<PendingReader, Error> {
+        let columns = column_names(conn, "fieldsync_pending")?;
+        let pos = |name: &str| columns.iter().position(|c| c == name);
+        let (Some(id), Some(t), Some(op), Some(at)) = (pos("id"), pos("t"), pos("op"), pos("at"))
+        else {
+            return Err(SiteError::Damaged {
+                detail: "fieldsync_pending is missing a column".into(),
+            }
+            .into());
+        };
+        Ok(PendingReader {
+            id,
+            t,
+            op,
+            at,
+            keys: (0..).map_while(|i| pos(&format!("k{i}"))).collect(),
+            masks: (0..).map_while(|i| pos(&format!("m{i}"))).collect(),
+            last_id: 0,
+        })
+    }
+
+    /// Read the next chunk of captured changes of tracked tables into
+    /// `chunk`; false once nothing more is pending.
+    fn next_chunk(
+        &mut self,
+        conn: &Connection,
+        catalog: &Catalog,
+        report: &mut StampReport,
+        chunk: &mut Vec<Captured>,
+    ) -> Result<bool, Error> {
+        let mut stmt = conn
+            .prepare_cached("SELECT * FROM fieldsync_pending WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+        let mut rows = stmt.query([self.last_id, CHUNK])?;
+        let mut n = 0;
+        while let Some(r) = rows.next()? {
+            n += 1;
+            report.captured += 1;
+            self.last_id = r.get(self.id)?;
+            let Some(table) = catalog.by_id(r.get(self.t)?) else {
+                continue;
+            };
+            match self.read(r, table)? {
+                Some(change) => push_folded(chunk, change),
+                None => report.null_keys += 1,
+            }
+        }
+        Ok(n == CHUNK)
+    }
+
+    /// One captured change of `table`; `None` if its key holds a NULL.
+    fn read(&self, r: &rusqlite::Row<'_>, table: &TrackedTable) -> Result<Option<Captured>, Error> {
+        let op_code: i64 = r.get(self.op)?;
+        let n = table.sql_key_len();
+        let mut key = Vec::with_capacity(n);
+        for &p in self.keys.iter().take(n) {
+            key.push(Value::from_ref(r.get_ref(p)?));
+        }
+        if key.len() != n || key.contains(&Value::Null) {
+            return Ok(None);
+        }
+        let mut words = Vec::with_capacity(self.masks.len());
+        if op_code == op::UPDATE {
+            for &p in &self.masks {
+                words.push(r.get::<_, Option<i64>>(p)?.unwrap_or(0));
+            }
+        }
+        Ok(Some(Captured {
+            t: table.id,
+            op: op_code,
+            at: r.get(self.at)?,
+            key,
+            words,
+        }))
+    }
+}
+
+/// Append a captured change to a chunk. One UPDATE of several columns fires
+/// one trigger per column, all with the statement's time: they are folded
+/// into one change.
+fn push_folded(chunk: &mut Vec<Captured>, change: Captured) {
+    if let Some(prev) = chunk.last_mut() {
+        if change.op == op::UPDATE
+            && prev.op == op::UPDATE
+            && prev.t == change.t
+            && prev.at == change.at
+            && prev.key == change.key
+        {
+            for (a, b) in prev.words.iter_mut().zip(change.words.iter()) {
+                *a |= b;
+            }
+            return;
+        }
+    }
+    chunk.push(change);
+}
+
+/// Which row of the log a captured change is of.
+enum ChangeOf {
+    /// A row known by this identity (or keyed by it).
+    Row(Vec<u8>),
+    /// A row of a table keyed by local numbers that this change created:
+    /// it is identified by the change's number, handed out already.
+    NewRow { gid: Vec<u8>, seq: u64 },
+    /// None: the change has nothing to tell anyone.
+    Nothing,
+}
+
+/// What one stamping pass keeps from chunk to chunk.
+#[derive(Default)]
+struct Folder {
+    /// Tables with inserts or updates stamped.
+    written: BTreeSet<i64>,
+    /// References of tables without a key, loaded when first needed.
+    content_refs: Option<Vec<Vec<RefFk>>>,
+    /// Per mapped table, the SQL telling whether a local row is there.
+    presence: HashMap<i64, String>,
+}
+
+impl Folder {
+    /// Fold a chunk into the rows it touched, in capture order, and save
+    /// each row once.
+    fn fold(
+        &mut self,
+        conn: &Connection,
+        s: &mut Session,
+        chunk: impl Iterator<Item = Captured>,
+    ) -> Result<(), Error> {
+        // Per row: its state as loaded and as folded so far.
         let mut touched: HashMap<(i64, Vec<u8>), (RowState, RowState)> = HashMap::new();
         let mut order: Vec<(i64, Vec<u8>)> = Vec::new();
         for c in chunk {
@@ -162,41 +259,13 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
             };
             let cells = table.cells.len();
             if c.op != op::DELETE {
-                written.insert(c.t);
+                self.written.insert(c.t);
             }
-            // A table keyed by local numbers: the change is of the row the
-            // number maps to, or of a new row (created by this change).
-            let mut numbered = None;
-            let pk = if table.identity.mapped() {
-                let local = &c.key[0];
-                match gid_of(conn, c.t, local)? {
-                    Some(gid) if c.op == op::DELETE => {
-                        unbind(conn, c.t, &gid)?;
-                        gid
-                    }
-                    Some(gid) => {
-                        refresh_sig(conn, table, &gid, local)?;
-                        gid
-                    }
-                    // Never known here: nothing to tell anyone.
-                    None if c.op == op::DELETE => continue,
-                    None => {
-                        let seq = crate::catalog::session::next_seq(&mut s.seq)?;
-                        let refs = refs_of(conn, &s.catalog, &mut content_refs, table)?;
-                        let presence = presence.entry(c.t).or_insert_with(|| presence_sql(table));
-                        match assign_with(conn, table, local, s.local, seq, refs, presence)? {
-                            Some(gid) => {
-                                numbered = Some(seq);
-                                gid
-                            }
-                            // Gone again before stamping: its delete
-                            // follows and finds nothing either.
-                            None => continue,
-                        }
-                    }
-                }
-            } else {
-                encode_key(&c.key)
+            let change = self.change_of(conn, &s.catalog, &mut s.seq, s.local, table, &c)?;
+            let (pk, numbered) = match change {
+                ChangeOf::Row(pk) => (pk, None),
+                ChangeOf::NewRow { gid, seq } => (gid, Some(seq)),
+                ChangeOf::Nothing => continue,
             };
             let slot = (c.t, pk);
             if !touched.contains_key(&slot) {
@@ -226,31 +295,63 @@ pub fn stamp_pending(conn: &Connection, s: &mut Session) -> Result<StampReport, 
                 save_row(conn, &s.sites, slot.0, &slot.1, before, after)?;
             }
         }
-        if n < CHUNK {
-            break;
+        Ok(())
+    }
+
+    /// The row a captured change of `table` is of. For a table keyed by
+    /// local numbers, the row the number maps to, or a new row created by
+    /// this change (numbered from `seq` here, so its identity is the
+    /// change's own number).
+    fn change_of(
+        &mut self,
+        conn: &Connection,
+        catalog: &Catalog,
+        seq: &mut u64,
+        site: SiteId,
+        table: &TrackedTable,
+        c: &Captured,
+    ) -> Result<ChangeOf, Error> {
+        if !table.identity.mapped() {
+            return Ok(ChangeOf::Row(encode_key(&c.key)));
         }
-    }
-    if report.captured > 0 {
-        conn.execute("DELETE FROM fieldsync_pending WHERE id <= ?1", [last_id])?;
-    }
-    for t in written {
-        if let Some(table) = s.catalog.by_id(t).cloned() {
-            if has_secondary_unique(conn, &table)? {
-                report.replaced += record_vanished_rows(conn, s, Suspects::Table(&table))?;
+        let local = &c.key[0];
+        Ok(match gid_of(conn, c.t, local)? {
+            Some(gid) if c.op == op::DELETE => {
+                unbind(conn, c.t, &gid)?;
+                ChangeOf::Row(gid)
             }
-        }
+            Some(gid) => {
+                refresh_sig(conn, table, &gid, local)?;
+                ChangeOf::Row(gid)
+            }
+            // Never known here: nothing to tell anyone.
+            None if c.op == op::DELETE => ChangeOf::Nothing,
+            None => {
+                let seq = crate::catalog::session::next_seq(seq)?;
+                let refs = refs_of(conn, catalog, &mut self.content_refs, table)?;
+                let presence = self
+                    .presence
+                    .entry(c.t)
+                    .or_insert_with(|| presence_sql(table));
+                match assign(conn, table, local, site, seq, refs, presence)? {
+                    Some(gid) => ChangeOf::NewRow { gid, seq },
+                    // Gone again before stamping: its delete follows and
+                    // finds nothing either.
+                    None => ChangeOf::Nothing,
+                }
+            }
+        })
     }
-    Ok(report)
 }
 
 /// The followed references of `table` if it is identified by content (its
 /// identity depends on them), loaded once per stamping pass.
 fn refs_of<'a>(
     conn: &Connection,
-    catalog: &crate::catalog::tracked::Catalog,
-    cache: &'a mut Option<Vec<Vec<crate::catalog::refs::RefFk>>>,
+    catalog: &Catalog,
+    cache: &'a mut Option<Vec<Vec<RefFk>>>,
     table: &TrackedTable,
-) -> Result<&'a [crate::catalog::refs::RefFk], Error> {
+) -> Result<&'a [RefFk], Error> {
     if table.identity != Identity::Content {
         return Ok(&[]);
     }
@@ -274,8 +375,9 @@ pub(crate) fn schema_cookie(conn: &Connection) -> Result<i64, Error> {
 /// `INTEGER PRIMARY KEY` nor any index (it keeps them where there is an
 /// index), which is how tables without a key find their rows in
 /// `fieldsync_ids`. It moves the schema cookie, so when the cookie moved
-/// since the last stamp, each such table is compared with its map: rows whose content signature still sits at the mapped rowid
-/// are untouched; if any is not, the table is matched by content instead
+/// since the last stamp, each such table is compared with its map: rows
+/// whose content signature still sits at the mapped rowid are untouched;
+/// if any is not, the table is matched by content instead
 /// (spec/merge.md, "Row identity"): rows with the same content keep their
 /// identity, in rowid order (VACUUM keeps the order), a mapped row whose
 /// content is gone is recorded deleted, and a row whose content is new is
@@ -301,121 +403,183 @@ fn remap_after_schema_change(conn: &Connection, s: &mut Session) -> Result<u64, 
     Ok(moved)
 }
 
+/// One row of a table without a key as `fieldsync_ids` maps it.
+struct Mapped {
+    gid: Vec<u8>,
+    local: i64,
+    sig: Vec<u8>,
+}
+
+/// How the rows of a table without a key are matched again by content.
+#[derive(Default)]
+struct Rematch {
+    /// Mapped rows whose content now sits at another rowid (`local`).
+    moved: Vec<Mapped>,
+    /// Mapped rows whose content is gone.
+    gone: Vec<Vec<u8>>,
+    /// Rows whose content is new, in rowid order.
+    new: Vec<i64>,
+}
+
+/// Match one table without a key with its map again and record what
+/// changed (see [`remap_after_schema_change`]); returns how many rows were
+/// matched to another rowid.
 fn remap_by_content(
     conn: &Connection,
     s: &mut Session,
     table: &TrackedTable,
 ) -> Result<u64, Error> {
-    // The map: (gid, local, sig).
-    let mut mapped: Vec<(Vec<u8>, i64, Vec<u8>)> = conn
-        .prepare("SELECT gid, local, sig FROM fieldsync_ids WHERE tbl = ?1 ORDER BY local")?
-        .query_map([table.id], |r| {
-            Ok((
-                r.get(0)?,
-                r.get(1)?,
-                r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    // The table: (rowid, sig), in rowid order.
-    let rowid = quote_ident(table.local.as_deref().unwrap_or("rowid"));
-    let cols = if table.cells.is_empty() {
-        "1".to_owned()
-    } else {
-        table
-            .cells
-            .iter()
-            .map(|c| quote_ident(c))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    let n = table.cells.len().max(1);
-    let mut rows: Vec<(i64, Vec<u8>)> = Vec::new();
-    {
-        let mut stmt = conn.prepare(&format!(
-            "SELECT {rowid}, {cols} FROM {} ORDER BY {rowid}",
-            quote_ident(&table.name)
-        ))?;
-        let mut q = stmt.query([])?;
-        while let Some(r) = q.next()? {
-            let values = (1..=n)
-                .map(|i| r.get_ref(i).map(Value::from_ref))
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.push((
-                r.get(0)?,
-                crate::catalog::identity::content_sig(&values).to_vec(),
-            ));
-        }
-    }
-    let at: HashMap<i64, &Vec<u8>> = rows.iter().map(|(r, sig)| (*r, sig)).collect();
-    let in_place = |(_, local, sig): &(Vec<u8>, i64, Vec<u8>)| at.get(local) == Some(&sig);
-    let all_mapped = {
-        let locals: BTreeSet<i64> = mapped.iter().map(|m| m.1).collect();
-        rows.iter().all(|(r, _)| locals.contains(r))
-    };
-    if all_mapped && mapped.iter().all(in_place) {
+    let mapped = mapped_rows(conn, table)?;
+    let rows = content_sigs(conn, table)?;
+    let Some(rematch) = rematch(mapped, rows) else {
         return Ok(0);
-    }
-    // Match by content, in rowid order.
-    let kept: BTreeSet<i64> = mapped.iter().filter(|m| in_place(m)).map(|m| m.1).collect();
-    mapped.retain(|m| !in_place(m));
-    // Unmapped rows by content, each list in rowid order.
-    let mut free: HashMap<Vec<u8>, std::collections::VecDeque<i64>> = HashMap::new();
-    for (r, sig) in rows.into_iter().filter(|(r, _)| !kept.contains(r)) {
-        free.entry(sig).or_default().push_back(r);
-    }
+    };
     conn.prepare_cached("DELETE FROM fieldsync_pending WHERE t = ?1")?
         .execute([table.id])?;
-    for (gid, ..) in &mapped {
+    for gid in rematch.moved.iter().map(|m| &m.gid).chain(&rematch.gone) {
         unbind(conn, table.id, gid)?;
     }
-    let mut moved = 0;
-    let mut gone = Vec::new();
-    for (gid, _, sig) in mapped {
-        match free.get_mut(&sig).and_then(|rows| rows.pop_front()) {
-            Some(local) => {
-                let sig: [u8; 16] = sig.as_slice().try_into().unwrap_or_default();
-                crate::catalog::identity::bind(
-                    conn,
-                    table.id,
-                    &gid,
-                    &Value::Integer(local),
-                    Some(&sig),
-                )?;
-                moved += 1;
-            }
-            None => gone.push(gid),
-        }
+    for m in &rematch.moved {
+        let sig: [u8; 16] = m.sig.as_slice().try_into().unwrap_or_default();
+        crate::catalog::identity::bind(
+            conn,
+            table.id,
+            &m.gid,
+            &Value::Integer(m.local),
+            Some(&sig),
+        )?;
     }
-    let mut free: Vec<i64> = free.into_values().flatten().collect();
-    free.sort_unstable();
-    let cells = table.cells.len();
+    for gid in &rematch.gone {
+        let seq = s.next_seq()?;
+        record_noticed(conn, s, table.id, gid, seq, Noticed::Deleted)?;
+    }
     let refs = crate::catalog::refs::load(conn, s.catalog.tables())?
         .into_iter()
         .zip(s.catalog.tables())
         .find(|(_, t)| t.id == table.id)
         .map(|(r, _)| r)
         .unwrap_or_default();
-    for gid in gone {
-        let before = load_row(conn, &s.sites, table.id, &gid)?;
-        let mut after = before.clone();
-        let hlc = s.clock.stamp(now_unix_ms())?;
+    let presence = presence_sql(table);
+    let inserted = Noticed::Inserted {
+        cells: table.cells.len(),
+    };
+    for &local in &rematch.new {
         let seq = s.next_seq()?;
-        after.local_delete(s.local, seq, hlc);
-        save_row(conn, &s.sites, table.id, &gid, &before, &after)?;
-    }
-    for local in free {
-        let seq = s.next_seq()?;
-        let Some(gid) = assign(conn, table, &Value::Integer(local), s.local, seq, &refs)? else {
+        let local = Value::Integer(local);
+        let Some(gid) = assign(conn, table, &local, s.local, seq, &refs, &presence)? else {
             continue;
         };
-        let before = load_row(conn, &s.sites, table.id, &gid)?;
-        let mut after = before.clone();
-        let hlc = s.clock.stamp(now_unix_ms())?;
-        after.local_insert(s.local, seq, hlc, cells);
-        save_row(conn, &s.sites, table.id, &gid, &before, &after)?;
+        record_noticed(conn, s, table.id, &gid, seq, inserted)?;
     }
-    Ok(moved)
+    Ok(rematch.moved.len() as u64)
+}
+
+/// The map of a table without a key, in rowid order.
+fn mapped_rows(conn: &Connection, table: &TrackedTable) -> Result<Vec<Mapped>, Error> {
+    Ok(conn
+        .prepare("SELECT gid, local, sig FROM fieldsync_ids WHERE tbl = ?1 ORDER BY local")?
+        .query_map([table.id], |r| {
+            Ok(Mapped {
+                gid: r.get(0)?,
+                local: r.get(1)?,
+                sig: r.get::<_, Option<Vec<u8>>>(2)?.unwrap_or_default(),
+            })
+        })?
+        .collect::<rusqlite::Result<_>>()?)
+}
+
+/// The rows of a table without a key: (rowid, content signature), in
+/// rowid order.
+fn content_sigs(conn: &Connection, table: &TrackedTable) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+    let rowid = quote_ident(table.local.as_deref().unwrap_or("rowid"));
+    let cols = table.cells_sql();
+    let n = table.cells.len().max(1);
+    let mut rows = Vec::new();
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {rowid}, {cols} FROM {} ORDER BY {rowid}",
+        quote_ident(&table.name)
+    ))?;
+    let mut q = stmt.query([])?;
+    while let Some(r) = q.next()? {
+        let values = (1..=n)
+            .map(|i| r.get_ref(i).map(Value::from_ref))
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.push((
+            r.get(0)?,
+            crate::catalog::identity::content_sig(&values).to_vec(),
+        ));
+    }
+    Ok(rows)
+}
+
+/// Match the map with the table's rows by content, in rowid order: a
+/// mapped row whose signature still sits at its rowid stays; the others
+/// take the first free row with their content, if any. `None` if every
+/// row is mapped and in place.
+fn rematch(mut mapped: Vec<Mapped>, rows: Vec<(i64, Vec<u8>)>) -> Option<Rematch> {
+    let at: HashMap<i64, &Vec<u8>> = rows.iter().map(|(r, sig)| (*r, sig)).collect();
+    let in_place = |m: &Mapped| at.get(&m.local) == Some(&&m.sig);
+    let all_mapped = {
+        let locals: BTreeSet<i64> = mapped.iter().map(|m| m.local).collect();
+        rows.iter().all(|(r, _)| locals.contains(r))
+    };
+    if all_mapped && mapped.iter().all(in_place) {
+        return None;
+    }
+    let kept: BTreeSet<i64> = mapped
+        .iter()
+        .filter(|m| in_place(m))
+        .map(|m| m.local)
+        .collect();
+    mapped.retain(|m| !in_place(m));
+    // Unmapped rows by content, each list in rowid order.
+    let mut free: HashMap<Vec<u8>, VecDeque<i64>> = HashMap::new();
+    for (r, sig) in rows.into_iter().filter(|(r, _)| !kept.contains(r)) {
+        free.entry(sig).or_default().push_back(r);
+    }
+    let mut out = Rematch::default();
+    for mut m in mapped {
+        match free.get_mut(&m.sig).and_then(|rows| rows.pop_front()) {
+            Some(local) => {
+                m.local = local;
+                out.moved.push(m);
+            }
+            None => out.gone.push(m.gid),
+        }
+    }
+    out.new = free.into_values().flatten().collect();
+    out.new.sort_unstable();
+    Some(out)
+}
+
+/// A change of a row this instance records itself, having noticed it
+/// (not captured by a trigger).
+#[derive(Debug, Clone, Copy)]
+enum Noticed {
+    /// The row was deleted.
+    Deleted,
+    /// The row was inserted with its `cells`.
+    Inserted { cells: usize },
+}
+
+/// Record `change` of the row `pk` of table `tbl` in the log, as change
+/// `seq` of this instance, stamped now.
+fn record_noticed(
+    conn: &Connection,
+    s: &mut Session,
+    tbl: i64,
+    pk: &[u8],
+    seq: u64,
+    change: Noticed,
+) -> Result<(), Error> {
+    let before = load_row(conn, &s.sites, tbl, pk)?;
+    let mut after = before.clone();
+    let hlc = s.clock.stamp(now_unix_ms())?;
+    match change {
+        Noticed::Deleted => after.local_delete(s.local, seq, hlc),
+        Noticed::Inserted { cells } => after.local_insert(s.local, seq, hlc, cells),
+    }
+    save_row(conn, &s.sites, tbl, pk, &before, &after)
 }
 
 /// True if the table has any index (VACUUM then keeps its rowids).
@@ -512,12 +676,8 @@ pub(crate) fn record_vanished_rows(
     }
     for (tbl, pk) in &vanished {
         unbind(conn, *tbl, pk)?;
-        let before = load_row(conn, &s.sites, *tbl, pk)?;
-        let mut after = before.clone();
-        let hlc = s.clock.stamp(now_unix_ms())?;
         let seq = s.next_seq()?;
-        after.local_delete(s.local, seq, hlc);
-        save_row(conn, &s.sites, *tbl, pk, &before, &after)?;
+        record_noticed(conn, s, *tbl, pk, seq, Noticed::Deleted)?;
     }
     Ok(vanished.len() as u64)
 }

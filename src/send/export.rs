@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 
-use rusqlite::Connection;
+use rusqlite::{CachedStatement, Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
@@ -21,15 +21,17 @@ use crate::base::hlc::{Hlc, now_unix_ms};
 use crate::base::seqset::SeqSet;
 use crate::base::value::{Value, decode_key, key_literal};
 use crate::bundle::format::{Header, OriginSeqs, RefDef, SiteRef, TableDef, VersionRecord};
-use crate::bundle::writer::BundleWriter;
+use crate::bundle::writer::{BundleWriter, WriteSummary};
 use crate::catalog::identity::locate;
 use crate::catalog::peers::{
-    have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by,
+    Peer, have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by,
 };
+use crate::catalog::refs::RefFk;
 use crate::catalog::session::Session;
+use crate::catalog::site::Sites;
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, ExportError, SiteError};
-use crate::local::stamp::{Suspects, record_vanished_rows};
+use crate::local::stamp::{StampReport, Suspects, record_vanished_rows, stamp_pending};
 
 /// What to export.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,19 +86,62 @@ pub struct ExportReport {
 /// Log entries written between two progress reports.
 const PROGRESS_EVERY: u64 = 8192;
 
-/// Write a bundle for `target` to `out`, inside the caller's write
-/// transaction. `seal` runs after the bundle is completely written and before
-/// the peer's "sent" mark is recorded, so a bundle that failed to reach the
-/// disk is never counted as sent. `progress` is called now and then with the
+/// Write a bundle for `target` to `out` in three phases: [`plan`] (stamp,
+/// choose what the bundle covers and which tables it carries),
+/// [`write_bundle`] (the header and the rows), [`record`] (the peer's
+/// "sent" mark). `seal` runs after the bundle is completely written and
+/// before the mark is recorded, so a bundle that failed to reach the disk
+/// is never counted as sent. `progress` is called now and then with the
 /// change-log entries written so far and their total.
 pub(crate) fn export<W: Write>(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     s: &mut Session,
     target: &ExportTarget,
     out: W,
     seal: impl FnOnce(W) -> Result<(), Error>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
+    let plan = plan(tx, s, target)?;
+    let (out, summary) = write_bundle(tx, s, &plan, out, progress)?;
+    seal(out)?;
+    record(tx, s, &plan)?;
+    Ok(plan.report(&s.sites, summary))
+}
+
+/// What a bundle carries, decided before anything is written.
+struct Plan {
+    /// The peer a delta export is for; `None` for a full export.
+    to: Option<Recipient>,
+    /// Peers known before this export.
+    known_peers: Vec<String>,
+    /// The stamping pass that opened the export.
+    stamped: StampReport,
+    /// Per origin, the change numbers the bundle covers.
+    covers: BTreeMap<i64, SeqSet>,
+    /// Per origin, every change number this instance has.
+    have: BTreeMap<i64, SeqSet>,
+    /// The tracked tables the bundle carries, in header order.
+    tables: Vec<TrackedTable>,
+    /// Their columns referring to other tracked tables, by table id: these
+    /// travel tagged ([`crate::catalog::refs`]).
+    refs: HashMap<i64, Vec<RefFk>>,
+    /// Each site's index in the header's origins, by its local number.
+    origin_index: BTreeMap<i64, u32>,
+    /// What a full export cannot carry.
+    warnings: Vec<String>,
+}
+
+/// The peer a delta export is made for.
+struct Recipient {
+    peer: Peer,
+    /// Named for the first time by this export.
+    new: bool,
+}
+
+/// Stamp what was captured, record rows deleted without a trigger, and
+/// decide what the bundle covers and which tables it carries. A delta
+/// export leaves the rows it carries in `temp.fieldsync_export_rows`.
+fn plan(conn: &Connection, s: &mut Session, target: &ExportTarget) -> Result<Plan, Error> {
     if s.catalog.is_empty() {
         return Err(ExportError::NothingTracked {
             db: crate::catalog::store::db_arg(conn),
@@ -104,136 +149,252 @@ pub(crate) fn export<W: Write>(
         .into());
     }
     s.catalog.check_live(conn)?;
-    let stamped = crate::local::stamp::stamp_pending(conn, s)?;
+    let stamped = stamp_pending(conn, s)?;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
-    if matches!(target, ExportTarget::Full) {
-        for table in s.catalog.tables().to_vec() {
-            record_vanished_rows(conn, s, Suspects::Table(&table))?;
+    let (to, wanted) = match target {
+        ExportTarget::Full => {
+            for table in s.catalog.tables().to_vec() {
+                record_vanished_rows(conn, s, Suspects::Table(&table))?;
+            }
+            (None, None)
         }
-    }
-    let (peer, new_peer, covers) = match target {
-        ExportTarget::Full => (None, false, BTreeMap::new()),
         ExportTarget::Peer { to, resend } => {
             let (peer, new) = resolve_for_export(conn, s, to)?;
-            let mut want = wanted_by(conn, s, &peer, *resend)?;
-            collect_delta_rows(conn, &want)?;
-            if record_vanished_rows(conn, s, Suspects::ExportRows)? > 0 {
-                // The deletes just recorded are new changes: count them in.
-                // They are of rows already collected, so the rows stand.
-                want = wanted_by(conn, s, &peer, *resend)?;
-            }
-            (Some(peer), new, want)
+            let wanted = collect_delta(conn, s, &peer, *resend)?;
+            (Some(Recipient { peer, new }), Some(wanted))
         }
     };
-    let full = matches!(target, ExportTarget::Full);
     // After the vanished-row passes above, which may add changes.
     let have = have_all(conn, s)?;
-    let covers = if full { have.clone() } else { covers };
+    let full = to.is_none();
+    let tables = carried_tables(conn, s, full)?;
+    let refs = carried_refs(conn, s, &tables)?;
+    let origin_index = s
+        .sites
+        .all()
+        .iter()
+        .enumerate()
+        .map(|(i, site)| (site.idx, i as u32))
+        .collect();
+    Ok(Plan {
+        to,
+        known_peers,
+        stamped,
+        covers: wanted.unwrap_or_else(|| have.clone()),
+        have,
+        tables,
+        refs,
+        origin_index,
+        warnings: if full {
+            crate::send::setup::not_carried(conn)?
+        } else {
+            Vec::new()
+        },
+    })
+}
 
-    // Which rows, and so which tables, the bundle carries.
-    let tables: Vec<TrackedTable> = if full {
-        s.catalog.tables().to_vec()
-    } else {
-        let mut stmt = conn.prepare("SELECT DISTINCT tbl FROM temp.fieldsync_export_rows")?;
-        let ids = stmt
-            .query_map([], |r| r.get::<_, i64>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        s.catalog
-            .tables()
-            .iter()
-            .filter(|t| ids.contains(&t.id))
-            .cloned()
-            .collect()
-    };
+/// What a delta export to `peer` covers, with the rows it touches collected
+/// in `temp.fieldsync_export_rows`.
+fn collect_delta(
+    conn: &Connection,
+    s: &mut Session,
+    peer: &Peer,
+    resend: bool,
+) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let want = wanted_by(conn, s, peer, resend)?;
+    collect_delta_rows(conn, &want)?;
+    if record_vanished_rows(conn, s, Suspects::ExportRows)? > 0 {
+        // The deletes just recorded are new changes: count them in.
+        // They are of rows already collected, so the rows stand.
+        return wanted_by(conn, s, peer, resend);
+    }
+    Ok(want)
+}
 
-    // Columns referring to other tracked tables travel tagged (crate::catalog::refs).
+/// The tracked tables a bundle carries: all of them in a full export, those
+/// with a collected row in a delta.
+fn carried_tables(conn: &Connection, s: &Session, full: bool) -> Result<Vec<TrackedTable>, Error> {
+    if full {
+        return Ok(s.catalog.tables().to_vec());
+    }
+    let mut stmt = conn.prepare("SELECT DISTINCT tbl FROM temp.fieldsync_export_rows")?;
+    let ids = stmt
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(s.catalog
+        .tables()
+        .iter()
+        .filter(|t| ids.contains(&t.id))
+        .cloned()
+        .collect())
+}
+
+/// The followed references of the carried tables that have any, by table id.
+fn carried_refs(
+    conn: &Connection,
+    s: &Session,
+    tables: &[TrackedTable],
+) -> Result<HashMap<i64, Vec<RefFk>>, Error> {
     let all_refs = crate::catalog::refs::load(conn, s.catalog.tables())?;
-    let refs: HashMap<i64, Vec<crate::catalog::refs::RefFk>> = s
-        .catalog
+    Ok(s.catalog
         .tables()
         .iter()
         .zip(all_refs)
         .filter(|(t, r)| !r.is_empty() && tables.iter().any(|x| x.id == t.id))
         .map(|(t, r)| (t.id, r))
-        .collect();
+        .collect())
+}
 
-    let sites = s.sites.all();
-    let origin_index: BTreeMap<i64, u32> = sites
-        .iter()
-        .enumerate()
-        .map(|(i, site)| (site.idx, i as u32))
-        .collect();
-    let seqs_list = |m: &BTreeMap<i64, SeqSet>| -> Vec<OriginSeqs> {
+/// Write the header and every row record, and finish the bundle.
+fn write_bundle<W: Write>(
+    conn: &Connection,
+    s: &mut Session,
+    plan: &Plan,
+    out: W,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(W, WriteSummary), Error> {
+    let header = plan.header(conn, s)?;
+    let mut writer = BundleWriter::new(out, &header)?;
+    write_rows(conn, plan, &mut writer, progress)?;
+    Ok(writer.finish()?)
+}
+
+impl Plan {
+    fn full(&self) -> bool {
+        self.to.is_none()
+    }
+
+    /// The bundle's header, stamped with the clock now.
+    fn header(&self, conn: &Connection, s: &mut Session) -> Result<Header, Error> {
+        let full = self.full();
+        // A full export sets up new instances: besides the tracked tables it
+        // carries the app's other tables (schema only) and its views.
+        let (local_tables, views) = if full {
+            (
+                crate::send::setup::local_tables(conn, s.catalog.tables())?,
+                crate::send::setup::views(conn)?,
+            )
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let created = s.clock.stamp(now_unix_ms())?;
+        Ok(Header {
+            sender: SiteRef {
+                id: s.local,
+                name: s.name.clone(),
+            },
+            created: created.0,
+            full,
+            recipient: self.to.as_ref().map(|to| to.peer.name.clone()),
+            origins: s
+                .sites
+                .all()
+                .iter()
+                .map(|site| SiteRef {
+                    id: site.id,
+                    name: site.name.clone(),
+                })
+                .collect(),
+            tables: self
+                .tables
+                .iter()
+                .map(|t| self.table_def(conn, t))
+                .collect::<Result<_, Error>>()?,
+            covers: self.origin_seqs(&self.covers),
+            seen: self.origin_seqs(&self.have),
+            lost: s.lost.clone(),
+            local_tables,
+            views,
+        })
+    }
+
+    /// A carried table as the header describes it.
+    fn table_def(&self, conn: &Connection, t: &TrackedTable) -> Result<TableDef, Error> {
+        Ok(TableDef {
+            name: t.name.clone(),
+            key: t.key.clone(),
+            cells: t.cells.clone(),
+            // A full export sets up new instances: it carries the schema.
+            schema: if self.full() {
+                crate::send::setup::table_schema(conn, &t.name)?
+            } else {
+                Vec::new()
+            },
+            identity: t.identity,
+            refs: self
+                .refs
+                .get(&t.id)
+                .map(|r| RefDef::of(r))
+                .unwrap_or_default(),
+        })
+    }
+
+    /// Per-origin sets as the header lists them: by origin index, empty
+    /// sets left out.
+    fn origin_seqs(&self, m: &BTreeMap<i64, SeqSet>) -> Vec<OriginSeqs> {
         m.iter()
             .filter(|(_, set)| !set.is_empty())
             .filter_map(|(o, set)| {
-                origin_index.get(o).map(|&i| OriginSeqs {
+                self.origin_index.get(o).map(|&i| OriginSeqs {
                     origin: i,
                     seqs: set.clone(),
                 })
             })
             .collect()
-    };
-    // A full export sets up new instances: besides the tracked tables it
-    // carries the app's other tables (schema only) and its views, and says
-    // what it cannot carry.
-    let mut warnings = Vec::new();
-    let (local_tables, views) = if full {
-        warnings.extend(crate::send::setup::not_carried(conn)?);
-        (
-            crate::send::setup::local_tables(conn, s.catalog.tables())?,
-            crate::send::setup::views(conn)?,
-        )
-    } else {
-        (Vec::new(), Vec::new())
-    };
-    let created = s.clock.stamp(now_unix_ms())?;
-    let header = Header {
-        sender: SiteRef {
-            id: s.local,
-            name: s.name.clone(),
-        },
-        created: created.0,
-        full,
-        recipient: peer.as_ref().map(|p| p.name.clone()),
-        origins: sites
-            .iter()
-            .map(|site| SiteRef {
-                id: site.id,
-                name: site.name.clone(),
-            })
-            .collect(),
-        tables: tables
-            .iter()
-            .map(|t| {
-                Ok(TableDef {
-                    name: t.name.clone(),
-                    key: t.key.clone(),
-                    cells: t.cells.clone(),
-                    // A full export sets up new instances: it carries the schema.
-                    schema: if full {
-                        crate::send::setup::table_schema(conn, &t.name)?
-                    } else {
-                        Vec::new()
-                    },
-                    identity: t.identity,
-                    refs: refs.get(&t.id).map(|r| RefDef::of(r)).unwrap_or_default(),
-                })
-            })
-            .collect::<Result<_, Error>>()?,
-        covers: seqs_list(&covers),
-        seen: seqs_list(&have),
-        lost: s.lost.clone(),
-        local_tables,
-        views,
-    };
+    }
 
-    let mut writer = BundleWriter::new(out, &header)?;
-    // Rows go out in the order of their first change (the log's
-    // (origin, seq) order), not in key order: consecutive records then have
-    // close clocks and numbers, and values written one after another (names,
-    // counters, dates) sit together, which compresses far better.
-    let (order_sql, total_sql) = if full {
+    /// What the export wrote, for the operator.
+    fn report(self, sites: &Sites, summary: WriteSummary) -> ExportReport {
+        let full = self.full();
+        let (peer, new_peer) = match self.to {
+            Some(to) => (Some(to.peer.name), to.new),
+            None => (None, false),
+        };
+        ExportReport {
+            full,
+            peer,
+            new_peer,
+            known_peers: self.known_peers,
+            changes: summary.rows,
+            versions: summary.versions,
+            tables: self
+                .tables
+                .iter()
+                .zip(summary.per_table.iter())
+                .map(|(t, &n)| TableCount {
+                    table: t.name.clone(),
+                    changes: n,
+                })
+                .collect(),
+            bytes: summary.bytes,
+            captured: self.stamped.captured,
+            covers: self
+                .covers
+                .iter()
+                .map(|(o, set)| (sites.label(*o), set.to_string()))
+                .collect(),
+            warnings: self
+                .stamped
+                .warnings()
+                .into_iter()
+                .chain(self.warnings)
+                .collect(),
+        }
+    }
+}
+
+/// Write every row record the plan covers. Rows go out in the order of
+/// their first change (the log's (origin, seq) order), not in key order:
+/// consecutive records then have close clocks and numbers, and values
+/// written one after another (names, counters, dates) sit together, which
+/// compresses far better.
+fn write_rows<W: Write>(
+    conn: &Connection,
+    plan: &Plan,
+    writer: &mut BundleWriter<W>,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(), Error> {
+    let (order_sql, total_sql) = if plan.full() {
         (
             "SELECT tbl, pk, origin, seq FROM fieldsync_log ORDER BY origin, seq",
             "SELECT count(*) FROM fieldsync_log",
@@ -261,94 +422,81 @@ pub(crate) fn export<W: Write>(
         let pk = r.get_ref(1)?.as_blob()?;
         // A full export meets a row once per version; it is written at the
         // first one.
-        let at: Option<(i64, i64)> = match (r.get(2)?, r.get(3)?) {
+        let met_at: Option<(i64, i64)> = match (r.get(2)?, r.get(3)?) {
             (Some(origin), Some(seq)) => Some((origin, seq)),
             _ => None,
         };
-        let mut row = PendingRow {
-            tbl,
-            pk: pk.to_vec(),
-            cl: 0,
-            versions: Vec::new(),
-        };
-        let mut first: Option<(i64, i64)> = None;
-        let mut found = versions_of.query(rusqlite::params![tbl, pk])?;
-        while let Some(v) = found.next()? {
-            let origin: i64 = v.get(0)?;
-            let seq: i64 = v.get(1)?;
-            first = Some(first.map_or((origin, seq), |f| f.min((origin, seq))));
-            row.cl = v.get::<_, i64>(2)? as u64;
-            let seq = seq as u64;
-            if !covers.get(&origin).is_some_and(|set| set.contains(seq)) {
-                continue;
-            }
-            let Some(&origin_i) = origin_index.get(&origin) else {
-                return Err(SiteError::Damaged {
-                    detail: format!("origin {origin} is not in fieldsync_sites"),
-                }
-                .into());
-            };
-            let cols = ColSet::from_bytes(v.get_ref(4)?.as_blob()?)
-                .map_err(|detail| SiteError::Damaged { detail })?;
-            row.versions.push(VersionRecord {
-                origin: origin_i,
-                seq,
-                hlc: Hlc::from_sql(v.get(3)?).0,
-                cols,
-            });
+        if let Some(row) = gather_row(&mut versions_of, plan, tbl, pk, met_at)? {
+            emit(conn, writer, &plan.tables, &plan.refs, row)?;
         }
-        drop(found);
-        if at.is_some() && first != at {
+    }
+    progress(total, total);
+    Ok(())
+}
+
+/// A row's log entries, with the versions the bundle covers; `None` if
+/// the row was met at `met_at`, a version other than its first (a full
+/// export writes it at its first).
+fn gather_row(
+    versions_of: &mut CachedStatement<'_>,
+    plan: &Plan,
+    tbl: i64,
+    pk: &[u8],
+    met_at: Option<(i64, i64)>,
+) -> Result<Option<PendingRow>, Error> {
+    let mut row = PendingRow {
+        tbl,
+        pk: pk.to_vec(),
+        cl: 0,
+        versions: Vec::new(),
+    };
+    let mut first: Option<(i64, i64)> = None;
+    let mut found = versions_of.query(rusqlite::params![tbl, pk])?;
+    while let Some(v) = found.next()? {
+        let origin: i64 = v.get(0)?;
+        let seq: i64 = v.get(1)?;
+        first = Some(first.map_or((origin, seq), |f| f.min((origin, seq))));
+        row.cl = v.get::<_, i64>(2)? as u64;
+        let seq = seq as u64;
+        if !plan
+            .covers
+            .get(&origin)
+            .is_some_and(|set| set.contains(seq))
+        {
             continue;
         }
-        emit(conn, &mut writer, &tables, &refs, row)?;
+        let Some(&origin_i) = plan.origin_index.get(&origin) else {
+            return Err(SiteError::Damaged {
+                detail: format!("origin {origin} is not in fieldsync_sites"),
+            }
+            .into());
+        };
+        let cols = ColSet::from_bytes(v.get_ref(4)?.as_blob()?)
+            .map_err(|detail| SiteError::Damaged { detail })?;
+        row.versions.push(VersionRecord {
+            origin: origin_i,
+            seq,
+            hlc: Hlc::from_sql(v.get(3)?).0,
+            cols,
+        });
     }
-    drop(rows);
-    drop(order);
-    drop(versions_of);
-    progress(total, total);
-    let (out, summary) = writer.finish()?;
-    seal(out)?;
+    if met_at.is_some() && first != met_at {
+        return Ok(None);
+    }
+    Ok(Some(row))
+}
 
-    if let Some(p) = &peer {
-        for (origin, set) in &covers {
-            mark_sent(conn, p.id, *origin, set)?;
+/// Record what a bundle that reached its destination sent: the peer's
+/// "sent" mark and export time, and the clock and counter.
+fn record(conn: &Connection, s: &Session, plan: &Plan) -> Result<(), Error> {
+    if let Some(to) = &plan.to {
+        for (origin, set) in &plan.covers {
+            mark_sent(conn, to.peer.id, *origin, set)?;
         }
-        touch(conn, p.id, false, now_unix_ms())?;
-    }
-    if !full {
+        touch(conn, to.peer.id, false, now_unix_ms())?;
         conn.execute_batch("DELETE FROM temp.fieldsync_export_rows")?;
     }
-    s.save(conn)?;
-    let name_of = |o: &i64| {
-        s.sites
-            .get(*o)
-            .map(|site| site.name.clone())
-            .unwrap_or_else(|| o.to_string())
-    };
-    Ok(ExportReport {
-        full,
-        peer: peer.map(|p| p.name),
-        new_peer,
-        known_peers,
-        changes: summary.rows,
-        versions: summary.versions,
-        tables: tables
-            .iter()
-            .zip(summary.per_table.iter())
-            .map(|(t, &n)| TableCount {
-                table: t.name.clone(),
-                changes: n,
-            })
-            .collect(),
-        bytes: summary.bytes,
-        captured: stamped.captured,
-        covers: covers
-            .iter()
-            .map(|(o, set)| (name_of(o), set.to_string()))
-            .collect(),
-        warnings: stamped.warnings().into_iter().chain(warnings).collect(),
-    })
+    s.save(conn)
 }
 
 /// Fill `temp.fieldsync_export_rows` with the rows touched by the covered
@@ -391,7 +539,7 @@ fn emit<W: Write>(
     conn: &Connection,
     writer: &mut BundleWriter<W>,
     tables: &[TrackedTable],
-    refs: &HashMap<i64, Vec<crate::catalog::refs::RefFk>>,
+    refs: &HashMap<i64, Vec<RefFk>>,
     row: PendingRow,
 ) -> Result<(), Error> {
     if row.versions.is_empty() {

@@ -28,7 +28,7 @@ use rusqlite::Connection;
 use rusqlite::hooks::{AuthAction, AuthContext, Authorization};
 
 use crate::bundle::Header;
-use crate::bundle::format::{LocalTable, ViewDef};
+use crate::bundle::format::{LocalTable, TableDef, ViewDef};
 use crate::catalog::schema::{ENGINE_PREFIX, table_shape};
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, SetupError};
@@ -258,97 +258,122 @@ pub fn check_schema(header: &Header) -> Result<Vec<String>, Error> {
     let mut names = HashSet::new();
     let mut out = Vec::new();
     for def in &header.tables {
-        let refuse = |detail: String| -> Error {
-            SetupError::SchemaRefused {
-                table: excerpt(&def.name),
-                detail,
-            }
-            .into()
-        };
-        usable_name(&def.name, &mut names).map_err(refuse)?;
-        if def.schema.is_empty() {
-            return Err(SetupError::NoSchema {
-                table: def.name.clone(),
-            }
-            .into());
-        }
-        run_table(&scratch, &def.name, &def.schema).map_err(refuse)?;
-        // The table made must be the one the records describe.
-        let shape = table_shape(&scratch.conn, &def.name)
-            .map_err(|_| refuse(format!("it does not create table {}", def.name)))?;
-        let layout = crate::catalog::layout::layout_of(
-            &shape,
-            def.identity,
-            def.key.first().map(String::as_str),
-        )
-        .map_err(|e| refuse(e.to_string()))?;
-        if layout.key != def.key || layout.cells != def.cells {
-            return Err(refuse(format!(
-                "it creates columns ({}) with key ({}), but the bundle's rows have columns ({}) with key ({})",
-                layout.cells.join(", "),
-                layout.key.join(", "),
-                def.cells.join(", "),
-                def.key.join(", ")
-            )));
-        }
-        match def.identity {
-            crate::catalog::layout::Identity::Key => {
-                crate::catalog::schema::check_key_collation(&scratch.conn, &shape)
-                    .map_err(|e| refuse(e.to_string()))?
-            }
-            crate::catalog::layout::Identity::Column => {
-                crate::catalog::layout::check_identity_column(&scratch.conn, &shape, &layout.key[0])
-                    .map_err(|e| refuse(e.to_string()))?
-            }
-            _ => {}
-        }
+        check_tracked_table(&scratch, def, &mut names)?;
         out.extend(def.schema.iter().cloned());
     }
     // A table may refer to a table the bundle does not carry (one the app
     // never creates, or one left local): such references are plain values,
     // never checked (spec/quarantine.md), so they do not stop the setup.
     for local in &header.local_tables {
-        let refuse = |detail: String| -> Error {
-            SetupError::ObjectRefused {
-                kind: "local table",
-                name: excerpt(&local.name),
-                detail,
-            }
-            .into()
-        };
-        usable_name(&local.name, &mut names).map_err(refuse)?;
-        if local.schema.is_empty() {
-            return Err(refuse("it comes without a CREATE TABLE statement".into()));
-        }
-        run_table(&scratch, &local.name, &local.schema).map_err(refuse)?;
-        table_shape(&scratch.conn, &local.name)
-            .map_err(|_| refuse(format!("it does not create table {}", local.name)))?;
+        check_local_table(&scratch, local, &mut names)?;
         out.extend(local.schema.iter().cloned());
     }
     for view in &header.views {
-        let refuse = |detail: String| -> Error {
-            SetupError::ObjectRefused {
-                kind: "view",
-                name: excerpt(&view.name),
-                detail,
-            }
-            .into()
-        };
-        usable_name(&view.name, &mut names).map_err(refuse)?;
-        scratch
-            .run(
-                &view.sql,
-                Kind::View,
-                "its statement",
-                Target::View(view.name.clone()),
-            )
-            .map_err(refuse)?;
-        if !scratch.has_view(&view.name)? {
-            return Err(refuse(format!("it does not create view {}", view.name)));
-        }
+        check_view(&scratch, view, &mut names)?;
         out.push(view.sql.clone());
     }
     Ok(out)
+}
+
+/// A tracked table's statements must create the table its records
+/// describe: the same key and cells, and an identity it can have.
+fn check_tracked_table(
+    scratch: &Scratch,
+    def: &TableDef,
+    names: &mut HashSet<String>,
+) -> Result<(), Error> {
+    let refuse = |detail: String| -> Error {
+        SetupError::SchemaRefused {
+            table: excerpt(&def.name),
+            detail,
+        }
+        .into()
+    };
+    usable_name(&def.name, names).map_err(refuse)?;
+    if def.schema.is_empty() {
+        return Err(SetupError::NoSchema {
+            table: def.name.clone(),
+        }
+        .into());
+    }
+    run_table(scratch, &def.name, &def.schema).map_err(refuse)?;
+    // The table made must be the one the records describe.
+    let shape = table_shape(&scratch.conn, &def.name)
+        .map_err(|_| refuse(format!("it does not create table {}", def.name)))?;
+    let layout = crate::catalog::layout::layout_of(
+        &shape,
+        def.identity,
+        def.key.first().map(String::as_str),
+    )
+    .map_err(|e| refuse(e.to_string()))?;
+    if layout.key != def.key || layout.cells != def.cells {
+        return Err(refuse(format!(
+            "it creates columns ({}) with key ({}), but the bundle's rows have columns ({}) with key ({})",
+            layout.cells.join(", "),
+            layout.key.join(", "),
+            def.cells.join(", "),
+            def.key.join(", ")
+        )));
+    }
+    match def.identity {
+        crate::catalog::layout::Identity::Key => {
+            crate::catalog::schema::check_key_collation(&scratch.conn, &shape)
+                .map_err(|e| refuse(e.to_string()))
+        }
+        crate::catalog::layout::Identity::Column => {
+            crate::catalog::layout::check_identity_column(&scratch.conn, &shape, &layout.key[0])
+                .map_err(|e| refuse(e.to_string()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A local table's statements must create that table (and its indexes).
+fn check_local_table(
+    scratch: &Scratch,
+    local: &LocalTable,
+    names: &mut HashSet<String>,
+) -> Result<(), Error> {
+    let refuse = object_refused("local table", &local.name);
+    usable_name(&local.name, names).map_err(&refuse)?;
+    if local.schema.is_empty() {
+        return Err(refuse("it comes without a CREATE TABLE statement".into()));
+    }
+    run_table(scratch, &local.name, &local.schema).map_err(&refuse)?;
+    table_shape(&scratch.conn, &local.name)
+        .map_err(|_| refuse(format!("it does not create table {}", local.name)))?;
+    Ok(())
+}
+
+/// A view's statement must create that view.
+fn check_view(scratch: &Scratch, view: &ViewDef, names: &mut HashSet<String>) -> Result<(), Error> {
+    let refuse = object_refused("view", &view.name);
+    usable_name(&view.name, names).map_err(&refuse)?;
+    scratch
+        .run(
+            &view.sql,
+            Kind::View,
+            "its statement",
+            Target::View(view.name.clone()),
+        )
+        .map_err(&refuse)?;
+    if !scratch.has_view(&view.name)? {
+        return Err(refuse(format!("it does not create view {}", view.name)));
+    }
+    Ok(())
+}
+
+/// The refusal of the local table or view `name`, for a reason.
+fn object_refused(kind: &'static str, name: &str) -> impl Fn(String) -> Error {
+    let name = excerpt(name);
+    move |detail| {
+        SetupError::ObjectRefused {
+            kind,
+            name: name.clone(),
+            detail,
+        }
+        .into()
+    }
 }
 
 /// Run a table's statements on the scratch database: `CREATE TABLE`, then
