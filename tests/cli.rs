@@ -3,13 +3,11 @@
 //! several instances (hq, field-1, field-2) exchanging bundle files in a
 //! temporary directory.
 
-mod common;
-
 use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
 
-use common::*;
+use crate::util::*;
 
 /// The app schema most tests use.
 const PERSON: &str =

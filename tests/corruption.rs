@@ -13,13 +13,11 @@
 //!
 //! Each test prints its counts (`cargo test --test corruption -- --nocapture`).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::util::*;
 use fieldsync::fuzzing::{self, ImportTarget, Outcome};
 use fieldsync::{BundleError, Error, ExportTarget, Instance, Selection};
 

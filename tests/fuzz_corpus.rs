@@ -11,12 +11,10 @@
 //! cargo test --test fuzz_corpus -- --ignored generate_seed_corpus
 //! ```
 
-mod common;
-
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::util::*;
 use fieldsync::fuzzing::{self, ImportTarget, Outcome};
 
 fn fuzz_dir() -> PathBuf {

@@ -1,9 +1,7 @@
 //! Regression tests for quarantine, foreign keys, the conflict log and
 //! `init --from`, each named after the bug it caught in review.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 use serde_json::Value as Json;
 
 fn origin_field(site: &Site, origin: &str, field: &str) -> Res<String> {

@@ -3,11 +3,9 @@
 //! a location hierarchy arriving in any order, quarantine and the conflict
 //! log, relaying across three instances, and `fieldsync demo`.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::util::*;
 use fieldsync::SiteId;
 use fieldsync::bundle::format::{LocalTable, SiteRef, TableDef, ViewDef};
 use fieldsync::bundle::{BundleWriter, Header};

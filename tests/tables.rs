@@ -6,11 +6,9 @@
 //! what the app's `ON DELETE` says. Every outcome is checked by content on
 //! every instance: the same rows, each reference pointing at the right row.
 
-mod common;
-
 use std::path::Path;
 
-use common::*;
+use crate::util::*;
 
 /// Sahana Eden's shape: integer ids, a unique uuid, integer references,
 /// foreign keys on in the app.
