@@ -28,8 +28,9 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use crate::util::*;
 use fieldsync::fuzzing::state_fingerprint;
+
+use crate::util::*;
 
 const SCHEMA: &str = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT, age INTEGER);
                       CREATE TABLE visit(person TEXT, day INTEGER, note, PRIMARY KEY(person, day));";

@@ -14,8 +14,9 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::util::*;
 use fieldsync::fuzzing::{self, ImportTarget, Outcome};
+
+use crate::util::*;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
