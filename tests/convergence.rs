@@ -35,7 +35,8 @@ use proptest::collection::vec;
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use crate::util::Res;
+use crate::util::instances::{export_to, import, instance};
 
 fn config() -> ProptestConfig {
     let cases = match std::env::var("FIELDSYNC_PROPTEST_CASES") {
@@ -1111,19 +1112,11 @@ fn update_after_sync(
     let dir = tempfile::tempdir()?;
     let mut at = Vec::new();
     for name in ["i0", "i1"] {
-        let (mut inst, _) = Instance::init(dir.path().join(format!("{name}.db")), name)?;
-        inst.connection().execute_batch(schema)?;
-        inst.track(&Selection::All)?;
-        at.push(inst);
+        at.push(instance(dir.path(), name, schema)?);
     }
     let sync = |at: &mut Vec<Instance>| -> Res<()> {
-        let mut bundle = Vec::new();
-        let to = ExportTarget::Peer {
-            to: "i1".into(),
-            resend: false,
-        };
-        at[0].export(&to, &mut bundle)?;
-        at[1].import(Cursor::new(&bundle))?;
+        let bundle = export_to(&mut at[0], "i1")?;
+        import(&mut at[1], &bundle)?;
         Ok(())
     };
     at[0].connection().execute(insert, [])?;
