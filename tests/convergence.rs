@@ -16,7 +16,7 @@
 //! order and any number of times, give the same row state, and the app row
 //! the merge's actions leave shows every cell's winning value.
 //!
-//! Cases: 32 by default (the merge test runs 16 times as many), or
+//! Cases: 128 by default (the merge test runs 16 times as many), or
 //! `FIELDSYNC_PROPTEST_CASES`. Failing seeds are kept in
 //! `tests/convergence.proptest-regressions`; a failure worth keeping goes
 //! into a plain `#[test]` at the end of this file.
@@ -33,28 +33,13 @@ use fieldsync::{
 };
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
 
 use crate::util::Res;
+use crate::util::histories::{self, Delivery};
 use crate::util::instances::{export_to, import, instance};
 
 fn config() -> ProptestConfig {
-    let cases = match std::env::var("FIELDSYNC_PROPTEST_CASES") {
-        Ok(v) => match v.trim().parse() {
-            Ok(n) => n,
-            Err(_) => panic!("FIELDSYNC_PROPTEST_CASES must be a number of cases, not {v:?}"),
-        },
-        Err(_) => 128,
-    };
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        // A case costs tens of milliseconds; keep shrinking bounded.
-        max_shrink_iters: 4096,
-        ..ProptestConfig::default()
-    }
+    histories::config(4096)
 }
 
 // ---------------------------------------------------------------------------
@@ -230,20 +215,6 @@ impl fmt::Debug for Step {
     }
 }
 
-/// After the history: bundle number `bundle` (modulo the pool size) is
-/// imported at `at`.
-#[derive(Clone)]
-struct Delivery {
-    bundle: usize,
-    at: usize,
-}
-
-impl fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bundle #{} → i{}", self.bundle, self.at)
-    }
-}
-
 /// Who sends to whom in the final exchange.
 #[derive(Clone, Copy)]
 enum Exchange {
@@ -282,6 +253,16 @@ struct History {
     steps: Vec<Step>,
     deliveries: Vec<Delivery>,
     exchange: Exchange,
+}
+
+impl histories::History for History {
+    type Step = Step;
+    fn steps(&mut self) -> &mut Vec<Step> {
+        &mut self.steps
+    }
+    fn deliveries(&mut self) -> &mut Vec<Delivery> {
+        &mut self.deliveries
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -757,52 +738,13 @@ fn check(h: &History) -> Result<(), String> {
         .map_err(|e| format!("{e}\n--- what happened ---\n{}", world.trace.join("\n")))
 }
 
-/// Drop steps and deliveries, one at a time, while the history still fails.
-/// Proptest's own shrinking first removes steps and then simplifies the rest,
-/// which can leave steps that its simplifying made irrelevant.
-fn drop_irrelevant_steps(mut h: History) -> History {
-    loop {
-        let mut smaller = false;
-        for i in (0..h.steps.len()).rev() {
-            let mut t = h.clone();
-            t.steps.remove(i);
-            if check(&t).is_err() {
-                h = t;
-                smaller = true;
-            }
-        }
-        for i in (0..h.deliveries.len()).rev() {
-            let mut t = h.clone();
-            t.deliveries.remove(i);
-            if check(&t).is_err() {
-                h = t;
-                smaller = true;
-            }
-        }
-        if !smaller {
-            return h;
-        }
-    }
-}
-
 #[test]
 fn three_instances_converge() {
-    let mut runner = TestRunner::new(ProptestConfig {
+    let config = ProptestConfig {
         source_file: Some(file!()),
         ..config()
-    });
-    match runner.run(&history(), |h| check(&h).map_err(TestCaseError::fail)) {
-        Ok(()) => {}
-        Err(TestError::Fail(_, h)) => {
-            let h = drop_irrelevant_steps(h);
-            let why = match check(&h) {
-                Err(e) => e,
-                Ok(()) => "it passed when run again (a timing-dependent failure?)".into(),
-            };
-            panic!("minimal failing history: {h:#?}\n{why}\n{runner}");
-        }
-        Err(e) => panic!("{e}\n{runner}"),
-    }
+    };
+    histories::run(config, history(), check);
 }
 
 // ---------------------------------------------------------------------------

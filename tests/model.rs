@@ -93,10 +93,10 @@ use fieldsync::value::decode_key;
 use fieldsync::{Error, ExportTarget, ImportError, Instance, Selection, Value};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
 use rusqlite::Connection;
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use crate::util::Res;
+use crate::util::histories::{self, Delivery};
 
 /// `FIELDSYNC_MODEL_AVOID_KNOWN_BUGS=all` (or a comma-separated list of
 /// their names) steers clear of engine bugs the test found, to look for
@@ -116,22 +116,7 @@ fn avoid_known_bug(name: &str) -> bool {
 }
 
 fn config() -> ProptestConfig {
-    let cases = match std::env::var("FIELDSYNC_PROPTEST_CASES") {
-        Ok(v) => match v.trim().parse() {
-            Ok(n) => n,
-            Err(_) => panic!("FIELDSYNC_PROPTEST_CASES must be a number of cases, not {v:?}"),
-        },
-        Err(_) => 128,
-    };
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        // A case costs tens of milliseconds; keep shrinking bounded.
-        max_shrink_iters: 2048,
-        ..ProptestConfig::default()
-    }
+    histories::config(2048)
 }
 
 // ---------------------------------------------------------------------------
@@ -748,20 +733,6 @@ impl fmt::Debug for Step {
     }
 }
 
-/// After the history: bundle number `bundle` (modulo the pool size) is
-/// imported at `at`.
-#[derive(Clone)]
-struct Delivery {
-    bundle: usize,
-    at: usize,
-}
-
-impl fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bundle #{} → i{}", self.bundle, self.at)
-    }
-}
-
 #[derive(Clone, Debug)]
 struct History {
     instances: usize,
@@ -770,6 +741,16 @@ struct History {
     skew_ms: Vec<i64>,
     steps: Vec<Step>,
     deliveries: Vec<Delivery>,
+}
+
+impl histories::History for History {
+    type Step = Step;
+    fn steps(&mut self) -> &mut Vec<Step> {
+        &mut self.steps
+    }
+    fn deliveries(&mut self) -> &mut Vec<Delivery> {
+        &mut self.deliveries
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -1204,17 +1185,6 @@ struct Rec {
 
 impl Rec {
     fn text(&self, row: &RowId) -> String {
-        let versions: Vec<String> = self
-            .versions
-            .iter()
-            .map(|((o, s), (h, bits))| {
-                format!(
-                    "i{o}#{s}@{} holds {}",
-                    hlc_text(*h),
-                    bits_text(row.table, bits)
-                )
-            })
-            .collect();
         let values: Vec<String> = self
             .values
             .iter()
@@ -1223,7 +1193,7 @@ impl Rec {
         format!(
             "{row:?} cl {}: {}; values ({})",
             self.cl,
-            versions.join(", "),
+            versions_text(row, &self.versions),
             values.join(", ")
         )
     }
@@ -1248,6 +1218,16 @@ struct Verdicts {
     applied: u64,
     known: u64,
     older: u64,
+}
+
+impl Verdicts {
+    fn add(&mut self, verdict: Verdict) {
+        match verdict {
+            Verdict::Applied => self.applied += 1,
+            Verdict::Known => self.known += 1,
+            Verdict::Older => self.older += 1,
+        }
+    }
 }
 
 /// One instance as the model sees it.
@@ -1380,7 +1360,8 @@ struct View {
     log: BTreeMap<RowId, (u64, Holders)>,
 }
 
-fn holders_text(row: &RowId, cl: u64, h: &Holders) -> String {
+/// Which change holds which bits of a row.
+fn versions_text(row: &RowId, h: &Holders) -> String {
     let parts: Vec<String> = h
         .iter()
         .map(|((o, s), (hlc, bits))| {
@@ -1391,7 +1372,11 @@ fn holders_text(row: &RowId, cl: u64, h: &Holders) -> String {
             )
         })
         .collect();
-    format!("cl {cl}: {}", parts.join(", "))
+    parts.join(", ")
+}
+
+fn holders_text(row: &RowId, cl: u64, h: &Holders) -> String {
+    format!("cl {cl}: {}", versions_text(row, h))
 }
 
 /// The differences between two views, named `a` and `b`.
@@ -2513,11 +2498,7 @@ impl World {
                 continue;
             }
             let verdict = merge_mapped(&self.sites, m, row, rec, &rank, &mut touched);
-            match verdict {
-                Verdict::Applied => counts.applied += 1,
-                Verdict::Known => counts.known += 1,
-                Verdict::Older => counts.older += 1,
-            }
+            counts.add(verdict);
             if verdict != Verdict::Known {
                 notes.push(format!("{row:?} {verdict:?}"));
             }
@@ -2628,11 +2609,7 @@ impl World {
                 .values()
                 .map(|(h, _)| *h)
                 .fold(max_hlc, u64::max);
-            match verdict {
-                Verdict::Applied => counts.applied += 1,
-                Verdict::Known => counts.known += 1,
-                Verdict::Older => counts.older += 1,
-            }
+            counts.add(verdict);
             if verdict != Verdict::Known {
                 notes.push(format!("{row:?} {verdict:?}"));
             }
@@ -3462,50 +3439,11 @@ fn check(h: &History) -> Result<(), String> {
     result
 }
 
-/// Drop steps and deliveries, one at a time, while the history still fails.
-/// Proptest's own shrinking first removes steps and then simplifies the rest,
-/// which can leave steps that its simplifying made irrelevant.
-fn drop_irrelevant_steps(mut h: History) -> History {
-    loop {
-        let mut smaller = false;
-        for i in (0..h.steps.len()).rev() {
-            let mut t = h.clone();
-            t.steps.remove(i);
-            if check(&t).is_err() {
-                h = t;
-                smaller = true;
-            }
-        }
-        for i in (0..h.deliveries.len()).rev() {
-            let mut t = h.clone();
-            t.deliveries.remove(i);
-            if check(&t).is_err() {
-                h = t;
-                smaller = true;
-            }
-        }
-        if !smaller {
-            return h;
-        }
-    }
-}
-
 #[test]
 fn instances_match_the_model() {
-    let mut runner = TestRunner::new(ProptestConfig {
+    let config = ProptestConfig {
         source_file: Some(file!()),
         ..config()
-    });
-    match runner.run(&history(), |h| check(&h).map_err(TestCaseError::fail)) {
-        Ok(()) => {}
-        Err(TestError::Fail(_, h)) => {
-            let h = drop_irrelevant_steps(h);
-            let why = match check(&h) {
-                Err(e) => e,
-                Ok(()) => "it passed when run again (a timing-dependent failure?)".into(),
-            };
-            panic!("minimal failing history: {h:#?}\n{why}\n{runner}");
-        }
-        Err(e) => panic!("{e}\n{runner}"),
-    }
+    };
+    histories::run(config, history(), check);
 }
