@@ -28,9 +28,7 @@ use std::io::Cursor;
 use fieldsync::colset::ColSet;
 use fieldsync::hlc::Hlc;
 use fieldsync::merge::{Outcome, RowAction, RowState, Verdict, Version};
-use fieldsync::{
-    Error, ExportTarget, ImportError, ImportReport, Instance, Selection, SiteId, Value,
-};
+use fieldsync::{ExportTarget, ImportReport, Instance, Selection, SiteId, Value};
 use proptest::collection::vec;
 use proptest::prelude::*;
 
@@ -519,18 +517,9 @@ impl World {
         let bundle = &self.pool[b];
         let result = self.instances[at].import(Cursor::new(&bundle.bytes));
         if bundle.sender == at {
-            return match result {
-                Err(Error::Import(ImportError::FromSelf { .. })) => {
-                    self.trace
-                        .push(format!("i{at} ← #{b}: refused (its own bundle)"));
-                    Ok(None)
-                }
-                Err(e) => Err(format!(
-                    "i{at} importing its own bundle #{b} failed with {e:?}, not FromSelf"
-                )
-                .into()),
-                Ok(_) => Err(format!("i{at} accepted its own bundle #{b}").into()),
-            };
+            let refused = histories::refused_as_own(result, at, b)?;
+            self.trace.push(refused);
+            return Ok(None);
         }
         let report = result.map_err(|e| {
             format!(
@@ -632,22 +621,17 @@ impl World {
                     self.trace
                         .push(format!("i{at}: compact: {} captured", r.captured));
                 }
-                Step::Import { at, back } => {
-                    if self.pool.is_empty() {
-                        self.trace.push(format!("i{at}: no bundle to import yet"));
-                    } else {
-                        let b = self.pool.len() - 1 - back % self.pool.len();
+                Step::Import { at, back } => match histories::pick(self.pool.len(), *back) {
+                    Some(b) => {
                         self.import(b, *at)?;
                     }
-                }
+                    None => self.trace.push(format!("i{at}: no bundle to import yet")),
+                },
             }
         }
-        let history_bundles = self.pool.len();
         self.trace.push("-- deliveries --".into());
-        if history_bundles > 0 {
-            for d in &h.deliveries {
-                self.import(d.bundle % history_bundles, d.at)?;
-            }
+        for (b, at) in histories::delivered(&h.deliveries, self.pool.len()) {
+            self.import(b, at)?;
         }
 
         // Resending everything not acknowledged, twice round; a third round

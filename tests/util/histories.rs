@@ -7,8 +7,11 @@
 
 use std::fmt;
 
+use fieldsync::{Error, ImportError};
 use proptest::prelude::*;
 use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
+
+use super::Res;
 
 /// `FIELDSYNC_PROPTEST_CASES`, or 128.
 fn cases() -> u32 {
@@ -47,6 +50,36 @@ pub struct Delivery {
 impl fmt::Debug for Delivery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "bundle #{} → i{}", self.bundle, self.at)
+    }
+}
+
+/// The pooled bundle a step imports: `back` before the newest, counting
+/// back modulo the pool size; `None` while the pool is empty.
+pub fn pick(pool: usize, back: usize) -> Option<usize> {
+    (pool > 0).then(|| pool - 1 - back % pool)
+}
+
+/// The deliveries after the history, among the `pool` bundles it made (none
+/// if it made none): bundle number and the instance importing it.
+pub fn delivered(deliveries: &[Delivery], pool: usize) -> Vec<(usize, usize)> {
+    if pool == 0 {
+        return Vec::new();
+    }
+    deliveries.iter().map(|d| (d.bundle % pool, d.at)).collect()
+}
+
+/// Instance `at` was handed its own bundle `b` and must have refused it with
+/// `FromSelf`: the line for the trace, or what went wrong.
+pub fn refused_as_own<T>(result: Result<T, Error>, at: usize, b: usize) -> Res<String> {
+    match result {
+        Err(Error::Import(ImportError::FromSelf { .. })) => {
+            Ok(format!("i{at} ← #{b}: refused (its own bundle)"))
+        }
+        Err(e) => Err(format!(
+            "i{at} importing its own bundle #{b} failed with {e:?}, not FromSelf"
+        )
+        .into()),
+        Ok(_) => Err(format!("i{at} accepted its own bundle #{b}").into()),
     }
 }
 
