@@ -939,7 +939,7 @@ fn bundle_naming_this_instance_differently_does_not_rename_it() -> Res {
 }
 
 // ---------------------------------------------------------------------------
-// Found by the model test (tests/model.rs)
+// Found by the model test (tests/model/)
 // ---------------------------------------------------------------------------
 
 /// Rows of `t` as `quote(id)=quote(v)=quote(w)`, ordered by id.
@@ -1066,7 +1066,7 @@ fn record_listing_one_change_twice_is_refused() -> Res {
     Ok(())
 }
 
-/// Found by the fuzzer (import_mutated, fuzz/corpus/import_mutated/
+/// Found by the fuzzer (import_mutated, fuzz/seed/import_mutated/
 /// crash-nan-key.open): a record keyed by a NaN real. SQLite stores a NaN as
 /// NULL, so the table got a row with a NULL key (never replicated) while the
 /// change log recorded a live row keyed NaN that the table does not have.
@@ -1273,7 +1273,7 @@ fn a_bundle_identifying_rows_otherwise_is_refused() -> Res {
 }
 
 // ---------------------------------------------------------------------------
-// Found by the model test's tables with a local key (tests/model.rs: `loc`,
+// Found by the model test's tables with a local key (tests/model/: `loc`,
 // `opt`).
 // ---------------------------------------------------------------------------
 
