@@ -11,7 +11,7 @@
 //!   `PRAGMA integrity_check` and `fieldsync check` and a second import
 //!   applies nothing ([`fieldsync::fuzzing::ImportTarget`]).
 //!
-//! Each test prints its counts (`cargo test --test corruption -- --nocapture`).
+//! Each test prints its counts (`cargo test --test tests corruption:: -- --nocapture`).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
