@@ -1,5 +1,5 @@
 //! The bodies of the fuzz targets (`fuzz/fuzz_targets/`), shared with the
-//! corpus replay in `cargo test` (`tests/fuzz_corpus.rs`) so both run the
+//! replay of the seed inputs in `cargo test` (`tests/fuzz_corpus.rs`) so both run the
 //! same checks. Not part of the supported API.
 //!
 //! Each body takes the fuzzer's bytes and returns normally whatever they
@@ -25,8 +25,9 @@
 //! regressions, the model test comparing rows by identity, the hot-path
 //! benches) find what they need re-exported at the end of this module.
 //!
-//! [`generate`] builds the seed database and the bundles the seed corpora
-//! start from, with the real engine.
+//! [`generate`] builds, with the real engine, the seed database and the
+//! bundles the committed seed inputs (`fuzz/seed/<target>/`) start from;
+//! the fuzzers' own growing corpus stays out of git.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};

@@ -1,20 +1,10 @@
 //! Capture and stamping, checked through the library: what the triggers
 //! record and how it lands in the change log.
 
-use fieldsync::{ExportTarget, Instance, Selection};
+use fieldsync::{ExportTarget, Instance};
 
-type Res = Result<(), Box<dyn std::error::Error>>;
-
-fn instance(
-    dir: &tempfile::TempDir,
-    name: &str,
-    schema: &str,
-) -> Result<Instance, Box<dyn std::error::Error>> {
-    let (mut inst, _) = Instance::init(dir.path().join(format!("{name}.db")), name)?;
-    inst.connection().execute_batch(schema)?;
-    inst.track(&Selection::All)?;
-    Ok(inst)
-}
+use crate::util::Res;
+use crate::util::instances::instance;
 
 fn log_entries(inst: &Instance) -> rusqlite::Result<i64> {
     inst.connection()
@@ -27,7 +17,11 @@ fn log_entries(inst: &Instance) -> rusqlite::Result<i64> {
 #[test]
 fn one_update_of_several_columns_is_one_change() -> Res {
     let dir = tempfile::tempdir()?;
-    let mut hq = instance(&dir, "hq", "CREATE TABLE p(id TEXT PRIMARY KEY, a, b, c);")?;
+    let mut hq = instance(
+        dir.path(),
+        "hq",
+        "CREATE TABLE p(id TEXT PRIMARY KEY, a, b, c);",
+    )?;
     hq.connection()
         .execute("INSERT INTO p VALUES ('k', 1, 2, 3)", [])?;
     hq.compact()?;
@@ -55,7 +49,7 @@ fn one_update_of_several_columns_is_one_change() -> Res {
 fn an_update_that_changes_nothing_records_nothing() -> Res {
     let dir = tempfile::tempdir()?;
     let mut hq = instance(
-        &dir,
+        dir.path(),
         "hq",
         "CREATE TABLE p(id TEXT PRIMARY KEY, a, b TEXT COLLATE NOCASE);",
     )?;

@@ -2,9 +2,7 @@
 //! a report naming the damage when the engine tables are changed behind its
 //! back with the `sqlite3` shell.
 
-mod common;
-
-use common::*;
+use crate::util::*;
 
 const SCHEMA: &str = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT, status TEXT);
                       CREATE TABLE visit(person TEXT, day INTEGER, note, PRIMARY KEY(person, day));";

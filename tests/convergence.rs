@@ -16,7 +16,7 @@
 //! order and any number of times, give the same row state, and the app row
 //! the merge's actions leave shows every cell's winning value.
 //!
-//! Cases: 32 by default (the merge test runs 16 times as many), or
+//! Cases: 128 by default (the merge test runs 16 times as many), or
 //! `FIELDSYNC_PROPTEST_CASES`. Failing seeds are kept in
 //! `tests/convergence.proptest-regressions`; a failure worth keeping goes
 //! into a plain `#[test]` at the end of this file.
@@ -28,32 +28,16 @@ use std::io::Cursor;
 use fieldsync::merge::ColSet;
 use fieldsync::merge::Hlc;
 use fieldsync::merge::{Outcome, RowAction, RowState, Verdict, Version};
-use fieldsync::{
-    Error, ExportTarget, ImportError, ImportReport, Instance, Selection, SiteId, Value,
-};
+use fieldsync::{ExportTarget, ImportReport, Instance, Selection, SiteId, Value};
 use proptest::collection::vec;
 use proptest::prelude::*;
-use proptest::test_runner::{FileFailurePersistence, TestError, TestRunner};
 
-type Res<T> = Result<T, Box<dyn std::error::Error>>;
+use crate::util::Res;
+use crate::util::histories::{self, Delivery};
+use crate::util::instances::{export_to, import, instance};
 
 fn config() -> ProptestConfig {
-    let cases = match std::env::var("FIELDSYNC_PROPTEST_CASES") {
-        Ok(v) => match v.trim().parse() {
-            Ok(n) => n,
-            Err(_) => panic!("FIELDSYNC_PROPTEST_CASES must be a number of cases, not {v:?}"),
-        },
-        Err(_) => 128,
-    };
-    ProptestConfig {
-        cases,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource(
-            "proptest-regressions",
-        ))),
-        // A case costs tens of milliseconds; keep shrinking bounded.
-        max_shrink_iters: 4096,
-        ..ProptestConfig::default()
-    }
+    histories::config(4096)
 }
 
 // ---------------------------------------------------------------------------
@@ -229,20 +213,6 @@ impl fmt::Debug for Step {
     }
 }
 
-/// After the history: bundle number `bundle` (modulo the pool size) is
-/// imported at `at`.
-#[derive(Clone)]
-struct Delivery {
-    bundle: usize,
-    at: usize,
-}
-
-impl fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bundle #{} → i{}", self.bundle, self.at)
-    }
-}
-
 /// Who sends to whom in the final exchange.
 #[derive(Clone, Copy)]
 enum Exchange {
@@ -281,6 +251,16 @@ struct History {
     steps: Vec<Step>,
     deliveries: Vec<Delivery>,
     exchange: Exchange,
+}
+
+impl histories::History for History {
+    type Step = Step;
+    fn steps(&mut self) -> &mut Vec<Step> {
+        &mut self.steps
+    }
+    fn deliveries(&mut self) -> &mut Vec<Delivery> {
+        &mut self.deliveries
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -537,18 +517,9 @@ impl World {
         let bundle = &self.pool[b];
         let result = self.instances[at].import(Cursor::new(&bundle.bytes));
         if bundle.sender == at {
-            return match result {
-                Err(Error::Import(ImportError::FromSelf { .. })) => {
-                    self.trace
-                        .push(format!("i{at} ← #{b}: refused (its own bundle)"));
-                    Ok(None)
-                }
-                Err(e) => Err(format!(
-                    "i{at} importing its own bundle #{b} failed with {e:?}, not FromSelf"
-                )
-                .into()),
-                Ok(_) => Err(format!("i{at} accepted its own bundle #{b}").into()),
-            };
+            let refused = histories::refused_as_own(result, at, b)?;
+            self.trace.push(refused);
+            return Ok(None);
         }
         let report = result.map_err(|e| {
             format!(
@@ -650,22 +621,17 @@ impl World {
                     self.trace
                         .push(format!("i{at}: compact: {} captured", r.captured));
                 }
-                Step::Import { at, back } => {
-                    if self.pool.is_empty() {
-                        self.trace.push(format!("i{at}: no bundle to import yet"));
-                    } else {
-                        let b = self.pool.len() - 1 - back % self.pool.len();
+                Step::Import { at, back } => match histories::pick(self.pool.len(), *back) {
+                    Some(b) => {
                         self.import(b, *at)?;
                     }
-                }
+                    None => self.trace.push(format!("i{at}: no bundle to import yet")),
+                },
             }
         }
-        let history_bundles = self.pool.len();
         self.trace.push("-- deliveries --".into());
-        if history_bundles > 0 {
-            for d in &h.deliveries {
-                self.import(d.bundle % history_bundles, d.at)?;
-            }
+        for (b, at) in histories::delivered(&h.deliveries, self.pool.len()) {
+            self.import(b, at)?;
         }
 
         // Resending everything not acknowledged, twice round; a third round
@@ -756,52 +722,13 @@ fn check(h: &History) -> Result<(), String> {
         .map_err(|e| format!("{e}\n--- what happened ---\n{}", world.trace.join("\n")))
 }
 
-/// Drop steps and deliveries, one at a time, while the history still fails.
-/// Proptest's own shrinking first removes steps and then simplifies the rest,
-/// which can leave steps that its simplifying made irrelevant.
-fn drop_irrelevant_steps(mut h: History) -> History {
-    loop {
-        let mut smaller = false;
-        for i in (0..h.steps.len()).rev() {
-            let mut t = h.clone();
-            t.steps.remove(i);
-            if check(&t).is_err() {
-                h = t;
-                smaller = true;
-            }
-        }
-        for i in (0..h.deliveries.len()).rev() {
-            let mut t = h.clone();
-            t.deliveries.remove(i);
-            if check(&t).is_err() {
-                h = t;
-                smaller = true;
-            }
-        }
-        if !smaller {
-            return h;
-        }
-    }
-}
-
 #[test]
 fn three_instances_converge() {
-    let mut runner = TestRunner::new(ProptestConfig {
+    let config = ProptestConfig {
         source_file: Some(file!()),
         ..config()
-    });
-    match runner.run(&history(), |h| check(&h).map_err(TestCaseError::fail)) {
-        Ok(()) => {}
-        Err(TestError::Fail(_, h)) => {
-            let h = drop_irrelevant_steps(h);
-            let why = match check(&h) {
-                Err(e) => e,
-                Ok(()) => "it passed when run again (a timing-dependent failure?)".into(),
-            };
-            panic!("minimal failing history: {h:#?}\n{why}\n{runner}");
-        }
-        Err(e) => panic!("{e}\n{runner}"),
-    }
+    };
+    histories::run(config, history(), check);
 }
 
 // ---------------------------------------------------------------------------
@@ -1111,19 +1038,11 @@ fn update_after_sync(
     let dir = tempfile::tempdir()?;
     let mut at = Vec::new();
     for name in ["i0", "i1"] {
-        let (mut inst, _) = Instance::init(dir.path().join(format!("{name}.db")), name)?;
-        inst.connection().execute_batch(schema)?;
-        inst.track(&Selection::All)?;
-        at.push(inst);
+        at.push(instance(dir.path(), name, schema)?);
     }
     let sync = |at: &mut Vec<Instance>| -> Res<()> {
-        let mut bundle = Vec::new();
-        let to = ExportTarget::Peer {
-            to: "i1".into(),
-            resend: false,
-        };
-        at[0].export(&to, &mut bundle)?;
-        at[1].import(Cursor::new(&bundle))?;
+        let bundle = export_to(&mut at[0], "i1")?;
+        import(&mut at[1], &bundle)?;
         Ok(())
     };
     at[0].connection().execute(insert, [])?;

@@ -11,32 +11,20 @@
 //!   `PRAGMA integrity_check` and `fieldsync check` and a second import
 //!   applies nothing ([`fieldsync::fuzzing::ImportTarget`]).
 //!
-//! Each test prints its counts (`cargo test --test corruption -- --nocapture`).
-
-mod common;
+//! Each test prints its counts (`cargo test --test tests corruption:: -- --nocapture`).
 
 use std::collections::BTreeMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use fieldsync::fuzzing::{self, ImportTarget, Outcome};
-use fieldsync::{BundleError, Error, ExportTarget, Instance, Selection};
+use fieldsync::{BundleError, Error, Instance, Selection};
+
+use crate::util::instances::export_to;
+use crate::util::*;
 
 const SCHEMA: &str = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT);
                       CREATE TABLE visit(person TEXT, day INTEGER, note, PRIMARY KEY(person, day));";
-
-fn export_to(i: &mut Instance, to: &str) -> Res<Vec<u8>> {
-    let mut out = Vec::new();
-    i.export(
-        &ExportTarget::Peer {
-            to: to.into(),
-            resend: false,
-        },
-        &mut out,
-    )?;
-    Ok(out)
-}
 
 /// The receiver's database (closed) and a delta bundle for it from hq.
 fn setup(dir: &Path) -> Res<(PathBuf, Vec<u8>)> {

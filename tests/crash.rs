@@ -21,8 +21,6 @@
 //! `FIELDSYNC_CRASH_POINTS` sets the number of moments per command (default
 //! 20); `FIELDSYNC_CRASH_ROWS` the rows per table (default 40,000).
 
-mod common;
-
 use std::ffi::OsStr;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -30,8 +28,9 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use common::*;
 use fieldsync::fuzzing::state_fingerprint;
+
+use crate::util::*;
 
 const SCHEMA: &str = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT, age INTEGER);
                       CREATE TABLE visit(person TEXT, day INTEGER, note, PRIMARY KEY(person, day));";

@@ -2,13 +2,15 @@
 //! are kept in tests/data/ and must still inspect and import exactly.
 //!
 //! To write a new golden file (only when a new format version is added):
-//! `FIELDSYNC_WRITE_GOLDEN=1 cargo test --test format -- --ignored`.
+//! `FIELDSYNC_WRITE_GOLDEN=1 cargo test --test tests format::write_golden -- --ignored`.
 
 use std::path::PathBuf;
 
 use fieldsync::bundle::format::{LocalTable, MAX_LIST, ViewDef};
 use fieldsync::bundle::{BundleReader, BundleWriter, Header, SiteRef, inspect, verify};
 use fieldsync::{ExportTarget, Instance, Selection, TrackOptions, Value};
+
+use crate::util::Res;
 
 const SCHEMA: &str = "
 CREATE TABLE kinds(id TEXT PRIMARY KEY, i INTEGER, r REAL, t TEXT, b BLOB, n);
@@ -84,7 +86,7 @@ fn rows(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<Vec<Valu
 
 #[test]
 #[ignore = "writes tests/data/golden-vN.bundle for the current version; run only when adding a format version"]
-fn write_golden() -> Result<(), Box<dyn std::error::Error>> {
+fn write_golden() -> Res {
     if std::env::var("FIELDSYNC_WRITE_GOLDEN").is_err() {
         return Ok(());
     }
@@ -102,7 +104,7 @@ fn write_golden() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[test]
-fn golden_bundles_inspect_intact() -> Result<(), Box<dyn std::error::Error>> {
+fn golden_bundles_inspect_intact() -> Res {
     for version in VERSIONS {
         golden_inspects_intact(version)?;
     }
@@ -110,14 +112,14 @@ fn golden_bundles_inspect_intact() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 #[test]
-fn golden_bundles_import_every_value_exactly() -> Result<(), Box<dyn std::error::Error>> {
+fn golden_bundles_import_every_value_exactly() -> Res {
     for version in VERSIONS {
         golden_imports_every_value_exactly(version)?;
     }
     Ok(())
 }
 
-fn golden_inspects_intact(version: u16) -> Result<(), Box<dyn std::error::Error>> {
+fn golden_inspects_intact(version: u16) -> Res {
     let info = inspect(std::fs::File::open(golden(version))?)?;
     assert!(info.intact, "{:?}", info.problem);
     assert_eq!(info.header.sender.name, "golden-hq");
@@ -138,7 +140,7 @@ fn golden_inspects_intact(version: u16) -> Result<(), Box<dyn std::error::Error>
     Ok(())
 }
 
-fn golden_imports_every_value_exactly(version: u16) -> Result<(), Box<dyn std::error::Error>> {
+fn golden_imports_every_value_exactly(version: u16) -> Res {
     let dir = tempfile::tempdir()?;
     let (mut field, _) = Instance::init(dir.path().join("field.db"), "field")?;
     field.connection().execute_batch(&schema(3))?;
@@ -193,7 +195,7 @@ fn golden_imports_every_value_exactly(version: u16) -> Result<(), Box<dyn std::e
 
 /// A full header with one local table (of `schema_len` statements) and one
 /// view, written as a bundle without rows.
-fn bundle_with_local(schema_len: usize) -> Result<(Header, Vec<u8>), Box<dyn std::error::Error>> {
+fn bundle_with_local(schema_len: usize) -> Res<(Header, Vec<u8>)> {
     let site = SiteRef {
         id: fieldsync::SiteId::random(),
         name: "hq".into(),
@@ -222,8 +224,7 @@ fn bundle_with_local(schema_len: usize) -> Result<(Header, Vec<u8>), Box<dyn std
 }
 
 #[test]
-fn local_tables_and_views_read_back_and_their_lists_are_bounded()
--> Result<(), Box<dyn std::error::Error>> {
+fn local_tables_and_views_read_back_and_their_lists_are_bounded() -> Res {
     let (header, bytes) = bundle_with_local(2)?;
     let mut file = std::io::Cursor::new(bytes);
     verify(&mut file)?;

@@ -1,23 +1,25 @@
-//! Replays the fuzz corpora on stable Rust, so CI exercises every input the
-//! fuzzers kept (and every crash they found) without cargo-fuzz: each file
-//! under `fuzz/corpus/<target>/` and `fuzz/artifacts/<target>/` goes
+//! Replays the fuzz inputs on stable Rust, so CI exercises every input kept
+//! in git without cargo-fuzz: each file under `fuzz/seed/<target>/` goes
 //! through the same body as the fuzz target `<target>`
-//! ([`fieldsync::fuzzing`]).
+//! ([`fieldsync::fuzzing`]). Those are the seed inputs and every input that
+//! once found a bug (named `crash-*`, each with a regression test). Where
+//! the fuzzers have run, their working corpus (`fuzz/corpus/<target>/`, out
+//! of git) and any crash they wrote (`fuzz/artifacts/<target>/`) are
+//! replayed too.
 //!
 //! The seed inputs were written by the ignored test below, which builds the
 //! instances with the real engine:
 //!
 //! ```sh
-//! cargo test --test fuzz_corpus -- --ignored generate_seed_corpus
+//! cargo test --test tests fuzz_corpus::generate_seed_corpus -- --ignored
 //! ```
-
-mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use common::*;
 use fieldsync::fuzzing::{self, ImportTarget, Outcome};
+
+use crate::util::*;
 
 fn fuzz_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz")
@@ -26,10 +28,11 @@ fn fuzz_dir() -> PathBuf {
 /// The targets, as named in fuzz/Cargo.toml.
 const TARGETS: [&str; 3] = ["decode_bundle", "decode_sealed", "import_mutated"];
 
-/// Every input of a target: its corpus and any committed artifacts.
+/// Every input of a target: the committed seeds and, where present, the
+/// local working corpus and crash artifacts.
 fn inputs(target: &str) -> Res<Vec<PathBuf>> {
     let mut out = Vec::new();
-    for kind in ["corpus", "artifacts"] {
+    for kind in ["seed", "corpus", "artifacts"] {
         let dir = fuzz_dir().join(kind).join(target);
         if !dir.is_dir() {
             continue;
@@ -54,7 +57,7 @@ fn decode_corpora_replay_without_panics() -> Res {
     let mut n = 0;
     for target in ["decode_bundle", "decode_sealed"] {
         let files = inputs(target)?;
-        assert!(!files.is_empty(), "no corpus for {target}");
+        assert!(!files.is_empty(), "no inputs for {target}");
         for f in files {
             let data = fs::read(&f)?;
             // A panic names the file through the test's output.
@@ -75,7 +78,7 @@ fn import_corpus_replays_clean() -> Res {
     let dir = tempfile::tempdir()?;
     let target = ImportTarget::new(dir.path(), &seed_sql()?)?;
     let files = inputs("import_mutated")?;
-    assert!(!files.is_empty(), "no corpus for import_mutated");
+    assert!(!files.is_empty(), "no inputs for import_mutated");
     let (mut applied, mut rejected) = (0, 0);
     for f in files {
         let data = fs::read(&f)?;
@@ -97,7 +100,7 @@ fn import_corpus_replays_clean() -> Res {
 }
 
 #[test]
-#[ignore = "rewrites fuzz/seed and the seed inputs of fuzz/corpus; run when the format or engine tables change"]
+#[ignore = "rewrites fuzz/seed (the seed database and inputs); run when the format or engine tables change"]
 fn generate_seed_corpus() -> Res {
     let dir = tempfile::tempdir()?;
     let generated = fuzzing::generate(dir.path())?;
@@ -106,21 +109,18 @@ fn generate_seed_corpus() -> Res {
     let dump = sqlite3(&generated.seed_db, ".dump")?;
     fs::write(seed.join("field-1.sql"), dump)?;
     for target in TARGETS {
-        let corpus = fuzz_dir().join("corpus").join(target);
-        fs::create_dir_all(&corpus)?;
+        let out = seed.join(target);
+        fs::create_dir_all(&out)?;
         for (name, bytes) in &generated.bundles {
             if target == "import_mutated" {
-                fs::write(
-                    corpus.join(format!("seed-{name}.open")),
-                    fuzzing::open(bytes)?,
-                )?;
+                fs::write(out.join(format!("seed-{name}.open")), fuzzing::open(bytes)?)?;
             } else {
-                fs::write(corpus.join(format!("seed-{name}.fsb")), bytes)?;
+                fs::write(out.join(format!("seed-{name}.fsb")), bytes)?;
             }
         }
         if target != "import_mutated" {
             let golden = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/golden-v1.bundle");
-            fs::copy(golden, corpus.join("seed-golden-v1.fsb"))?;
+            fs::copy(golden, out.join("seed-golden-v1.fsb"))?;
         }
     }
     Ok(())

@@ -1,10 +1,9 @@
 //! Regression tests for quarantine, foreign keys, the conflict log and
 //! `init --from`, each named after the bug it caught in review.
 
-mod common;
-
-use common::*;
 use serde_json::Value as Json;
+
+use crate::util::*;
 
 fn origin_field(site: &Site, origin: &str, field: &str) -> Res<String> {
     let o = site
@@ -112,7 +111,7 @@ fn an_applied_change_still_listed_in_a_held_entry_is_never_relayed() -> Res {
     // export carries #1 again with #2.
     f1.sql("UPDATE shelter SET code = 'S-Z' WHERE id = 'x';")?;
     let full = w.bundle("field-1-full");
-    fieldsync_ok(&[&"export", &"--db", &f1.db, &"--full", &"-o", &full])?;
+    f1.export_full(&full)?;
     let imported = hq.import(&[&full])?;
     assert_eq!(num(&imported, "quarantined")?, 1);
     // The entry keeps only #2: #1 was received long ago.

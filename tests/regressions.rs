@@ -3,8 +3,6 @@
 //! the public [`BundleWriter`]). Every test names what it catches and says in
 //! two lines what broke before the fix.
 
-use std::error::Error;
-use std::io::Cursor;
 use std::path::Path;
 use std::thread::sleep;
 use std::time::Duration;
@@ -16,9 +14,10 @@ use fieldsync::fuzzing::now_unix_ms;
 use fieldsync::merge::ColSet;
 use fieldsync::merge::Hlc;
 use fieldsync::merge::{RowState, Version};
-use fieldsync::{BundleError, ExportTarget, ImportReport, Instance, Selection, SiteId, Value};
+use fieldsync::{BundleError, ExportTarget, ImportReport, Instance, SiteId, Value};
 
-type Res<T = ()> = Result<T, Box<dyn Error>>;
+use crate::util::Res;
+use crate::util::instances::{export_full, export_to, import, instance};
 
 /// The app schema most tests use.
 const T: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT);";
@@ -32,38 +31,6 @@ const GAP: Duration = Duration::from_millis(5);
 // ---------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------
-
-/// `init` an instance at `dir/NAME.db` with `schema`, every table tracked.
-fn instance(dir: &Path, name: &str, schema: &str) -> Res<Instance> {
-    let (mut inst, _) = Instance::init(dir.join(format!("{name}.db")), name)?;
-    inst.connection().execute_batch(schema)?;
-    inst.track(&Selection::All)?;
-    Ok(inst)
-}
-
-/// A delta export for the peer `to`.
-fn export_to(i: &mut Instance, to: &str) -> Res<Vec<u8>> {
-    let mut b = Vec::new();
-    i.export(
-        &ExportTarget::Peer {
-            to: to.into(),
-            resend: false,
-        },
-        &mut b,
-    )?;
-    Ok(b)
-}
-
-/// A full export.
-fn export_full(i: &mut Instance) -> Res<Vec<u8>> {
-    let mut b = Vec::new();
-    i.export(&ExportTarget::Full, &mut b)?;
-    Ok(b)
-}
-
-fn import(i: &mut Instance, bundle: &[u8]) -> Result<ImportReport, fieldsync::Error> {
-    i.import(Cursor::new(bundle))
-}
 
 /// Every row of every table, fieldsync's included: equal dumps mean a
 /// refused import changed nothing.
@@ -195,6 +162,20 @@ fn header(
         local_tables: Vec::new(),
         views: Vec::new(),
     }
+}
+
+/// The header of a crafted delta of table `t` from a new hostile sender,
+/// the only origin, covering (and having seen) its changes 1 to `last`.
+fn evil_header(created: u64, last: u64) -> Header {
+    let sender = evil();
+    header(
+        &sender,
+        created,
+        vec![sender.clone()],
+        vec![table_t()],
+        vec![seqs(0, 1, last)],
+        vec![seqs(0, 1, last)],
+    )
 }
 
 /// The table `t` of [`T`] as a bundle declares it.
@@ -572,15 +553,7 @@ fn local_change_after_a_maxed_remote_clock_is_stamped_above_it() -> Res {
     .enumerate()
     {
         let mut a = instance(dir.path(), &format!("a{n}"), T)?;
-        let sender = evil();
-        let h = header(
-            &sender,
-            created,
-            vec![sender.clone()],
-            vec![table_t()],
-            vec![seqs(0, 1, 1)],
-            vec![seqs(0, 1, 1)],
-        );
+        let h = evil_header(created, 1);
         let mut rec = insert_rec("remote", 1, "r");
         rec.hlc = record;
         import(&mut a, &craft(&h, &[rec])?)?;
@@ -702,15 +675,7 @@ fn record_with_causal_length_max_or_zero_is_refused() -> Res {
     let dir = tempfile::tempdir()?;
     let mut a = instance(dir.path(), "a", T)?;
     for cl in [u64::MAX, 0] {
-        let sender = evil();
-        let h = header(
-            &sender,
-            1 << 22,
-            vec![sender.clone()],
-            vec![table_t()],
-            vec![seqs(0, 1, 1)],
-            vec![seqs(0, 1, 1)],
-        );
+        let h = evil_header(1 << 22, 1);
         let mut rec = insert_rec("k", 1, "x");
         rec.cl = cl;
         let bundle = craft(&h, &[rec])?;
@@ -744,15 +709,7 @@ fn records_a_check_constraint_refuses_are_quarantined_and_the_rest_applied() -> 
         .execute("INSERT INTO t VALUES ('mine', 'ok')", [])?;
     a.compact()?;
     let n = 50;
-    let sender = evil();
-    let h = header(
-        &sender,
-        1 << 22,
-        vec![sender.clone()],
-        vec![table_t()],
-        vec![seqs(0, 1, n)],
-        vec![seqs(0, 1, n)],
-    );
+    let h = evil_header(1 << 22, n);
     let recs: Vec<Rec> = (1..=n)
         .map(|i| {
             // Every third value fits, the rest are refused.
@@ -984,7 +941,7 @@ fn bundle_naming_this_instance_differently_does_not_rename_it() -> Res {
 }
 
 // ---------------------------------------------------------------------------
-// Found by the model test (tests/model.rs)
+// Found by the model test (tests/model/)
 // ---------------------------------------------------------------------------
 
 /// Rows of `t` as `quote(id)=quote(v)=quote(w)`, ordered by id.
@@ -1079,15 +1036,7 @@ fn key_stored_with_another_type_than_the_sender_sent_is_logged_as_stored() -> Re
 fn record_listing_one_change_twice_is_refused() -> Res {
     let dir = tempfile::tempdir()?;
     let mut a = instance(dir.path(), "a", T)?;
-    let sender = evil();
-    let h = header(
-        &sender,
-        3 << 22,
-        vec![sender.clone()],
-        vec![table_t()],
-        vec![seqs(0, 1, 1)],
-        vec![seqs(0, 1, 1)],
-    );
+    let h = evil_header(3 << 22, 1);
     let mut w = BundleWriter::new(Vec::new(), &h)?;
     w.write_row(
         0,
@@ -1119,7 +1068,7 @@ fn record_listing_one_change_twice_is_refused() -> Res {
     Ok(())
 }
 
-/// Found by the fuzzer (import_mutated, fuzz/corpus/import_mutated/
+/// Found by the fuzzer (import_mutated, fuzz/seed/import_mutated/
 /// crash-nan-key.open): a record keyed by a NaN real. SQLite stores a NaN as
 /// NULL, so the table got a row with a NULL key (never replicated) while the
 /// change log recorded a live row keyed NaN that the table does not have.
@@ -1128,15 +1077,7 @@ fn record_listing_one_change_twice_is_refused() -> Res {
 fn record_with_a_nan_key_is_refused() -> Res {
     let dir = tempfile::tempdir()?;
     let mut a = instance(dir.path(), "a", "CREATE TABLE t(id PRIMARY KEY, v TEXT);")?;
-    let sender = evil();
-    let h = header(
-        &sender,
-        3 << 22,
-        vec![sender.clone()],
-        vec![table_t()],
-        vec![seqs(0, 1, 1)],
-        vec![seqs(0, 1, 1)],
-    );
+    let h = evil_header(3 << 22, 1);
     let mut rec = insert_rec("k", 1, "v");
     rec.key = Value::Real(f64::NAN);
     let before = fingerprint(&a)?;
@@ -1334,7 +1275,7 @@ fn a_bundle_identifying_rows_otherwise_is_refused() -> Res {
 }
 
 // ---------------------------------------------------------------------------
-// Found by the model test's tables with a local key (tests/model.rs: `loc`,
+// Found by the model test's tables with a local key (tests/model/: `loc`,
 // `opt`).
 // ---------------------------------------------------------------------------
 

@@ -3,25 +3,14 @@
 //! a location hierarchy arriving in any order, quarantine and the conflict
 //! log, relaying across three instances, and `fieldsync demo`.
 
-mod common;
+use std::path::{Path, PathBuf};
 
-use std::path::Path;
-
-use common::*;
 use fieldsync::SiteId;
 use fieldsync::bundle::format::{LocalTable, SiteRef, TableDef, ViewDef};
 use fieldsync::bundle::{BundleWriter, Header};
 use serde_json::Value as Json;
 
-/// Set up `name` from a full export with `init --from`.
-fn field_from(w: &World, name: &str, full: &Path) -> Res<Site> {
-    let db = w.path(&format!("{name}.db"));
-    fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name, &"--from", &full])?;
-    Ok(Site {
-        name: name.to_owned(),
-        db,
-    })
-}
+use crate::util::*;
 
 fn hq_with_defaults(w: &World) -> Res<Site> {
     let hq = w.site("hq", RELIEF_SCHEMA)?;
@@ -40,8 +29,8 @@ fn a_field_instance_set_up_from_a_full_export_equals_hq() -> Res {
     let w = World::new()?;
     let hq = hq_with_defaults(&w)?;
     let full = w.bundle("hq-full");
-    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
-    let field = field_from(&w, "field-1", &full)?;
+    hq.export_full(&full)?;
+    let field = w.site_from("field-1", &full)?;
 
     // Same tables, indexes and rows.
     let schema = |s: &Site| {
@@ -81,7 +70,7 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
     let w = World::new()?;
     let hq = hq_with_defaults(&w)?;
     let full = w.bundle("hq-full");
-    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    hq.export_full(&full)?;
 
     // A database that already has the tables.
     let existing = w.path("existing.db");
@@ -104,12 +93,7 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
     assert!(!new_db.exists(), "a refused setup left {new_db:?}");
 
     // A bundle whose schema would run other SQL is refused before any runs.
-    let victim = w.path("victim.db");
-    sqlite3(
-        &victim,
-        "CREATE TABLE precious(x); INSERT INTO precious VALUES (1);",
-    )?;
-    let before = db_fingerprint(&victim)?;
+    let (victim, before) = victim(&w)?;
     for (i, sql) in [
         "DROP TABLE precious",
         "CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT); DROP TABLE precious",
@@ -145,9 +129,27 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
     Ok(())
 }
 
-/// A full bundle for table `t(id, v)` with the given schema statements and
-/// no rows, written with the library's writer.
-fn write_bundle_with_schema(path: &Path, schema: &[&str]) -> Res {
+/// A database holding an app table `precious` with one row, which a hostile
+/// bundle must leave alone; and its fingerprint.
+fn victim(w: &World) -> Res<(PathBuf, Fingerprint)> {
+    let victim = w.path("victim.db");
+    sqlite3(
+        &victim,
+        "CREATE TABLE precious(x); INSERT INTO precious VALUES (1);",
+    )?;
+    let before = db_fingerprint(&victim)?;
+    Ok((victim, before))
+}
+
+/// A full bundle from "mallory" for table `t(id, v)` with these schema
+/// statements, local tables and views, and no rows, written with the
+/// library's writer.
+fn write_full_bundle(
+    path: &Path,
+    schema: &[&str],
+    local_tables: Vec<LocalTable>,
+    views: Vec<ViewDef>,
+) -> Res {
     let header = Header {
         sender: SiteRef {
             id: SiteId::random(),
@@ -167,13 +169,18 @@ fn write_bundle_with_schema(path: &Path, schema: &[&str]) -> Res {
         covers: Vec::new(),
         seen: Vec::new(),
         lost: Default::default(),
-        local_tables: Vec::new(),
-        views: Vec::new(),
+        local_tables,
+        views,
     };
     let file = std::fs::File::create(path)?;
     let writer = BundleWriter::new(file, &header)?;
     writer.finish()?;
     Ok(())
+}
+
+/// A full bundle for table `t(id, v)` with the given schema statements.
+fn write_bundle_with_schema(path: &Path, schema: &[&str]) -> Res {
+    write_full_bundle(path, schema, Vec::new(), Vec::new())
 }
 
 #[test]
@@ -612,15 +619,8 @@ fn init_from_sets_up_tables_referencing_integer_keyed_and_missing_tables() -> Re
     )?;
     fieldsync_ok(&[&"track", &"--db", &hq.db, &"--all"])?;
     let full = w.bundle("hq-full");
-    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
-    let db = w.path("field.db");
-    fieldsync_ok(&[
-        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full,
-    ])?;
-    let field = Site {
-        name: "field-1".into(),
-        db,
-    };
+    hq.export_full(&full)?;
+    let field = w.site_from("field-1", &full)?;
     let sql = "SELECT p.id, o.name FROM person p JOIN org o ON o.n = p.org";
     assert_eq!(field.sql(sql)?, hq.sql(sql)?);
     assert_eq!(field.sql("SELECT * FROM gis_features")?, "f1|point\n");
@@ -659,7 +659,7 @@ fn large_transfers_show_progress_on_a_terminal_and_nothing_otherwise() -> Res {
          INSERT INTO blob SELECT i, randomblob(40) FROM n;",
     )?;
     let full = w.bundle("hq-full");
-    let exported = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    let exported = hq.export_full(&full)?;
     assert_eq!(exported.stderr, "", "no terminal: nothing but the result");
     let quiet = w.path("quiet.db");
     let set_up = fieldsync_ok(&[&"init", &"--db", &quiet, &"--name", &"q", &"--from", &full])?;
@@ -765,7 +765,7 @@ fn init_from_creates_untracked_tables_empty_and_the_views_of_a_sahana_php_like_a
         &"sessions",
     ])?;
     let full = w.bundle("hq-full");
-    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    hq.export_full(&full)?;
 
     let inspected = fieldsync_ok(&[&"inspect", &full, &"--json"])?.json()?;
     assert_eq!(inspected["local_tables"], serde_json::json!(["sessions"]));
@@ -846,7 +846,7 @@ fn init_from_reports_local_tables_and_views_in_json() -> Res {
     let hq = w.bare_site("hq", SAHANA_PHP_SCHEMA)?;
     fieldsync_ok(&[&"track", &"--db", &hq.db, &"--all", &"--except", &"sess*"])?;
     let full = w.bundle("hq-full");
-    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    hq.export_full(&full)?;
     let db = w.path("field.db");
     let report = fieldsync_ok(&[
         &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full, &"--json",
@@ -869,7 +869,7 @@ fn export_full_warns_that_the_apps_triggers_are_not_carried() -> Res {
     )?;
     fieldsync_ok(&[&"track", &"--db", &hq.db, &"--all"])?;
     let full = w.bundle("hq-full");
-    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    let out = hq.export_full(&full)?;
     assert!(
         out.stderr
             .contains("warning: the app's triggers are not in the full export")
@@ -895,55 +895,30 @@ fn export_full_warns_that_the_apps_triggers_are_not_carried() -> Res {
 
 /// A full bundle for table `t(id, v)` carrying these local tables and views.
 fn write_bundle_with_local(path: &Path, local: &[(&str, &[&str])], views: &[(&str, &str)]) -> Res {
-    let header = Header {
-        sender: SiteRef {
-            id: SiteId::random(),
-            name: "mallory".into(),
-        },
-        created: 1,
-        full: true,
-        recipient: None,
-        origins: Vec::new(),
-        tables: vec![TableDef {
-            name: "t".into(),
-            key: vec!["id".into()],
-            cells: vec!["v".into()],
-            schema: vec!["CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT)".into()],
-            ..TableDef::default()
-        }],
-        covers: Vec::new(),
-        seen: Vec::new(),
-        lost: Default::default(),
-        local_tables: local
+    write_full_bundle(
+        path,
+        &["CREATE TABLE t(id TEXT PRIMARY KEY, v TEXT)"],
+        local
             .iter()
             .map(|(name, schema)| LocalTable {
                 name: name.to_string(),
                 schema: schema.iter().map(|s| s.to_string()).collect(),
             })
             .collect(),
-        views: views
+        views
             .iter()
             .map(|(name, sql)| ViewDef {
                 name: name.to_string(),
                 sql: sql.to_string(),
             })
             .collect(),
-    };
-    let file = std::fs::File::create(path)?;
-    let writer = BundleWriter::new(file, &header)?;
-    writer.finish()?;
-    Ok(())
+    )
 }
 
 #[test]
 fn hostile_local_tables_and_views_are_refused_and_leave_nothing_behind() -> Res {
     let w = World::new()?;
-    let victim = w.path("victim.db");
-    sqlite3(
-        &victim,
-        "CREATE TABLE precious(x); INSERT INTO precious VALUES (1);",
-    )?;
-    let before = db_fingerprint(&victim)?;
+    let (victim, before) = victim(&w)?;
     type Case<'a> = (
         &'a [(&'a str, &'a [&'a str])],
         &'a [(&'a str, &'a str)],

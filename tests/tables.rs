@@ -6,11 +6,7 @@
 //! what the app's `ON DELETE` says. Every outcome is checked by content on
 //! every instance: the same rows, each reference pointing at the right row.
 
-mod common;
-
-use std::path::Path;
-
-use common::*;
+use crate::util::*;
 
 /// Sahana Eden's shape: integer ids, a unique uuid, integer references,
 /// foreign keys on in the app.
@@ -76,16 +72,6 @@ fn track(site: &Site, extra: &[&str]) -> Res<Out> {
     fieldsync_ok(&args)
 }
 
-/// Set up `name` from a full export with `init --from`.
-fn field_from(w: &World, name: &str, full: &Path) -> Res<Site> {
-    let db = w.path(&format!("{name}.db"));
-    fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name, &"--from", &full])?;
-    Ok(Site {
-        name: name.to_owned(),
-        db,
-    })
-}
-
 /// HQ with `schema` and `rows`, tracked with `track_args`, and two laptops
 /// set up from its full export.
 fn hq_and_laptops(
@@ -98,11 +84,11 @@ fn hq_and_laptops(
     hq.sql(rows)?;
     track(&hq, track_args)?;
     let full = w.bundle("hq-full");
-    fieldsync_ok(&[&"export", &"--db", &hq.db, &"--full", &"-o", &full])?;
+    hq.export_full(&full)?;
     Ok((
         hq,
-        field_from(w, "field-1", &full)?,
-        field_from(w, "field-2", &full)?,
+        w.site_from("field-1", &full)?,
+        w.site_from("field-2", &full)?,
     ))
 }
 
@@ -557,14 +543,10 @@ fn plain_local_numbers_for_a_translated_column_are_refused() -> Res {
     b.sql("INSERT INTO p(name) VALUES ('at b');")?;
     let file = w.bundle("a-to-b");
     a.export_to("b", &file)?;
-    let before = b.fingerprint()?;
-    let out = fieldsync(&[&"import", &"--db", &b.db, &file])?;
-    assert_error(
-        &out,
-        1,
+    b.import_refused(
+        &[&file],
         &["column 'pid' of table 'c'", "track 'p' the same way"],
-    );
-    assert_eq!(b.fingerprint()?, before);
+    )?;
     Ok(())
 }
 

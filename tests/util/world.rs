@@ -1,0 +1,257 @@
+//! Instances set up and driven through the CLI: a [`World`] is a temporary
+//! directory holding [`Site`]s (database files with fieldsync set up) and the
+//! bundle files they exchange; plus the relief app's schema and what
+//! `conflicts` reports, shared by the scenario and regression tests.
+
+use std::cell::Cell;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value as Json;
+
+use super::Res;
+use super::cli::{Out, assert_error, fieldsync, fieldsync_ok, text};
+use super::shell::{Fingerprint, count, db_fingerprint, rows, snapshot, sqlite3};
+
+/// One instance: a database file with fieldsync set up in it.
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Its instance name.
+    pub name: String,
+    /// Its database file.
+    pub db: PathBuf,
+}
+
+impl Site {
+    /// Run SQL on it through the `sqlite3` shell.
+    pub fn sql(&self, sql: &str) -> Res<String> {
+        sqlite3(&self.db, sql)
+    }
+
+    /// Rows of a table as `quote()` strings, ordered by key.
+    pub fn rows(&self, table: &str) -> Res<Vec<Vec<String>>> {
+        rows(&self.db, table)
+    }
+
+    /// [`snapshot`] of its database.
+    pub fn snapshot(&self) -> Res<String> {
+        snapshot(&self.db)
+    }
+
+    /// [`db_fingerprint`] of its database.
+    pub fn fingerprint(&self) -> Res<Fingerprint> {
+        db_fingerprint(&self.db)
+    }
+
+    /// A count from a query on its database.
+    pub fn count(&self, sql: &str) -> Res<u64> {
+        count(&self.db, sql)
+    }
+
+    /// `export --to PEER -o FILE --json`, which must succeed.
+    pub fn export_to(&self, peer: &str, file: &Path) -> Res<Json> {
+        fieldsync_ok(&[
+            &"export", &"--db", &self.db, &"--to", &peer, &"-o", &file, &"--json",
+        ])?
+        .json()
+    }
+
+    /// `import FILE... --json`, which must succeed.
+    pub fn import(&self, files: &[&Path]) -> Res<Json> {
+        let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"import", &"--db", &self.db, &"--json"];
+        for f in files {
+            args.push(f);
+        }
+        fieldsync_ok(&args)?.json()
+    }
+
+    /// `export --full -o FILE`, which must succeed.
+    pub fn export_full(&self, file: &Path) -> Res<Out> {
+        fieldsync_ok(&[&"export", &"--db", &self.db, &"--full", &"-o", &file])
+    }
+
+    /// `import FILE...`, which must be refused: exit 1 with one error line
+    /// mentioning every needle ([`assert_error`]), and the database exactly
+    /// as before.
+    #[track_caller]
+    pub fn import_refused(&self, files: &[&Path], needles: &[&str]) -> Res {
+        let before = self.fingerprint()?;
+        let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"import", &"--db", &self.db];
+        for f in files {
+            args.push(f);
+        }
+        let out = fieldsync(&args)?;
+        assert_error(&out, 1, needles);
+        assert_eq!(
+            self.fingerprint()?,
+            before,
+            "refusing {files:?} changed {}",
+            self.name
+        );
+        Ok(())
+    }
+
+    /// `status --json`, which must succeed.
+    pub fn status(&self) -> Res<Json> {
+        fieldsync_ok(&[&"status", &"--db", &self.db, &"--json"])?.json()
+    }
+
+    /// Its site id, from `status --json`.
+    pub fn site_id(&self) -> Res<String> {
+        Ok(text(&self.status()?, "site_id")?.to_owned())
+    }
+
+    /// The `origins` entry of `status --json` with this name, if any.
+    pub fn origin(&self, name: &str) -> Res<Option<Json>> {
+        let status = self.status()?;
+        let origins = status
+            .get("origins")
+            .and_then(Json::as_array)
+            .ok_or("status has no origins array")?;
+        Ok(origins
+            .iter()
+            .find(|o| o.get("name").and_then(Json::as_str) == Some(name))
+            .cloned())
+    }
+}
+
+/// A temporary directory holding instances and bundle files.
+pub struct World {
+    dir: tempfile::TempDir,
+    bundles: Cell<u32>,
+}
+
+impl World {
+    /// A new empty directory.
+    pub fn new() -> Res<World> {
+        Ok(World {
+            dir: tempfile::tempdir()?,
+            bundles: Cell::new(0),
+        })
+    }
+
+    /// A path inside the directory.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// A fresh bundle file name, labelled for readable failures.
+    pub fn bundle(&self, label: &str) -> PathBuf {
+        let n = self.bundles.get() + 1;
+        self.bundles.set(n);
+        self.path(&format!("{n:03}-{label}.fsb"))
+    }
+
+    /// Create `NAME.db` with the app schema, `init` it and `track --all`.
+    pub fn site(&self, name: &str, schema: &str) -> Res<Site> {
+        let site = self.bare_site(name, schema)?;
+        fieldsync_ok(&[&"track", &"--db", &site.db, &"--all"])?;
+        Ok(site)
+    }
+
+    /// Create `NAME.db` with the app schema and `init` it, tracking nothing.
+    pub fn bare_site(&self, name: &str, schema: &str) -> Res<Site> {
+        let db = self.path(&format!("{name}.db"));
+        sqlite3(&db, schema)?;
+        fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name])?;
+        Ok(Site {
+            name: name.to_owned(),
+            db,
+        })
+    }
+
+    /// Set up `NAME.db` from a full export with `init --from`.
+    pub fn site_from(&self, name: &str, full: &Path) -> Res<Site> {
+        let db = self.path(&format!("{name}.db"));
+        fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name, &"--from", &full])?;
+        Ok(Site {
+            name: name.to_owned(),
+            db,
+        })
+    }
+
+    /// The usual three instances with the same schema, every table tracked.
+    pub fn three(&self, schema: &str) -> Res<(Site, Site, Site)> {
+        Ok((
+            self.site("hq", schema)?,
+            self.site("field-1", schema)?,
+            self.site("field-2", schema)?,
+        ))
+    }
+
+    /// Export from `from` to `to` and import the bundle at `to`. Returns the
+    /// export's and the import's JSON.
+    pub fn send(&self, from: &Site, to: &Site) -> Res<(Json, Json)> {
+        let file = self.bundle(&format!("{}-to-{}", from.name, to.name));
+        let exported = from.export_to(&to.name, &file)?;
+        let imported = to.import(&[&file])?;
+        Ok((exported, imported))
+    }
+
+    /// Both ways, `a` first: afterwards each has the other's changes and
+    /// acknowledgements.
+    pub fn exchange(&self, a: &Site, b: &Site) -> Res {
+        self.send(a, b)?;
+        self.send(b, a)?;
+        Ok(())
+    }
+
+    /// `a` and `b` both export to each other before either imports: the
+    /// changes each made since they last met cross in transit.
+    pub fn cross(&self, a: &Site, b: &Site) -> Res {
+        let to_b = self.bundle(&format!("{}-to-{}", a.name, b.name));
+        let to_a = self.bundle(&format!("{}-to-{}", b.name, a.name));
+        a.export_to(&b.name, &to_b)?;
+        b.export_to(&a.name, &to_a)?;
+        a.import(&[&to_a])?;
+        b.import(&[&to_b])?;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Foreign keys, quarantine and the conflict log (scenario and regression tests)
+// ---------------------------------------------------------------------------
+
+/// A location hierarchy and the rows that point into it, as a relief app
+/// keeps them; the app runs with foreign keys on.
+pub const RELIEF_SCHEMA: &str = "
+PRAGMA foreign_keys = ON;
+CREATE TABLE location(
+  id TEXT PRIMARY KEY,
+  parent TEXT REFERENCES location(id),
+  level TEXT NOT NULL,
+  name TEXT NOT NULL
+);
+CREATE INDEX location_parent ON location(parent);
+CREATE TABLE shelter(
+  id TEXT PRIMARY KEY,
+  code TEXT NOT NULL UNIQUE,
+  location TEXT NOT NULL REFERENCES location(id),
+  population INTEGER NOT NULL DEFAULT 0 CHECK (population >= 0)
+);";
+
+/// `PRAGMA foreign_key_check` output (empty when every reference holds).
+pub fn dangling(site: &Site) -> Res<String> {
+    site.sql("PRAGMA foreign_key_check;")
+}
+
+/// One list of `conflicts --json`.
+fn conflicts(site: &Site, list: &str) -> Res<Vec<Json>> {
+    let out = fieldsync_ok(&[&"conflicts", &"--db", &site.db, &"--json"])?.json()?;
+    Ok(out
+        .get(list)
+        .and_then(Json::as_array)
+        .cloned()
+        .ok_or_else(|| format!("conflicts --json has no {list} list"))?)
+}
+
+/// The entries held in quarantine.
+pub fn held(site: &Site) -> Res<Vec<Json>> {
+    conflicts(site, "quarantined")
+}
+
+/// The conflict log: values that lost to a concurrent change.
+pub fn overwritten(site: &Site) -> Res<Vec<Json>> {
+    conflicts(site, "overwritten")
+}
