@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use fieldsync::{ExportTarget, Instance, Selection};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, params_from_iter};
 
 pub type Res<T> = Result<T, Box<dyn std::error::Error>>;
 
@@ -79,20 +79,32 @@ pub fn insert_keyed(
     key: &dyn rusqlite::ToSql,
     i: usize,
 ) -> rusqlite::Result<usize> {
-    st.execute(params![
-        key,
-        format!("Person {i}"),
-        (i % 90) as i64,
-        if i % 3 == 0 { "missing" } else { "found" },
-        i as f64 * 0.5,
-        &blake3::hash(&(i as u64 + 7).to_le_bytes()).as_bytes()[..16],
-        (i % 7) as i64,
-        if i % 5 == 0 {
+    insert_person(st, &[key], i)
+}
+
+/// Person `i`'s non-key values after `first` (its key, and a parent key
+/// where the table has one): every fixture's people are the same.
+pub fn insert_person(
+    st: &mut rusqlite::Statement<'_>,
+    first: &[&dyn rusqlite::ToSql],
+    i: usize,
+) -> rusqlite::Result<usize> {
+    let name = format!("Person {i}");
+    let hash = blake3::hash(&(i as u64 + 7).to_le_bytes());
+    let rest: [&dyn rusqlite::ToSql; 7] = [
+        &name,
+        &((i % 90) as i64),
+        &if i % 3 == 0 { "missing" } else { "found" },
+        &(i as f64 * 0.5),
+        &&hash.as_bytes()[..16],
+        &((i % 7) as i64),
+        &if i % 5 == 0 {
             Some("seen at the school")
         } else {
             None
-        }
-    ])
+        },
+    ];
+    st.execute(params_from_iter(first.iter().chain(rest.iter())))
 }
 
 /// A new database file with the table (untracked).

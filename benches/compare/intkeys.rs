@@ -14,7 +14,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params};
 
 use crate::capture::Keys;
-use crate::fixture::{Figure, Res, id, median, side_by_side, time};
+use crate::fixture::{Figure, Res, id, insert_person, median, side_by_side, time};
 
 /// A parent table and a child table whose every row points at a parent.
 fn schema(keys: Keys) -> &'static str {
@@ -74,21 +74,14 @@ fn fill(conn: &Connection, keys: Keys, n: usize, parents: usize) -> rusqlite::Re
         let mut st =
             conn.prepare("INSERT INTO child VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)")?;
         for i in 0..n {
-            st.execute(params![
-                child_key(keys, i),
-                parent_key(keys, parent_of(i, parents)),
-                format!("Person {i}"),
-                (i % 90) as i64,
-                if i % 3 == 0 { "missing" } else { "found" },
-                i as f64 * 0.5,
-                &blake3::hash(&(i as u64 + 7).to_le_bytes()).as_bytes()[..16],
-                (i % 7) as i64,
-                if i % 5 == 0 {
-                    Some("seen at the school")
-                } else {
-                    None
-                }
-            ])?;
+            insert_person(
+                &mut st,
+                &[
+                    &child_key(keys, i),
+                    &parent_key(keys, parent_of(i, parents)),
+                ],
+                i,
+            )?;
         }
     }
     conn.execute_batch("COMMIT")

@@ -183,6 +183,21 @@ impl ForeignKeys {
         Ok(None)
     }
 
+    /// The constraints whose children point at `table`; with `changed`,
+    /// only those pointing at one of the columns rewritten (a rewrite only
+    /// matters for the columns children point at).
+    fn pointing_at<'a>(
+        &'a self,
+        table: &TrackedTable,
+        changed: Option<&'a [String]>,
+    ) -> impl Iterator<Item = &'a ForeignKey> + 'a {
+        self.incoming
+            .get(&table.name.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .filter(move |fk| changed.is_none_or(|changed| touches(&fk.to, changed)))
+    }
+
     /// Before a row of `table` is deleted (or, with `changed`, before those
     /// columns of it are rewritten): the children that point at it and at no
     /// other row, which the change would leave dangling. Matching uses the
@@ -194,15 +209,7 @@ impl ForeignKeys {
         key: &[Value],
         changed: Option<&[String]>,
     ) -> Result<Option<Broken>, Error> {
-        let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
-            return Ok(None);
-        };
-        for fk in fks {
-            let to = &fk.to;
-            // A rewrite only matters for the columns children point at.
-            if changed.is_some_and(|changed| !touches(to, changed)) {
-                continue;
-            }
+        for fk in self.pointing_at(table, changed) {
             let sql = only_children_sql(fk, table, "count(*)");
             let rows: i64 = conn
                 .prepare_cached(&sql)?
@@ -319,14 +326,8 @@ impl ForeignKeys {
         table: &TrackedTable,
         changed: Option<&[String]>,
     ) -> Result<Option<Broken>, Error> {
-        let Some(fks) = self.incoming.get(&table.name.to_ascii_lowercase()) else {
-            return Ok(None);
-        };
-        for fk in fks {
+        for fk in self.pointing_at(table, changed) {
             let to = &fk.to;
-            if changed.is_some_and(|changed| !touches(to, changed)) {
-                continue;
-            }
             let not_null = fk
                 .from
                 .iter()
