@@ -618,17 +618,15 @@ pub(crate) fn apply(
                 origin: s.sites.name_of(&e.site),
                 seq: e.seq,
             })?;
-        let losses = crate::receive::conflicts::losses(
-            conn,
-            s,
-            &ap.have_before,
-            ap.now_ms,
+        let row = crate::receive::conflicts::MergedRow {
             table,
             c,
-            &before,
-            &state,
+            before: &before,
+            after: &state,
+            have_before: &ap.have_before,
             seen,
-        )?;
+        };
+        let losses = crate::receive::conflicts::losses(conn, s, &row, ap.now_ms)?;
         let guarded = outcome.action != RowAction::None && ap.fks.involves(&table.name);
         if guarded {
             conn.prepare_cached("SAVEPOINT fieldsync_change")?
