@@ -15,9 +15,9 @@
 //! A record the database refuses (a UNIQUE value another row holds, NOT
 //! NULL, CHECK) or that would leave a dangling reference ([`crate::catalog::foreign`])
 //! is retried once the rest of the bundle is in, then quarantined
-//! ([`crate::receive::quarantine`]); held changes from earlier imports are
-//! retried too. Values that lose a merge to a concurrent change are logged
-//! ([`crate::receive::conflicts`]).
+//! ([`crate::receive::settle`], [`crate::receive::quarantine`]); held
+//! changes from earlier imports are retried too. Values that lose a merge
+//! to a concurrent change are logged ([`crate::receive::conflicts`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
@@ -40,7 +40,7 @@ use crate::catalog::schema::{Affinity, table_shape};
 use crate::catalog::session::Session;
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
-use crate::receive::apply::{Applier, TableImport, apply};
+use crate::receive::apply::{Applied, Applier, TableImport, apply};
 use crate::receive::quarantine::{Change, Reason, Refusal, held_count, held_numbers};
 
 /// What an import did.
@@ -275,7 +275,7 @@ fn apply_records<R: Read>(
         // A row with a change in quarantine takes the new change into that
         // entry: applied alone it could leave a partial row.
         let applied = if ap.is_held(&change) {
-            Err(Refusal {
+            Applied::Refused(Refusal {
                 reason: Reason::Other,
                 detail: "waits with the change held for this row".into(),
             })
@@ -283,12 +283,12 @@ fn apply_records<R: Read>(
             apply(conn, s, ap, &change, Some(&origins.seen))?
         };
         match applied {
-            Ok(verdict) => ap.count(change.table, verdict),
-            Err(refusal) if refused_bytes < MAX_DEFERRED_BYTES => {
+            Applied::Merged(verdict) => ap.count(change.table, verdict),
+            Applied::Refused(refusal) if refused_bytes < MAX_DEFERRED_BYTES => {
                 refused_bytes += change.size();
                 refused.push((change, refusal));
             }
-            Err(refusal) => ap.spill(conn, s, &change, &refusal)?,
+            Applied::Refused(refusal) => ap.spill(conn, s, &change, &refusal)?,
         }
     }
     Ok(Deferred { refused, latest })
