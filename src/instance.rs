@@ -7,7 +7,7 @@ use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 
 use rusqlite::config::DbConfig;
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::admin::status::Status;
@@ -277,7 +277,7 @@ impl Instance {
 
     fn write<T>(
         &mut self,
-        f: impl FnOnce(&Connection, &mut Session) -> Result<T, Error>,
+        f: impl FnOnce(&Transaction, &mut Session) -> Result<T, Error>,
     ) -> Result<T, Error> {
         let tx = self
             .conn
@@ -446,7 +446,7 @@ impl Instance {
     /// need.
     fn as_importer<T>(
         &mut self,
-        f: impl FnOnce(&Connection, &mut Session) -> Result<T, Error>,
+        f: impl FnOnce(&Transaction, &mut Session) -> Result<T, Error>,
     ) -> Result<T, Error> {
         self.with_import_settings(|this| this.write(f))
     }

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
 use crate::base::colset::ColSet;
 use crate::base::hlc::now_unix_ms;
@@ -163,15 +163,15 @@ enum Attempt {
 /// it does not apply), used to tell concurrent edits from normal ones for
 /// the conflict log.
 pub(crate) fn apply(
-    conn: &Connection,
+    tx: &Transaction,
     s: &mut Session,
     ap: &mut Applier,
     c: &Change,
     seen: Option<&BTreeMap<i64, SeqSet>>,
 ) -> Result<Applied, Error> {
     let tbl = s.catalog.tables()[c.table].id;
-    let before = load_row(conn, &s.sites, tbl, &c.pk)?;
-    if let Attempt::Done(applied) = merge_into(conn, s, ap, c, &before, seen)? {
+    let before = load_row(tx, &s.sites, tbl, &c.pk)?;
+    if let Attempt::Done(applied) = merge_into(tx, s, ap, c, &before, seen)? {
         return Ok(applied);
     }
     // The log has the row but the table does not: it was deleted without a
@@ -184,8 +184,8 @@ pub(crate) fn apply(
     let seq = s.next_seq()?;
     let mut deleted = before.clone();
     deleted.local_delete(s.local, seq, hlc);
-    save_row(conn, &s.sites, tbl, &c.pk, &before, &deleted)?;
-    match merge_into(conn, s, ap, c, &deleted, seen)? {
+    save_row(tx, &s.sites, tbl, &c.pk, &before, &deleted)?;
+    match merge_into(tx, s, ap, c, &deleted, seen)? {
         Attempt::Done(applied) => Ok(applied),
         Attempt::Vanished => Err(malformed(format!(
             "row {} of table '{}' vanished while it was written",
@@ -201,7 +201,7 @@ pub(crate) fn apply(
 /// refusal then must undo it. (Any other write is refused by its one
 /// statement, which SQLite undoes itself.)
 fn merge_into(
-    conn: &Connection,
+    tx: &Transaction,
     s: &Session,
     ap: &mut Applier,
     c: &Change,
@@ -224,13 +224,13 @@ fn merge_into(
         have_before: &ap.have_before,
         seen,
     };
-    let losses = crate::receive::conflicts::losses(conn, s, &row, ap.now_ms)?;
+    let losses = crate::receive::conflicts::losses(tx, s, &row, ap.now_ms)?;
     let guard = if merged.action != RowAction::None && ap.fks.involves(&table.name) {
-        Some(Savepoint::open(conn, "fieldsync_change")?)
+        Some(Savepoint::open(tx, "fieldsync_change")?)
     } else {
         None
     };
-    let undone = match write_row(conn, ap, &s.catalog, c, before, &after, &merged.action)? {
+    let undone = match write_row(tx, ap, &s.catalog, c, before, &after, &merged.action)? {
         Written::Done => None,
         Written::Refused(refusal) => Some(Attempt::Done(Applied::Refused(refusal))),
         Written::Vanished => Some(Attempt::Vanished),
@@ -243,13 +243,13 @@ fn merge_into(
         }
         return Ok(attempt);
     }
-    save_row(conn, &s.sites, table.id, &c.pk, before, &after)
-        .map_err(|e| reused_number(conn, s, c, e))?;
+    save_row(tx, &s.sites, table.id, &c.pk, before, &after)
+        .map_err(|e| reused_number(tx, s, c, e))?;
     if let Some(guard) = guard {
         guard.commit()?;
     }
     if !losses.is_empty() {
-        crate::receive::conflicts::record(conn, &losses)?;
+        crate::receive::conflicts::record(tx, &losses)?;
         ap.overwritten += losses.len() as u64;
     }
     Ok(Attempt::Done(Applied::Merged(merged.verdict)))

@@ -1,6 +1,6 @@
 //! Import: replaying a bundle's records into the app's tables with the
 //! merge rules of [`crate::base::merge`], together with the watermark
-//! updates, in the caller's single write transaction.
+//! updates, in the caller's write transaction (which [`import`] takes).
 //!
 //! Before any record is applied the header is checked against the tracked
 //! schema (table by table, column by column) and local captured changes are
@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
@@ -156,24 +156,23 @@ pub(crate) fn preflight(
 /// A clock more than this far ahead of ours is reported.
 const CLOCK_AHEAD_WARN_MS: i64 = 60 * 60 * 1000;
 
-/// Apply one bundle (already checksum-verified) inside the caller's write
-/// transaction.
+/// Apply one bundle (already checksum-verified).
 pub(crate) fn import<R: Read>(
-    conn: &Connection,
+    tx: &Transaction,
     s: &mut Session,
     mut reader: BundleReader<R>,
 ) -> Result<ImportReport, Error> {
     let header = reader.header().clone();
-    let mapped = preflight(conn, s, &header)?;
-    let stamped = crate::local::stamp::stamp_pending(conn, s)?;
-    let origins = learn_origins(conn, s, &header)?;
+    let mapped = preflight(tx, s, &header)?;
+    let stamped = crate::local::stamp::stamp_pending(tx, s)?;
+    let origins = learn_origins(tx, s, &header)?;
     let mut warnings = stamped.warnings();
     notice_own_restore(s, &origins, &header.sender.name, &mut warnings)?;
 
-    let mut ap = Applier::new(conn, s, &header.sender.name)?;
-    let deferred = apply_records(conn, s, &mut ap, &mut reader, &mapped, &origins)?;
+    let mut ap = Applier::new(tx, s, &header.sender.name)?;
+    let deferred = apply_records(tx, s, &mut ap, &mut reader, &mapped, &origins)?;
     let end = reader.finish()?;
-    ap.settle(conn, s, deferred.refused, Some(&origins.seen))?;
+    ap.settle(tx, s, deferred.refused, Some(&origins.seen))?;
     observe_clocks(s, &deferred.latest, &mut warnings)?;
 
     let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
@@ -182,7 +181,7 @@ pub(crate) fn import<R: Read>(
         warnings.push(format!(
             "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
              `fieldsync conflicts --db {}` lists them and why. They are retried at every import",
-            crate::catalog::store::db_arg(conn)
+            crate::catalog::store::db_arg(tx)
         ));
     }
     let report = ImportReport {
@@ -195,7 +194,7 @@ pub(crate) fn import<R: Read>(
         older: tables.iter().map(|c| c.older).sum(),
         quarantined,
         released: ap.released,
-        held: held_count(conn)?,
+        held: held_count(tx)?,
         overwritten: ap.overwritten,
         tables,
         captured: stamped.captured,
@@ -203,7 +202,7 @@ pub(crate) fn import<R: Read>(
         ..ImportReport::default()
     };
     let released = std::mem::take(&mut ap.released_numbers);
-    record_watermarks(conn, s, &header, &origins, &released, report)
+    record_watermarks(tx, s, &header, &origins, &released, report)
 }
 
 /// Learn of the sender and of the origins whose changes the bundle covers;
@@ -253,7 +252,7 @@ fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<
 /// the bundle frees. Past a memory budget they wait in the quarantine table
 /// instead.
 fn apply_records<R: Read>(
-    conn: &Connection,
+    tx: &Transaction,
     s: &mut Session,
     ap: &mut Applier,
     reader: &mut BundleReader<R>,
@@ -267,7 +266,7 @@ fn apply_records<R: Read>(
     let mut refused_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
         let own = (s.local, s.seq);
-        let change = prepare(conn, rec, mapped, s.catalog.tables(), origins, own)?;
+        let change = prepare(tx, rec, mapped, s.catalog.tables(), origins, own)?;
         for v in &change.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
@@ -280,7 +279,7 @@ fn apply_records<R: Read>(
                 detail: "waits with the change held for this row".into(),
             })
         } else {
-            apply(conn, s, ap, &change, Some(&origins.seen))?
+            apply(tx, s, ap, &change, Some(&origins.seen))?
         };
         match applied {
             Applied::Merged(verdict) => ap.count(change.table, verdict),
@@ -288,7 +287,7 @@ fn apply_records<R: Read>(
                 refused_bytes += change.size();
                 refused.push((change, refusal));
             }
-            Applied::Refused(refusal) => ap.spill(conn, s, &change, &refusal)?,
+            Applied::Refused(refusal) => ap.spill(tx, s, &change, &refusal)?,
         }
     }
     Ok(Deferred { refused, latest })
@@ -323,24 +322,24 @@ fn observe_clocks(
     Ok(())
 }
 
-/// Retry every held change now (`fieldsync conflicts --retry`), inside the
-/// caller's write transaction with the import connection settings.
-pub(crate) fn retry_held(conn: &Connection, s: &mut Session) -> Result<RetryReport, Error> {
-    s.catalog.check_live(conn)?;
-    crate::local::stamp::stamp_pending(conn, s)?;
-    let mut ap = Applier::new(conn, s, "")?;
-    ap.settle(conn, s, Vec::new(), None)?;
+/// Retry every held change now (`fieldsync conflicts --retry`), with the
+/// import connection settings.
+pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryReport, Error> {
+    s.catalog.check_live(tx)?;
+    crate::local::stamp::stamp_pending(tx, s)?;
+    let mut ap = Applier::new(tx, s, "")?;
+    ap.settle(tx, s, Vec::new(), None)?;
     for (origin, set) in &ap.released_numbers {
         if *origin == s.local_idx {
             s.lost = s.lost.minus(set);
         } else {
-            add_have(conn, *origin, set)?;
+            add_have(tx, *origin, set)?;
         }
     }
-    s.save(conn)?;
+    s.save(tx)?;
     Ok(RetryReport {
         released: ap.released,
-        held: held_count(conn)?,
+        held: held_count(tx)?,
         overwritten: ap.overwritten,
     })
 }

@@ -6,11 +6,12 @@
 //! [`Savepoint::commit`]: every exit, a refusal or a `?`, undoes what was
 //! written since it opened and closes it. rusqlite's own needs a
 //! `&mut Connection` (or `&mut Transaction`); the import shares one
-//! connection with everything it calls, and nests savepoints (a change's
-//! inside a joint pass's or a cascade's), so this one borrows the
-//! connection shared.
+//! `&Transaction` with everything it calls, and nests savepoints (a
+//! change's inside a joint pass's or a cascade's), so this one borrows the
+//! transaction shared. Taking a [`Transaction`] says that a savepoint here
+//! is always part of the caller's write transaction, never one of its own.
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 
 /// An open savepoint that rolls back unless committed.
 #[must_use = "dropping a savepoint rolls back what was written in it"]
@@ -21,11 +22,12 @@ pub(crate) struct Savepoint<'t> {
 }
 
 impl<'t> Savepoint<'t> {
-    /// Open the savepoint `name` on `conn`.
+    /// Open the savepoint `name` in `tx`.
     pub(crate) fn open(
-        conn: &'t Connection,
+        tx: &'t Transaction<'_>,
         name: &'static str,
     ) -> Result<Savepoint<'t>, rusqlite::Error> {
+        let conn: &'t Connection = tx;
         // Cached: a savepoint may open for every change of an import.
         conn.prepare_cached(&format!("SAVEPOINT {name}"))?
             .execute([])?;

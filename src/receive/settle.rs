@@ -8,8 +8,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use rusqlite::Connection;
 use rusqlite::config::DbConfig;
+use rusqlite::{Connection, Transaction};
 
 use crate::base::colset::ColSet;
 use crate::base::merge::Verdict;
@@ -115,19 +115,19 @@ impl Applier {
     /// held for a UNIQUE clash, and the edit that resolves it).
     pub fn settle(
         &mut self,
-        conn: &Connection,
+        tx: &Transaction,
         s: &mut Session,
         deferred: Vec<(Change, Refusal)>,
         seen: Option<&BTreeMap<i64, SeqSet>>,
     ) -> Result<(), Error> {
-        let mut entries = self.gather(conn, s, deferred)?;
+        let mut entries = self.gather(tx, s, deferred)?;
         loop {
             // Alternate the direction: a chain of changes each needing the
             // value the next one frees (a renumbered UNIQUE column) then goes
             // through in one round instead of one change per round.
             entries.reverse();
-            if !self.round(conn, s, &mut entries, seen, Try::Apply)?
-                && !self.joint_pass(conn, s, &mut entries, seen)?
+            if !self.round(tx, s, &mut entries, seen, Try::Apply)?
+                && !self.joint_pass(tx, s, &mut entries, seen)?
             {
                 break;
             }
@@ -136,8 +136,8 @@ impl Applier {
         // schema's ON DELETE CASCADE / SET NULL, carried out here. Round
         // after round: one delete applied may free another (a child the
         // origin deleted itself, whose own children were local).
-        while self.round(conn, s, &mut entries, seen, Try::Cascade)? {}
-        self.hold(conn, s, entries)
+        while self.round(tx, s, &mut entries, seen, Try::Cascade)? {}
+        self.hold(tx, s, entries)
     }
 
     /// Every held change, and the refused ones of this import joined to the
@@ -200,7 +200,7 @@ impl Applier {
     /// fit.
     fn round(
         &mut self,
-        conn: &Connection,
+        tx: &Transaction,
         s: &mut Session,
         entries: &mut Vec<Entry>,
         seen: Option<&BTreeMap<i64, SeqSet>>,
@@ -210,7 +210,7 @@ impl Applier {
         let mut rest = Vec::with_capacity(entries.len());
         for mut e in std::mem::take(entries) {
             let verdict = match how {
-                Try::Apply => match apply(conn, s, self, &e.change, e.seen(seen))? {
+                Try::Apply => match apply(tx, s, self, &e.change, e.seen(seen))? {
                     Applied::Merged(verdict) => Some(verdict),
                     // The newest reason is the one that still holds.
                     Applied::Refused(refusal) => {
@@ -219,13 +219,13 @@ impl Applier {
                     }
                 },
                 Try::Cascade if e.is_delete_held_for_children() => {
-                    self.cascade_and_apply(conn, s, &e.change, e.seen(seen))?
+                    self.cascade_and_apply(tx, s, &e.change, e.seen(seen))?
                 }
                 Try::Cascade => None,
             };
             match verdict {
                 Some(verdict) => {
-                    self.applied_entry(conn, s, &e, verdict)?;
+                    self.applied_entry(tx, s, &e, verdict)?;
                     progress = true;
                 }
                 None => rest.push(e),
@@ -341,13 +341,13 @@ impl Applier {
     /// changed, if some child still stops it.
     fn cascade_and_apply(
         &mut self,
-        conn: &Connection,
+        tx: &Transaction,
         s: &mut Session,
         change: &Change,
         seen: Option<&BTreeMap<i64, SeqSet>>,
     ) -> Result<Option<Verdict>, Error> {
         let table = s.catalog.tables()[change.table].clone();
-        let Some(at) = locate(conn, &table, &change.pk, &change.key)? else {
+        let Some(at) = locate(tx, &table, &change.pk, &change.key)? else {
             return Ok(None);
         };
         // Only children the deleting instance had not seen: one it knew and
@@ -358,16 +358,16 @@ impl Applier {
         };
         let sites = &s.sites;
         let mut unseen_here =
-            |child: &TrackedTable, key: &[Value]| unseen_by_sender(conn, sites, seen, child, key);
-        let sp = Savepoint::open(conn, "fieldsync_cascade")?;
-        let triggers = conn.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?;
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
+            |child: &TrackedTable, key: &[Value]| unseen_by_sender(tx, sites, seen, child, key);
+        let sp = Savepoint::open(tx, "fieldsync_cascade")?;
+        let triggers = tx.db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER)?;
+        tx.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, true)?;
         let done = self
             .fks
-            .cascade(conn, s.catalog.tables(), &table, &at, 0, &mut unseen_here);
-        conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers)?;
+            .cascade(tx, s.catalog.tables(), &table, &at, 0, &mut unseen_here);
+        tx.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_TRIGGER, triggers)?;
         let applied = match done {
-            Ok(true) => Some(apply(conn, s, self, change, Some(seen))?),
+            Ok(true) => Some(apply(tx, s, self, change, Some(seen))?),
             Ok(false) => None,
             // A child the action cannot change (SET NULL on a NOT NULL
             // column, an app trigger that raises): the delete stays held.
@@ -394,7 +394,7 @@ impl Applier {
     /// some were applied.
     fn joint_pass(
         &mut self,
-        conn: &Connection,
+        tx: &Transaction,
         s: &mut Session,
         entries: &mut Vec<Entry>,
         seen: Option<&BTreeMap<i64, SeqSet>>,
@@ -403,13 +403,13 @@ impl Applier {
             .filter(|&i| entries[i].refused_for_references())
             .collect();
         while group.len() >= 2 {
-            let sp = Savepoint::open(conn, "fieldsync_joint")?;
+            let sp = Savepoint::open(tx, "fieldsync_joint")?;
             let overwritten = self.overwritten;
             let JointWrite { written, failed } =
-                self.write_jointly(conn, s, entries, &group, seen)?;
+                self.write_jointly(tx, s, entries, &group, seen)?;
             if failed.is_empty() && !written.is_empty() {
                 sp.commit()?;
-                self.accept(conn, s, entries, written)?;
+                self.accept(tx, s, entries, written)?;
                 return Ok(true);
             }
             sp.rollback()?;
@@ -427,7 +427,7 @@ impl Applier {
     /// references fail.
     fn write_jointly(
         &mut self,
-        conn: &Connection,
+        tx: &Transaction,
         s: &mut Session,
         entries: &[Entry],
         group: &[usize],
@@ -439,7 +439,7 @@ impl Applier {
         let mut write = |ap: &mut Applier| -> Result<(), Error> {
             for &i in group {
                 ap.current = i;
-                match apply(conn, s, ap, &entries[i].change, entries[i].seen(seen))? {
+                match apply(tx, s, ap, &entries[i].change, entries[i].seen(seen))? {
                     Applied::Merged(verdict) => written.push((i, verdict)),
                     Applied::Refused(_) => {
                         failed.insert(i);
@@ -452,7 +452,7 @@ impl Applier {
         // Out of the joint pass however the writes ended.
         let checks = self.joint.take().unwrap_or_default();
         wrote?;
-        failed.extend(run_post_checks(conn, &self.fks, &s.catalog, &checks)?);
+        failed.extend(run_post_checks(tx, &self.fks, &s.catalog, &checks)?);
         Ok(JointWrite { written, failed })
     }
 
