@@ -1,10 +1,10 @@
 //! The receiving half of the data path: [`import`] reads a bundle, checks
 //! everything it claims, and hands each row's versions to [`apply`], which
-//! merges them by the rules of [`crate::merge`] and has [`write`] write the
-//! app's rows; [`settle`] retries the changes the database refused, and
-//! those that cannot be written yet wait in [`quarantine`]. Values
-//! overwritten by concurrent edits are logged in [`conflicts`]. A change's
-//! writes that must vanish together sit in a [`savepoint`].
+//! merges them by the rules of [`crate::merge`] and has [`write`](mod@write)
+//! write the app's rows; [`settle`] retries the changes the database
+//! refused, and those that cannot be written yet wait in [`quarantine`].
+//! Values overwritten by concurrent edits are logged in [`conflicts`]. A
+//! change's writes that must vanish together sit in a [`savepoint`].
 
 pub(crate) mod apply;
 pub(crate) mod conflicts;
