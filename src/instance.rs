@@ -440,7 +440,7 @@ impl Instance {
     /// Retry the quarantined changes now (they are also retried at every
     /// import), applying those that fit.
     pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {
-        self.as_importer(|tx, s| crate::receive::import::retry_held(tx, s))
+        self.as_importer(crate::receive::import::retry_held)
     }
 
     /// The quarantine and the newest `limit` overwritten values. Reads only.

@@ -84,7 +84,7 @@ pub use error::{
 };
 pub use instance::{CompactReport, Instance, SetupReport};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
-pub use receive::apply::TableImport;
+pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
 pub use receive::import::{ImportReport, RetryReport};
 pub use send::export::{ExportReport, ExportTarget, TableCount};

@@ -1,5 +1,5 @@
 //! The merge rules, as pure functions on one row's state. Storage and SQL
-//! live elsewhere (`src/local/log.rs`, `src/receive/apply.rs`); this is the part that
+//! live elsewhere (`src/local/log.rs`, `src/receive/apply.rs` and `write.rs`); this is the part that
 //! spec/merge.md describes and the property tests check against a model.
 //!
 //! A row's state is its *causal length* `cl` (0: never seen, odd: exists,

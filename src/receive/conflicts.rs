@@ -198,106 +198,38 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
     })
 }
 
+/// A change merged into its row, as the conflict log looks at it.
+pub(crate) struct MergedRow<'a> {
+    pub table: &'a TrackedTable,
+    pub c: &'a Change,
+    /// The row's state in the log before the change.
+    pub before: &'a RowState,
+    /// And after it.
+    pub after: &'a RowState,
+    /// What this instance had received before the import.
+    pub have_before: &'a BTreeMap<i64, SeqSet>,
+    /// The sender's seen-vector, when it applies.
+    pub seen: Option<&'a BTreeMap<i64, SeqSet>>,
+}
+
+/// A cell two changes competed for: its bit, the loser, the winner, and
+/// whether the loser is the incoming change.
+type Case<'v> = (usize, &'v Version, &'v Version, bool);
+
 /// The values a merge overwrites or rejects that a concurrent change wrote
 /// (the rules in the module doc), read before the app row is written.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn losses(
     conn: &Connection,
     s: &Session,
-    have_before: &BTreeMap<i64, SeqSet>,
+    m: &MergedRow<'_>,
     now_ms: i64,
-    table: &TrackedTable,
-    c: &Change,
-    before: &RowState,
-    after: &RowState,
-    seen: Option<&BTreeMap<i64, SeqSet>>,
 ) -> Result<Vec<Overwritten>, Error> {
-    let new_here = |v: &Version| {
-        v.site != s.local
-            && !s
-                .sites
-                .idx_of(&v.site)
-                .and_then(|i| have_before.get(&i))
-                .is_some_and(|set| set.contains(v.seq))
-    };
-    // A change held here that the sender had not seen when it exported.
-    let unseen = |h: &Version| match seen {
-        None => true,
-        Some(seen) => !s
-            .sites
-            .idx_of(&h.site)
-            .and_then(|i| seen.get(&i))
-            .is_some_and(|set| set.contains(h.seq)),
-    };
-    let cell_name = |bit: usize| table.cells.get(bit - 1).map(String::as_str).unwrap_or("");
-    // (bit, loser, winner, loser is the incoming one)
-    let mut cases: Vec<(usize, &Version, &Version, bool)> = Vec::new();
-    let reason;
-    if c.cl < before.cl {
-        reason = if before.is_live() {
-            "row re-created"
-        } else {
-            "row deleted"
-        };
-        if let Some(winner) = before.holder(SENTINEL) {
-            for v in c.versions.iter().filter(|v| new_here(v)) {
-                for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
-                    cases.push((bit, v, winner, true));
-                }
-            }
-        }
-    } else if c.cl > before.cl {
-        reason = if c.cl % 2 == 0 {
-            "row deleted"
-        } else {
-            "row re-created"
-        };
-        if before.is_live() {
-            if let Some(winner) = c.versions.iter().find(|v| v.cols.contains(SENTINEL)) {
-                for h in before.versions.iter().filter(|h| unseen(h)) {
-                    for bit in h.cols.iter().filter(|&b| b != SENTINEL) {
-                        cases.push((bit, h, winner, false));
-                    }
-                }
-            }
-        }
-    } else {
-        reason = "later edit";
-        for v in &c.versions {
-            for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
-                let (Some(was), Some(now)) = (before.holder(bit), after.holder(bit)) else {
-                    continue;
-                };
-                if now.same_change(v) && !was.same_change(v) && unseen(was) {
-                    cases.push((bit, was, v, false));
-                } else if !now.same_change(v) && new_here(v) {
-                    cases.push((bit, v, now, true));
-                }
-            }
-        }
-    }
+    let (reason, cases) = m.cases(s);
     if cases.is_empty() {
         return Ok(Vec::new());
     }
-    // The app row's values as they are before this change is written.
-    let at = if before.is_live() {
-        crate::catalog::identity::locate(conn, table, &c.pk, &c.key)?
-    } else {
-        None
-    };
-    let here: Option<Vec<Value>> = match at {
-        Some(at) => {
-            let sql = table.select_cells_sql();
-            conn.prepare_cached(&sql)?
-                .query_row(params_from_iter(at.iter()), |r| {
-                    (0..table.cells.len())
-                        .map(|i| r.get::<_, Value>(i))
-                        .collect()
-                })
-                .ok()
-        }
-        None => None,
-    };
+    let (c, before, table) = (m.c, m.before, m.table);
+    let here = m.row_here(conn)?;
     let here_value = |bit: usize| {
         here.as_ref()
             .and_then(|row| row.get(bit - 1).cloned())
@@ -336,7 +268,7 @@ pub(crate) fn losses(
         out.push(Overwritten::new(
             &table.name,
             key.clone(),
-            cell_name(bit),
+            table.cells.get(bit - 1).map(String::as_str).unwrap_or(""),
             (lost, s.sites.name_of(&loser.site), loser.hlc),
             (won, s.sites.name_of(&winner.site), winner.hlc),
             reason,
@@ -344,4 +276,104 @@ pub(crate) fn losses(
         ));
     }
     Ok(out)
+}
+
+impl<'a> MergedRow<'a> {
+    /// A change this instance had neither made nor received before.
+    fn new_here(&self, s: &Session, v: &Version) -> bool {
+        v.site != s.local
+            && !s
+                .sites
+                .idx_of(&v.site)
+                .and_then(|i| self.have_before.get(&i))
+                .is_some_and(|set| set.contains(v.seq))
+    }
+
+    /// A change held here that the sender had not seen when it exported.
+    fn unseen(&self, s: &Session, h: &Version) -> bool {
+        match self.seen {
+            None => true,
+            Some(seen) => !s
+                .sites
+                .idx_of(&h.site)
+                .and_then(|i| seen.get(&i))
+                .is_some_and(|set| set.contains(h.seq)),
+        }
+    }
+
+    /// The cells concurrent changes competed for, and the reason to log.
+    fn cases(&self, s: &Session) -> (&'static str, Vec<Case<'a>>) {
+        let (c, before) = (self.c, self.before);
+        let mut cases = Vec::new();
+        if c.cl < before.cl {
+            // The row here was deleted or re-created since: the incoming
+            // change's cells lose to that.
+            if let Some(winner) = before.holder(SENTINEL) {
+                for v in c.versions.iter().filter(|v| self.new_here(s, v)) {
+                    for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
+                        cases.push((bit, v, winner, true));
+                    }
+                }
+            }
+            let reason = if before.is_live() {
+                "row re-created"
+            } else {
+                "row deleted"
+            };
+            return (reason, cases);
+        }
+        if c.cl > before.cl {
+            // The incoming change deletes or re-creates the row: edits here
+            // the sender had not seen lose to it.
+            if let (true, Some(winner)) = (
+                before.is_live(),
+                c.versions.iter().find(|v| v.cols.contains(SENTINEL)),
+            ) {
+                for h in before.versions.iter().filter(|h| self.unseen(s, h)) {
+                    for bit in h.cols.iter().filter(|&b| b != SENTINEL) {
+                        cases.push((bit, h, winner, false));
+                    }
+                }
+            }
+            let reason = if c.cl % 2 == 0 {
+                "row deleted"
+            } else {
+                "row re-created"
+            };
+            return (reason, cases);
+        }
+        for v in &c.versions {
+            for bit in v.cols.iter().filter(|&b| b != SENTINEL) {
+                let (Some(was), Some(now)) = (before.holder(bit), self.after.holder(bit)) else {
+                    continue;
+                };
+                if now.same_change(v) && !was.same_change(v) && self.unseen(s, was) {
+                    cases.push((bit, was, v, false));
+                } else if !now.same_change(v) && self.new_here(s, v) {
+                    cases.push((bit, v, now, true));
+                }
+            }
+        }
+        ("later edit", cases)
+    }
+
+    /// The app row's values as they are before the change is written.
+    fn row_here(&self, conn: &Connection) -> Result<Option<Vec<Value>>, Error> {
+        let (table, c) = (self.table, self.c);
+        if !self.before.is_live() {
+            return Ok(None);
+        }
+        let Some(at) = crate::catalog::identity::locate(conn, table, &c.pk, &c.key)? else {
+            return Ok(None);
+        };
+        let sql = table.select_cells_sql();
+        Ok(conn
+            .prepare_cached(&sql)?
+            .query_row(params_from_iter(at.iter()), |r| {
+                (0..table.cells.len())
+                    .map(|i| r.get::<_, Value>(i))
+                    .collect()
+            })
+            .ok())
+    }
 }

@@ -1,6 +1,6 @@
 //! Import: replaying a bundle's records into the app's tables with the
-//! merge rules of [`crate::base::merge`], together with the watermark updates, in
-//! the caller's single write transaction.
+//! merge rules of [`crate::base::merge`], together with the watermark
+//! updates, in the caller's write transaction (which [`import`] takes).
 //!
 //! Before any record is applied the header is checked against the tracked
 //! schema (table by table, column by column) and local captured changes are
@@ -15,14 +15,14 @@
 //! A record the database refuses (a UNIQUE value another row holds, NOT
 //! NULL, CHECK) or that would leave a dangling reference ([`crate::catalog::foreign`])
 //! is retried once the rest of the bundle is in, then quarantined
-//! ([`crate::receive::quarantine`]); held changes from earlier imports are retried
-//! too. Values that lose a merge to a concurrent change are logged
-//! ([`crate::receive::conflicts`]).
+//! ([`crate::receive::settle`], [`crate::receive::quarantine`]); held
+//! changes from earlier imports are retried too. Values that lose a merge
+//! to a concurrent change are logged ([`crate::receive::conflicts`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 
-use rusqlite::Connection;
+use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
@@ -31,14 +31,17 @@ use crate::base::merge::Version;
 use crate::base::seqset::SeqSet;
 use crate::base::site_id::SiteId;
 use crate::base::value::{Value, encode_key};
-use crate::bundle::BundleReader;
-use crate::bundle::format::TableDef;
+use crate::bundle::format::{OriginSeqs, TableDef, VersionRecord};
+use crate::bundle::{BundleReader, Header, RowRecord};
+use crate::catalog::layout::Identity;
 use crate::catalog::peers::{add_have, bind_sender, have_all, record_acks, touch};
-use crate::catalog::schema::table_shape;
+use crate::catalog::refs::RefFk;
+use crate::catalog::schema::{Affinity, table_shape};
 use crate::catalog::session::Session;
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
-use crate::receive::apply::{Applier, TableImport, apply};
+use crate::receive::applier::{Applier, TableImport};
+use crate::receive::apply::{Applied, apply};
 use crate::receive::quarantine::{Change, Reason, Refusal, held_count, held_numbers};
 
 /// What an import did.
@@ -97,10 +100,35 @@ pub(crate) struct Mapped {
     /// Bundle bit → local bit (index 0 is the sentinel).
     bits: Vec<usize>,
     /// Affinity of each local key column ([`crate::catalog::keyform`]).
-    key_affinity: Vec<crate::catalog::schema::Affinity>,
-    /// Bundle bit → the table the tagged reference in that cell refers to
-    /// (name, identity at the sender, key length here).
-    refs: Vec<Option<(String, crate::catalog::layout::Identity, usize)>>,
+    key_affinity: Vec<Affinity>,
+    /// Bundle bit → the table the tagged reference in that cell refers to.
+    refs: Vec<Option<RefTarget>>,
+}
+
+/// The table a tagged reference refers to: its name, its identity at the
+/// sender, its key length here.
+type RefTarget = (String, Identity, usize);
+
+/// The records of a bundle that wait for the rest of it.
+struct Deferred {
+    /// Records refused, to be retried.
+    refused: Vec<(Change, Refusal)>,
+    /// The latest clock seen per origin, to name a machine whose clock is
+    /// ahead.
+    latest: HashMap<SiteId, Hlc>,
+}
+
+/// The header's origins as this instance numbers them
+/// (`fieldsync_sites`), and the change numbers it declares.
+struct Origins {
+    /// Per origin of the header, its local number and id if known here.
+    local: Vec<Option<(i64, SiteId)>>,
+    /// The sender's local number.
+    sender: i64,
+    /// The changes the bundle covers, per origin.
+    covers: BTreeMap<i64, SeqSet>,
+    /// The sender's seen-vector.
+    seen: BTreeMap<i64, SeqSet>,
 }
 
 /// Check a bundle's header against this instance before anything is
@@ -109,7 +137,7 @@ pub(crate) struct Mapped {
 pub(crate) fn preflight(
     conn: &Connection,
     s: &Session,
-    header: &crate::bundle::Header,
+    header: &Header,
 ) -> Result<Vec<Mapped>, Error> {
     if header.sender.id == s.local {
         return Err(ImportError::FromSelf {
@@ -129,27 +157,66 @@ pub(crate) fn preflight(
 /// A clock more than this far ahead of ours is reported.
 const CLOCK_AHEAD_WARN_MS: i64 = 60 * 60 * 1000;
 
-/// Apply one bundle (already checksum-verified) inside the caller's write
-/// transaction.
+/// Apply one bundle (already checksum-verified).
 pub(crate) fn import<R: Read>(
-    conn: &Connection,
+    tx: &Transaction,
     s: &mut Session,
     mut reader: BundleReader<R>,
 ) -> Result<ImportReport, Error> {
     let header = reader.header().clone();
-    let mapped = preflight(conn, s, &header)?;
-    let stamped = crate::local::stamp::stamp_pending(conn, s)?;
+    let mapped = preflight(tx, s, &header)?;
+    let stamped = crate::local::stamp::stamp_pending(tx, s)?;
+    let origins = learn_origins(tx, s, &header)?;
+    let mut warnings = stamped.warnings();
+    notice_own_restore(s, &origins, &header.sender.name, &mut warnings)?;
 
-    // Learn of the sender and of the origins whose changes the bundle
-    // covers; an origin only listed costs nothing and is not kept. Our own
-    // entry is never renamed by a bundle.
+    let mut ap = Applier::new(tx, s, &header.sender.name)?;
+    let deferred = apply_records(tx, s, &mut ap, &mut reader, &mapped, &origins)?;
+    let end = reader.finish()?;
+    ap.settle(tx, s, deferred.refused, Some(&origins.seen))?;
+    observe_clocks(s, &deferred.latest, &mut warnings)?;
+
+    let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
+    let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
+    if quarantined > 0 {
+        warnings.push(format!(
+            "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
+             `fieldsync conflicts --db {}` lists them and why. They are retried at every import",
+            crate::catalog::store::db_arg(tx)
+        ));
+    }
+    let report = ImportReport {
+        from: header.sender.name.clone(),
+        from_site_id: header.sender.id.to_string(),
+        full: header.full,
+        changes: end.rows,
+        applied: tables.iter().map(|c| c.applied).sum(),
+        known: tables.iter().map(|c| c.known).sum(),
+        older: tables.iter().map(|c| c.older).sum(),
+        quarantined,
+        released: ap.released,
+        held: held_count(tx)?,
+        overwritten: ap.overwritten,
+        tables,
+        captured: stamped.captured,
+        warnings,
+        ..ImportReport::default()
+    };
+    let released = std::mem::take(&mut ap.released_numbers);
+    record_watermarks(tx, s, &header, &origins, &released, report)
+}
+
+/// Learn of the sender and of the origins whose changes the bundle covers;
+/// an origin only listed costs nothing and is not kept. Our own entry is
+/// never renamed by a bundle.
+fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<Origins, Error> {
     let covered: Vec<u32> = header
         .covers
         .iter()
         .filter(|c| !c.seqs.is_empty())
         .map(|c| c.origin)
         .collect();
-    let mut origins: Vec<Option<(i64, SiteId)>> = Vec::with_capacity(header.origins.len());
+    let mut local: Vec<Option<(i64, SiteId)>> = Vec::with_capacity(header.origins.len());
     for (i, o) in header.origins.iter().enumerate() {
         let idx = if o.id == s.local {
             Some(s.local_idx)
@@ -158,73 +225,82 @@ pub(crate) fn import<R: Read>(
         } else {
             s.sites.idx_of(&o.id)
         };
-        origins.push(idx.map(|idx| (idx, o.id)));
+        local.push(idx.map(|idx| (idx, o.id)));
     }
-    let sender_idx = s
+    let sender = s
         .sites
         .intern(conn, header.sender.id, &header.sender.name)?;
-    let mut covers: BTreeMap<i64, SeqSet> = BTreeMap::new();
-    for c in &header.covers {
-        if let Some(Some((idx, _))) = origins.get(c.origin as usize) {
-            covers.entry(*idx).or_default().union_with(&c.seqs);
+    let by_local = |lists: &[OriginSeqs]| {
+        let mut out: BTreeMap<i64, SeqSet> = BTreeMap::new();
+        for x in lists {
+            if let Some(Some((idx, _))) = local.get(x.origin as usize) {
+                out.entry(*idx).or_default().union_with(&x.seqs);
+            }
         }
-    }
-    let mut seen: BTreeMap<i64, SeqSet> = BTreeMap::new();
-    for x in &header.seen {
-        if let Some(Some((idx, _))) = origins.get(x.origin as usize) {
-            seen.entry(*idx).or_default().union_with(&x.seqs);
-        }
-    }
-    let mut warnings = stamped.warnings();
-    notice_own_restore(s, &covers, &seen, &header.sender.name, &mut warnings)?;
+        out
+    };
+    Ok(Origins {
+        covers: by_local(&header.covers),
+        seen: by_local(&header.seen),
+        local,
+        sender,
+    })
+}
 
-    let mut ap = Applier::new(conn, s, &header.sender.name)?;
-    // The latest clock seen per origin, to name a machine whose clock is ahead.
+/// Apply the bundle's records in order. Records refused are retried once
+/// the rest of the bundle is in: rows arrive in key order, so a child may
+/// come before its parent, or a row may need a UNIQUE value another row of
+/// the bundle frees. Past a memory budget they wait in the quarantine table
+/// instead.
+fn apply_records<R: Read>(
+    tx: &Transaction,
+    s: &mut Session,
+    ap: &mut Applier,
+    reader: &mut BundleReader<R>,
+    mapped: &[Mapped],
+    origins: &Origins,
+) -> Result<Deferred, Error> {
+    let header = reader.header();
     let mut latest: HashMap<SiteId, Hlc> = HashMap::new();
     latest.insert(header.sender.id, Hlc(header.created));
-    // Records refused, retried once the rest of the bundle is in: rows arrive
-    // in key order, so a child may come before its parent, or a row may need
-    // a UNIQUE value another row of the bundle frees. Past a memory budget
-    // they wait in the quarantine table instead.
-    let mut deferred: Vec<(Change, Refusal)> = Vec::new();
-    let mut deferred_bytes = 0usize;
+    let mut refused: Vec<(Change, Refusal)> = Vec::new();
+    let mut refused_bytes = 0usize;
     while let Some(rec) = reader.next_row()? {
         let own = (s.local, s.seq);
-        let change = prepare(
-            conn,
-            rec,
-            &mapped,
-            s.catalog.tables(),
-            &origins,
-            &covers,
-            own,
-        )?;
+        let change = prepare(tx, rec, mapped, s.catalog.tables(), origins, own)?;
         for v in &change.versions {
             let e = latest.entry(v.site).or_default();
             *e = (*e).max(v.hlc);
         }
         // A row with a change in quarantine takes the new change into that
         // entry: applied alone it could leave a partial row.
-        let result = if ap.is_held(&change) {
-            Err(Refusal {
+        let applied = if ap.is_held(&change) {
+            Applied::Refused(Refusal {
                 reason: Reason::Other,
                 detail: "waits with the change held for this row".into(),
             })
         } else {
-            apply(conn, s, &mut ap, &change, Some(&seen))?
+            apply(tx, s, ap, &change, Some(&origins.seen))?
         };
-        match result {
-            Ok(verdict) => ap.count(change.table, verdict),
-            Err(refusal) if deferred_bytes < MAX_DEFERRED_BYTES => {
-                deferred_bytes += change.size();
-                deferred.push((change, refusal));
+        match applied {
+            Applied::Merged(verdict) => ap.count(change.table, verdict),
+            Applied::Refused(refusal) if refused_bytes < MAX_DEFERRED_BYTES => {
+                refused_bytes += change.size();
+                refused.push((change, refusal));
             }
-            Err(refusal) => ap.spill(conn, s, &change, &refusal)?,
+            Applied::Refused(refusal) => ap.spill(tx, s, &change, &refusal)?,
         }
     }
-    let end = reader.finish()?;
-    ap.settle(conn, s, deferred, Some(&seen))?;
+    Ok(Deferred { refused, latest })
+}
 
+/// Move our clock past the latest one the bundle carried, and warn if a
+/// machine's clock runs well ahead of ours.
+fn observe_clocks(
+    s: &mut Session,
+    latest: &HashMap<SiteId, Hlc>,
+    warnings: &mut Vec<String>,
+) -> Result<(), Error> {
     let now = now_unix_ms();
     let max_hlc = latest.values().copied().max().unwrap_or_default();
     if let Some((site, ahead)) = latest
@@ -244,57 +320,27 @@ pub(crate) fn import<R: Read>(
         ));
     }
     s.clock.observe(max_hlc, now)?;
-    let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
-    let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
-    let held = held_count(conn)?;
-    if quarantined > 0 {
-        warnings.push(format!(
-            "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
-             `fieldsync conflicts --db {}` lists them and why. They are retried at every import",
-            crate::catalog::store::db_arg(conn)
-        ));
-    }
-    let report = ImportReport {
-        from: header.sender.name.clone(),
-        from_site_id: header.sender.id.to_string(),
-        full: header.full,
-        changes: end.rows,
-        applied: tables.iter().map(|c| c.applied).sum(),
-        known: tables.iter().map(|c| c.known).sum(),
-        older: tables.iter().map(|c| c.older).sum(),
-        quarantined,
-        released: ap.released,
-        held,
-        overwritten: ap.overwritten,
-        tables,
-        captured: stamped.captured,
-        warnings,
-        ..ImportReport::default()
-    };
-    let released = std::mem::take(&mut ap.released_numbers);
-    record_watermarks(
-        conn, s, &header, sender_idx, &seen, &covers, &released, report,
-    )
+    Ok(())
 }
 
-/// Retry every held change now (`fieldsync conflicts --retry`), inside the
-/// caller's write transaction with the import connection settings.
-pub(crate) fn retry_held(conn: &Connection, s: &mut Session) -> Result<RetryReport, Error> {
-    s.catalog.check_live(conn)?;
-    crate::local::stamp::stamp_pending(conn, s)?;
-    let mut ap = Applier::new(conn, s, "")?;
-    ap.settle(conn, s, Vec::new(), None)?;
+/// Retry every held change now (`fieldsync conflicts --retry`), with the
+/// import connection settings.
+pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryReport, Error> {
+    s.catalog.check_live(tx)?;
+    crate::local::stamp::stamp_pending(tx, s)?;
+    let mut ap = Applier::new(tx, s, "")?;
+    ap.settle(tx, s, Vec::new(), None)?;
     for (origin, set) in &ap.released_numbers {
         if *origin == s.local_idx {
             s.lost = s.lost.minus(set);
         } else {
-            add_have(conn, *origin, set)?;
+            add_have(tx, *origin, set)?;
         }
     }
-    s.save(conn)?;
+    s.save(tx)?;
     Ok(RetryReport {
         released: ap.released,
-        held: held_count(conn)?,
+        held: held_count(tx)?,
         overwritten: ap.overwritten,
     })
 }
@@ -309,144 +355,32 @@ const MAX_CL: u64 = 1 << 62;
 
 /// Check a record against its header: known table, well-formed key, change
 /// numbers inside the declared ranges, disjoint cells, one value per cell.
+/// `own` is this instance and the last number it has given a change.
 fn prepare(
     conn: &Connection,
-    rec: crate::bundle::RowRecord,
+    rec: RowRecord,
     mapped: &[Mapped],
     tables: &[TrackedTable],
-    origins: &[Option<(i64, SiteId)>],
-    covers: &BTreeMap<i64, SeqSet>,
+    origins: &Origins,
     own: (SiteId, u64),
 ) -> Result<Change, Error> {
     let m = mapped
         .get(rec.table as usize)
         .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
     let table = &tables[m.table];
-    let name = || format!("'{}'", table.name);
-    // SQLite stores a NaN as NULL: a key holding one is no key either.
-    let null_like =
-        |v: &Value| matches!(v, Value::Null) || matches!(v, Value::Real(r) if r.is_nan());
-    let well_formed = if table.identity.mapped() {
-        crate::catalog::identity::valid_gid(table.identity, &rec.key)
-    } else {
-        rec.key.len() == table.key.len() && !rec.key.iter().any(null_like)
-    };
-    if !well_formed {
-        return Err(malformed(format!(
-            "a record of table {} has a malformed key",
-            name()
-        )));
-    }
-    // A row said to be created here by a change this instance has not
-    // numbered yet: its own later row would take the same identity.
-    if let (crate::catalog::layout::Identity::Origin, [Value::Blob(b)]) =
-        (table.identity, rec.key.as_slice())
-    {
-        let site = SiteId::from_slice(&b[..16]);
-        let seq = <[u8; 8]>::try_from(&b[16..]).map(u64::from_be_bytes);
-        if site == Some(own.0) && seq.is_ok_and(|n| n > own.1) {
-            return Err(malformed(format!(
-                "a record of table {} claims a row created on this instance by a change it has not made",
-                name()
-            )));
-        }
-    }
+    check_key(table, &rec, own)?;
     if rec.versions.is_empty() {
-        return Err(malformed(format!(
-            "a record of table {} has no versions",
-            name()
-        )));
+        return Err(bad_record(table, "has no versions"));
     }
     if rec.cl == 0 || rec.cl > MAX_CL {
-        return Err(malformed(format!(
-            "a record of table {} has causal length {}, outside 1..=2^62",
-            name(),
-            rec.cl
-        )));
+        let cl = rec.cl;
+        return Err(bad_record(
+            table,
+            &format!("has causal length {cl}, outside 1..=2^62"),
+        ));
     }
-    let mut versions = Vec::with_capacity(rec.versions.len());
-    let mut all_cells = ColSet::new();
-    for v in &rec.versions {
-        let Some(&Some((idx, site))) = origins.get(v.origin as usize) else {
-            return Err(malformed(format!(
-                "a change of origin #{} lies outside the ranges the header declares",
-                v.origin
-            )));
-        };
-        if v.seq == 0
-            || v.seq > i64::MAX as u64
-            || !covers.get(&idx).is_some_and(|set| set.contains(v.seq))
-        {
-            return Err(malformed(format!(
-                "change {site}#{} lies outside the ranges the header declares",
-                v.seq
-            )));
-        }
-        let mut cols = ColSet::new();
-        for bit in v.cols.iter() {
-            let local = m.bits.get(bit).copied().ok_or_else(|| {
-                malformed(format!(
-                    "a record of table {} names column #{bit}, which the header does not list",
-                    name()
-                ))
-            })?;
-            cols.insert(local);
-        }
-        // One change listed twice (with two clocks, the merge would keep
-        // one and a re-import refuse the other as a reused number).
-        let repeated = versions
-            .iter()
-            .any(|x: &Version| x.site == site && x.seq == v.seq);
-        if cols.is_empty()
-            || repeated
-            || all_cells.intersects(&cols)
-            || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
-        {
-            return Err(malformed(format!(
-                "a record of table {} has inconsistent versions",
-                name()
-            )));
-        }
-        all_cells.union_with(&cols);
-
-        versions.push(Version {
-            site,
-            seq: v.seq,
-            hlc: Hlc(v.hlc),
-            cols,
-        });
-    }
-    // Values arrive in ascending bundle-bit order; key them by local bit.
-    let mut bundle_bits: Vec<usize> = rec
-        .versions
-        .iter()
-        .flat_map(|v| v.cols.iter())
-        .filter(|&b| b != SENTINEL)
-        .collect();
-    bundle_bits.sort_unstable();
-    if bundle_bits.len() != rec.values.len() {
-        return Err(malformed(format!(
-            "a record of table {} has {} values for {} cells",
-            name(),
-            rec.values.len(),
-            bundle_bits.len()
-        )));
-    }
-    // Tagged references must decode before anything is believed of them.
-    let mut refs = Vec::new();
-    for (&b, v) in bundle_bits.iter().zip(&rec.values) {
-        if let Some(Some((parent, identity, key_len))) = m.refs.get(b) {
-            crate::catalog::refs::decode(v, *identity, *key_len)
-                .map_err(|why| malformed(format!("a record of table {}: {why}", name())))?;
-            refs.push((m.bits[b], parent.clone()));
-        }
-    }
-    let mut values: Vec<(usize, Value)> = bundle_bits
-        .iter()
-        .map(|&b| m.bits[b])
-        .zip(rec.values)
-        .collect();
-    values.sort_by_key(|(b, _)| *b);
+    let versions = versions(m, table, &rec, origins)?;
+    let cells = cells(m, table, &rec.versions, rec.values)?;
     let key = if table.identity.mapped() {
         rec.key
     } else {
@@ -460,13 +394,152 @@ fn prepare(
         key,
         cl: rec.cl,
         versions,
-        values,
-        refs,
+        values: cells.values,
+        refs: cells.refs,
     })
+}
+
+/// A record's key: well formed for its table, and not a row said to be
+/// created here by a change this instance has not numbered yet (its own
+/// later row would take the same identity).
+fn check_key(table: &TrackedTable, rec: &RowRecord, own: (SiteId, u64)) -> Result<(), Error> {
+    // SQLite stores a NaN as NULL: a key holding one is no key either.
+    let null_like =
+        |v: &Value| matches!(v, Value::Null) || matches!(v, Value::Real(r) if r.is_nan());
+    let well_formed = if table.identity.mapped() {
+        crate::catalog::identity::valid_gid(table.identity, &rec.key)
+    } else {
+        rec.key.len() == table.key.len() && !rec.key.iter().any(null_like)
+    };
+    if !well_formed {
+        return Err(bad_record(table, "has a malformed key"));
+    }
+    // A valid origin identity is 24 bytes: the site, then its number.
+    if let (Identity::Origin, [Value::Blob(b)]) = (table.identity, rec.key.as_slice()) {
+        let site = SiteId::from_slice(&b[..16]);
+        let seq = <[u8; 8]>::try_from(&b[16..]).map(u64::from_be_bytes);
+        if site == Some(own.0) && seq.is_ok_and(|n| n > own.1) {
+            return Err(bad_record(
+                table,
+                "claims a row created on this instance by a change it has not made",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A record's versions with local bits: each change inside the ranges the
+/// header declares, listed once, with cells of its own (only the row
+/// itself for a delete).
+fn versions(
+    m: &Mapped,
+    table: &TrackedTable,
+    rec: &RowRecord,
+    origins: &Origins,
+) -> Result<Vec<Version>, Error> {
+    let mut versions: Vec<Version> = Vec::with_capacity(rec.versions.len());
+    let mut all_cells = ColSet::new();
+    for v in &rec.versions {
+        let Some(&Some((idx, site))) = origins.local.get(v.origin as usize) else {
+            return Err(malformed(format!(
+                "a change of origin #{} lies outside the ranges the header declares",
+                v.origin
+            )));
+        };
+        if v.seq == 0
+            || v.seq > i64::MAX as u64
+            || !origins
+                .covers
+                .get(&idx)
+                .is_some_and(|set| set.contains(v.seq))
+        {
+            return Err(malformed(format!(
+                "change {site}#{} lies outside the ranges the header declares",
+                v.seq
+            )));
+        }
+        let mut cols = ColSet::new();
+        for bit in v.cols.iter() {
+            let local = m.bits.get(bit).copied().ok_or_else(|| {
+                bad_record(
+                    table,
+                    &format!("names column #{bit}, which the header does not list"),
+                )
+            })?;
+            cols.insert(local);
+        }
+        // One change listed twice (with two clocks, the merge would keep
+        // one and a re-import refuse the other as a reused number).
+        let repeated = versions.iter().any(|x| x.site == site && x.seq == v.seq);
+        if cols.is_empty()
+            || repeated
+            || all_cells.intersects(&cols)
+            || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
+        {
+            return Err(bad_record(table, "has inconsistent versions"));
+        }
+        all_cells.union_with(&cols);
+        versions.push(Version {
+            site,
+            seq: v.seq,
+            hlc: Hlc(v.hlc),
+            cols,
+        });
+    }
+    Ok(versions)
+}
+
+/// A record's cells, by local bit.
+struct Cells {
+    /// One value per cell its versions write.
+    values: Vec<(usize, Value)>,
+    /// The cells holding tagged references, with the table each refers to.
+    refs: Vec<(usize, String)>,
+}
+
+/// A record's values keyed by local bit. Tagged references must decode
+/// before anything is believed of them.
+fn cells(
+    m: &Mapped,
+    table: &TrackedTable,
+    versions: &[VersionRecord],
+    values: Vec<Value>,
+) -> Result<Cells, Error> {
+    // Values arrive in ascending bundle-bit order.
+    let mut bundle_bits: Vec<usize> = versions
+        .iter()
+        .flat_map(|v| v.cols.iter())
+        .filter(|&b| b != SENTINEL)
+        .collect();
+    bundle_bits.sort_unstable();
+    if bundle_bits.len() != values.len() {
+        let (values, cells) = (values.len(), bundle_bits.len());
+        return Err(bad_record(
+            table,
+            &format!("has {values} values for {cells} cells"),
+        ));
+    }
+    let mut refs = Vec::new();
+    for (&b, v) in bundle_bits.iter().zip(&values) {
+        if let Some(Some((parent, identity, key_len))) = m.refs.get(b) {
+            crate::catalog::refs::decode(v, *identity, *key_len)
+                .map_err(|why| malformed(format!("a record of table '{}': {why}", table.name)))?;
+            refs.push((m.bits[b], parent.clone()));
+        }
+    }
+    let mut values: Vec<(usize, Value)> =
+        bundle_bits.iter().map(|&b| m.bits[b]).zip(values).collect();
+    values.sort_by_key(|(b, _)| *b);
+    Ok(Cells { values, refs })
 }
 
 fn malformed(detail: String) -> Error {
     BundleError::Malformed { detail }.into()
+}
+
+/// A record of `table` that is not what its header declares.
+fn bad_record(table: &TrackedTable, what: &str) -> Error {
+    malformed(format!("a record of table '{}' {what}", table.name))
 }
 
 /// The most changes of ours a peer may hold beyond our counter (a restore
@@ -480,12 +553,12 @@ const MAX_RESTORE_JUMP: u64 = 1 << 40;
 /// lost, so they show as gaps and peers send them back.
 fn notice_own_restore(
     s: &mut Session,
-    covers: &BTreeMap<i64, SeqSet>,
-    seen: &BTreeMap<i64, SeqSet>,
+    origins: &Origins,
     sender: &str,
     warnings: &mut Vec<String>,
 ) -> Result<(), Error> {
-    let claimed = [covers.get(&s.local_idx), seen.get(&s.local_idx)]
+    let claimed = [&origins.covers, &origins.seen]
+        .map(|numbers| numbers.get(&s.local_idx))
         .into_iter()
         .flatten()
         .map(SeqSet::max)
@@ -513,17 +586,15 @@ fn notice_own_restore(
 
 /// Record what the bundle covered and what its sender acknowledged; note
 /// gaps that appeared.
-#[allow(clippy::too_many_arguments)]
 fn record_watermarks(
     conn: &Connection,
     s: &mut Session,
-    header: &crate::bundle::Header,
-    sender_idx: i64,
-    seen: &BTreeMap<i64, SeqSet>,
-    covers: &BTreeMap<i64, SeqSet>,
+    header: &Header,
+    origins: &Origins,
     released: &BTreeMap<i64, SeqSet>,
     mut report: ImportReport,
 ) -> Result<ImportReport, Error> {
+    let (covers, seen) = (&origins.covers, &origins.seen);
     // Held changes are not received yet: their numbers stay out of "have"
     // (and show as missing to the sender) until they are applied.
     let held = held_numbers(conn, &s.sites)?;
@@ -557,7 +628,7 @@ fn record_watermarks(
             report.gaps.insert(name, gaps.to_string());
         }
     }
-    let peer = bind_sender(conn, sender_idx, &header.sender.name)?;
+    let peer = bind_sender(conn, origins.sender, &header.sender.name)?;
     let lost = record_acks(conn, peer.id, header.created, seen, &header.lost)?;
     if lost > 0 {
         report.warnings.push(format!(
@@ -577,23 +648,64 @@ fn map_table(
     conn: &Connection,
     s: &Session,
     def: &TableDef,
-    local_refs: &[Vec<crate::catalog::refs::RefFk>],
+    local_refs: &[Vec<RefFk>],
 ) -> Result<Mapped, Error> {
-    let Some(local) = s.catalog.by_name(&def.name) else {
-        let reason = match table_shape(conn, &def.name) {
-            Ok(_) => format!(
-                "is not tracked here; run `fieldsync track --db {} {}` first",
-                crate::catalog::store::db_arg(conn),
-                def.name
-            ),
-            Err(_) => "does not exist in this database".to_owned(),
-        };
-        return Err(ImportError::UnknownTable {
-            table: def.name.clone(),
-            reason,
-        }
-        .into());
+    let local = tracked(conn, s, def)?;
+    let bits = map_columns(local, def)?;
+    let table = s
+        .catalog
+        .tables()
+        .iter()
+        .position(|t| t.id == local.id)
+        .ok_or_else(|| {
+            malformed(format!(
+                "table '{}' is missing from the catalog",
+                local.name
+            ))
+        })?;
+    let key_affinity = crate::catalog::keyform::key_affinities(conn, local)?;
+    let refs = map_refs(s, def, bits.len())?;
+    check_translated(
+        local,
+        def,
+        &refs,
+        local_refs.get(table).map_or(&[], Vec::as_slice),
+    )?;
+    Ok(Mapped {
+        table,
+        bits,
+        key_affinity,
+        refs,
+    })
+}
+
+/// The tracked table a bundle table is, by name.
+fn tracked<'s>(
+    conn: &Connection,
+    s: &'s Session,
+    def: &TableDef,
+) -> Result<&'s TrackedTable, Error> {
+    if let Some(local) = s.catalog.by_name(&def.name) {
+        return Ok(local);
+    }
+    let reason = match table_shape(conn, &def.name) {
+        Ok(_) => format!(
+            "is not tracked here; run `fieldsync track --db {} {}` first",
+            crate::catalog::store::db_arg(conn),
+            def.name
+        ),
+        Err(_) => "does not exist in this database".to_owned(),
     };
+    Err(ImportError::UnknownTable {
+        table: def.name.clone(),
+        reason,
+    }
+    .into())
+}
+
+/// The bundle table's identity, key and columns against the tracked
+/// table's: bundle bit → local bit (index 0 is the sentinel).
+fn map_columns(local: &TrackedTable, def: &TableDef) -> Result<Vec<usize>, Error> {
     let mismatch = |column: &str, detail: &str| -> Error {
         ImportError::SchemaMismatch {
             table: local.name.clone(),
@@ -642,26 +754,18 @@ fn map_table(
             "is tracked here but missing from the bundle (the sender's table has no such column)",
         ));
     }
-    let table = s
-        .catalog
-        .tables()
-        .iter()
-        .position(|t| t.id == local.id)
-        .ok_or_else(|| {
-            malformed(format!(
-                "table '{}' is missing from the catalog",
-                local.name
-            ))
-        })?;
-    let key_affinity = crate::catalog::keyform::key_affinities(conn, local)?;
-    let mut refs = vec![None; bits.len()];
+    Ok(bits)
+}
+
+/// Bundle bit → the table the tagged reference in that cell refers to,
+/// for a table of `bits` bits.
+fn map_refs(s: &Session, def: &TableDef, bits: usize) -> Result<Vec<Option<RefTarget>>, Error> {
+    let mut refs = vec![None; bits];
     for r in &def.refs {
         let parent = s.catalog.by_name(&r.parent);
         // A reference that travels as the parent row's identity can only be
         // followed if this instance identifies that table's rows the same way.
-        if r.identity != crate::catalog::layout::Identity::Key
-            && parent.is_none_or(|p| p.identity != r.identity)
-        {
+        if r.identity != Identity::Key && parent.is_none_or(|p| p.identity != r.identity) {
             return Err(ImportError::IdentityMismatch {
                 table: r.parent.clone(),
                 theirs: r.identity.as_str().to_owned(),
@@ -682,9 +786,18 @@ fn map_table(
             refs[i + 1] = Some((r.parent.clone(), r.identity, key_len));
         }
     }
-    // A column that refers here to a row's local number must arrive as the
-    // row it names; a plain value from the sender would name another row.
-    for fk in local_refs.get(table).map_or(&[][..], Vec::as_slice) {
+    Ok(refs)
+}
+
+/// A column that refers here to a row's local number must arrive as the
+/// row it names; a plain value from the sender would name another row.
+fn check_translated(
+    local: &TrackedTable,
+    def: &TableDef,
+    refs: &[Option<RefTarget>],
+    local_refs: &[RefFk],
+) -> Result<(), Error> {
+    for fk in local_refs {
         for (column, translated) in fk.columns.iter().zip(&fk.translate) {
             let Some(i) = def
                 .cells
@@ -695,7 +808,7 @@ fn map_table(
             };
             let tagged_as_row = refs[i + 1]
                 .as_ref()
-                .is_some_and(|(_, identity, _)| *identity != crate::catalog::layout::Identity::Key);
+                .is_some_and(|(_, identity, _)| *identity != Identity::Key);
             if *translated && !tagged_as_row {
                 return Err(ImportError::ReferenceNotTranslated {
                     table: local.name.clone(),
@@ -706,10 +819,5 @@ fn map_table(
             }
         }
     }
-    Ok(Mapped {
-        table,
-        bits,
-        key_affinity,
-        refs,
-    })
+    Ok(())
 }

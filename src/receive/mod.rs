@@ -1,10 +1,17 @@
 //! The receiving half of the data path: [`import`] reads a bundle, checks
 //! everything it claims, and hands each row's versions to [`apply`], which
-//! merges them by the rules of [`crate::merge`] and writes the app's rows;
-//! changes that cannot be written yet wait in [`quarantine`], and values
-//! overwritten by concurrent edits are logged in [`conflicts`].
+//! merges them by the rules of [`crate::merge`] and has [`write`](mod@write)
+//! write the app's rows; [`settle`] retries the changes the database
+//! refused, and those that cannot be written yet wait in [`quarantine`].
+//! Values overwritten by concurrent edits are logged in [`conflicts`]. A
+//! change's writes that must vanish together sit in a [`savepoint`]; what
+//! the changes of one import share while applied is an [`applier`].
 
+pub(crate) mod applier;
 pub(crate) mod apply;
 pub(crate) mod conflicts;
 pub(crate) mod import;
 pub(crate) mod quarantine;
+pub(crate) mod savepoint;
+pub(crate) mod settle;
+pub(crate) mod write;
