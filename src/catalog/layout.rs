@@ -85,9 +85,9 @@ pub(crate) type AsSent = [(String, Identity, Option<String>)];
 pub struct Layout {
     /// How rows are recognised across instances.
     pub identity: Identity,
-    /// Replicated key columns ([`TrackedTable::key`]).
+    /// Replicated key columns ([`TrackedTable::key`](crate::catalog::tracked::TrackedTable::key)).
     pub key: Vec<String>,
-    /// The local key column ([`TrackedTable::local`]).
+    /// The local key column ([`TrackedTable::local`](crate::catalog::tracked::TrackedTable::local)).
     pub local: Option<String>,
     /// Replicated non-key columns, in declaration order.
     pub cells: Vec<String>,
