@@ -231,6 +231,12 @@ fn export_refuses_to_overwrite_an_undelivered_bundle_unless_forced() -> Res {
     f1.import(&[&received])?;
     fieldsync_ok(&[&"export", &"--db", &f1.db, &"--to", &"hq", &"-o", &received])?;
 
+    // A full export replaces one of its own: it holds all the old one did.
+    let full = w.path("hq-full.bundle");
+    hq.export_full(&full)?;
+    hq.sql("INSERT INTO person VALUES ('i', 'Ida');")?;
+    hq.export_full(&full)?;
+
     // A damaged header is not trusted either way.
     let mut broken = std::fs::read(&received)?;
     broken.truncate(20);

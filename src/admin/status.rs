@@ -52,7 +52,8 @@ pub struct PeerStatus {
     pub acked: BTreeMap<String, String>,
     /// Changes a `export --to` would ship now.
     pub pending_changes: u64,
-    /// Changes sent but not yet acknowledged (a `--resend` ships them again).
+    /// Changes sent, not yet acknowledged and not reported missing: in
+    /// transit (a `--resend` ships them again, for when nothing comes back).
     pub unacknowledged: u64,
     /// Last import from it (unix ms).
     pub last_import: Option<i64>,

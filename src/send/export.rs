@@ -307,6 +307,11 @@ pub(crate) fn check_overwrite(
     };
     // Who has to have acknowledged what the file covers, and what they did.
     let ours = header.sender.id == s.local;
+    if ours && *target == ExportTarget::Full {
+        // A full export covers everything this instance has: all the
+        // replaced bundle of its own held, and more.
+        return Ok(Replaced::default());
+    }
     let (who, delivered, same_peer) = if !ours {
         // A bundle from another instance: delivered if imported here.
         ("this instance".to_owned(), have_all(conn, s)?, false)
