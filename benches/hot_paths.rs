@@ -197,6 +197,7 @@ fn header() -> Header {
             seqs: SeqSet::range(1, ROWS as u64),
         }],
         lost: SeqSet::new(),
+        lacks: Vec::new(),
         local_tables: Vec::new(),
         views: Vec::new(),
     }

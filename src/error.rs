@@ -342,6 +342,37 @@ pub enum ExportError {
         /// Why the rename failed.
         source: io::Error,
     },
+    /// The output file is a bundle holding changes its recipient has not
+    /// acknowledged: overwriting it could lose them.
+    #[error(
+        "{} holds {count} change number(s) {who} has not acknowledged ({numbers}); write to another file with -o, or pass --force to overwrite it{after}",
+        path.display()
+    )]
+    WouldOverwrite {
+        /// The existing file.
+        path: PathBuf,
+        /// Who has not acknowledged them (`'hq'`, `this instance`, …).
+        who: String,
+        /// How many change numbers.
+        count: u64,
+        /// Which, per origin (`field-1 5-7`).
+        numbers: String,
+        /// What `--force` would then do, as a clause starting with `; `,
+        /// or empty.
+        after: String,
+    },
+    /// The output file looks like a bundle whose header cannot be read, so
+    /// what it holds is unknown.
+    #[error(
+        "{} looks like a bundle but its header cannot be read ({reason}), so it may hold changes not delivered yet; write to another file with -o, or pass --force to overwrite it",
+        path.display()
+    )]
+    OverwriteUnreadable {
+        /// The existing file.
+        path: PathBuf,
+        /// Why its header cannot be read.
+        reason: String,
+    },
     /// The change log refers to a row the app table does not have.
     #[error(
         "table '{table}' has lost row {key} that the change log still records; run `fieldsync compact` and try again"

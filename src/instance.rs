@@ -23,7 +23,7 @@ use crate::error::{Error, ExportError, SetupError, SiteError};
 use crate::local::capture::{Selection, TrackReport, pending_count, track};
 use crate::receive::conflicts::Conflicts;
 use crate::receive::import::{ImportReport, RetryReport, import};
-use crate::send::export::{ExportReport, ExportTarget, export};
+use crate::send::export::{ExportReport, ExportTarget, Overwrite, check_overwrite, export};
 
 /// An app database set up for fieldsync.
 pub struct Instance {
@@ -318,7 +318,17 @@ impl Instance {
         target: &ExportTarget,
         out: W,
     ) -> Result<ExportReport, Error> {
-        self.write(|tx, s| export(tx, s, target, out, |_| Ok(()), &mut |_, _| {}))
+        self.write(|tx, s| {
+            export(
+                tx,
+                s,
+                target,
+                &Default::default(),
+                out,
+                |_| Ok(()),
+                &mut |_, _| {},
+            )
+        })
     }
 
     /// Write a bundle for `target` to the file `path`. The file appears only
@@ -338,6 +348,22 @@ impl Instance {
         &mut self,
         target: &ExportTarget,
         path: &Path,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ExportReport, Error> {
+        self.export_to_file_overwriting(target, path, Overwrite::IfDelivered, progress)
+    }
+
+    /// [`export_to_file_with_progress`](Self::export_to_file_with_progress),
+    /// saying what to do with a bundle file already at `path`: an export
+    /// refuses to replace one holding changes its recipient has not
+    /// acknowledged unless `overwrite` is [`Overwrite::Force`], which
+    /// replaces it, says so in the report's warnings, and carries those
+    /// changes again if the file was this instance's bundle to the same peer.
+    pub fn export_to_file_overwriting(
+        &mut self,
+        target: &ExportTarget,
+        path: &Path,
+        overwrite: Overwrite,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
         if same_file(path, &self.path) {
@@ -360,10 +386,12 @@ impl Instance {
         let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
         let file = File::create(&tmp)?;
         let result = self.write(|tx, s| {
-            export(
+            let replaced = check_overwrite(tx, s, path, target, overwrite)?;
+            let mut report = export(
                 tx,
                 s,
                 target,
+                &replaced.again,
                 BufWriter::new(file),
                 |w| {
                     let file = w.into_inner().map_err(|e| e.into_error())?;
@@ -371,7 +399,9 @@ impl Instance {
                     Ok(())
                 },
                 progress,
-            )
+            )?;
+            report.warnings.extend(replaced.warning);
+            Ok(report)
         });
         // The file takes its name only once the export (stamping included)
         // is committed, so no bundle exists whose numbers a rollback could

@@ -87,4 +87,4 @@ pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
 pub use receive::import::{ImportReport, RetryReport};
-pub use send::export::{ExportReport, ExportTarget, TableCount};
+pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};

@@ -210,6 +210,7 @@ fn bundle_with_local(schema_len: usize) -> Res<(Header, Vec<u8>)> {
         covers: Vec::new(),
         seen: Vec::new(),
         lost: Default::default(),
+        lacks: Vec::new(),
         local_tables: vec![LocalTable {
             name: "sessions".into(),
             schema: vec!["CREATE TABLE sessions(id)".into(); schema_len],

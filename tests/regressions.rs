@@ -159,6 +159,7 @@ fn header(
         covers,
         seen,
         lost: Default::default(),
+        lacks: Vec::new(),
         local_tables: Vec::new(),
         views: Vec::new(),
     }

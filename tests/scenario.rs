@@ -169,6 +169,7 @@ fn write_full_bundle(
         covers: Vec::new(),
         seen: Vec::new(),
         lost: Default::default(),
+        lacks: Vec::new(),
         local_tables,
         views,
     };

@@ -18,6 +18,7 @@ mod corruption;
 mod crash;
 mod format;
 mod fuzz_corpus;
+mod gaps;
 mod layers;
 mod model;
 mod quarantine_regressions;

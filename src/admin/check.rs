@@ -815,7 +815,49 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
     log_within_have(conn, s, c, &have)?;
     let peers = peer_names(conn, s, c)?;
     c.report.peers = peers.len() as u64;
-    sent_within_have(conn, s, c, &have, &peers)
+    sent_within_have(conn, s, c, &have, &peers)?;
+    lacks_readable(conn, s, c)
+}
+
+/// What this instance lacks, and what each peer reported lacking: of known
+/// peers and origins, and readable.
+fn lacks_readable(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), Error> {
+    let mut stmt = conn.prepare(
+        "SELECT NULL, origin, seqs FROM fieldsync_lacks \
+         UNION ALL SELECT peer, origin, lacks FROM fieldsync_peer_seqs",
+    )?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, Option<i64>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (peer, origin, seqs) in rows {
+        let whose = match peer {
+            None => "this instance".to_owned(),
+            Some(p) => format!("peer #{p}"),
+        };
+        if s.sites.get(origin).is_none() {
+            c.add(
+                Invariant::Watermarks,
+                format!(
+                    "what {whose} lacks refers to origin #{origin}, which is not a known instance"
+                ),
+            );
+        } else if let Err(e) = seqs.parse::<SeqSet>() {
+            c.add(
+                Invariant::Watermarks,
+                format!(
+                    "what {whose} lacks of {} is unreadable: {e}",
+                    s.sites.shown(origin)
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What this instance has, per origin (its own changes: its counter less

@@ -7,7 +7,7 @@ use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::seqset::SeqSet;
-use crate::catalog::peers::{Peer, have_all, list_peers, peer_seqs, wanted_by};
+use crate::catalog::peers::{Peer, have_all, known_all, list_peers, missing, peer_seqs, wanted_by};
 use crate::catalog::session::Session;
 use crate::error::Error;
 use crate::local::capture::pending_count;
@@ -32,7 +32,10 @@ pub struct OriginStatus {
     pub site_id: String,
     /// Change numbers held, e.g. `1-500`.
     pub have: String,
-    /// Missing numbers below the highest held (a lost or skipped bundle).
+    /// Missing numbers: known to exist (a peer said it has them) or below
+    /// the highest received, and not received (a lost, skipped or
+    /// overwritten bundle). This instance's bundles report them, so they
+    /// come again.
     pub gaps: String,
     /// Numbers received but held in quarantine, not applied yet.
     pub quarantined: String,
@@ -49,7 +52,8 @@ pub struct PeerStatus {
     pub acked: BTreeMap<String, String>,
     /// Changes a `export --to` would ship now.
     pub pending_changes: u64,
-    /// Changes sent but not yet acknowledged (a `--resend` ships them again).
+    /// Changes sent, not yet acknowledged and not reported missing: in
+    /// transit (a `--resend` ships them again, for when nothing comes back).
     pub unacknowledged: u64,
     /// Last import from it (unix ms).
     pub last_import: Option<i64>,
@@ -158,19 +162,27 @@ fn table_statuses(conn: &Connection, s: &Session) -> Result<Vec<TableStatus>, Er
         .collect())
 }
 
-/// What this instance has from each known origin, with the gaps below the
-/// highest number it holds and what waits in quarantine.
+/// What this instance has from each known origin, with what it is missing
+/// (holes below the highest number received, and numbers a peer said it
+/// has above them) and what waits in quarantine.
 fn origin_statuses(conn: &Connection, s: &Session) -> Result<Vec<OriginStatus>, Error> {
-    let have = have_all(conn, s)?;
+    let mut have = have_all(conn, s)?;
     let held = crate::receive::quarantine::held_numbers(conn, &s.sites)?;
+    let known = known_all(conn)?;
+    for origin in known.keys().chain(held.keys()) {
+        have.entry(*origin).or_default();
+    }
+    let mut received = have.clone();
+    for (origin, set) in &held {
+        received.entry(*origin).or_default().union_with(set);
+    }
+    let missing = missing(s, &known, &received);
     Ok(have
         .iter()
         .filter_map(|(&idx, set)| {
             let site = s.sites.get(idx)?;
             let quarantined = held.get(&idx).cloned().unwrap_or_default();
-            let mut with_held = set.clone();
-            with_held.union_with(&quarantined);
-            let mut gaps = with_held.gaps();
+            let mut gaps = missing.get(&idx).cloned().unwrap_or_default();
             if idx == s.local_idx {
                 // Our own changes lost in a restore, above what we hold too.
                 gaps.union_with(&s.lost);

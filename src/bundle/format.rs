@@ -201,6 +201,16 @@ pub struct Header {
     /// was restored from a backup): whoever has them sends them back.
     #[serde(default)]
     pub lost: SeqSet,
+    /// Per origin, change numbers the sender knows exist (an instance whose
+    /// bundle it imported said it has them) but has not received: gaps,
+    /// holes and top end alike. Whoever sent them to it sends them again.
+    /// Absent from bundles of older builds (and when nothing is missing).
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_header_list"
+    )]
+    pub lacks: Vec<OriginSeqs>,
     /// Full exports only: the app's tables that are not tracked, as schema
     /// only (no rows), so a new instance has every table the app uses.
     /// Absent from deltas and from bundles of older builds.

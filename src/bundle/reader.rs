@@ -125,6 +125,16 @@ pub fn read_header_only<R: Read + Seek>(r: &mut R) -> Result<Header, BundleError
     header
 }
 
+/// Read and check the header only (no checksum over the body): what an
+/// existing bundle file holds, for `export` deciding whether it may
+/// overwrite it. The header is as hostile as any: it is checked like one
+/// being imported.
+pub fn read_header_checked<R: Read + Seek>(r: &mut R) -> Result<Header, BundleError> {
+    let header = read_header_only(r)?;
+    check_header(&header)?;
+    Ok(header)
+}
+
 fn decode_header<R: Read>(r: &mut R, hlen: u32) -> Result<Header, BundleError> {
     let mut bytes = Vec::new();
     r.take(u64::from(hlen)).read_to_end(&mut bytes)?;
@@ -137,8 +147,9 @@ fn decode_header<R: Read>(r: &mut R, hlen: u32) -> Result<Header, BundleError> {
 }
 
 /// Check what the header says about itself: names usable, every index in
-/// range, each origin listed once (in `origins`, `covers` and `seen`), and
-/// nothing covered that the sender does not say it has.
+/// range, each origin listed once (in `origins`, `covers`, `seen` and
+/// `lacks`), nothing covered that the sender does not say it has, and
+/// nothing both had and lacked.
 fn check_header(h: &Header) -> Result<(), BundleError> {
     let bad = |detail: String| BundleError::Malformed { detail };
     for site in std::iter::once(&h.sender).chain(h.origins.iter()) {
@@ -149,7 +160,11 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
     if !h.origins.iter().all(|o| ids.insert(o.id)) {
         return Err(bad("an instance is listed twice among the origins".into()));
     }
-    for (what, list) in [("covers", &h.covers), ("seen", &h.seen)] {
+    for (what, list) in [
+        ("covers", &h.covers),
+        ("seen", &h.seen),
+        ("lacks", &h.lacks),
+    ] {
         let mut seen_origin = std::collections::HashSet::new();
         for entry in list {
             if entry.origin as usize >= h.origins.len() {
@@ -176,6 +191,14 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
         {
             return Err(bad(
                 "the bundle covers changes its sender does not have".into()
+            ));
+        }
+    }
+    for l in &h.lacks {
+        let has = h.seen.iter().find(|x| x.origin == l.origin);
+        if has.is_some_and(|x| !x.seqs.intersect(&l.seqs).is_empty()) {
+            return Err(bad(
+                "the bundle says its sender both has and lacks some changes".into(),
             ));
         }
     }

@@ -1,11 +1,19 @@
 //! Watermarks: what this instance has from each origin, and per peer what
 //! the peer acknowledged and what was already sent to it.
 //!
-//! All three are [`SeqSet`]s per origin. "Have" grows when a bundle is
-//! imported (its covered ranges); holes in it are gaps. "Acked" grows from
-//! the seen-vector in the peer's own bundles. "Sent" grows when a bundle is
-//! exported to the peer. An export to a peer ships, per origin other than the
-//! peer itself, `have − acked − sent` (or `have − acked` with `--resend`).
+//! All are [`SeqSet`]s per origin. "Have" grows when a bundle is imported
+//! (its covered ranges). "Acked" is the seen-vector of the peer's newest
+//! bundle: what it said it has. "Sent" grows when a bundle is exported to
+//! the peer. "Lacks" is what the peer's newest bundle reported missing (its
+//! `lacks`) among what was sent to it and not sent again since.
+//!
+//! What is *known to exist* of an origin is what any peer said it has
+//! (the union of their acked sets); what is *missing* here is what is known
+//! to exist, or lies below the highest number received, and was not
+//! received (spec/merge.md, "Watermarks"). An export to a peer ships, per
+//! origin other than the peer itself, `have − acked − (sent − lacks − holes)`
+//! (or `have − acked` with `--resend`): what was sent and may still be in
+//! transit is not sent again, what the peer shows it lacks is.
 
 use std::collections::BTreeMap;
 
@@ -188,34 +196,41 @@ pub fn bind_sender(conn: &Connection, site: i64, name: &str) -> Result<Peer, Err
     create_peer(conn, name, Some(site))
 }
 
-/// Per origin: what the peer acknowledged and what was sent to it.
+/// Per origin: what the peer acknowledged, what was sent to it, and what
+/// of that it reported missing.
 #[derive(Debug, Clone, Default)]
 pub struct PeerSeqs {
     /// Acknowledged by the peer.
     pub acked: SeqSet,
     /// Exported to it.
     pub sent: SeqSet,
+    /// Sent to it, reported missing by its newest bundle, not sent again
+    /// since.
+    pub lacks: SeqSet,
 }
 
 /// The acked and sent sets of a peer, by origin.
 pub fn peer_seqs(conn: &Connection, peer: i64) -> Result<BTreeMap<i64, PeerSeqs>, Error> {
     let mut out = BTreeMap::new();
-    let mut stmt =
-        conn.prepare_cached("SELECT origin, acked, sent FROM fieldsync_peer_seqs WHERE peer = ?1")?;
+    let mut stmt = conn.prepare_cached(
+        "SELECT origin, acked, sent, lacks FROM fieldsync_peer_seqs WHERE peer = ?1",
+    )?;
     let rows = stmt.query_map([peer], |r| {
         Ok((
             r.get::<_, i64>(0)?,
             r.get::<_, String>(1)?,
             r.get::<_, String>(2)?,
+            r.get::<_, String>(3)?,
         ))
     })?;
     for row in rows {
-        let (origin, acked, sent) = row?;
+        let (origin, acked, sent, lacks) = row?;
         out.insert(
             origin,
             PeerSeqs {
                 acked: parse_set(acked)?,
                 sent: parse_set(sent)?,
+                lacks: parse_set(lacks)?,
             },
         );
     }
@@ -225,14 +240,23 @@ pub fn peer_seqs(conn: &Connection, peer: i64) -> Result<BTreeMap<i64, PeerSeqs>
 /// Write a peer's sets for one origin.
 fn save_peer_seqs(conn: &Connection, peer: i64, origin: i64, p: &PeerSeqs) -> Result<(), Error> {
     conn.execute(
-        "INSERT INTO fieldsync_peer_seqs(peer, origin, acked, sent) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT(peer, origin) DO UPDATE SET acked = excluded.acked, sent = excluded.sent",
-        params![peer, origin, p.acked.to_string(), p.sent.to_string()],
+        "INSERT INTO fieldsync_peer_seqs(peer, origin, acked, sent, lacks) VALUES (?1, ?2, ?3, ?4, ?5) \
+         ON CONFLICT(peer, origin) DO UPDATE SET acked = excluded.acked, sent = excluded.sent, \
+         lacks = excluded.lacks",
+        params![
+            peer,
+            origin,
+            p.acked.to_string(),
+            p.sent.to_string(),
+            p.lacks.to_string()
+        ],
     )?;
     Ok(())
 }
 
-/// Record that `seqs` of `origin` were exported to a peer.
+/// Record that `seqs` of `origin` were exported to a peer. What it had
+/// reported missing among them is answered: it goes again only if a later
+/// bundle of the peer still reports it missing.
 pub fn mark_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> Result<(), Error> {
     if seqs.is_empty() {
         return Ok(());
@@ -240,20 +264,25 @@ pub fn mark_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> Re
     let mut all = peer_seqs(conn, peer)?;
     let entry = all.entry(origin).or_default();
     entry.sent.union_with(seqs);
+    entry.lacks = entry.lacks.minus(seqs);
     save_peer_seqs(conn, peer, origin, entry)
 }
 
 /// Take a peer's seen-vector (from a bundle it wrote at HLC `created`) as
-/// what it has now. A bundle older than the last one acknowledged from is
-/// ignored, so bundles may be imported in any order. If the peer no longer
-/// has changes it acknowledged before (it was restored from a backup), they
-/// stop counting as sent, so the next export ships them again; the count of
-/// such changes is returned.
+/// what it has now, and its `lacks` as what it is missing. A bundle older
+/// than the last one acknowledged from is ignored, so bundles may be
+/// imported in any order. If the peer no longer has changes it acknowledged
+/// before (it was restored from a backup), they stop counting as sent, so
+/// the next export ships them again; the count of such changes is returned.
+/// Of what it lacks, only what was sent to it is kept (the rest goes to it
+/// anyway, as not sent): a claim cannot make this instance keep more than
+/// it sent.
 pub fn record_acks(
     conn: &Connection,
     peer: i64,
     created: u64,
     seen: &BTreeMap<i64, SeqSet>,
+    lacks: &BTreeMap<i64, SeqSet>,
     peer_lost: &SeqSet,
 ) -> Result<u64, Error> {
     let acked_at: Option<i64> = conn.query_row(
@@ -276,6 +305,10 @@ pub fn record_acks(
             lost += gone.len();
             p.sent = p.sent.minus(&gone);
         }
+        p.lacks = lacks
+            .get(origin)
+            .map(|l| l.intersect(&p.sent).minus(&now))
+            .unwrap_or_default();
         p.acked = now;
         save_peer_seqs(conn, peer, *origin, p)?;
     }
@@ -291,8 +324,10 @@ pub fn record_acks(
 }
 
 /// What an export to `peer` should cover, per origin: everything this
-/// instance has that the peer has not acknowledged (and, unless `resend`,
-/// was not already sent), never the peer's own changes.
+/// instance has that the peer has not acknowledged and, unless `resend`,
+/// was not already sent or was sent and is shown missing by the peer (it
+/// reported it lacks it, or a later bundle arrived and left a hole); never
+/// the peer's own changes.
 pub fn wanted_by(
     conn: &Connection,
     s: &Session,
@@ -329,13 +364,78 @@ pub fn wanted_by(
                 // A hole below the highest number the peer acknowledged means
                 // a later bundle arrived and an earlier one did not: what was
                 // sent into such a hole counts as lost and goes again.
+                // What the peer reported it lacks was sent and did not
+                // arrive (the bundle was lost or overwritten): it goes again.
                 let holes = p.acked.gaps();
-                want = want.minus(&p.sent.minus(&holes));
+                want = want.minus(&p.sent.minus(&holes).minus(&p.lacks));
             }
         }
         if !want.is_empty() {
             out.insert(origin, want);
         }
+    }
+    Ok(out)
+}
+
+/// What is known to exist of each origin: the union of what every peer
+/// said it has (its newest seen-vector).
+pub fn known_all(conn: &Connection) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let mut out: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    let mut stmt = conn.prepare_cached("SELECT origin, acked FROM fieldsync_peer_seqs")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (origin, acked) = row?;
+        out.entry(origin)
+            .or_default()
+            .union_with(&parse_set(acked)?);
+    }
+    Ok(out)
+}
+
+/// What is missing here of each origin other than this instance: numbers
+/// known to exist (`known`) or below the highest received, that were not
+/// received. `received` is what this instance has, with the numbers held
+/// in quarantine (received, not applied yet). Origins missing nothing are
+/// left out.
+pub fn missing(
+    s: &Session,
+    known: &BTreeMap<i64, SeqSet>,
+    received: &BTreeMap<i64, SeqSet>,
+) -> BTreeMap<i64, SeqSet> {
+    let empty = SeqSet::new();
+    known
+        .keys()
+        .chain(received.keys())
+        .filter(|&&o| o != s.local_idx)
+        .filter_map(|&o| {
+            let got = received.get(&o).unwrap_or(&empty);
+            let mut gone = known.get(&o).unwrap_or(&empty).minus(got);
+            gone.union_with(&got.gaps());
+            (!gone.is_empty()).then_some((o, gone))
+        })
+        .collect()
+}
+
+/// Record what this instance lacks, per origin (replacing what was
+/// recorded): its next bundles report it.
+pub fn save_lacks(conn: &Connection, lacks: &BTreeMap<i64, SeqSet>) -> Result<(), Error> {
+    conn.execute("DELETE FROM fieldsync_lacks", [])?;
+    let mut stmt =
+        conn.prepare_cached("INSERT INTO fieldsync_lacks(origin, seqs) VALUES (?1, ?2)")?;
+    for (origin, set) in lacks {
+        stmt.execute(params![origin, set.to_string()])?;
+    }
+    Ok(())
+}
+
+/// What this instance recorded it lacks at its last import, per origin.
+pub fn lacks_all(conn: &Connection) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let mut out = BTreeMap::new();
+    let mut stmt = conn.prepare_cached("SELECT origin, seqs FROM fieldsync_lacks")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (origin, seqs) = row?;
+        out.insert(origin, parse_set(seqs)?);
     }
     Ok(out)
 }

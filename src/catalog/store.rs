@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 3;
+pub const ENGINE_SCHEMA: i64 = 4;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -92,8 +92,16 @@ CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
   origin INTEGER NOT NULL,
   acked TEXT NOT NULL DEFAULT '',   -- what the peer said it has (its seen vector)
   sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
+  lacks TEXT NOT NULL DEFAULT '',   -- of what was sent, what it reported missing, not yet sent again
   PRIMARY KEY(peer, origin)
 ) WITHOUT ROWID;
+-- Change numbers known to exist (a peer said it has them) but not received
+-- here, holes and top end alike, as of the last import: what this
+-- instance's bundles report it lacks.
+CREATE TABLE IF NOT EXISTS fieldsync_lacks(
+  origin INTEGER PRIMARY KEY,
+  seqs TEXT NOT NULL
+);
 -- Received changes the database refused (a parent row not here, a UNIQUE
 -- value another row holds, NOT NULL or CHECK): kept here, retried at every
 -- import, applied and removed once they fit. `fieldsync conflicts` lists them.
@@ -204,6 +212,15 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
             .any(|c| c == "identity")
     {
         conn.execute_batch("ALTER TABLE fieldsync_tables ADD COLUMN identity TEXT")?;
+    }
+    if is_initialised(conn)?
+        && !column_names(conn, "fieldsync_peer_seqs")?
+            .iter()
+            .any(|c| c == "lacks")
+    {
+        conn.execute_batch(
+            "ALTER TABLE fieldsync_peer_seqs ADD COLUMN lacks TEXT NOT NULL DEFAULT ''",
+        )?;
     }
     conn.execute_batch(ENGINE_DDL)?;
     Ok(())

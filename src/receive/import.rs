@@ -34,7 +34,9 @@ use crate::base::value::{Value, encode_key};
 use crate::bundle::format::{OriginSeqs, TableDef, VersionRecord};
 use crate::bundle::{BundleReader, Header, RowRecord};
 use crate::catalog::layout::Identity;
-use crate::catalog::peers::{add_have, bind_sender, have_all, record_acks, touch};
+use crate::catalog::peers::{
+    add_have, bind_sender, have_all, known_all, missing, record_acks, save_lacks, touch,
+};
 use crate::catalog::refs::RefFk;
 use crate::catalog::schema::{Affinity, table_shape};
 use crate::catalog::session::Session;
@@ -75,8 +77,11 @@ pub struct ImportReport {
     pub tables: Vec<TableImport>,
     /// Local captured changes folded into the log first.
     pub captured: u64,
-    /// Change numbers now missing, per origin name: a bundle was skipped or
-    /// lost. The sender fills them on its next export to this instance.
+    /// Change numbers now missing, per origin name, where more went missing
+    /// with this import: numbers below the highest received, or that the
+    /// sender said it has, not received here (a bundle was skipped, lost or
+    /// overwritten). This instance's next bundle reports them, and whoever
+    /// sent them sends them again.
     pub gaps: BTreeMap<String, String>,
     /// Things worth telling the operator.
     pub warnings: Vec<String>,
@@ -129,6 +134,8 @@ struct Origins {
     covers: BTreeMap<i64, SeqSet>,
     /// The sender's seen-vector.
     seen: BTreeMap<i64, SeqSet>,
+    /// What the sender says it lacks, of origins known here.
+    lacks: BTreeMap<i64, SeqSet>,
 }
 
 /// Check a bundle's header against this instance before anything is
@@ -206,13 +213,15 @@ pub(crate) fn import<R: Read>(
     record_watermarks(tx, s, &header, &origins, &released, report)
 }
 
-/// Learn of the sender and of the origins whose changes the bundle covers;
-/// an origin only listed costs nothing and is not kept. Our own entry is
-/// never renamed by a bundle.
+/// Learn of the sender and of the origins whose changes the bundle covers
+/// or the sender says it has (a relayed origin whose bundle was lost is
+/// known to exist, and its changes missing); an origin only listed costs
+/// nothing and is not kept. Our own entry is never renamed by a bundle.
 fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<Origins, Error> {
-    let covered: Vec<u32> = header
+    let covered: std::collections::HashSet<u32> = header
         .covers
         .iter()
+        .chain(&header.seen)
         .filter(|c| !c.seqs.is_empty())
         .map(|c| c.origin)
         .collect();
@@ -242,6 +251,7 @@ fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<
     Ok(Origins {
         covers: by_local(&header.covers),
         seen: by_local(&header.seen),
+        lacks: by_local(&header.lacks),
         local,
         sender,
     })
@@ -605,6 +615,7 @@ fn record_watermarks(
         have
     };
     let before = with_held(have_all(conn, s)?);
+    let missing_before = missing(s, &known_all(conn)?, &before);
     let empty = SeqSet::new();
     for (origin, set) in covers.iter().chain(released) {
         let set = set.minus(held.get(origin).unwrap_or(&empty));
@@ -615,21 +626,26 @@ fn record_watermarks(
             add_have(conn, *origin, &set)?;
         }
     }
+    let peer = bind_sender(conn, origins.sender, &header.sender.name)?;
+    let lost = record_acks(
+        conn,
+        peer.id,
+        header.created,
+        seen,
+        &origins.lacks,
+        &header.lost,
+    )?;
+    // What is known to exist and was not received, holes and top end alike:
+    // reported if it grew, and told to every peer by the next bundles.
     let after = with_held(have_all(conn, s)?);
-    for origin in covers.keys() {
-        let gaps = after.get(origin).map(SeqSet::gaps).unwrap_or_default();
-        let old = before.get(origin).map(SeqSet::gaps).unwrap_or_default();
-        if !gaps.minus(&old).is_empty() {
-            let name = s
-                .sites
-                .get(*origin)
-                .map(|site| site.name.clone())
-                .unwrap_or_default();
-            report.gaps.insert(name, gaps.to_string());
+    let missing_after = missing(s, &known_all(conn)?, &after);
+    for (origin, gaps) in &missing_after {
+        let old = missing_before.get(origin).unwrap_or(&empty);
+        if !gaps.minus(old).is_empty() {
+            report.gaps.insert(s.sites.label(*origin), gaps.to_string());
         }
     }
-    let peer = bind_sender(conn, origins.sender, &header.sender.name)?;
-    let lost = record_acks(conn, peer.id, header.created, seen, &header.lost)?;
+    save_lacks(conn, &missing_after)?;
     if lost > 0 {
         report.warnings.push(format!(
             "'{}' no longer has {lost} changes it had acknowledged (was it restored from a backup?); \

@@ -11,7 +11,8 @@
 //! origin, number and clock.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
 use rusqlite::{CachedStatement, Connection, Transaction};
 use serde::Serialize;
@@ -20,11 +21,13 @@ use crate::base::colset::{ColSet, SENTINEL};
 use crate::base::hlc::{Hlc, now_unix_ms};
 use crate::base::seqset::SeqSet;
 use crate::base::value::{Value, decode_key, key_literal};
-use crate::bundle::format::{Header, OriginSeqs, RefDef, SiteRef, TableDef, VersionRecord};
+use crate::bundle::format::{Header, MAGIC, OriginSeqs, RefDef, SiteRef, TableDef, VersionRecord};
+use crate::bundle::reader::read_header_checked;
 use crate::bundle::writer::{BundleWriter, WriteSummary};
 use crate::catalog::identity::locate;
 use crate::catalog::peers::{
-    Peer, have_all, list_peers, mark_sent, resolve_for_export, touch, wanted_by,
+    Peer, have_all, known_all, lacks_all, list_peers, mark_sent, peer_seqs, resolve_for_export,
+    touch, wanted_by,
 };
 use crate::catalog::refs::RefFk;
 use crate::catalog::session::Session;
@@ -97,11 +100,12 @@ pub(crate) fn export<W: Write>(
     tx: &Transaction<'_>,
     s: &mut Session,
     target: &ExportTarget,
+    again: &BTreeMap<i64, SeqSet>,
     out: W,
     seal: impl FnOnce(W) -> Result<(), Error>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
-    let plan = plan(tx, s, target)?;
+    let plan = plan(tx, s, target, again)?;
     let (out, summary) = write_bundle(tx, s, &plan, out, progress)?;
     seal(out)?;
     record(tx, s, &plan)?;
@@ -120,6 +124,10 @@ struct Plan {
     covers: BTreeMap<i64, SeqSet>,
     /// Per origin, every change number this instance has.
     have: BTreeMap<i64, SeqSet>,
+    /// Per origin, what this instance knows exists and has not received
+    /// (as of its last import): the bundle reports it, so whoever sent it
+    /// sends it again.
+    lacks: BTreeMap<i64, SeqSet>,
     /// The tracked tables the bundle carries, in header order.
     tables: Vec<TrackedTable>,
     /// Their columns referring to other tracked tables, by table id: these
@@ -139,9 +147,15 @@ struct Recipient {
 }
 
 /// Stamp what was captured, record rows deleted without a trigger, and
-/// decide what the bundle covers and which tables it carries. A delta
-/// export leaves the rows it carries in `temp.fieldsync_export_rows`.
-fn plan(conn: &Connection, s: &mut Session, target: &ExportTarget) -> Result<Plan, Error> {
+/// decide what the bundle covers and which tables it carries; a delta
+/// carries `again` too (what a bundle file it replaces held undelivered).
+/// A delta export leaves the rows it carries in `temp.fieldsync_export_rows`.
+fn plan(
+    conn: &Connection,
+    s: &mut Session,
+    target: &ExportTarget,
+    again: &BTreeMap<i64, SeqSet>,
+) -> Result<Plan, Error> {
     if s.catalog.is_empty() {
         return Err(ExportError::NothingTracked {
             db: crate::catalog::store::db_arg(conn),
@@ -160,12 +174,20 @@ fn plan(conn: &Connection, s: &mut Session, target: &ExportTarget) -> Result<Pla
         }
         ExportTarget::Peer { to, resend } => {
             let (peer, new) = resolve_for_export(conn, s, to)?;
-            let wanted = collect_delta(conn, s, &peer, *resend)?;
+            let wanted = collect_delta(conn, s, &peer, *resend, again)?;
             (Some(Recipient { peer, new }), Some(wanted))
         }
     };
     // After the vanished-row passes above, which may add changes.
     let have = have_all(conn, s)?;
+    let lacks = lacks_all(conn)?
+        .into_iter()
+        .filter(|(o, _)| *o != s.local_idx)
+        .map(|(o, set)| {
+            let set = have.get(&o).map_or_else(|| set.clone(), |h| set.minus(h));
+            (o, set)
+        })
+        .collect();
     let full = to.is_none();
     let tables = carried_tables(conn, s, full)?;
     let refs = carried_refs(conn, s, &tables)?;
@@ -182,6 +204,7 @@ fn plan(conn: &Connection, s: &mut Session, target: &ExportTarget) -> Result<Pla
         stamped,
         covers: wanted.unwrap_or_else(|| have.clone()),
         have,
+        lacks,
         tables,
         refs,
         origin_index,
@@ -200,15 +223,184 @@ fn collect_delta(
     s: &mut Session,
     peer: &Peer,
     resend: bool,
+    again: &BTreeMap<i64, SeqSet>,
 ) -> Result<BTreeMap<i64, SeqSet>, Error> {
-    let want = wanted_by(conn, s, peer, resend)?;
+    let with_again = |mut want: BTreeMap<i64, SeqSet>| {
+        for (origin, set) in again {
+            if Some(*origin) != peer.site {
+                want.entry(*origin).or_default().union_with(set);
+            }
+        }
+        want.retain(|_, set| !set.is_empty());
+        want
+    };
+    let want = with_again(wanted_by(conn, s, peer, resend)?);
     collect_delta_rows(conn, &want)?;
     if record_vanished_rows(conn, s, Suspects::ExportRows)? > 0 {
         // The deletes just recorded are new changes: count them in.
         // They are of rows already collected, so the rows stand.
-        return wanted_by(conn, s, peer, resend);
+        return Ok(with_again(wanted_by(conn, s, peer, resend)?));
     }
     Ok(want)
+}
+
+/// What `export` may do with a bundle file already at its output path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Overwrite {
+    /// Refuse if the file holds changes its recipient has not acknowledged
+    /// (or looks like a bundle whose header cannot be read).
+    #[default]
+    IfDelivered,
+    /// Overwrite it anyway (`--force`); the report's warnings say what it
+    /// held, and a bundle of ours to the same peer is carried again.
+    Force,
+}
+
+/// What an export does about the bundle file it replaces.
+#[derive(Debug, Default)]
+pub(crate) struct Replaced {
+    /// Changes the file held undelivered that the new bundle carries again
+    /// (the file was this instance's bundle to the same peer), per origin.
+    pub again: BTreeMap<i64, SeqSet>,
+    /// What to tell the operator, with `--force`.
+    pub warning: Option<String>,
+}
+
+/// Look at the bundle file an export is about to replace. Its header is
+/// read (and checked, as hostile input) to learn what it covers; what of
+/// that its recipient has not acknowledged would be lost with the file:
+/// the export is refused unless `overwrite` is [`Overwrite::Force`]. A file
+/// that is not a bundle (no bundle magic) is replaced as before.
+pub(crate) fn check_overwrite(
+    conn: &Connection,
+    s: &Session,
+    path: &Path,
+    target: &ExportTarget,
+    overwrite: Overwrite,
+) -> Result<Replaced, Error> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(Replaced::default());
+    };
+    let mut magic = [0u8; 8];
+    if file.read_exact(&mut magic).is_err() || magic != MAGIC {
+        return Ok(Replaced::default());
+    }
+    file.seek(SeekFrom::Start(0))?;
+    let header = match read_header_checked(&mut file) {
+        Ok(h) => h,
+        Err(e) if overwrite == Overwrite::Force => {
+            return Ok(Replaced {
+                again: BTreeMap::new(),
+                warning: Some(format!(
+                    "overwrote {}, whose header could not be read ({e})",
+                    path.display()
+                )),
+            });
+        }
+        Err(e) => {
+            return Err(ExportError::OverwriteUnreadable {
+                path: path.into(),
+                reason: e.to_string(),
+            }
+            .into());
+        }
+    };
+    // Who has to have acknowledged what the file covers, and what they did.
+    let ours = header.sender.id == s.local;
+    if ours && *target == ExportTarget::Full {
+        // A full export covers everything this instance has: all the
+        // replaced bundle of its own held, and more.
+        return Ok(Replaced::default());
+    }
+    let (who, delivered, same_peer) = if !ours {
+        // A bundle from another instance: delivered if imported here.
+        ("this instance".to_owned(), have_all(conn, s)?, false)
+    } else if let Some(name) = &header.recipient {
+        let peer = list_peers(conn)?.into_iter().find(|p| &p.name == name);
+        let acked = match &peer {
+            Some(p) => peer_seqs(conn, p.id)?
+                .into_iter()
+                .map(|(o, x)| (o, x.acked))
+                .collect(),
+            None => BTreeMap::new(),
+        };
+        let same = matches!(target, ExportTarget::Peer { to, .. }
+            if to == name || peer.as_ref().and_then(|p| p.site).and_then(|i| s.sites.get(i))
+                .is_some_and(|site| site.id.to_string() == *to));
+        (format!("'{name}'"), acked, same)
+    } else {
+        ("any peer".to_owned(), known_all(conn)?, false)
+    };
+    let empty = SeqSet::new();
+    let mut undelivered: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    let mut numbers = Vec::new();
+    let mut count = 0u64;
+    for c in &header.covers {
+        let Some(site) = header.origins.get(c.origin as usize) else {
+            continue;
+        };
+        let idx = s.sites.idx_of(&site.id);
+        let left = c
+            .seqs
+            .minus(idx.and_then(|i| delivered.get(&i)).unwrap_or(&empty));
+        if left.is_empty() {
+            continue;
+        }
+        count += left.len();
+        numbers.push(format!("{} {left}", site.name));
+        if let Some(i) = idx {
+            undelivered.insert(i, left);
+        }
+    }
+    if count == 0 {
+        return Ok(Replaced::default());
+    }
+    let numbers = numbers.join(", ");
+    let recipient = header.recipient.clone().unwrap_or_default();
+    let after = if same_peer {
+        "; the new bundle then carries them again".to_owned()
+    } else if ours && !recipient.is_empty() {
+        format!(
+            "; they go to '{recipient}' again once it reports them missing, or at once with \
+             `fieldsync export --to {recipient} --resend`"
+        )
+    } else if ours {
+        String::new()
+    } else {
+        format!(
+            "; they come again once '{}' hears from this instance that they are missing",
+            header.sender.name
+        )
+    };
+    if overwrite == Overwrite::IfDelivered {
+        return Err(ExportError::WouldOverwrite {
+            path: path.into(),
+            who,
+            count,
+            numbers,
+            after,
+        }
+        .into());
+    }
+    let have = have_all(conn, s)?;
+    let again = if same_peer {
+        undelivered
+            .into_iter()
+            .filter_map(|(o, set)| {
+                let set = set.intersect(have.get(&o)?);
+                (!set.is_empty()).then_some((o, set))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    Ok(Replaced {
+        again,
+        warning: Some(format!(
+            "overwrote {}, which held {count} change number(s) {who} had not acknowledged ({numbers}){after}",
+            path.display()
+        )),
+    })
 }
 
 /// The tracked tables a bundle carries: all of them in a full export, those
@@ -303,6 +495,7 @@ impl Plan {
             covers: self.origin_seqs(&self.covers),
             seen: self.origin_seqs(&self.have),
             lost: s.lost.clone(),
+            lacks: self.origin_seqs(&self.lacks),
             local_tables,
             views,
         })

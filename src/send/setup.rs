@@ -542,6 +542,7 @@ mod tests {
             covers: Vec::new(),
             seen: Vec::new(),
             lost: Default::default(),
+            lacks: Vec::new(),
             local_tables: Vec::new(),
             views: Vec::new(),
         }

@@ -221,9 +221,12 @@ pub(super) fn history() -> impl Strategy<Value = History> {
             (loc_name(), proptest::option::weighted(0.7, 0..8usize)),
             0..5,
         ),
+        // Last, so the seeds kept from before it still give the same
+        // histories.
+        any::<bool>(),
     )
         .prop_map(
-            |(n, mut initial, steps, deliveries, mut skew_ms, defaults, locs)| {
+            |(n, mut initial, steps, deliveries, mut skew_ms, defaults, locs, resend_free)| {
                 // A hierarchy every instance starts with.
                 initial.extend(
                     locs.into_iter()
@@ -280,6 +283,7 @@ pub(super) fn history() -> impl Strategy<Value = History> {
                     skew_ms,
                     steps,
                     deliveries,
+                    resend_free,
                 }
             },
         )

@@ -320,6 +320,10 @@ pub(super) struct History {
     pub(super) skew_ms: Vec<i64>,
     pub(super) steps: Vec<Step>,
     pub(super) deliveries: Vec<Delivery>,
+    /// No `--resend` anywhere: exports in the steps and the final exchange
+    /// never resend, so bundles never imported (lost) must come back by
+    /// themselves, reported missing by their receivers.
+    pub(super) resend_free: bool,
 }
 
 impl histories::History for History {

@@ -18,7 +18,10 @@
 //! without resend, syncs, full exports, imports of pooled bundles in any
 //! order (repeated, dropped, an instance's own), compactions, and wall
 //! clocks running ahead or behind; then an all-pairs exchange until a round
-//! applies nothing.
+//! applies nothing. In half the histories nothing is ever resent (no
+//! `--resend` in the steps nor in the exchange): a bundle never imported is
+//! lost, and must come back by itself once its receiver reports the
+//! changes missing (spec/merge.md, "Watermarks").
 //!
 //! Beside the engine runs a reference model written from spec/merge.md and
 //! spec/capture.md. It never calls `fieldsync::merge`:

@@ -246,6 +246,16 @@ impl World {
         Ok(out)
     }
 
+    /// True if no instance's `status` shows a change missing.
+    fn nobody_misses_anything(&mut self) -> Res<bool> {
+        for i in &mut self.instances {
+            if i.status()?.origins.iter().any(|o| !o.gaps.is_empty()) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub(super) fn play(&mut self, h: &History) -> Res<()> {
         let n = h.instances;
         for step in &h.steps {
@@ -254,7 +264,7 @@ impl World {
                 Step::Export { from, to, resend } => {
                     let target = ExportTarget::Peer {
                         to: name(*to),
-                        resend: *resend,
+                        resend: *resend && !h.resend_free,
                     };
                     self.export(*from, &target)?;
                 }
@@ -297,28 +307,38 @@ impl World {
         }
 
         // Every pair, resending what is not acknowledged, until a round
-        // applies nothing.
+        // applies nothing. Without resend, bundles that were never
+        // imported come back only once their receivers have reported them
+        // missing: until a round carries nothing and nobody misses
+        // anything, which takes a few more rounds.
         let mut quiet = false;
-        for round in 1..=4 {
+        let rounds = if h.resend_free { 8 } else { 4 };
+        for round in 1..=rounds {
             self.trace.push(format!("-- exchange round {round} --"));
             let mut applied = 0;
+            let mut carried = 0;
             for from in 0..n {
                 for to in (0..n).filter(|&to| to != from) {
                     let target = ExportTarget::Peer {
                         to: name(to),
-                        resend: true,
+                        resend: !h.resend_free,
                     };
                     let b = self.export(from, &target)?;
+                    carried += self.pool[b].records.len();
                     applied += self.import(b, to)?.unwrap_or(0);
                 }
             }
-            if applied == 0 {
+            let settled = !h.resend_free || (carried == 0 && self.nobody_misses_anything()?);
+            if applied == 0 && settled {
                 quiet = true;
                 break;
             }
         }
         if !quiet {
-            return Err("still applying changes after 4 all-pairs exchange rounds".into());
+            return Err(format!(
+                "still applying or missing changes after {rounds} all-pairs exchange rounds"
+            )
+            .into());
         }
         for at in 0..n {
             if !self.models[at].held.is_empty() {

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fieldsync::{ExportReport, ExportTarget};
+use fieldsync::{ExportReport, ExportTarget, Overwrite};
 
 use super::DbArg;
 use crate::exit::Outcome;
@@ -22,9 +22,16 @@ pub struct ExportArgs {
     /// The instance that will import the bundle (its name or site id).
     #[arg(long, value_name = "PEER", conflicts_with = "full")]
     to: Option<String>,
-    /// Include changes already sent but not yet acknowledged (a bundle was lost).
+    /// Include changes already sent but not yet acknowledged, when nothing
+    /// has come back from the peer (a bundle it reports missing goes again
+    /// without this).
     #[arg(long, requires = "to")]
     resend: bool,
+    /// Overwrite the output file even if it is a bundle holding changes its
+    /// recipient has not acknowledged (a bundle of ours to the same peer is
+    /// then carried again in the new one).
+    #[arg(long)]
+    force: bool,
     /// Export the whole current state.
     #[arg(long)]
     full: bool,
@@ -47,8 +54,15 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     };
     let output = &args.output;
     let bar = Meter::new(output, !ui.json(), "exporting");
+    let overwrite = if args.force {
+        Overwrite::Force
+    } else {
+        Overwrite::IfDelivered
+    };
     let report = instance
-        .export_to_file_with_progress(&target, output, &mut |done, total| bar.set(done, total))
+        .export_to_file_overwriting(&target, output, overwrite, &mut |done, total| {
+            bar.set(done, total)
+        })
         .with_context(|| format!("cannot export to {}", output.display()))?;
     bar.finish();
     if report.new_peer {
