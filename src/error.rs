@@ -228,6 +228,19 @@ pub enum TrackError {
         /// Why, table by table, and what to do.
         detail: String,
     },
+    /// A capture trigger's name is held by a trigger fieldsync did not
+    /// make (names starting with `fieldsync_` are fieldsync's).
+    #[error(
+        "the capture trigger '{trigger}' of table '{table}' cannot be installed: table '{owner}' has a trigger of that name that fieldsync did not make; rename or drop that trigger (names starting with fieldsync_ are fieldsync's)"
+    )]
+    TriggerNameTaken {
+        /// The table being tracked.
+        table: String,
+        /// The trigger name.
+        trigger: String,
+        /// The table the trigger of that name is on.
+        owner: String,
+    },
 }
 
 /// Reading or writing the bundle file format.
