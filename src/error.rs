@@ -124,6 +124,14 @@ pub enum TrackError {
         /// The table named.
         table: String,
     },
+    /// An app table named with fieldsync's prefix.
+    #[error(
+        "table '{table}' cannot be tracked: names starting with fieldsync_ are kept for fieldsync's own tables; rename the table to track it"
+    )]
+    ReservedName {
+        /// The table named.
+        table: String,
+    },
     /// A WITHOUT ROWID table without a key (SQLite does not allow one).
     #[error("table '{table}' has no PRIMARY KEY and no rowid")]
     NoPrimaryKey {

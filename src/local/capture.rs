@@ -14,7 +14,9 @@
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use crate::catalog::layout::{AsSent, Identity, TrackOptions, glob_match, layout_of, plan};
-use crate::catalog::schema::{Affinity, TableShape, app_tables, quote_ident, table_shape};
+use crate::catalog::schema::{
+    Affinity, TableShape, app_tables, quote_ident, table_shape, untrackable_tables,
+};
 use crate::catalog::store::column_names;
 use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{Error, TrackError};
@@ -42,7 +44,8 @@ pub struct TrackReport {
     /// fieldsync gave them (from table and column names) and now have
     /// their current names.
     pub renamed: Vec<String>,
-    /// Tables `--all` left out, with the reason.
+    /// Tables `--all` could not track (or refresh), each with the reason;
+    /// nothing was changed for them.
     pub skipped: Vec<(String, String)>,
     /// Tables `--except` left out.
     pub excepted: Vec<String>,
@@ -75,9 +78,10 @@ pub enum Selection {
 }
 
 /// Track tables: record them in the catalog, install triggers, and record
-/// the rows they already hold, all or nothing. Tracked tables whose
-/// triggers still carry the names an older fieldsync gave them get their
-/// current names first.
+/// the rows they already hold. Named tables are all or nothing; with
+/// [`Selection::All`] each table is tracked or left as it was on its own
+/// (see [`track_one_of_all`]). Tracked tables whose triggers still carry
+/// the names an older fieldsync gave them get their current names first.
 pub fn track(
     tx: &Transaction<'_>,
     catalog: &mut Catalog,
@@ -88,7 +92,12 @@ pub fn track(
     let mut report = TrackReport::default();
     rename_legacy_triggers(tx, catalog, &mut report)?;
     for name in selected(tx, selection, opts, &mut report)? {
-        track_table(tx, catalog, &name, selection, opts, as_sent, &mut report)?;
+        match selection {
+            Selection::Named(_) => {
+                track_table(tx, catalog, &name, selection, opts, as_sent, &mut report)?
+            }
+            Selection::All => track_one_of_all(tx, catalog, &name, opts, as_sent, &mut report)?,
+        }
     }
     warn_local_numbers_in_keys(tx, catalog, &mut report)?;
     if matches!(selection, Selection::All) && report.tracked.is_empty() && report.already.is_empty()
@@ -106,6 +115,43 @@ pub fn track(
         return Err(TrackError::NothingTracked { detail }.into());
     }
     Ok(report)
+}
+
+/// `--all`: track (or refresh) one table in a savepoint of its own. A
+/// table that cannot be tracked, whatever the reason (a refusal of
+/// fieldsync's or an SQLite error of the table's own), is undone entirely
+/// (its catalog rows, pending columns and triggers, and what the report
+/// said of it) and reported in [`TrackReport::skipped`] with the reason;
+/// the other tables go on. Only an error that concerns the database as a
+/// whole ([`stops_the_run`]) ends the run, and the whole `track` with it.
+fn track_one_of_all(
+    conn: &Connection,
+    catalog: &mut Catalog,
+    name: &str,
+    opts: &TrackOptions,
+    as_sent: &AsSent,
+    report: &mut TrackReport,
+) -> Result<(), Error> {
+    let (table_before, report_before) = (catalog.by_name(name).cloned(), report.clone());
+    let outcome = in_savepoint(conn, || {
+        track_table(conn, catalog, name, &Selection::All, opts, as_sent, report)
+    })?;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(e) if stops_the_run(&e) => Err(e),
+        Err(e) => {
+            let was_tracked = table_before.is_some();
+            catalog.restore(name, table_before);
+            *report = report_before;
+            let why = if was_tracked {
+                format!("{e} (it stays tracked with the triggers it had)")
+            } else {
+                e.to_string()
+            };
+            report.skipped.push((name.to_owned(), why));
+            Ok(())
+        }
+    }
 }
 
 /// True for errors that concern the database as a whole (busy, I/O, a
@@ -173,8 +219,10 @@ fn rename_legacy_triggers(
     Ok(())
 }
 
-/// The names of the tables a selection asks for; `--all` leaves out those
-/// `--except` matches (and says so in the report).
+/// The names of the tables a selection asks for. `--all` leaves out those
+/// `--except` matches (and says so in the report), and reports the tables
+/// it cannot take whatever they hold (virtual tables, names with
+/// fieldsync's prefix) as skipped, with the reason.
 fn selected(
     conn: &Connection,
     selection: &Selection,
@@ -184,22 +232,33 @@ fn selected(
     match selection {
         Selection::Named(names) if names.is_empty() => Err(TrackError::NothingNamed.into()),
         Selection::Named(names) => Ok(names.clone()),
-        Selection::All => Ok(app_tables(conn)?
-            .into_iter()
-            .filter(|name| {
-                let keep = !opts.except.iter().any(|p| glob_match(p, name));
-                if !keep {
+        Selection::All => {
+            let mut excepted = |name: &String| {
+                let out = opts.except.iter().any(|p| glob_match(p, name));
+                if out {
                     report.excepted.push(name.clone());
                 }
-                keep
-            })
-            .collect()),
+                out
+            };
+            let mut skipped = Vec::new();
+            for (name, why) in untrackable_tables(conn)? {
+                if !excepted(&name) {
+                    skipped.push((name, why.to_string()));
+                }
+            }
+            let names = app_tables(conn)?
+                .into_iter()
+                .filter(|name| !excepted(name))
+                .collect();
+            report.skipped.extend(skipped);
+            Ok(names)
+        }
     }
 }
 
 /// Track one table, or follow the new columns of a tracked one, and
-/// refresh its triggers. A table `--all` cannot track is skipped and
-/// reported.
+/// refresh its triggers. A table `--all` cannot lay out is skipped and
+/// reported here; [`track_one_of_all`] undoes and reports any other failure.
 fn track_table(
     conn: &Connection,
     catalog: &mut Catalog,
