@@ -124,6 +124,14 @@ pub enum TrackError {
         /// The table named.
         table: String,
     },
+    /// An app table named with fieldsync's prefix.
+    #[error(
+        "table '{table}' cannot be tracked: names starting with fieldsync_ are kept for fieldsync's own tables; rename the table to track it"
+    )]
+    ReservedName {
+        /// The table named.
+        table: String,
+    },
     /// A WITHOUT ROWID table without a key (SQLite does not allow one).
     #[error("table '{table}' has no PRIMARY KEY and no rowid")]
     NoPrimaryKey {
@@ -227,6 +235,19 @@ pub enum TrackError {
     NothingTracked {
         /// Why, table by table, and what to do.
         detail: String,
+    },
+    /// A capture trigger's name is held by a trigger fieldsync did not
+    /// make (names starting with `fieldsync_` are fieldsync's).
+    #[error(
+        "the capture trigger '{trigger}' of table '{table}' cannot be installed: table '{owner}' has a trigger of that name that fieldsync did not make; rename or drop that trigger (names starting with fieldsync_ are fieldsync's)"
+    )]
+    TriggerNameTaken {
+        /// The table being tracked.
+        table: String,
+        /// The trigger name.
+        trigger: String,
+        /// The table the trigger of that name is on.
+        owner: String,
     },
 }
 

@@ -107,30 +107,26 @@ fn damaged(sql: &str, invariant: &str, needles: &[&str]) -> Res {
 #[test]
 fn check_reports_a_dropped_capture_trigger() -> Res {
     damaged(
-        "DROP TRIGGER fieldsync_person_delete;",
+        "DROP TRIGGER fieldsync_delete_1;",
         "triggers",
-        &[
-            "person",
-            "fieldsync_person_delete",
-            "deletes are not recorded",
-        ],
+        &["person", "fieldsync_delete_1", "deletes are not recorded"],
     )
 }
 
 #[test]
 fn check_reports_a_changed_capture_trigger() -> Res {
     damaged(
-        "DROP TRIGGER fieldsync_visit_insert;
-         CREATE TRIGGER fieldsync_visit_insert AFTER INSERT ON visit BEGIN SELECT 1; END;",
+        "DROP TRIGGER fieldsync_insert_2;
+         CREATE TRIGGER fieldsync_insert_2 AFTER INSERT ON visit BEGIN SELECT 1; END;",
         "triggers",
-        &["fieldsync_visit_insert", "not the one fieldsync installs"],
+        &["fieldsync_insert_2", "not the one fieldsync installs"],
     )
 }
 
 #[test]
 fn check_reports_a_row_written_while_triggers_were_missing() -> Res {
     damaged(
-        "DROP TRIGGER fieldsync_person_insert;
+        "DROP TRIGGER fieldsync_insert_1;
          INSERT INTO person VALUES ('p9', 'Uncaptured', NULL);",
         "rows",
         &["person", "'p9'", "no record of it"],
@@ -144,7 +140,7 @@ fn check_reports_a_deleted_row_that_is_back_without_a_trace() -> Res {
     fieldsync_ok(&[&"compact", &"--db", &hq.db])?;
     check(&hq)?.ok()?;
     hq.sql(
-        "DROP TRIGGER fieldsync_person_insert;
+        "DROP TRIGGER fieldsync_insert_1;
          INSERT INTO person VALUES ('p1', 'ghost', NULL);",
     )?;
     let out = check(&hq)?;
@@ -161,7 +157,7 @@ fn check_reports_a_deleted_row_that_is_back_without_a_trace() -> Res {
 #[test]
 fn check_reports_a_row_live_in_the_log_but_gone_from_the_table() -> Res {
     damaged(
-        "DROP TRIGGER fieldsync_visit_delete; DELETE FROM visit WHERE person = 'p1' AND day = 1;",
+        "DROP TRIGGER fieldsync_delete_2; DELETE FROM visit WHERE person = 'p1' AND day = 1;",
         "rows",
         &["visit", "('p1', 1)", "missing from the table"],
     )

@@ -25,3 +25,4 @@ mod quarantine_regressions;
 mod regressions;
 mod scenario;
 mod tables;
+mod trigger_names;

@@ -15,7 +15,9 @@
 //! - the file passes `PRAGMA integrity_check`;
 //! - the engine tables can be read (identity, clock, sites, catalog);
 //! - every tracked table exists with the key and columns recorded for it,
-//!   and carries exactly the capture triggers fieldsync installs;
+//!   and carries exactly the capture triggers fieldsync installs (each
+//!   under its current name or, with the text it had then, under the name
+//!   an older fieldsync gave it, never both);
 //! - every row state in the log is well formed;
 //! - app rows and log agree: a row in a tracked table is live in the log
 //!   (odd causal length), a row the log records as deleted is not in the
@@ -44,6 +46,7 @@ use crate::catalog::session::Session;
 use crate::catalog::site::Sites;
 use crate::catalog::tracked::{TrackedTable, check_table_live};
 use crate::error::{CheckError, Error, TrackError};
+use crate::local::capture::Fires;
 
 /// Problems listed per invariant; the rest are only counted.
 pub const LISTED_PER_INVARIANT: u64 = 20;
@@ -254,6 +257,11 @@ fn table_shape_ok(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Res
     }
 }
 
+/// The capture triggers of a table against those `track` would install
+/// now. A trigger under the name an older fieldsync gave it (from table
+/// and column names) with that fieldsync's text for it is the same trigger:
+/// it captures the same writes, and the next `track` renames it. Both names
+/// at once would capture each write twice.
 fn triggers(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<(), Error> {
     let expected = crate::local::capture::expected_triggers(conn, t)?;
     let mut stmt = conn.prepare_cached(
@@ -263,34 +271,60 @@ fn triggers(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<()
     let existing: Vec<(String, Option<String>)> = stmt
         .query_map([&t.name], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<_>>()?;
+    let found = |name: &str| {
+        existing
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, sql)| sql.as_deref())
+    };
     let remedy = format!(
         "`fieldsync track --db {} {}` reinstalls the triggers",
         crate::catalog::store::db_arg(conn),
         quote_arg(&t.name)
     );
-    for (name, sql) in &expected {
-        match existing.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
-            None => c.add(
+    for trigger in &expected {
+        let name = &trigger.name;
+        let records = what_trigger_records(&trigger.fires);
+        match (found(name), found(&trigger.legacy_name)) {
+            (None, None) => c.add(
                 Invariant::Triggers,
                 format!(
-                    "table '{}' lacks the capture trigger '{name}', so {} are not recorded; {remedy} \
+                    "table '{}' lacks the capture trigger '{name}', so {records} are not recorded; {remedy} \
                      (writes made meanwhile were not captured)",
                     t.name,
-                    what_trigger_records(t, name)
                 ),
             ),
-            Some((_, found)) if found.as_deref() != Some(sql.as_str()) => c.add(
+            (Some(_), Some(_)) => c.add(
+                Invariant::Triggers,
+                format!(
+                    "table '{}' has two capture triggers for {records}, '{name}' and '{}' (the name an older \
+                     fieldsync gave it), so each is recorded twice; {remedy}",
+                    t.name, trigger.legacy_name
+                ),
+            ),
+            (Some(sql), None) if sql != Some(trigger.sql.as_str()) => c.add(
                 Invariant::Triggers,
                 format!(
                     "the capture trigger '{name}' of table '{}' is not the one fieldsync installs; {remedy}",
                     t.name
                 ),
             ),
-            Some(_) => {}
+            (None, Some(sql)) if sql != Some(trigger.legacy_sql.as_str()) => c.add(
+                Invariant::Triggers,
+                format!(
+                    "the capture trigger '{}' of table '{}' is not the one fieldsync installs; {remedy}",
+                    trigger.legacy_name, t.name
+                ),
+            ),
+            _ => {}
         }
     }
     for (name, _) in &existing {
-        if !expected.iter().any(|(n, _)| n.eq_ignore_ascii_case(name)) {
+        let known = expected.iter().any(|trigger| {
+            name.eq_ignore_ascii_case(&trigger.name)
+                || name.eq_ignore_ascii_case(&trigger.legacy_name)
+        });
+        if !known {
             c.add(
                 Invariant::Triggers,
                 format!(
@@ -303,17 +337,12 @@ fn triggers(conn: &Connection, t: &TrackedTable, c: &mut Collector) -> Result<()
     Ok(())
 }
 
-fn what_trigger_records(t: &TrackedTable, name: &str) -> String {
-    let prefix = format!("fieldsync_{}_", t.name);
-    match name.strip_prefix(&prefix) {
-        Some("insert") => "its inserts".to_owned(),
-        Some("delete") => "its deletes".to_owned(),
-        Some("rekey") => "changes of its key".to_owned(),
-        Some(other) => match other.strip_prefix("update_") {
-            Some(col) => format!("updates of its column '{col}'"),
-            None => "some of its writes".to_owned(),
-        },
-        None => "some of its writes".to_owned(),
+fn what_trigger_records(fires: &Fires) -> String {
+    match fires {
+        Fires::Insert => "its inserts".to_owned(),
+        Fires::Delete => "its deletes".to_owned(),
+        Fires::Rekey => "changes of its key".to_owned(),
+        Fires::Update { column, .. } => format!("updates of its column '{column}'"),
     }
 }
 

@@ -7,6 +7,7 @@
 
 use rusqlite::{Connection, OptionalExtension};
 
+use crate::catalog::store::is_engine_table;
 use crate::error::{Error, TrackError};
 
 /// Prefix of every table, index and trigger fieldsync creates.
@@ -112,6 +113,10 @@ pub fn table_shape(conn: &Connection, name: &str) -> Result<TableShape, Error> {
         }
         .into());
     };
+    if stored_name.to_ascii_lowercase().starts_with(ENGINE_PREFIX) && !is_engine_table(&stored_name)
+    {
+        return Err(TrackError::ReservedName { table: stored_name }.into());
+    }
     if stored_name.to_ascii_lowercase().starts_with(ENGINE_PREFIX)
         || stored_name.to_ascii_lowercase().starts_with("sqlite_")
     {
@@ -222,6 +227,41 @@ pub fn app_tables(conn: &Connection) -> Result<Vec<String>, Error> {
     Ok(out)
 }
 
+/// The tables `track --all` cannot take, each with the reason, in the
+/// order they were created: virtual tables, and app tables named with
+/// fieldsync's prefix. fieldsync's own tables, SQLite's, and the tables
+/// a virtual table keeps its data in are not listed.
+pub fn untrackable_tables(conn: &Connection) -> Result<Vec<(String, TrackError)>, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT s.name, l.type FROM sqlite_schema AS s \
+         JOIN pragma_table_list AS l ON l.schema = 'main' AND l.name = s.name \
+         WHERE s.type = 'table' AND s.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY s.rowid",
+    )?;
+    let tables = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut out = Vec::new();
+    for (name, kind) in tables {
+        let why = if name.to_ascii_lowercase().starts_with(ENGINE_PREFIX) {
+            if is_engine_table(&name) {
+                continue;
+            }
+            TrackError::ReservedName {
+                table: name.clone(),
+            }
+        } else if kind == "virtual" {
+            TrackError::NotATable {
+                table: name.clone(),
+                kind: "virtual table".to_owned(),
+            }
+        } else {
+            continue;
+        };
+        out.push((name, why));
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +321,36 @@ mod tests {
              CREATE VIEW v AS SELECT 1; CREATE TABLE b(id TEXT PRIMARY KEY);",
         )?;
         assert_eq!(app_tables(&c)?, ["a", "b"]);
+        Ok(())
+    }
+
+    /// `track --all` reports virtual tables and app tables named with
+    /// fieldsync's prefix; not fieldsync's own tables, SQLite's, or the
+    /// tables a virtual table keeps its data in.
+    #[test]
+    fn lists_the_tables_track_all_cannot_take() -> Result<(), Error> {
+        let c = conn(
+            "CREATE TABLE a(id TEXT PRIMARY KEY); CREATE TABLE Fieldsync_Notes(k);
+             CREATE VIRTUAL TABLE r USING rtree(id, x0, x1);
+             CREATE TABLE b(id INTEGER PRIMARY KEY AUTOINCREMENT);",
+        )?;
+        crate::catalog::store::create_engine_tables(&c)?;
+        let found: Vec<(String, String)> = untrackable_tables(&c)?
+            .into_iter()
+            .map(|(t, why)| (t, why.to_string()))
+            .collect();
+        let names: Vec<&str> = found.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(names, ["Fieldsync_Notes", "r"], "{found:?}");
+        assert!(found[0].1.contains("kept for fieldsync's own tables"));
+        assert!(found[1].1.contains("virtual table"));
+        assert!(matches!(
+            table_shape(&c, "fieldsync_notes"),
+            Err(Error::Track(TrackError::ReservedName { .. }))
+        ));
+        assert!(matches!(
+            table_shape(&c, "fieldsync_log"),
+            Err(Error::Track(TrackError::EngineTable { .. }))
+        ));
         Ok(())
     }
 }

@@ -136,6 +136,16 @@ CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
 );
 ";
 
+/// True if `name` is one of the engine tables [`ENGINE_DDL`] creates (in
+/// any letter case, as SQLite compares names).
+pub fn is_engine_table(name: &str) -> bool {
+    ENGINE_DDL
+        .split("CREATE TABLE IF NOT EXISTS ")
+        .skip(1)
+        .filter_map(|rest| rest.split('(').next())
+        .any(|table| table.trim().eq_ignore_ascii_case(name))
+}
+
 /// Page cache of fieldsync's connections, KiB.
 pub const PAGE_CACHE_KIB: u32 = 32 * 1024;
 

@@ -237,6 +237,24 @@ impl Catalog {
         Ok(table)
     }
 
+    /// Put back what the catalog held of table `name` before a
+    /// [`record`](Self::record) whose writes were rolled back: `before` as
+    /// it was, or no entry if it was not tracked.
+    pub fn restore(&mut self, name: &str, before: Option<TrackedTable>) {
+        let at = self
+            .tables
+            .iter()
+            .position(|t| t.name.eq_ignore_ascii_case(name));
+        match (at, before) {
+            (Some(i), Some(old)) => self.tables[i] = old,
+            (Some(i), None) => {
+                self.tables.remove(i);
+            }
+            (None, Some(old)) => self.tables.push(old),
+            (None, None) => {}
+        }
+    }
+
     /// Check that every tracked table still has the shape that was recorded,
     /// so triggers, log and bundles agree with the app's schema.
     pub fn check_live(&self, conn: &Connection) -> Result<(), Error> {

@@ -11,10 +11,12 @@
 //! are assigned later, off the app's write path, by [`crate::local::stamp`].
 //! spec/capture.md records the design and what it costs.
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use crate::catalog::layout::{AsSent, Identity, TrackOptions, glob_match, layout_of, plan};
-use crate::catalog::schema::{Affinity, TableShape, app_tables, quote_ident, table_shape};
+use crate::catalog::schema::{
+    Affinity, TableShape, app_tables, quote_ident, table_shape, untrackable_tables,
+};
 use crate::catalog::store::column_names;
 use crate::catalog::tracked::{Catalog, TrackedTable};
 use crate::error::{Error, TrackError};
@@ -38,7 +40,12 @@ pub struct TrackReport {
     pub already: Vec<String>,
     /// Columns that started being followed on already tracked tables.
     pub new_columns: Vec<String>,
-    /// Tables `--all` left out, with the reason.
+    /// Tracked tables whose capture triggers had the names an older
+    /// fieldsync gave them (from table and column names) and now have
+    /// their current names.
+    pub renamed: Vec<String>,
+    /// Tables `--all` could not track (or refresh), each with the reason;
+    /// nothing was changed for them.
     pub skipped: Vec<(String, String)>,
     /// Tables `--except` left out.
     pub excepted: Vec<String>,
@@ -71,7 +78,10 @@ pub enum Selection {
 }
 
 /// Track tables: record them in the catalog, install triggers, and record
-/// the rows they already hold, all or nothing.
+/// the rows they already hold. Named tables are all or nothing; with
+/// [`Selection::All`] each table is tracked or left as it was on its own
+/// (see [`track_one_of_all`]). Tracked tables whose triggers still carry
+/// the names an older fieldsync gave them get their current names first.
 pub fn track(
     tx: &Transaction<'_>,
     catalog: &mut Catalog,
@@ -80,8 +90,14 @@ pub fn track(
     as_sent: &AsSent,
 ) -> Result<TrackReport, Error> {
     let mut report = TrackReport::default();
+    rename_legacy_triggers(tx, catalog, &mut report)?;
     for name in selected(tx, selection, opts, &mut report)? {
-        track_table(tx, catalog, &name, selection, opts, as_sent, &mut report)?;
+        match selection {
+            Selection::Named(_) => {
+                track_table(tx, catalog, &name, selection, opts, as_sent, &mut report)?
+            }
+            Selection::All => track_one_of_all(tx, catalog, &name, opts, as_sent, &mut report)?,
+        }
     }
     warn_local_numbers_in_keys(tx, catalog, &mut report)?;
     if matches!(selection, Selection::All) && report.tracked.is_empty() && report.already.is_empty()
@@ -101,8 +117,112 @@ pub fn track(
     Ok(report)
 }
 
-/// The names of the tables a selection asks for; `--all` leaves out those
-/// `--except` matches (and says so in the report).
+/// `--all`: track (or refresh) one table in a savepoint of its own. A
+/// table that cannot be tracked, whatever the reason (a refusal of
+/// fieldsync's or an SQLite error of the table's own), is undone entirely
+/// (its catalog rows, pending columns and triggers, and what the report
+/// said of it) and reported in [`TrackReport::skipped`] with the reason;
+/// the other tables go on. Only an error that concerns the database as a
+/// whole ([`stops_the_run`]) ends the run, and the whole `track` with it.
+fn track_one_of_all(
+    conn: &Connection,
+    catalog: &mut Catalog,
+    name: &str,
+    opts: &TrackOptions,
+    as_sent: &AsSent,
+    report: &mut TrackReport,
+) -> Result<(), Error> {
+    let (table_before, report_before) = (catalog.by_name(name).cloned(), report.clone());
+    let outcome = in_savepoint(conn, || {
+        track_table(conn, catalog, name, &Selection::All, opts, as_sent, report)
+    })?;
+    match outcome {
+        Ok(()) => Ok(()),
+        Err(e) if stops_the_run(&e) => Err(e),
+        Err(e) => {
+            let was_tracked = table_before.is_some();
+            catalog.restore(name, table_before);
+            *report = report_before;
+            let why = if was_tracked {
+                format!("{e} (it stays tracked with the triggers it had)")
+            } else {
+                e.to_string()
+            };
+            report.skipped.push((name.to_owned(), why));
+            Ok(())
+        }
+    }
+}
+
+/// True for errors that concern the database as a whole (busy, I/O, a
+/// full disk, a damaged file or damaged engine tables), which no other
+/// table would escape either; false for those of one table (fieldsync's
+/// refusals, SQLite's errors in the statements made for it).
+fn stops_the_run(e: &Error) -> bool {
+    use rusqlite::ErrorCode as C;
+    match e {
+        Error::Track(_) => false,
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => !matches!(
+            f.code,
+            C::Unknown
+                | C::ConstraintViolation
+                | C::TooBig
+                | C::TypeMismatch
+                | C::ParameterOutOfRange
+        ),
+        Error::Sqlite(_) => false,
+        _ => true,
+    }
+}
+
+/// Run `f` in a savepoint: released if `f` succeeds, rolled back (every
+/// change `f` made, schema included) if it fails. The outer error is the
+/// savepoint's own failure, after which the transaction's state is unknown.
+fn in_savepoint<T>(
+    conn: &Connection,
+    f: impl FnOnce() -> Result<T, Error>,
+) -> Result<Result<T, Error>, Error> {
+    conn.execute_batch("SAVEPOINT fieldsync_track_table")?;
+    let out = f();
+    if out.is_ok() {
+        conn.execute_batch("RELEASE fieldsync_track_table")?;
+    } else {
+        conn.execute_batch("ROLLBACK TO fieldsync_track_table; RELEASE fieldsync_track_table")?;
+    }
+    Ok(out)
+}
+
+/// Give the capture triggers of every tracked table that carries a name an
+/// older fieldsync gave it ([`legacy_trigger_name`]) their current names
+/// ([`install_triggers`], which drops the old ones, so no write is captured
+/// twice). A table that cannot be done keeps the triggers it has, which
+/// still capture its writes, and is named in a warning.
+fn rename_legacy_triggers(
+    conn: &Connection,
+    catalog: &Catalog,
+    report: &mut TrackReport,
+) -> Result<(), Error> {
+    for table in catalog.tables() {
+        if !has_legacy_triggers(conn, table)? {
+            continue;
+        }
+        match in_savepoint(conn, || install_triggers(conn, table))? {
+            Ok(()) => report.renamed.push(table.name.clone()),
+            Err(e) if stops_the_run(&e) => return Err(e),
+            Err(e) => report.warnings.push(format!(
+                "the capture triggers of table '{}' keep the names an older fieldsync gave them (they still \
+                 capture its writes): {e}",
+                table.name
+            )),
+        }
+    }
+    Ok(())
+}
+
+/// The names of the tables a selection asks for. `--all` leaves out those
+/// `--except` matches (and says so in the report), and reports the tables
+/// it cannot take whatever they hold (virtual tables, names with
+/// fieldsync's prefix) as skipped, with the reason.
 fn selected(
     conn: &Connection,
     selection: &Selection,
@@ -112,22 +232,33 @@ fn selected(
     match selection {
         Selection::Named(names) if names.is_empty() => Err(TrackError::NothingNamed.into()),
         Selection::Named(names) => Ok(names.clone()),
-        Selection::All => Ok(app_tables(conn)?
-            .into_iter()
-            .filter(|name| {
-                let keep = !opts.except.iter().any(|p| glob_match(p, name));
-                if !keep {
+        Selection::All => {
+            let mut excepted = |name: &String| {
+                let out = opts.except.iter().any(|p| glob_match(p, name));
+                if out {
                     report.excepted.push(name.clone());
                 }
-                keep
-            })
-            .collect()),
+                out
+            };
+            let mut skipped = Vec::new();
+            for (name, why) in untrackable_tables(conn)? {
+                if !excepted(&name) {
+                    skipped.push((name, why.to_string()));
+                }
+            }
+            let names = app_tables(conn)?
+                .into_iter()
+                .filter(|name| !excepted(name))
+                .collect();
+            report.skipped.extend(skipped);
+            Ok(names)
+        }
     }
 }
 
 /// Track one table, or follow the new columns of a tracked one, and
-/// refresh its triggers. A table `--all` cannot track is skipped and
-/// reported.
+/// refresh its triggers. A table `--all` cannot lay out is skipped and
+/// reported here; [`track_one_of_all`] undoes and reports any other failure.
 fn track_table(
     conn: &Connection,
     catalog: &mut Catalog,
@@ -299,9 +430,92 @@ fn ensure_pending_columns(conn: &Connection, table: &TrackedTable) -> Result<(),
     Ok(())
 }
 
-/// Names of the triggers fieldsync has on a table (whatever version made them).
+/// What a capture trigger records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fires {
+    /// `AFTER INSERT`: the new row.
+    Insert,
+    /// `AFTER UPDATE OF column`: a change of one cell.
+    Update {
+        /// The column.
+        column: String,
+        /// Its bit in the table's cell set.
+        bit: usize,
+    },
+    /// `AFTER UPDATE OF` the key columns: a key change.
+    Rekey,
+    /// `AFTER DELETE`: the deleted row.
+    Delete,
+}
+
+/// One capture trigger a tracked table should have.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureTrigger {
+    /// What it records.
+    pub fires: Fires,
+    /// Its name ([`trigger_name`]).
+    pub name: String,
+    /// Its `CREATE TRIGGER` statement, as `sqlite_schema` keeps it.
+    pub sql: String,
+    /// The name fieldsync gave the same trigger before names were built
+    /// from table ids ([`legacy_trigger_name`]).
+    pub legacy_name: String,
+    /// The same statement under that name: what such a fieldsync installed.
+    pub legacy_sql: String,
+}
+
+/// The name of a capture trigger of table `table_id` (its
+/// `fieldsync_tables.id`): `fieldsync_insert_<id>`,
+/// `fieldsync_update_<id>_<bit>`, `fieldsync_rekey_<id>`,
+/// `fieldsync_delete_<id>`. Table ids and a table's bits are unique, so no
+/// two triggers get one name whatever the tables and columns are called;
+/// and no such name has the shape [`legacy_trigger_name`] gives (those end
+/// in `_insert`, `_rekey` or `_delete`, or hold `_update_` after the
+/// prefix), so a trigger installed under an old name never takes the name
+/// of another table's trigger.
+pub fn trigger_name(table_id: i64, fires: &Fires) -> String {
+    match fires {
+        Fires::Insert => format!("fieldsync_insert_{table_id}"),
+        Fires::Update { bit, .. } => format!("fieldsync_update_{table_id}_{bit}"),
+        Fires::Rekey => format!("fieldsync_rekey_{table_id}"),
+        Fires::Delete => format!("fieldsync_delete_{table_id}"),
+    }
+}
+
+/// The name fieldsync used to give a capture trigger, from the table and
+/// column names: `fieldsync_<table>_insert`, `fieldsync_<table>_update_<column>`
+/// and so on. Two tables could get one name (`x` with a column `y_insert`
+/// and `x_update_y`), so it is only recognised, never installed.
+pub fn legacy_trigger_name(table: &str, fires: &Fires) -> String {
+    match fires {
+        Fires::Insert => format!("fieldsync_{table}_insert"),
+        Fires::Update { column, .. } => format!("fieldsync_{table}_update_{column}"),
+        Fires::Rekey => format!("fieldsync_{table}_rekey"),
+        Fires::Delete => format!("fieldsync_{table}_delete"),
+    }
+}
+
+/// The capture triggers a table has, in the order they are installed: one
+/// per insert, per non-key column, per key change (not for a table without
+/// a key: its rowid is not a column an `UPDATE OF` trigger can name) and
+/// per delete.
+fn fires_of(table: &TrackedTable) -> Vec<Fires> {
+    let mut out = vec![Fires::Insert];
+    out.extend(table.cells.iter().enumerate().map(|(i, c)| Fires::Update {
+        column: c.clone(),
+        bit: i + 1,
+    }));
+    if table.identity != Identity::Content {
+        out.push(Fires::Rekey);
+    }
+    out.push(Fires::Delete);
+    out
+}
+
+/// Names of the triggers fieldsync has on a table (whatever version made
+/// them): every trigger on it whose name starts with `fieldsync_`.
 fn existing_triggers(conn: &Connection, table: &str) -> Result<Vec<String>, Error> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT name FROM sqlite_schema WHERE type = 'trigger' AND tbl_name = ?1 COLLATE NOCASE \
          AND name LIKE 'fieldsync\\_%' ESCAPE '\\'",
     )?;
@@ -311,22 +525,53 @@ fn existing_triggers(conn: &Connection, table: &str) -> Result<Vec<String>, Erro
     Ok(names)
 }
 
-/// (Re)create a table's capture triggers.
+/// True if the table carries a trigger under a name an older fieldsync
+/// gave it ([`legacy_trigger_name`]).
+fn has_legacy_triggers(conn: &Connection, table: &TrackedTable) -> Result<bool, Error> {
+    let legacy: Vec<String> = fires_of(table)
+        .iter()
+        .map(|f| legacy_trigger_name(&table.name, f))
+        .collect();
+    Ok(existing_triggers(conn, &table.name)?
+        .iter()
+        .any(|name| legacy.iter().any(|l| l.eq_ignore_ascii_case(name))))
+}
+
+/// (Re)create a table's capture triggers: those it has (under any name
+/// fieldsync ever gave them) are dropped first, so a write is never
+/// captured twice.
 pub fn install_triggers(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
     remove_triggers(conn, table)?;
-    for (_, sql) in expected_triggers(conn, table)? {
-        conn.execute_batch(&sql)?;
+    let expected = expected_triggers(conn, table)?;
+    for trigger in &expected {
+        // Only a trigger the app made itself can hold one of these names;
+        // say so rather than pass on SQLite's "already exists".
+        let owner: Option<String> = conn
+            .prepare_cached(
+                "SELECT tbl_name FROM sqlite_schema WHERE type = 'trigger' AND name = ?1 COLLATE NOCASE",
+            )?
+            .query_row([&trigger.name], |r| r.get(0))
+            .optional()?;
+        if let Some(owner) = owner {
+            return Err(TrackError::TriggerNameTaken {
+                table: table.name.clone(),
+                trigger: trigger.name.clone(),
+                owner,
+            }
+            .into());
+        }
+        conn.execute_batch(&trigger.sql)?;
     }
     Ok(())
 }
 
-/// The triggers (name, CREATE statement) a tracked table should have, given
-/// its columns' current types: what [`install_triggers`] creates and
-/// [`crate::admin::check`] looks for.
+/// The triggers a tracked table should have, given its columns' current
+/// types: what [`install_triggers`] creates and [`crate::admin::check`]
+/// looks for.
 pub fn expected_triggers(
     conn: &Connection,
     table: &TrackedTable,
-) -> Result<Vec<(String, String)>, Error> {
+) -> Result<Vec<CaptureTrigger>, Error> {
     let shape = table_shape(conn, &table.name)?;
     let cells: Vec<CellKind> = table
         .cells
@@ -426,68 +671,69 @@ fn changed_test(column: &str, kind: CellKind) -> String {
 /// records its column only if the value really changed; the rows one UPDATE
 /// writes for several columns share a wall time and are folded back into one
 /// change by [`crate::local::stamp`].
-fn named_triggers(table: &TrackedTable, cells: &[CellKind]) -> Vec<(String, String)> {
+fn named_triggers(table: &TrackedTable, cells: &[CellKind]) -> Vec<CaptureTrigger> {
     let t = quote_ident(&table.name);
-    let plain = |what: &str| format!("fieldsync_{}_{what}", table.name);
-    let name = |what: &str| quote_ident(&plain(what));
-    let mut out = vec![(
-        plain("insert"),
-        format!(
-            "CREATE TRIGGER {} AFTER INSERT ON {t} BEGIN {} END",
-            name("insert"),
-            pending_insert(table, op::INSERT, "NEW")
-        ),
-    )];
-    for (i, cell) in table.cells.iter().enumerate() {
-        let bit = i + 1;
-        let kind = cells.get(i).copied().unwrap_or(CellKind {
-            untyped: true,
-            binary: false,
-        });
-        out.push((plain(&format!("update_{cell}")), format!(
-            "CREATE TRIGGER {} AFTER UPDATE OF {} ON {t} WHEN {} BEGIN \
-             INSERT INTO fieldsync_pending(t, op, at{}, m{}) VALUES ({}, {}, julianday(){}, {}); END",
-            name(&format!("update_{cell}")),
-            quote_ident(cell),
-            changed_test(cell, kind),
-            key_cols(table),
-            bit / 64,
-            table.id,
-            op::UPDATE,
-            key_vals(table, "NEW"),
-            (1u64 << (bit % 64)) as i64,
-        )));
-    }
-    // A table without a key has no key column to change (its rowid is
-    // not a column an UPDATE OF trigger can name).
-    if table.identity != Identity::Content {
-        let sql_key = table.sql_key();
-        let key_list = sql_key
-            .iter()
-            .map(|k| quote_ident(k))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let key_changed = sql_key
-            .iter()
-            .map(|k| format!("NEW.{0} IS NOT OLD.{0}", quote_ident(k)))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        out.push((plain("rekey"), format!(
-            "CREATE TRIGGER {} AFTER UPDATE OF {key_list} ON {t} WHEN {key_changed} BEGIN {} {} END",
-            name("rekey"),
-            pending_insert(table, op::DELETE, "OLD"),
-            pending_insert(table, op::INSERT, "NEW"),
-        )));
-    }
-    out.push((
-        plain("delete"),
-        format!(
-            "CREATE TRIGGER {} AFTER DELETE ON {t} BEGIN {} END",
-            name("delete"),
-            pending_insert(table, op::DELETE, "OLD")
-        ),
-    ));
-    out
+    fires_of(table)
+        .into_iter()
+        .map(|fires| {
+            // Everything after the trigger's name.
+            let rest = match &fires {
+                Fires::Insert => format!(
+                    "AFTER INSERT ON {t} BEGIN {} END",
+                    pending_insert(table, op::INSERT, "NEW")
+                ),
+                Fires::Update { column, bit } => {
+                    let kind = cells.get(bit - 1).copied().unwrap_or(CellKind {
+                        untyped: true,
+                        binary: false,
+                    });
+                    format!(
+                        "AFTER UPDATE OF {} ON {t} WHEN {} BEGIN \
+                         INSERT INTO fieldsync_pending(t, op, at{}, m{}) VALUES ({}, {}, julianday(){}, {}); END",
+                        quote_ident(column),
+                        changed_test(column, kind),
+                        key_cols(table),
+                        bit / 64,
+                        table.id,
+                        op::UPDATE,
+                        key_vals(table, "NEW"),
+                        (1u64 << (bit % 64)) as i64,
+                    )
+                }
+                Fires::Rekey => {
+                    let sql_key = table.sql_key();
+                    let key_list = sql_key
+                        .iter()
+                        .map(|k| quote_ident(k))
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    let key_changed = sql_key
+                        .iter()
+                        .map(|k| format!("NEW.{0} IS NOT OLD.{0}", quote_ident(k)))
+                        .collect::<Vec<_>>()
+                        .join(" OR ");
+                    format!(
+                        "AFTER UPDATE OF {key_list} ON {t} WHEN {key_changed} BEGIN {} {} END",
+                        pending_insert(table, op::DELETE, "OLD"),
+                        pending_insert(table, op::INSERT, "NEW"),
+                    )
+                }
+                Fires::Delete => format!(
+                    "AFTER DELETE ON {t} BEGIN {} END",
+                    pending_insert(table, op::DELETE, "OLD")
+                ),
+            };
+            let name = trigger_name(table.id, &fires);
+            let legacy_name = legacy_trigger_name(&table.name, &fires);
+            CaptureTrigger {
+                sql: format!("CREATE TRIGGER {} {rest}", quote_ident(&name)),
+                legacy_sql: format!("CREATE TRIGGER {} {rest}", quote_ident(&legacy_name)),
+                name,
+                legacy_name,
+                fires,
+            }
+        })
+        .collect()
 }
 
 /// Record every row a newly tracked table already holds as an insert.
@@ -592,6 +838,58 @@ pub fn pending_count(conn: &Connection) -> Result<u64, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn table(id: i64, name: &str, cells: &[&str], identity: Identity) -> TrackedTable {
+        TrackedTable {
+            id,
+            name: name.to_owned(),
+            key: if identity == Identity::Key {
+                vec!["id".to_owned()]
+            } else {
+                Vec::new()
+            },
+            cells: cells.iter().map(|c| (*c).to_owned()).collect(),
+            identity,
+            local: (identity != Identity::Key).then(|| "rowid".to_owned()),
+        }
+    }
+
+    /// Tables whose old trigger names collide (in letter case too) get
+    /// distinct names, none of which any table could have had as an old
+    /// name.
+    #[test]
+    fn trigger_names_are_unique_and_never_an_old_name() {
+        let tables = [
+            table(1, "x", &["y_insert", "Y_DELETE"], Identity::Key),
+            table(2, "x_update_y", &["v"], Identity::Key),
+            table(3, "X_UPDATE_Y_INSERT", &["_update_"], Identity::Content),
+            table(4, "1", &["1_insert", "v"], Identity::Key),
+            table(12, "insert_1", &["update_1_1"], Identity::Key),
+            table(21, "update_1", &["2"], Identity::Content),
+        ];
+        let old = |t: &TrackedTable| -> Vec<String> {
+            fires_of(t)
+                .iter()
+                .map(|f| legacy_trigger_name(&t.name, f).to_ascii_lowercase())
+                .collect()
+        };
+        assert!(
+            old(&tables[0]).iter().any(|n| old(&tables[1]).contains(n)),
+            "the old names of x and x_update_y collide"
+        );
+        let mut current = std::collections::HashSet::new();
+        for t in &tables {
+            for f in fires_of(t) {
+                let name = trigger_name(t.id, &f).to_ascii_lowercase();
+                assert!(current.insert(name.clone()), "{name} given twice");
+            }
+        }
+        for t in &tables {
+            for name in old(t) {
+                assert!(!current.contains(&name), "{name} is an old name");
+            }
+        }
+    }
 
     #[test]
     fn triggers_capture_inserts_updates_deletes_and_key_changes() -> Result<(), Error> {

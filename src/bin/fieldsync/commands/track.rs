@@ -75,6 +75,12 @@ fn print_track(out: &mut dyn Write, r: &TrackReport) -> std::io::Result<()> {
     for c in &r.new_columns {
         writeln!(out, "now following new column {c}")?;
     }
+    for t in &r.renamed {
+        writeln!(
+            out,
+            "renamed the capture triggers of {t} (an older fieldsync named them after the table and its columns)"
+        )?;
+    }
     for (t, why) in &r.skipped {
         writeln!(out, "skipped {t}: {why}")?;
     }
