@@ -56,6 +56,8 @@ pub(crate) struct Applier {
     pub(super) spilled: HashMap<i64, bool>,
     /// Rows that had a held change when the import began.
     held_rows: HashSet<(usize, Vec<u8>)>,
+    /// Held changes from earlier imports tried again.
+    pub(super) retried: u64,
     /// Held changes from earlier imports applied now, and their numbers.
     pub(super) released: u64,
     pub(super) released_numbers: BTreeMap<i64, SeqSet>,
@@ -94,6 +96,7 @@ impl Applier {
                 .collect(),
             spilled: HashMap::new(),
             held_rows: held_rows(conn, s)?,
+            retried: 0,
             released: 0,
             released_numbers: BTreeMap::new(),
             overwritten: 0,

@@ -65,6 +65,9 @@ pub struct ImportReport {
     pub older: u64,
     /// Records of this bundle the database refused, kept in quarantine.
     pub quarantined: u64,
+    /// Changes quarantined by earlier imports tried again (those something
+    /// they wait for may have changed, spec/quarantine.md).
+    pub retried: u64,
     /// Changes quarantined by earlier imports that fit now and were applied.
     pub released: u64,
     /// Changes in quarantine after this import, in all.
@@ -85,6 +88,8 @@ pub struct ImportReport {
 /// What a retry of the quarantine did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RetryReport {
+    /// Held changes tried again.
+    pub retried: u64,
     /// Held changes applied and removed from quarantine.
     pub released: u64,
     /// Changes still held.
@@ -194,6 +199,7 @@ pub(crate) fn import<R: Read>(
         known: tables.iter().map(|c| c.known).sum(),
         older: tables.iter().map(|c| c.older).sum(),
         quarantined,
+        retried: ap.retried,
         released: ap.released,
         held: held_count(tx)?,
         overwritten: ap.overwritten,
@@ -339,6 +345,7 @@ pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryRepor
     }
     s.save(tx)?;
     Ok(RetryReport {
+        retried: ap.retried,
         released: ap.released,
         held: held_count(tx)?,
         overwritten: ap.overwritten,

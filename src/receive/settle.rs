@@ -145,7 +145,7 @@ impl Applier {
     /// entry of their row. A held change that can no longer be rebuilt
     /// stays held, as unusable.
     fn gather(
-        &self,
+        &mut self,
         conn: &Connection,
         s: &Session,
         deferred: Vec<(Change, Refusal)>,
@@ -162,6 +162,9 @@ impl Applier {
                     continue;
                 }
             };
+            if !self.spilled.contains_key(&held.id) {
+                self.retried += 1;
+            }
             by_row.insert((change.table, change.pk.clone()), entries.len());
             entries.push(Entry {
                 id: Some(held.id),
