@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 3;
+pub const ENGINE_SCHEMA: i64 = 4;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -95,8 +95,9 @@ CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
   PRIMARY KEY(peer, origin)
 ) WITHOUT ROWID;
 -- Received changes the database refused (a parent row not here, a UNIQUE
--- value another row holds, NOT NULL or CHECK): kept here, retried at every
--- import, applied and removed once they fit. `fieldsync conflicts` lists them.
+-- value another row holds, NOT NULL or CHECK): kept here, retried when what
+-- they wait for changes, applied and removed once they fit. `fieldsync
+-- conflicts` lists them.
 CREATE TABLE IF NOT EXISTS fieldsync_quarantine(
   id INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,                -- the app table
@@ -111,6 +112,30 @@ CREATE TABLE IF NOT EXISTS fieldsync_quarantine(
   record BLOB NOT NULL              -- the change as received (MessagePack)
 );
 CREATE INDEX IF NOT EXISTS fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
+-- What each held change waits for: an import retries only the entries
+-- waiting on a row (or table) it changed. Every schema change retries all.
+CREATE TABLE IF NOT EXISTS fieldsync_quarantine_waits(
+  tbl TEXT NOT NULL,                -- the app table, lower case; '*' for any change
+  pk BLOB NOT NULL,                 -- the row's canonical key; X'' for any row of tbl
+  entry INTEGER NOT NULL,           -- fieldsync_quarantine.id
+  PRIMARY KEY(tbl, pk, entry)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fieldsync_quarantine_waits_entry ON fieldsync_quarantine_waits(entry);
+-- Held changes the operator discarded (`fieldsync conflicts --discard`):
+-- counted as received and dropped; what they held is kept here.
+CREATE TABLE IF NOT EXISTS fieldsync_discarded(
+  id INTEGER PRIMARY KEY,
+  entry INTEGER NOT NULL,           -- its number in the quarantine (fieldsync_quarantine.id)
+  discarded_at INTEGER NOT NULL,    -- unix ms
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,                -- SQL literals
+  reason TEXT NOT NULL,             -- why it was held
+  detail TEXT NOT NULL,
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms it was first held
+  changes TEXT NOT NULL,            -- its change numbers, e.g. 'field-1#3, field-1#7'
+  vals TEXT NOT NULL                -- the values it carried, e.g. 'name = NULL, note = ''x'''
+);
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
   id INTEGER PRIMARY KEY,
