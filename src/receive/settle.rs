@@ -133,8 +133,16 @@ impl Applier {
             // value the next one frees (a renumbered UNIQUE column) then goes
             // through in one round instead of one change per round.
             entries.reverse();
-            let progress = self.round(tx, s, &mut entries, seen, Try::Apply)?
-                || self.joint_pass(tx, s, &mut entries, seen)?;
+            let mut progress = self.round(tx, s, &mut entries, seen, Try::Apply)?;
+            if !progress {
+                // Changes refused for references may fit only with held
+                // ones nothing woke (two rows pointing at each other): take
+                // those in and try them alone first.
+                if self.wake_partners(tx, s, &mut entries)? {
+                    continue;
+                }
+                progress = self.joint_pass(tx, s, &mut entries, seen)?;
+            }
             // What this round applied may let other held changes fit (a
             // child waits for its parent, itself held until now).
             let woke = self.wake(tx, s, &mut entries)?;
@@ -225,6 +233,53 @@ impl Applier {
             }
         }
         Ok(entries.len() > before)
+    }
+
+    /// Take in the held changes refused for references in the tables the
+    /// entries refused for references are in, refer to, or are referred
+    /// from: a joint pass may need them. True if there were any.
+    fn wake_partners(
+        &mut self,
+        conn: &Connection,
+        s: &Session,
+        entries: &mut Vec<Entry>,
+    ) -> Result<bool, Error> {
+        if self.retry_all {
+            return Ok(false);
+        }
+        let mut related = BTreeSet::new();
+        for e in entries.iter().filter(|e| e.refused_for_references()) {
+            let name = &s.catalog.tables()[e.change.table].name;
+            related.insert(name.clone());
+            related.extend(self.fks.outgoing(name).iter().map(|fk| fk.parent.clone()));
+            related.extend(self.fks.children_of(name).map(str::to_owned));
+            related.extend(e.change.refs.iter().map(|(_, p)| p.clone()));
+        }
+        let mut ids = BTreeSet::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM fieldsync_quarantine WHERE tbl = ?1 \
+             AND reason IN ('missing parent', 'still referenced')",
+        )?;
+        for name in related {
+            let Some(table) = s.catalog.by_name(&name) else {
+                continue;
+            };
+            for id in stmt.query_map([&table.name], |r| r.get::<_, i64>(0))? {
+                let id = id?;
+                if !self.loaded.contains(&id) {
+                    ids.insert(id);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        for held in quarantine::load_ids(conn, s.catalog.tables(), ids)? {
+            if let Some(e) = self.take_in(conn, held)? {
+                entries.push(e);
+            }
+        }
+        Ok(true)
     }
 
     /// A held change read back, as an entry to retry; one that can no
