@@ -137,6 +137,27 @@ fn origin_field(site: &Site, origin: &str, field: &str) -> Res<String> {
         .to_owned())
 }
 
+/// Run `cmd` with `input` piped to it; a command that exits before
+/// reading it (a refusal) is no error.
+fn answered(mut cmd: std::process::Command, input: &str) -> Res<Out> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input.as_bytes());
+    }
+    let out = child.wait_with_output()?;
+    Ok(Out {
+        code: out.status.code(),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    })
+}
+
 /// The ids of the held entries.
 fn held_ids(site: &Site) -> Res<Vec<u64>> {
     held(site)?.iter().map(|q| num(q, "id")).collect()
@@ -160,7 +181,7 @@ fn a_held_change_is_discarded_by_id_only_with_yes_and_its_values_are_recorded() 
     cmd.args(["conflicts", "--db"])
         .arg(&hq.db)
         .args(["--discard", &first]);
-    let out = run_with_input(cmd, "y\n")?;
+    let out = answered(cmd, "y\n")?;
     assert_error(&out, 1, &["--yes", "1 held change"]);
     assert_eq!(
         hq.fingerprint()?,
@@ -300,12 +321,19 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
     hq.sql(
         "DROP TABLE fieldsync_quarantine_waits;
          DROP TABLE fieldsync_discarded;
+         ALTER TABLE fieldsync_quarantine DROP COLUMN seqs;
          DELETE FROM fieldsync_meta WHERE key IN ('held_mark', 'held_schema');
          UPDATE fieldsync_meta SET value = 3 WHERE key = 'schema';",
     )?;
     field.sql("INSERT INTO visit VALUES ('v-1', 'first');")?;
     let (_, imported) = w.send(&field, &hq)?;
     assert_eq!(num(&imported, "retried")?, 3, "{imported}");
+    // Entries from before the seqs column still count as held, not had.
+    let quarantined = hq
+        .origin("field-1")?
+        .and_then(|o| o.get("quarantined").cloned())
+        .ok_or("no origin field-1")?;
+    assert_eq!(quarantined, "1-3");
     assert_eq!(
         hq.sql("SELECT value FROM fieldsync_meta WHERE key = 'schema';")?
             .trim(),

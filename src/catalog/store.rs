@@ -109,7 +109,8 @@ CREATE TABLE IF NOT EXISTS fieldsync_quarantine(
   first_at INTEGER NOT NULL,        -- unix ms
   last_at INTEGER NOT NULL,         -- unix ms of the last retry
   tries INTEGER NOT NULL DEFAULT 1,
-  record BLOB NOT NULL              -- the change as received (MessagePack)
+  record BLOB NOT NULL,             -- the change as received (MessagePack)
+  seqs BLOB                         -- its change numbers: 16-byte site id + 8-byte number, each
 );
 CREATE INDEX IF NOT EXISTS fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
 -- What each held change waits for: an import retries only the entries
@@ -229,6 +230,14 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
             .any(|c| c == "identity")
     {
         conn.execute_batch("ALTER TABLE fieldsync_tables ADD COLUMN identity TEXT")?;
+    }
+    if is_initialised(conn)?
+        && !column_names(conn, "fieldsync_quarantine")?.is_empty()
+        && !column_names(conn, "fieldsync_quarantine")?
+            .iter()
+            .any(|c| c == "seqs")
+    {
+        conn.execute_batch("ALTER TABLE fieldsync_quarantine ADD COLUMN seqs BLOB")?;
     }
     conn.execute_batch(ENGINE_DDL)?;
     Ok(())

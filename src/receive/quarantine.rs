@@ -299,8 +299,8 @@ pub(crate) fn hold(
     }
     let record = encode(table, change)?;
     conn.prepare_cached(
-        "INSERT INTO fieldsync_quarantine(tbl, key, pk, reason, detail, sender, first_at, last_at, record) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+        "INSERT INTO fieldsync_quarantine(tbl, key, pk, reason, detail, sender, first_at, last_at, record, seqs) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
     )?
     .execute(params![
         table.name,
@@ -310,9 +310,22 @@ pub(crate) fn hold(
         refusal.detail,
         sender,
         now_ms,
-        record
+        record,
+        seqs_of(change)
     ])?;
     Ok((conn.last_insert_rowid(), true))
+}
+
+/// A change's numbers as `fieldsync_quarantine.seqs` keeps them: per
+/// version its site id (16 bytes) and number (8, big-endian), so
+/// [`held_numbers`] need not decode every record.
+fn seqs_of(change: &Change) -> Vec<u8> {
+    let mut out = Vec::with_capacity(change.versions.len() * 24);
+    for v in &change.versions {
+        out.extend_from_slice(v.site.as_bytes());
+        out.extend_from_slice(&v.seq.to_be_bytes());
+    }
+    out
 }
 
 fn encode(table: &TrackedTable, change: &Change) -> Result<Vec<u8>, Error> {
@@ -331,8 +344,8 @@ pub(crate) fn rewrite(
     table: &TrackedTable,
     change: &Change,
 ) -> Result<(), Error> {
-    conn.prepare_cached("UPDATE fieldsync_quarantine SET record = ?1 WHERE id = ?2")?
-        .execute(params![encode(table, change)?, id])?;
+    conn.prepare_cached("UPDATE fieldsync_quarantine SET record = ?1, seqs = ?2 WHERE id = ?3")?
+        .execute(params![encode(table, change)?, seqs_of(change), id])?;
     Ok(())
 }
 
@@ -543,15 +556,31 @@ pub(crate) fn still_held(
 /// they are not counted as received until applied.
 pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let mut numbers: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-    let mut stmt = conn.prepare_cached("SELECT record FROM fieldsync_quarantine")?;
+    let mut stmt = conn.prepare_cached("SELECT seqs, record FROM fieldsync_quarantine")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let Ok(held) = rmp_serde::from_slice::<Held>(r.get_ref(0)?.as_blob()?) else {
+        // An entry written before the seqs column: its record says.
+        let Some(seqs) = r.get_ref(0)?.as_blob_or_null()? else {
+            let Ok(held) = rmp_serde::from_slice::<Held>(r.get_ref(1)?.as_blob()?) else {
+                continue;
+            };
+            for v in held.versions {
+                if let Some(idx) = sites.idx_of(&v.site) {
+                    numbers.entry(idx).or_default().push(v.seq);
+                }
+            }
             continue;
         };
-        for v in held.versions {
-            if let Some(idx) = sites.idx_of(&v.site) {
-                numbers.entry(idx).or_default().push(v.seq);
+        for one in seqs.chunks_exact(24) {
+            let (site, seq) = one.split_at(16);
+            let (Some(site), Ok(seq)) = (SiteId::from_slice(site), <[u8; 8]>::try_from(seq)) else {
+                continue;
+            };
+            if let Some(idx) = sites.idx_of(&site) {
+                numbers
+                    .entry(idx)
+                    .or_default()
+                    .push(u64::from_be_bytes(seq));
             }
         }
     }
