@@ -345,3 +345,20 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
     assert_eq!(num(&imported, "held")?, 3);
     check_clean(&hq)
 }
+
+// When in doubt, retry: any schema change since the quarantine was last
+// settled (here an index the app added) makes the next import retry every
+// held change, and the one after only those woken.
+#[test]
+fn a_schema_change_makes_the_next_import_retry_every_held_change() -> Res {
+    let w = World::new()?;
+    let (field, hq) = many_held(&w, 3)?;
+    hq.sql("CREATE INDEX person_note ON person(note);")?;
+    field.sql("INSERT INTO visit VALUES ('v-1', 'first');")?;
+    let (_, imported) = w.send(&field, &hq)?;
+    assert_eq!(num(&imported, "retried")?, 3, "{imported}");
+    field.sql("INSERT INTO visit VALUES ('v-2', 'second');")?;
+    let (_, imported) = w.send(&field, &hq)?;
+    assert_eq!(num(&imported, "retried")?, 0, "{imported}");
+    Ok(())
+}
