@@ -533,6 +533,29 @@ pub enum ImportError {
         /// The table it refers to.
         parent: String,
     },
+    /// The bundle would hold more of its sender's changes in quarantine
+    /// than the bound allows (spec/quarantine.md).
+    #[error(
+        "refused: this bundle from '{sender}' would leave {held} of its changes held in quarantine, more than the limit of {limit} per sender; nothing was imported. `fieldsync conflicts --db {db}` lists why changes are refused: fix the cause at the sender, discard what is held (`fieldsync conflicts --db {db} --discard-from {sender}`), or raise the limit: sqlite3 {db} \"INSERT OR REPLACE INTO fieldsync_meta VALUES ('max_held_per_sender', N)\""
+    )]
+    TooManyHeld {
+        /// The sender.
+        sender: String,
+        /// Its changes the quarantine would hold.
+        held: u64,
+        /// The bound.
+        limit: u64,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// Nothing held matches what was to be discarded.
+    #[error("the quarantine holds no {what}; `fieldsync conflicts --db {db}` lists what it holds")]
+    NotHeld {
+        /// What was asked for: "change #7", "change from 'field-1'".
+        what: String,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
     /// A change number was reused with different content.
     #[error(
         "the bundle's change {origin}#{seq} differs from the change with that number already here; instance '{origin}' may have been restored from an old backup"

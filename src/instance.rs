@@ -467,10 +467,40 @@ impl Instance {
         })
     }
 
-    /// Retry the quarantined changes now (they are also retried at every
-    /// import), applying those that fit.
+    /// Retry every quarantined change now (an import retries those that
+    /// something they wait for changed), applying those that fit.
     pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {
         self.as_importer(crate::receive::import::retry_held)
+    }
+
+    /// Discard held changes (`fieldsync conflicts --discard`): each is
+    /// recorded with its values (listed by [`conflicts`](Self::conflicts)),
+    /// removed from the quarantine, and its change numbers count as
+    /// received, so they are not asked for again. An error if nothing held
+    /// matches.
+    pub fn discard_held(
+        &mut self,
+        which: &crate::receive::quarantine::Discard,
+    ) -> Result<Vec<crate::receive::quarantine::DiscardedChange>, Error> {
+        self.write(|tx, s| {
+            let now = crate::base::hlc::now_unix_ms();
+            let out = crate::receive::quarantine::discard(tx, s, which, now)?;
+            if out.is_empty() {
+                let what = match which {
+                    crate::receive::quarantine::Discard::Entry(id) => format!("change #{id}"),
+                    crate::receive::quarantine::Discard::From(sender) => {
+                        format!("change from '{sender}'")
+                    }
+                };
+                return Err(crate::error::ImportError::NotHeld {
+                    what,
+                    db: crate::catalog::store::db_arg(tx),
+                }
+                .into());
+            }
+            s.save(tx)?;
+            Ok(out)
+        })
     }
 
     /// The quarantine and the newest `limit` overwritten values. Reads only.

@@ -87,4 +87,5 @@ pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
 pub use receive::import::{ImportReport, RetryReport};
+pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HELD_KEY};
 pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};

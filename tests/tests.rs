@@ -10,6 +10,7 @@
 
 mod util;
 
+mod bounded_quarantine;
 mod capture;
 mod check;
 mod cli;

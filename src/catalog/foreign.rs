@@ -107,6 +107,15 @@ impl ForeignKeys {
             .map_or(&[], Vec::as_slice)
     }
 
+    /// The tables whose rows may refer to rows of `table`.
+    pub fn children_of<'a>(&'a self, table: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.incoming
+            .get(&table.to_ascii_lowercase())
+            .into_iter()
+            .flatten()
+            .map(|fk| fk.child.as_str())
+    }
+
     /// True if rows of `table` need checking when written or deleted.
     pub fn involves(&self, table: &str) -> bool {
         if self.outgoing.is_empty() && self.incoming.is_empty() {

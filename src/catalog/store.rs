@@ -103,8 +103,9 @@ CREATE TABLE IF NOT EXISTS fieldsync_lacks(
   seqs TEXT NOT NULL
 );
 -- Received changes the database refused (a parent row not here, a UNIQUE
--- value another row holds, NOT NULL or CHECK): kept here, retried at every
--- import, applied and removed once they fit. `fieldsync conflicts` lists them.
+-- value another row holds, NOT NULL or CHECK): kept here, retried when what
+-- they wait for changes, applied and removed once they fit. `fieldsync
+-- conflicts` lists them.
 CREATE TABLE IF NOT EXISTS fieldsync_quarantine(
   id INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,                -- the app table
@@ -116,9 +117,34 @@ CREATE TABLE IF NOT EXISTS fieldsync_quarantine(
   first_at INTEGER NOT NULL,        -- unix ms
   last_at INTEGER NOT NULL,         -- unix ms of the last retry
   tries INTEGER NOT NULL DEFAULT 1,
-  record BLOB NOT NULL              -- the change as received (MessagePack)
+  record BLOB NOT NULL,             -- the change as received (MessagePack)
+  seqs BLOB                         -- its change numbers: 16-byte site id + 8-byte number, each
 );
 CREATE INDEX IF NOT EXISTS fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
+-- What each held change waits for: an import retries only the entries
+-- waiting on a row (or table) it changed. Every schema change retries all.
+CREATE TABLE IF NOT EXISTS fieldsync_quarantine_waits(
+  tbl TEXT NOT NULL,                -- the app table, lower case; '*' for any change
+  pk BLOB NOT NULL,                 -- the row's canonical key; X'' for any row of tbl
+  entry INTEGER NOT NULL,           -- fieldsync_quarantine.id
+  PRIMARY KEY(tbl, pk, entry)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS fieldsync_quarantine_waits_entry ON fieldsync_quarantine_waits(entry);
+-- Held changes the operator discarded (`fieldsync conflicts --discard`):
+-- counted as received and dropped; what they held is kept here.
+CREATE TABLE IF NOT EXISTS fieldsync_discarded(
+  id INTEGER PRIMARY KEY,
+  entry INTEGER NOT NULL,           -- its number in the quarantine (fieldsync_quarantine.id)
+  discarded_at INTEGER NOT NULL,    -- unix ms
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,                -- SQL literals
+  reason TEXT NOT NULL,             -- why it was held
+  detail TEXT NOT NULL,
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms it was first held
+  changes TEXT NOT NULL,            -- its change numbers, e.g. 'field-1#3, field-1#7'
+  vals TEXT NOT NULL                -- the values it carried, e.g. 'name = NULL, note = ''x'''
+);
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
   id INTEGER PRIMARY KEY,
@@ -231,6 +257,14 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
         conn.execute_batch(
             "ALTER TABLE fieldsync_peer_seqs ADD COLUMN lacks TEXT NOT NULL DEFAULT ''",
         )?;
+    }
+    if is_initialised(conn)?
+        && !column_names(conn, "fieldsync_quarantine")?.is_empty()
+        && !column_names(conn, "fieldsync_quarantine")?
+            .iter()
+            .any(|c| c == "seqs")
+    {
+        conn.execute_batch("ALTER TABLE fieldsync_quarantine ADD COLUMN seqs BLOB")?;
     }
     conn.execute_batch(ENGINE_DDL)?;
     Ok(())

@@ -54,8 +54,17 @@ pub(crate) struct Applier {
     /// Quarantine entries written while reading the bundle, and whether
     /// each was new (rather than joined to an older entry).
     pub(super) spilled: HashMap<i64, bool>,
-    /// Rows that had a held change when the import began.
-    held_rows: HashSet<(usize, Vec<u8>)>,
+    /// The tables with a held change when the import began.
+    held_tables: HashSet<String>,
+    /// Rows changed since the held changes waiting for them were last
+    /// looked up (spec/quarantine.md, "What a held change waits for").
+    pub(super) touched: Vec<(usize, Vec<u8>)>,
+    /// Quarantine entries taken into this settling.
+    pub(super) loaded: HashSet<i64>,
+    /// Retry every held change, not only those woken.
+    pub(super) retry_all: bool,
+    /// Held changes from earlier imports tried again.
+    pub(super) retried: u64,
     /// Held changes from earlier imports applied now, and their numbers.
     pub(super) released: u64,
     pub(super) released_numbers: BTreeMap<i64, SeqSet>,
@@ -93,7 +102,11 @@ impl Applier {
                 })
                 .collect(),
             spilled: HashMap::new(),
-            held_rows: held_rows(conn, s)?,
+            held_tables: crate::receive::quarantine::distinct_tables(conn, "fieldsync_quarantine")?,
+            touched: Vec::new(),
+            loaded: HashSet::new(),
+            retry_all: false,
+            retried: 0,
             released: 0,
             released_numbers: BTreeMap::new(),
             overwritten: 0,
@@ -105,8 +118,18 @@ impl Applier {
     /// True if the row has a change in quarantine: a new change of it must
     /// join that entry rather than be applied alone (a later edit of a row
     /// whose insert is held would otherwise create a partial row).
-    pub fn is_held(&self, c: &Change) -> bool {
-        !self.held_rows.is_empty() && self.held_rows.contains(&(c.table, c.pk.clone()))
+    pub fn is_held(&self, conn: &Connection, s: &Session, c: &Change) -> Result<bool, Error> {
+        let table = &s.catalog.tables()[c.table].name;
+        if !self.held_tables.contains(table) {
+            return Ok(false);
+        }
+        Ok(crate::receive::quarantine::entry_of(conn, table, &c.pk)?.is_some())
+    }
+
+    /// True if some change was held when the import began: only then do
+    /// the rows it changes need noting, to wake held changes waiting on them.
+    pub fn notes_touched(&self) -> bool {
+        !self.held_tables.is_empty()
     }
 
     pub fn count(&mut self, table: usize, verdict: Verdict) {
@@ -117,20 +140,6 @@ impl Applier {
             Verdict::Older => c.older += 1,
         }
     }
-}
-
-/// The rows, by catalog table, that have a change in quarantine.
-fn held_rows(conn: &Connection, s: &Session) -> Result<HashSet<(usize, Vec<u8>)>, Error> {
-    let mut held = HashSet::new();
-    let mut stmt = conn.prepare("SELECT tbl, pk FROM fieldsync_quarantine")?;
-    let mut rows = stmt.query([])?;
-    while let Some(r) = rows.next()? {
-        let tbl: String = r.get(0)?;
-        if let Some(i) = s.catalog.tables().iter().position(|t| t.name == tbl) {
-            held.insert((i, r.get::<_, Vec<u8>>(1)?));
-        }
-    }
-    Ok(held)
 }
 
 /// A reference check a joint pass makes after all its changes are written.

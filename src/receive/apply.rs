@@ -133,6 +133,10 @@ fn merge_into(
     if let Some(guard) = guard {
         guard.commit()?;
     }
+    if merged.verdict == Verdict::Applied && ap.notes_touched() {
+        // Held changes waiting for this row are retried (settle.rs).
+        ap.touched.push((c.table, c.pk.clone()));
+    }
     if !losses.is_empty() {
         crate::receive::conflicts::record(tx, &losses)?;
         ap.overwritten += losses.len() as u64;

@@ -145,6 +145,8 @@ pub struct Conflicts {
     pub overwritten: Vec<Overwritten>,
     /// Overwritten values recorded in all (the list may be cut).
     pub overwritten_total: u64,
+    /// Held changes the operator discarded, newest first.
+    pub discarded: Vec<crate::receive::quarantine::DiscardedChange>,
 }
 
 /// Read the quarantine and the newest `limit` overwritten values.
@@ -195,6 +197,7 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
         quarantined,
         overwritten,
         overwritten_total: overwritten_total as u64,
+        discarded: crate::receive::quarantine::discarded(conn)?,
     })
 }
 

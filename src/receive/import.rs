@@ -67,6 +67,9 @@ pub struct ImportReport {
     pub older: u64,
     /// Records of this bundle the database refused, kept in quarantine.
     pub quarantined: u64,
+    /// Changes quarantined by earlier imports tried again (those something
+    /// they wait for may have changed, spec/quarantine.md).
+    pub retried: u64,
     /// Changes quarantined by earlier imports that fit now and were applied.
     pub released: u64,
     /// Changes in quarantine after this import, in all.
@@ -90,6 +93,8 @@ pub struct ImportReport {
 /// What a retry of the quarantine did.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct RetryReport {
+    /// Held changes tried again.
+    pub retried: u64,
     /// Held changes applied and removed from quarantine.
     pub released: u64,
     /// Changes still held.
@@ -181,6 +186,8 @@ pub(crate) fn import<R: Read>(
     let deferred = apply_records(tx, s, &mut ap, &mut reader, &mapped, &origins)?;
     let end = reader.finish()?;
     ap.settle(tx, s, deferred.refused, Some(&origins.seen))?;
+    let added = ap.counts.iter().map(|c| c.quarantined).sum();
+    crate::receive::quarantine::within_bound(tx, &header.sender.name, added)?;
     observe_clocks(s, &deferred.latest, &mut warnings)?;
 
     let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
@@ -188,7 +195,7 @@ pub(crate) fn import<R: Read>(
     if quarantined > 0 {
         warnings.push(format!(
             "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
-             `fieldsync conflicts --db {}` lists them and why. They are retried at every import",
+             `fieldsync conflicts --db {}` lists them and why. They are retried when something they wait for changes",
             crate::catalog::store::db_arg(tx)
         ));
     }
@@ -201,6 +208,7 @@ pub(crate) fn import<R: Read>(
         known: tables.iter().map(|c| c.known).sum(),
         older: tables.iter().map(|c| c.older).sum(),
         quarantined,
+        retried: ap.retried,
         released: ap.released,
         held: held_count(tx)?,
         overwritten: ap.overwritten,
@@ -284,7 +292,7 @@ fn apply_records<R: Read>(
         }
         // A row with a change in quarantine takes the new change into that
         // entry: applied alone it could leave a partial row.
-        let applied = if ap.is_held(&change) {
+        let applied = if ap.is_held(tx, s, &change)? {
             Applied::Refused(Refusal {
                 reason: Reason::Other,
                 detail: "waits with the change held for this row".into(),
@@ -339,6 +347,7 @@ pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryRepor
     s.catalog.check_live(tx)?;
     crate::local::stamp::stamp_pending(tx, s)?;
     let mut ap = Applier::new(tx, s, "")?;
+    ap.retry_all = true;
     ap.settle(tx, s, Vec::new(), None)?;
     for (origin, set) in &ap.released_numbers {
         if *origin == s.local_idx {
@@ -349,6 +358,7 @@ pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryRepor
     }
     s.save(tx)?;
     Ok(RetryReport {
+        retried: ap.retried,
         released: ap.released,
         held: held_count(tx)?,
         overwritten: ap.overwritten,

@@ -7,8 +7,15 @@
 //! constraint fails, or a delete would leave child rows pointing at nothing.
 //! Import does not fail for these: the change is stored in
 //! `fieldsync_quarantine` with the reason, everything else is applied, and
-//! every later import (and `fieldsync conflicts --retry`) tries the held
-//! changes again, applying and removing those that now fit.
+//! later imports (and `fieldsync conflicts --retry`) try the held changes
+//! again, applying and removing those that now fit.
+//!
+//! A held change is retried only when something it waits for may have
+//! changed (spec/quarantine.md, "What a held change waits for"): each entry
+//! lists in `fieldsync_quarantine_waits` the rows or tables whose change
+//! could let it fit ([`waits_for`]); an import wakes the entries waiting on
+//! what it changed ([`woken`]), so a large quarantine costs a later import
+//! what changed, not what is held.
 //!
 //! A held change is not counted as received: its change numbers stay out of
 //! `fieldsync_have`, so this instance does not relay a row it has not
@@ -26,6 +33,7 @@ use crate::base::merge::{RowState, Version};
 use crate::base::seqset::SeqSet;
 use crate::base::site_id::SiteId;
 use crate::base::value::{Value, encode_key};
+use crate::catalog::foreign::ForeignKeys;
 use crate::catalog::site::Sites;
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{Error, SiteError};
@@ -291,8 +299,8 @@ pub(crate) fn hold(
     }
     let record = encode(table, change)?;
     conn.prepare_cached(
-        "INSERT INTO fieldsync_quarantine(tbl, key, pk, reason, detail, sender, first_at, last_at, record) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8)",
+        "INSERT INTO fieldsync_quarantine(tbl, key, pk, reason, detail, sender, first_at, last_at, record, seqs) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7, ?8, ?9)",
     )?
     .execute(params![
         table.name,
@@ -302,9 +310,22 @@ pub(crate) fn hold(
         refusal.detail,
         sender,
         now_ms,
-        record
+        record,
+        seqs_of(change)
     ])?;
     Ok((conn.last_insert_rowid(), true))
+}
+
+/// A change's numbers as `fieldsync_quarantine.seqs` keeps them: per
+/// version its site id (16 bytes) and number (8, big-endian), so
+/// [`held_numbers`] need not decode every record.
+fn seqs_of(change: &Change) -> Vec<u8> {
+    let mut out = Vec::with_capacity(change.versions.len() * 24);
+    for v in &change.versions {
+        out.extend_from_slice(v.site.as_bytes());
+        out.extend_from_slice(&v.seq.to_be_bytes());
+    }
+    out
 }
 
 fn encode(table: &TrackedTable, change: &Change) -> Result<Vec<u8>, Error> {
@@ -323,8 +344,8 @@ pub(crate) fn rewrite(
     table: &TrackedTable,
     change: &Change,
 ) -> Result<(), Error> {
-    conn.prepare_cached("UPDATE fieldsync_quarantine SET record = ?1 WHERE id = ?2")?
-        .execute(params![encode(table, change)?, id])?;
+    conn.prepare_cached("UPDATE fieldsync_quarantine SET record = ?1, seqs = ?2 WHERE id = ?3")?
+        .execute(params![encode(table, change)?, seqs_of(change), id])?;
     Ok(())
 }
 
@@ -343,25 +364,178 @@ pub(crate) fn load_all(conn: &Connection, tables: &[TrackedTable]) -> Result<Vec
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();
     while let Some(r) = rows.next()? {
-        let id: i64 = r.get(0)?;
-        let tbl: String = r.get(1)?;
-        let record = r.get_ref(2)?.as_blob()?;
-        let change = match tables.iter().position(|t| t.name == tbl) {
-            None => Err(format!("table {tbl} is no longer tracked")),
-            Some(i) => rmp_serde::from_slice::<Held>(record)
-                .map_err(|e| format!("the held record is damaged: {e}"))
-                .and_then(|h| h.to_change(i, &tables[i])),
-        };
-        out.push(Retry { id, change });
+        out.push(read_retry(r, tables)?);
     }
     Ok(out)
+}
+
+/// The held changes of entries `ids` (those still there), in that order.
+pub(crate) fn load_ids(
+    conn: &Connection,
+    tables: &[TrackedTable],
+    ids: impl IntoIterator<Item = i64>,
+) -> Result<Vec<Retry>, Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, tbl, record FROM fieldsync_quarantine WHERE id = ?1")?;
+    let mut out = Vec::new();
+    for id in ids {
+        let mut rows = stmt.query([id])?;
+        if let Some(r) = rows.next()? {
+            out.push(read_retry(r, tables)?);
+        }
+    }
+    Ok(out)
+}
+
+fn read_retry(r: &rusqlite::Row<'_>, tables: &[TrackedTable]) -> Result<Retry, Error> {
+    let id: i64 = r.get(0)?;
+    let tbl: String = r.get(1)?;
+    let record = r.get_ref(2)?.as_blob()?;
+    let change = match tables.iter().position(|t| t.name == tbl) {
+        None => Err(format!("table {tbl} is no longer tracked")),
+        Some(i) => rmp_serde::from_slice::<Held>(record)
+            .map_err(|e| format!("the held record is damaged: {e}"))
+            .and_then(|h| h.to_change(i, &tables[i])),
+    };
+    Ok(Retry { id, change })
 }
 
 /// Remove a held change that was applied (or turned out to be old news).
 pub(crate) fn release(conn: &Connection, id: i64) -> Result<(), Error> {
     conn.prepare_cached("DELETE FROM fieldsync_quarantine WHERE id = ?1")?
         .execute([id])?;
+    conn.prepare_cached("DELETE FROM fieldsync_quarantine_waits WHERE entry = ?1")?
+        .execute([id])?;
     Ok(())
+}
+
+/// In `fieldsync_quarantine_waits.tbl`: the entry waits for any change.
+pub(crate) const ANY_TABLE: &str = "*";
+
+/// What a held change waits for: `(table, pk)` pairs, the table's name in
+/// lower case, the pk empty for "any row of the table", and the table
+/// [`ANY_TABLE`] for "any change at all".
+///
+/// - always its own row (a later change of it, here or received);
+/// - not null, check: nothing else (only the row's own cells, or a schema
+///   change, can make them hold);
+/// - unique: any row of its table (the row holding the value may move on);
+/// - missing parent: any row of each table it refers to;
+/// - still referenced: any row of each table referring to its table;
+/// - any other reason (an app trigger, an unusable record): any change.
+///
+/// A schema change wakes every entry (spec/quarantine.md).
+pub(crate) fn waits_for(
+    table: &TrackedTable,
+    change: &Change,
+    refusal: &Refusal,
+    fks: &ForeignKeys,
+) -> Vec<(String, Vec<u8>)> {
+    let own = table.name.to_ascii_lowercase();
+    let mut waits = vec![(own.clone(), change.pk.clone())];
+    let any_row = |t: &str| (t.to_ascii_lowercase(), Vec::new());
+    match refusal.reason {
+        Reason::NotNull | Reason::Check => {}
+        Reason::Unique => waits.push(any_row(&own)),
+        Reason::MissingParent => {
+            let parents: Vec<_> = fks
+                .outgoing(&table.name)
+                .iter()
+                .map(|fk| any_row(&fk.parent))
+                .chain(change.refs.iter().map(|(_, p)| any_row(p)))
+                .collect();
+            if parents.is_empty() {
+                waits.push((ANY_TABLE.to_owned(), Vec::new()));
+            }
+            waits.extend(parents);
+        }
+        Reason::StillReferenced => {
+            let children: Vec<_> = fks.children_of(&table.name).map(any_row).collect();
+            if children.is_empty() {
+                waits.push((ANY_TABLE.to_owned(), Vec::new()));
+            }
+            waits.extend(children);
+        }
+        Reason::Other | Reason::Unusable => waits.push((ANY_TABLE.to_owned(), Vec::new())),
+    }
+    waits.sort();
+    waits.dedup();
+    waits
+}
+
+/// Record what entry `id` waits for, in place of what it waited for before.
+pub(crate) fn set_waits(
+    conn: &Connection,
+    id: i64,
+    waits: &[(String, Vec<u8>)],
+) -> Result<(), Error> {
+    conn.prepare_cached("DELETE FROM fieldsync_quarantine_waits WHERE entry = ?1")?
+        .execute([id])?;
+    let mut insert = conn.prepare_cached(
+        "INSERT OR IGNORE INTO fieldsync_quarantine_waits(tbl, pk, entry) VALUES (?1, ?2, ?3)",
+    )?;
+    for (tbl, pk) in waits {
+        insert.execute(params![tbl, pk, id])?;
+    }
+    Ok(())
+}
+
+/// The entries waiting for a change of one of `rows` (`(table, pk)`, the
+/// table by its name), and with `any`, those waiting for any change.
+pub(crate) fn woken(
+    conn: &Connection,
+    rows: &[(&str, &[u8])],
+    any: bool,
+) -> Result<std::collections::BTreeSet<i64>, Error> {
+    let mut ids = std::collections::BTreeSet::new();
+    let mut by_row = conn.prepare_cached(
+        "SELECT entry FROM fieldsync_quarantine_waits WHERE tbl = ?1 AND pk = ?2",
+    )?;
+    let mut tables = std::collections::BTreeSet::new();
+    for (tbl, pk) in rows {
+        let tbl = tbl.to_ascii_lowercase();
+        for id in by_row.query_map(params![tbl, pk], |r| r.get::<_, i64>(0))? {
+            ids.insert(id?);
+        }
+        tables.insert(tbl);
+    }
+    if any {
+        tables.insert(ANY_TABLE.to_owned());
+    }
+    for tbl in tables {
+        for id in by_row.query_map(params![tbl, Vec::<u8>::new()], |r| r.get::<_, i64>(0))? {
+            ids.insert(id?);
+        }
+    }
+    Ok(ids)
+}
+
+/// The distinct values of the indexed column `col` of `table` (one index
+/// step per value, not a scan of the rows).
+pub(crate) fn distinct_tables(
+    conn: &Connection,
+    table: &str,
+) -> Result<std::collections::HashSet<String>, Error> {
+    let sql = format!("SELECT tbl FROM {table} WHERE tbl > ?1 ORDER BY tbl LIMIT 1");
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let mut out = std::collections::HashSet::new();
+    let mut after = String::new();
+    while let Some(tbl) = stmt
+        .query_row([&after], |r| r.get::<_, String>(0))
+        .optional()?
+    {
+        out.insert(tbl.clone());
+        after = tbl;
+    }
+    Ok(out)
+}
+
+/// The entry holding the row `pk` of `table`, if any.
+pub(crate) fn entry_of(conn: &Connection, table: &str, pk: &[u8]) -> Result<Option<i64>, Error> {
+    Ok(conn
+        .prepare_cached("SELECT id FROM fieldsync_quarantine WHERE tbl = ?1 AND pk = ?2")?
+        .query_row(params![table, pk], |r| r.get(0))
+        .optional()?)
 }
 
 /// Record that a retry failed again, with the current reason.
@@ -382,15 +556,31 @@ pub(crate) fn still_held(
 /// they are not counted as received until applied.
 pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let mut numbers: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
-    let mut stmt = conn.prepare_cached("SELECT record FROM fieldsync_quarantine")?;
+    let mut stmt = conn.prepare_cached("SELECT seqs, record FROM fieldsync_quarantine")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let Ok(held) = rmp_serde::from_slice::<Held>(r.get_ref(0)?.as_blob()?) else {
+        // An entry written before the seqs column: its record says.
+        let Some(seqs) = r.get_ref(0)?.as_blob_or_null()? else {
+            let Ok(held) = rmp_serde::from_slice::<Held>(r.get_ref(1)?.as_blob()?) else {
+                continue;
+            };
+            for v in held.versions {
+                if let Some(idx) = sites.idx_of(&v.site) {
+                    numbers.entry(idx).or_default().push(v.seq);
+                }
+            }
             continue;
         };
-        for v in held.versions {
-            if let Some(idx) = sites.idx_of(&v.site) {
-                numbers.entry(idx).or_default().push(v.seq);
+        for one in seqs.chunks_exact(24) {
+            let (site, seq) = one.split_at(16);
+            let (Some(site), Ok(seq)) = (SiteId::from_slice(site), <[u8; 8]>::try_from(seq)) else {
+                continue;
+            };
+            if let Some(idx) = sites.idx_of(&site) {
+                numbers
+                    .entry(idx)
+                    .or_default()
+                    .push(u64::from_be_bytes(seq));
             }
         }
     }
@@ -398,6 +588,189 @@ pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, Se
         .into_iter()
         .map(|(origin, seqs)| (origin, SeqSet::from_numbers(seqs)))
         .collect())
+}
+
+/// Which held changes to discard (`fieldsync conflicts --discard`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Discard {
+    /// The entry with this number (`fieldsync_quarantine.id`).
+    Entry(i64),
+    /// Every entry a bundle of this sender brought.
+    From(String),
+}
+
+/// A held change the operator discarded, as `fieldsync_discarded` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DiscardedChange {
+    /// Its number in the quarantine.
+    pub entry: i64,
+    /// When it was discarded (unix ms).
+    pub discarded_ms: i64,
+    /// The table.
+    pub table: String,
+    /// The row's key, as SQL literals.
+    pub key: String,
+    /// Why it was held.
+    pub reason: String,
+    /// What exactly.
+    pub detail: String,
+    /// The instance whose bundle brought it.
+    pub sender: String,
+    /// When it was first held (unix ms).
+    pub first_ms: i64,
+    /// Its change numbers, `origin#seq`, comma-separated.
+    pub changes: String,
+    /// The values it carried, `column = value`, comma-separated.
+    pub values: String,
+}
+
+/// Discard held changes: each is recorded in `fieldsync_discarded` with
+/// its values, removed from the quarantine, and its change numbers count
+/// as received (dropped), so no peer is asked for them again. The caller
+/// saves the session (this instance's own numbers leave `lost`).
+pub(crate) fn discard(
+    conn: &Connection,
+    s: &mut crate::catalog::session::Session,
+    which: &Discard,
+    now_ms: i64,
+) -> Result<Vec<DiscardedChange>, Error> {
+    let (sql, arg): (&str, rusqlite::types::Value) = match which {
+        Discard::Entry(id) => ("id = ?1", (*id).into()),
+        Discard::From(sender) => ("sender = ?1", sender.clone().into()),
+    };
+    let mut stmt = conn.prepare(&format!(
+        "SELECT id, tbl, key, reason, detail, sender, first_at, record          FROM fieldsync_quarantine WHERE {sql} ORDER BY id"
+    ))?;
+    let mut rows = stmt.query([arg])?;
+    let mut out = Vec::new();
+    let mut numbers: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    while let Some(r) = rows.next()? {
+        let held = rmp_serde::from_slice::<Held>(r.get_ref(7)?.as_blob()?).ok();
+        let (changes, values) = match &held {
+            None => (String::new(), "(the held record is damaged)".to_owned()),
+            Some(h) => {
+                let changes = h
+                    .versions
+                    .iter()
+                    .map(|v| format!("{}#{}", s.sites.name_of(&v.site), v.seq))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                let values = h
+                    .values
+                    .iter()
+                    .map(|(c, v)| {
+                        let shown = if h.refs.iter().any(|(rc, _)| rc == c) {
+                            crate::catalog::refs::shown(v)
+                        } else {
+                            v.clone()
+                        };
+                        format!("{c} = {shown}")
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                for v in &h.versions {
+                    if let Some(idx) = s.sites.idx_of(&v.site) {
+                        numbers.entry(idx).or_default().insert_range(v.seq, v.seq);
+                    }
+                }
+                (changes, values)
+            }
+        };
+        out.push(DiscardedChange {
+            entry: r.get(0)?,
+            discarded_ms: now_ms,
+            table: r.get(1)?,
+            key: r.get(2)?,
+            reason: r.get(3)?,
+            detail: r.get(4)?,
+            sender: r.get(5)?,
+            first_ms: r.get(6)?,
+            changes,
+            values,
+        });
+    }
+    for d in &out {
+        conn.prepare_cached(
+            "INSERT INTO fieldsync_discarded(entry, discarded_at, tbl, key, reason, detail, sender,              first_at, changes, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?
+        .execute(params![
+            d.entry,
+            d.discarded_ms,
+            d.table,
+            d.key,
+            d.reason,
+            d.detail,
+            d.sender,
+            d.first_ms,
+            d.changes,
+            d.values
+        ])?;
+        release(conn, d.entry)?;
+    }
+    // Received and dropped: the numbers join "have" (ours leave "lost").
+    for (origin, set) in &numbers {
+        if *origin == s.local_idx {
+            s.lost = s.lost.minus(set);
+        } else {
+            crate::catalog::peers::add_have(conn, *origin, set)?;
+        }
+    }
+    Ok(out)
+}
+
+/// Every discarded change, newest first.
+pub(crate) fn discarded(conn: &Connection) -> Result<Vec<DiscardedChange>, Error> {
+    let mut stmt = conn.prepare(
+        "SELECT entry, discarded_at, tbl, key, reason, detail, sender, first_at, changes, vals          FROM fieldsync_discarded ORDER BY id DESC",
+    )?;
+    let out = stmt
+        .query_map([], |r| {
+            Ok(DiscardedChange {
+                entry: r.get(0)?,
+                discarded_ms: r.get(1)?,
+                table: r.get(2)?,
+                key: r.get(3)?,
+                reason: r.get(4)?,
+                detail: r.get(5)?,
+                sender: r.get(6)?,
+                first_ms: r.get(7)?,
+                changes: r.get(8)?,
+                values: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(out)
+}
+
+/// Held changes per sender allowed by default (`fieldsync_meta` key
+/// [`MAX_HELD_KEY`] sets another bound).
+pub const DEFAULT_MAX_HELD: u64 = 10_000;
+/// The `fieldsync_meta` key of the bound on held changes per sender.
+pub const MAX_HELD_KEY: &str = "max_held_per_sender";
+
+/// Refuse a bundle of `sender` that added `added` held changes and left
+/// more of its changes held than the bound (the caller's transaction then
+/// rolls back, leaving the database as it was).
+pub(crate) fn within_bound(conn: &Connection, sender: &str, added: u64) -> Result<(), Error> {
+    if added == 0 {
+        return Ok(());
+    }
+    let limit = crate::catalog::site::meta_get::<i64>(conn, MAX_HELD_KEY)?
+        .map_or(DEFAULT_MAX_HELD, |n| n.max(0) as u64);
+    let held: i64 = conn
+        .prepare_cached("SELECT count(*) FROM fieldsync_quarantine WHERE sender = ?1")?
+        .query_row([sender], |r| r.get(0))?;
+    let held = held as u64;
+    if held > limit {
+        return Err(crate::error::ImportError::TooManyHeld {
+            sender: sender.to_owned(),
+            held,
+            limit,
+            db: crate::catalog::store::db_arg(conn),
+        }
+        .into());
+    }
+    Ok(())
 }
 
 /// Number of held changes.

@@ -1,12 +1,13 @@
 //! Settling the changes an import could not apply at once, together with
-//! every change held by earlier imports: retry rounds until none fits, a
+//! the changes held by earlier imports that something they wait for may
+//! have changed since (spec/quarantine.md): retry rounds until none fits, a
 //! joint pass for changes that only fit together, the schema's `ON DELETE`
 //! actions for held deletes, and the quarantine for the rest
 //! (spec/quarantine.md). Each change goes through
 //! [`crate::receive::apply::apply`]; the quarantine table itself is
 //! [`crate::receive::quarantine`]'s.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, Transaction};
@@ -17,7 +18,7 @@ use crate::base::seqset::SeqSet;
 use crate::base::value::Value;
 use crate::catalog::identity::locate;
 use crate::catalog::session::Session;
-use crate::catalog::site::Sites;
+use crate::catalog::site::{Sites, meta_get, meta_set};
 use crate::catalog::tracked::TrackedTable;
 use crate::error::Error;
 use crate::local::log::load_row;
@@ -104,6 +105,8 @@ impl Applier {
             &self.sender,
             self.now_ms,
         )?;
+        let waits = quarantine::waits_for(table, change, refusal, &self.fks);
+        quarantine::set_waits(conn, id, &waits)?;
         self.spilled.insert(id, new);
         Ok(())
     }
@@ -121,15 +124,29 @@ impl Applier {
         deferred: Vec<(Change, Refusal)>,
         seen: Option<&BTreeMap<i64, SeqSet>>,
     ) -> Result<(), Error> {
+        if !self.retry_all {
+            self.touch_local_changes(tx, s)?;
+        }
         let mut entries = self.gather(tx, s, deferred)?;
         loop {
             // Alternate the direction: a chain of changes each needing the
             // value the next one frees (a renumbered UNIQUE column) then goes
             // through in one round instead of one change per round.
             entries.reverse();
-            if !self.round(tx, s, &mut entries, seen, Try::Apply)?
-                && !self.joint_pass(tx, s, &mut entries, seen)?
-            {
+            let mut progress = self.round(tx, s, &mut entries, seen, Try::Apply)?;
+            if !progress {
+                // Changes refused for references may fit only with held
+                // ones nothing woke (two rows pointing at each other): take
+                // those in and try them alone first.
+                if self.wake_partners(tx, s, &mut entries)? {
+                    continue;
+                }
+                progress = self.joint_pass(tx, s, &mut entries, seen)?;
+            }
+            // What this round applied may let other held changes fit (a
+            // child waits for its parent, itself held until now).
+            let woke = self.wake(tx, s, &mut entries)?;
+            if !progress && !woke {
                 break;
             }
         }
@@ -138,39 +155,193 @@ impl Applier {
         // after round: one delete applied may free another (a child the
         // origin deleted itself, whose own children were local).
         while self.round(tx, s, &mut entries, seen, Try::Cascade)? {}
-        self.hold(tx, s, entries)
+        self.hold(tx, s, entries)?;
+        // Local changes up to here, and this schema, are accounted for.
+        meta_set(tx, HELD_MARK, s.seq as i64)?;
+        meta_set(tx, HELD_SCHEMA, schema_version(tx)?)?;
+        Ok(())
+    }
+
+    /// Note the rows this instance's own changes touched since the last
+    /// settling (its app may have created a missing parent, or moved the
+    /// row holding a UNIQUE value). Without a record of when that was, or
+    /// if the schema changed since (a column appeared, a constraint went),
+    /// every held change is retried.
+    fn touch_local_changes(&mut self, conn: &Connection, s: &Session) -> Result<(), Error> {
+        let mark: Option<i64> = meta_get(conn, HELD_MARK)?;
+        let schema: Option<i64> = meta_get(conn, HELD_SCHEMA)?;
+        let (Some(mark), Some(schema)) = (mark, schema) else {
+            self.retry_all = true;
+            return Ok(());
+        };
+        if schema != schema_version(conn)? {
+            self.retry_all = true;
+            return Ok(());
+        }
+        if !self.notes_touched() {
+            return Ok(());
+        }
+        let mut stmt = conn
+            .prepare_cached("SELECT tbl, pk FROM fieldsync_log WHERE origin = ?1 AND seq > ?2")?;
+        let mut rows = stmt.query(rusqlite::params![s.local_idx, mark])?;
+        while let Some(r) = rows.next()? {
+            let tbl: i64 = r.get(0)?;
+            if let Some(i) = s.catalog.tables().iter().position(|t| t.id == tbl) {
+                self.touched.push((i, r.get(1)?));
+            }
+        }
+        Ok(())
+    }
+
+    /// The held changes not taken in yet that wait for a row changed since
+    /// the last look ([`Applier::touched`]).
+    fn woken_ids(&mut self, conn: &Connection, s: &Session) -> Result<BTreeSet<i64>, Error> {
+        let mut touched = std::mem::take(&mut self.touched);
+        if touched.is_empty() || self.retry_all {
+            return Ok(BTreeSet::new());
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        let waited = quarantine::distinct_tables(conn, "fieldsync_quarantine_waits")?;
+        let tables = s.catalog.tables();
+        let rows: Vec<(&str, &[u8])> = touched
+            .iter()
+            .map(|(t, pk)| (tables[*t].name.as_str(), pk.as_slice()))
+            .filter(|(name, _)| waited.contains(&name.to_ascii_lowercase()))
+            .collect();
+        let mut ids = quarantine::woken(conn, &rows, true)?;
+        ids.retain(|id| !self.loaded.contains(id));
+        Ok(ids)
+    }
+
+    /// Take in the held changes woken by what was applied since the last
+    /// look; true if there were any.
+    fn wake(
+        &mut self,
+        conn: &Connection,
+        s: &Session,
+        entries: &mut Vec<Entry>,
+    ) -> Result<bool, Error> {
+        let ids = self.woken_ids(conn, s)?;
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        let before = entries.len();
+        for held in quarantine::load_ids(conn, s.catalog.tables(), ids)? {
+            if let Some(e) = self.take_in(conn, held)? {
+                entries.push(e);
+            }
+        }
+        Ok(entries.len() > before)
+    }
+
+    /// Take in the held changes refused for references in the tables the
+    /// entries refused for references are in, refer to, or are referred
+    /// from: a joint pass may need them. True if there were any.
+    fn wake_partners(
+        &mut self,
+        conn: &Connection,
+        s: &Session,
+        entries: &mut Vec<Entry>,
+    ) -> Result<bool, Error> {
+        if self.retry_all {
+            return Ok(false);
+        }
+        let mut related = BTreeSet::new();
+        for e in entries.iter().filter(|e| e.refused_for_references()) {
+            let name = &s.catalog.tables()[e.change.table].name;
+            related.insert(name.clone());
+            related.extend(self.fks.outgoing(name).iter().map(|fk| fk.parent.clone()));
+            related.extend(self.fks.children_of(name).map(str::to_owned));
+            related.extend(e.change.refs.iter().map(|(_, p)| p.clone()));
+        }
+        let mut ids = BTreeSet::new();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id FROM fieldsync_quarantine WHERE tbl = ?1 \
+             AND reason IN ('missing parent', 'still referenced')",
+        )?;
+        for name in related {
+            let Some(table) = s.catalog.by_name(&name) else {
+                continue;
+            };
+            for id in stmt.query_map([&table.name], |r| r.get::<_, i64>(0))? {
+                let id = id?;
+                if !self.loaded.contains(&id) {
+                    ids.insert(id);
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        for held in quarantine::load_ids(conn, s.catalog.tables(), ids)? {
+            if let Some(e) = self.take_in(conn, held)? {
+                entries.push(e);
+            }
+        }
+        Ok(true)
+    }
+
+    /// A held change read back, as an entry to retry; one that can no
+    /// longer be rebuilt stays held, as unusable.
+    fn take_in(
+        &mut self,
+        conn: &Connection,
+        held: quarantine::Retry,
+    ) -> Result<Option<Entry>, Error> {
+        self.loaded.insert(held.id);
+        let change = match held.change {
+            Ok(change) => change,
+            Err(detail) => {
+                let reason = Reason::Unusable;
+                let refusal = Refusal { reason, detail };
+                quarantine::still_held(conn, held.id, &refusal, self.now_ms)?;
+                return Ok(None);
+            }
+        };
+        if !self.spilled.contains_key(&held.id) {
+            self.retried += 1;
+        }
+        Ok(Some(Entry {
+            id: Some(held.id),
+            fresh: self.spilled.contains_key(&held.id),
+            sender_saw: false,
+            change,
+            dirty: false,
+            refusal: None,
+        }))
     }
 
     /// Every held change, and the refused ones of this import joined to the
     /// entry of their row. A held change that can no longer be rebuilt
     /// stays held, as unusable.
     fn gather(
-        &self,
+        &mut self,
         conn: &Connection,
         s: &Session,
         deferred: Vec<(Change, Refusal)>,
     ) -> Result<Vec<Entry>, Error> {
         let mut entries: Vec<Entry> = Vec::new();
         let mut by_row: HashMap<(usize, Vec<u8>), usize> = HashMap::new();
-        for held in quarantine::load_all(conn, s.catalog.tables())? {
-            let change = match held.change {
-                Ok(change) => change,
-                Err(detail) => {
-                    let reason = Reason::Unusable;
-                    let refusal = Refusal { reason, detail };
-                    quarantine::still_held(conn, held.id, &refusal, self.now_ms)?;
-                    continue;
-                }
+        let held = if self.retry_all {
+            quarantine::load_all(conn, s.catalog.tables())?
+        } else {
+            // Those written while reading the bundle, those of the rows the
+            // refused records change (they join), those woken.
+            let mut ids: BTreeSet<i64> = self.spilled.keys().copied().collect();
+            for (change, _) in &deferred {
+                let table = &s.catalog.tables()[change.table].name;
+                ids.extend(quarantine::entry_of(conn, table, &change.pk)?);
+            }
+            ids.extend(self.woken_ids(conn, s)?);
+            quarantine::load_ids(conn, s.catalog.tables(), ids)?
+        };
+        for held in held {
+            let Some(e) = self.take_in(conn, held)? else {
+                continue;
             };
-            by_row.insert((change.table, change.pk.clone()), entries.len());
-            entries.push(Entry {
-                id: Some(held.id),
-                fresh: self.spilled.contains_key(&held.id),
-                sender_saw: false,
-                change,
-                dirty: false,
-                refusal: None,
-            });
+            by_row.insert((e.change.table, e.change.pk.clone()), entries.len());
+            entries.push(e);
         }
         for (change, refusal) in deferred {
             let row = (change.table, change.pk.clone());
@@ -251,12 +422,13 @@ impl Applier {
                 reason: Reason::Other,
                 detail: "refused".into(),
             });
-            match e.id {
+            let id = match e.id {
                 Some(id) => {
                     if e.dirty {
                         quarantine::rewrite(conn, id, table, &e.change)?;
                     }
                     quarantine::still_held(conn, id, &refusal, self.now_ms)?;
+                    id
                 }
                 None => {
                     quarantine::hold(
@@ -267,9 +439,12 @@ impl Applier {
                         &refusal,
                         &self.sender,
                         self.now_ms,
-                    )?;
+                    )?
+                    .0
                 }
-            }
+            };
+            let waits = quarantine::waits_for(table, &e.change, &refusal, &self.fks);
+            quarantine::set_waits(conn, id, &waits)?;
             if e.fresh {
                 self.counts[e.change.table].quarantined += 1;
             }
@@ -478,6 +653,16 @@ impl Applier {
         });
         Ok(())
     }
+}
+
+/// `fieldsync_meta` keys: the last change number of this instance, and
+/// the schema version, the quarantine was settled against.
+const HELD_MARK: &str = "held_mark";
+const HELD_SCHEMA: &str = "held_schema";
+
+/// SQLite's counter of schema changes of the database.
+fn schema_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA schema_version", [], |r| r.get(0))?)
 }
 
 /// True if no change the sender had seen made the row of `child` at `key`

@@ -1,12 +1,14 @@
-//! `fieldsync conflicts`: the changes held in quarantine and the values
-//! overwritten by concurrent edits; `--retry` retries the quarantine first.
+//! `fieldsync conflicts`: the changes held in quarantine, those discarded,
+//! and the values overwritten by concurrent edits; `--retry` retries the
+//! quarantine first, `--discard ID` / `--discard-from SENDER` drop held
+//! changes (after asking on a terminal; `--yes` for scripts).
 
-use std::io::Write;
+use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
 
 use anyhow::Result;
 use clap::Args;
-use fieldsync::{Conflicts, RetryReport};
+use fieldsync::{Conflicts, Discard, DiscardedChange, HeldChange, RetryReport};
 use serde::Serialize;
 
 use super::{DbArg, shell_quote, when};
@@ -18,9 +20,20 @@ use crate::ui::{Sorted, Ui};
 pub struct ConflictsArgs {
     #[command(flatten)]
     db: DbArg,
-    /// Try the quarantined changes again now (every import does too).
+    /// Try every quarantined change again now (an import retries those
+    /// something they wait for changed).
     #[arg(long)]
     retry: bool,
+    /// Discard the held change with this number (as listed): it is never
+    /// applied, its values are kept in the list of discarded changes.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["discard_from", "retry"])]
+    discard: Option<i64>,
+    /// Discard every change held from this sender.
+    #[arg(long, value_name = "SENDER", conflicts_with = "retry")]
+    discard_from: Option<String>,
+    /// Discard without asking (needed when not run on a terminal).
+    #[arg(long)]
+    yes: bool,
     /// Show at most this many overwritten values (newest first).
     #[arg(long, default_value_t = 50, value_name = "N")]
     limit: u64,
@@ -31,6 +44,8 @@ pub struct ConflictsArgs {
 #[derive(Serialize)]
 struct ConflictsJson<'a> {
     retry: &'a Option<RetryReport>,
+    /// The changes discarded by this run (null without `--discard`).
+    discarded_now: &'a Option<Vec<DiscardedChange>>,
     #[serde(flatten)]
     conflicts: &'a Conflicts,
 }
@@ -42,9 +57,25 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
     } else {
         None
     };
+    let which = match (&args.discard, &args.discard_from) {
+        (Some(id), _) => Some(Discard::Entry(*id)),
+        (None, Some(sender)) => Some(Discard::From(sender.clone())),
+        (None, None) => None,
+    };
+    let discarded_now = match which {
+        Some(which) => match confirmed(&instance.conflicts(0)?, &which, args.yes)? {
+            true => Some(instance.discard_held(&which)?),
+            false => {
+                ui.note("nothing discarded")?;
+                return Ok(Outcome::Success);
+            }
+        },
+        None => None,
+    };
     let conflicts = instance.conflicts(args.limit)?;
     let json = ConflictsJson {
         retry: &retry,
+        discarded_now: &discarded_now,
         conflicts: &conflicts,
     };
     ui.report(&Sorted(json), |out| {
@@ -55,10 +86,85 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
                 r.released, r.held
             )?;
         }
+        if let Some(d) = &discarded_now {
+            writeln!(
+                out,
+                "discarded {} held change(s): they count as received and will not be applied.",
+                d.len()
+            )?;
+        }
         print_quarantine(out, &conflicts, args.db.path())?;
+        print_discarded(out, &conflicts)?;
         print_overwritten(out, &conflicts)
     })?;
     Ok(Outcome::Success)
+}
+
+/// True if the held changes `which` names may be discarded: `--yes`, or
+/// the operator said so on the terminal. Without a terminal and without
+/// `--yes`, an error. With nothing held that matches, true: the library
+/// then says so.
+fn confirmed(c: &Conflicts, which: &Discard, yes: bool) -> Result<bool> {
+    let matches = |q: &&HeldChange| match which {
+        Discard::Entry(id) => q.id == *id,
+        Discard::From(sender) => &q.sender == sender,
+    };
+    let targets: Vec<&HeldChange> = c.quarantined.iter().filter(matches).collect();
+    if yes || targets.is_empty() {
+        return Ok(true);
+    }
+    if !std::io::stdin().is_terminal() {
+        anyhow::bail!(
+            "not discarding {} held change(s) without confirmation: add --yes to discard them from a script",
+            targets.len()
+        );
+    }
+    let mut err = std::io::stderr();
+    for q in &targets {
+        writeln!(
+            err,
+            "  #{:<5} {} row {} from '{}': {} — {}",
+            q.id, q.table, q.key, q.sender, q.reason, q.detail
+        )?;
+    }
+    write!(
+        err,
+        "Discard these {} held change(s)? They will never be applied here. [y/N] ",
+        targets.len()
+    )?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    Ok(matches!(
+        answer.trim().to_ascii_lowercase().as_str(),
+        "y" | "yes"
+    ))
+}
+
+fn print_discarded(out: &mut dyn Write, c: &Conflicts) -> std::io::Result<()> {
+    if c.discarded.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "discarded: {} held change(s) dropped by the operator",
+        c.discarded.len()
+    )?;
+    for d in &c.discarded {
+        writeln!(
+            out,
+            "  #{:<5} {} row {} from '{}' ({}), discarded {}: {} [{}]",
+            d.entry,
+            d.table,
+            d.key,
+            d.sender,
+            d.reason,
+            when(Some(d.discarded_ms)),
+            d.values,
+            d.changes
+        )?;
+    }
+    Ok(())
 }
 
 fn print_quarantine(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::Result<()> {
@@ -67,7 +173,7 @@ fn print_quarantine(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::R
     }
     writeln!(
         out,
-        "quarantine: {} change(s) received but not applied (retried at every import; `fieldsync conflicts --db {} --retry` retries now)",
+        "quarantine: {} change(s) received but not applied (retried when something they wait for changes; `fieldsync conflicts --db {} --retry` retries now)",
         c.quarantined.len(),
         shell_quote(db)
     )?;
