@@ -266,6 +266,73 @@ pub(crate) struct Replaced {
     pub warning: Option<String>,
 }
 
+/// What is at an export's output path already.
+enum Existing {
+    /// Nothing, or not a bundle: replaced without asking.
+    NotABundle,
+    /// A bundle whose header reads (checked like any received header).
+    Bundle(Box<Header>),
+    /// A bundle whose header does not read, replaced because forced.
+    Unreadable(Replaced),
+}
+
+fn existing(path: &Path, overwrite: Overwrite) -> Result<Existing, Error> {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return Ok(Existing::NotABundle);
+    };
+    let mut magic = [0u8; 8];
+    if file.read_exact(&mut magic).is_err() || magic != MAGIC {
+        return Ok(Existing::NotABundle);
+    }
+    file.seek(SeekFrom::Start(0))?;
+    match read_header_checked(&mut file) {
+        Ok(h) => Ok(Existing::Bundle(Box::new(h))),
+        Err(e) if overwrite == Overwrite::Force => Ok(Existing::Unreadable(Replaced {
+            again: BTreeMap::new(),
+            warning: Some(format!(
+                "overwrote {}, whose header could not be read ({e})",
+                path.display()
+            )),
+        })),
+        Err(e) => Err(ExportError::OverwriteUnreadable {
+            path: path.into(),
+            reason: e.to_string(),
+        }
+        .into()),
+    }
+}
+
+/// Who has to have acknowledged what an existing bundle covers (for the
+/// message), what they did acknowledge, and whether the new bundle goes to
+/// that same peer.
+fn delivered_to(
+    conn: &Connection,
+    s: &Session,
+    header: &Header,
+    target: &ExportTarget,
+    ours: bool,
+) -> Result<(String, BTreeMap<i64, SeqSet>, bool), Error> {
+    if !ours {
+        // A bundle from another instance: delivered if imported here.
+        return Ok(("this instance".to_owned(), have_all(conn, s)?, false));
+    }
+    let Some(name) = &header.recipient else {
+        return Ok(("any peer".to_owned(), known_all(conn)?, false));
+    };
+    let peer = list_peers(conn)?.into_iter().find(|p| &p.name == name);
+    let acked = match &peer {
+        Some(p) => peer_seqs(conn, p.id)?
+            .into_iter()
+            .map(|(o, x)| (o, x.acked))
+            .collect(),
+        None => BTreeMap::new(),
+    };
+    let same = matches!(target, ExportTarget::Peer { to, .. }
+        if to == name || peer.as_ref().and_then(|p| p.site).and_then(|i| s.sites.get(i))
+            .is_some_and(|site| site.id.to_string() == *to));
+    Ok((format!("'{name}'"), acked, same))
+}
+
 /// Look at the bundle file an export is about to replace. Its header is
 /// read (and checked, as hostile input) to learn what it covers; what of
 /// that its recipient has not acknowledged would be lost with the file:
@@ -278,32 +345,10 @@ pub(crate) fn check_overwrite(
     target: &ExportTarget,
     overwrite: Overwrite,
 ) -> Result<Replaced, Error> {
-    let Ok(mut file) = std::fs::File::open(path) else {
-        return Ok(Replaced::default());
-    };
-    let mut magic = [0u8; 8];
-    if file.read_exact(&mut magic).is_err() || magic != MAGIC {
-        return Ok(Replaced::default());
-    }
-    file.seek(SeekFrom::Start(0))?;
-    let header = match read_header_checked(&mut file) {
-        Ok(h) => h,
-        Err(e) if overwrite == Overwrite::Force => {
-            return Ok(Replaced {
-                again: BTreeMap::new(),
-                warning: Some(format!(
-                    "overwrote {}, whose header could not be read ({e})",
-                    path.display()
-                )),
-            });
-        }
-        Err(e) => {
-            return Err(ExportError::OverwriteUnreadable {
-                path: path.into(),
-                reason: e.to_string(),
-            }
-            .into());
-        }
+    let header = match existing(path, overwrite)? {
+        Existing::NotABundle => return Ok(Replaced::default()),
+        Existing::Unreadable(replaced) => return Ok(replaced),
+        Existing::Bundle(header) => header,
     };
     // Who has to have acknowledged what the file covers, and what they did.
     let ours = header.sender.id == s.local;
@@ -312,25 +357,7 @@ pub(crate) fn check_overwrite(
         // replaced bundle of its own held, and more.
         return Ok(Replaced::default());
     }
-    let (who, delivered, same_peer) = if !ours {
-        // A bundle from another instance: delivered if imported here.
-        ("this instance".to_owned(), have_all(conn, s)?, false)
-    } else if let Some(name) = &header.recipient {
-        let peer = list_peers(conn)?.into_iter().find(|p| &p.name == name);
-        let acked = match &peer {
-            Some(p) => peer_seqs(conn, p.id)?
-                .into_iter()
-                .map(|(o, x)| (o, x.acked))
-                .collect(),
-            None => BTreeMap::new(),
-        };
-        let same = matches!(target, ExportTarget::Peer { to, .. }
-            if to == name || peer.as_ref().and_then(|p| p.site).and_then(|i| s.sites.get(i))
-                .is_some_and(|site| site.id.to_string() == *to));
-        (format!("'{name}'"), acked, same)
-    } else {
-        ("any peer".to_owned(), known_all(conn)?, false)
-    };
+    let (who, delivered, same_peer) = delivered_to(conn, s, &header, target, ours)?;
     let empty = SeqSet::new();
     let mut undelivered: BTreeMap<i64, SeqSet> = BTreeMap::new();
     let mut numbers = Vec::new();
