@@ -5,7 +5,8 @@
 //! references are recognised on every instance ([`identity`], [`refs`]),
 //! which references the engine follows ([`foreign`]), what each peer has
 //! ([`peers`]), and the per-connection state loaded from all of it
-//! ([`session`]).
+//! ([`session`]). [`savepoint`] is the guard every part that writes in
+//! steps uses.
 //!
 //! The catalog depends only on [`crate::base`] and [`crate::error`]; the
 //! data path (`local`, `send`, `receive`) reads and updates it.
@@ -16,6 +17,7 @@ pub(crate) mod keyform;
 pub(crate) mod layout;
 pub(crate) mod peers;
 pub(crate) mod refs;
+pub(crate) mod savepoint;
 pub(crate) mod schema;
 pub(crate) mod session;
 pub(crate) mod site;

@@ -14,6 +14,7 @@
 use rusqlite::{Connection, OptionalExtension, Transaction};
 
 use crate::catalog::layout::{AsSent, Identity, TrackOptions, glob_match, layout_of, plan};
+use crate::catalog::savepoint::Savepoint;
 use crate::catalog::schema::{
     Affinity, TableShape, app_tables, quote_ident, table_shape, untrackable_tables,
 };
@@ -125,7 +126,7 @@ pub fn track(
 /// the other tables go on. Only an error that concerns the database as a
 /// whole ([`stops_the_run`]) ends the run, and the whole `track` with it.
 fn track_one_of_all(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     catalog: &mut Catalog,
     name: &str,
     opts: &TrackOptions,
@@ -133,8 +134,8 @@ fn track_one_of_all(
     report: &mut TrackReport,
 ) -> Result<(), Error> {
     let (table_before, report_before) = (catalog.by_name(name).cloned(), report.clone());
-    let outcome = in_savepoint(conn, || {
-        track_table(conn, catalog, name, &Selection::All, opts, as_sent, report)
+    let outcome = in_savepoint(tx, || {
+        track_table(tx, catalog, name, &Selection::All, opts, as_sent, report)
     })?;
     match outcome {
         Ok(()) => Ok(()),
@@ -179,15 +180,14 @@ fn stops_the_run(e: &Error) -> bool {
 /// change `f` made, schema included) if it fails. The outer error is the
 /// savepoint's own failure, after which the transaction's state is unknown.
 fn in_savepoint<T>(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     f: impl FnOnce() -> Result<T, Error>,
 ) -> Result<Result<T, Error>, Error> {
-    conn.execute_batch("SAVEPOINT fieldsync_track_table")?;
+    let sp = Savepoint::open(tx, "fieldsync_track_table")?;
     let out = f();
-    if out.is_ok() {
-        conn.execute_batch("RELEASE fieldsync_track_table")?;
-    } else {
-        conn.execute_batch("ROLLBACK TO fieldsync_track_table; RELEASE fieldsync_track_table")?;
+    match out {
+        Ok(_) => sp.commit()?,
+        Err(_) => sp.rollback()?,
     }
     Ok(out)
 }
@@ -198,15 +198,15 @@ fn in_savepoint<T>(
 /// twice). A table that cannot be done keeps the triggers it has, which
 /// still capture its writes, and is named in a warning.
 fn rename_legacy_triggers(
-    conn: &Connection,
+    tx: &Transaction<'_>,
     catalog: &Catalog,
     report: &mut TrackReport,
 ) -> Result<(), Error> {
     for table in catalog.tables() {
-        if !has_legacy_triggers(conn, table)? {
+        if !has_legacy_triggers(tx, table)? {
             continue;
         }
-        match in_savepoint(conn, || install_triggers(conn, table))? {
+        match in_savepoint(tx, || install_triggers(tx, table))? {
             Ok(()) => report.renamed.push(table.name.clone()),
             Err(e) if stops_the_run(&e) => return Err(e),
             Err(e) => report.warnings.push(format!(

@@ -16,13 +16,13 @@ use crate::base::hlc::now_unix_ms;
 use crate::base::merge::{RowAction, RowState, Verdict};
 use crate::base::seqset::SeqSet;
 use crate::base::value::key_literal;
+use crate::catalog::savepoint::Savepoint;
 use crate::catalog::session::Session;
 use crate::error::{Error, ImportError};
 use crate::local::log::{load_row, save_row};
 use crate::receive::applier::Applier;
 use crate::receive::conflicts::MergedRow;
 use crate::receive::quarantine::{Change, Refusal};
-use crate::receive::savepoint::Savepoint;
 use crate::receive::write::{Written, malformed, write_row};
 
 /// What became of one change.

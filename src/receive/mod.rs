@@ -4,7 +4,8 @@
 //! write the app's rows; [`settle`] retries the changes the database
 //! refused, and those that cannot be written yet wait in [`quarantine`].
 //! Values overwritten by concurrent edits are logged in [`conflicts`]. A
-//! change's writes that must vanish together sit in a [`savepoint`]; what
+//! change's writes that must vanish together sit in a savepoint
+//! ([`crate::catalog::savepoint`]); what
 //! the changes of one import share while applied is an [`applier`].
 
 pub(crate) mod applier;
@@ -12,6 +13,5 @@ pub(crate) mod apply;
 pub(crate) mod conflicts;
 pub(crate) mod import;
 pub(crate) mod quarantine;
-pub(crate) mod savepoint;
 pub(crate) mod settle;
 pub(crate) mod write;

@@ -17,6 +17,7 @@ use crate::base::merge::Verdict;
 use crate::base::seqset::SeqSet;
 use crate::base::value::Value;
 use crate::catalog::identity::locate;
+use crate::catalog::savepoint::Savepoint;
 use crate::catalog::session::Session;
 use crate::catalog::site::{Sites, meta_get, meta_set};
 use crate::catalog::tracked::TrackedTable;
@@ -25,7 +26,6 @@ use crate::local::log::load_row;
 use crate::receive::applier::Applier;
 use crate::receive::apply::{Applied, apply};
 use crate::receive::quarantine::{self, Change, Reason, Refusal};
-use crate::receive::savepoint::Savepoint;
 use crate::receive::write::{is_database_trouble, run_post_checks};
 
 /// One change waiting in [`Applier::settle`].

@@ -1,6 +1,6 @@
 //! The savepoint guard: writes that must vanish together if what they belong
-//! to is refused (one change, a joint pass, the `ON DELETE` actions of a
-//! held delete).
+//! to is refused (one received change, a joint pass, the `ON DELETE` actions
+//! of a held delete, one table of `track --all`).
 //!
 //! Like rusqlite's `Savepoint`, it rolls back when dropped without
 //! [`Savepoint::commit`]: every exit, a refusal or a `?`, undoes what was
