@@ -548,6 +548,15 @@ pub enum ImportError {
         /// The database, as typed after `--db`.
         db: String,
     },
+    /// The tracked tables changed between two write transactions of one
+    /// import (`track` ran meanwhile).
+    #[error(
+        "the tracked tables changed while the import was running (did `fieldsync track` run?); what was applied so far is kept; import the bundle again to finish: fieldsync import --db {db} FILE"
+    )]
+    TrackedChanged {
+        /// The database, as typed after `--db`.
+        db: String,
+    },
     /// Nothing held matches what was to be discarded.
     #[error("the quarantine holds no {what}; `fieldsync conflicts --db {db}` lists what it holds")]
     NotHeld {

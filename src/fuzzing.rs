@@ -37,6 +37,27 @@ use crate::bundle::{BundleReader, BundleWriter, inspect, verify};
 use crate::error::{BundleError, Error};
 use crate::{ExportTarget, ImportReport, Instance, Selection};
 
+/// Import a bundle in write transactions of `records` records each and
+/// stop after `transactions` of them, as a crash between two would leave
+/// the database (spec/merge.md, "Write transactions"). `Some` report if the
+/// import ended before that.
+pub fn import_interrupted(
+    db: &mut Instance,
+    bundle: &[u8],
+    records: u64,
+    transactions: usize,
+) -> Result<Option<ImportReport>, Error> {
+    let steps = crate::receive::import::Steps {
+        records: Some(records),
+        stop_after: Some(transactions),
+    };
+    let opts = crate::ImportOptions {
+        pause: std::time::Duration::ZERO,
+        ..crate::ImportOptions::default()
+    };
+    db.import_steps(Cursor::new(bundle), &opts, &steps)
+}
+
 /// The per-record limit the decode targets read with: far below the
 /// format's own (about 1 GiB, for one huge value), so the fuzzer's memory
 /// limit stays meaningful.

@@ -22,7 +22,9 @@ use crate::catalog::store::{
 use crate::error::{Error, ExportError, SetupError, SiteError};
 use crate::local::capture::{Selection, TrackReport, pending_count, track};
 use crate::receive::conflicts::Conflicts;
-use crate::receive::import::{ImportReport, RetryReport, import};
+use crate::receive::import::{
+    ImportOptions, ImportReport, RetryReport, Steps, check_records, import, import_in_steps,
+};
 use crate::send::export::{ExportReport, ExportTarget, Overwrite, check_overwrite, export};
 
 /// An app database set up for fieldsync.
@@ -437,12 +439,55 @@ impl Instance {
         Ok(header)
     }
 
-    /// Import one bundle: verify its checksum, then apply it and the
-    /// watermark updates in one transaction.
-    pub fn import<R: Read + Seek>(&mut self, mut r: R) -> Result<ImportReport, Error> {
+    /// Import one bundle: verify its checksum, check every record, then
+    /// apply it in write transactions of about 100 ms each
+    /// ([`ImportOptions::default`]), so the app's writes wait at most about
+    /// that long (spec/merge.md, "Write transactions").
+    pub fn import<R: Read + Seek>(&mut self, r: R) -> Result<ImportReport, Error> {
+        self.import_with(r, &ImportOptions::default())
+    }
+
+    /// [`import`](Self::import) with a bound on each write transaction, or
+    /// (`max_write: None`) in one transaction: all or nothing, holding the
+    /// write lock for the whole import.
+    pub fn import_with<R: Read + Seek>(
+        &mut self,
+        r: R,
+        opts: &ImportOptions,
+    ) -> Result<ImportReport, Error> {
+        match self.import_steps(r, opts, &Steps::default())? {
+            Some(report) => Ok(report),
+            None => unreachable!("an import without a stop runs to its end"),
+        }
+    }
+
+    /// [`import_with`](Self::import_with), cut as `steps` says (tests);
+    /// `None` if it stopped before the end.
+    pub(crate) fn import_steps<R: Read + Seek>(
+        &mut self,
+        mut r: R,
+        opts: &ImportOptions,
+        steps: &Steps,
+    ) -> Result<Option<ImportReport>, Error> {
         verify(&mut r)?;
+        if opts.max_write.is_none() {
+            let reader = BundleReader::open(r)?;
+            return self.as_importer(|tx, s| import(tx, s, reader)).map(Some);
+        }
+        // Every record is checked before the first commit: a bundle refused
+        // halfway would leave its first part applied.
+        {
+            let reader = BundleReader::open(&mut r)?;
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let s = Session::load(&tx)?;
+            drop(tx);
+            check_records(&self.conn, &s, reader)?;
+        }
+        r.seek(std::io::SeekFrom::Start(0))?;
         let reader = BundleReader::open(r)?;
-        self.as_importer(|tx, s| import(tx, s, reader))
+        self.with_import_settings(|this| import_in_steps(&mut this.conn, reader, opts, steps))
     }
 
     /// Import several bundles in one transaction: all or nothing, and one
@@ -456,12 +501,18 @@ impl Instance {
         bundles: impl IntoIterator<Item = Result<R, Error>>,
     ) -> Result<Vec<ImportReport>, Error> {
         self.as_importer(|tx, s| {
-            let mut reports = Vec::new();
+            let began = std::time::Instant::now();
+            let mut reports: Vec<ImportReport> = Vec::new();
             for r in bundles {
                 let mut r = r?;
                 verify(&mut r)?;
                 let reader = BundleReader::open(r)?;
                 reports.push(import(tx, s, reader)?);
+            }
+            // One write transaction for all of them.
+            let held = began.elapsed().as_millis() as u64;
+            for r in &mut reports {
+                r.longest_write_ms = held;
             }
             Ok(reports)
         })

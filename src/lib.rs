@@ -73,7 +73,7 @@ mod receive;
 mod send;
 
 pub use admin::check::{CheckReport, Invariant, Problem};
-pub use admin::status::{OriginStatus, PeerStatus, Status, TableStatus};
+pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
 pub use base::merge;
 pub use base::site_id::SiteId;
 pub use base::value::Value;
@@ -86,6 +86,6 @@ pub use instance::{CompactReport, Instance, SetupReport};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
-pub use receive::import::{ImportReport, RetryReport};
+pub use receive::import::{DEFAULT_MAX_WRITE_MS, ImportOptions, ImportReport, RetryReport};
 pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HELD_KEY};
 pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};

@@ -27,3 +27,4 @@ mod regressions;
 mod scenario;
 mod tables;
 mod trigger_names;
+mod write_locks;

@@ -86,6 +86,33 @@ pub struct Status {
     pub quarantined: u64,
     /// Values recorded as overwritten by concurrent edits.
     pub overwritten: u64,
+    /// An import stopped between two of its write transactions (a crash, a
+    /// kill, an error): what it applied is kept, and importing its bundle
+    /// again finishes it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interrupted_import: Option<InterruptedImport>,
+}
+
+/// An import that stopped between two of its write transactions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct InterruptedImport {
+    /// The bundle's sender.
+    pub from: String,
+    /// Records it had merged.
+    pub applied: u64,
+}
+
+fn interrupted_import(conn: &Connection) -> Result<Option<InterruptedImport>, Error> {
+    let Some(text) =
+        crate::catalog::site::meta_get::<String>(conn, crate::receive::import::INTERRUPTED_KEY)?
+    else {
+        return Ok(None);
+    };
+    let (from, applied) = text.rsplit_once('\t').unwrap_or((text.as_str(), "0"));
+    Ok(Some(InterruptedImport {
+        from: from.to_owned(),
+        applied: applied.parse().unwrap_or(0),
+    }))
 }
 
 fn count_in(conn: &Connection, origin: i64, set: &SeqSet) -> Result<u64, Error> {
@@ -127,6 +154,7 @@ pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error>
         overwritten: tx.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| {
             r.get::<_, i64>(0)
         })? as u64,
+        interrupted_import: interrupted_import(tx)?,
     })
 }
 

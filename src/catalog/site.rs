@@ -64,6 +64,13 @@ pub fn meta_set(conn: &Connection, key: &str, value: impl rusqlite::ToSql) -> Re
     Ok(())
 }
 
+/// Remove a value from `fieldsync_meta`.
+pub fn meta_delete(conn: &Connection, key: &str) -> Result<(), Error> {
+    conn.prepare_cached("DELETE FROM fieldsync_meta WHERE key = ?1")?
+        .execute([key])?;
+    Ok(())
+}
+
 /// An instance this one knows of.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Site {

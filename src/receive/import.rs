@@ -21,8 +21,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
+use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
@@ -40,6 +41,7 @@ use crate::catalog::peers::{
 use crate::catalog::refs::RefFk;
 use crate::catalog::schema::{Affinity, table_shape};
 use crate::catalog::session::Session;
+use crate::catalog::site::{meta_delete, meta_get, meta_set};
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
@@ -88,6 +90,11 @@ pub struct ImportReport {
     pub gaps: BTreeMap<String, String>,
     /// Things worth telling the operator.
     pub warnings: Vec<String>,
+    /// Write transactions the import took.
+    pub write_transactions: u64,
+    /// The longest of them, in milliseconds: how long an app's write could
+    /// have waited for this import.
+    pub longest_write_ms: u64,
 }
 
 /// What a retry of the quarantine did.
@@ -118,15 +125,6 @@ pub(crate) struct Mapped {
 /// The table a tagged reference refers to: its name, its identity at the
 /// sender, its key length here.
 type RefTarget = (String, Identity, usize);
-
-/// The records of a bundle that wait for the rest of it.
-struct Deferred {
-    /// Records refused, to be retried.
-    refused: Vec<(Change, Refusal)>,
-    /// The latest clock seen per origin, to name a machine whose clock is
-    /// ahead.
-    latest: HashMap<SiteId, Hlc>,
-}
 
 /// The header's origins as this instance numbers them
 /// (`fieldsync_sites`), and the change numbers it declares.
@@ -169,56 +167,428 @@ pub(crate) fn preflight(
 /// A clock more than this far ahead of ours is reported.
 const CLOCK_AHEAD_WARN_MS: i64 = 60 * 60 * 1000;
 
-/// Apply one bundle (already checksum-verified).
+/// How an import takes SQLite's write lock (spec/merge.md, "Write
+/// transactions").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImportOptions {
+    /// Aim for write transactions no longer than this (the commit
+    /// included); `None` applies each bundle in one transaction.
+    pub max_write: Option<Duration>,
+    /// Time left between two write transactions of one import, so that an
+    /// app waiting for the lock takes it (SQLite's busy handler polls at
+    /// most 25 ms apart for its first ~130 ms of waiting).
+    pub pause: Duration,
+}
+
+impl Default for ImportOptions {
+    fn default() -> Self {
+        ImportOptions {
+            max_write: Some(Duration::from_millis(DEFAULT_MAX_WRITE_MS)),
+            pause: Duration::from_millis(PAUSE_MS),
+        }
+    }
+}
+
+/// The default bound on one write transaction of an import.
+pub const DEFAULT_MAX_WRITE_MS: u64 = 100;
+
+/// The pause between two write transactions of one import: longer than the
+/// longest gap between two polls of a waiting app's busy handler during
+/// the first ~130 ms of its wait (spec/merge.md, "Write transactions").
+const PAUSE_MS: u64 = 30;
+
+/// The least time a write transaction spends applying records, whatever
+/// its commits cost, so an import always moves on.
+const MIN_APPLY_MS: u64 = 10;
+
+/// `fieldsync_meta` key of an import stopped between two of its write
+/// transactions: its sender, and the records applied so far.
+pub(crate) const INTERRUPTED_KEY: &str = "import_interrupted";
+
+/// Apply one bundle (already checksum-verified and checked by
+/// [`check_records`]) in write transactions of about
+/// `opts.max_write` each, with a pause between them. Each commit leaves a
+/// state the log and the watermarks describe exactly; a crash between two
+/// leaves it, and importing the bundle again completes it.
+/// `steps` can fix the records per transaction and end the import after a
+/// number of transactions, as a crash between them would (tests only).
+pub(crate) fn import_in_steps<R: Read>(
+    conn: &mut Connection,
+    reader: BundleReader<R>,
+    opts: &ImportOptions,
+    steps: &Steps,
+) -> Result<Option<ImportReport>, Error> {
+    let stop_after = steps.stop_after;
+    let mut importing: Option<Importing<R>> = None;
+    let mut reader = Some(reader);
+    let mut longest = Duration::ZERO;
+    let mut commit_cost = Duration::ZERO;
+    let mut transactions = 0u64;
+    loop {
+        if stop_after.is_some_and(|n| transactions as usize >= n) {
+            return Ok(None);
+        }
+        if transactions > 0 {
+            std::thread::sleep(opts.pause);
+        }
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let began = Instant::now();
+        let mut s = Session::load(&tx)?;
+        let imp = match (importing.as_mut(), reader.take()) {
+            (Some(imp), _) => {
+                imp.resume(&tx, &mut s)?;
+                imp
+            }
+            (None, Some(r)) => importing.insert(Importing::begin(&tx, &mut s, r)?),
+            (None, None) => unreachable!("the reader is taken by the first transaction"),
+        };
+        let deadline = opts.max_write.map(|bound| {
+            let apply = bound
+                .saturating_sub(commit_cost)
+                .max(Duration::from_millis(MIN_APPLY_MS));
+            began + apply
+        });
+        let read_all = imp.apply_until(&tx, &mut s, deadline, steps.records)?;
+        transactions += 1;
+        if read_all {
+            let Some(imp) = importing.take() else {
+                unreachable!("an import in progress")
+            };
+            let mut report = imp.finish(&tx, &mut s)?;
+            tx.commit()?;
+            longest = longest.max(began.elapsed());
+            report.write_transactions = transactions;
+            report.longest_write_ms = longest.as_millis() as u64;
+            return Ok(Some(report));
+        }
+        imp.pause_point(&tx, &mut s)?;
+        let committing = Instant::now();
+        tx.commit()?;
+        commit_cost = committing.elapsed();
+        longest = longest.max(began.elapsed());
+    }
+}
+
+/// How an import in steps is cut, for tests: `records` per write
+/// transaction instead of a time bound, and a stop after `stop_after`
+/// transactions, as a crash between two would leave it.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Steps {
+    pub records: Option<u64>,
+    pub stop_after: Option<usize>,
+}
+
+/// Apply one bundle (already checksum-verified) in the caller's write
+/// transaction: all of it or, on an error, nothing.
 pub(crate) fn import<R: Read>(
     tx: &Transaction,
     s: &mut Session,
-    mut reader: BundleReader<R>,
+    reader: BundleReader<R>,
 ) -> Result<ImportReport, Error> {
+    let began = Instant::now();
+    let mut imp = Importing::begin(tx, s, reader)?;
+    imp.apply_until(tx, s, None, None)?;
+    let mut report = imp.finish(tx, s)?;
+    report.write_transactions = 1;
+    report.longest_write_ms = began.elapsed().as_millis() as u64;
+    Ok(report)
+}
+
+/// Check every record of a bundle against its header and this instance's
+/// tables before any is applied, reading only: an import in several write
+/// transactions must not commit part of a bundle it would then refuse.
+pub(crate) fn check_records<R: Read>(
+    conn: &Connection,
+    s: &Session,
+    mut reader: BundleReader<R>,
+) -> Result<(), Error> {
     let header = reader.header().clone();
-    let mapped = preflight(tx, s, &header)?;
-    let stamped = crate::local::stamp::stamp_pending(tx, s)?;
-    let origins = learn_origins(tx, s, &header)?;
-    let mut warnings = stamped.warnings();
-    notice_own_restore(s, &origins, &header.sender.name, &mut warnings)?;
-
-    let mut ap = Applier::new(tx, s, &header.sender.name)?;
-    let deferred = apply_records(tx, s, &mut ap, &mut reader, &mapped, &origins)?;
-    let end = reader.finish()?;
-    ap.settle(tx, s, deferred.refused, Some(&origins.seen))?;
-    let added = ap.counts.iter().map(|c| c.quarantined).sum();
-    crate::receive::quarantine::within_bound(tx, &header.sender.name, added)?;
-    observe_clocks(s, &deferred.latest, &mut warnings)?;
-
-    let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
-    let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
-    if quarantined > 0 {
-        warnings.push(format!(
-            "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
-             `fieldsync conflicts --db {}` lists them and why. They are retried when something they wait for changes",
-            crate::catalog::store::db_arg(tx)
-        ));
+    let mapped = preflight(conn, s, &header)?;
+    let origins = dry_origins(s, &header);
+    // Key affinities are converted by SQLite itself, on a private database.
+    let scratch = Connection::open_in_memory()?;
+    // As the import will know itself once it has noticed a restore from a
+    // backup (notice_own_restore, which refuses absurd claims first).
+    let claimed = [&origins.covers, &origins.seen]
+        .map(|numbers| numbers.get(&s.local_idx))
+        .into_iter()
+        .flatten()
+        .map(SeqSet::max)
+        .max()
+        .unwrap_or(0);
+    let own = (s.local, s.seq.max(claimed));
+    while let Some(rec) = reader.next_row()? {
+        prepare(&scratch, rec, &mapped, s.catalog.tables(), &origins, own)?;
     }
-    let report = ImportReport {
-        from: header.sender.name.clone(),
-        from_site_id: header.sender.id.to_string(),
-        full: header.full,
-        changes: end.rows,
-        applied: tables.iter().map(|c| c.applied).sum(),
-        known: tables.iter().map(|c| c.known).sum(),
-        older: tables.iter().map(|c| c.older).sum(),
-        quarantined,
-        retried: ap.retried,
-        released: ap.released,
-        held: held_count(tx)?,
-        overwritten: ap.overwritten,
-        tables,
-        captured: stamped.captured,
-        warnings,
-        ..ImportReport::default()
+    reader.finish()?;
+    Ok(())
+}
+
+/// An import under way: what carries over from one of its write
+/// transactions to the next.
+struct Importing<R: Read> {
+    reader: BundleReader<R>,
+    header: Header,
+    mapped: Vec<Mapped>,
+    /// The tracked tables when the import began: they must not change
+    /// under it.
+    tables: Vec<TrackedTable>,
+    origins: Origins,
+    ap: Applier,
+    /// Records refused, to be retried once the rest of the bundle is in:
+    /// rows arrive in key order, so a child may come before its parent, or
+    /// a row may need a UNIQUE value another row of the bundle frees.
+    refused: Vec<(Change, Refusal)>,
+    refused_bytes: usize,
+    /// The latest clock seen per origin, to name a machine whose clock is
+    /// ahead.
+    latest: HashMap<SiteId, Hlc>,
+    warnings: Vec<String>,
+    captured: u64,
+    /// Change numbers merged since the last commit, per origin: they join
+    /// "have" with it.
+    received: BTreeMap<i64, Vec<u64>>,
+    /// Records merged so far.
+    merged: u64,
+    /// What was known to be missing when the import began, to report the
+    /// gaps it reveals.
+    missing_before: BTreeMap<i64, SeqSet>,
+}
+
+impl<R: Read> Importing<R> {
+    /// The first write transaction: check the header, fold local captured
+    /// changes into the log (so they are ordered before the remote clocks
+    /// they had not seen), learn the origins.
+    fn begin(tx: &Transaction, s: &mut Session, reader: BundleReader<R>) -> Result<Self, Error> {
+        let header = reader.header().clone();
+        let mapped = preflight(tx, s, &header)?;
+        let stamped = crate::local::stamp::stamp_pending(tx, s)?;
+        let origins = learn_origins(tx, s, &header)?;
+        let mut warnings = stamped.warnings();
+        notice_own_restore(s, &origins, &header.sender.name, &mut warnings)?;
+        let missing_before = missing_now(tx, s)?;
+        let mut ap = Applier::new(tx, s, &header.sender.name)?;
+        // An import stopped between two transactions did not note which held
+        // changes its records woke: this one retries them all.
+        if meta_get::<String>(tx, INTERRUPTED_KEY)?.is_some() {
+            ap.retry_all = true;
+        }
+        let mut latest = HashMap::new();
+        latest.insert(header.sender.id, Hlc(header.created));
+        Ok(Importing {
+            reader,
+            tables: s.catalog.tables().to_vec(),
+            header,
+            mapped,
+            origins,
+            ap,
+            refused: Vec::new(),
+            refused_bytes: 0,
+            latest,
+            warnings,
+            captured: stamped.captured,
+            received: BTreeMap::new(),
+            merged: 0,
+            missing_before,
+        })
+    }
+
+    /// A later write transaction: the app may have written since the last
+    /// one, so its captured changes are stamped first; the tracked tables
+    /// must be as they were.
+    fn resume(&mut self, tx: &Transaction, s: &mut Session) -> Result<(), Error> {
+        if s.catalog.tables() != self.tables.as_slice() {
+            return Err(ImportError::TrackedChanged {
+                db: crate::catalog::store::db_arg(tx),
+            }
+            .into());
+        }
+        s.catalog.check_live(tx)?;
+        let stamped = crate::local::stamp::stamp_pending(tx, s)?;
+        self.captured += stamped.captured;
+        self.warnings.extend(stamped.warnings());
+        Ok(())
+    }
+
+    /// Apply records in order until `deadline`; true once every record is
+    /// read. Past a memory budget refused records wait in the quarantine
+    /// table instead of memory.
+    fn apply_until(
+        &mut self,
+        tx: &Transaction,
+        s: &mut Session,
+        deadline: Option<Instant>,
+        records: Option<u64>,
+    ) -> Result<bool, Error> {
+        let mut done = 0u64;
+        loop {
+            let due = match records {
+                Some(n) => done >= n.max(1),
+                None => done > 0 && deadline.is_some_and(|d| Instant::now() >= d),
+            };
+            if due {
+                return Ok(false);
+            }
+            done += 1;
+            let Some(rec) = self.reader.next_row()? else {
+                return Ok(true);
+            };
+            let own = (s.local, s.seq);
+            let change = prepare(
+                tx,
+                rec,
+                &self.mapped,
+                s.catalog.tables(),
+                &self.origins,
+                own,
+            )?;
+            for v in &change.versions {
+                let e = self.latest.entry(v.site).or_default();
+                *e = (*e).max(v.hlc);
+            }
+            // A row with a change in quarantine takes the new change into that
+            // entry: applied alone it could leave a partial row.
+            let applied = if self.ap.is_held(tx, s, &change)? {
+                Applied::Refused(Refusal {
+                    reason: Reason::Other,
+                    detail: "waits with the change held for this row".into(),
+                })
+            } else {
+                apply(tx, s, &mut self.ap, &change, Some(&self.origins.seen))?
+            };
+            match applied {
+                Applied::Merged(verdict) => {
+                    self.ap.count(change.table, verdict);
+                    self.merged += 1;
+                    for v in &change.versions {
+                        if let Some(idx) = s.sites.idx_of(&v.site) {
+                            self.received.entry(idx).or_default().push(v.seq);
+                        }
+                    }
+                }
+                Applied::Refused(refusal) if self.refused_bytes < MAX_DEFERRED_BYTES => {
+                    self.refused_bytes += change.size();
+                    self.refused.push((change, refusal));
+                }
+                Applied::Refused(refusal) => self.ap.spill(tx, s, &change, &refusal)?,
+            }
+        }
+    }
+
+    /// Before a commit that is not the last: what was merged joins "have",
+    /// the clock moves past what arrived, and the import is marked as under
+    /// way, so a crash before the next transaction leaves a state that says
+    /// exactly what was applied.
+    fn pause_point(&mut self, tx: &Transaction, s: &mut Session) -> Result<(), Error> {
+        for (origin, numbers) in std::mem::take(&mut self.received) {
+            let set = SeqSet::from_numbers(numbers);
+            if origin == s.local_idx {
+                s.lost = s.lost.minus(&set);
+            } else {
+                add_have(tx, origin, &set)?;
+            }
+        }
+        observe_clocks(s, &self.latest, &mut Vec::new())?;
+        meta_set(
+            tx,
+            INTERRUPTED_KEY,
+            format!("{}\t{}", self.header.sender.name, self.merged),
+        )?;
+        s.save(tx)?;
+        Ok(())
+    }
+
+    /// The last write transaction: retry what was refused, check the
+    /// quarantine bound, record the watermarks.
+    fn finish(self, tx: &Transaction, s: &mut Session) -> Result<ImportReport, Error> {
+        let Importing {
+            reader,
+            header,
+            mapped,
+            origins,
+            mut ap,
+            refused,
+            latest,
+            mut warnings,
+            captured,
+            received,
+            missing_before,
+            ..
+        } = self;
+        let end = reader.finish()?;
+        // What this transaction merged is in what the bundle covers, which
+        // record_watermarks adds to "have".
+        drop(received);
+        ap.settle(tx, s, refused, Some(&origins.seen))?;
+        let added = ap.counts.iter().map(|c| c.quarantined).sum();
+        crate::receive::quarantine::within_bound(tx, &header.sender.name, added)?;
+        observe_clocks(s, &latest, &mut warnings)?;
+        meta_delete(tx, INTERRUPTED_KEY)?;
+
+        let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
+        let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
+        if quarantined > 0 {
+            warnings.push(format!(
+                "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
+                 `fieldsync conflicts --db {}` lists them and why. They are retried when something they wait for changes",
+                crate::catalog::store::db_arg(tx)
+            ));
+        }
+        let report = ImportReport {
+            from: header.sender.name.clone(),
+            from_site_id: header.sender.id.to_string(),
+            full: header.full,
+            changes: end.rows,
+            applied: tables.iter().map(|c| c.applied).sum(),
+            known: tables.iter().map(|c| c.known).sum(),
+            older: tables.iter().map(|c| c.older).sum(),
+            quarantined,
+            retried: ap.retried,
+            released: ap.released,
+            held: held_count(tx)?,
+            overwritten: ap.overwritten,
+            tables,
+            captured,
+            warnings,
+            ..ImportReport::default()
+        };
+        let released = std::mem::take(&mut ap.released_numbers);
+        record_watermarks(tx, s, &header, &origins, &released, &missing_before, report)
+    }
+}
+
+/// [`learn_origins`] without writing: origins not known here get numbers
+/// no site has (negative), which is all the checks of a record need.
+fn dry_origins(s: &Session, header: &Header) -> Origins {
+    let local: Vec<Option<(i64, SiteId)>> = header
+        .origins
+        .iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let idx = if o.id == s.local {
+                s.local_idx
+            } else {
+                s.sites.idx_of(&o.id).unwrap_or(-(i as i64) - 1)
+            };
+            Some((idx, o.id))
+        })
+        .collect();
+    let by_local = |lists: &[OriginSeqs]| {
+        let mut out: BTreeMap<i64, SeqSet> = BTreeMap::new();
+        for x in lists {
+            if let Some(Some((idx, _))) = local.get(x.origin as usize) {
+                out.entry(*idx).or_default().union_with(&x.seqs);
+            }
+        }
+        out
     };
-    let released = std::mem::take(&mut ap.released_numbers);
-    record_watermarks(tx, s, &header, &origins, &released, report)
+    Origins {
+        covers: by_local(&header.covers),
+        seen: by_local(&header.seen),
+        lacks: BTreeMap::new(),
+        local,
+        sender: 0,
+    }
 }
 
 /// Learn of the sender and of the origins whose changes the bundle covers
@@ -263,53 +633,6 @@ fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<
         local,
         sender,
     })
-}
-
-/// Apply the bundle's records in order. Records refused are retried once
-/// the rest of the bundle is in: rows arrive in key order, so a child may
-/// come before its parent, or a row may need a UNIQUE value another row of
-/// the bundle frees. Past a memory budget they wait in the quarantine table
-/// instead.
-fn apply_records<R: Read>(
-    tx: &Transaction,
-    s: &mut Session,
-    ap: &mut Applier,
-    reader: &mut BundleReader<R>,
-    mapped: &[Mapped],
-    origins: &Origins,
-) -> Result<Deferred, Error> {
-    let header = reader.header();
-    let mut latest: HashMap<SiteId, Hlc> = HashMap::new();
-    latest.insert(header.sender.id, Hlc(header.created));
-    let mut refused: Vec<(Change, Refusal)> = Vec::new();
-    let mut refused_bytes = 0usize;
-    while let Some(rec) = reader.next_row()? {
-        let own = (s.local, s.seq);
-        let change = prepare(tx, rec, mapped, s.catalog.tables(), origins, own)?;
-        for v in &change.versions {
-            let e = latest.entry(v.site).or_default();
-            *e = (*e).max(v.hlc);
-        }
-        // A row with a change in quarantine takes the new change into that
-        // entry: applied alone it could leave a partial row.
-        let applied = if ap.is_held(tx, s, &change)? {
-            Applied::Refused(Refusal {
-                reason: Reason::Other,
-                detail: "waits with the change held for this row".into(),
-            })
-        } else {
-            apply(tx, s, ap, &change, Some(&origins.seen))?
-        };
-        match applied {
-            Applied::Merged(verdict) => ap.count(change.table, verdict),
-            Applied::Refused(refusal) if refused_bytes < MAX_DEFERRED_BYTES => {
-                refused_bytes += change.size();
-                refused.push((change, refusal));
-            }
-            Applied::Refused(refusal) => ap.spill(tx, s, &change, &refusal)?,
-        }
-    }
-    Ok(Deferred { refused, latest })
 }
 
 /// Move our clock past the latest one the bundle carried, and warn if a
@@ -604,28 +927,31 @@ fn notice_own_restore(
     Ok(())
 }
 
+/// What is known to exist and was not received (held changes are
+/// received), per origin.
+fn missing_now(conn: &Connection, s: &Session) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let mut have = have_all(conn, s)?;
+    for (origin, set) in held_numbers(conn, &s.sites)? {
+        have.entry(origin).or_default().union_with(&set);
+    }
+    Ok(missing(s, &known_all(conn)?, &have))
+}
+
 /// Record what the bundle covered and what its sender acknowledged; note
-/// gaps that appeared.
+/// gaps that appeared since the import began (`missing_before`).
 fn record_watermarks(
     conn: &Connection,
     s: &mut Session,
     header: &Header,
     origins: &Origins,
     released: &BTreeMap<i64, SeqSet>,
+    missing_before: &BTreeMap<i64, SeqSet>,
     mut report: ImportReport,
 ) -> Result<ImportReport, Error> {
     let (covers, seen) = (&origins.covers, &origins.seen);
     // Held changes are not received yet: their numbers stay out of "have"
     // (and show as missing to the sender) until they are applied.
     let held = held_numbers(conn, &s.sites)?;
-    let with_held = |mut have: BTreeMap<i64, SeqSet>| {
-        for (origin, set) in &held {
-            have.entry(*origin).or_default().union_with(set);
-        }
-        have
-    };
-    let before = with_held(have_all(conn, s)?);
-    let missing_before = missing(s, &known_all(conn)?, &before);
     let empty = SeqSet::new();
     for (origin, set) in covers.iter().chain(released) {
         let set = set.minus(held.get(origin).unwrap_or(&empty));
@@ -647,8 +973,7 @@ fn record_watermarks(
     )?;
     // What is known to exist and was not received, holes and top end alike:
     // reported if it grew, and told to every peer by the next bundles.
-    let after = with_held(have_all(conn, s)?);
-    let missing_after = missing(s, &known_all(conn)?, &after);
+    let missing_after = missing_now(conn, s)?;
     for (origin, gaps) in &missing_after {
         let old = missing_before.get(origin).unwrap_or(&empty);
         if !gaps.minus(old).is_empty() {

@@ -236,6 +236,7 @@ fn normalise(text: &str, dir: &Path, sites: &[(String, String)]) -> String {
         ("\"noticed_ms\":*", "\"noticed_ms\":<ms>"),
         ("\"last_import\":*", "\"last_import\":<ms>"),
         ("\"last_export\":*", "\"last_export\":<ms>"),
+        ("\"longest_write_ms\":*", "\"longest_write_ms\":<ms>"),
         (" *.# KiB", " <size>"),
         (" *.# MiB", " <size>"),
         (" * B.", " <size>."),

@@ -57,9 +57,10 @@ impl Meter {
         }
     }
 
-    /// Import: bytes read of the file. The file is read twice: once to
-    /// check it, then to apply it.
-    pub fn reader(&self, file: File) -> Metered {
+    /// Import: bytes read of the file. The file is read `passes` times
+    /// (its checksum, its records when the import takes several write
+    /// transactions, then to apply it); the last pass is "applying".
+    pub fn reader(&self, file: File, passes: u32) -> Metered {
         let total = file.metadata().map(|m| m.len()).unwrap_or(0);
         if let Some(bar) = &self.bar {
             if total >= Self::MIN_BYTES {
@@ -71,6 +72,7 @@ impl Meter {
             file,
             bar: self.bar.clone(),
             passes: 0,
+            applying_at: passes,
         }
     }
 
@@ -86,6 +88,8 @@ pub struct Metered {
     file: File,
     bar: Option<indicatif::ProgressBar>,
     passes: u32,
+    /// The pass that applies.
+    applying_at: u32,
 }
 
 impl std::io::Read for Metered {
@@ -105,7 +109,7 @@ impl std::io::Seek for Metered {
             if at == 0 {
                 self.passes += 1;
                 // verify() rewinds before and after its pass.
-                if self.passes == 2 {
+                if self.passes == self.applying_at {
                     bar.set_message("applying");
                 }
             }

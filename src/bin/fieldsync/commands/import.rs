@@ -1,5 +1,6 @@
-//! `fieldsync import`: check bundle files, then apply them all in one
-//! transaction. Also the import warnings `init --from` prints.
+//! `fieldsync import`: check bundle files, then apply them one after the
+//! other in short write transactions (or, with `--atomic`, all in one).
+//! Also the import warnings `init --from` prints.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -8,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fieldsync::{ImportReport, Instance};
+use fieldsync::{ImportOptions, ImportReport, Instance};
 use serde::Serialize;
 
 use super::DbArg;
@@ -24,6 +25,16 @@ pub struct ImportArgs {
     /// Bundle files, applied in this order.
     #[arg(value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
+    /// Apply all the files in one write transaction: all or nothing. The
+    /// app cannot write to the database until the import ends (seconds for
+    /// a large bundle), so its saves wait or fail.
+    #[arg(long, conflicts_with = "max_lock_ms")]
+    atomic: bool,
+    /// Hold SQLite's write lock at most about this long at a time, so the
+    /// app's saves wait at most about as long.
+    #[arg(long, value_name = "MS", default_value_t = fieldsync::DEFAULT_MAX_WRITE_MS,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    max_lock_ms: u64,
 }
 
 /// What `import` prints with `--json`: the sums over the files (and the
@@ -87,15 +98,57 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
             .check_bundle(file)
             .with_context(|| format!("cannot import {}", f.display()))?;
     }
-    let reports = apply_all(&mut instance, files, ui.json())?;
-    // Each file's lines, then its warnings, in the order of the files.
-    for (report, f) in reports.iter().zip(files) {
-        ui.text(|out| print_import(out, report, f))?;
-        warn_import(ui, report)?;
-    }
+    let reports = if args.atomic {
+        let reports = apply_all(&mut instance, files, ui.json())?;
+        // Each file's lines, then its warnings, in the order of the files.
+        for (report, f) in reports.iter().zip(files) {
+            ui.text(|out| print_import(out, report, f))?;
+            warn_import(ui, report)?;
+        }
+        reports
+    } else {
+        let opts = ImportOptions {
+            max_write: Some(std::time::Duration::from_millis(args.max_lock_ms)),
+            ..ImportOptions::default()
+        };
+        apply_each(ui, &mut instance, files, &opts)?
+    };
     // The text was printed file by file above.
     ui.report(&Sorted(Imported::new(files, &reports)), |_| Ok(()))?;
     Ok(Outcome::Success)
+}
+
+/// Apply the files one after the other, each in short write transactions,
+/// printing each one's lines as it is done.
+fn apply_each(
+    ui: &mut Ui,
+    instance: &mut Instance,
+    files: &[PathBuf],
+    opts: &ImportOptions,
+) -> Result<Vec<ImportReport>> {
+    let mut reports = Vec::with_capacity(files.len());
+    for (i, f) in files.iter().enumerate() {
+        let meter = Meter::new(f, !ui.json(), "checking");
+        let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let result = instance.import_with(meter.reader(file, 3), opts);
+        meter.finish();
+        let report = result.with_context(|| match i {
+            0 => format!("cannot import {}", f.display()),
+            1 => format!(
+                "cannot import {} ({} before it was imported)",
+                f.display(),
+                files[0].display()
+            ),
+            _ => format!(
+                "cannot import {} (the {i} files before it were imported)",
+                f.display()
+            ),
+        })?;
+        ui.text(|out| print_import(out, &report, f))?;
+        warn_import(ui, &report)?;
+        reports.push(report);
+    }
+    Ok(reports)
 }
 
 /// Apply all files in one transaction: all or nothing, and one commit, so
@@ -110,7 +163,7 @@ fn apply_all(instance: &mut Instance, files: &[PathBuf], json: bool) -> Result<V
         }
         let meter = Meter::new(f, !json, "checking");
         let file = File::open(f)?;
-        let reader = meter.reader(file);
+        let reader = meter.reader(file, 2);
         bar = Some(meter);
         Ok(reader)
     }));

@@ -78,7 +78,7 @@ fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path) -> Result<()> {
     let db = args.db.path();
     let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
     let bar = Meter::new(bundle, !ui.json(), "checking");
-    let (_, report) = Instance::init_from(db, &args.name, bar.reader(file), bundle)
+    let (_, report) = Instance::init_from(db, &args.name, bar.reader(file, 2), bundle)
         .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
     bar.finish();
     warn_import(ui, &report.import)?;

@@ -33,6 +33,15 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
         "changes    {} made here; {} recorded and not yet in the log; log holds {} entries",
         s.local_seq, s.captured_unstamped, s.log_entries
     )?;
+    if let Some(i) = &s.interrupted_import {
+        writeln!(
+            out,
+            "import     INTERRUPTED: an import from '{}' stopped after {} changes (what it applied is kept); import that bundle again to finish: fieldsync import --db {} FILE",
+            i.from,
+            i.applied,
+            shell_quote(db)
+        )?;
+    }
     if s.tables.is_empty() {
         writeln!(
             out,
