@@ -187,7 +187,9 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         2 => (i.clone(), 1..MAX_INSTANCES).prop_map(|(from, off)| Step::Sync { from, to: off }),
         1 => i.clone().prop_map(|from| Step::ExportFull { from }),
         1 => i.clone().prop_map(|at| Step::Compact { at }),
-        3 => (i, 0..4usize).prop_map(|(at, back)| Step::Import { at, back }),
+        3 => (i.clone(), 0..4usize).prop_map(|(at, back)| Step::Import { at, back }),
+        1 => (i, 0..4usize, 1..4u64)
+            .prop_map(|(at, back, records)| Step::ImportStopped { at, back, records }),
     ]
 }
 
@@ -272,6 +274,11 @@ pub(super) fn history() -> impl Strategy<Value = History> {
                         Step::ExportFull { from } => Step::ExportFull { from: from % n },
                         Step::Compact { at } => Step::Compact { at: at % n },
                         Step::Import { at, back } => Step::Import { at: at % n, back },
+                        Step::ImportStopped { at, back, records } => Step::ImportStopped {
+                            at: at % n,
+                            back,
+                            records,
+                        },
                     })
                     .collect();
                 let deliveries = deliveries

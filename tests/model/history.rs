@@ -291,6 +291,14 @@ pub(super) enum Step {
     /// Instance `at` imports a pooled bundle: `back` = 0 is the newest,
     /// counting back (modulo the pool size). Nothing if the pool is empty.
     Import { at: usize, back: usize },
+    /// As `Import`, but the import stops after its first write transaction
+    /// of `records` records, as a crash between two would leave it; then the
+    /// bundle is imported again, which must end as one uninterrupted import.
+    ImportStopped {
+        at: usize,
+        back: usize,
+        records: u64,
+    },
 }
 
 impl fmt::Debug for Step {
@@ -308,6 +316,10 @@ impl fmt::Debug for Step {
             Step::Import { at, back } => {
                 write!(f, "i{at}: import the bundle {back} before the newest")
             }
+            Step::ImportStopped { at, back, records } => write!(
+                f,
+                "i{at}: import the bundle {back} before the newest, stopped after {records} record(s), then again"
+            ),
         }
     }
 }

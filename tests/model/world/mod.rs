@@ -286,6 +286,14 @@ impl World {
                     }
                     None => self.trace.push(format!("i{at}: no bundle to import yet")),
                 },
+                Step::ImportStopped { at, back, records } => {
+                    match histories::pick(self.pool.len(), *back) {
+                        Some(b) => {
+                            self.import_stopped(b, *at, Some(*records))?;
+                        }
+                        None => self.trace.push(format!("i{at}: no bundle to import yet")),
+                    }
+                }
             }
         }
         self.trace.push("-- deliveries --".into());
