@@ -25,5 +25,6 @@ mod model;
 mod quarantine_regressions;
 mod regressions;
 mod scenario;
+mod setup_aware;
 mod tables;
 mod trigger_names;
