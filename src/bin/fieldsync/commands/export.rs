@@ -84,20 +84,18 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     bar.finish();
     if report.new_peer {
         let peer = report.peer.as_deref().unwrap_or_default();
-        if report.known_peers.is_empty() {
-            ui.note(format_args!(
-                "'{peer}' is a new peer, so it gets everything (no other peers are known yet)."
-            ))?;
+        let known = if report.known_peers.is_empty() {
+            " (no other peers are known yet).".to_owned()
         } else {
-            ui.note(format_args!(
-                "'{peer}' is a new peer, so it gets everything; known peers are {}. \
-                 If you meant one of those, check the spelling.",
+            format!(
+                "; known peers are {}. If you meant one of those, check the spelling.",
                 report.known_peers.join(", ")
-            ))?;
-        }
+            )
+        };
         ui.note(format_args!(
-            "if '{peer}' was set up from a full export, name it when writing that file \
-             (`export --full --for {peer}`): the first bundle to it then carries only what changed after it."
+            "'{peer}' is a new peer, so it gets everything{known} If it was set up from a full \
+             export, name it when writing that file (`export --full --for {peer}`): the first \
+             bundle to it then carries only what changed after it."
         ))?;
     }
     if !report.new_peers.is_empty() {
