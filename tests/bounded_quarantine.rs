@@ -321,6 +321,7 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
     hq.sql(
         "DROP TABLE fieldsync_quarantine_waits;
          DROP TABLE fieldsync_discarded;
+         DROP TABLE fieldsync_assumed;
          ALTER TABLE fieldsync_quarantine DROP COLUMN seqs;
          DELETE FROM fieldsync_meta WHERE key IN ('held_mark', 'held_schema');
          UPDATE fieldsync_meta SET value = 3 WHERE key = 'schema';",
@@ -334,10 +335,15 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
         .and_then(|o| o.get("quarantined").cloned())
         .ok_or("no origin field-1")?;
     assert_eq!(quarantined, "1-3");
+    // Upgraded to the current engine schema, with the tables added since.
     assert_eq!(
         hq.sql("SELECT value FROM fieldsync_meta WHERE key = 'schema';")?
             .trim(),
-        "4"
+        "5"
+    );
+    assert_eq!(
+        hq.count("SELECT count(*) FROM sqlite_schema WHERE name = 'fieldsync_assumed'")?,
+        1
     );
     field.sql("INSERT INTO visit VALUES ('v-2', 'second');")?;
     let (_, imported) = w.send(&field, &hq)?;

@@ -493,7 +493,7 @@ impl World {
             .export(target, &mut bytes)
             .map_err(|e| format!("i{from}: export {target:?} failed: {e}"))?;
         let what = match target {
-            ExportTarget::Full => format!("i{from} full"),
+            ExportTarget::Full | ExportTarget::FullFor { .. } => format!("i{from} full"),
             ExportTarget::Peer { to, resend } => {
                 format!("i{from} → {to}{}", if *resend { " (resend)" } else { "" })
             }

@@ -845,7 +845,54 @@ fn watermarks(conn: &Connection, s: &Session, c: &mut Collector) -> Result<(), E
     let peers = peer_names(conn, s, c)?;
     c.report.peers = peers.len() as u64;
     sent_within_have(conn, s, c, &have, &peers)?;
+    assumed_readable(conn, s, c, &peers)?;
     lacks_readable(conn, s, c)
+}
+
+/// What full exports named for peers count as sent to them until they are
+/// heard from: of known peers and origins, and readable.
+fn assumed_readable(
+    conn: &Connection,
+    s: &Session,
+    c: &mut Collector,
+    peers: &HashMap<i64, String>,
+) -> Result<(), Error> {
+    let mut stmt = conn.prepare("SELECT peer, origin, seqs FROM fieldsync_assumed")?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    for (peer, origin, seqs) in rows {
+        let Some(peer_name) = peers.get(&peer) else {
+            c.add(
+                Invariant::Watermarks,
+                format!("fieldsync_assumed refers to peer #{peer}, which is not known"),
+            );
+            continue;
+        };
+        if s.sites.get(origin).is_none() {
+            c.add(
+                Invariant::Watermarks,
+                format!(
+                    "what a full export gave peer '{peer_name}' refers to origin #{origin}, which is not a known instance"
+                ),
+            );
+        } else if let Err(e) = seqs.parse::<SeqSet>() {
+            c.add(
+                Invariant::Watermarks,
+                format!(
+                    "what a full export gave peer '{peer_name}' of {} is unreadable: {e}",
+                    s.sites.shown(origin)
+                ),
+            );
+        }
+    }
+    Ok(())
 }
 
 /// What this instance lacks, and what each peer reported lacking: of known

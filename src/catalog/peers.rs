@@ -6,6 +6,9 @@
 //! bundle: what it said it has. "Sent" grows when a bundle is exported to
 //! the peer. "Lacks" is what the peer's newest bundle reported missing (its
 //! `lacks`) among what was sent to it and not sent again since.
+//! "Assumed" is what a full export named for the peer (`export --full
+//! --for`) counts as sent to it until the peer's next bundle says what it
+//! has.
 //!
 //! What is *known to exist* of an origin is what any peer said it has
 //! (the union of their acked sets); what is *missing* here is what is known
@@ -268,6 +271,51 @@ pub fn mark_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> Re
     save_peer_seqs(conn, peer, origin, entry)
 }
 
+/// Record that a full export named for a peer (`export --full --for`)
+/// carried `seqs` of `origin`: they count as sent to it, as if the peer
+/// had been set up from that export, until its next bundle settles what
+/// it has ([`record_acks`]).
+pub fn assume_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> Result<(), Error> {
+    if seqs.is_empty() {
+        return Ok(());
+    }
+    mark_sent(conn, peer, origin, seqs)?;
+    let current: Option<String> = conn
+        .query_row(
+            "SELECT seqs FROM fieldsync_assumed WHERE peer = ?1 AND origin = ?2",
+            params![peer, origin],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let mut set = match current {
+        Some(t) => parse_set(t)?,
+        None => SeqSet::new(),
+    };
+    set.union_with(seqs);
+    conn.execute(
+        "INSERT INTO fieldsync_assumed(peer, origin, seqs) VALUES (?1, ?2, ?3) \
+         ON CONFLICT(peer, origin) DO UPDATE SET seqs = excluded.seqs",
+        params![peer, origin, set.to_string()],
+    )?;
+    Ok(())
+}
+
+/// What full exports named for a peer count as sent to it, by origin,
+/// until the peer's next bundle.
+pub fn assumed(conn: &Connection, peer: i64) -> Result<BTreeMap<i64, SeqSet>, Error> {
+    let mut out = BTreeMap::new();
+    let mut stmt =
+        conn.prepare_cached("SELECT origin, seqs FROM fieldsync_assumed WHERE peer = ?1")?;
+    let rows = stmt.query_map([peer], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
+    for row in rows {
+        let (origin, seqs) = row?;
+        out.insert(origin, parse_set(seqs)?);
+    }
+    Ok(out)
+}
+
 /// Take a peer's seen-vector (from a bundle it wrote at HLC `created`) as
 /// what it has now, and its `lacks` as what it is missing. A bundle older
 /// than the last one acknowledged from is ignored, so bundles may be
@@ -276,7 +324,10 @@ pub fn mark_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> Re
 /// the next export ships them again; the count of such changes is returned.
 /// Of what it lacks, only what was sent to it is kept (the rest goes to it
 /// anyway, as not sent): a claim cannot make this instance keep more than
-/// it sent.
+/// it sent. What a full export named for the peer was assumed to have
+/// given it ([`assume_sent`]) is settled by the seen-vector: what the peer
+/// does not say it has stops counting as sent (it was set up from another
+/// file, or not from that one), so the next export carries it.
 pub fn record_acks(
     conn: &Connection,
     peer: i64,
@@ -297,6 +348,16 @@ pub fn record_acks(
     for origin in seen.keys() {
         all.entry(*origin).or_default();
     }
+    // Settled once, by the first bundle of the peer's newer than the
+    // ones acknowledged from before: it says what the peer has.
+    let empty = SeqSet::new();
+    for (origin, set) in assumed(conn, peer)? {
+        let p = all.entry(origin).or_default();
+        p.sent = p
+            .sent
+            .minus(&set.minus(seen.get(&origin).unwrap_or(&empty)));
+    }
+    conn.execute("DELETE FROM fieldsync_assumed WHERE peer = ?1", [peer])?;
     let mut lost = 0;
     for (origin, p) in all.iter_mut() {
         let now = seen.get(origin).cloned().unwrap_or_default();

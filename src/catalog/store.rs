@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 4;
+pub const ENGINE_SCHEMA: i64 = 5;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -93,6 +93,16 @@ CREATE TABLE IF NOT EXISTS fieldsync_peer_seqs(
   acked TEXT NOT NULL DEFAULT '',   -- what the peer said it has (its seen vector)
   sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
   lacks TEXT NOT NULL DEFAULT '',   -- of what was sent, what it reported missing, not yet sent again
+  PRIMARY KEY(peer, origin)
+) WITHOUT ROWID;
+-- What a full export named for a peer (`export --full --for PEER`) counts
+-- as sent to it before the peer has said what it has: the peer's next
+-- bundle settles it (what its seen-vector leaves out stops counting as
+-- sent), and the rows of that peer are deleted.
+CREATE TABLE IF NOT EXISTS fieldsync_assumed(
+  peer INTEGER NOT NULL,            -- fieldsync_peers.id
+  origin INTEGER NOT NULL,          -- fieldsync_sites.id
+  seqs TEXT NOT NULL,               -- ranges, e.g. '1-500'
   PRIMARY KEY(peer, origin)
 ) WITHOUT ROWID;
 -- Change numbers known to exist (a peer said it has them) but not received

@@ -7,8 +7,10 @@
 //! Each row goes out once, with only the versions in range and the current
 //! values of the cells they hold. A full export carries every row and
 //! tombstone, and the schema a new instance is set up from (the statements
-//! themselves are gathered by [`crate::send::setup`]). Relayed changes keep their
-//! origin, number and clock.
+//! themselves are gathered by [`crate::send::setup`]); named for the
+//! instances to be set up from it (`--for`), it counts as sent to each
+//! ([`crate::catalog::peers::assume_sent`]) until its first bundle says
+//! what it has. Relayed changes keep their origin, number and clock.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -26,8 +28,8 @@ use crate::bundle::reader::read_header_checked;
 use crate::bundle::writer::{BundleWriter, WriteSummary};
 use crate::catalog::identity::locate;
 use crate::catalog::peers::{
-    Peer, have_all, known_all, lacks_all, list_peers, mark_sent, peer_seqs, resolve_for_export,
-    touch, wanted_by,
+    Peer, assume_sent, have_all, known_all, lacks_all, list_peers, mark_sent, peer_seqs,
+    resolve_for_export, touch, wanted_by,
 };
 use crate::catalog::refs::RefFk;
 use crate::catalog::session::Session;
@@ -48,6 +50,23 @@ pub enum ExportTarget {
     },
     /// The whole current state.
     Full,
+    /// The whole current state, to set up the named peers from (`export
+    /// --full --for`): what it covers counts as sent to each of them, so
+    /// the first export to one carries only what changed after it. A name
+    /// never seen before becomes a peer. The peer's first bundle settles
+    /// it: what that bundle does not say the peer has goes again
+    /// (spec/merge.md, "Setting up from a full export").
+    FullFor {
+        /// The peers' names (or site ids).
+        peers: Vec<String>,
+    },
+}
+
+impl ExportTarget {
+    /// True for a full export, named for peers or not.
+    pub fn is_full(&self) -> bool {
+        !matches!(self, ExportTarget::Peer { .. })
+    }
 }
 
 /// Rows of one table in a bundle.
@@ -68,6 +87,13 @@ pub struct ExportReport {
     pub peer: Option<String>,
     /// True if the peer was named for the first time.
     pub new_peer: bool,
+    /// A full export named for peers (`--for`): the peers it counts as
+    /// sent to.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub setup_for: Vec<String>,
+    /// Of those, the ones named for the first time.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub new_peers: Vec<String>,
     /// Peers known before this export (to catch a misspelt name).
     pub known_peers: Vec<String>,
     /// Row records written.
@@ -116,6 +142,8 @@ pub(crate) fn export<W: Write>(
 struct Plan {
     /// The peer a delta export is for; `None` for a full export.
     to: Option<Recipient>,
+    /// The peers a full export is named for (`--for`).
+    setup_for: Vec<Recipient>,
     /// Peers known before this export.
     known_peers: Vec<String>,
     /// The stamping pass that opened the export.
@@ -165,8 +193,17 @@ fn plan(
     s.catalog.check_live(conn)?;
     let stamped = stamp_pending(conn, s)?;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
+    let mut setup_for: Vec<Recipient> = Vec::new();
     let (to, wanted) = match target {
-        ExportTarget::Full => {
+        ExportTarget::Full | ExportTarget::FullFor { .. } => {
+            if let ExportTarget::FullFor { peers } = target {
+                for name in peers {
+                    let (peer, new) = resolve_for_export(conn, s, name)?;
+                    if !setup_for.iter().any(|r| r.peer.id == peer.id) {
+                        setup_for.push(Recipient { peer, new });
+                    }
+                }
+            }
             for table in s.catalog.tables().to_vec() {
                 record_vanished_rows(conn, s, Suspects::Table(&table))?;
             }
@@ -200,6 +237,7 @@ fn plan(
         .collect();
     Ok(Plan {
         to,
+        setup_for,
         known_peers,
         stamped,
         covers: wanted.unwrap_or_else(|| have.clone()),
@@ -352,7 +390,7 @@ pub(crate) fn check_overwrite(
     };
     // Who has to have acknowledged what the file covers, and what they did.
     let ours = header.sender.id == s.local;
-    if ours && *target == ExportTarget::Full {
+    if ours && target.is_full() {
         // A full export covers everything this instance has: all the
         // replaced bundle of its own held, and more.
         return Ok(Replaced::default());
@@ -574,6 +612,11 @@ impl Plan {
             full,
             peer,
             new_peer,
+            setup_for: self.setup_for.iter().map(|r| r.peer.name.clone()).collect(),
+            new_peers: (self.setup_for.iter())
+                .filter(|r| r.new)
+                .map(|r| r.peer.name.clone())
+                .collect(),
             known_peers: self.known_peers,
             changes: summary.rows,
             versions: summary.versions,
@@ -707,8 +750,18 @@ fn gather_row(
 }
 
 /// Record what a bundle that reached its destination sent: the peer's
-/// "sent" mark and export time, and the clock and counter.
+/// "sent" mark and export time (for a full export named for peers, each
+/// one's, as assumed until it is heard from), and the clock and counter.
 fn record(conn: &Connection, s: &Session, plan: &Plan) -> Result<(), Error> {
+    for r in &plan.setup_for {
+        for (origin, set) in &plan.covers {
+            // Its own changes are never sent to it anyway.
+            if Some(*origin) != r.peer.site {
+                assume_sent(conn, r.peer.id, *origin, set)?;
+            }
+        }
+        touch(conn, r.peer.id, false, now_unix_ms())?;
+    }
     if let Some(to) = &plan.to {
         for (origin, set) in &plan.covers {
             mark_sent(conn, to.peer.id, *origin, set)?;

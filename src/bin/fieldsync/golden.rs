@@ -12,7 +12,9 @@
 //! instead of in-process and writes what it printed. Output changed on
 //! purpose since is written in-process (`FIELDSYNC_GOLDEN_WRITE=1` without
 //! `FIELDSYNC_GOLDEN_BIN`), and the diff is read before it is committed:
-//! the capture triggers' names (issue 11) and `track`'s `renamed` list.
+//! the capture triggers' names (issue 11) and `track`'s `renamed` list,
+//! and `export --full --for` with the note an export to a new peer adds
+//! (issue 11, item 2).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -113,6 +115,9 @@ const STORY: &[Step] = &[
     Run("status --db @missing.db"),
     Run("track --db @hq.db nosuch"),
     Run("frobnicate"),
+    // A full export named for the laptops to be set up from it.
+    Run("export --db @hq.db --full --for field-3,field-4 -o @full-for.bundle"),
+    Run("export --db @hq.db --to field-2 --for field-3 -o @x.bundle"),
     Run("demo --dir @demo"),
 ];
 

@@ -39,14 +39,14 @@ impl World {
         }
         let stamps = self.new_stamps(self.instances[from].connection(), from)?;
         let vanish = match target {
-            ExportTarget::Full => Vanish::All,
+            ExportTarget::Full | ExportTarget::FullFor { .. } => Vanish::All,
             ExportTarget::Peer { .. } => Vanish::Covered(&covers),
         };
         if let Some(t) = self.stamp(from, &stamps, vanish)? {
             self.trace.push(t);
         }
         let what = match target {
-            ExportTarget::Full => format!("i{from} full"),
+            ExportTarget::Full | ExportTarget::FullFor { .. } => format!("i{from} full"),
             ExportTarget::Peer { to, resend } => {
                 format!("i{from} → {to}{}", if *resend { " (resend)" } else { "" })
             }

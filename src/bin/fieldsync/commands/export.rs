@@ -32,9 +32,23 @@ pub struct ExportArgs {
     /// then carried again in the new one).
     #[arg(long)]
     force: bool,
-    /// Export the whole current state.
+    /// Export the whole current state (tables, indexes, views and rows), to
+    /// set up new instances from with `fieldsync init --from FILE`.
     #[arg(long)]
     full: bool,
+    /// With --full: the instances that will be set up from this file
+    /// (names, comma-separated or repeated). It counts as sent to them, so
+    /// the first `export --to` one of them carries only what changed after
+    /// it, not every row again. A name not known yet becomes a peer. If an
+    /// instance was set up from another file, its first bundle back says so
+    /// (by what it has) and the next export sends what it lacks.
+    #[arg(
+        long = "for",
+        value_name = "PEER",
+        conflicts_with = "to",
+        value_delimiter = ','
+    )]
+    for_peers: Vec<String>,
     /// The bundle file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -43,7 +57,10 @@ pub struct ExportArgs {
 pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     let mut instance = args.db.open()?;
     let target = match (&args.to, args.full) {
-        (_, true) => ExportTarget::Full,
+        (_, true) if args.for_peers.is_empty() => ExportTarget::Full,
+        (_, true) => ExportTarget::FullFor {
+            peers: args.for_peers.clone(),
+        },
         (Some(to), false) => ExportTarget::Peer {
             to: to.clone(),
             resend: args.resend,
@@ -67,17 +84,33 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     bar.finish();
     if report.new_peer {
         let peer = report.peer.as_deref().unwrap_or_default();
-        if report.known_peers.is_empty() {
-            ui.note(format_args!(
-                "'{peer}' is a new peer, so it gets everything (no other peers are known yet)."
-            ))?;
+        let known = if report.known_peers.is_empty() {
+            " (no other peers are known yet).".to_owned()
         } else {
-            ui.note(format_args!(
-                "'{peer}' is a new peer, so it gets everything; known peers are {}. \
-                 If you meant one of those, check the spelling.",
+            format!(
+                "; known peers are {}. If you meant one of those, check the spelling.",
                 report.known_peers.join(", ")
-            ))?;
-        }
+            )
+        };
+        ui.note(format_args!(
+            "'{peer}' is a new peer, so it gets everything{known} If it was set up from a full \
+             export, name it when writing that file (`export --full --for {peer}`): the first \
+             bundle to it then carries only what changed after it."
+        ))?;
+    }
+    if !report.new_peers.is_empty() {
+        let known = if report.known_peers.is_empty() {
+            "no other peers are known yet".to_owned()
+        } else {
+            format!(
+                "known peers are {}; if you meant one of those, check the spelling",
+                report.known_peers.join(", ")
+            )
+        };
+        ui.note(format_args!(
+            "new peer(s) {}: set each up from this file with `fieldsync init --from` ({known}).",
+            report.new_peers.join(", ")
+        ))?;
     }
     for w in &report.warnings {
         ui.warn(w)?;
@@ -89,7 +122,8 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
 fn print_export(out: &mut dyn Write, r: &ExportReport, output: &Path) -> std::io::Result<()> {
     let what = match &r.peer {
         Some(p) => format!("for '{p}'"),
-        None => "full export".to_owned(),
+        None if r.setup_for.is_empty() => "full export".to_owned(),
+        None => format!("full export for {}", quoted(&r.setup_for)),
     };
     writeln!(
         out,
@@ -106,6 +140,15 @@ fn print_export(out: &mut dyn Write, r: &ExportReport, output: &Path) -> std::io
         )?;
     }
     Ok(())
+}
+
+/// `'field-1', 'field-2'`.
+fn quoted(names: &[String]) -> String {
+    names
+        .iter()
+        .map(|n| format!("'{n}'"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// ` (person 3, place 1)`: the tables with changes, or nothing.

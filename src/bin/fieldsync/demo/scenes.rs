@@ -164,9 +164,14 @@ pub(super) fn laptops_are_set_up(
     hq: &mut Instance,
 ) -> Result<(Instance, Instance), DemoError> {
     let full = st.file("hq-full.bundle");
-    let r = hq.export_to_file(&ExportTarget::Full, &full)?;
+    // Named for the laptops, so HQ's first bundle to each carries only
+    // what changed after it, even before HQ hears from them.
+    let target = ExportTarget::FullFor {
+        peers: vec!["field-1".into(), "field-2".into()],
+    };
+    let r = hq.export_to_file(&target, &full)?;
     st.say(format!(
-        "HQ exports everything to hq-full.bundle ({} rows, {} bytes, schema included). \
+        "HQ exports everything to hq-full.bundle for field-1 and field-2 ({} rows, {} bytes, schema included). \
          A data carrier takes it to the field on a USB stick.",
         r.changes, r.bytes
     ))?;
