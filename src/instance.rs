@@ -5,6 +5,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
@@ -25,7 +26,20 @@ use crate::receive::conflicts::Conflicts;
 use crate::receive::import::{
     ImportOptions, ImportReport, RetryReport, Steps, check_records, import, import_in_steps,
 };
-use crate::send::export::{ExportReport, ExportTarget, Overwrite, check_overwrite, export};
+use crate::send::export::{
+    ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export, prepare,
+    record_prepared, write_prepared,
+};
+
+/// How many times an export plans again because another connection
+/// committed between its plan and its read of the rows, before it runs in
+/// one write transaction.
+const EXPORT_TRIES: usize = 5;
+
+/// SQLite's count of commits by other connections (`PRAGMA data_version`).
+fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
 
 /// An app database set up for fieldsync.
 pub struct Instance {
@@ -320,17 +334,85 @@ impl Instance {
         target: &ExportTarget,
         out: W,
     ) -> Result<ExportReport, Error> {
-        self.write(|tx, s| {
-            export(
-                tx,
-                s,
-                target,
-                &Default::default(),
-                out,
-                |_| Ok(()),
-                &mut |_, _| {},
-            )
-        })
+        self.export_in_phases(
+            target,
+            |_, _| Ok(Replaced::default()),
+            out,
+            |_| Ok(()),
+            &mut |_, _| {},
+        )
+    }
+
+    /// An export in three transactions: a short write one that stamps,
+    /// plans and makes the header; a read one that writes the rows (the app
+    /// keeps writing meanwhile, in WAL mode); a short write one that marks
+    /// what was sent, once `seal` has put the bundle on disk. If another
+    /// connection committed between the first two, the rows it wrote could
+    /// be ahead of their stamps: the first is made again, and after a few
+    /// such tries the whole export runs in one write transaction.
+    fn export_in_phases<W: Write>(
+        &mut self,
+        target: &ExportTarget,
+        replacing: impl Fn(&Transaction<'_>, &Session) -> Result<Replaced, Error>,
+        out: W,
+        seal: impl FnOnce(W) -> Result<(), Error>,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ExportReport, Error> {
+        let mut longest = Duration::ZERO;
+        let mut transactions = 0u64;
+        for _ in 0..EXPORT_TRIES {
+            let began = Instant::now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let mut s = Session::load(&tx)?;
+            let replaced = replacing(&tx, &s)?;
+            let prepared = prepare(&tx, &mut s, target, &replaced.again)?;
+            s.save(&tx)?;
+            tx.commit()?;
+            transactions += 1;
+            longest = longest.max(began.elapsed());
+            let version = data_version(&self.conn)?;
+
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)?;
+            // The first read takes the snapshot the rows are read from.
+            tx.query_row("SELECT count(*) FROM fieldsync_meta", [], |r| {
+                r.get::<_, i64>(0)
+            })?;
+            if data_version(&tx)? != version {
+                continue;
+            }
+            let (out, summary) = write_prepared(&tx, &prepared, out, progress)?;
+            drop(tx);
+            seal(out)?;
+
+            let began = Instant::now();
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let s = Session::load(&tx)?;
+            record_prepared(&tx, &s, &prepared)?;
+            tx.commit()?;
+            transactions += 1;
+            longest = longest.max(began.elapsed());
+            let mut report = prepared.report(&s.sites, summary);
+            report.warnings.extend(replaced.warning);
+            report.write_transactions = transactions;
+            report.longest_write_ms = longest.as_millis() as u64;
+            return Ok(report);
+        }
+        let began = Instant::now();
+        let mut report = self.write(|tx, s| {
+            let replaced = replacing(tx, s)?;
+            let mut report = export(tx, s, target, &replaced.again, out, seal, progress)?;
+            report.warnings.extend(replaced.warning);
+            Ok(report)
+        })?;
+        report.write_transactions = transactions + 1;
+        report.longest_write_ms = longest.max(began.elapsed()).as_millis() as u64;
+        Ok(report)
     }
 
     /// Write a bundle for `target` to the file `path`. The file appears only
@@ -387,24 +469,17 @@ impl Instance {
             .unwrap_or_default();
         let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
         let file = File::create(&tmp)?;
-        let result = self.write(|tx, s| {
-            let replaced = check_overwrite(tx, s, path, target, overwrite)?;
-            let mut report = export(
-                tx,
-                s,
-                target,
-                &replaced.again,
-                BufWriter::new(file),
-                |w| {
-                    let file = w.into_inner().map_err(|e| e.into_error())?;
-                    file.sync_all()?;
-                    Ok(())
-                },
-                progress,
-            )?;
-            report.warnings.extend(replaced.warning);
-            Ok(report)
-        });
+        let result = self.export_in_phases(
+            target,
+            |tx, s| check_overwrite(tx, s, path, target, overwrite),
+            BufWriter::new(file),
+            |w| {
+                let file = w.into_inner().map_err(|e| e.into_error())?;
+                file.sync_all()?;
+                Ok(())
+            },
+            progress,
+        );
         // The file takes its name only once the export (stamping included)
         // is committed, so no bundle exists whose numbers a rollback could
         // hand out again.

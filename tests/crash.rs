@@ -8,7 +8,9 @@
 //!   the last import/export times left out) is exactly the state before or
 //!   the state after an uninterrupted run, or (an import, which commits in
 //!   short write transactions) one between two of them, which `status`
-//!   reports as an interrupted import;
+//!   reports as an interrupted import, or (an export) one where its first
+//!   write transaction stamped and planned and its last did not record the
+//!   bundle as sent, with no bundle file;
 //! - running the command again ends in exactly the state of an
 //!   uninterrupted run; an export's file is either absent or whole.
 //!
@@ -336,16 +338,29 @@ fn export_killed_at_any_moment_leaves_before_or_after_and_no_partial_bundle() ->
                 );
             }
         } else {
-            panic!(
-                "{when}: the state is neither before nor after:\n{now}\nbefore:\n{before}\nafter:\n{after}"
+            // Between the export's first write transaction (stamped and
+            // planned) and its last (sent): no bundle, and exporting again
+            // ends as an uninterrupted export does.
+            tally.between += 1;
+            assert!(
+                !out.exists(),
+                "{when}: a bundle file exists though the export did not record it as sent"
             );
+            leftovers += temps.len();
+            fieldsync_ok(&args)?;
+            assert_eq!(
+                state(&work)?,
+                after,
+                "{when}: the state was neither before nor after:\n{now}\nbefore:\n{before}\nafter:\n{after}\nand exporting again did not end as after"
+            );
+            assert_eq!(inspect_changes(&out)?, changes, "{when}: exporting again");
         }
     }
     eprintln!(
-        "export ({run:?} uninterrupted), {n} kill moments: {} inside the write transaction; {} left the state \
-         before ({leftovers} temporary files left behind), {} after ({not_renamed} of them before the rename; {} \
-         had finished by itself)",
-        tally.mid_transaction, tally.before, tally.after, tally.finished
+        "export ({run:?} uninterrupted), {n} kill moments: {} inside a write transaction; {} left the state \
+         before, {} stamped and planned but not sent ({leftovers} temporary files left behind in all), {} after \
+         ({not_renamed} of them before the rename; {} had finished by itself)",
+        tally.mid_transaction, tally.before, tally.between, tally.after, tally.finished
     );
     Ok(())
 }

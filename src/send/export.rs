@@ -110,18 +110,25 @@ pub struct ExportReport {
     pub covers: BTreeMap<String, String>,
     /// Things worth telling the operator.
     pub warnings: Vec<String>,
+    /// Write transactions the export took: stamping and planning, then
+    /// marking what was sent (the rows are read without the write lock).
+    pub write_transactions: u64,
+    /// The longest of them, in milliseconds.
+    pub longest_write_ms: u64,
 }
 
 /// Log entries written between two progress reports.
 const PROGRESS_EVERY: u64 = 8192;
 
-/// Write a bundle for `target` to `out` in three phases: [`plan`] (stamp,
-/// choose what the bundle covers and which tables it carries),
-/// [`write_bundle`] (the header and the rows), [`record`] (the peer's
-/// "sent" mark). `seal` runs after the bundle is completely written and
-/// before the mark is recorded, so a bundle that failed to reach the disk
-/// is never counted as sent. `progress` is called now and then with the
-/// change-log entries written so far and their total.
+/// Write a bundle for `target` to `out` in one transaction, in three
+/// phases: [`prepare`] (stamp, choose what the bundle covers and which
+/// tables it carries, the header), [`write_prepared`] (the rows),
+/// [`record_prepared`] (the peer's "sent" mark). `seal` runs after the bundle
+/// is completely written and before the mark is recorded, so a bundle that
+/// failed to reach the disk is never counted as sent. `progress` is called
+/// now and then with the change-log entries written so far and their total.
+/// [`crate::Instance`] runs the phases in transactions of their own, the
+/// rows read without the write lock (spec/merge.md, "Write transactions").
 pub(crate) fn export<W: Write>(
     tx: &Transaction<'_>,
     s: &mut Session,
@@ -131,11 +138,56 @@ pub(crate) fn export<W: Write>(
     seal: impl FnOnce(W) -> Result<(), Error>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
-    let plan = plan(tx, s, target, again)?;
-    let (out, summary) = write_bundle(tx, s, &plan, out, progress)?;
+    let prepared = prepare(tx, s, target, again)?;
+    let (out, summary) = write_prepared(tx, &prepared, out, progress)?;
     seal(out)?;
-    record(tx, s, &plan)?;
-    Ok(plan.report(&s.sites, summary))
+    record_prepared(tx, s, &prepared)?;
+    Ok(prepared.report(&s.sites, summary))
+}
+
+/// An export planned and its header made, the rows not written yet.
+pub(crate) struct Prepared {
+    plan: Plan,
+    header: Header,
+}
+
+/// The first phase of an export: stamp, plan, make the header. The caller
+/// saves the session (the header's clock) with it.
+pub(crate) fn prepare(
+    conn: &Connection,
+    s: &mut Session,
+    target: &ExportTarget,
+    again: &BTreeMap<i64, SeqSet>,
+) -> Result<Prepared, Error> {
+    let plan = plan(conn, s, target, again)?;
+    let header = plan.header(conn, s)?;
+    Ok(Prepared { plan, header })
+}
+
+/// The second phase: the header and every row record, reading only (a
+/// delta's rows are listed in `temp.fieldsync_export_rows` by the first).
+pub(crate) fn write_prepared<W: Write>(
+    conn: &Connection,
+    p: &Prepared,
+    out: W,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<(W, WriteSummary), Error> {
+    let mut writer = BundleWriter::new(out, &p.header)?;
+    write_rows(conn, &p.plan, &mut writer, progress)?;
+    Ok(writer.finish()?)
+}
+
+/// The last phase, once the bundle is sealed: what it carries counts as
+/// sent.
+pub(crate) fn record_prepared(conn: &Connection, s: &Session, p: &Prepared) -> Result<(), Error> {
+    record(conn, s, &p.plan)
+}
+
+impl Prepared {
+    /// The report of the export, once written.
+    pub(crate) fn report(self, sites: &Sites, summary: WriteSummary) -> ExportReport {
+        self.plan.report(sites, summary)
+    }
 }
 
 /// What a bundle carries, decided before anything is written.
@@ -502,20 +554,6 @@ fn carried_refs(
         .collect())
 }
 
-/// Write the header and every row record, and finish the bundle.
-fn write_bundle<W: Write>(
-    conn: &Connection,
-    s: &mut Session,
-    plan: &Plan,
-    out: W,
-    progress: &mut dyn FnMut(u64, u64),
-) -> Result<(W, WriteSummary), Error> {
-    let header = plan.header(conn, s)?;
-    let mut writer = BundleWriter::new(out, &header)?;
-    write_rows(conn, plan, &mut writer, progress)?;
-    Ok(writer.finish()?)
-}
-
 impl Plan {
     fn full(&self) -> bool {
         self.to.is_none()
@@ -642,6 +680,8 @@ impl Plan {
                 .into_iter()
                 .chain(self.warnings)
                 .collect(),
+            write_transactions: 1,
+            longest_write_ms: 0,
         }
     }
 }

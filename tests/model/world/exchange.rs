@@ -245,11 +245,15 @@ impl World {
                 1,
             )
             .map_err(|e| format!("i{at} failed to start importing bundle #{b}: {e}"))?;
+            // (A row deleted without a trigger is a broken "Rows" invariant
+            // until something records the delete; the model has such rows.)
             let check = self.instances[at].check()?;
-            if !check.ok {
+            let problems: Vec<_> = (check.problems.iter())
+                .filter(|p| p.invariant != fieldsync::Invariant::Rows)
+                .collect();
+            if !problems.is_empty() {
                 return Err(format!(
-                    "i{at} stopped importing #{b} after {records} record(s): check fails: {:?}",
-                    check.problems
+                    "i{at} stopped importing #{b} after {records} record(s): check fails: {problems:?}"
                 )
                 .into());
             }
