@@ -54,12 +54,16 @@ const ANSWER: Duration = Duration::from_secs(30);
 
 /// The Python writer: `python3 SCRIPT DB TAG STOPFILE LIMIT_SECS`. Inserts
 /// `TAG<n>` rows with a commit each until STOPFILE exists or LIMIT_SECS
-/// pass, then prints a JSON summary.
+/// pass, then prints a JSON summary (`stall_ms`: the longest time between
+/// two successful commits, or from the start to the first, or from the
+/// last to the end).
 const PYTHON: &str = r#"import json, os, sqlite3, sys, time
 db, tag, stop, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
 conn = sqlite3.connect(db)  # the default 5 s timeout
 waits, n, ok, errors, locked = [], 0, 0, 0, 0
 end = time.monotonic() + limit
+last_ok = time.monotonic()
+stall = 0.0
 while not os.path.exists(stop) and time.monotonic() < end:
     n += 1
     start = time.monotonic()
@@ -67,6 +71,8 @@ while not os.path.exists(stop) and time.monotonic() < end:
         conn.execute("INSERT INTO notes(body) VALUES (?)", (tag + str(n),))
         conn.commit()
         ok += 1
+        stall = max(stall, time.monotonic() - last_ok)
+        last_ok = time.monotonic()
     except sqlite3.Error as e:
         errors += 1
         if "locked" in str(e) or "busy" in str(e):
@@ -77,9 +83,10 @@ while not os.path.exists(stop) and time.monotonic() < end:
             pass
     waits.append((time.monotonic() - start) * 1000.0)
     time.sleep(0.02)
+stall = max(stall, time.monotonic() - last_ok)
 conn.close()
 print(json.dumps({"statements": n, "ok": ok, "errors": errors, "locked": locked,
-                  "waits_ms": waits}))
+                  "stall_ms": stall * 1000.0, "waits_ms": waits}))
 "#;
 
 const WRITERS: [&str; 2] = ["sqlite3 shell", "python sqlite3"];
@@ -110,12 +117,23 @@ struct AppRun {
     locked: f64,
     max_ms: f64,
     p99_ms: f64,
+    /// The longest time the app went without a successful commit: from
+    /// its start, between two, or from the last to its end. Alone it is
+    /// the pause plus a statement; against a writer holding the lock it is
+    /// about as long as the lock is held (the app's view of it).
+    stall_ms: f64,
     /// Succeeded statements whose row is not in the table afterwards.
     lost: f64,
 }
 
 impl AppRun {
-    fn from_waits(statements: u64, errors: u64, locked: u64, mut waits: Vec<f64>) -> AppRun {
+    fn from_waits(
+        statements: u64,
+        errors: u64,
+        locked: u64,
+        stall_ms: f64,
+        mut waits: Vec<f64>,
+    ) -> AppRun {
         waits.sort_by(f64::total_cmp);
         let p99 = match waits.len() {
             0 => 0.0,
@@ -128,14 +146,21 @@ impl AppRun {
             locked: locked as f64,
             max_ms: waits.last().copied().unwrap_or(0.0),
             p99_ms: p99,
+            stall_ms,
             lost: 0.0,
         }
     }
 
     fn brief(&self) -> String {
         format!(
-            "{:.0} stmts, {:.0} errors ({:.0} locked), {:.0} lost, max {:.1} ms, p99 {:.1} ms",
-            self.statements, self.errors, self.locked, self.lost, self.max_ms, self.p99_ms
+            "{:.0} stmts, {:.0} errors ({:.0} locked), {:.0} lost, max {:.1} ms, p99 {:.1} ms, stall {:.0} ms",
+            self.statements,
+            self.errors,
+            self.locked,
+            self.lost,
+            self.max_ms,
+            self.p99_ms,
+            self.stall_ms
         )
     }
 }
@@ -356,6 +381,24 @@ fn importing(
                 "ms",
                 None,
             ),
+            figure(
+                format!(
+                    "locks {m}: app longest time without a commit while importing, {name} (vs app alone)"
+                ),
+                median(app(&alone, |a| a.stall_ms)),
+                median(app(&bounded, |a| a.stall_ms)),
+                "ms",
+                None,
+            ),
+            figure(
+                format!(
+                    "locks {m}: app longest time without a commit during --atomic, {name} (vs app alone)"
+                ),
+                median(app(&alone, |a| a.stall_ms)),
+                median(app(&atomic, |a| a.stall_ms)),
+                "ms",
+                None,
+            ),
         ]);
     }
     Ok(figs)
@@ -451,6 +494,15 @@ fn exporting(
                 format!("locks {m}: app p99 wait while exporting, {name} (vs app alone)"),
                 median(app(&alone, |a| a.p99_ms)),
                 median(app(&export, |a| a.p99_ms)),
+                "ms",
+                None,
+            ),
+            figure(
+                format!(
+                    "locks {m}: app longest time without a commit while exporting, {name} (vs app alone)"
+                ),
+                median(app(&alone, |a| a.stall_ms)),
+                median(app(&export, |a| a.stall_ms)),
                 "ms",
                 None,
             ),
@@ -768,14 +820,23 @@ fn python_summary(out: &str) -> Result<AppRun, String> {
         .and_then(Json::as_array)
         .map(|v| v.iter().filter_map(Json::as_f64).collect())
         .unwrap_or_default();
-    let mut a = AppRun::from_waits(num("statements"), num("errors"), num("locked"), waits);
+    let stall = j.get("stall_ms").and_then(Json::as_f64).unwrap_or(f64::NAN);
+    let mut a = AppRun::from_waits(
+        num("statements"),
+        num("errors"),
+        num("locked"),
+        stall,
+        waits,
+    );
     a.ok = num("ok") as f64;
     Ok(a)
 }
 
 /// The shell writer: `sqlite3 DB` fed one INSERT at a time on stdin, each
-/// followed by `SELECT 'done-<n>';`, whose echo on stdout ends the wait
-/// for that statement. Errors are the shell's error lines on stderr.
+/// followed by `SELECT 'done-<n>', total_changes();`, whose echo on stdout
+/// ends the wait for that statement; the INSERT failed if the count of
+/// changes did not grow. The shell's error lines on stderr say which
+/// failures were `database is locked`.
 fn shell_writer(
     db: &Path,
     tag: &str,
@@ -801,26 +862,24 @@ fn shell_writer(
             }
         }
     });
-    let errors = thread::spawn(move || {
-        let (mut errors, mut locked) = (0u64, 0u64);
+    let complaints = thread::spawn(move || {
+        let mut locked = 0u64;
         let mut lines = Vec::new();
         for line in BufReader::new(stderr).lines() {
             let Ok(l) = line else { break };
             let lower = l.to_lowercase();
-            if lower.contains("error") {
-                errors += 1;
-                if lower.contains("locked") || lower.contains("busy") {
-                    locked += 1;
-                } else if lines.len() < 3 {
-                    lines.push(l);
-                }
+            if lower.contains("locked") || lower.contains("busy") {
+                locked += 1;
+            } else if lines.len() < 3 {
+                lines.push(l);
             }
         }
-        (errors, locked, lines)
+        (locked, lines)
     });
     let end = Instant::now() + limit;
     let mut waits = Vec::new();
-    let mut n = 0u64;
+    let (mut n, mut errors, mut changes) = (0u64, 0u64, 0i64);
+    let (mut last_ok, mut stall) = (Instant::now(), Duration::ZERO);
     let mut trouble = None;
     if let Err(e) = writeln!(stdin, ".timeout 5000") {
         trouble = Some(format!("cannot write to sqlite3: {e}"));
@@ -830,17 +889,27 @@ fn shell_writer(
         let start = Instant::now();
         let sent = write!(
             stdin,
-            "INSERT INTO notes(body) VALUES ('{tag}{n}');\nSELECT 'done-{n}';\n"
+            "INSERT INTO notes(body) VALUES ('{tag}{n}');\nSELECT 'done-{n}', total_changes();\n"
         )
         .and_then(|()| stdin.flush());
         if let Err(e) = sent {
             trouble = Some(format!("cannot write to sqlite3: {e}"));
             break;
         }
-        let want = format!("done-{n}");
+        let want = format!("done-{n}|");
         loop {
             match rx.recv_timeout(ANSWER) {
-                Ok(l) if l == want => break,
+                Ok(l) if l.starts_with(&want) => {
+                    let now: i64 = l[want.len()..].trim().parse().unwrap_or(changes);
+                    if now > changes {
+                        stall = stall.max(last_ok.elapsed());
+                        last_ok = Instant::now();
+                    } else {
+                        errors += 1;
+                    }
+                    changes = now;
+                    break;
+                }
                 Ok(_) => {}
                 Err(_) => {
                     trouble = Some(format!(
@@ -855,17 +924,24 @@ fn shell_writer(
             thread::sleep(PACE);
         }
     }
+    stall = stall.max(last_ok.elapsed());
     drop(stdin);
     if wait_until(&mut child, STOP_GRACE).is_none() && trouble.is_none() {
         trouble = Some("sqlite3 did not exit: killed".into());
     }
     let _ = reader.join();
-    let (errors, locked, others) = errors.join().unwrap_or_default();
+    let (locked, others) = complaints.join().unwrap_or_default();
     if !others.is_empty() {
         println!("  (sqlite3 shell writer errors: {others:?})");
     }
     match trouble {
         Some(t) => Err(t),
-        None => Ok(AppRun::from_waits(n, errors, locked, waits)),
+        None => Ok(AppRun::from_waits(
+            n,
+            errors,
+            locked,
+            stall.as_secs_f64() * 1000.0,
+            waits,
+        )),
     }
 }
