@@ -162,10 +162,19 @@ impl Figure {
         self.measured / self.baseline
     }
 
-    /// Memory targets are absolute (MiB), the others ratios.
+    /// Targets in MiB, ms and counts (`n`) bound the measured value itself;
+    /// the others bound the ratio.
+    fn absolute(&self) -> bool {
+        matches!(self.unit, "MiB" | "ms" | "n")
+    }
+
+    /// None without a target, or when the figure was not reported (NaN).
     pub fn met(&self) -> Option<bool> {
+        if self.measured.is_nan() {
+            return None;
+        }
         self.target.map(|t| {
-            if self.unit == "MiB" {
+            if self.absolute() {
                 self.measured <= t
             } else {
                 self.ratio() <= t
@@ -173,21 +182,41 @@ impl Figure {
         })
     }
 
+    /// A value as its unit reads best; NaN is a figure not reported.
+    fn cell(&self, v: f64) -> String {
+        match self.unit {
+            _ if v.is_nan() => "n/r".to_owned(),
+            "n" => format!("{v:.0}"),
+            "ms" => format!("{v:.1}"),
+            _ => format!("{v:.4}"),
+        }
+    }
+
     pub fn print(&self) {
+        let bound = |t: f64| match self.unit {
+            "n" if t == 0.0 => "= 0".to_owned(),
+            "n" => format!("<= {t:.0}"),
+            "MiB" | "ms" => format!("<= {t:.0} {}", self.unit),
+            _ => format!("<= {t:.1}"),
+        };
         let verdict = match (self.target, self.met()) {
-            (Some(t), Some(true)) if self.unit == "MiB" => format!("<= {t:.0} MiB ok"),
-            (Some(t), Some(false)) if self.unit == "MiB" => format!("<= {t:.0} MiB MISSED"),
-            (Some(t), Some(true)) => format!("<= {t:.1} ok"),
-            (Some(t), _) => format!("<= {t:.1} MISSED"),
+            (Some(t), Some(true)) => format!("{} ok", bound(t)),
+            (Some(t), Some(false)) => format!("{} MISSED", bound(t)),
+            (Some(t), None) => format!("{} not reported", bound(t)),
             _ => String::new(),
         };
+        let ratio = self.ratio();
+        let ratio = if ratio.is_finite() {
+            format!("{ratio:.2}x")
+        } else {
+            "-".to_owned()
+        };
         println!(
-            "{:<52} {:>11.4} {:>11.4} {:<3} {:>7.2}x  {verdict}",
+            "{:<52} {:>11} {:>11} {:<3} {ratio:>8}  {verdict}",
             self.label,
-            self.baseline,
-            self.measured,
+            self.cell(self.baseline),
+            self.cell(self.measured),
             self.unit,
-            self.ratio()
         );
     }
 }

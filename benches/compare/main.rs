@@ -10,16 +10,21 @@
 //! `FIELDSYNC_BENCH_BUNDLES` x `FIELDSYNC_BENCH_PER` for many bundles
 //! [100 x 10000], `FIELDSYNC_BENCH_RSS` rows for peak memory [1000000],
 //! `FIELDSYNC_BENCH_REFS` child rows for integer vs text keys [200000],
+//! `FIELDSYNC_BENCH_LOCKS` rows imported / exported while an app writes
+//! [1000000],
 //! `FIELDSYNC_BENCH_REPS` repetitions [5; 3 for the large runs],
 //! `FIELDSYNC_BENCH_ONLY` = a comma-separated list of parts: capture,
 //! capture-int (the capture figures on an `INTEGER PRIMARY KEY` table),
 //! fold (folding captured inserts into the log, integer vs text keys),
 //! transfer, intkeys (import/export of integer vs text keys with
-//! references), delta, many, memory.
+//! references), delta, many, memory, locks (an app's writes, through the
+//! sqlite3 shell and Python, while fieldsync imports and exports: the app's
+//! errors and waits, fieldsync's longest write transaction).
 
 mod capture;
 mod fixture;
 mod intkeys;
+mod locks;
 mod memory;
 mod transfer;
 
@@ -110,6 +115,13 @@ fn main() -> Res<()> {
         figures.extend(memory::run(
             dir.path(),
             env_usize("FIELDSYNC_BENCH_RSS", 1_000_000),
+        )?);
+    }
+    if wanted("locks") {
+        figures.extend(locks::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_LOCKS", 1_000_000),
+            large_reps,
         )?);
     }
     println!("\nsummary");
