@@ -51,6 +51,9 @@ struct Imported<'a> {
     released: u64,
     overwritten: u64,
     held: u64,
+    /// Write transactions in all, and the longest of them.
+    write_transactions: u64,
+    longest_write_ms: u64,
     files: Vec<FileImported<'a>>,
 }
 
@@ -61,7 +64,8 @@ struct FileImported<'a> {
 }
 
 impl<'a> Imported<'a> {
-    fn new(files: &[PathBuf], reports: &'a [ImportReport]) -> Self {
+    /// `atomic`: all the files were applied in one transaction.
+    fn new(files: &[PathBuf], reports: &'a [ImportReport], atomic: bool) -> Self {
         let sum = |get: fn(&ImportReport) -> u64| reports.iter().map(get).sum::<u64>();
         Imported {
             applied: sum(|r| r.applied),
@@ -74,6 +78,12 @@ impl<'a> Imported<'a> {
             released: sum(|r| r.released),
             overwritten: sum(|r| r.overwritten),
             held: reports.last().map(|r| r.held).unwrap_or(0),
+            write_transactions: if atomic {
+                1
+            } else {
+                sum(|r| r.write_transactions)
+            },
+            longest_write_ms: reports.iter().map(|r| r.longest_write_ms).max().unwrap_or(0),
             files: files
                 .iter()
                 .zip(reports)
@@ -114,7 +124,7 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
         apply_each(ui, &mut instance, files, &opts)?
     };
     // The text was printed file by file above.
-    ui.report(&Sorted(Imported::new(files, &reports)), |_| Ok(()))?;
+    ui.report(&Sorted(Imported::new(files, &reports, args.atomic)), |_| Ok(()))?;
     Ok(Outcome::Success)
 }
 
