@@ -536,7 +536,7 @@ pub enum ImportError {
     /// The bundle would hold more of its sender's changes in quarantine
     /// than the bound allows (spec/quarantine.md).
     #[error(
-        "refused: this bundle from '{sender}' would leave {held} of its changes held in quarantine, more than the limit of {limit} per sender; nothing was imported. `fieldsync conflicts --db {db}` lists why changes are refused: fix the cause at the sender, discard what is held (`fieldsync conflicts --db {db} --discard-from {sender}`), or raise the limit: sqlite3 {db} \"INSERT OR REPLACE INTO fieldsync_meta VALUES ('max_held_per_sender', N)\""
+        "refused: this bundle from '{sender}' would leave {held} of its changes held in quarantine, more than the limit of {limit} per sender; {kept}. `fieldsync conflicts --db {db}` lists why changes are refused: fix the cause at the sender, discard what is held (`fieldsync conflicts --db {db} --discard-from {sender}`), or raise the limit: sqlite3 {db} \"INSERT OR REPLACE INTO fieldsync_meta VALUES ('max_held_per_sender', N)\""
     )]
     TooManyHeld {
         /// The sender.
@@ -545,6 +545,9 @@ pub enum ImportError {
         held: u64,
         /// The bound.
         limit: u64,
+        /// What stays: "nothing was imported", or the changes an import in
+        /// several write transactions applied before it found out.
+        kept: String,
         /// The database, as typed after `--db`.
         db: String,
     },

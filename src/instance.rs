@@ -515,7 +515,7 @@ impl Instance {
     }
 
     /// Import one bundle: verify its checksum, check every record, then
-    /// apply it in write transactions of about 100 ms each
+    /// apply it in write transactions of at most about 200 ms each
     /// ([`ImportOptions::default`]), so the app's writes wait at most about
     /// that long (spec/merge.md, "Write transactions").
     pub fn import<R: Read + Seek>(&mut self, r: R) -> Result<ImportReport, Error> {

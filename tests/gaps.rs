@@ -386,3 +386,41 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
     assert!(hq.import(Cursor::new(&crafted)).is_err());
     Ok(())
 }
+
+/// Found by the golden demo when imports began measuring gaps from their
+/// start: a bundle whose every change is held (an update of a row whose
+/// insert was in an earlier bundle not imported yet) did not report the
+/// earlier bundle's changes as missing, because the held numbers above them
+/// already made them a hole when the gaps were compared.
+#[test]
+fn a_bundle_whose_changes_are_all_held_still_reports_the_gap_below_them() -> Res {
+    let w = World::new()?;
+    let schema = "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT);";
+    let hq = w.site("hq", schema)?;
+    let f1 = w.site("field-1", schema)?;
+    f1.sql("INSERT INTO person VALUES ('p1', 'Amal', 'missing');")?;
+    let first = w.bundle("week-1");
+    f1.export_to("hq", &first)?;
+    f1.sql("UPDATE person SET status = 'found' WHERE id = 'p1';")?;
+    let second = w.bundle("week-2");
+    f1.export_to("hq", &second)?;
+
+    let out = fieldsync_ok(&[&"import", &"--db", &hq.db, &second])?;
+    assert!(out.stdout.contains("1 quarantined"), "{}", out.stdout);
+    assert!(
+        out.stderr
+            .contains("changes 1 from 'field-1' have not arrived"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(gaps_of(&hq, "field-1")?.0, "1");
+    // The late bundle fills the gap and releases the held update.
+    let imported = hq.import(&[&first])?;
+    assert_eq!(num(&imported, "released")?, 1, "{imported}");
+    assert_eq!(gaps_of(&hq, "field-1")?.0, "");
+    assert_eq!(
+        query_one(&hq.db, "SELECT status FROM person WHERE id = 'p1'")?,
+        "found"
+    );
+    Ok(())
+}

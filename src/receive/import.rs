@@ -176,7 +176,7 @@ pub struct ImportOptions {
     pub max_write: Option<Duration>,
     /// Time left between two write transactions of one import, so that an
     /// app waiting for the lock takes it (SQLite's busy handler polls at
-    /// most 25 ms apart for its first ~130 ms of waiting).
+    /// most 50 ms apart for its first ~230 ms of waiting).
     pub pause: Duration,
 }
 
@@ -190,12 +190,14 @@ impl Default for ImportOptions {
 }
 
 /// The default bound on one write transaction of an import.
-pub const DEFAULT_MAX_WRITE_MS: u64 = 100;
+pub const DEFAULT_MAX_WRITE_MS: u64 = 180;
 
 /// The pause between two write transactions of one import: longer than the
 /// longest gap between two polls of a waiting app's busy handler during
-/// the first ~130 ms of its wait (spec/merge.md, "Write transactions").
-const PAUSE_MS: u64 = 30;
+/// the first ~230 ms of its wait, so an app that waited through a whole
+/// transaction gets the lock in the pause after it (spec/merge.md, "Write
+/// transactions").
+const PAUSE_MS: u64 = 55;
 
 /// The least time a write transaction spends applying records, whatever
 /// its commits cost, so an import always moves on.
@@ -230,6 +232,7 @@ pub(crate) fn import_in_steps<R: Read>(
         }
         if transactions > 0 {
             std::thread::sleep(opts.pause);
+            take_turn(conn, opts.pause)?;
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let began = Instant::now();
@@ -276,6 +279,36 @@ pub(crate) fn import_in_steps<R: Read>(
 pub(crate) struct Steps {
     pub records: Option<u64>,
     pub stop_after: Option<usize>,
+}
+
+/// Wait, between two write transactions of an import, until no one else
+/// is writing: while another connection holds the write lock, look again
+/// `pause` later rather than through SQLite's busy handler, whose first
+/// polls come a few milliseconds apart and would win the lock back from
+/// every other waiting writer. Gives up as the busy timeout does.
+fn take_turn(conn: &Connection, pause: Duration) -> Result<(), Error> {
+    let give_up = Instant::now() + Duration::from_secs(crate::error::BUSY_TIMEOUT_SECS);
+    conn.busy_timeout(Duration::ZERO)?;
+    let outcome = loop {
+        match conn.execute_batch("BEGIN IMMEDIATE; COMMIT") {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < give_up =>
+            {
+                std::thread::sleep(pause.max(Duration::from_millis(1)));
+            }
+            other => break other,
+        }
+    };
+    conn.busy_timeout(Duration::from_secs(crate::error::BUSY_TIMEOUT_SECS))?;
+    // Busy past the timeout: the transaction below reports it as usual.
+    match outcome {
+        Err(rusqlite::Error::SqliteFailure(e, _))
+            if e.code == rusqlite::ErrorCode::DatabaseBusy =>
+        {
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Apply one bundle (already checksum-verified) in the caller's write
@@ -350,6 +383,8 @@ struct Importing<R: Read> {
     received: BTreeMap<i64, Vec<u64>>,
     /// Records merged so far.
     merged: u64,
+    /// Of those, the ones committed by earlier transactions.
+    committed: u64,
     /// What was known to be missing when the import began, to report the
     /// gaps it reveals.
     missing_before: BTreeMap<i64, SeqSet>,
@@ -389,6 +424,7 @@ impl<R: Read> Importing<R> {
             captured: stamped.captured,
             received: BTreeMap::new(),
             merged: 0,
+            committed: 0,
             missing_before,
         })
     }
@@ -494,6 +530,7 @@ impl<R: Read> Importing<R> {
             INTERRUPTED_KEY,
             format!("{}\t{}", self.header.sender.name, self.merged),
         )?;
+        self.committed = self.merged;
         s.save(tx)?;
         Ok(())
     }
@@ -513,6 +550,7 @@ impl<R: Read> Importing<R> {
             captured,
             received,
             missing_before,
+            committed,
             ..
         } = self;
         let end = reader.finish()?;
@@ -521,7 +559,28 @@ impl<R: Read> Importing<R> {
         drop(received);
         ap.settle(tx, s, refused, Some(&origins.seen))?;
         let added = ap.counts.iter().map(|c| c.quarantined).sum();
-        crate::receive::quarantine::within_bound(tx, &header.sender.name, added)?;
+        match crate::receive::quarantine::within_bound(tx, &header.sender.name, added) {
+            Err(Error::Import(ImportError::TooManyHeld {
+                sender,
+                held,
+                limit,
+                db,
+                ..
+            })) if committed > 0 => {
+                return Err(ImportError::TooManyHeld {
+                    sender,
+                    held,
+                    limit,
+                    kept: format!(
+                        "the {committed} changes applied before this was found are kept (the import was in \
+                         several write transactions), the others were not imported"
+                    ),
+                    db,
+                }
+                .into());
+            }
+            other => other?,
+        }
         observe_clocks(s, &latest, &mut warnings)?;
         meta_delete(tx, INTERRUPTED_KEY)?;
 

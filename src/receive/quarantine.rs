@@ -766,6 +766,7 @@ pub(crate) fn within_bound(conn: &Connection, sender: &str, added: u64) -> Resul
             sender: sender.to_owned(),
             held,
             limit,
+            kept: "nothing was imported".to_owned(),
             db: crate::catalog::store::db_arg(conn),
         }
         .into());

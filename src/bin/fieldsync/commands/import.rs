@@ -83,7 +83,11 @@ impl<'a> Imported<'a> {
             } else {
                 sum(|r| r.write_transactions)
             },
-            longest_write_ms: reports.iter().map(|r| r.longest_write_ms).max().unwrap_or(0),
+            longest_write_ms: reports
+                .iter()
+                .map(|r| r.longest_write_ms)
+                .max()
+                .unwrap_or(0),
             files: files
                 .iter()
                 .zip(reports)
@@ -124,7 +128,9 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
         apply_each(ui, &mut instance, files, &opts)?
     };
     // The text was printed file by file above.
-    ui.report(&Sorted(Imported::new(files, &reports, args.atomic)), |_| Ok(()))?;
+    ui.report(&Sorted(Imported::new(files, &reports, args.atomic)), |_| {
+        Ok(())
+    })?;
     Ok(Outcome::Success)
 }
 
