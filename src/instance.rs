@@ -27,8 +27,8 @@ use crate::receive::import::{
     ImportOptions, ImportReport, RetryReport, Steps, check_records, import, import_in_steps,
 };
 use crate::send::export::{
-    ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export, prepare,
-    record_prepared, write_prepared,
+    ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export, find_vanished,
+    prepare, record_prepared, write_prepared,
 };
 
 /// How many times an export plans again because another connection
@@ -361,13 +361,24 @@ impl Instance {
         let mut longest = Duration::ZERO;
         let mut transactions = 0u64;
         for _ in 0..EXPORT_TRIES {
+            // A full export's scan for rows deleted without a trigger reads
+            // every row: done first, without the write lock.
+            let vanished = if target.is_full() {
+                let tx = self
+                    .conn
+                    .transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let s = Session::load(&tx)?;
+                Some(find_vanished(&tx, &s)?)
+            } else {
+                None
+            };
             let began = Instant::now();
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             let mut s = Session::load(&tx)?;
             let replaced = replacing(&tx, &s)?;
-            let prepared = prepare(&tx, &mut s, target, &replaced.again)?;
+            let prepared = prepare(&tx, &mut s, target, &replaced.again, vanished.as_deref())?;
             s.save(&tx)?;
             tx.commit()?;
             transactions += 1;

@@ -647,6 +647,58 @@ pub(crate) fn record_vanished_rows(
     s: &mut Session,
     suspects: Suspects<'_>,
 ) -> Result<u64, Error> {
+    let vanished = find_vanished_rows(conn, s, suspects)?;
+    record_vanished(conn, s, &vanished)
+}
+
+/// Record the deletion of rows found vanished earlier (by
+/// [`find_vanished_rows`], in a read transaction) that are still missing.
+pub(crate) fn record_found_vanished(
+    conn: &Connection,
+    s: &mut Session,
+    found: &[(i64, Vec<u8>)],
+) -> Result<u64, Error> {
+    let mut still = Vec::new();
+    let mut exists_sql: HashMap<i64, String> = HashMap::new();
+    for (tbl, pk) in found {
+        let Some(table) = s.catalog.by_id(*tbl) else {
+            continue;
+        };
+        let live: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND cl % 2 = 1)",
+            )?
+            .query_row(rusqlite::params![tbl, pk], |r| r.get(0))?;
+        let sql = exists_sql
+            .entry(*tbl)
+            .or_insert_with(|| row_exists_sql(table));
+        if live && !row_exists(conn, table, sql, pk)? {
+            still.push((*tbl, pk.clone()));
+        }
+    }
+    record_vanished(conn, s, &still)
+}
+
+fn record_vanished(
+    conn: &Connection,
+    s: &mut Session,
+    vanished: &[(i64, Vec<u8>)],
+) -> Result<u64, Error> {
+    for (tbl, pk) in vanished {
+        unbind(conn, *tbl, pk)?;
+        let seq = s.next_seq()?;
+        record_noticed(conn, s, *tbl, pk, seq, Noticed::Deleted)?;
+    }
+    Ok(vanished.len() as u64)
+}
+
+/// The rows of [`Suspects`] the log knows as live and the table lacks;
+/// reads only.
+pub(crate) fn find_vanished_rows(
+    conn: &Connection,
+    s: &Session,
+    suspects: Suspects<'_>,
+) -> Result<Vec<(i64, Vec<u8>)>, Error> {
     let mut vanished = Vec::new();
     {
         let (sql, table_id) = match suspects {
@@ -674,12 +726,7 @@ pub(crate) fn record_vanished_rows(
             }
         }
     }
-    for (tbl, pk) in &vanished {
-        unbind(conn, *tbl, pk)?;
-        let seq = s.next_seq()?;
-        record_noticed(conn, s, *tbl, pk, seq, Noticed::Deleted)?;
-    }
-    Ok(vanished.len() as u64)
+    Ok(vanished)
 }
 
 /// The SQL [`row_exists`] runs for a row of `table`.

@@ -226,13 +226,13 @@ pub(crate) fn import_in_steps<R: Read>(
     let mut longest = Duration::ZERO;
     let mut commit_cost = Duration::ZERO;
     let mut transactions = 0u64;
+    let mut committed_at = 0i64;
     loop {
         if stop_after.is_some_and(|n| transactions as usize >= n) {
             return Ok(None);
         }
         if transactions > 0 {
-            std::thread::sleep(opts.pause);
-            take_turn(conn, opts.pause)?;
+            make_way(conn, opts.pause, committed_at)?;
         }
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let began = Instant::now();
@@ -269,6 +269,7 @@ pub(crate) fn import_in_steps<R: Read>(
         tx.commit()?;
         commit_cost = committing.elapsed();
         longest = longest.max(began.elapsed());
+        committed_at = data_version(conn)?;
     }
 }
 
@@ -281,16 +282,46 @@ pub(crate) struct Steps {
     pub stop_after: Option<usize>,
 }
 
-/// Wait, between two write transactions of an import, until no one else
-/// is writing: while another connection holds the write lock, look again
-/// `pause` later rather than through SQLite's busy handler, whose first
-/// polls come a few milliseconds apart and would win the lock back from
-/// every other waiting writer. Gives up as the busy timeout does.
+/// Pauses an import adds while other connections keep committing, before
+/// it takes the lock again anyway.
+const MAX_EXTRA_PAUSES: u32 = 2;
+
+/// SQLite's count of commits by other connections (`PRAGMA data_version`).
+fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+/// Between two write transactions of an import: pause; while another
+/// connection committed during the last pause (several writers were
+/// waiting, and one of them went), pause again, up to
+/// [`MAX_EXTRA_PAUSES`] more, so the others go too; then wait for the
+/// lock to be free. `committed_at` is [`data_version`] right after the
+/// import's commit.
+fn make_way(conn: &Connection, pause: Duration, mut committed_at: i64) -> Result<(), Error> {
+    std::thread::sleep(pause);
+    for _ in 0..MAX_EXTRA_PAUSES {
+        let now = data_version(conn)?;
+        if now == committed_at {
+            break;
+        }
+        committed_at = now;
+        std::thread::sleep(pause);
+    }
+    take_turn(conn, pause)
+}
+
+/// Wait, between two write transactions of an import, until no other
+/// connection holds the write lock: look again `pause` later rather than
+/// through SQLite's busy handler, whose first polls come a few milliseconds
+/// apart and would win the lock back from every other waiting writer. The
+/// transaction that follows waits through the busy handler as usual (if a
+/// writer came in between, or after the busy timeout here).
 fn take_turn(conn: &Connection, pause: Duration) -> Result<(), Error> {
-    let give_up = Instant::now() + Duration::from_secs(crate::error::BUSY_TIMEOUT_SECS);
+    let busy = Duration::from_secs(crate::error::BUSY_TIMEOUT_SECS);
+    let give_up = Instant::now() + busy;
     conn.busy_timeout(Duration::ZERO)?;
-    let outcome = loop {
-        match conn.execute_batch("BEGIN IMMEDIATE; COMMIT") {
+    let probed = loop {
+        match conn.execute_batch("BEGIN IMMEDIATE") {
             Err(rusqlite::Error::SqliteFailure(e, _))
                 if e.code == rusqlite::ErrorCode::DatabaseBusy && Instant::now() < give_up =>
             {
@@ -299,9 +330,15 @@ fn take_turn(conn: &Connection, pause: Duration) -> Result<(), Error> {
             other => break other,
         }
     };
-    conn.busy_timeout(Duration::from_secs(crate::error::BUSY_TIMEOUT_SECS))?;
-    // Busy past the timeout: the transaction below reports it as usual.
-    match outcome {
+    // The probe holds nothing: an empty transaction rolls back at once.
+    let ended = if conn.is_autocommit() {
+        Ok(())
+    } else {
+        conn.execute_batch("ROLLBACK")
+    };
+    conn.busy_timeout(busy)?;
+    ended?;
+    match probed {
         Err(rusqlite::Error::SqliteFailure(e, _))
             if e.code == rusqlite::ErrorCode::DatabaseBusy =>
         {

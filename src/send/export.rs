@@ -138,7 +138,7 @@ pub(crate) fn export<W: Write>(
     seal: impl FnOnce(W) -> Result<(), Error>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
-    let prepared = prepare(tx, s, target, again)?;
+    let prepared = prepare(tx, s, target, again, None)?;
     let (out, summary) = write_prepared(tx, &prepared, out, progress)?;
     seal(out)?;
     record_prepared(tx, s, &prepared)?;
@@ -152,16 +152,34 @@ pub(crate) struct Prepared {
 }
 
 /// The first phase of an export: stamp, plan, make the header. The caller
-/// saves the session (the header's clock) with it.
+/// saves the session (the header's clock) with it. A full export records
+/// the rows deleted without a trigger: those in `vanished` (found by
+/// [`find_vanished`] in a read transaction before) or, without it, those a
+/// scan of every table finds now.
 pub(crate) fn prepare(
     conn: &Connection,
     s: &mut Session,
     target: &ExportTarget,
     again: &BTreeMap<i64, SeqSet>,
+    vanished: Option<&[(i64, Vec<u8>)]>,
 ) -> Result<Prepared, Error> {
-    let plan = plan(conn, s, target, again)?;
+    let plan = plan(conn, s, target, again, vanished)?;
     let header = plan.header(conn, s)?;
     Ok(Prepared { plan, header })
+}
+
+/// Before a full export, reading only: the rows of every tracked table the
+/// log knows as live and the table lacks (deleted without a trigger).
+pub(crate) fn find_vanished(conn: &Connection, s: &Session) -> Result<Vec<(i64, Vec<u8>)>, Error> {
+    let mut found = Vec::new();
+    for table in s.catalog.tables() {
+        found.extend(crate::local::stamp::find_vanished_rows(
+            conn,
+            s,
+            Suspects::Table(table),
+        )?);
+    }
+    Ok(found)
 }
 
 /// The second phase: the header and every row record, reading only (a
@@ -235,6 +253,7 @@ fn plan(
     s: &mut Session,
     target: &ExportTarget,
     again: &BTreeMap<i64, SeqSet>,
+    vanished: Option<&[(i64, Vec<u8>)]>,
 ) -> Result<Plan, Error> {
     if s.catalog.is_empty() {
         return Err(ExportError::NothingTracked {
@@ -256,8 +275,15 @@ fn plan(
                     }
                 }
             }
-            for table in s.catalog.tables().to_vec() {
-                record_vanished_rows(conn, s, Suspects::Table(&table))?;
+            match vanished {
+                Some(found) => {
+                    crate::local::stamp::record_found_vanished(conn, s, found)?;
+                }
+                None => {
+                    for table in s.catalog.tables().to_vec() {
+                        record_vanished_rows(conn, s, Suspects::Table(&table))?;
+                    }
+                }
             }
             (None, None)
         }
