@@ -220,6 +220,24 @@ pub(crate) fn import_in_steps<R: Read>(
     opts: &ImportOptions,
     steps: &Steps,
 ) -> Result<Option<ImportReport>, Error> {
+    // In WAL mode a commit that fills the log past its bound also copies it
+    // into the database (a checkpoint) before it returns; the import checks
+    // point in its pauses instead, so its transactions stay short.
+    let autocheckpoint: i64 = conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
+    conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
+    let result = apply_in_steps(conn, reader, opts, steps);
+    let restored = conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {autocheckpoint}"));
+    let out = result?;
+    restored?;
+    Ok(out)
+}
+
+fn apply_in_steps<R: Read>(
+    conn: &mut Connection,
+    reader: BundleReader<R>,
+    opts: &ImportOptions,
+    steps: &Steps,
+) -> Result<Option<ImportReport>, Error> {
     let stop_after = steps.stop_after;
     let mut importing: Option<Importing<R>> = None;
     let mut reader = Some(reader);
@@ -298,7 +316,11 @@ fn data_version(conn: &Connection) -> Result<i64, Error> {
 /// lock to be free. `committed_at` is [`data_version`] right after the
 /// import's commit.
 fn make_way(conn: &Connection, pause: Duration, mut committed_at: i64) -> Result<(), Error> {
-    std::thread::sleep(pause);
+    let began = Instant::now();
+    // WAL mode: copy the log into the database without blocking anyone (a
+    // no-op in rollback-journal mode).
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+    std::thread::sleep(pause.saturating_sub(began.elapsed()));
     for _ in 0..MAX_EXTRA_PAUSES {
         let now = data_version(conn)?;
         if now == committed_at {
@@ -669,15 +691,7 @@ fn dry_origins(s: &Session, header: &Header) -> Origins {
             Some((idx, o.id))
         })
         .collect();
-    let by_local = |lists: &[OriginSeqs]| {
-        let mut out: BTreeMap<i64, SeqSet> = BTreeMap::new();
-        for x in lists {
-            if let Some(Some((idx, _))) = local.get(x.origin as usize) {
-                out.entry(*idx).or_default().union_with(&x.seqs);
-            }
-        }
-        out
-    };
+    let by_local = |lists: &[OriginSeqs]| by_local_number(&local, lists);
     Origins {
         covers: by_local(&header.covers),
         seen: by_local(&header.seen),
@@ -685,6 +699,18 @@ fn dry_origins(s: &Session, header: &Header) -> Origins {
         local,
         sender: 0,
     }
+}
+
+/// Per-origin lists of a header keyed by the origins' local numbers
+/// (`local`, by header index); origins not numbered here are left out.
+fn by_local_number(local: &[Option<(i64, SiteId)>], lists: &[OriginSeqs]) -> BTreeMap<i64, SeqSet> {
+    let mut out: BTreeMap<i64, SeqSet> = BTreeMap::new();
+    for x in lists {
+        if let Some(Some((idx, _))) = local.get(x.origin as usize) {
+            out.entry(*idx).or_default().union_with(&x.seqs);
+        }
+    }
+    out
 }
 
 /// Learn of the sender and of the origins whose changes the bundle covers
@@ -713,15 +739,7 @@ fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<
     let sender = s
         .sites
         .intern(conn, header.sender.id, &header.sender.name)?;
-    let by_local = |lists: &[OriginSeqs]| {
-        let mut out: BTreeMap<i64, SeqSet> = BTreeMap::new();
-        for x in lists {
-            if let Some(Some((idx, _))) = local.get(x.origin as usize) {
-                out.entry(*idx).or_default().union_with(&x.seqs);
-            }
-        }
-        out
-    };
+    let by_local = |lists: &[OriginSeqs]| by_local_number(&local, lists);
     Ok(Origins {
         covers: by_local(&header.covers),
         seen: by_local(&header.seen),
