@@ -372,18 +372,21 @@ impl Instance {
             } else {
                 None
             };
-            let began = Instant::now();
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let began = Instant::now();
             let mut s = Session::load(&tx)?;
             let replaced = replacing(&tx, &s)?;
             let prepared = prepare(&tx, &mut s, target, &replaced.again, vanished.as_deref())?;
             s.save(&tx)?;
+            // Read before the commit: a writer waiting for the lock may
+            // commit the moment it is released. (This connection's own
+            // commits do not move it.)
+            let version = data_version(&tx)?;
             tx.commit()?;
             transactions += 1;
             longest = longest.max(began.elapsed());
-            let version = data_version(&self.conn)?;
 
             let tx = self
                 .conn
@@ -399,10 +402,10 @@ impl Instance {
             drop(tx);
             seal(out)?;
 
-            let began = Instant::now();
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let began = Instant::now();
             let s = Session::load(&tx)?;
             record_prepared(&tx, &s, &prepared)?;
             tx.commit()?;

@@ -103,16 +103,10 @@ pub struct InterruptedImport {
 }
 
 fn interrupted_import(conn: &Connection) -> Result<Option<InterruptedImport>, Error> {
-    let Some(text) =
-        crate::catalog::site::meta_get::<String>(conn, crate::receive::import::INTERRUPTED_KEY)?
-    else {
-        return Ok(None);
-    };
-    let (from, applied) = text.rsplit_once('\t').unwrap_or((text.as_str(), "0"));
-    Ok(Some(InterruptedImport {
-        from: from.to_owned(),
-        applied: applied.parse().unwrap_or(0),
-    }))
+    Ok(crate::receive::import::interrupted(conn)?
+        .into_iter()
+        .next()
+        .map(|(from, applied)| InterruptedImport { from, applied }))
 }
 
 fn count_in(conn: &Connection, origin: i64, set: &SeqSet) -> Result<u64, Error> {

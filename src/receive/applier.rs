@@ -126,6 +126,14 @@ impl Applier {
         Ok(crate::receive::quarantine::entry_of(conn, table, &c.pk)?.is_some())
     }
 
+    /// Look again at which tables have a held change (between two write
+    /// transactions of an import, another may have held some).
+    pub fn refresh_held_tables(&mut self, conn: &Connection) -> Result<(), Error> {
+        self.held_tables =
+            crate::receive::quarantine::distinct_tables(conn, "fieldsync_quarantine")?;
+        Ok(())
+    }
+
     /// True if some change was held when the import began: only then do
     /// the rows it changes need noting, to wake held changes waiting on them.
     pub fn notes_touched(&self) -> bool {

@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, Transaction, TransactionBehavior};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
@@ -41,7 +41,7 @@ use crate::catalog::peers::{
 use crate::catalog::refs::RefFk;
 use crate::catalog::schema::{Affinity, table_shape};
 use crate::catalog::session::Session;
-use crate::catalog::site::{meta_delete, meta_get, meta_set};
+use crate::catalog::site::{meta_delete, meta_set};
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
@@ -203,9 +203,29 @@ const PAUSE_MS: u64 = 55;
 /// its commits cost, so an import always moves on.
 const MIN_APPLY_MS: u64 = 10;
 
-/// `fieldsync_meta` key of an import stopped between two of its write
-/// transactions: its sender, and the records applied so far.
+/// `fieldsync_meta` keys (this, a colon, the sender's site id) of imports
+/// stopped between two of their write transactions: the sender's name and
+/// the records applied so far.
 pub(crate) const INTERRUPTED_KEY: &str = "import_interrupted";
+
+/// The [`INTERRUPTED_KEY`] of an import from `sender`.
+fn interrupted_key(sender: &SiteId) -> String {
+    format!("{INTERRUPTED_KEY}:{sender}")
+}
+
+/// Interrupted imports: per sender, its name and the records applied.
+pub(crate) fn interrupted(conn: &Connection) -> Result<Vec<(String, u64)>, Error> {
+    let mut stmt =
+        conn.prepare("SELECT value FROM fieldsync_meta WHERE key LIKE ?1 ORDER BY key")?;
+    let rows = stmt.query_map([format!("{INTERRUPTED_KEY}:%")], |r| r.get::<_, String>(0))?;
+    let mut out = Vec::new();
+    for text in rows {
+        let text = text?;
+        let (from, applied) = text.rsplit_once('\t').unwrap_or((text.as_str(), "0"));
+        out.push((from.to_owned(), applied.parse().unwrap_or(0)));
+    }
+    Ok(out)
+}
 
 /// Apply one bundle (already checksum-verified and checked by
 /// [`check_records`]) in write transactions of about
@@ -399,6 +419,13 @@ pub(crate) fn check_records<R: Read>(
     let origins = dry_origins(s, &header);
     // Key affinities are converted by SQLite itself, on a private database.
     let scratch = Connection::open_in_memory()?;
+    // A change number the bundle gives twice, or that the log here holds
+    // for another row or with another clock, fails the import where it is
+    // met (spec/merge.md, "Restored instances"): found here, before any
+    // transaction commits.
+    let mut numbers: HashMap<SiteId, Vec<u64>> = HashMap::new();
+    let mut logged =
+        conn.prepare_cached("SELECT pk, hlc FROM fieldsync_log WHERE origin = ?1 AND seq = ?2")?;
     // As the import will know itself once it has noticed a restore from a
     // backup (notice_own_restore, which refuses absurd claims first).
     let claimed = [&origins.covers, &origins.seen]
@@ -409,10 +436,37 @@ pub(crate) fn check_records<R: Read>(
         .max()
         .unwrap_or(0);
     let own = (s.local, s.seq.max(claimed));
+    let reused = |site: &SiteId, seq: u64| -> Error {
+        ImportError::SequenceReused {
+            origin: s.sites.name_of(site),
+            seq,
+        }
+        .into()
+    };
     while let Some(rec) = reader.next_row()? {
-        prepare(&scratch, rec, &mapped, s.catalog.tables(), &origins, own)?;
+        let change = prepare(&scratch, rec, &mapped, s.catalog.tables(), &origins, own)?;
+        for v in &change.versions {
+            numbers.entry(v.site).or_default().push(v.seq);
+            let Some(origin) = s.sites.idx_of(&v.site) else {
+                continue;
+            };
+            let here: Option<(Vec<u8>, i64)> = logged
+                .query_row(rusqlite::params![origin, v.seq as i64], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .optional()?;
+            if here.is_some_and(|(pk, hlc)| pk != change.pk || Hlc::from_sql(hlc) != v.hlc) {
+                return Err(reused(&v.site, v.seq));
+            }
+        }
     }
     reader.finish()?;
+    for (site, mut seqs) in numbers {
+        seqs.sort_unstable();
+        if let Some(w) = seqs.windows(2).find(|w| w[0] == w[1]) {
+            return Err(reused(&site, w[0]));
+        }
+    }
     Ok(())
 }
 
@@ -464,7 +518,7 @@ impl<R: Read> Importing<R> {
         let mut ap = Applier::new(tx, s, &header.sender.name)?;
         // An import stopped between two transactions did not note which held
         // changes its records woke: this one retries them all.
-        if meta_get::<String>(tx, INTERRUPTED_KEY)?.is_some() {
+        if !interrupted(tx)?.is_empty() {
             ap.retry_all = true;
         }
         let mut latest = HashMap::new();
@@ -499,6 +553,8 @@ impl<R: Read> Importing<R> {
             .into());
         }
         s.catalog.check_live(tx)?;
+        // Another import may have held changes meanwhile.
+        self.ap.refresh_held_tables(tx)?;
         let stamped = crate::local::stamp::stamp_pending(tx, s)?;
         self.captured += stamped.captured;
         self.warnings.extend(stamped.warnings());
@@ -575,6 +631,10 @@ impl<R: Read> Importing<R> {
     /// way, so a crash before the next transaction leaves a state that says
     /// exactly what was applied.
     fn pause_point(&mut self, tx: &Transaction, s: &mut Session) -> Result<(), Error> {
+        // Records spilled to the quarantine (past the memory budget) are
+        // held once this commits: never beyond the per-sender bound.
+        let spilled = self.ap.counts.iter().map(|c| c.quarantined).sum();
+        within_bound(tx, &self.header.sender.name, spilled, self.committed)?;
         for (origin, numbers) in std::mem::take(&mut self.received) {
             let set = SeqSet::from_numbers(numbers);
             if origin == s.local_idx {
@@ -586,7 +646,7 @@ impl<R: Read> Importing<R> {
         observe_clocks(s, &self.latest, &mut Vec::new())?;
         meta_set(
             tx,
-            INTERRUPTED_KEY,
+            &interrupted_key(&self.header.sender.id),
             format!("{}\t{}", self.header.sender.name, self.merged),
         )?;
         self.committed = self.merged;
@@ -618,30 +678,9 @@ impl<R: Read> Importing<R> {
         drop(received);
         ap.settle(tx, s, refused, Some(&origins.seen))?;
         let added = ap.counts.iter().map(|c| c.quarantined).sum();
-        match crate::receive::quarantine::within_bound(tx, &header.sender.name, added) {
-            Err(Error::Import(ImportError::TooManyHeld {
-                sender,
-                held,
-                limit,
-                db,
-                ..
-            })) if committed > 0 => {
-                return Err(ImportError::TooManyHeld {
-                    sender,
-                    held,
-                    limit,
-                    kept: format!(
-                        "the {committed} changes applied before this was found are kept (the import was in \
-                         several write transactions), the others were not imported"
-                    ),
-                    db,
-                }
-                .into());
-            }
-            other => other?,
-        }
+        within_bound(tx, &header.sender.name, added, committed)?;
         observe_clocks(s, &latest, &mut warnings)?;
-        meta_delete(tx, INTERRUPTED_KEY)?;
+        meta_delete(tx, &interrupted_key(&header.sender.id))?;
 
         let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
         let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
@@ -672,6 +711,32 @@ impl<R: Read> Importing<R> {
         };
         let released = std::mem::take(&mut ap.released_numbers);
         record_watermarks(tx, s, &header, &origins, &released, &missing_before, report)
+    }
+}
+
+/// The per-sender bound on held changes (spec/quarantine.md), saying what
+/// an import in several write transactions keeps when it is reached
+/// (`committed`: records merged by its earlier transactions).
+fn within_bound(tx: &Transaction, sender: &str, added: u64, committed: u64) -> Result<(), Error> {
+    match crate::receive::quarantine::within_bound(tx, sender, added) {
+        Err(Error::Import(ImportError::TooManyHeld {
+            sender,
+            held,
+            limit,
+            db,
+            ..
+        })) if committed > 0 => Err(ImportError::TooManyHeld {
+            sender,
+            held,
+            limit,
+            kept: format!(
+                "the {committed} changes applied by its earlier write transactions are kept (with any it \
+                 held then, within the limit); the others were not imported"
+            ),
+            db,
+        }
+        .into()),
+        other => other,
     }
 }
 
