@@ -565,7 +565,7 @@ impl Instance {
         }
         // Every record is checked before the first commit: a bundle refused
         // halfway would leave its first part applied.
-        {
+        let checked = {
             let reader = BundleReader::open(&mut r)?;
             let tx = self
                 .conn
@@ -573,10 +573,13 @@ impl Instance {
             let s = Session::load(&tx)?;
             drop(tx);
             check_records(&self.conn, &s, reader)?;
-        }
+            s.catalog.tables().to_vec()
+        };
         r.seek(std::io::SeekFrom::Start(0))?;
         let reader = BundleReader::open(r)?;
-        self.with_import_settings(|this| import_in_steps(&mut this.conn, reader, opts, steps))
+        self.with_import_settings(|this| {
+            import_in_steps(&mut this.conn, reader, &checked, opts, steps)
+        })
     }
 
     /// Import several bundles in one transaction: all or nothing, and one

@@ -232,11 +232,14 @@ pub(crate) fn interrupted(conn: &Connection) -> Result<Vec<(String, u64)>, Error
 /// `opts.max_write` each, with a pause between them. Each commit leaves a
 /// state the log and the watermarks describe exactly; a crash between two
 /// leaves it, and importing the bundle again completes it.
-/// `steps` can fix the records per transaction and end the import after a
-/// number of transactions, as a crash between them would (tests only).
+/// `checked` are the tracked tables [`check_records`] checked the records
+/// against. `steps` can fix the records per transaction and end the import
+/// after a number of transactions, as a crash between them would (tests
+/// only).
 pub(crate) fn import_in_steps<R: Read>(
     conn: &mut Connection,
     reader: BundleReader<R>,
+    checked: &[TrackedTable],
     opts: &ImportOptions,
     steps: &Steps,
 ) -> Result<Option<ImportReport>, Error> {
@@ -245,7 +248,7 @@ pub(crate) fn import_in_steps<R: Read>(
     // point in its pauses instead, so its transactions stay short.
     let autocheckpoint: i64 = conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    let result = apply_in_steps(conn, reader, opts, steps);
+    let result = apply_in_steps(conn, reader, checked, opts, steps);
     let restored = conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {autocheckpoint}"));
     let out = result?;
     restored?;
@@ -255,6 +258,7 @@ pub(crate) fn import_in_steps<R: Read>(
 fn apply_in_steps<R: Read>(
     conn: &mut Connection,
     reader: BundleReader<R>,
+    checked: &[TrackedTable],
     opts: &ImportOptions,
     steps: &Steps,
 ) -> Result<Option<ImportReport>, Error> {
@@ -280,7 +284,16 @@ fn apply_in_steps<R: Read>(
                 imp.resume(&tx, &mut s)?;
                 imp
             }
-            (None, Some(r)) => importing.insert(Importing::begin(&tx, &mut s, r)?),
+            (None, Some(r)) => {
+                // As the records were checked against.
+                if s.catalog.tables() != checked {
+                    return Err(ImportError::TrackedChanged {
+                        db: crate::catalog::store::db_arg(&tx),
+                    }
+                    .into());
+                }
+                importing.insert(Importing::begin(&tx, &mut s, r)?)
+            }
             (None, None) => unreachable!("the reader is taken by the first transaction"),
         };
         let deadline = opts.max_write.map(|bound| {
