@@ -18,7 +18,8 @@ use crate::catalog::layout::TrackOptions;
 use crate::catalog::session::Session;
 use crate::catalog::site::{check_name, meta_get, meta_set};
 use crate::catalog::store::{
-    ENGINE_SCHEMA, create_engine_tables, is_initialised, open_existing, open_or_create,
+    ENGINE_SCHEMA, create_engine_tables, data_version, is_initialised, open_existing,
+    open_or_create,
 };
 use crate::error::{Error, ExportError, SetupError, SiteError};
 use crate::local::capture::{Selection, TrackReport, pending_count, track};
@@ -35,11 +36,6 @@ use crate::send::export::{
 /// committed between its plan and its read of the rows, before it runs in
 /// one write transaction.
 const EXPORT_TRIES: usize = 5;
-
-/// SQLite's count of commits by other connections (`PRAGMA data_version`).
-fn data_version(conn: &Connection) -> Result<i64, Error> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
-}
 
 /// An app database set up for fieldsync.
 pub struct Instance {

@@ -55,19 +55,24 @@ pub fn have_all(conn: &Connection, s: &Session) -> Result<BTreeMap<i64, SeqSet>,
     Ok(out)
 }
 
+/// The set of change numbers `sql` selects (one text column, at most one
+/// row); empty if there is no row.
+fn stored_set(
+    conn: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> Result<SeqSet, Error> {
+    let current: Option<String> = conn.query_row(sql, params, |r| r.get(0)).optional()?;
+    current.map_or_else(|| Ok(SeqSet::new()), parse_set)
+}
+
 /// Add to what this instance has from `origin`.
 pub fn add_have(conn: &Connection, origin: i64, seqs: &SeqSet) -> Result<(), Error> {
-    let current: Option<String> = conn
-        .query_row(
-            "SELECT seqs FROM fieldsync_have WHERE origin = ?1",
-            [origin],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let mut set = match current {
-        Some(t) => parse_set(t)?,
-        None => SeqSet::new(),
-    };
+    let mut set = stored_set(
+        conn,
+        "SELECT seqs FROM fieldsync_have WHERE origin = ?1",
+        params![origin],
+    )?;
     set.union_with(seqs);
     conn.execute(
         "INSERT INTO fieldsync_have(origin, seqs) VALUES (?1, ?2) ON CONFLICT(origin) DO UPDATE SET seqs = excluded.seqs",
@@ -280,17 +285,11 @@ pub fn assume_sent(conn: &Connection, peer: i64, origin: i64, seqs: &SeqSet) -> 
         return Ok(());
     }
     mark_sent(conn, peer, origin, seqs)?;
-    let current: Option<String> = conn
-        .query_row(
-            "SELECT seqs FROM fieldsync_assumed WHERE peer = ?1 AND origin = ?2",
-            params![peer, origin],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let mut set = match current {
-        Some(t) => parse_set(t)?,
-        None => SeqSet::new(),
-    };
+    let mut set = stored_set(
+        conn,
+        "SELECT seqs FROM fieldsync_assumed WHERE peer = ?1 AND origin = ?2",
+        params![peer, origin],
+    )?;
     set.union_with(seqs);
     conn.execute(
         "INSERT INTO fieldsync_assumed(peer, origin, seqs) VALUES (?1, ?2, ?3) \

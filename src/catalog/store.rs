@@ -313,3 +313,9 @@ pub(crate) fn memory_db(sql: &str) -> rusqlite::Result<Connection> {
     c.execute_batch(sql)?;
     Ok(c)
 }
+
+/// SQLite's count of commits by other connections (`PRAGMA data_version`):
+/// it moves when another connection commits, never for this one's own.
+pub fn data_version(conn: &Connection) -> Result<i64, Error> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}

@@ -42,6 +42,7 @@ use crate::catalog::refs::RefFk;
 use crate::catalog::schema::{Affinity, table_shape};
 use crate::catalog::session::Session;
 use crate::catalog::site::{meta_delete, meta_set};
+use crate::catalog::store::data_version;
 use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
@@ -206,7 +207,7 @@ const MIN_APPLY_MS: u64 = 10;
 /// `fieldsync_meta` keys (this, a colon, the sender's site id) of imports
 /// stopped between two of their write transactions: the sender's name and
 /// the records applied so far.
-pub(crate) const INTERRUPTED_KEY: &str = "import_interrupted";
+const INTERRUPTED_KEY: &str = "import_interrupted";
 
 /// The [`INTERRUPTED_KEY`] of an import from `sender`.
 fn interrupted_key(sender: &SiteId) -> String {
@@ -336,11 +337,6 @@ pub(crate) struct Steps {
 /// Pauses an import adds while other connections keep committing, before
 /// it takes the lock again anyway.
 const MAX_EXTRA_PAUSES: u32 = 2;
-
-/// SQLite's count of commits by other connections (`PRAGMA data_version`).
-fn data_version(conn: &Connection) -> Result<i64, Error> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
-}
 
 /// Between two write transactions of an import: pause; while another
 /// connection committed during the last pause (several writers were
@@ -680,15 +676,14 @@ impl<R: Read> Importing<R> {
             latest,
             mut warnings,
             captured,
-            received,
+            received: _,
             missing_before,
             committed,
             ..
         } = self;
+        // What this transaction merged (`received`, left out above) is in
+        // what the bundle covers, which record_watermarks adds to "have".
         let end = reader.finish()?;
-        // What this transaction merged is in what the bundle covers, which
-        // record_watermarks adds to "have".
-        drop(received);
         ap.settle(tx, s, refused, Some(&origins.seen))?;
         let added = ap.counts.iter().map(|c| c.quarantined).sum();
         within_bound(tx, &header.sender.name, added, committed)?;
