@@ -219,6 +219,22 @@ pub enum TrackError {
         /// What changed.
         detail: String,
     },
+    /// The key of a tracked table changed.
+    #[error(
+        "the key of table '{table}' changed from ({was}) to ({now}); other instances find its rows by that key, so \
+         fieldsync cannot follow: put the key back as it was (and rebuild the table the way the app's migration did), \
+         or ask for help before syncing this database again"
+    )]
+    KeyChanged {
+        /// The database, as to type it in a shell.
+        db: String,
+        /// The table named.
+        table: String,
+        /// The key as tracked.
+        was: String,
+        /// The key now.
+        now: String,
+    },
     /// A column was removed or its key membership changed: fieldsync cannot follow.
     #[error("table '{table}' changed in a way fieldsync cannot follow ({detail})")]
     IncompatibleChange {

@@ -317,7 +317,9 @@ impl Instance {
             // Captured changes first, so the schema change `track` makes
             // (its triggers) is not taken for a VACUUM by the next stamp.
             crate::local::stamp::stamp_pending(tx, s)?;
-            let report = track(tx, &mut s.catalog, selection, opts, &[])?;
+            let followed = crate::local::follow::follow_schema(tx, s)?;
+            let mut report = track(tx, &mut s.catalog, selection, opts, &[])?;
+            report.warnings.splice(0..0, followed);
             meta_set(tx, "schema_cookie", crate::local::stamp::schema_cookie(tx)?)?;
             s.save(tx)?;
             Ok(report)

@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 5;
+pub const ENGINE_SCHEMA: i64 = 6;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -154,6 +154,35 @@ CREATE TABLE IF NOT EXISTS fieldsync_discarded(
   first_at INTEGER NOT NULL,        -- unix ms it was first held
   changes TEXT NOT NULL,            -- its change numbers, e.g. 'field-1#3, field-1#7'
   vals TEXT NOT NULL                -- the values it carried, e.g. 'name = NULL, note = ''x'''
+);
+-- Received values waiting for a column or a table this database does not
+-- have yet (the sender runs a newer version of the app): applied with their
+-- own clocks once it exists and is tracked. Their change numbers are not
+-- counted as received until then.
+CREATE TABLE IF NOT EXISTS fieldsync_waiting(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL COLLATE NOCASE, -- the app table, as the bundle names it
+  pk BLOB NOT NULL,                 -- canonical encoding of the row's key
+  key TEXT NOT NULL,                -- the key as SQL literals
+  identity TEXT NOT NULL,           -- how the sender identifies the table's rows
+  waits TEXT NOT NULL,              -- the columns waited for, comma-separated; '' for the table
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms
+  record BLOB NOT NULL,             -- the values with their changes, by column name (MessagePack)
+  seqs BLOB NOT NULL,               -- its change numbers: 16-byte site id + 8-byte number, each
+  UNIQUE(tbl, pk)
+);
+-- Schema changes received in bundles and not run here: held for an
+-- administrator (`fieldsync schema`), failed when run, or not additive.
+CREATE TABLE IF NOT EXISTS fieldsync_schema_held(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL COLLATE NOCASE, -- the app table
+  stmts TEXT NOT NULL,              -- the statements, one per line (JSON array)
+  status TEXT NOT NULL,             -- held, failed, not applied
+  why TEXT NOT NULL,                -- in words
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  at INTEGER NOT NULL,              -- unix ms it last arrived
+  UNIQUE(tbl, status, why)
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(

@@ -254,18 +254,10 @@ impl Catalog {
             (None, None) => {}
         }
     }
-
-    /// Check that every tracked table still has the shape that was recorded,
-    /// so triggers, log and bundles agree with the app's schema.
-    pub fn check_live(&self, conn: &Connection) -> Result<(), Error> {
-        for t in &self.tables {
-            check_table_live(conn, t)?;
-        }
-        Ok(())
-    }
 }
 
-/// [`Catalog::check_live`] for one table.
+/// Check that a tracked table still has the shape that was recorded (for
+/// `check`; the data path follows changes, [`crate::local::follow`]).
 pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error> {
     let shape = match table_shape(conn, &t.name) {
         Ok(s) => s,

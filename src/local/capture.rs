@@ -411,7 +411,7 @@ pub fn mask_words(table: &TrackedTable) -> usize {
 
 /// Add `k1..`, `m1..` columns to `fieldsync_pending` if this table needs more
 /// than it has.
-fn ensure_pending_columns(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
+pub(crate) fn ensure_pending_columns(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
     let existing = column_names(conn, "fieldsync_pending")?;
     for i in 0..table.sql_key().len() {
         let col = format!("k{i}");
@@ -760,10 +760,10 @@ fn record_existing_rows(conn: &Connection, table: &TrackedTable) -> Result<u64, 
 
 /// Record the values that newly followed columns (bits `first_bit..`)
 /// already hold, as updates of those cells: an app upgrade that adds a
-/// column and fills it before `track` is run again still replicates. Rows
-/// where every new column is NULL are left out: that is the state every
-/// instance that added the column starts from.
-fn record_new_column_values(
+/// column and fills it before it is followed still replicates. Rows where
+/// every new column is NULL or holds its declared default are left out:
+/// that is the state every instance that added the column starts from.
+pub(crate) fn record_new_column_values(
     conn: &Connection,
     table: &TrackedTable,
     first_bit: usize,
@@ -789,9 +789,17 @@ fn record_new_column_values(
         .iter()
         .map(|k| format!(", {}", quote_ident(k)))
         .collect::<String>();
+    let defaults = column_defaults(conn, &table.name)?;
     let any_set = new_cells
         .iter()
-        .map(|(_, c)| format!("{} IS NOT NULL", quote_ident(c)))
+        .map(|(_, c)| {
+            let default = defaults
+                .iter()
+                .find(|(name, _)| name == *c)
+                .and_then(|(_, d)| d.clone())
+                .unwrap_or_else(|| "NULL".to_owned());
+            format!("{} IS NOT ({default})", quote_ident(c))
+        })
         .collect::<Vec<_>>()
         .join(" OR ");
     let n = conn.execute(
@@ -805,6 +813,16 @@ fn record_new_column_values(
         [],
     )?;
     Ok(n as u64)
+}
+
+/// Each column's declared default, as SQLite keeps its text (an
+/// expression of the app's own schema), if it has one.
+fn column_defaults(conn: &Connection, table: &str) -> Result<Vec<(String, Option<String>)>, Error> {
+    let mut stmt = conn.prepare("SELECT name, dflt_value FROM pragma_table_info(?1)")?;
+    let out = stmt
+        .query_map([table], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(out)
 }
 
 /// Rows whose key holds a NULL (SQLite allows it in non-integer keys).

@@ -33,6 +33,9 @@ pub struct TableImport {
     pub older: u64,
     /// Records the database refused, now in quarantine.
     pub quarantined: u64,
+    /// Records with values for columns (or a table) not here, kept until
+    /// they are.
+    pub waiting: u64,
 }
 
 /// State shared by the changes of one import (or one retry).
@@ -138,6 +141,12 @@ impl Applier {
     /// the rows it changes need noting, to wake held changes waiting on them.
     pub fn notes_touched(&self) -> bool {
         !self.held_tables.is_empty()
+    }
+
+    /// Drop the statements made for the tables' old columns (the app's
+    /// schema was followed between two transactions of an import).
+    pub fn forget_sql(&mut self) {
+        self.sql_cache.clear();
     }
 
     pub fn count(&mut self, table: usize, verdict: Verdict) {

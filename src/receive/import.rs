@@ -39,7 +39,7 @@ use crate::catalog::peers::{
     add_have, bind_sender, have_all, known_all, missing, record_acks, save_lacks, touch,
 };
 use crate::catalog::refs::RefFk;
-use crate::catalog::schema::{Affinity, table_shape};
+use crate::catalog::schema::Affinity;
 use crate::catalog::session::Session;
 use crate::catalog::site::{meta_delete, meta_set};
 use crate::catalog::store::data_version;
@@ -47,7 +47,8 @@ use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
 use crate::receive::apply::{Applied, apply};
-use crate::receive::quarantine::{Change, Reason, Refusal, held_count, held_numbers};
+use crate::receive::quarantine::{Change, Held, Reason, Refusal, held_count, held_numbers};
+use crate::receive::waiting::Waiting;
 
 /// What an import did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -79,6 +80,12 @@ pub struct ImportReport {
     pub held: u64,
     /// Values that lost to a concurrent change, added to the conflict log.
     pub overwritten: u64,
+    /// Records of this bundle with values for a column or table this
+    /// database does not have yet, kept until it does (spec/schema.md).
+    pub waiting: u64,
+    /// Values kept earlier for a column or table that is here now, applied
+    /// by this import (one per row).
+    pub waited: u64,
     /// Per table.
     pub tables: Vec<TableImport>,
     /// Local captured changes folded into the log first.
@@ -113,14 +120,63 @@ pub struct RetryReport {
 
 /// A bundle table resolved against the local catalog.
 pub(crate) struct Mapped {
-    /// Index of the table in the catalog.
-    table: usize,
-    /// Bundle bit → local bit (index 0 is the sentinel).
-    bits: Vec<usize>,
+    /// Where its records go.
+    to: MappedTo,
+    /// Bundle bit → local bit (index 0 is the sentinel); `None` for a
+    /// column not tracked here, whose values wait.
+    bits: Vec<Option<usize>>,
+    /// The bundle's column names: bundle bit `i` is `names[i - 1]`.
+    names: Vec<String>,
     /// Affinity of each local key column ([`crate::catalog::keyform`]).
     key_affinity: Vec<Affinity>,
     /// Bundle bit → the table the tagged reference in that cell refers to.
     refs: Vec<Option<RefTarget>>,
+}
+
+/// Where a bundle table's records go.
+enum MappedTo {
+    /// This tracked table (its index in the catalog).
+    Here(usize),
+    /// Nowhere yet: the table is not tracked here, and its records wait
+    /// ([`crate::receive::waiting`]). The table as the bundle describes it.
+    Waits(TrackedTable),
+}
+
+impl Mapped {
+    /// The catalog index of the table, if it is tracked here.
+    fn here(&self) -> Option<usize> {
+        match self.to {
+            MappedTo::Here(i) => Some(i),
+            MappedTo::Waits(_) => None,
+        }
+    }
+}
+
+/// A record split by what this instance has: the change to apply now
+/// (every cell whose column is here), and what waits for a column or
+/// table that is not.
+pub(crate) struct Prepared {
+    change: Option<Change>,
+    waiting: Option<Waiting>,
+}
+
+impl Prepared {
+    /// Every change number the record carries, with its clock and the key
+    /// it is filed under.
+    fn numbers(&self) -> Vec<(SiteId, u64, Hlc, &[u8])> {
+        let mut out: Vec<(SiteId, u64, Hlc, &[u8])> = Vec::new();
+        if let Some(c) = &self.change {
+            out.extend(c.versions.iter().map(|v| (v.site, v.seq, v.hlc, c.pk.as_slice())));
+        }
+        if let Some(w) = &self.waiting {
+            for (site, seq, hlc) in w.held.numbers() {
+                if !out.iter().any(|(s, n, ..)| *s == site && *n == seq) {
+                    out.push((site, seq, hlc, w.pk.as_slice()));
+                }
+            }
+        }
+        out
+    }
 }
 
 /// The table a tagged reference refers to: its name, its identity at the
@@ -156,7 +212,6 @@ pub(crate) fn preflight(
         }
         .into());
     }
-    s.catalog.check_live(conn)?;
     let refs = crate::catalog::refs::load(conn, s.catalog.tables())?;
     header
         .tables
@@ -453,19 +508,21 @@ pub(crate) fn check_records<R: Read>(
         .into()
     };
     while let Some(rec) = reader.next_row()? {
-        let change = prepare(&scratch, rec, &mapped, s.catalog.tables(), &origins, own)?;
-        for v in &change.versions {
-            numbers.entry(v.site).or_default().push(v.seq);
-            let Some(origin) = s.sites.idx_of(&v.site) else {
+        let prepared = prepare(&scratch, rec, &mapped, s.catalog.tables(), &origins, own)?;
+        for (site, seq, hlc, pk) in prepared.numbers() {
+            numbers.entry(site).or_default().push(seq);
+            let Some(origin) = s.sites.idx_of(&site) else {
                 continue;
             };
             let here: Option<(Vec<u8>, i64)> = logged
-                .query_row(rusqlite::params![origin, v.seq as i64], |r| {
+                .query_row(rusqlite::params![origin, seq as i64], |r| {
                     Ok((r.get(0)?, r.get(1)?))
                 })
                 .optional()?;
-            if here.is_some_and(|(pk, hlc)| pk != change.pk || Hlc::from_sql(hlc) != v.hlc) {
-                return Err(reused(&v.site, v.seq));
+            if here.is_some_and(|(logged_pk, logged_hlc)| {
+                logged_pk != pk || Hlc::from_sql(logged_hlc) != hlc
+            }) {
+                return Err(reused(&site, seq));
             }
         }
     }
@@ -510,6 +567,8 @@ struct Importing<R: Read> {
     /// What was known to be missing when the import began, to report the
     /// gaps it reveals.
     missing_before: BTreeMap<i64, SeqSet>,
+    /// Per table of the header, records with values kept waiting.
+    waiting: Vec<u64>,
 }
 
 impl<R: Read> Importing<R> {
@@ -518,10 +577,12 @@ impl<R: Read> Importing<R> {
     /// they had not seen), learn the origins.
     fn begin(tx: &Transaction, s: &mut Session, reader: BundleReader<R>) -> Result<Self, Error> {
         let header = reader.header().clone();
+        let followed = crate::local::follow::follow_schema(tx, s)?;
         let mapped = preflight(tx, s, &header)?;
         let stamped = crate::local::stamp::stamp_pending(tx, s)?;
         let origins = learn_origins(tx, s, &header)?;
-        let mut warnings = stamped.warnings();
+        let mut warnings = followed;
+        warnings.extend(stamped.warnings());
         notice_own_restore(s, &origins, &header.sender.name, &mut warnings)?;
         let missing_before = missing_now(tx, s)?;
         let mut ap = Applier::new(tx, s, &header.sender.name)?;
@@ -532,6 +593,7 @@ impl<R: Read> Importing<R> {
         }
         let mut latest = HashMap::new();
         latest.insert(header.sender.id, Hlc(header.created));
+        let header_tables = header.tables.len();
         Ok(Importing {
             reader,
             tables: s.catalog.tables().to_vec(),
@@ -548,6 +610,7 @@ impl<R: Read> Importing<R> {
             merged: 0,
             committed: 0,
             missing_before,
+            waiting: vec![0; header_tables],
         })
     }
 
@@ -561,7 +624,14 @@ impl<R: Read> Importing<R> {
             }
             .into());
         }
-        s.catalog.check_live(tx)?;
+        // The app may have been upgraded meanwhile.
+        let followed = crate::local::follow::follow_schema(tx, s)?;
+        if !followed.is_empty() {
+            self.warnings.extend(followed);
+            self.tables = s.catalog.tables().to_vec();
+            self.mapped = preflight(tx, s, &self.header)?;
+            self.ap.forget_sql();
+        }
         // Another import may have held changes meanwhile.
         self.ap.refresh_held_tables(tx)?;
         let stamped = crate::local::stamp::stamp_pending(tx, s)?;
@@ -594,7 +664,8 @@ impl<R: Read> Importing<R> {
                 return Ok(true);
             };
             let own = (s.local, s.seq);
-            let change = prepare(
+            let t = rec.table as usize;
+            let prepared = prepare(
                 tx,
                 rec,
                 &self.mapped,
@@ -602,10 +673,23 @@ impl<R: Read> Importing<R> {
                 &self.origins,
                 own,
             )?;
-            for v in &change.versions {
-                let e = self.latest.entry(v.site).or_default();
-                *e = (*e).max(v.hlc);
+            for (site, _, hlc, _) in prepared.numbers() {
+                let e = self.latest.entry(site).or_default();
+                *e = (*e).max(hlc);
             }
+            // What waits for a column or table is kept, and its numbers are
+            // not received until it is applied.
+            let mut waits_for: Vec<(SiteId, u64)> = Vec::new();
+            if let Some(w) = &prepared.waiting {
+                crate::receive::waiting::keep(tx, w, &self.header.sender.name, now_unix_ms())?;
+                if let Some(n) = self.waiting.get_mut(t) {
+                    *n += 1;
+                }
+                waits_for = w.held.numbers().into_iter().map(|(s, n, _)| (s, n)).collect();
+            }
+            let Some(change) = prepared.change else {
+                continue;
+            };
             // A row with a change in quarantine takes the new change into that
             // entry: applied alone it could leave a partial row.
             let applied = if self.ap.is_held(tx, s, &change)? {
@@ -621,6 +705,9 @@ impl<R: Read> Importing<R> {
                     self.ap.count(change.table, verdict);
                     self.merged += 1;
                     for v in &change.versions {
+                        if waits_for.contains(&(v.site, v.seq)) {
+                            continue;
+                        }
                         if let Some(idx) = s.sites.idx_of(&v.site) {
                             self.received.entry(idx).or_default().push(v.seq);
                         }
@@ -679,18 +766,39 @@ impl<R: Read> Importing<R> {
             received: _,
             missing_before,
             committed,
+            waiting,
             ..
         } = self;
         // What this transaction merged (`received`, left out above) is in
         // what the bundle covers, which record_watermarks adds to "have".
         let end = reader.finish()?;
+        let mut refused = refused;
+        let waited = retry_waiting(tx, s, &mut ap, &mut refused, false)?;
         ap.settle(tx, s, refused, Some(&origins.seen))?;
         let added = ap.counts.iter().map(|c| c.quarantined).sum();
         within_bound(tx, &header.sender.name, added, committed)?;
         observe_clocks(s, &latest, &mut warnings)?;
         meta_delete(tx, &interrupted_key(&header.sender.id))?;
 
-        let tables: Vec<TableImport> = mapped.iter().map(|m| ap.counts[m.table].clone()).collect();
+        let tables: Vec<TableImport> = mapped
+            .iter()
+            .zip(&waiting)
+            .map(|(m, &waits)| {
+                let mut counts = match &m.to {
+                    MappedTo::Here(i) => ap.counts[*i].clone(),
+                    MappedTo::Waits(t) => TableImport {
+                        table: t.name.clone(),
+                        ..TableImport::default()
+                    },
+                };
+                counts.waiting = waits;
+                counts
+            })
+            .collect();
+        let waiting: u64 = waiting.iter().sum();
+        if waiting > 0 {
+            warnings.push(waiting_notice(tx, &header, &mapped)?);
+        }
         let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
         if quarantined > 0 {
             warnings.push(format!(
@@ -712,6 +820,8 @@ impl<R: Read> Importing<R> {
             released: ap.released,
             held: held_count(tx)?,
             overwritten: ap.overwritten,
+            waiting,
+            waited,
             tables,
             captured,
             warnings,
@@ -720,6 +830,68 @@ impl<R: Read> Importing<R> {
         let released = std::mem::take(&mut ap.released_numbers);
         record_watermarks(tx, s, &header, &origins, &released, &missing_before, report)
     }
+}
+
+/// Apply the values kept for a column or table that is here now
+/// ([`crate::receive::waiting`]), with their own clocks; those the database
+/// refuses join `refused`, to be settled with the rest. `all`: look at
+/// every entry, not only after a schema change. Returns how many applied.
+fn retry_waiting(
+    tx: &Transaction,
+    s: &mut Session,
+    ap: &mut Applier,
+    refused: &mut Vec<(Change, Refusal)>,
+    all: bool,
+) -> Result<u64, Error> {
+    let mut applied_now = 0;
+    for change in crate::receive::waiting::take_ready(tx, s, all)? {
+        let applied = if ap.is_held(tx, s, &change)? {
+            Applied::Refused(Refusal {
+                reason: Reason::Other,
+                detail: "waits with the change held for this row".into(),
+            })
+        } else {
+            apply(tx, s, ap, &change, None)?
+        };
+        match applied {
+            Applied::Merged(verdict) => {
+                ap.count(change.table, verdict);
+                applied_now += 1;
+                for v in &change.versions {
+                    if let Some(idx) = s.sites.idx_of(&v.site) {
+                        ap.released_numbers.entry(idx).or_default().insert_range(v.seq, v.seq);
+                    }
+                }
+            }
+            Applied::Refused(refusal) => refused.push((change, refusal)),
+        }
+    }
+    Ok(applied_now)
+}
+
+/// What an import says when some of its values wait: which tables and
+/// columns, and what makes them arrive.
+fn waiting_notice(conn: &Connection, header: &Header, mapped: &[Mapped]) -> Result<String, Error> {
+    let mut what: Vec<String> = Vec::new();
+    for (def, m) in header.tables.iter().zip(mapped) {
+        match &m.to {
+            MappedTo::Waits(_) => what.push(format!("table '{}'", def.name)),
+            MappedTo::Here(_) => {
+                for (i, c) in def.cells.iter().enumerate() {
+                    if m.bits.get(i + 1).is_some_and(Option::is_none) {
+                        what.push(format!("column '{}.{c}'", def.name));
+                    }
+                }
+            }
+        }
+    }
+    Ok(format!(
+        "'{}' runs a newer version of the app: values for {} that this database does not have are kept and \
+         applied once it has them (`fieldsync schema --db {}` shows the schema changes received)",
+        header.sender.name,
+        what.join(", "),
+        crate::catalog::store::db_arg(conn)
+    ))
 }
 
 /// The per-sender bound on held changes (spec/quarantine.md), saying what
@@ -854,11 +1026,13 @@ fn observe_clocks(
 /// Retry every held change now (`fieldsync conflicts --retry`), with the
 /// import connection settings.
 pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryReport, Error> {
-    s.catalog.check_live(tx)?;
+    crate::local::follow::follow_schema(tx, s)?;
     crate::local::stamp::stamp_pending(tx, s)?;
     let mut ap = Applier::new(tx, s, "")?;
     ap.retry_all = true;
-    ap.settle(tx, s, Vec::new(), None)?;
+    let mut refused = Vec::new();
+    let waited = retry_waiting(tx, s, &mut ap, &mut refused, true)?;
+    ap.settle(tx, s, refused, None)?;
     for (origin, set) in &ap.released_numbers {
         if *origin == s.local_idx {
             s.lost = s.lost.minus(set);
@@ -869,7 +1043,7 @@ pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryRepor
     s.save(tx)?;
     Ok(RetryReport {
         retried: ap.retried,
-        released: ap.released,
+        released: ap.released + waited,
         held: held_count(tx)?,
         overwritten: ap.overwritten,
     })
@@ -884,7 +1058,9 @@ const MAX_DEFERRED_BYTES: usize = 64 << 20;
 const MAX_CL: u64 = 1 << 62;
 
 /// Check a record against its header: known table, well-formed key, change
-/// numbers inside the declared ranges, disjoint cells, one value per cell.
+/// numbers inside the declared ranges, disjoint cells, one value per cell;
+/// then split it into what applies here and what waits for a column or a
+/// table this instance does not have (spec/schema.md, "Mixed versions").
 /// `own` is this instance and the last number it has given a change.
 fn prepare(
     conn: &Connection,
@@ -893,11 +1069,14 @@ fn prepare(
     tables: &[TrackedTable],
     origins: &Origins,
     own: (SiteId, u64),
-) -> Result<Change, Error> {
+) -> Result<Prepared, Error> {
     let m = mapped
         .get(rec.table as usize)
         .ok_or_else(|| malformed(format!("table #{} is not in the header", rec.table)))?;
-    let table = &tables[m.table];
+    let table = match &m.to {
+        MappedTo::Here(i) => &tables[*i],
+        MappedTo::Waits(described) => described,
+    };
     check_key(table, &rec, own)?;
     if rec.versions.is_empty() {
         return Err(bad_record(table, "has no versions"));
@@ -911,22 +1090,72 @@ fn prepare(
     }
     let versions = versions(m, table, &rec, origins)?;
     let cells = cells(m, table, &rec.versions, rec.values)?;
-    let key = if table.identity.mapped() {
-        rec.key
-    } else {
-        crate::catalog::keyform::stored_key(conn, &m.key_affinity, &rec.key)?
+    let key = match m.to {
+        MappedTo::Here(_) if !table.identity.mapped() => {
+            crate::catalog::keyform::stored_key(conn, &m.key_affinity, &rec.key)?
+        }
+        _ => rec.key,
     };
-    Ok(Change {
-        table: m.table,
-        // The key as this table stores it, so the log finds the row the
-        // table holds (crate::catalog::keyform).
-        pk: encode_key(&key),
-        key,
-        cl: rec.cl,
-        versions,
-        values: cells.values,
-        refs: cells.refs,
-    })
+    // The key as this table stores it, so the log finds the row the table
+    // holds (crate::catalog::keyform).
+    let pk = encode_key(&key);
+    let name = |bit: usize| m.names[bit - 1].clone();
+    let waiting_versions: Vec<_> = versions
+        .iter()
+        .filter(|(_, missing)| !missing.is_empty() || m.here().is_none())
+        .map(|(v, missing)| {
+            let mut cols: Vec<String> = missing.iter().map(|&b| name(b)).collect();
+            if m.here().is_none() {
+                cols = v.cols.iter().filter(|&b| b != SENTINEL).map(name).collect();
+            }
+            let row = m.here().is_none() && v.cols.contains(SENTINEL);
+            (v.site, v.seq, v.hlc, row, cols)
+        })
+        .collect();
+    let waiting = (!waiting_versions.is_empty()).then(|| {
+        let missing: Vec<String> = cells.missing.iter().map(|(b, _)| name(*b)).collect();
+        Waiting {
+            table: table.name.clone(),
+            identity: table.identity,
+            pk: pk.clone(),
+            held: Held::new(
+                key.clone(),
+                rec.cl,
+                waiting_versions,
+                cells
+                    .missing
+                    .iter()
+                    .map(|(b, v)| (name(*b), v.clone()))
+                    .collect(),
+                cells
+                    .missing_refs
+                    .iter()
+                    .map(|(b, p)| (name(*b), p.clone()))
+                    .collect(),
+            ),
+            waits: if m.here().is_some() { missing } else { Vec::new() },
+        }
+    });
+    let change = match m.to {
+        MappedTo::Here(i) => {
+            let versions: Vec<Version> = versions
+                .into_iter()
+                .map(|(v, _)| v)
+                .filter(|v| !v.cols.is_empty())
+                .collect();
+            (!versions.is_empty()).then(|| Change {
+                table: i,
+                pk,
+                key,
+                cl: rec.cl,
+                versions,
+                values: cells.values,
+                refs: cells.refs,
+            })
+        }
+        MappedTo::Waits(_) => None,
+    };
+    Ok(Prepared { change, waiting })
 }
 
 /// A record's key: well formed for its table, and not a row said to be
@@ -958,16 +1187,17 @@ fn check_key(table: &TrackedTable, rec: &RowRecord, own: (SiteId, u64)) -> Resul
     Ok(())
 }
 
-/// A record's versions with local bits: each change inside the ranges the
-/// header declares, listed once, with cells of its own (only the row
-/// itself for a delete).
+/// A record's versions with local bits, each with the bundle bits of the
+/// columns not tracked here: each change inside the ranges the header
+/// declares, listed once, with cells of its own (only the row itself for a
+/// delete).
 fn versions(
     m: &Mapped,
     table: &TrackedTable,
     rec: &RowRecord,
     origins: &Origins,
-) -> Result<Vec<Version>, Error> {
-    let mut versions: Vec<Version> = Vec::with_capacity(rec.versions.len());
+) -> Result<Vec<(Version, Vec<usize>)>, Error> {
+    let mut versions: Vec<(Version, Vec<usize>)> = Vec::with_capacity(rec.versions.len());
     let mut all_cells = ColSet::new();
     for v in &rec.versions {
         let Some(&Some((idx, site))) = origins.local.get(v.origin as usize) else {
@@ -989,42 +1219,56 @@ fn versions(
             )));
         }
         let mut cols = ColSet::new();
+        let mut missing = Vec::new();
         for bit in v.cols.iter() {
-            let local = m.bits.get(bit).copied().ok_or_else(|| {
-                bad_record(
-                    table,
-                    &format!("names column #{bit}, which the header does not list"),
-                )
-            })?;
-            cols.insert(local);
+            match m.bits.get(bit) {
+                Some(Some(local)) => cols.insert(*local),
+                Some(None) => missing.push(bit),
+                None => {
+                    return Err(bad_record(
+                        table,
+                        &format!("names column #{bit}, which the header does not list"),
+                    ));
+                }
+            }
         }
         // One change listed twice (with two clocks, the merge would keep
         // one and a re-import refuse the other as a reused number).
-        let repeated = versions.iter().any(|x| x.site == site && x.seq == v.seq);
-        if cols.is_empty()
+        let repeated = versions
+            .iter()
+            .any(|(x, _)| x.site == site && x.seq == v.seq);
+        if v.cols.is_empty()
             || repeated
-            || all_cells.intersects(&cols)
-            || (rec.cl % 2 == 0 && cols != ColSet::of(&[SENTINEL]))
+            || all_cells.intersects(&v.cols)
+            || (rec.cl % 2 == 0 && v.cols != ColSet::of(&[SENTINEL]))
         {
             return Err(bad_record(table, "has inconsistent versions"));
         }
-        all_cells.union_with(&cols);
-        versions.push(Version {
-            site,
-            seq: v.seq,
-            hlc: Hlc(v.hlc),
-            cols,
-        });
+        all_cells.union_with(&v.cols);
+        versions.push((
+            Version {
+                site,
+                seq: v.seq,
+                hlc: Hlc(v.hlc),
+                cols,
+            },
+            missing,
+        ));
     }
     Ok(versions)
 }
 
-/// A record's cells, by local bit.
+/// A record's cells, by local bit; the values of columns not tracked
+/// here, by bundle bit.
 struct Cells {
     /// One value per cell its versions write.
     values: Vec<(usize, Value)>,
     /// The cells holding tagged references, with the table each refers to.
     refs: Vec<(usize, String)>,
+    /// Values of columns not here, by bundle bit.
+    missing: Vec<(usize, Value)>,
+    /// Those holding tagged references, by bundle bit.
+    missing_refs: Vec<(usize, String)>,
 }
 
 /// A record's values keyed by local bit. Tagged references must decode
@@ -1049,18 +1293,43 @@ fn cells(
             &format!("has {values} values for {cells} cells"),
         ));
     }
-    let mut refs = Vec::new();
-    for (&b, v) in bundle_bits.iter().zip(&values) {
-        if let Some(Some((parent, identity, key_len))) = m.refs.get(b) {
-            crate::catalog::refs::decode(v, *identity, *key_len)
-                .map_err(|why| malformed(format!("a record of table '{}': {why}", table.name)))?;
-            refs.push((m.bits[b], parent.clone()));
+    let mut out = Cells {
+        values: Vec::with_capacity(values.len()),
+        refs: Vec::new(),
+        missing: Vec::new(),
+        missing_refs: Vec::new(),
+    };
+    for (&b, v) in bundle_bits.iter().zip(values) {
+        let parent = match m.refs.get(b) {
+            Some(Some((parent, identity, key_len))) => {
+                crate::catalog::refs::decode(&v, *identity, *key_len).map_err(|why| {
+                    malformed(format!("a record of table '{}': {why}", table.name))
+                })?;
+                Some(parent.clone())
+            }
+            _ => None,
+        };
+        let here = match m.to {
+            MappedTo::Here(_) => m.bits.get(b).copied().flatten(),
+            MappedTo::Waits(_) => None,
+        };
+        match here {
+            Some(local) => {
+                if let Some(p) = parent {
+                    out.refs.push((local, p));
+                }
+                out.values.push((local, v));
+            }
+            None => {
+                if let Some(p) = parent {
+                    out.missing_refs.push((b, p));
+                }
+                out.missing.push((b, v));
+            }
         }
     }
-    let mut values: Vec<(usize, Value)> =
-        bundle_bits.iter().map(|&b| m.bits[b]).zip(values).collect();
-    values.sort_by_key(|(b, _)| *b);
-    Ok(Cells { values, refs })
+    out.values.sort_by_key(|(b, _)| *b);
+    Ok(out)
 }
 
 fn malformed(detail: String) -> Error {
@@ -1181,14 +1450,27 @@ fn record_watermarks(
     Ok(report)
 }
 
-/// Resolve a table of the bundle against the local catalog, column by column.
+/// Resolve a table of the bundle against the local catalog, column by
+/// column. A table not tracked here, and columns not tracked here, are
+/// mapped to nothing: their values wait (spec/schema.md, "Mixed versions").
 fn map_table(
     conn: &Connection,
     s: &Session,
     def: &TableDef,
     local_refs: &[Vec<RefFk>],
 ) -> Result<Mapped, Error> {
-    let local = tracked(conn, s, def)?;
+    let Some(local) = s.catalog.by_name(&def.name) else {
+        usable_table_name(&def.name)?;
+        let bits = (0..=def.cells.len()).map(Some).collect();
+        let refs = map_refs(s, def, def.cells.len() + 1, &|_| false)?;
+        return Ok(Mapped {
+            to: MappedTo::Waits(crate::receive::waiting::described(def)),
+            bits,
+            names: def.cells.clone(),
+            key_affinity: Vec::new(),
+            refs,
+        });
+    };
     let bits = map_columns(local, def)?;
     let table = s
         .catalog
@@ -1202,7 +1484,7 @@ fn map_table(
             ))
         })?;
     let key_affinity = crate::catalog::keyform::key_affinities(conn, local)?;
-    let refs = map_refs(s, def, bits.len())?;
+    let refs = map_refs(s, def, bits.len(), &|bit| bits[bit].is_some())?;
     check_translated(
         local,
         def,
@@ -1210,48 +1492,37 @@ fn map_table(
         local_refs.get(table).map_or(&[], Vec::as_slice),
     )?;
     Ok(Mapped {
-        table,
+        to: MappedTo::Here(table),
         bits,
+        names: def.cells.clone(),
         key_affinity,
         refs,
     })
 }
 
-/// The tracked table a bundle table is, by name.
-fn tracked<'s>(
-    conn: &Connection,
-    s: &'s Session,
-    def: &TableDef,
-) -> Result<&'s TrackedTable, Error> {
-    if let Some(local) = s.catalog.by_name(&def.name) {
-        return Ok(local);
+/// A table name a bundle may make this instance keep values for: what
+/// a bundle may create (spec/bundle.md), so waiting values never name
+/// fieldsync's or SQLite's own tables.
+fn usable_table_name(name: &str) -> Result<(), Error> {
+    let lower = name.to_ascii_lowercase();
+    if name.is_empty()
+        || name.len() > 1024
+        || lower.starts_with(crate::catalog::schema::ENGINE_PREFIX)
+        || lower.starts_with("sqlite_")
+    {
+        return Err(malformed(format!(
+            "the header names a table '{}' no instance can have",
+            name.chars().take(64).collect::<String>()
+        )));
     }
-    let reason = match table_shape(conn, &def.name) {
-        Ok(_) => format!(
-            "is not tracked here; run `fieldsync track --db {} {}` first",
-            crate::catalog::store::db_arg(conn),
-            def.name
-        ),
-        Err(_) => "does not exist in this database".to_owned(),
-    };
-    Err(ImportError::UnknownTable {
-        table: def.name.clone(),
-        reason,
-    }
-    .into())
+    Ok(())
 }
 
 /// The bundle table's identity, key and columns against the tracked
-/// table's: bundle bit → local bit (index 0 is the sentinel).
-fn map_columns(local: &TrackedTable, def: &TableDef) -> Result<Vec<usize>, Error> {
-    let mismatch = |column: &str, detail: &str| -> Error {
-        ImportError::SchemaMismatch {
-            table: local.name.clone(),
-            column: column.to_owned(),
-            detail: detail.to_owned(),
-        }
-        .into()
-    };
+/// table's: bundle bit → local bit (index 0 is the sentinel), `None` for a
+/// column not tracked here. A column tracked here that the bundle lacks is
+/// simply not written (the sender's app does not have it yet).
+fn map_columns(local: &TrackedTable, def: &TableDef) -> Result<Vec<Option<usize>>, Error> {
     if def.identity != local.identity {
         return Err(ImportError::IdentityMismatch {
             table: local.name.clone(),
@@ -1270,40 +1541,60 @@ fn map_columns(local: &TrackedTable, def: &TableDef) -> Result<Vec<usize>, Error
         let column = column
             .or_else(|| def.key.get(local.key.len()).map(String::as_str))
             .or_else(|| local.key.get(def.key.len()).map(String::as_str));
-        return Err(mismatch(
-            column.unwrap_or(""),
-            &format!(
+        return Err(ImportError::SchemaMismatch {
+            table: local.name.clone(),
+            column: column.unwrap_or("").to_owned(),
+            detail: format!(
                 "is not where the keys differ: bundle key ({}) vs local key ({})",
                 def.key.join(", "),
                 local.key.join(", ")
             ),
-        ));
-    }
-    let mut bits = vec![SENTINEL];
-    for c in &def.cells {
-        match local.bit_of(c) {
-            Some(b) => bits.push(b),
-            None => return Err(mismatch(c, "is in the bundle but not tracked here")),
         }
+        .into());
     }
-    if let Some(extra) = local.cells.iter().find(|c| !def.cells.contains(c)) {
-        return Err(mismatch(
-            extra,
-            "is tracked here but missing from the bundle (the sender's table has no such column)",
-        ));
+    let mut bits = vec![Some(SENTINEL)];
+    for (i, c) in def.cells.iter().enumerate() {
+        if def.cells[..i].contains(c) || local.key.contains(c) {
+            return Err(malformed(format!(
+                "table '{}' lists column '{c}' twice",
+                local.name
+            )));
+        }
+        bits.push(local.bit_of(c));
     }
     Ok(bits)
 }
 
 /// Bundle bit → the table the tagged reference in that cell refers to,
-/// for a table of `bits` bits.
-fn map_refs(s: &Session, def: &TableDef, bits: usize) -> Result<Vec<Option<RefTarget>>, Error> {
+/// for a table of `bits` bits. `here(bit)`: the cell's column is tracked
+/// here; a reference in a column that is not only has to decode (its
+/// values wait, and are checked again when they are applied).
+fn map_refs(
+    s: &Session,
+    def: &TableDef,
+    bits: usize,
+    here: &dyn Fn(usize) -> bool,
+) -> Result<Vec<Option<RefTarget>>, Error> {
     let mut refs = vec![None; bits];
     for r in &def.refs {
+        let mut positions = Vec::new();
+        for c in &r.cells {
+            let Some(i) = def.cells.iter().position(|x| x == c) else {
+                return Err(malformed(format!(
+                    "table '{}' lists reference column '{c}', which is not among its columns",
+                    def.name
+                )));
+            };
+            positions.push(i + 1);
+        }
         let parent = s.catalog.by_name(&r.parent);
         // A reference that travels as the parent row's identity can only be
         // followed if this instance identifies that table's rows the same way.
-        if r.identity != Identity::Key && parent.is_none_or(|p| p.identity != r.identity) {
+        let followed_here = positions.iter().any(|&b| here(b));
+        if followed_here
+            && r.identity != Identity::Key
+            && parent.is_none_or(|p| p.identity != r.identity)
+        {
             return Err(ImportError::IdentityMismatch {
                 table: r.parent.clone(),
                 theirs: r.identity.as_str().to_owned(),
@@ -1313,15 +1604,14 @@ fn map_refs(s: &Session, def: &TableDef, bits: usize) -> Result<Vec<Option<RefTa
             }
             .into());
         }
-        let key_len = parent.map_or(0, |p| p.key_len());
-        for c in &r.cells {
-            let Some(i) = def.cells.iter().position(|x| x == c) else {
-                return Err(malformed(format!(
-                    "table '{}' lists reference column '{c}', which is not among its columns",
-                    def.name
-                )));
-            };
-            refs[i + 1] = Some((r.parent.clone(), r.identity, key_len));
+        let key_len = match parent {
+            Some(p) if p.identity == r.identity => p.key_len(),
+            // Identities travel as one value (a blob, or the column's).
+            _ if r.identity != Identity::Key => 1,
+            _ => 0,
+        };
+        for b in positions {
+            refs[b] = Some((r.parent.clone(), r.identity, key_len));
         }
     }
     Ok(refs)

@@ -14,4 +14,5 @@ pub(crate) mod conflicts;
 pub(crate) mod import;
 pub(crate) mod quarantine;
 pub(crate) mod settle;
+pub(crate) mod waiting;
 pub(crate) mod write;

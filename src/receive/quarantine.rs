@@ -87,7 +87,7 @@ pub struct Refusal {
 /// One version of a held change, with its cells named rather than numbered,
 /// so a held change stays readable if the table gains columns.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-struct HeldVersion {
+pub(crate) struct HeldVersion {
     site: SiteId,
     seq: u64,
     hlc: u64,
@@ -146,7 +146,7 @@ impl Change {
             + self.versions.len() * 64
     }
 
-    fn to_held(&self, table: &TrackedTable) -> Held {
+    pub(crate) fn to_held(&self, table: &TrackedTable) -> Held {
         let name = |bit: usize| table.cells.get(bit.wrapping_sub(1)).cloned();
         Held {
             key: self.key.clone(),
@@ -221,9 +221,133 @@ pub(crate) fn combine(a: &Change, b: &Change) -> Option<Change> {
 }
 
 impl Held {
+    /// A held record from its parts: the row's key and causal length, its
+    /// versions (site, number, clock, whether it holds the row itself, the
+    /// columns it holds) and the values of those columns.
+    pub(crate) fn new(
+        key: Vec<Value>,
+        cl: u64,
+        versions: Vec<(SiteId, u64, Hlc, bool, Vec<String>)>,
+        values: Vec<(String, Value)>,
+        refs: Vec<(String, String)>,
+    ) -> Held {
+        Held {
+            key,
+            cl,
+            versions: versions
+                .into_iter()
+                .map(|(site, seq, hlc, row, cols)| HeldVersion {
+                    site,
+                    seq,
+                    hlc: hlc.0,
+                    row,
+                    cols,
+                })
+                .collect(),
+            values,
+            refs,
+        }
+    }
+
+    /// Every column it holds a value of.
+    pub(crate) fn column_names(&self) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for c in self.versions.iter().flat_map(|v| v.cols.iter()) {
+            if !out.contains(c) {
+                out.push(c.clone());
+            }
+        }
+        out
+    }
+
+    /// Its change numbers with their clocks.
+    pub(crate) fn numbers(&self) -> Vec<(SiteId, u64, Hlc)> {
+        self.versions
+            .iter()
+            .map(|v| (v.site, v.seq, Hlc(v.hlc)))
+            .collect()
+    }
+
+    /// The key as SQL literals.
+    pub(crate) fn key_literal(&self) -> String {
+        crate::base::value::key_literal(&self.key)
+    }
+
+    /// Its change numbers as `seqs` columns keep them (see [`seqs_of`]).
+    pub(crate) fn seqs(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.versions.len() * 24);
+        for v in &self.versions {
+            out.extend_from_slice(v.site.as_bytes());
+            out.extend_from_slice(&v.seq.to_be_bytes());
+        }
+        out
+    }
+
+    /// Both held records of one row as one: the merge join, by column
+    /// name ([`combine`]).
+    pub(crate) fn join(&self, other: &Held) -> Option<Held> {
+        let mut names = self.column_names();
+        for c in other.column_names() {
+            if !names.contains(&c) {
+                names.push(c);
+            }
+        }
+        let table = TrackedTable {
+            id: -1,
+            name: String::new(),
+            key: Vec::new(),
+            cells: names,
+            identity: crate::catalog::layout::Identity::Key,
+            local: None,
+        };
+        let a = self.to_change(0, &table).ok()?;
+        let b = other.to_change(0, &table).ok()?;
+        combine(&a, &b).map(|c| c.to_held(&table))
+    }
+
+    /// The part `table` has every column of (the row itself included), and
+    /// the part it lacks a column for.
+    pub(crate) fn split_for(&self, table: &TrackedTable) -> (Option<Held>, Option<Held>) {
+        let here = |c: &String| table.bit_of(c).is_some();
+        let mut ready = Held {
+            versions: Vec::new(),
+            values: Vec::new(),
+            refs: Vec::new(),
+            ..self.clone()
+        };
+        let mut rest = ready.clone();
+        for v in &self.versions {
+            let (present, missing): (Vec<String>, Vec<String>) =
+                v.cols.iter().cloned().partition(|c| here(c));
+            if v.row || !present.is_empty() {
+                ready.versions.push(HeldVersion {
+                    cols: present,
+                    ..v.clone()
+                });
+            }
+            if !missing.is_empty() {
+                rest.versions.push(HeldVersion {
+                    row: false,
+                    cols: missing,
+                    ..v.clone()
+                });
+            }
+        }
+        for (c, v) in &self.values {
+            let part = if here(c) { &mut ready } else { &mut rest };
+            part.values.push((c.clone(), v.clone()));
+        }
+        for (c, p) in &self.refs {
+            let part = if here(c) { &mut ready } else { &mut rest };
+            part.refs.push((c.clone(), p.clone()));
+        }
+        let some = |h: Held| (!h.versions.is_empty()).then_some(h);
+        (some(ready), some(rest))
+    }
+
     /// Back to a change against the current catalog; `Err` names a column
     /// that is no longer tracked.
-    fn to_change(&self, table_idx: usize, table: &TrackedTable) -> Result<Change, String> {
+    pub(crate) fn to_change(&self, table_idx: usize, table: &TrackedTable) -> Result<Change, String> {
         let bit = |c: &str| {
             table
                 .bit_of(c)
@@ -552,8 +676,9 @@ pub(crate) fn still_held(
     Ok(())
 }
 
-/// Change numbers of every held change, per origin (local site number):
-/// they are not counted as received until applied.
+/// Change numbers of every held change, and of every change with values
+/// waiting for a column or table ([`crate::receive::waiting`]), per origin
+/// (local site number): they are not counted as received until applied.
 pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let mut numbers: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     let mut stmt = conn.prepare_cached("SELECT seqs, record FROM fieldsync_quarantine")?;
@@ -583,6 +708,10 @@ pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, Se
                     .push(u64::from_be_bytes(seq));
             }
         }
+    }
+    // Values waiting for a column or table are not received either.
+    for (origin, seqs) in crate::receive::waiting::waiting_numbers(conn, sites)? {
+        numbers.entry(origin).or_default().extend(seqs);
     }
     Ok(numbers
         .into_iter()

@@ -261,7 +261,7 @@ fn plan(
         }
         .into());
     }
-    s.catalog.check_live(conn)?;
+    let followed = crate::local::follow::follow_schema(conn, s)?;
     let stamped = stamp_pending(conn, s)?;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
     let mut setup_for: Vec<Recipient> = Vec::new();
@@ -325,9 +325,12 @@ fn plan(
         refs,
         origin_index,
         warnings: if full {
-            crate::send::setup::not_carried(conn)?
+            followed
+                .into_iter()
+                .chain(crate::send::setup::not_carried(conn)?)
+                .collect()
         } else {
-            Vec::new()
+            followed
         },
     })
 }
