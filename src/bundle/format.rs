@@ -228,6 +228,24 @@ pub struct Header {
         deserialize_with = "de_header_list"
     )]
     pub views: Vec<ViewDef>,
+    /// The schema version of each table the sender tracks (spec/schema.md):
+    /// what the receiver remembers of it, to send it the schema changes it
+    /// lacks. Absent from bundles of older builds.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_header_list"
+    )]
+    pub schemas: Vec<SchemaVersion>,
+}
+
+/// A table's schema version at the sender.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    /// Table name.
+    pub name: String,
+    /// Its version: 16 lower-case hex digits (spec/schema.md).
+    pub version: String,
 }
 
 /// An app table a full export carries as schema only: it is not tracked, so

@@ -194,6 +194,21 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
             ));
         }
     }
+    let mut versioned = std::collections::HashSet::new();
+    for v in &h.schemas {
+        if v.name.is_empty() || v.name.len() > 1024 {
+            return Err(bad("a schema version names a table of no usable name".into()));
+        }
+        if v.version.len() != 16 || !v.version.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(bad(format!(
+                "the schema version of table {:?} is not 16 hex digits",
+                v.name.chars().take(64).collect::<String>()
+            )));
+        }
+        if !versioned.insert(v.name.to_ascii_lowercase()) {
+            return Err(bad("a table's schema version is listed twice".into()));
+        }
+    }
     for l in &h.lacks {
         let has = h.seen.iter().find(|x| x.origin == l.origin);
         if has.is_some_and(|x| !x.seqs.intersect(&l.seqs).is_empty()) {

@@ -18,7 +18,7 @@
 //! (or `have − acked` with `--resend`): what was sent and may still be in
 //! transit is not sent again, what the peer shows it lacks is.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
@@ -508,5 +508,36 @@ pub fn touch(conn: &Connection, peer: i64, import: bool, unix_ms: i64) -> Result
         "UPDATE fieldsync_peers SET last_export = ?1 WHERE id = ?2"
     };
     conn.execute(sql, params![unix_ms, peer])?;
+    Ok(())
+}
+
+/// A peer's schema version of each table, as it reported it or as assumed
+/// from what was sent to it: lower-case table name → version.
+pub fn peer_schema(conn: &Connection, peer: i64) -> Result<HashMap<String, String>, Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT lower(tbl), version FROM fieldsync_peer_schema WHERE peer = ?1")?;
+    let rows = stmt
+        .query_map([peer], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<HashMap<String, String>>>()?;
+    Ok(rows)
+}
+
+/// Record a peer's schema versions: all it reported (replacing what was
+/// known), or those assumed from the schema changes just sent to it.
+pub fn save_peer_schema(
+    conn: &Connection,
+    peer: i64,
+    versions: &[(String, String)],
+    reported: bool,
+) -> Result<(), Error> {
+    if reported {
+        conn.execute("DELETE FROM fieldsync_peer_schema WHERE peer = ?1", [peer])?;
+    }
+    let mut stmt = conn.prepare_cached(
+        "INSERT OR REPLACE INTO fieldsync_peer_schema(peer, tbl, version, reported) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (tbl, version) in versions {
+        stmt.execute(params![peer, tbl, version, reported])?;
+    }
     Ok(())
 }

@@ -172,17 +172,28 @@ CREATE TABLE IF NOT EXISTS fieldsync_waiting(
   seqs BLOB NOT NULL,               -- its change numbers: 16-byte site id + 8-byte number, each
   UNIQUE(tbl, pk)
 );
+-- Each peer's schema version of each tracked table (spec/schema.md): as it
+-- reported it in its last bundle, or as assumed from the schema changes
+-- sent to it since. A delta export carries the schema of every table whose
+-- version here differs.
+CREATE TABLE IF NOT EXISTS fieldsync_peer_schema(
+  peer INTEGER NOT NULL,            -- fieldsync_peers.id
+  tbl TEXT NOT NULL COLLATE NOCASE, -- the app table
+  version TEXT NOT NULL,            -- 16 hex digits
+  reported INTEGER NOT NULL,        -- 1: the peer said so; 0: assumed from what was sent
+  PRIMARY KEY(peer, tbl)
+) WITHOUT ROWID;
 -- Schema changes received in bundles and not run here: held for an
 -- administrator (`fieldsync schema`), failed when run, or not additive.
 CREATE TABLE IF NOT EXISTS fieldsync_schema_held(
   id INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL COLLATE NOCASE, -- the app table
-  stmts TEXT NOT NULL,              -- the statements, one per line (JSON array)
-  status TEXT NOT NULL,             -- held, failed, not applied
+  stmts TEXT NOT NULL,              -- the statements it would run (JSON array)
+  status TEXT NOT NULL,             -- held, failed, refused, not applied
   why TEXT NOT NULL,                -- in words
   sender TEXT NOT NULL,             -- the instance whose bundle brought it
-  at INTEGER NOT NULL,              -- unix ms it last arrived
-  UNIQUE(tbl, status, why)
+  at INTEGER NOT NULL,              -- unix ms it arrived
+  def BLOB NOT NULL                 -- the table as the bundle described it (MessagePack)
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(

@@ -23,7 +23,9 @@ use crate::base::colset::{ColSet, SENTINEL};
 use crate::base::hlc::{Hlc, now_unix_ms};
 use crate::base::seqset::SeqSet;
 use crate::base::value::{Value, decode_key, key_literal};
-use crate::bundle::format::{Header, MAGIC, OriginSeqs, RefDef, SiteRef, TableDef, VersionRecord};
+use crate::bundle::format::{
+    Header, MAGIC, OriginSeqs, RefDef, SchemaVersion, SiteRef, TableDef, VersionRecord,
+};
 use crate::bundle::reader::read_header_checked;
 use crate::bundle::writer::{BundleWriter, WriteSummary};
 use crate::catalog::identity::locate;
@@ -233,6 +235,11 @@ struct Plan {
     refs: HashMap<i64, Vec<RefFk>>,
     /// Each site's index in the header's origins, by its local number.
     origin_index: BTreeMap<i64, u32>,
+    /// Every tracked table's schema version here, by table id.
+    versions: Vec<(i64, String, String)>,
+    /// The tables a delta carries the schema of: those whose version the
+    /// peer does not have (spec/schema.md, "Schema changes travel").
+    schema_for: Vec<i64>,
     /// What a full export cannot carry.
     warnings: Vec<String>,
 }
@@ -304,7 +311,26 @@ fn plan(
         })
         .collect();
     let full = to.is_none();
-    let tables = carried_tables(conn, s, full)?;
+    let mut versions = Vec::new();
+    for t in s.catalog.tables() {
+        if let Some(v) = crate::catalog::schema::schema_version(conn, &t.name)? {
+            versions.push((t.id, t.name.clone(), v));
+        }
+    }
+    // A delta carries the schema of each table whose version the peer
+    // lacks (it reported another, or nothing at all).
+    let schema_for: Vec<i64> = match &to {
+        Some(r) => {
+            let known = crate::catalog::peers::peer_schema(conn, r.peer.id)?;
+            versions
+                .iter()
+                .filter(|(_, name, v)| known.get(&name.to_ascii_lowercase()) != Some(v))
+                .map(|(id, ..)| *id)
+                .collect()
+        }
+        None => Vec::new(),
+    };
+    let tables = carried_tables(conn, s, full, &schema_for)?;
     let refs = carried_refs(conn, s, &tables)?;
     let origin_index = s
         .sites
@@ -324,6 +350,8 @@ fn plan(
         tables,
         refs,
         origin_index,
+        versions,
+        schema_for,
         warnings: if full {
             followed
                 .into_iter()
@@ -550,8 +578,14 @@ pub(crate) fn check_overwrite(
 }
 
 /// The tracked tables a bundle carries: all of them in a full export, those
-/// with a collected row in a delta.
-fn carried_tables(conn: &Connection, s: &Session, full: bool) -> Result<Vec<TrackedTable>, Error> {
+/// with a collected row or whose schema it carries (`schema_for`) in a
+/// delta.
+fn carried_tables(
+    conn: &Connection,
+    s: &Session,
+    full: bool,
+    schema_for: &[i64],
+) -> Result<Vec<TrackedTable>, Error> {
     if full {
         return Ok(s.catalog.tables().to_vec());
     }
@@ -562,7 +596,7 @@ fn carried_tables(conn: &Connection, s: &Session, full: bool) -> Result<Vec<Trac
     Ok(s.catalog
         .tables()
         .iter()
-        .filter(|t| ids.contains(&t.id))
+        .filter(|t| ids.contains(&t.id) || schema_for.contains(&t.id))
         .cloned()
         .collect())
 }
@@ -630,6 +664,14 @@ impl Plan {
             lacks: self.origin_seqs(&self.lacks),
             local_tables,
             views,
+            schemas: self
+                .versions
+                .iter()
+                .map(|(_, name, version)| SchemaVersion {
+                    name: name.clone(),
+                    version: version.clone(),
+                })
+                .collect(),
         })
     }
 
@@ -639,8 +681,9 @@ impl Plan {
             name: t.name.clone(),
             key: t.key.clone(),
             cells: t.cells.clone(),
-            // A full export sets up new instances: it carries the schema.
-            schema: if self.full() {
+            // A full export sets up new instances, and a delta brings the
+            // peer the schema changes it lacks: both carry the schema.
+            schema: if self.full() || self.schema_for.contains(&t.id) {
                 crate::send::setup::table_schema(conn, &t.name)?
             } else {
                 Vec::new()
@@ -822,6 +865,12 @@ fn gather_row(
 /// "sent" mark and export time (for a full export named for peers, each
 /// one's, as assumed until it is heard from), and the clock and counter.
 fn record(conn: &Connection, s: &Session, plan: &Plan) -> Result<(), Error> {
+    let versions_of = |ids: Option<&[i64]>| -> Vec<(String, String)> {
+        (plan.versions.iter())
+            .filter(|(id, ..)| ids.is_none_or(|ids| ids.contains(id)))
+            .map(|(_, name, v)| (name.clone(), v.clone()))
+            .collect()
+    };
     for r in &plan.setup_for {
         for (origin, set) in &plan.covers {
             // Its own changes are never sent to it anyway.
@@ -829,9 +878,17 @@ fn record(conn: &Connection, s: &Session, plan: &Plan) -> Result<(), Error> {
                 assume_sent(conn, r.peer.id, *origin, set)?;
             }
         }
+        // Set up from this file, it has the schema this file carries.
+        crate::catalog::peers::save_peer_schema(conn, r.peer.id, &versions_of(None), false)?;
         touch(conn, r.peer.id, false, now_unix_ms())?;
     }
     if let Some(to) = &plan.to {
+        crate::catalog::peers::save_peer_schema(
+            conn,
+            to.peer.id,
+            &versions_of(Some(&plan.schema_for)),
+            false,
+        )?;
         for (origin, set) in &plan.covers {
             mark_sent(conn, to.peer.id, *origin, set)?;
         }

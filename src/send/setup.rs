@@ -545,6 +545,7 @@ mod tests {
             lacks: Vec::new(),
             local_tables: Vec::new(),
             views: Vec::new(),
+            schemas: Vec::new(),
         }
     }
 
