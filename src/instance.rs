@@ -195,6 +195,12 @@ impl Instance {
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Immediate)?;
             create_instance(&tx, name)?;
+            // Set up from another instance's file, it takes that instance's
+            // later schema changes as they come (spec/schema.md).
+            crate::receive::schema_changes::set_mode(
+                &tx,
+                crate::receive::schema_changes::SchemaMode::Apply,
+            )?;
             // One statement each (checked), run as one: a text holding more
             // would fail here rather than run unchecked.
             for sql in statements {

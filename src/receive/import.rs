@@ -577,7 +577,12 @@ impl<R: Read> Importing<R> {
     /// they had not seen), learn the origins.
     fn begin(tx: &Transaction, s: &mut Session, reader: BundleReader<R>) -> Result<Self, Error> {
         let header = reader.header().clone();
-        let followed = crate::local::follow::follow_schema(tx, s)?;
+        let mut followed = crate::local::follow::follow_schema(tx, s)?;
+        // The schema changes the bundle brings, before its tables are mapped.
+        followed.extend(
+            crate::receive::schema_changes::receive(tx, s, &header.tables, &header.sender.name)?
+                .notices,
+        );
         let mapped = preflight(tx, s, &header)?;
         let stamped = crate::local::stamp::stamp_pending(tx, s)?;
         let origins = learn_origins(tx, s, &header)?;
@@ -1419,6 +1424,12 @@ fn record_watermarks(
         }
     }
     let peer = bind_sender(conn, origins.sender, &header.sender.name)?;
+    if !header.schemas.is_empty() {
+        let versions: Vec<(String, String)> = (header.schemas.iter())
+            .map(|v| (v.name.clone(), v.version.to_ascii_lowercase()))
+            .collect();
+        crate::catalog::peers::save_peer_schema(conn, peer.id, &versions, true)?;
+    }
     let lost = record_acks(
         conn,
         peer.id,

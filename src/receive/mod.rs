@@ -6,7 +6,9 @@
 //! Values overwritten by concurrent edits are logged in [`conflicts`]. A
 //! change's writes that must vanish together sit in a savepoint
 //! ([`crate::catalog::savepoint`]); what
-//! the changes of one import share while applied is an [`applier`].
+//! the changes of one import share while applied is an [`applier`]. A
+//! bundle's schema for a table that differs from the one here is planned
+//! into additive, checked statements by [`upgrade`].
 
 pub(crate) mod applier;
 pub(crate) mod apply;
@@ -14,5 +16,7 @@ pub(crate) mod conflicts;
 pub(crate) mod import;
 pub(crate) mod quarantine;
 pub(crate) mod settle;
+pub(crate) mod schema_changes;
+pub(crate) mod upgrade;
 pub(crate) mod waiting;
 pub(crate) mod write;

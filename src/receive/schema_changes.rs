@@ -12,7 +12,7 @@
 //! changed type or key is reported and the data of the unchanged part still
 //! flows.
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, params};
 use serde::Serialize;
 
 use crate::base::hlc::now_unix_ms;
@@ -119,7 +119,7 @@ pub(crate) struct Received {
 /// run (or hold) the additive schema changes of every table the bundle
 /// carries statements for.
 pub(crate) fn receive(
-    conn: &Connection,
+    conn: &Transaction,
     s: &mut Session,
     defs: &[TableDef],
     sender: &str,
@@ -209,7 +209,7 @@ fn describe(plan: &TablePlan) -> String {
 /// it. `Err` is SQLite's reason (a NOT NULL column without a default on a
 /// table that has rows), with nothing changed.
 fn run(
-    conn: &Connection,
+    conn: &Transaction,
     s: &mut Session,
     def: &TableDef,
     plan: &TablePlan,
@@ -284,7 +284,7 @@ fn record(
 /// `fieldsync schema --apply`: run the held (and failed) schema changes
 /// as if their bundles arrived now with the setting `apply`. Returns one
 /// line per table.
-pub(crate) fn apply_held(conn: &Connection, s: &mut Session) -> Result<Vec<String>, Error> {
+pub(crate) fn apply_held(conn: &Transaction, s: &mut Session) -> Result<Vec<String>, Error> {
     let rows: Vec<(String, Vec<u8>)> = conn
         .prepare(
             "SELECT sender, def FROM fieldsync_schema_held WHERE status IN ('held', 'failed') ORDER BY id",

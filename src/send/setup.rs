@@ -129,19 +129,24 @@ pub fn not_carried(conn: &Connection) -> Result<Vec<String>, Error> {
 
 /// What a statement being checked may create.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Target {
+pub(crate) enum Target {
     /// This table, or an index on it.
     Table(String),
     /// This view.
     View(String),
+    /// Adding a column to this table (`ALTER TABLE … ADD COLUMN`): checked
+    /// on a copy of the receiver's table, see [`crate::receive::upgrade`].
+    Alter(String),
 }
 
 /// The kind of statement expected at a place in the bundle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     Table,
     Index,
     View,
+    /// `ALTER TABLE … ADD COLUMN`.
+    AddColumn,
 }
 
 impl Kind {
@@ -150,6 +155,7 @@ impl Kind {
             Kind::Table => "CREATE TABLE",
             Kind::Index => "CREATE INDEX",
             Kind::View => "CREATE VIEW",
+            Kind::AddColumn => "ALTER TABLE",
         }
     }
 
@@ -162,14 +168,15 @@ impl Kind {
                     || starts_with_keywords(sql, &["CREATE", "UNIQUE", "INDEX"])
             }
             Kind::View => starts_with_keywords(sql, &["CREATE", "VIEW"]),
+            Kind::AddColumn => starts_with_keywords(sql, &["ALTER", "TABLE"]),
         }
     }
 }
 
 /// The private in-memory database statements are checked on, with its
 /// authorizer.
-struct Scratch {
-    conn: Connection,
+pub(crate) struct Scratch {
+    pub(crate) conn: Connection,
     /// What the statement being run may create; `None` between statements,
     /// when fieldsync's own queries run unrestricted.
     target: Arc<Mutex<Option<Target>>>,
@@ -178,7 +185,7 @@ struct Scratch {
 }
 
 impl Scratch {
-    fn new() -> Result<Scratch, Error> {
+    pub(crate) fn new() -> Result<Scratch, Error> {
         let mut conn = Connection::open_in_memory()?;
         let target: Arc<Mutex<Option<Target>>> = Arc::new(Mutex::new(None));
         let refused: Arc<Mutex<Option<String>>> = Arc::new(Mutex::new(None));
@@ -207,7 +214,13 @@ impl Scratch {
     /// Check the form of `sql`, then compile and run it allowed to create
     /// only `target`. The error is the reason, for a message.
     /// `what` names the statement in messages ("statement 2").
-    fn run(&self, sql: &str, kind: Kind, what: &str, target: Target) -> Result<(), String> {
+    pub(crate) fn run(
+        &self,
+        sql: &str,
+        kind: Kind,
+        what: &str,
+        target: Target,
+    ) -> Result<(), String> {
         if sql.len() > MAX_STATEMENT_BYTES {
             return Err(format!("{what} is longer than {MAX_STATEMENT_BYTES} bytes"));
         }
@@ -297,7 +310,14 @@ fn check_tracked_table(
         .into());
     }
     run_table(scratch, &def.name, &def.schema).map_err(refuse)?;
-    // The table made must be the one the records describe.
+    check_created_table(scratch, def).map_err(refuse)
+}
+
+/// The table `def`'s statements made on `scratch` must be the one the
+/// records describe: the same key and cells, and an identity it can have.
+/// The error is the reason, for a message.
+pub(crate) fn check_created_table(scratch: &Scratch, def: &TableDef) -> Result<(), String> {
+    let refuse = |detail: String| detail;
     let shape = table_shape(&scratch.conn, &def.name)
         .map_err(|_| refuse(format!("it does not create table {}", def.name)))?;
     let layout = crate::catalog::layout::layout_of(
@@ -378,7 +398,7 @@ fn object_refused(kind: &'static str, name: &str) -> impl Fn(String) -> Error {
 
 /// Run a table's statements on the scratch database: `CREATE TABLE`, then
 /// `CREATE INDEX` statements on that table.
-fn run_table(scratch: &Scratch, table: &str, schema: &[String]) -> Result<(), String> {
+pub(crate) fn run_table(scratch: &Scratch, table: &str, schema: &[String]) -> Result<(), String> {
     for (i, sql) in schema.iter().enumerate() {
         let kind = if i == 0 { Kind::Table } else { Kind::Index };
         let what = format!("statement {}", i + 1);
@@ -389,7 +409,7 @@ fn run_table(scratch: &Scratch, table: &str, schema: &[String]) -> Result<(), St
 
 /// Refuse a name a bundle may not create (fieldsync's or SQLite's own, too
 /// long, empty) or one it already listed; remember it otherwise.
-fn usable_name(name: &str, seen: &mut HashSet<String>) -> Result<(), String> {
+pub(crate) fn usable_name(name: &str, seen: &mut HashSet<String>) -> Result<(), String> {
     let lower = name.to_ascii_lowercase();
     if name.is_empty() {
         return Err("it has no name".into());
@@ -489,6 +509,22 @@ fn allowed(ctx: &AuthContext<'_>, target: &Target) -> Result<(), String> {
                 "it does something other than create a table or index ({other:?})"
             )),
         },
+        Target::Alter(table) => match ctx.action {
+            AuthAction::AlterTable {
+                database_name,
+                table_name,
+            } if database_name.eq_ignore_ascii_case("main")
+                && table_name.eq_ignore_ascii_case(table) =>
+            {
+                Ok(())
+            }
+            // SQLite's own checks of the altered table (is it empty, do
+            // its rows satisfy the new constraints) only read it.
+            AuthAction::Select => Ok(()),
+            ref other => Err(format!(
+                "it does something other than add a column to {table} ({other:?})"
+            )),
+        },
         Target::View(view) => match ctx.action {
             AuthAction::CreateView { view_name }
                 if main && view_name.eq_ignore_ascii_case(view) =>
@@ -508,7 +544,7 @@ fn allowed(ctx: &AuthContext<'_>, target: &Target) -> Result<(), String> {
 }
 
 /// The start of a statement, for messages.
-fn excerpt(sql: &str) -> String {
+pub(crate) fn excerpt(sql: &str) -> String {
     let one_line: String = sql.split_whitespace().collect::<Vec<_>>().join(" ");
     match one_line.char_indices().nth(80) {
         Some((i, _)) => format!("{}…", &one_line[..i]),
