@@ -614,6 +614,43 @@ impl Instance {
         })
     }
 
+    /// Each tracked table's schema version here and at each peer, the
+    /// schema changes received and not run, and the values waiting for a
+    /// column or table (`fieldsync schema`).
+    pub fn schema(&mut self) -> Result<crate::admin::schema::SchemaReport, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let s = Session::load(&tx)?;
+        crate::admin::schema::report(&tx, &s)
+    }
+
+    /// Run the schema changes received and held (or that failed), then
+    /// apply the values that waited for them (`fieldsync schema --apply`).
+    pub fn apply_schema(&mut self) -> Result<crate::admin::schema::SchemaReport, Error> {
+        let applied = self.as_importer(|tx, s| {
+            crate::local::follow::follow_schema(tx, s)?;
+            let mut notices = crate::receive::schema_changes::apply_held(tx, s)?;
+            let retried = crate::receive::import::retry_held(tx, s)?;
+            if retried.released > 0 {
+                notices.push(format!(
+                    "{} change(s) that waited were applied",
+                    retried.released
+                ));
+            }
+            Ok(notices)
+        })?;
+        let mut report = self.schema()?;
+        report.applied = applied;
+        Ok(report)
+    }
+
+    /// What this database does with schema changes received in bundles
+    /// (`fieldsync schema --auto on|off`).
+    pub fn set_schema_mode(&mut self, mode: crate::receive::schema_changes::SchemaMode) -> Result<(), Error> {
+        self.write(|tx, _| crate::receive::schema_changes::set_mode(tx, mode))
+    }
+
     /// Retry every quarantined change now (an import retries those that
     /// something they wait for changed), applying those that fit.
     pub fn retry_quarantine(&mut self) -> Result<RetryReport, Error> {

@@ -73,6 +73,7 @@ mod receive;
 mod send;
 
 pub use admin::check::{CheckReport, Invariant, Problem};
+pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
 pub use base::merge;
 pub use base::site_id::SiteId;
@@ -88,4 +89,6 @@ pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
 pub use receive::import::{DEFAULT_MAX_WRITE_MS, ImportOptions, ImportReport, RetryReport};
 pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HELD_KEY};
+pub use receive::schema_changes::{HeldSchema, SchemaMode};
+pub use receive::waiting::WaitingSummary;
 pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};

@@ -324,6 +324,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         lost: Default::default(),
         lacks: vec![set(1, 11, MAX_SEQ)],
         local_tables: vec![],
+        schemas: Vec::new(),
         views: vec![],
     };
     let crafted = BundleWriter::new(Vec::new(), &header)?.finish()?.0;

@@ -161,6 +161,7 @@ fn header(
         lost: Default::default(),
         lacks: Vec::new(),
         local_tables: Vec::new(),
+        schemas: Vec::new(),
         views: Vec::new(),
     }
 }

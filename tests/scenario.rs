@@ -171,6 +171,7 @@ fn write_full_bundle(
         lost: Default::default(),
         lacks: Vec::new(),
         local_tables,
+        schemas: Vec::new(),
         views,
     };
     let file = std::fs::File::create(path)?;

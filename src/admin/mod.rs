@@ -1,5 +1,7 @@
 //! Read-only views for the operator: [`status`] (what an instance has and
-//! owes) and [`check`] (fieldsync's own state against its invariants).
+//! owes), [`schema`] (schema versions, held schema changes, waiting values)
+//! and [`check`] (fieldsync's own state against its invariants).
 
 pub(crate) mod check;
+pub(crate) mod schema;
 pub(crate) mod status;

@@ -21,6 +21,10 @@ pub struct TableStatus {
     pub rows: u64,
     /// Deleted rows it keeps tombstones for.
     pub tombstones: u64,
+    /// Its schema version here (spec/schema.md).
+    pub version: Option<String>,
+    /// Peers whose version of it differs, with their version.
+    pub peers_differ: BTreeMap<String, String>,
 }
 
 /// One origin this instance has changes from.
@@ -91,6 +95,13 @@ pub struct Status {
     /// again finishes it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub interrupted_import: Option<InterruptedImport>,
+    /// Values received for a column or table this database does not have
+    /// yet, per table and column (spec/schema.md).
+    pub waiting: Vec<crate::receive::waiting::WaitingSummary>,
+    /// Schema changes received and held or failed (`fieldsync schema`).
+    pub schema_held: u64,
+    /// What this database does with schema changes received in bundles.
+    pub schema_mode: crate::receive::schema_changes::SchemaMode,
 }
 
 /// An import that stopped between two of its write transactions.
@@ -138,7 +149,7 @@ pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error>
         site_id: s.local.to_string(),
         name: s.name.clone(),
         tracked_tables: s.catalog.tables().iter().map(|t| t.name.clone()).collect(),
-        tables: table_statuses(tx, s)?,
+        tables: with_versions(table_statuses(tx, s)?, tx, s)?,
         captured_unstamped: captured,
         local_seq: s.seq,
         log_entries: crate::local::log::entry_count(tx)?,
@@ -149,7 +160,29 @@ pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error>
             r.get::<_, i64>(0)
         })? as u64,
         interrupted_import: interrupted_import(tx)?,
+        waiting: crate::receive::waiting::summary(tx)?,
+        schema_held: crate::receive::schema_changes::held_count(tx)?,
+        schema_mode: crate::receive::schema_changes::mode(tx)?,
     })
+}
+
+/// Each table's schema version, and the peers whose version differs.
+fn with_versions(
+    mut tables: Vec<TableStatus>,
+    conn: &Connection,
+    s: &Session,
+) -> Result<Vec<TableStatus>, Error> {
+    for (t, schema) in tables
+        .iter_mut()
+        .zip(crate::admin::schema::table_schemas(conn, s)?)
+    {
+        t.peers_differ = (schema.peers.into_iter())
+            .filter(|p| Some(&p.version) != schema.version.as_ref())
+            .map(|p| (p.peer, p.version))
+            .collect();
+        t.version = schema.version;
+    }
+    Ok(tables)
 }
 
 /// Live rows and tombstones of each tracked table, as the log knows them.
@@ -179,6 +212,8 @@ fn table_statuses(conn: &Connection, s: &Session) -> Result<Vec<TableStatus>, Er
                 name: t.name.clone(),
                 rows,
                 tombstones,
+                version: None,
+                peers_differ: BTreeMap::new(),
             }
         })
         .collect())
@@ -189,7 +224,7 @@ fn table_statuses(conn: &Connection, s: &Session) -> Result<Vec<TableStatus>, Er
 /// has above them) and what waits in quarantine.
 fn origin_statuses(conn: &Connection, s: &Session) -> Result<Vec<OriginStatus>, Error> {
     let mut have = have_all(conn, s)?;
-    let held = crate::receive::quarantine::held_numbers(conn, &s.sites)?;
+    let held = crate::receive::waiting::not_received(conn, &s.sites)?;
     let known = known_all(conn)?;
     for origin in known.keys().chain(held.keys()) {
         have.entry(*origin).or_default();

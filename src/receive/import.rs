@@ -47,7 +47,8 @@ use crate::catalog::tracked::TrackedTable;
 use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
 use crate::receive::apply::{Applied, apply};
-use crate::receive::quarantine::{Change, Held, Reason, Refusal, held_count, held_numbers};
+use crate::receive::quarantine::{Change, Held, Reason, Refusal, held_count};
+use crate::receive::waiting::not_received as held_numbers;
 use crate::receive::waiting::Waiting;
 
 /// What an import did.

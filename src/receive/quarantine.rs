@@ -676,9 +676,9 @@ pub(crate) fn still_held(
     Ok(())
 }
 
-/// Change numbers of every held change, and of every change with values
-/// waiting for a column or table ([`crate::receive::waiting`]), per origin
-/// (local site number): they are not counted as received until applied.
+/// Change numbers of every held change, per origin (local site number):
+/// they are not counted as received until applied (with those of
+/// [`crate::receive::waiting`]: [`crate::receive::waiting::not_received`]).
 pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, SeqSet>, Error> {
     let mut numbers: BTreeMap<i64, Vec<u64>> = BTreeMap::new();
     let mut stmt = conn.prepare_cached("SELECT seqs, record FROM fieldsync_quarantine")?;
@@ -708,10 +708,6 @@ pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, Se
                     .push(u64::from_be_bytes(seq));
             }
         }
-    }
-    // Values waiting for a column or table are not received either.
-    for (origin, seqs) in crate::receive::waiting::waiting_numbers(conn, sites)? {
-        numbers.entry(origin).or_default().extend(seqs);
     }
     Ok(numbers
         .into_iter()

@@ -146,6 +146,21 @@ pub(crate) fn waiting_numbers(
     Ok(numbers)
 }
 
+/// The change numbers received and not applied yet, per origin: those of
+/// held changes (quarantine) and of changes with values waiting here.
+pub fn not_received(
+    conn: &Connection,
+    sites: &Sites,
+) -> Result<BTreeMap<i64, crate::base::seqset::SeqSet>, Error> {
+    let mut out = crate::receive::quarantine::held_numbers(conn, sites)?;
+    for (origin, seqs) in waiting_numbers(conn, sites)? {
+        out.entry(origin)
+            .or_default()
+            .union_with(&crate::base::seqset::SeqSet::from_numbers(seqs));
+    }
+    Ok(out)
+}
+
 /// What waits, per table and the columns it waits for.
 pub fn summary(conn: &Connection) -> Result<Vec<WaitingSummary>, Error> {
     let mut stmt = conn.prepare(
@@ -251,11 +266,6 @@ pub(crate) fn take_ready(
     }
     meta_set(conn, TRIED_KEY, cookie)?;
     Ok(out)
-}
-
-/// Number of rows with values waiting.
-pub fn waiting_count(conn: &Connection) -> Result<u64, Error> {
-    Ok(conn.query_row("SELECT count(*) FROM fieldsync_waiting", [], |r| r.get::<_, i64>(0))? as u64)
 }
 
 /// A table as a bundle describes it, for a table not tracked here: enough

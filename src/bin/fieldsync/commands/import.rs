@@ -208,13 +208,16 @@ fn print_import(out: &mut dyn Write, r: &ImportReport, file: &Path) -> std::io::
     for t in r
         .tables
         .iter()
-        .filter(|t| t.applied + t.known + t.older + t.quarantined > 0)
+        .filter(|t| t.applied + t.known + t.older + t.quarantined + t.waiting > 0)
     {
-        let held = if t.quarantined > 0 {
+        let mut held = if t.quarantined > 0 {
             format!(" {:>8} quarantined", t.quarantined)
         } else {
             String::new()
         };
+        if t.waiting > 0 {
+            held.push_str(&format!(" {:>8} waiting", t.waiting));
+        }
         writeln!(
             out,
             "  {:<24} {:>8} applied {:>8} known {:>8} older{held}",
@@ -226,6 +229,13 @@ fn print_import(out: &mut dyn Write, r: &ImportReport, file: &Path) -> std::io::
             out,
             "  {} change(s) held in quarantine by earlier imports now fit and were applied.",
             r.released
+        )?;
+    }
+    if r.waited > 0 {
+        writeln!(
+            out,
+            "  {} row(s) received earlier for a column or table that is here now were applied.",
+            r.waited
         )?;
     }
     if r.overwritten > 0 {

@@ -12,6 +12,7 @@ mod export;
 mod import;
 mod init;
 mod inspect;
+mod schema;
 mod status;
 mod track;
 
@@ -51,6 +52,7 @@ enum Command {
     Check(check::CheckArgs),
     Demo(demo::DemoArgs),
     Compact(compact::CompactArgs),
+    Schema(schema::SchemaArgs),
 }
 
 /// The database a command works on.
@@ -85,6 +87,7 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Check(args) => check::cmd_check(ui, args),
         Command::Demo(args) => demo::cmd_demo(ui, args),
         Command::Compact(args) => compact::cmd_compact(ui, args),
+        Command::Schema(args) => schema::cmd_schema(ui, args),
     }
 }
 

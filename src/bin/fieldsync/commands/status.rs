@@ -51,12 +51,45 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
     } else {
         writeln!(out, "tables")?;
         for t in &s.tables {
+            let differ = if t.peers_differ.is_empty() {
+                String::new()
+            } else {
+                let peers: Vec<String> = (t.peers_differ.iter())
+                    .map(|(p, v)| format!("{p} {v}"))
+                    .collect();
+                format!("   OTHER SCHEMA at {}", peers.join(", "))
+            };
             writeln!(
                 out,
-                "  {:<24} {:>8} rows {:>8} deleted",
-                t.name, t.rows, t.tombstones
+                "  {:<24} {:>8} rows {:>8} deleted   schema {}{differ}",
+                t.name,
+                t.rows,
+                t.tombstones,
+                t.version.as_deref().unwrap_or("-")
             )?;
         }
+    }
+    for w in &s.waiting {
+        let what = if w.columns.is_empty() {
+            format!("table '{}', not here", w.table)
+        } else {
+            format!("column '{}.{}', not here", w.table, w.columns.join(", "))
+        };
+        writeln!(
+            out,
+            "waiting    {} row(s) of values for {what}: applied once it is (`fieldsync schema --db {}`)",
+            w.rows,
+            shell_quote(db)
+        )?;
+    }
+    if s.schema_held > 0 {
+        writeln!(
+            out,
+            "schema     {} received schema change(s) not run here: `fieldsync schema --db {}` lists them, \
+             `--apply` runs them",
+            s.schema_held,
+            shell_quote(db)
+        )?;
     }
     writeln!(out, "origins (change numbers held)")?;
     for o in &s.origins {
