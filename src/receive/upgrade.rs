@@ -17,6 +17,9 @@
 //! table, and must give the column exactly the sender's type, `NOT NULL`,
 //! default, collation and foreign key. Nothing runs on the real database
 //! here: the caller runs the plan.
+//!
+//! What SQLite's pragmas do not show is not carried to an added column: a
+//! column's `CHECK` constraint and a foreign key's `DEFERRABLE` clause.
 
 // Nothing outside the tests calls into this module yet: the import wires
 // it in next.
@@ -43,7 +46,11 @@ pub(crate) struct TablePlan {
     /// Indexes `run` creates on an existing table.
     pub added_indexes: Vec<String>,
     /// Differences that are not additive and are never applied from a
-    /// bundle, one line each.
+    /// bundle, one line each (e.g. "column 'x' is here but not in the
+    /// sender's table (dropped or renamed there?)", "column 'age' is INTEGER
+    /// here and TEXT at the sender", "the primary key differs: (id) here,
+    /// (id, kind) at the sender", "column 'c' is UNIQUE at the sender: ALTER
+    /// TABLE cannot add it; add it by hand").
     pub not_applied: Vec<String>,
 }
 
