@@ -17,6 +17,9 @@
 //! table, and must give the column exactly the sender's type, `NOT NULL`,
 //! default, collation and foreign key. Nothing runs on the real database
 //! here: the caller runs the plan.
+//!
+//! What SQLite's pragmas do not show is not carried to an added column: a
+//! column's `CHECK` constraint and a foreign key's `DEFERRABLE` clause.
 
 // Nothing outside the tests calls into this module yet: the import wires
 // it in next.
@@ -43,7 +46,11 @@ pub(crate) struct TablePlan {
     /// Indexes `run` creates on an existing table.
     pub added_indexes: Vec<String>,
     /// Differences that are not additive and are never applied from a
-    /// bundle, one line each.
+    /// bundle, one line each (e.g. "column 'x' is here but not in the
+    /// sender's table (dropped or renamed there?)", "column 'age' is INTEGER
+    /// here and TEXT at the sender", "the primary key differs: (id) here,
+    /// (id, kind) at the sender", "column 'c' is UNIQUE at the sender: ALTER
+    /// TABLE cannot add it; add it by hand").
     pub not_applied: Vec<String>,
 }
 
@@ -215,6 +222,20 @@ fn plan_existing_table(
             "the primary key differs: ({key_here}) here, ({key_there}) at the sender"
         ));
     }
+    for (what, flag) in [("WITHOUT ROWID", "wr"), ("STRICT", "strict")] {
+        let (h, t) = (
+            table_flag(conn, local, flag)?,
+            table_flag(&scratch.conn, &def.name, flag)?,
+        );
+        if h != t {
+            let side = |b: bool| if b { "is" } else { "is not" };
+            plan.not_applied.push(format!(
+                "the table {} {what} here and {} at the sender",
+                side(h),
+                side(t)
+            ));
+        }
+    }
     for h in &here {
         if !there.iter().any(|t| t.named(&h.name)) {
             plan.not_applied.push(format!(
@@ -234,7 +255,16 @@ fn plan_existing_table(
                     type_name(&t.decl_type)
                 ));
             }
-            Some(_) => {}
+            Some(h) => {
+                let differ = differences(h, t, false);
+                if !differ.is_empty() {
+                    plan.not_applied.push(format!(
+                        "column '{}' differs from the sender's: {}",
+                        t.name,
+                        differ.join("; ")
+                    ));
+                }
+            }
             None => missing.push(t),
         }
     }
@@ -468,28 +498,80 @@ fn check_add_column(
 /// Whether the added column `got` is the sender's `want`; the error says
 /// how they differ.
 fn same_column(got: &ColumnInfo, want: &ColumnInfo) -> Result<(), String> {
-    let coll = |c: &ColumnInfo| c.collation.clone().unwrap_or_else(|| "?".into());
+    let mut differ = differences(got, want, true);
+    if got.pk != 0 {
+        differ.push("a primary key here".to_owned());
+    }
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "ALTER TABLE would make it differ: {}",
+            differ.join("; ")
+        ))
+    }
+}
+
+/// How column `here` differs from the sender's `there` (besides its
+/// position in the primary key), each as "… here, … at the sender". An
+/// unknown collation counts as a difference only if `strict`.
+fn differences(here: &ColumnInfo, there: &ColumnInfo, strict: bool) -> Vec<String> {
     let mut differ = Vec::new();
-    if !got.decl_type.eq_ignore_ascii_case(&want.decl_type) {
-        differ.push(format!("type {} not {}", got.decl_type, want.decl_type));
-    }
-    if got.not_null != want.not_null {
-        differ.push("NOT NULL".to_owned());
-    }
-    if got.default != want.default {
-        differ.push(format!(
-            "default {} not {}",
-            got.default.as_deref().unwrap_or("none"),
-            want.default.as_deref().unwrap_or("none")
+    let side = |what: String, h: String, t: String| format!("{what}{h} here, {t} at the sender");
+    if !here.decl_type.eq_ignore_ascii_case(&there.decl_type) {
+        differ.push(side(
+            "type ".into(),
+            type_name(&here.decl_type).into(),
+            type_name(&there.decl_type).into(),
         ));
     }
-    if got.collation.is_none()
-        || want.collation.is_none()
-        || !coll(got).eq_ignore_ascii_case(&coll(want))
-    {
-        differ.push(format!("collation {} not {}", coll(got), coll(want)));
+    let yes_no = |b: bool| if b { "yes" } else { "no" }.to_owned();
+    if here.not_null != there.not_null {
+        differ.push(side(
+            "NOT NULL ".into(),
+            yes_no(here.not_null),
+            yes_no(there.not_null),
+        ));
     }
-    let fk_same = match (&got.foreign_key, &want.foreign_key) {
+    if here.default != there.default {
+        let d = |c: &ColumnInfo| c.default.clone().unwrap_or_else(|| "none".into());
+        differ.push(side("default ".into(), d(here), d(there)));
+    }
+    match (&here.collation, &there.collation) {
+        (Some(h), Some(t)) if !h.eq_ignore_ascii_case(t) => {
+            differ.push(side("collation ".into(), h.clone(), t.clone()));
+        }
+        (Some(_), Some(_)) => {}
+        _ if strict => differ.push("collation unknown".into()),
+        _ => {}
+    }
+    if !same_foreign_key(&here.foreign_key, &there.foreign_key) {
+        differ.push(side(
+            "foreign key ".into(),
+            describe(&here.foreign_key),
+            describe(&there.foreign_key),
+        ));
+    }
+    if here.unique != there.unique {
+        differ.push(side(
+            "UNIQUE ".into(),
+            yes_no(here.unique),
+            yes_no(there.unique),
+        ));
+    }
+    if here.generated != there.generated {
+        differ.push(side(
+            "generated ".into(),
+            yes_no(here.generated),
+            yes_no(there.generated),
+        ));
+    }
+    differ
+}
+
+/// Whether two columns refer to the same parent, with the same actions.
+fn same_foreign_key(a: &ForeignKey, b: &ForeignKey) -> bool {
+    match (a, b) {
         (
             ForeignKey::Single {
                 table: t1,
@@ -513,19 +595,25 @@ fn same_column(got: &ColumnInfo, want: &ColumnInfo) -> Result<(), String> {
                 && u1.eq_ignore_ascii_case(u2)
                 && d1.eq_ignore_ascii_case(d2)
         }
-        (ForeignKey::None, ForeignKey::None) => true,
+        (ForeignKey::None, ForeignKey::None) | (ForeignKey::Several, ForeignKey::Several) => true,
         _ => false,
-    };
-    if !fk_same {
-        differ.push("foreign key".to_owned());
     }
-    if got.generated || got.pk != 0 || got.unique {
-        differ.push("constraints".to_owned());
-    }
-    if differ.is_empty() {
-        Ok(())
-    } else {
-        Err(format!("ALTER TABLE would give it {}", differ.join(", ")))
+}
+
+/// A column's foreign key, for messages.
+fn describe(fk: &ForeignKey) -> String {
+    match fk {
+        ForeignKey::None => "none".into(),
+        ForeignKey::Several => "one of several columns".into(),
+        ForeignKey::Single {
+            table,
+            to,
+            on_update,
+            on_delete,
+        } => format!(
+            "REFERENCES {table}{} ON DELETE {on_delete} ON UPDATE {on_update}",
+            to.as_ref().map(|c| format!("({c})")).unwrap_or_default()
+        ),
     }
 }
 
@@ -555,6 +643,23 @@ fn local_copy(conn: &Connection, local: &str) -> Result<Result<Scratch, String>,
             Target::Table(local.to_owned()),
         )
         .map(|()| copy))
+}
+
+/// Whether table `table` has this flag of `pragma_table_list` (`wr`: it is
+/// WITHOUT ROWID, `strict`: it is STRICT).
+fn table_flag(conn: &Connection, table: &str, flag: &str) -> Result<bool, Error> {
+    let column = if flag == "wr" { "wr" } else { "strict" };
+    let set: Option<bool> = conn
+        .query_row(
+            &format!(
+                "SELECT {column} FROM pragma_table_list \
+                 WHERE schema = 'main' AND name = ?1 COLLATE NOCASE"
+            ),
+            [table],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(set.unwrap_or(false))
 }
 
 /// The named indexes (not SQLite's automatic ones) in `conn`'s main schema.
@@ -1095,6 +1200,54 @@ mod tests {
             let why = outcome(&c, &d).expect_err("accepted");
             assert!(why.contains("belong to"), "{why}");
         }
+    }
+
+    #[test]
+    fn other_differences_of_a_column_or_table_are_reported() {
+        let c = db("CREATE TABLE t(id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT 'a', tag TEXT)");
+        let d = def(
+            "t",
+            &["CREATE TABLE t(id TEXT PRIMARY KEY, name TEXT, tag TEXT COLLATE NOCASE) STRICT"],
+        );
+        let p = plan(&c, &d);
+        assert!(p.run.is_empty());
+        assert_eq!(
+            p.not_applied,
+            [
+                "the table is not STRICT here and is at the sender",
+                // A STRICT table's key is NOT NULL.
+                "column 'id' differs from the sender's: NOT NULL no here, yes at the sender",
+                "column 'name' differs from the sender's: NOT NULL yes here, no at the sender; \
+                 default 'a' here, none at the sender",
+                "column 'tag' differs from the sender's: collation BINARY here, NOCASE at the sender",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_column_that_does_not_come_out_as_the_sender_has_it_is_left_off_the_copy()
+    -> Result<(), Error> {
+        let c = db(HERE);
+        let copy = local_copy(&c, "t")?.expect("copy");
+        let sender = db("CREATE TABLE t(id TEXT PRIMARY KEY, name TEXT, x TEXT COLLATE NOCASE)");
+        let want = columns(&sender, "t")?
+            .into_iter()
+            .find(|c| c.name == "x")
+            .expect("x");
+        let why = check_add_column(&copy, "t", "ALTER TABLE t ADD COLUMN x TEXT", &want)?
+            .expect_err("accepted");
+        assert!(
+            why.contains("collation BINARY here, NOCASE at the sender"),
+            "{why}"
+        );
+        assert_eq!(columns(&copy.conn, "t")?.len(), 2);
+        // Refused by the authorizer: it alters another table.
+        let why = check_add_column(&copy, "other", "ALTER TABLE t ADD COLUMN x TEXT", &want)?
+            .expect_err("accepted");
+        assert!(why.contains("add a column to other"), "{why}");
+        check_add_column(&copy, "t", &add_column("t", &want), &want)?.expect("refused");
+        assert_eq!(columns(&copy.conn, "t")?.len(), 3);
+        Ok(())
     }
 
     #[test]
