@@ -325,7 +325,7 @@ impl Instance {
             crate::local::stamp::stamp_pending(tx, s)?;
             let followed = crate::local::follow::follow_schema(tx, s)?;
             let mut report = track(tx, &mut s.catalog, selection, opts, &[])?;
-            report.warnings.splice(0..0, followed);
+            report.warnings.splice(0..0, followed.notices);
             meta_set(tx, "schema_cookie", crate::local::stamp::schema_cookie(tx)?)?;
             s.save(tx)?;
             Ok(report)
@@ -647,7 +647,10 @@ impl Instance {
 
     /// What this database does with schema changes received in bundles
     /// (`fieldsync schema --auto on|off`).
-    pub fn set_schema_mode(&mut self, mode: crate::receive::schema_changes::SchemaMode) -> Result<(), Error> {
+    pub fn set_schema_mode(
+        &mut self,
+        mode: crate::receive::schema_changes::SchemaMode,
+    ) -> Result<(), Error> {
         self.write(|tx, _| crate::receive::schema_changes::set_mode(tx, mode))
     }
 

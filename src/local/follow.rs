@@ -33,41 +33,51 @@ use crate::error::{Error, SiteError, TrackError};
 use crate::local::capture::{
     ensure_pending_columns, expected_triggers, install_triggers, op, record_new_column_values,
 };
-use crate::local::stamp::{Suspects, record_vanished_rows, schema_cookie, stamp_pending};
+use crate::local::stamp::{
+    StampReport, Suspects, record_vanished_rows, schema_cookie, stamp_pending,
+};
 
 /// The `fieldsync_meta` key holding the schema cookie the tracked tables
 /// were last compared at.
 const FOLLOWED_KEY: &str = "followed_schema";
 
-/// Bring the catalog and triggers up to date with the app's schema.
-/// Returns one notice per thing followed, for the operator. Stamps what was
-/// captured first (under the old layout), and again after, so every change
-/// is in the log when it returns.
-pub(crate) fn follow_schema(conn: &Connection, s: &mut Session) -> Result<Vec<String>, Error> {
+/// What following the schema did.
+#[derive(Debug, Default)]
+pub(crate) struct Followed {
+    /// One line per thing followed, for the operator.
+    pub notices: Vec<String>,
+    /// Captured changes it had to stamp on the way (before renumbering a
+    /// table's cells, and before looking for rows a rebuilt table lost):
+    /// the caller's report counts them with its own stamping.
+    pub stamped: StampReport,
+}
+
+/// Bring the catalog and triggers up to date with the app's schema. What
+/// it records (new columns' values, rows a rebuilt table gained) is left
+/// captured for the caller's stamping, which comes next.
+pub(crate) fn follow_schema(conn: &Connection, s: &mut Session) -> Result<Followed, Error> {
+    let mut out = Followed::default();
     let cookie = schema_cookie(conn)?;
     if meta_get::<i64>(conn, FOLLOWED_KEY)? == Some(cookie) {
-        return Ok(Vec::new());
+        return Ok(out);
     }
-    stamp_pending(conn, s)?;
-    let mut notices = Vec::new();
     for table in s.catalog.tables().to_vec() {
-        follow_table(conn, s, &table, &mut notices)?;
+        follow_table(conn, s, &table, &mut out)?;
     }
-    if !notices.is_empty() {
+    if !out.notices.is_empty() {
         s.catalog = Catalog::load(conn)?;
-        stamp_pending(conn, s)?;
         // The triggers just made moved the cookie: not a VACUUM.
         meta_set(conn, "schema_cookie", schema_cookie(conn)?)?;
     }
     meta_set(conn, FOLLOWED_KEY, schema_cookie(conn)?)?;
-    Ok(notices)
+    Ok(out)
 }
 
 fn follow_table(
     conn: &Connection,
     s: &mut Session,
     t: &TrackedTable,
-    notices: &mut Vec<String>,
+    out: &mut Followed,
 ) -> Result<(), Error> {
     let shape = match table_shape(conn, &t.name) {
         Ok(shape) => shape,
@@ -108,9 +118,11 @@ fn follow_table(
         .collect();
     let triggers_ok = gone.is_empty() && triggers_intact(conn, t)?;
     if !gone.is_empty() {
+        // What was captured under the old numbering goes into the log first.
+        out.stamped.absorb(stamp_pending(conn, s)?);
         table = drop_cells(conn, t, &gone)?;
         for c in &gone {
-            notices.push(format!(
+            out.notices.push(format!(
                 "table '{}': column '{c}' no longer exists; it is no longer replicated from here \
                  (other instances keep their values)",
                 t.name
@@ -132,13 +144,13 @@ fn follow_table(
     if !added.is_empty() {
         let recorded = record_new_column_values(conn, &table, first_new)?;
         for c in &added {
-            notices.push(format!(
+            out.notices.push(format!(
                 "table '{}': new column '{c}' is replicated from now on",
                 t.name
             ));
         }
         if recorded > 0 {
-            notices.push(format!(
+            out.notices.push(format!(
                 "table '{}': {recorded} row(s) already hold values in the new column(s), recorded as changes",
                 t.name
             ));
@@ -149,9 +161,11 @@ fn follow_table(
         // rows it lost, deletes.
         let found = record_untracked_rows(conn, &table)?;
         s.catalog = Catalog::load(conn)?;
-        stamp_pending(conn, s)?;
+        // The log must know every change captured before the rows it
+        // misses are looked for.
+        out.stamped.absorb(stamp_pending(conn, s)?);
         let deleted = record_vanished_rows(conn, s, Suspects::Table(&table))?;
-        notices.push(format!(
+        out.notices.push(format!(
             "table '{}' had lost its capture triggers (rebuilt by an app migration?): they are back; \
              {found} row(s) added and {deleted} deleted meanwhile are recorded, and edits made meanwhile \
              to rows it already had go out with their next change",
@@ -176,8 +190,7 @@ fn triggers_intact(conn: &Connection, t: &TrackedTable) -> Result<bool, Error> {
     Ok(expected.iter().all(|e| {
         have.iter().any(|(name, sql)| {
             (name.eq_ignore_ascii_case(&e.name) && sql.trim() == e.sql.trim())
-                || (name.eq_ignore_ascii_case(&e.legacy_name)
-                    && sql.trim() == e.legacy_sql.trim())
+                || (name.eq_ignore_ascii_case(&e.legacy_name) && sql.trim() == e.legacy_sql.trim())
         })
     }))
 }
@@ -215,8 +228,9 @@ fn drop_cells(conn: &Connection, t: &TrackedTable, gone: &[String]) -> Result<Tr
     let mut update = conn.prepare(
         "UPDATE fieldsync_log SET cols = ?5 WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
     )?;
-    let mut delete =
-        conn.prepare("DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4")?;
+    let mut delete = conn.prepare(
+        "DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
+    )?;
     for (pk, origin, seq, cols) in rows {
         let cols = ColSet::from_bytes(&cols).map_err(|detail| SiteError::Damaged { detail })?;
         let mut mapped = ColSet::new();

@@ -59,6 +59,14 @@ pub struct StampReport {
 }
 
 impl StampReport {
+    /// Add what another pass of the same command did.
+    pub fn absorb(&mut self, other: StampReport) {
+        self.captured += other.captured;
+        self.null_keys += other.null_keys;
+        self.replaced += other.replaced;
+        self.renumbered += other.renumbered;
+    }
+
     /// Warnings for the operator about what this pass could not replicate.
     pub fn warnings(&self) -> Vec<String> {
         let mut out = Vec::new();

@@ -147,6 +147,11 @@ pub struct Conflicts {
     pub overwritten_total: u64,
     /// Held changes the operator discarded, newest first.
     pub discarded: Vec<crate::receive::quarantine::DiscardedChange>,
+    /// Schema changes received and held, or that failed here
+    /// (spec/schema.md): `fieldsync schema --apply` runs them.
+    pub schema: Vec<crate::receive::schema_changes::HeldSchema>,
+    /// Values waiting for a column or table, per table and column.
+    pub waiting: Vec<crate::receive::waiting::WaitingSummary>,
 }
 
 /// Read the quarantine and the newest `limit` overwritten values.
@@ -198,6 +203,11 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
         overwritten,
         overwritten_total: overwritten_total as u64,
         discarded: crate::receive::quarantine::discarded(conn)?,
+        schema: crate::receive::schema_changes::held(conn)?
+            .into_iter()
+            .filter(|h| h.status == "held" || h.status == "failed")
+            .collect(),
+        waiting: crate::receive::waiting::summary(conn)?,
     })
 }
 

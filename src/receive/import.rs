@@ -48,8 +48,8 @@ use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
 use crate::receive::apply::{Applied, apply};
 use crate::receive::quarantine::{Change, Held, Reason, Refusal, held_count};
-use crate::receive::waiting::not_received as held_numbers;
 use crate::receive::waiting::Waiting;
+use crate::receive::waiting::not_received as held_numbers;
 
 /// What an import did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -167,7 +167,11 @@ impl Prepared {
     fn numbers(&self) -> Vec<(SiteId, u64, Hlc, &[u8])> {
         let mut out: Vec<(SiteId, u64, Hlc, &[u8])> = Vec::new();
         if let Some(c) = &self.change {
-            out.extend(c.versions.iter().map(|v| (v.site, v.seq, v.hlc, c.pk.as_slice())));
+            out.extend(
+                c.versions
+                    .iter()
+                    .map(|v| (v.site, v.seq, v.hlc, c.pk.as_slice())),
+            );
         }
         if let Some(w) = &self.waiting {
             for (site, seq, hlc) in w.held.numbers() {
@@ -578,16 +582,17 @@ impl<R: Read> Importing<R> {
     /// they had not seen), learn the origins.
     fn begin(tx: &Transaction, s: &mut Session, reader: BundleReader<R>) -> Result<Self, Error> {
         let header = reader.header().clone();
-        let mut followed = crate::local::follow::follow_schema(tx, s)?;
+        let followed = crate::local::follow::follow_schema(tx, s)?;
         // The schema changes the bundle brings, before its tables are mapped.
-        followed.extend(
-            crate::receive::schema_changes::receive(tx, s, &header.tables, &header.sender.name)?
-                .notices,
-        );
+        let received =
+            crate::receive::schema_changes::receive(tx, s, &header.tables, &header.sender.name)?;
         let mapped = preflight(tx, s, &header)?;
-        let stamped = crate::local::stamp::stamp_pending(tx, s)?;
+        let mut stamped = crate::local::stamp::stamp_pending(tx, s)?;
+        stamped.absorb(followed.stamped);
+        stamped.absorb(received.stamped);
         let origins = learn_origins(tx, s, &header)?;
-        let mut warnings = followed;
+        let mut warnings = followed.notices;
+        warnings.extend(received.notices);
         warnings.extend(stamped.warnings());
         notice_own_restore(s, &origins, &header.sender.name, &mut warnings)?;
         let missing_before = missing_now(tx, s)?;
@@ -632,8 +637,10 @@ impl<R: Read> Importing<R> {
         }
         // The app may have been upgraded meanwhile.
         let followed = crate::local::follow::follow_schema(tx, s)?;
-        if !followed.is_empty() {
-            self.warnings.extend(followed);
+        self.captured += followed.stamped.captured;
+        self.warnings.extend(followed.stamped.warnings());
+        if !followed.notices.is_empty() {
+            self.warnings.extend(followed.notices);
             self.tables = s.catalog.tables().to_vec();
             self.mapped = preflight(tx, s, &self.header)?;
             self.ap.forget_sql();
@@ -691,7 +698,12 @@ impl<R: Read> Importing<R> {
                 if let Some(n) = self.waiting.get_mut(t) {
                     *n += 1;
                 }
-                waits_for = w.held.numbers().into_iter().map(|(s, n, _)| (s, n)).collect();
+                waits_for = w
+                    .held
+                    .numbers()
+                    .into_iter()
+                    .map(|(s, n, _)| (s, n))
+                    .collect();
             }
             let Some(change) = prepared.change else {
                 continue;
@@ -865,7 +877,10 @@ fn retry_waiting(
                 applied_now += 1;
                 for v in &change.versions {
                     if let Some(idx) = s.sites.idx_of(&v.site) {
-                        ap.released_numbers.entry(idx).or_default().insert_range(v.seq, v.seq);
+                        ap.released_numbers
+                            .entry(idx)
+                            .or_default()
+                            .insert_range(v.seq, v.seq);
                     }
                 }
             }
@@ -1139,7 +1154,11 @@ fn prepare(
                     .map(|(b, p)| (name(*b), p.clone()))
                     .collect(),
             ),
-            waits: if m.here().is_some() { missing } else { Vec::new() },
+            waits: if m.here().is_some() {
+                missing
+            } else {
+                Vec::new()
+            },
         }
     });
     let change = match m.to {

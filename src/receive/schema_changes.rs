@@ -18,11 +18,11 @@ use serde::Serialize;
 use crate::base::hlc::now_unix_ms;
 use crate::bundle::format::TableDef;
 use crate::catalog::layout::TrackOptions;
-use crate::local::capture::Selection;
 use crate::catalog::savepoint::Savepoint;
 use crate::catalog::session::Session;
 use crate::catalog::site::{meta_get, meta_set};
 use crate::error::{Error, SiteError};
+use crate::local::capture::Selection;
 use crate::receive::upgrade::{TablePlan, plan_table};
 
 /// The `fieldsync_meta` key of the setting.
@@ -113,6 +113,8 @@ pub(crate) struct Received {
     pub notices: Vec<String>,
     /// True if a statement ran (the catalog was updated).
     pub changed: bool,
+    /// Captured changes stamped while following what ran.
+    pub stamped: crate::local::stamp::StampReport,
 }
 
 /// In an import's first write transaction, before its tables are mapped:
@@ -184,8 +186,9 @@ pub(crate) fn receive(
         }
     }
     if out.changed {
-        out.notices
-            .extend(crate::local::follow::follow_schema(conn, s)?);
+        let followed = crate::local::follow::follow_schema(conn, s)?;
+        out.notices.extend(followed.notices);
+        out.stamped = followed.stamped;
     }
     Ok(out)
 }

@@ -6,8 +6,8 @@
 //! [`plan_table`] creates a table that is missing, adds the columns and
 //! indexes the sender has and this instance lacks, and only reports every
 //! other difference (dropped, renamed or retyped columns, another key),
-//! which a bundle never applies. [`schema_hash`] fingerprints a table's
-//! columns, so two instances can tell cheaply whether their tables agree.
+//! which a bundle never applies ([`crate::receive::schema_changes`] runs or
+//! holds the plan).
 //!
 //! A bundle is hostile until checked. Its statements are compiled and run on
 //! a private in-memory database under the authorizer of
@@ -20,10 +20,6 @@
 //!
 //! What SQLite's pragmas do not show is not carried to an added column: a
 //! column's `CHECK` constraint and a foreign key's `DEFERRABLE` clause.
-
-// Nothing outside the tests calls into this module yet: the import wires
-// it in next.
-#![cfg_attr(not(test), allow(dead_code))]
 
 use std::collections::HashSet;
 
@@ -761,51 +757,6 @@ fn columns(conn: &Connection, table: &str) -> Result<Vec<ColumnInfo>, Error> {
     Ok(cols)
 }
 
-/// A fingerprint of table `table`'s columns: the first 16 hex digits of a
-/// BLAKE3 hash over each column's lower-cased name, upper-cased declared
-/// type and primary-key position (`name \x1f TYPE \x1f pk \x1e`), sorted by
-/// name, so the columns' order does not matter. Hidden columns (of virtual
-/// tables, and generated ones, which are never written) are left out.
-/// `None` if there is no such table.
-pub(crate) fn schema_hash(conn: &Connection, table: &str) -> Result<Option<String>, Error> {
-    let name: Option<String> = conn
-        .query_row(
-            "SELECT name FROM pragma_table_list \
-             WHERE schema = 'main' AND type = 'table' AND name = ?1 COLLATE NOCASE",
-            [table],
-            |r| r.get(0),
-        )
-        .optional()?;
-    let Some(name) = name else {
-        return Ok(None);
-    };
-    let mut stmt =
-        conn.prepare("SELECT name, type, pk FROM pragma_table_xinfo(?1, 'main') WHERE hidden = 0")?;
-    let mut cols = stmt
-        .query_map([&name], |r| {
-            Ok((
-                r.get::<_, String>(0)?.to_ascii_lowercase(),
-                r.get::<_, Option<String>>(1)?
-                    .unwrap_or_default()
-                    .to_ascii_uppercase(),
-                r.get::<_, i64>(2)?,
-            ))
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    cols.sort();
-    let mut hasher = blake3::Hasher::new();
-    for (name, decl_type, pk) in &cols {
-        hasher.update(name.as_bytes());
-        hasher.update(b"\x1f");
-        hasher.update(decl_type.as_bytes());
-        hasher.update(b"\x1f");
-        hasher.update(pk.to_string().as_bytes());
-        hasher.update(b"\x1e");
-    }
-    let hex = hasher.finalize().to_hex();
-    Ok(Some(hex.as_str().chars().take(16).collect()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -870,9 +821,12 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{sql}: {e}"));
         }
         let sender = db(&d.schema.join(";\n"));
-        let want = schema_hash(&sender, &d.name).expect("hash");
+        let want = crate::catalog::schema::schema_version(&sender, &d.name).expect("hash");
         assert!(want.is_some());
-        assert_eq!(schema_hash(c, &d.name).expect("hash"), want);
+        assert_eq!(
+            crate::catalog::schema::schema_version(c, &d.name).expect("hash"),
+            want
+        );
     }
 
     const HERE: &str = "CREATE TABLE t(id TEXT PRIMARY KEY, name TEXT);
@@ -1255,11 +1209,11 @@ mod tests {
         let a = db("CREATE TABLE t(id TEXT PRIMARY KEY, name text, n INT)");
         let b = db("CREATE TABLE T(N int, Name TEXT, ID TEXT PRIMARY KEY)");
         let other = db("CREATE TABLE t(id TEXT PRIMARY KEY, name INT, n INT)");
-        let h = schema_hash(&a, "t")?;
+        let h = crate::catalog::schema::schema_version(&a, "t")?;
         assert_eq!(h.as_ref().map(String::len), Some(16));
-        assert_eq!(h, schema_hash(&b, "t")?);
-        assert_ne!(h, schema_hash(&other, "t")?);
-        assert_eq!(schema_hash(&a, "missing")?, None);
+        assert_eq!(h, crate::catalog::schema::schema_version(&b, "t")?);
+        assert_ne!(h, crate::catalog::schema::schema_version(&other, "t")?);
+        assert_eq!(crate::catalog::schema::schema_version(&a, "missing")?, None);
         Ok(())
     }
 

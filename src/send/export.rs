@@ -269,7 +269,9 @@ fn plan(
         .into());
     }
     let followed = crate::local::follow::follow_schema(conn, s)?;
-    let stamped = stamp_pending(conn, s)?;
+    let mut stamped = stamp_pending(conn, s)?;
+    stamped.absorb(followed.stamped);
+    let followed = followed.notices;
     let known_peers: Vec<String> = list_peers(conn)?.into_iter().map(|p| p.name).collect();
     let mut setup_for: Vec<Recipient> = Vec::new();
     let (to, wanted) = match target {

@@ -168,6 +168,7 @@ fn print_discarded(out: &mut dyn Write, c: &Conflicts) -> std::io::Result<()> {
 }
 
 fn print_quarantine(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::Result<()> {
+    print_schema(out, c, db)?;
     if c.quarantined.is_empty() {
         return writeln!(out, "quarantine: empty");
     }
@@ -190,6 +191,35 @@ fn print_quarantine(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::R
             when(Some(q.first_ms)),
             q.tries
         )?;
+    }
+    Ok(())
+}
+
+/// Schema changes held or failed, and the values waiting for them.
+fn print_schema(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::Result<()> {
+    if c.schema.is_empty() && c.waiting.is_empty() {
+        return Ok(());
+    }
+    writeln!(
+        out,
+        "schema changes received and not run here ({} held or failed; `fieldsync schema --db {}` shows them, `--apply` runs them)",
+        c.schema.len(),
+        shell_quote(db)
+    )?;
+    for h in &c.schema {
+        writeln!(
+            out,
+            "  #{:<5} {} from '{}': {} — {}",
+            h.id, h.table, h.sender, h.status, h.why
+        )?;
+    }
+    for w in &c.waiting {
+        let what = if w.columns.is_empty() {
+            format!("table '{}'", w.table)
+        } else {
+            format!("column '{}.{}'", w.table, w.columns.join(", "))
+        };
+        writeln!(out, "  {} row(s) of values wait for {what}", w.rows)?;
     }
     Ok(())
 }

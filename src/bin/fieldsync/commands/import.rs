@@ -51,6 +51,10 @@ struct Imported<'a> {
     released: u64,
     overwritten: u64,
     held: u64,
+    /// Records with values kept for a column or table not here yet, and
+    /// rows applied that had waited for one.
+    waiting: u64,
+    waited: u64,
     /// Write transactions in all, and the longest of them.
     write_transactions: u64,
     longest_write_ms: u64,
@@ -78,6 +82,8 @@ impl<'a> Imported<'a> {
             released: sum(|r| r.released),
             overwritten: sum(|r| r.overwritten),
             held: reports.last().map(|r| r.held).unwrap_or(0),
+            waiting: sum(|r| r.waiting),
+            waited: sum(|r| r.waited),
             write_transactions: if atomic {
                 1
             } else {

@@ -43,6 +43,8 @@ struct Inspected<'a> {
     seen: BTreeMap<String, String>,
     local_tables: Vec<&'a str>,
     views: Vec<&'a str>,
+    /// The sender's schema version of each table it tracks.
+    schema_versions: BTreeMap<&'a str, &'a str>,
 }
 
 #[derive(Serialize)]
@@ -53,6 +55,9 @@ struct InspectedTable<'a> {
     columns: &'a [String],
     references: Vec<InspectedRef<'a>>,
     changes: Option<u64>,
+    /// The statements it carries (a full export, or a delta bringing a
+    /// schema change).
+    schema: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -82,6 +87,9 @@ impl<'a> Inspected<'a> {
             seen: by_origin(h, &h.seen),
             local_tables: h.local_tables.iter().map(|t| t.name.as_str()).collect(),
             views: h.views.iter().map(|v| v.name.as_str()).collect(),
+            schema_versions: (h.schemas.iter())
+                .map(|v| (v.name.as_str(), v.version.as_str()))
+                .collect(),
         }
     }
 }
@@ -100,6 +108,7 @@ impl<'a> InspectedTable<'a> {
                 })
                 .collect(),
             changes,
+            schema: &t.schema,
         }
     }
 }
@@ -165,9 +174,17 @@ fn print_inspect(out: &mut dyn Write, info: &BundleInfo, file: &Path) -> std::io
             Identity::Origin => "rows by origin".to_owned(),
             Identity::Content => "rows by content".to_owned(),
         };
+        let version = (h.schemas.iter())
+            .find(|v| v.name.eq_ignore_ascii_case(&t.name))
+            .map_or_else(String::new, |v| format!("   schema {}", v.version));
+        let carried = if t.schema.is_empty() || h.full {
+            ""
+        } else {
+            "   with its schema"
+        };
         writeln!(
             out,
-            "  {:<24} {:>8} changes   {identified} columns ({})",
+            "  {:<24} {:>8} changes   {identified} columns ({}){version}{carried}",
             t.name,
             n,
             t.cells.join(", ")
