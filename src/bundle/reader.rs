@@ -146,6 +146,10 @@ fn decode_header<R: Read>(r: &mut R, hlen: u32) -> Result<Header, BundleError> {
     })
 }
 
+/// Most schema versions a header may list: far more tables than any app
+/// has, and few enough that remembering them costs nothing.
+const MAX_SCHEMA_VERSIONS: usize = 10_000;
+
 /// Check what the header says about itself: names usable, every index in
 /// range, each origin listed once (in `origins`, `covers`, `seen` and
 /// `lacks`), nothing covered that the sender does not say it has, and
@@ -193,6 +197,12 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
                 "the bundle covers changes its sender does not have".into()
             ));
         }
+    }
+    if h.schemas.len() > MAX_SCHEMA_VERSIONS {
+        return Err(bad(format!(
+            "the header lists {} schema versions, more than {MAX_SCHEMA_VERSIONS}",
+            h.schemas.len()
+        )));
     }
     let mut versioned = std::collections::HashSet::new();
     for v in &h.schemas {

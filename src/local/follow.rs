@@ -24,7 +24,7 @@ use rusqlite::{Connection, params_from_iter};
 
 use crate::base::colset::{ColSet, SENTINEL};
 use crate::base::value::{Value, encode_key};
-use crate::catalog::layout::layout_of;
+use crate::catalog::layout::{Identity, layout_of};
 use crate::catalog::schema::{quote_ident, table_shape};
 use crate::catalog::session::Session;
 use crate::catalog::site::{meta_get, meta_set};
@@ -34,7 +34,7 @@ use crate::local::capture::{
     ensure_pending_columns, expected_triggers, install_triggers, op, record_new_column_values,
 };
 use crate::local::stamp::{
-    StampReport, Suspects, record_vanished_rows, schema_cookie, stamp_pending,
+    StampReport, Suspects, record_vanished_rows, remap_by_content, schema_cookie, stamp_pending,
 };
 
 /// The `fieldsync_meta` key holding the schema cookie the tracked tables
@@ -117,6 +117,13 @@ fn follow_table(
         .cloned()
         .collect();
     let triggers_ok = gone.is_empty() && triggers_intact(conn, t)?;
+    let cells_change = !gone.is_empty() || live.cells.iter().any(|c| !t.cells.contains(c));
+    if t.identity == Identity::Content && gone.is_empty() && (cells_change || !triggers_ok) {
+        // A rebuild may have renumbered the rows of a table without a key:
+        // find them by their content as it was, before the columns change.
+        out.stamped.absorb(stamp_pending(conn, s)?);
+        out.stamped.renumbered += remap_by_content(conn, s, t)?;
+    }
     if !gone.is_empty() {
         // What was captured under the old numbering goes into the log first.
         out.stamped.absorb(stamp_pending(conn, s)?);
@@ -140,6 +147,11 @@ fn follow_table(
     }
     if !added.is_empty() || !gone.is_empty() || !triggers_ok {
         install_triggers(conn, &table)?;
+    }
+    if table.identity == Identity::Content && cells_change {
+        // Rows of a table without a key are found again by a signature of
+        // their content, which now has other columns.
+        refresh_sigs(conn, &table)?;
     }
     if !added.is_empty() {
         let recorded = record_new_column_values(conn, &table, first_new)?;
@@ -171,6 +183,19 @@ fn follow_table(
              to rows it already had go out with their next change",
             t.name
         ));
+    }
+    Ok(())
+}
+
+/// Compute again the content signature of every mapped row of a table
+/// without a key (its columns changed).
+fn refresh_sigs(conn: &Connection, table: &TrackedTable) -> Result<(), Error> {
+    let rows: Vec<(Vec<u8>, Value)> = conn
+        .prepare("SELECT gid, local FROM fieldsync_ids WHERE tbl = ?1")?
+        .query_map([table.id], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (gid, local) in rows {
+        crate::catalog::identity::refresh_sig(conn, table, &gid, &local)?;
     }
     Ok(())
 }

@@ -432,7 +432,7 @@ struct Rematch {
 /// Match one table without a key with its map again and record what
 /// changed (see [`remap_after_schema_change`]); returns how many rows were
 /// matched to another rowid.
-fn remap_by_content(
+pub(crate) fn remap_by_content(
     conn: &Connection,
     s: &mut Session,
     table: &TrackedTable,
