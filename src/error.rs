@@ -222,8 +222,8 @@ pub enum TrackError {
     /// The key of a tracked table changed.
     #[error(
         "the key of table '{table}' changed from ({was}) to ({now}); other instances find its rows by that key, so \
-         fieldsync cannot follow: put the key back as it was (and rebuild the table the way the app's migration did), \
-         or ask for help before syncing this database again"
+         fieldsync cannot follow the change: put the key back as it was in {db} (rebuild the table with the old \
+         key, keeping the new columns), then run the command again"
     )]
     KeyChanged {
         /// The database, as to type it in a shell.

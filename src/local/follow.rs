@@ -116,7 +116,9 @@ fn follow_table(
         .filter(|c| !live.cells.contains(c))
         .cloned()
         .collect();
-    let triggers_ok = gone.is_empty() && triggers_intact(conn, t)?;
+    // A rebuild drops the triggers with the old table; a column renamed or
+    // dropped by the app changes or loses the one on it.
+    let triggers_ok = triggers_intact(conn, t)?;
     let cells_change = !gone.is_empty() || live.cells.iter().any(|c| !t.cells.contains(c));
     if t.identity == Identity::Content && gone.is_empty() && (cells_change || !triggers_ok) {
         // A rebuild may have renumbered the rows of a table without a key:
@@ -168,7 +170,7 @@ fn follow_table(
             ));
         }
     }
-    if !triggers_ok && gone.is_empty() {
+    if !triggers_ok {
         // The rows it gained while nothing captured them are inserts; the
         // rows it lost, deletes.
         let found = record_untracked_rows(conn, &table)?;
