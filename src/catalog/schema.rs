@@ -262,6 +262,57 @@ pub fn untrackable_tables(conn: &Connection) -> Result<Vec<(String, TrackError)>
     Ok(out)
 }
 
+/// A table's schema version (spec/schema.md, "Schema versions"): the first
+/// 16 hex digits of a BLAKE3 hash over its columns (name, declared type,
+/// primary-key position, NOT NULL, default; in name order, so the order
+/// columns were added in does not matter) and its indexes (name,
+/// uniqueness, columns). Two instances whose table has the same version
+/// need no schema change from each other. `None` if there is no such table.
+pub fn schema_version(conn: &Connection, table: &str) -> Result<Option<String>, Error> {
+    let mut columns: Vec<String> = conn
+        .prepare_cached(
+            "SELECT lower(name), upper(type), pk, \"notnull\", ifnull(dflt_value, '') \
+             FROM pragma_table_xinfo(?1) WHERE hidden = 0",
+        )?
+        .query_map([table], |r| {
+            Ok(format!(
+                "{}\x1f{}\x1f{}\x1f{}\x1f{}",
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, String>(4)?
+            ))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    if columns.is_empty() {
+        return Ok(None);
+    }
+    columns.sort();
+    let mut indexes: Vec<String> = conn
+        .prepare_cached(
+            "SELECT lower(l.name) || '\x1f' || l.\"unique\" || '\x1f' || \
+               (SELECT group_concat(lower(ifnull(i.name, '')), ',') FROM \
+                 (SELECT name FROM pragma_index_info(l.name) ORDER BY seqno) AS i) \
+             FROM pragma_index_list(?1) AS l WHERE l.origin = 'c'",
+        )?
+        .query_map([table], |r| r.get::<_, Option<String>>(0))?
+        .filter_map(|r| r.transpose())
+        .collect::<rusqlite::Result<_>>()?;
+    indexes.sort();
+    let mut hasher = blake3::Hasher::new();
+    for c in &columns {
+        hasher.update(c.as_bytes());
+        hasher.update(b"\x1e");
+    }
+    hasher.update(b"\x1d");
+    for i in &indexes {
+        hasher.update(i.as_bytes());
+        hasher.update(b"\x1e");
+    }
+    Ok(Some(hasher.finalize().to_hex()[..16].to_owned()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -353,55 +404,4 @@ mod tests {
         ));
         Ok(())
     }
-}
-
-/// A table's schema version (spec/schema.md, "Schema versions"): the first
-/// 16 hex digits of a BLAKE3 hash over its columns (name, declared type,
-/// primary-key position, NOT NULL, default; in name order, so the order
-/// columns were added in does not matter) and its indexes (name,
-/// uniqueness, columns). Two instances whose table has the same version
-/// need no schema change from each other. `None` if there is no such table.
-pub fn schema_version(conn: &Connection, table: &str) -> Result<Option<String>, Error> {
-    let mut columns: Vec<String> = conn
-        .prepare_cached(
-            "SELECT lower(name), upper(type), pk, \"notnull\", ifnull(dflt_value, '') \
-             FROM pragma_table_xinfo(?1) WHERE hidden = 0",
-        )?
-        .query_map([table], |r| {
-            Ok(format!(
-                "{}\x1f{}\x1f{}\x1f{}\x1f{}",
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, String>(4)?
-            ))
-        })?
-        .collect::<rusqlite::Result<_>>()?;
-    if columns.is_empty() {
-        return Ok(None);
-    }
-    columns.sort();
-    let mut indexes: Vec<String> = conn
-        .prepare_cached(
-            "SELECT lower(l.name) || '\x1f' || l.\"unique\" || '\x1f' || \
-               (SELECT group_concat(lower(ifnull(i.name, '')), ',') FROM \
-                 (SELECT name FROM pragma_index_info(l.name) ORDER BY seqno) AS i) \
-             FROM pragma_index_list(?1) AS l WHERE l.origin = 'c'",
-        )?
-        .query_map([table], |r| r.get::<_, Option<String>>(0))?
-        .filter_map(|r| r.transpose())
-        .collect::<rusqlite::Result<_>>()?;
-    indexes.sort();
-    let mut hasher = blake3::Hasher::new();
-    for c in &columns {
-        hasher.update(c.as_bytes());
-        hasher.update(b"\x1e");
-    }
-    hasher.update(b"\x1d");
-    for i in &indexes {
-        hasher.update(i.as_bytes());
-        hasher.update(b"\x1e");
-    }
-    Ok(Some(hasher.finalize().to_hex()[..16].to_owned()))
 }
