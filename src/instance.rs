@@ -647,7 +647,10 @@ impl Instance {
 
     /// What this database does with schema changes received in bundles
     /// (`fieldsync schema --auto on|off`).
-    pub fn set_schema_mode(&mut self, mode: crate::receive::schema_changes::SchemaMode) -> Result<(), Error> {
+    pub fn set_schema_mode(
+        &mut self,
+        mode: crate::receive::schema_changes::SchemaMode,
+    ) -> Result<(), Error> {
         self.write(|tx, _| crate::receive::schema_changes::set_mode(tx, mode))
     }
 

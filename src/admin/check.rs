@@ -994,11 +994,10 @@ fn log_within_have(
     let mut beyond: BTreeMap<i64, SeqSet> = BTreeMap::new();
     // A change applied in part, the rest waiting for a column or table, is
     // in the log and not received yet (spec/schema.md).
-    let partial: BTreeMap<i64, SeqSet> =
-        crate::receive::waiting::waiting_numbers(conn, &s.sites)?
-            .into_iter()
-            .map(|(o, seqs)| (o, SeqSet::from_numbers(seqs)))
-            .collect();
+    let partial: BTreeMap<i64, SeqSet> = crate::receive::waiting::waiting_numbers(conn, &s.sites)?
+        .into_iter()
+        .map(|(o, seqs)| (o, SeqSet::from_numbers(seqs)))
+        .collect();
     let mut stmt = conn.prepare("SELECT origin, seq FROM fieldsync_log ORDER BY origin, seq")?;
     let mut q = stmt.query([])?;
     let empty = SeqSet::new();

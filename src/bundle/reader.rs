@@ -197,7 +197,9 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
     let mut versioned = std::collections::HashSet::new();
     for v in &h.schemas {
         if v.name.is_empty() || v.name.len() > 1024 {
-            return Err(bad("a schema version names a table of no usable name".into()));
+            return Err(bad(
+                "a schema version names a table of no usable name".into()
+            ));
         }
         if v.version.len() != 16 || !v.version.bytes().all(|b| b.is_ascii_hexdigit()) {
             return Err(bad(format!(

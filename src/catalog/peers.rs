@@ -514,8 +514,8 @@ pub fn touch(conn: &Connection, peer: i64, import: bool, unix_ms: i64) -> Result
 /// A peer's schema version of each table, as it reported it or as assumed
 /// from what was sent to it: lower-case table name → version.
 pub fn peer_schema(conn: &Connection, peer: i64) -> Result<HashMap<String, String>, Error> {
-    let mut stmt =
-        conn.prepare_cached("SELECT lower(tbl), version FROM fieldsync_peer_schema WHERE peer = ?1")?;
+    let mut stmt = conn
+        .prepare_cached("SELECT lower(tbl), version FROM fieldsync_peer_schema WHERE peer = ?1")?;
     let rows = stmt
         .query_map([peer], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<rusqlite::Result<HashMap<String, String>>>()?;

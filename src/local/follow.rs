@@ -176,8 +176,7 @@ fn triggers_intact(conn: &Connection, t: &TrackedTable) -> Result<bool, Error> {
     Ok(expected.iter().all(|e| {
         have.iter().any(|(name, sql)| {
             (name.eq_ignore_ascii_case(&e.name) && sql.trim() == e.sql.trim())
-                || (name.eq_ignore_ascii_case(&e.legacy_name)
-                    && sql.trim() == e.legacy_sql.trim())
+                || (name.eq_ignore_ascii_case(&e.legacy_name) && sql.trim() == e.legacy_sql.trim())
         })
     }))
 }
@@ -215,8 +214,9 @@ fn drop_cells(conn: &Connection, t: &TrackedTable, gone: &[String]) -> Result<Tr
     let mut update = conn.prepare(
         "UPDATE fieldsync_log SET cols = ?5 WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
     )?;
-    let mut delete =
-        conn.prepare("DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4")?;
+    let mut delete = conn.prepare(
+        "DELETE FROM fieldsync_log WHERE tbl = ?1 AND pk = ?2 AND origin = ?3 AND seq = ?4",
+    )?;
     for (pk, origin, seq, cols) in rows {
         let cols = ColSet::from_bytes(&cols).map_err(|detail| SiteError::Damaged { detail })?;
         let mut mapped = ColSet::new();

@@ -48,8 +48,8 @@ use crate::error::{BundleError, Error, ImportError};
 use crate::receive::applier::{Applier, TableImport};
 use crate::receive::apply::{Applied, apply};
 use crate::receive::quarantine::{Change, Held, Reason, Refusal, held_count};
-use crate::receive::waiting::not_received as held_numbers;
 use crate::receive::waiting::Waiting;
+use crate::receive::waiting::not_received as held_numbers;
 
 /// What an import did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -167,7 +167,11 @@ impl Prepared {
     fn numbers(&self) -> Vec<(SiteId, u64, Hlc, &[u8])> {
         let mut out: Vec<(SiteId, u64, Hlc, &[u8])> = Vec::new();
         if let Some(c) = &self.change {
-            out.extend(c.versions.iter().map(|v| (v.site, v.seq, v.hlc, c.pk.as_slice())));
+            out.extend(
+                c.versions
+                    .iter()
+                    .map(|v| (v.site, v.seq, v.hlc, c.pk.as_slice())),
+            );
         }
         if let Some(w) = &self.waiting {
             for (site, seq, hlc) in w.held.numbers() {
@@ -691,7 +695,12 @@ impl<R: Read> Importing<R> {
                 if let Some(n) = self.waiting.get_mut(t) {
                     *n += 1;
                 }
-                waits_for = w.held.numbers().into_iter().map(|(s, n, _)| (s, n)).collect();
+                waits_for = w
+                    .held
+                    .numbers()
+                    .into_iter()
+                    .map(|(s, n, _)| (s, n))
+                    .collect();
             }
             let Some(change) = prepared.change else {
                 continue;
@@ -865,7 +874,10 @@ fn retry_waiting(
                 applied_now += 1;
                 for v in &change.versions {
                     if let Some(idx) = s.sites.idx_of(&v.site) {
-                        ap.released_numbers.entry(idx).or_default().insert_range(v.seq, v.seq);
+                        ap.released_numbers
+                            .entry(idx)
+                            .or_default()
+                            .insert_range(v.seq, v.seq);
                     }
                 }
             }
@@ -1139,7 +1151,11 @@ fn prepare(
                     .map(|(b, p)| (name(*b), p.clone()))
                     .collect(),
             ),
-            waits: if m.here().is_some() { missing } else { Vec::new() },
+            waits: if m.here().is_some() {
+                missing
+            } else {
+                Vec::new()
+            },
         }
     });
     let change = match m.to {

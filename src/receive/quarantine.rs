@@ -347,7 +347,11 @@ impl Held {
 
     /// Back to a change against the current catalog; `Err` names a column
     /// that is no longer tracked.
-    pub(crate) fn to_change(&self, table_idx: usize, table: &TrackedTable) -> Result<Change, String> {
+    pub(crate) fn to_change(
+        &self,
+        table_idx: usize,
+        table: &TrackedTable,
+    ) -> Result<Change, String> {
         let bit = |c: &str| {
             table
                 .bit_of(c)

@@ -18,11 +18,11 @@ use serde::Serialize;
 use crate::base::hlc::now_unix_ms;
 use crate::bundle::format::TableDef;
 use crate::catalog::layout::TrackOptions;
-use crate::local::capture::Selection;
 use crate::catalog::savepoint::Savepoint;
 use crate::catalog::session::Session;
 use crate::catalog::site::{meta_get, meta_set};
 use crate::error::{Error, SiteError};
+use crate::local::capture::Selection;
 use crate::receive::upgrade::{TablePlan, plan_table};
 
 /// The `fieldsync_meta` key of the setting.

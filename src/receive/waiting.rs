@@ -58,8 +58,12 @@ pub struct WaitingSummary {
 /// Keep what of a row waits, joined with what already waits of it.
 pub(crate) fn keep(conn: &Connection, w: &Waiting, sender: &str, now_ms: i64) -> Result<(), Error> {
     let existing: Option<(i64, Vec<u8>, String)> = conn
-        .prepare_cached("SELECT id, record, waits FROM fieldsync_waiting WHERE tbl = ?1 AND pk = ?2")?
-        .query_row(params![w.table, w.pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .prepare_cached(
+            "SELECT id, record, waits FROM fieldsync_waiting WHERE tbl = ?1 AND pk = ?2",
+        )?
+        .query_row(params![w.table, w.pk], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
         .optional()?;
     let (held, waits) = match existing {
         Some((id, record, waits)) => {
@@ -207,25 +211,30 @@ const TRIED_KEY: &str = "waiting_schema";
 /// catalog, taken out of the store; what of an entry still waits is put
 /// back. Only looked at when the schema changed since the last time (or
 /// `all`). Returns the changes and how many entries still wait.
-pub(crate) fn take_ready(
-    conn: &Connection,
-    s: &Session,
-    all: bool,
-) -> Result<Vec<Change>, Error> {
+pub(crate) fn take_ready(conn: &Connection, s: &Session, all: bool) -> Result<Vec<Change>, Error> {
     let cookie = crate::local::stamp::schema_cookie(conn)?;
     if !all && meta_get::<i64>(conn, TRIED_KEY)? == Some(cookie) {
         return Ok(Vec::new());
     }
     let entries: Vec<(i64, String, String, String, Vec<u8>, i64)> = conn
-        .prepare("SELECT id, tbl, identity, sender, record, first_at FROM fieldsync_waiting ORDER BY id")?
+        .prepare(
+            "SELECT id, tbl, identity, sender, record, first_at FROM fieldsync_waiting ORDER BY id",
+        )?
         .query_map([], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut out = Vec::new();
     for (id, tbl, identity, sender, record, first_at) in entries {
-        let Some(table_idx) = (s.catalog.tables().iter())
-            .position(|t| t.name.eq_ignore_ascii_case(&tbl))
+        let Some(table_idx) =
+            (s.catalog.tables().iter()).position(|t| t.name.eq_ignore_ascii_case(&tbl))
         else {
             continue;
         };
@@ -239,9 +248,12 @@ pub(crate) fn take_ready(
         let Some(ready) = ready else {
             continue;
         };
-        let mut change = ready.to_change(table_idx, table).map_err(|detail| SiteError::Damaged {
-            detail: format!("a waiting change of table '{tbl}': {detail}"),
-        })?;
+        let mut change =
+            ready
+                .to_change(table_idx, table)
+                .map_err(|detail| SiteError::Damaged {
+                    detail: format!("a waiting change of table '{tbl}': {detail}"),
+                })?;
         if !table.identity.mapped() {
             // Stored as this table keeps its key (the table may not have
             // existed when the values arrived).
@@ -252,7 +264,11 @@ pub(crate) fn take_ready(
         }
         conn.execute("DELETE FROM fieldsync_waiting WHERE id = ?1", [id])?;
         if let Some(rest) = rest {
-            let waits: Vec<String> = rest.column_names().into_iter().filter(|c| table.bit_of(c).is_none()).collect();
+            let waits: Vec<String> = rest
+                .column_names()
+                .into_iter()
+                .filter(|c| table.bit_of(c).is_none())
+                .collect();
             let w = Waiting {
                 table: tbl.clone(),
                 identity: table.identity,

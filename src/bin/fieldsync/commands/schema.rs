@@ -69,13 +69,20 @@ fn print_schema(out: &mut dyn Write, r: &SchemaReport, db: &Path) -> std::io::Re
             SchemaMode::Hold => "held until `--apply` (`--auto on` runs them as they arrive)",
         }
     )?;
-    writeln!(out, "tables (schema version here; at each peer where it differs)")?;
+    writeln!(
+        out,
+        "tables (schema version here; at each peer where it differs)"
+    )?;
     for t in &r.tables {
         let here = t.version.as_deref().unwrap_or("-");
         let differ: Vec<String> = (t.peers.iter())
             .filter(|p| Some(&p.version) != t.version.as_ref())
             .map(|p| {
-                let how = if p.reported { "" } else { " (sent, not confirmed)" };
+                let how = if p.reported {
+                    ""
+                } else {
+                    " (sent, not confirmed)"
+                };
                 format!("{} {}{how}", p.peer, p.version)
             })
             .collect();
@@ -104,7 +111,10 @@ fn print_schema(out: &mut dyn Write, r: &SchemaReport, db: &Path) -> std::io::Re
                 writeln!(out, "      {sql}")?;
             }
         }
-        if r.held.iter().any(|h| h.status == "held" || h.status == "failed") {
+        if r.held
+            .iter()
+            .any(|h| h.status == "held" || h.status == "failed")
+        {
             writeln!(
                 out,
                 "run them with `fieldsync schema --db {} --apply`",
@@ -118,7 +128,11 @@ fn print_schema(out: &mut dyn Write, r: &SchemaReport, db: &Path) -> std::io::Re
         } else {
             format!("column '{}.{}'", w.table, w.columns.join(", "))
         };
-        writeln!(out, "waiting: {} row(s) of values for {what}, not here yet", w.rows)?;
+        writeln!(
+            out,
+            "waiting: {} row(s) of values for {what}, not here yet",
+            w.rows
+        )?;
     }
     Ok(())
 }
