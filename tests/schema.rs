@@ -854,10 +854,11 @@ fn crafted_schema_statements_are_refused_and_the_rows_still_apply() -> Res {
 
 /// spec/schema.md, "Tracking follows the schema", on Sahana Eden's tables:
 /// an `ADD COLUMN` and an update of only that column before any fieldsync
-/// command is carried by the next export with no `track`; a changed key is
-/// refused, saying what to do, and the database is left as it was.
+/// command is carried by the next export with no `track`; a changed key, or
+/// a dropped table, is refused, saying what to do, and the database is left
+/// as it was.
 #[test]
-fn tracking_follows_an_added_column_and_refuses_a_changed_key() -> Res {
+fn tracking_follows_an_added_column_and_refuses_a_changed_key_or_a_dropped_table() -> Res {
     let w = World::new()?;
     let hq = eden_hq(&w)?;
     let f1 = laptop(&w, &hq, "field-1")?;
@@ -896,13 +897,24 @@ fn tracking_follows_an_added_column_and_refuses_a_changed_key() -> Res {
     let before = hq.fingerprint()?;
     let x = w.path("refused.fsb");
     let out = fieldsync(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &x])?;
-    assert_error(&out, 1, &["gis_location", "key"]);
+    assert_error(
+        &out,
+        1,
+        &["'gis_location'", "key", "changed", "put the key back"],
+    );
     assert!(!x.exists(), "a refused export left a file");
     assert_eq!(hq.fingerprint()?, before);
     let out = fieldsync(&[&"track", &"--db", &hq.db, &"--all"])?;
     assert_error(&out, 1, &["gis_location", "key"]);
     assert_eq!(hq.fingerprint()?, before);
-    check_ok(&f1)?;
+
+    // A tracked table dropped by the app is refused, naming it.
+    f1.sql("DROP TABLE pr_contact;")?;
+    let before = f1.fingerprint()?;
+    let out = fieldsync(&[&"export", &"--db", &f1.db, &"--to", &"hq", &"-o", &x])?;
+    assert_error(&out, 1, &["'pr_contact'", "no longer exists"]);
+    assert!(!x.exists(), "a refused export left a file");
+    assert_eq!(f1.fingerprint()?, before);
     Ok(())
 }
 
