@@ -341,10 +341,20 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
             .trim(),
         "6"
     );
-    assert_eq!(
-        hq.count("SELECT count(*) FROM sqlite_schema WHERE name = 'fieldsync_assumed'")?,
-        1
-    );
+    for table in [
+        "fieldsync_assumed",
+        "fieldsync_waiting",
+        "fieldsync_peer_schema",
+        "fieldsync_schema_held",
+    ] {
+        assert_eq!(
+            hq.count(&format!(
+                "SELECT count(*) FROM sqlite_schema WHERE name = '{table}'"
+            ))?,
+            1,
+            "{table}"
+        );
+    }
     field.sql("INSERT INTO visit VALUES ('v-2', 'second');")?;
     let (_, imported) = w.send(&field, &hq)?;
     assert_eq!(num(&imported, "retried")?, 0, "{imported}");

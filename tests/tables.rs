@@ -10,7 +10,7 @@ use crate::util::*;
 
 /// Sahana Eden's shape: integer ids, a unique uuid, integer references,
 /// foreign keys on in the app.
-const EDEN: &str = "
+pub(crate) const EDEN: &str = "
 PRAGMA foreign_keys = ON;
 CREATE TABLE gis_location(
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -42,7 +42,7 @@ CREATE TABLE pr_contact(
 /// keys, an autoincrement table, an option table without a key, references
 /// to a table the app never creates and to a column that does not exist,
 /// roles the app numbers `MAX+1`.
-const PHP: &str = "
+pub(crate) const PHP: &str = "
 CREATE TABLE modules(name TEXT PRIMARY KEY);
 CREATE TABLE config(
   config_id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -111,7 +111,7 @@ fn agree(sites: &[&Site], sql: &str, expected: &str) -> Res {
     Ok(())
 }
 
-const EDEN_ROWS: &str = "
+pub(crate) const EDEN_ROWS: &str = "
 PRAGMA foreign_keys = ON;
 INSERT INTO gis_location(uuid, name, level) VALUES ('u-lk', 'Sri Lanka', 'L0');
 INSERT INTO gis_location(uuid, name, level, parent) VALUES ('u-south', 'Southern', 'L1', 1);

@@ -25,6 +25,7 @@ mod model;
 mod quarantine_regressions;
 mod regressions;
 mod scenario;
+mod schema;
 mod setup_aware;
 mod tables;
 mod trigger_names;
