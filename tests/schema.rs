@@ -751,7 +751,6 @@ fn a_not_null_column_from_a_rebuild_fails_at_the_laptop_until_fixed_by_hand() ->
 /// spec/schema.md: "`held` and `failed` ones also [listed] by `fieldsync
 /// conflicts`".
 #[test]
-#[ignore = "engine bug: `fieldsync conflicts` does not list failed or held schema changes"]
 fn conflicts_lists_a_failed_schema_change() -> Res {
     let w = World::new()?;
     let hq = php_hq(&w)?;
@@ -1017,7 +1016,6 @@ fn a_delta_carries_the_changed_table_s_schema_until_the_peer_reports_it() -> Res
 /// spec/schema.md: "`fieldsync inspect` shows a bundle's versions and which
 /// tables carry statements".
 #[test]
-#[ignore = "engine bug: `fieldsync inspect` shows neither the schema versions nor which tables carry statements"]
 fn inspect_shows_schema_versions_and_which_tables_carry_statements() -> Res {
     let w = World::new()?;
     let hq = php_hq(&w)?;
@@ -1031,7 +1029,15 @@ fn inspect_shows_schema_versions_and_which_tables_carry_statements() -> Res {
         .ok_or("no version")?;
     let json = fieldsync_ok(&[&"inspect", &b, &"--json"])?.json()?;
     assert!(json.to_string().contains(&version), "{json}");
+    assert_eq!(
+        json["tables"][0]["schema"][0]
+            .as_str()
+            .map(|s| s.starts_with("CREATE TABLE")),
+        Some(true),
+        "{json}"
+    );
     let words = fieldsync_ok(&[&"inspect", &b])?.stdout;
     assert!(words.contains(&version), "{words}");
+    assert!(words.contains("with its schema"), "{words}");
     Ok(())
 }

@@ -613,8 +613,20 @@ fn an_upgraded_option_table_without_a_key_keeps_its_rows_through_vacuum_and_rebu
          ALTER TABLE fo_new RENAME TO field_options;
          UPDATE field_options SET hint = 'ask twice' WHERE option_code = 'mis';",
     )?;
-    let out = fieldsync_ok(&[&"export", &"--db", &f2.db, &"--to", &"hq", &"-o", &w.path("f2.fsb")])?;
-    assert!(out.stderr.contains("lost its capture triggers"), "{}", out.stderr);
+    let out = fieldsync_ok(&[
+        &"export",
+        &"--db",
+        &f2.db,
+        &"--to",
+        &"hq",
+        &"-o",
+        &w.path("f2.fsb"),
+    ])?;
+    assert!(
+        out.stderr.contains("lost its capture triggers"),
+        "{}",
+        out.stderr
+    );
     fieldsync_ok(&[&"import", &"--db", &hq.db, &w.path("f2.fsb")])?;
     let at_hq = hq.sql("SELECT count(*), sum(option_code = 'mis') FROM field_options;")?;
     assert_eq!(at_hq, "4|1\n", "no row came twice");
