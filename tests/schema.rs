@@ -1041,3 +1041,107 @@ fn inspect_shows_schema_versions_and_which_tables_carry_statements() -> Res {
     assert!(words.contains("with its schema"), "{words}");
     Ok(())
 }
+
+/// spec/schema.md, "Tracking follows the schema": an app migration that
+/// rebuilds a table without one of its columns. The column stops being
+/// tracked (its bit is taken out of the log, the other cells renumbered),
+/// the rows written between the rebuild and the next export still go out,
+/// and the laptop, whose table keeps the column, keeps its values and hears
+/// of the difference once, as not applied.
+#[test]
+fn a_rebuild_that_drops_a_column_stops_tracking_it_and_the_laptop_keeps_its_values() -> Res {
+    let w = World::new()?;
+    let hq = php_hq(&w)?;
+    let f1 = laptop(&w, &hq, "field-1")?;
+    // Both edit the column about to go, and another.
+    hq.sql(
+        "UPDATE person_uuid SET family_name = 'P.', full_name = 'Amal P.' WHERE p_uuid = 'lk-1';",
+    )?;
+    w.exchange(&hq, &f1)?;
+    // HQ's migration drops family_name; a person is added right after.
+    hq.sql(
+        "CREATE TABLE person_new(p_uuid VARCHAR(60) PRIMARY KEY, full_name VARCHAR(100));
+         INSERT INTO person_new SELECT p_uuid, full_name FROM person_uuid;
+         DROP TABLE person_uuid;
+         ALTER TABLE person_new RENAME TO person_uuid;
+         INSERT INTO person_uuid VALUES ('lk-3', 'Chen Li');
+         DELETE FROM person_uuid WHERE p_uuid = 'lk-2';",
+    )?;
+    let b = w.bundle("hq-to-field-1");
+    let out = export_text(&hq, "field-1", &b)?;
+    assert!(
+        out.stderr.contains("'family_name' no longer exists"),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains("lost its capture triggers"),
+        "{}",
+        out.stderr
+    );
+    check_ok(&hq)?;
+    let imported = f1.import(&[&b])?;
+    assert!(
+        warnings_about(&file_report(&imported)?, "family_name").len() == 1,
+        "{imported}"
+    );
+    assert_eq!(
+        f1.sql("SELECT p_uuid, full_name, ifnull(family_name, '-') FROM person_uuid ORDER BY 1;")?,
+        "lk-1|Amal P.|P.\nlk-3|Chen Li|-\n"
+    );
+    // The laptop keeps editing the column HQ dropped: nothing of it reaches
+    // HQ, and its other edits do.
+    f1.sql(
+        "UPDATE person_uuid SET family_name = 'Li', full_name = 'Chen L.' WHERE p_uuid = 'lk-3';",
+    )?;
+    w.send(&f1, &hq)?;
+    assert_eq!(
+        hq.sql("SELECT full_name FROM person_uuid WHERE p_uuid = 'lk-3';")?,
+        "Chen L.\n"
+    );
+    check_ok(&hq)?;
+    check_ok(&f1)?;
+    Ok(())
+}
+
+/// spec/schema.md, "Two instances add the same column independently", with
+/// different declared types: the versions differ, HQ's bundles carry the
+/// statements, the laptop reports the difference and changes nothing, and
+/// the values flow both ways (columns match by name).
+#[test]
+fn the_same_column_added_with_another_type_is_reported_and_its_values_still_flow() -> Res {
+    let w = World::new()?;
+    let hq = php_hq(&w)?;
+    let f1 = laptop(&w, &hq, "field-1")?;
+    hq.sql("ALTER TABLE person_uuid ADD COLUMN phone TEXT;")?;
+    f1.sql("ALTER TABLE person_uuid ADD COLUMN phone VARCHAR(20);")?;
+    hq.sql("UPDATE person_uuid SET phone = '555' WHERE p_uuid = 'lk-1';")?;
+    f1.sql("UPDATE person_uuid SET phone = '777' WHERE p_uuid = 'lk-2';")?;
+    let b = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &b)?;
+    assert_eq!(tables_with_statements(&b)?, ["person_uuid"]);
+    let before = columns_of(&f1, "person_uuid")?;
+    let imported = f1.import(&[&b])?;
+    assert_eq!(
+        warnings_about(
+            &file_report(&imported)?,
+            "VARCHAR(20) here and TEXT at the sender"
+        )
+        .len(),
+        1,
+        "{imported}"
+    );
+    assert_eq!(columns_of(&f1, "person_uuid")?, before);
+    assert_eq!(held_changes(&f1)?[0]["status"], "not applied");
+    w.send(&f1, &hq)?;
+    for s in [&hq, &f1] {
+        assert_eq!(
+            s.sql("SELECT p_uuid, ifnull(phone, '-') FROM person_uuid ORDER BY 1;")?,
+            "lk-1|555\nlk-2|777\n",
+            "{}",
+            s.name
+        );
+        check_ok(s)?;
+    }
+    Ok(())
+}
