@@ -1492,6 +1492,7 @@ fn map_table(
 ) -> Result<Mapped, Error> {
     let Some(local) = s.catalog.by_name(&def.name) else {
         usable_table_name(&def.name)?;
+        distinct_columns(def)?;
         let bits = (0..=def.cells.len()).map(Some).collect();
         let refs = map_refs(s, def, def.cells.len() + 1, &|_| false)?;
         return Ok(Mapped {
@@ -1583,17 +1584,27 @@ fn map_columns(local: &TrackedTable, def: &TableDef) -> Result<Vec<Option<usize>
         }
         .into());
     }
+    distinct_columns(def)?;
     let mut bits = vec![Some(SENTINEL)];
-    for (i, c) in def.cells.iter().enumerate() {
-        if def.cells[..i].contains(c) || local.key.contains(c) {
-            return Err(malformed(format!(
-                "table '{}' lists column '{c}' twice",
-                local.name
-            )));
-        }
+    for c in &def.cells {
         bits.push(local.bit_of(c));
     }
     Ok(bits)
+}
+
+/// A bundle table names each of its columns once (its key included):
+/// values are matched with columns by name.
+fn distinct_columns(def: &TableDef) -> Result<(), Error> {
+    let mut seen = std::collections::HashSet::new();
+    for c in def.key.iter().chain(&def.cells) {
+        if !seen.insert(c.to_ascii_lowercase()) {
+            return Err(malformed(format!(
+                "table '{}' lists column '{c}' twice",
+                def.name.chars().take(64).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Bundle bit → the table the tagged reference in that cell refers to,
