@@ -102,6 +102,7 @@ mod known_bugs;
 mod reference;
 mod rows;
 mod schema;
+mod schema_changes;
 mod world;
 
 use std::path::Path;
