@@ -200,6 +200,7 @@ fn header() -> Header {
         lacks: Vec::new(),
         local_tables: Vec::new(),
         views: Vec::new(),
+        schemas: Vec::new(),
     }
 }
 
