@@ -81,7 +81,11 @@
 //! an instance's tables, the SQL of app writes), [`world`] (the driver
 //! playing a history on the instances and the model side by side, and
 //! comparing them), [`known_bugs`] (the bugs it found: seeds and the switch
-//! that steers clear of them).
+//! that steers clear of them), [`schema_changes`] (a companion property
+//! test with schema changes in its histories: columns added with `ALTER
+//! TABLE … ADD COLUMN`, a table added and tracked, instances that run or
+//! hold received schema changes; checked at the end against its own
+//! last-writer-wins reference, see that module).
 //!
 //! Cases: 128 by default (about 13 s of CPU in a debug build), or
 //! `FIELDSYNC_PROPTEST_CASES`. The deep run:
@@ -102,6 +106,7 @@ mod known_bugs;
 mod reference;
 mod rows;
 mod schema;
+mod schema_changes;
 mod world;
 
 use std::path::Path;
