@@ -326,6 +326,7 @@ impl Instance {
             let followed = crate::local::follow::follow_schema(tx, s)?;
             let mut report = track(tx, &mut s.catalog, selection, opts, &[])?;
             report.warnings.splice(0..0, followed.notices);
+            crate::local::follow::mark_followed(tx)?;
             meta_set(tx, "schema_cookie", crate::local::stamp::schema_cookie(tx)?)?;
             s.save(tx)?;
             Ok(report)

@@ -73,6 +73,12 @@ pub(crate) fn follow_schema(conn: &Connection, s: &mut Session) -> Result<Follow
     Ok(out)
 }
 
+/// Note the schema as followed (after `track` or a setup changed it
+/// knowingly), so the next command does not compare every table again.
+pub(crate) fn mark_followed(conn: &Connection) -> Result<(), Error> {
+    meta_set(conn, FOLLOWED_KEY, schema_cookie(conn)?)
+}
+
 fn follow_table(
     conn: &Connection,
     s: &mut Session,
