@@ -11,7 +11,8 @@
 //! [100 x 10000], `FIELDSYNC_BENCH_RSS` rows for peak memory [1000000],
 //! `FIELDSYNC_BENCH_REFS` child rows for integer vs text keys [200000],
 //! `FIELDSYNC_BENCH_LOCKS` rows imported / exported while an app writes
-//! [1000000],
+//! [1000000], `FIELDSYNC_BENCH_SCHEMA` rows in the table a delta export
+//! follows a schema change of [100000],
 //! `FIELDSYNC_BENCH_REPS` repetitions [5; 3 for the large runs],
 //! `FIELDSYNC_BENCH_ONLY` = a comma-separated list of parts: capture,
 //! capture-int (the capture figures on an `INTEGER PRIMARY KEY` table),
@@ -19,13 +20,16 @@
 //! transfer, intkeys (import/export of integer vs text keys with
 //! references), delta, many, memory, locks (an app's writes, through the
 //! sqlite3 shell and Python, while fieldsync imports and exports: the app's
-//! errors and waits, fieldsync's longest write transaction).
+//! errors and waits, fieldsync's longest write transaction), schema (a
+//! delta export after `ALTER TABLE … ADD COLUMN`, already followed or not,
+//! vs one without a schema change; the receiver's import of it).
 
 mod capture;
 mod fixture;
 mod intkeys;
 mod locks;
 mod memory;
+mod schema;
 mod transfer;
 
 use fixture::{Res, env_usize, header};
@@ -122,6 +126,13 @@ fn main() -> Res<()> {
             dir.path(),
             env_usize("FIELDSYNC_BENCH_LOCKS", 1_000_000),
             large_reps,
+        )?);
+    }
+    if wanted("schema") {
+        figures.extend(schema::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_SCHEMA", 100_000),
+            reps,
         )?);
     }
     println!("\nsummary");
