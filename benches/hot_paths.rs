@@ -199,7 +199,6 @@ fn header() -> Header {
         lost: SeqSet::new(),
         lacks: Vec::new(),
         local_tables: Vec::new(),
-        schemas: Vec::new(),
         views: Vec::new(),
         schemas: Vec::new(),
     }

@@ -50,21 +50,37 @@ pub(crate) struct Followed {
     /// table's cells, and before looking for rows a rebuilt table lost):
     /// the caller's report counts them with its own stamping.
     pub stamped: StampReport,
+    /// True if the catalog or a table's triggers changed.
+    pub changed: bool,
 }
 
 /// Bring the catalog and triggers up to date with the app's schema. What
 /// it records (new columns' values, rows a rebuilt table gained) is left
 /// captured for the caller's stamping, which comes next.
 pub(crate) fn follow_schema(conn: &Connection, s: &mut Session) -> Result<Followed, Error> {
+    follow_schema_after(conn, s, &[])
+}
+
+/// [`follow_schema`] after fieldsync itself added columns (a schema change
+/// received in a bundle): `fresh` names them, per table. They hold only
+/// their default, so no row is read to find values written in them.
+pub(crate) fn follow_schema_after(
+    conn: &Connection,
+    s: &mut Session,
+    fresh: &[(String, Vec<String>)],
+) -> Result<Followed, Error> {
     let mut out = Followed::default();
     let cookie = schema_cookie(conn)?;
     if meta_get::<i64>(conn, FOLLOWED_KEY)? == Some(cookie) {
         return Ok(out);
     }
     for table in s.catalog.tables().to_vec() {
-        follow_table(conn, s, &table, &mut out)?;
+        let fresh = (fresh.iter())
+            .find(|(t, _)| t.eq_ignore_ascii_case(&table.name))
+            .map_or(&[][..], |(_, columns)| columns.as_slice());
+        follow_table(conn, s, &table, fresh, &mut out)?;
     }
-    if !out.notices.is_empty() {
+    if out.changed {
         s.catalog = Catalog::load(conn)?;
         // The triggers just made moved the cookie: not a VACUUM.
         meta_set(conn, "schema_cookie", schema_cookie(conn)?)?;
@@ -83,6 +99,7 @@ fn follow_table(
     conn: &Connection,
     s: &mut Session,
     t: &TrackedTable,
+    fresh: &[String],
     out: &mut Followed,
 ) -> Result<(), Error> {
     let shape = match table_shape(conn, &t.name) {
@@ -155,6 +172,7 @@ fn follow_table(
     }
     if !added.is_empty() || !gone.is_empty() || !triggers_ok {
         install_triggers(conn, &table)?;
+        out.changed = true;
     }
     if table.identity == Identity::Content && cells_change {
         // Rows of a table without a key are found again by a signature of
@@ -162,8 +180,16 @@ fn follow_table(
         refresh_sigs(conn, &table)?;
     }
     if !added.is_empty() {
-        let recorded = record_new_column_values(conn, &table, first_new)?;
-        for c in &added {
+        let only_fresh = added
+            .iter()
+            .all(|c| fresh.iter().any(|f| f.eq_ignore_ascii_case(c)));
+        let recorded = if only_fresh {
+            0
+        } else {
+            record_new_column_values(conn, &table, first_new)?
+        };
+        // A column added from a bundle was reported where it was added.
+        for c in added.iter().filter(|_| !only_fresh) {
             out.notices.push(format!(
                 "table '{}': new column '{c}' is replicated from now on",
                 t.name

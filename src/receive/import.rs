@@ -639,8 +639,8 @@ impl<R: Read> Importing<R> {
         let followed = crate::local::follow::follow_schema(tx, s)?;
         self.captured += followed.stamped.captured;
         self.warnings.extend(followed.stamped.warnings());
-        if !followed.notices.is_empty() {
-            self.warnings.extend(followed.notices);
+        self.warnings.extend(followed.notices);
+        if followed.changed {
             self.tables = s.catalog.tables().to_vec();
             self.mapped = preflight(tx, s, &self.header)?;
             self.ap.forget_sql();

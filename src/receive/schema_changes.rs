@@ -128,6 +128,8 @@ pub(crate) fn receive(
 ) -> Result<Received, Error> {
     let mode = mode(conn)?;
     let mut out = Received::default();
+    // The columns added here, which hold only their defaults.
+    let mut fresh: Vec<(String, Vec<String>)> = Vec::new();
     for def in defs.iter().filter(|d| !d.schema.is_empty()) {
         let plan = match plan_table(conn, def)? {
             Err(why) => {
@@ -167,6 +169,7 @@ pub(crate) fn receive(
             SchemaMode::Apply => match run(conn, s, def, &plan)? {
                 Ok(()) => {
                     out.changed = true;
+                    fresh.push((def.name.clone(), plan.added_columns.clone()));
                     out.notices.push(format!(
                         "table '{}': {} (a schema change from '{sender}')",
                         def.name,
@@ -186,7 +189,7 @@ pub(crate) fn receive(
         }
     }
     if out.changed {
-        let followed = crate::local::follow::follow_schema(conn, s)?;
+        let followed = crate::local::follow::follow_schema_after(conn, s, &fresh)?;
         out.notices.extend(followed.notices);
         out.stamped = followed.stamped;
     }
