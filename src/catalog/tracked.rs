@@ -188,7 +188,7 @@ impl Catalog {
         layout: &Layout,
     ) -> Result<TrackedTable, Error> {
         if let Some(existing) = self.by_name(&shape.name).cloned() {
-            let live = check_compatible(&existing, shape)?;
+            let live = check_compatible(conn, &existing, shape)?;
             let mut updated = existing.clone();
             for cell in live.cells.iter().filter(|c| !existing.cells.contains(c)) {
                 updated.cells.push(cell.clone());
@@ -270,7 +270,7 @@ pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error
         }
         Err(e) => return Err(e),
     };
-    let live = check_compatible(t, &shape)?;
+    let live = check_compatible(conn, t, &shape)?;
     if let Some(new) = live.cells.iter().find(|c| !t.cells.contains(c)) {
         return Err(TrackError::SchemaChanged {
             db: crate::catalog::store::db_arg(conn),
@@ -284,30 +284,13 @@ pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error
 
 /// The changes fieldsync can follow are added columns; anything else is
 /// reported with what changed. Returns the table's layout now.
-fn check_compatible(t: &TrackedTable, shape: &TableShape) -> Result<Layout, Error> {
+fn check_compatible(
+    conn: &Connection,
+    t: &TrackedTable,
+    shape: &TableShape,
+) -> Result<Layout, Error> {
     let live = layout_of(shape, t.identity, t.key.first().map(String::as_str))?;
-    let local_changed = match (&live.local, &t.local) {
-        (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
-        (a, b) => a.is_some() != b.is_some(),
-    };
-    if live.key != t.key || local_changed {
-        let show = |key: &[String], local: &Option<String>| {
-            key.iter()
-                .chain(local.iter())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(TrackError::IncompatibleChange {
-            table: t.name.clone(),
-            detail: format!(
-                "primary key was ({}), is now ({})",
-                show(&t.key, &t.local),
-                show(&live.key, &live.local)
-            ),
-        }
-        .into());
-    }
+    same_key(conn, t, &live)?;
     if let Some(gone) = t.cells.iter().find(|c| !live.cells.contains(c)) {
         return Err(TrackError::IncompatibleChange {
             table: t.name.clone(),
@@ -316,4 +299,30 @@ fn check_compatible(t: &TrackedTable, shape: &TableShape) -> Result<Layout, Erro
         .into());
     }
     Ok(live)
+}
+
+/// Refuse a tracked table whose key (or local key) is no longer the one it
+/// was tracked with: other instances find its rows by it.
+pub(crate) fn same_key(conn: &Connection, t: &TrackedTable, live: &Layout) -> Result<(), Error> {
+    let local_changed = match (&live.local, &t.local) {
+        (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
+        (a, b) => a.is_some() != b.is_some(),
+    };
+    if live.key == t.key && !local_changed {
+        return Ok(());
+    }
+    let show = |key: &[String], local: &Option<String>| {
+        key.iter()
+            .chain(local.iter())
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    Err(TrackError::KeyChanged {
+        db: crate::catalog::store::db_arg(conn),
+        table: t.name.clone(),
+        was: show(&t.key, &t.local),
+        now: show(&live.key, &live.local),
+    }
+    .into())
 }

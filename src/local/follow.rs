@@ -114,26 +114,7 @@ fn follow_table(
         Err(e) => return Err(e),
     };
     let live = layout_of(&shape, t.identity, t.key.first().map(String::as_str))?;
-    let local_changed = match (&live.local, &t.local) {
-        (Some(a), Some(b)) => !a.eq_ignore_ascii_case(b),
-        (a, b) => a.is_some() != b.is_some(),
-    };
-    if live.key != t.key || local_changed {
-        let show = |key: &[String], local: &Option<String>| {
-            key.iter()
-                .chain(local.iter())
-                .cloned()
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        return Err(TrackError::KeyChanged {
-            db: crate::catalog::store::db_arg(conn),
-            table: t.name.clone(),
-            was: show(&t.key, &t.local),
-            now: show(&live.key, &live.local),
-        }
-        .into());
-    }
+    crate::catalog::tracked::same_key(conn, t, &live)?;
     let mut table = t.clone();
     let gone: Vec<String> = (t.cells.iter())
         .filter(|c| !live.cells.contains(c))

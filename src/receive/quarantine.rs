@@ -680,6 +680,24 @@ pub(crate) fn still_held(
     Ok(())
 }
 
+/// Add the change numbers a `seqs` column holds (see [`seqs_of`]) to
+/// `numbers`, per origin (local site number); origins not known here are
+/// left out.
+pub(crate) fn add_seqs(seqs: &[u8], sites: &Sites, numbers: &mut BTreeMap<i64, Vec<u64>>) {
+    for one in seqs.chunks_exact(24) {
+        let (site, seq) = one.split_at(16);
+        let (Some(site), Ok(seq)) = (SiteId::from_slice(site), <[u8; 8]>::try_from(seq)) else {
+            continue;
+        };
+        if let Some(idx) = sites.idx_of(&site) {
+            numbers
+                .entry(idx)
+                .or_default()
+                .push(u64::from_be_bytes(seq));
+        }
+    }
+}
+
 /// Change numbers of every held change, per origin (local site number):
 /// they are not counted as received until applied (with those of
 /// [`crate::receive::waiting`]: [`crate::receive::waiting::not_received`]).
@@ -700,18 +718,7 @@ pub fn held_numbers(conn: &Connection, sites: &Sites) -> Result<BTreeMap<i64, Se
             }
             continue;
         };
-        for one in seqs.chunks_exact(24) {
-            let (site, seq) = one.split_at(16);
-            let (Some(site), Ok(seq)) = (SiteId::from_slice(site), <[u8; 8]>::try_from(seq)) else {
-                continue;
-            };
-            if let Some(idx) = sites.idx_of(&site) {
-                numbers
-                    .entry(idx)
-                    .or_default()
-                    .push(u64::from_be_bytes(seq));
-            }
-        }
+        add_seqs(seqs, sites, &mut numbers);
     }
     Ok(numbers
         .into_iter()

@@ -20,7 +20,6 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::base::site_id::SiteId;
 use crate::base::value::encode_key;
 use crate::catalog::layout::Identity;
 use crate::catalog::session::Session;
@@ -53,6 +52,18 @@ pub struct WaitingSummary {
     pub columns: Vec<String>,
     /// Rows with values waiting.
     pub rows: u64,
+}
+
+impl WaitingSummary {
+    /// What the values wait for, in words: `table 'village'` or `column
+    /// 'person.phone'`.
+    pub fn waits_for(&self) -> String {
+        if self.columns.is_empty() {
+            format!("table '{}'", self.table)
+        } else {
+            format!("column '{}.{}'", self.table, self.columns.join(", "))
+        }
+    }
 }
 
 /// Keep what of a row waits, joined with what already waits of it.
@@ -133,19 +144,7 @@ pub(crate) fn waiting_numbers(
     let mut stmt = conn.prepare_cached("SELECT seqs FROM fieldsync_waiting")?;
     let mut rows = stmt.query([])?;
     while let Some(r) = rows.next()? {
-        let seqs = r.get_ref(0)?.as_blob()?;
-        for one in seqs.chunks_exact(24) {
-            let (site, seq) = one.split_at(16);
-            let (Some(site), Ok(seq)) = (SiteId::from_slice(site), <[u8; 8]>::try_from(seq)) else {
-                continue;
-            };
-            if let Some(idx) = sites.idx_of(&site) {
-                numbers
-                    .entry(idx)
-                    .or_default()
-                    .push(u64::from_be_bytes(seq));
-            }
-        }
+        crate::receive::quarantine::add_seqs(r.get_ref(0)?.as_blob()?, sites, &mut numbers);
     }
     Ok(numbers)
 }

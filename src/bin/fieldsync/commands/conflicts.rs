@@ -214,11 +214,7 @@ fn print_schema(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::Resul
         )?;
     }
     for w in &c.waiting {
-        let what = if w.columns.is_empty() {
-            format!("table '{}'", w.table)
-        } else {
-            format!("column '{}.{}'", w.table, w.columns.join(", "))
-        };
+        let what = w.waits_for();
         writeln!(out, "  {} row(s) of values wait for {what}", w.rows)?;
     }
     Ok(())

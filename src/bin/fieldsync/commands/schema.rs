@@ -123,11 +123,7 @@ fn print_schema(out: &mut dyn Write, r: &SchemaReport, db: &Path) -> std::io::Re
         }
     }
     for w in &r.waiting {
-        let what = if w.columns.is_empty() {
-            format!("table '{}'", w.table)
-        } else {
-            format!("column '{}.{}'", w.table, w.columns.join(", "))
-        };
+        let what = w.waits_for();
         writeln!(
             out,
             "waiting: {} row(s) of values for {what}, not here yet",

@@ -70,14 +70,10 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
         }
     }
     for w in &s.waiting {
-        let what = if w.columns.is_empty() {
-            format!("table '{}', not here", w.table)
-        } else {
-            format!("column '{}.{}', not here", w.table, w.columns.join(", "))
-        };
+        let what = w.waits_for();
         writeln!(
             out,
-            "waiting    {} row(s) of values for {what}: applied once it is (`fieldsync schema --db {}`)",
+            "waiting    {} row(s) of values for {what}, not here yet: applied once it is (`fieldsync schema --db {}`)",
             w.rows,
             shell_quote(db)
         )?;
