@@ -71,6 +71,8 @@ pub struct CompactReport {
     /// Rows found deleted without a trigger (`INSERT OR REPLACE`), now
     /// recorded as deletes.
     pub vanished: u64,
+    /// The app's schema changes it followed (spec/schema.md), one line each.
+    pub warnings: Vec<String>,
 }
 
 impl Instance {
@@ -753,7 +755,9 @@ impl Instance {
     pub fn compact(&mut self) -> Result<CompactReport, Error> {
         self.write(|tx, s| {
             let log_entries_before = crate::local::log::entry_count(tx)?;
+            let followed = crate::local::follow::follow_schema(tx, s)?;
             let mut stamped = crate::local::stamp::stamp_pending(tx, s)?;
+            stamped.absorb(followed.stamped);
             for table in s.catalog.tables().to_vec() {
                 stamped.replaced += crate::local::stamp::record_vanished_rows(
                     tx,
@@ -767,6 +771,11 @@ impl Instance {
                 log_entries_before,
                 log_entries: crate::local::log::entry_count(tx)?,
                 vanished: stamped.replaced,
+                warnings: followed
+                    .notices
+                    .into_iter()
+                    .chain(stamped.warnings())
+                    .collect(),
             })
         })
     }

@@ -31,5 +31,8 @@ pub fn cmd_compact(ui: &mut Ui, args: &CompactArgs) -> Result<Outcome> {
         }
         Ok(())
     })?;
+    for w in &r.warnings {
+        ui.warn(w)?;
+    }
     Ok(Outcome::Success)
 }
