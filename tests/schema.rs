@@ -1145,3 +1145,33 @@ fn the_same_column_added_with_another_type_is_reported_and_its_values_still_flow
     }
     Ok(())
 }
+
+/// Column names compare as SQLite compares them, without regard to case: a
+/// column HQ's upgrade calls `Phone` is the laptop's `phone`. Before, the
+/// import took it for a column the laptop lacks, and its values waited for
+/// ever.
+#[test]
+fn a_column_spelled_in_another_case_is_the_same_column() -> Res {
+    let w = World::new()?;
+    let hq = w.site(
+        "hq",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT, Phone TEXT);
+         INSERT INTO person VALUES ('p1', 'Amal', '555');",
+    )?;
+    let f1 = w.site(
+        "field-1",
+        "CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT, phone TEXT);",
+    )?;
+    let (_, imported) = w.send(&hq, &f1)?;
+    assert_eq!(num(&imported, "waiting")?, 0, "{imported}");
+    assert_eq!(
+        f1.sql("SELECT id, name, phone FROM person;")?,
+        "p1|Amal|555\n"
+    );
+    f1.sql("UPDATE person SET phone = '777' WHERE id = 'p1';")?;
+    w.send(&f1, &hq)?;
+    assert_eq!(hq.sql("SELECT Phone FROM person;")?, "777\n");
+    check_ok(&hq)?;
+    check_ok(&f1)?;
+    Ok(())
+}

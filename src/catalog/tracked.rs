@@ -34,9 +34,13 @@ pub struct TrackedTable {
 }
 
 impl TrackedTable {
-    /// The bit of a non-key column.
+    /// The bit of a non-key column (names compare as SQLite compares
+    /// them, without regard to ASCII case).
     pub fn bit_of(&self, column: &str) -> Option<usize> {
-        self.cells.iter().position(|c| c == column).map(|i| i + 1)
+        self.cells
+            .iter()
+            .position(|c| c.eq_ignore_ascii_case(column))
+            .map(|i| i + 1)
     }
 
     /// Number of values in a row's replicated key.
