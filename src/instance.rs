@@ -522,7 +522,9 @@ impl Instance {
     }
 
     /// Check a bundle without applying it: checksum, format, sender, and
-    /// that its tables match the tracked ones. Returns its header.
+    /// that its tables can be matched with the tracked ones (same identity
+    /// and key; columns and tables this database lacks would wait,
+    /// spec/schema.md). Returns its header.
     pub fn check_bundle<R: Read + Seek>(&mut self, mut r: R) -> Result<Header, Error> {
         verify(&mut r)?;
         let reader = BundleReader::open(r)?;
