@@ -98,6 +98,22 @@ pub enum SiteError {
         /// What is wrong.
         detail: String,
     },
+    /// This instance's key pairs are missing or do not fit together.
+    #[error(
+        "this instance's keys are damaged ({detail}); restore the database from a backup, or set up a new instance with `fieldsync init` and have HQ enrol its key"
+    )]
+    KeyDamaged {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The operating system gave no random numbers for a new key.
+    #[error(
+        "the operating system gave no random numbers for this instance's keys ({detail}); the database was not set up or upgraded, try again"
+    )]
+    NoRandomness {
+        /// The operating system's error.
+        detail: String,
+    },
 }
 
 /// Choosing and introspecting tables to track.

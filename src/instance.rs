@@ -14,6 +14,7 @@ use serde::Serialize;
 use crate::admin::status::Status;
 use crate::base::site_id::SiteId;
 use crate::bundle::{BundleReader, Header, verify};
+use crate::catalog::keys::KeyReport;
 use crate::catalog::layout::TrackOptions;
 use crate::catalog::session::Session;
 use crate::catalog::site::{check_name, meta_get, meta_set};
@@ -265,6 +266,8 @@ impl Instance {
             // Tables added since: created in place, nothing else changes.
             let tx = conn.unchecked_transaction()?;
             create_engine_tables(&tx)?;
+            // Engine schema 7: every instance has its own key pairs.
+            crate::catalog::keys::ensure_keys(&tx)?;
             meta_set(&tx, "schema", ENGINE_SCHEMA)?;
             tx.commit()?;
         }
@@ -293,6 +296,21 @@ impl Instance {
     /// This instance's name.
     pub fn name(&self) -> Result<String, Error> {
         Ok(Session::load(&self.conn)?.name)
+    }
+
+    /// This instance's public identity: name, site id, public keys and
+    /// their fingerprint (`fieldsync key`; spec/trust.md). The private keys
+    /// never leave the database.
+    pub fn key(&self) -> Result<KeyReport, Error> {
+        let session = Session::load(&self.conn)?;
+        let keys = crate::catalog::keys::public_keys(&self.conn)?;
+        Ok(KeyReport {
+            name: session.name,
+            site_id: session.local.to_string(),
+            public_key: keys.public_key_text(),
+            fingerprint: keys.fingerprint(),
+            recipient: keys.recipient,
+        })
     }
 
     fn write<T>(
@@ -815,6 +833,7 @@ fn create_instance(tx: &Transaction<'_>, name: &str) -> Result<(), Error> {
     meta_set(tx, "name", name)?;
     meta_set(tx, "clock", 0i64)?;
     meta_set(tx, "seq", 0i64)?;
+    crate::catalog::keys::ensure_keys(tx)?;
     tx.execute(
         "INSERT INTO fieldsync_sites(site_id, name) VALUES (?1, ?2)",
         rusqlite::params![site.as_bytes().as_slice(), name],

@@ -78,6 +78,7 @@ pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, Tab
 pub use base::merge;
 pub use base::site_id::SiteId;
 pub use base::value::Value;
+pub use catalog::keys::KeyReport;
 pub use catalog::layout::{Identity, TrackOptions};
 pub use error::{
     BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,

@@ -20,6 +20,7 @@ mod crash;
 mod format;
 mod fuzz_corpus;
 mod gaps;
+mod keys;
 mod layers;
 mod model;
 mod quarantine_regressions;

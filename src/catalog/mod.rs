@@ -4,7 +4,7 @@
 //! tables are tracked and how ([`tracked`], [`keyform`]), how rows and
 //! references are recognised on every instance ([`identity`], [`refs`]),
 //! which references the engine follows ([`foreign`]), what each peer has
-//! ([`peers`]), and the per-connection state loaded from all of it
+//! ([`peers`]), this instance's own key pairs ([`keys`]), and the per-connection state loaded from all of it
 //! ([`session`]). [`savepoint`] is the guard every part that writes in
 //! steps uses.
 //!
@@ -14,6 +14,7 @@
 pub(crate) mod foreign;
 pub(crate) mod identity;
 pub(crate) mod keyform;
+pub(crate) mod keys;
 pub(crate) mod layout;
 pub(crate) mod peers;
 pub(crate) mod refs;

@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 6;
+pub const ENGINE_SCHEMA: i64 = 7;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -194,6 +194,16 @@ CREATE TABLE IF NOT EXISTS fieldsync_schema_held(
   sender TEXT NOT NULL,             -- the instance whose bundle brought it
   at INTEGER NOT NULL,              -- unix ms it arrived
   def BLOB NOT NULL                 -- the table as the bundle described it (MessagePack)
+);
+-- This instance's own key pairs (spec/trust.md), made at init or when a
+-- database of engine schema 6 or older is opened, never changed. The
+-- private halves live here, beside the data they protect; fieldsync never
+-- prints them. Keys of other instances will live elsewhere.
+CREATE TABLE IF NOT EXISTS fieldsync_keys(
+  purpose TEXT PRIMARY KEY,         -- 'sign' (Ed25519) or 'encrypt' (age X25519)
+  public TEXT NOT NULL,             -- base64 of the 32-byte key (sign), or the age recipient 'age1...'
+  secret TEXT NOT NULL,             -- base64 of the 32-byte seed (sign), or 'AGE-SECRET-KEY-1...'
+  created_at INTEGER NOT NULL       -- unix ms
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(

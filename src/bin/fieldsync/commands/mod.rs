@@ -12,6 +12,7 @@ mod export;
 mod import;
 mod init;
 mod inspect;
+mod key;
 mod schema;
 mod status;
 mod track;
@@ -53,6 +54,7 @@ enum Command {
     Demo(demo::DemoArgs),
     Compact(compact::CompactArgs),
     Schema(schema::SchemaArgs),
+    Key(key::KeyArgs),
 }
 
 /// The database a command works on.
@@ -88,6 +90,7 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Demo(args) => demo::cmd_demo(ui, args),
         Command::Compact(args) => compact::cmd_compact(ui, args),
         Command::Schema(args) => schema::cmd_schema(ui, args),
+        Command::Key(args) => key::cmd_key(ui, args),
     }
 }
 
