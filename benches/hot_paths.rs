@@ -205,7 +205,7 @@ fn header() -> Header {
 }
 
 fn encode(h: &Header, rows: &[(Vec<Value>, Vec<VersionRecord>, Vec<Value>)]) -> Vec<u8> {
-    let mut w = BundleWriter::new(Vec::new(), h).expect("writer");
+    let mut w = BundleWriter::new(Vec::new(), h, &fieldsync::fuzzing::fuzz_key()).expect("writer");
     for (key, versions, values) in rows {
         w.write_row(0, key, 1, versions, values).expect("row");
     }

@@ -313,6 +313,11 @@ pub enum BundleError {
         "the bundle is corrupt (its checksum does not match its content); copy it again from the sender"
     )]
     ChecksumMismatch,
+    /// The signature of a version-4 bundle does not hold.
+    #[error(
+        "refused: the bundle's signature does not match its content (it was altered after it was signed, damaged or not copied completely); do not import it, ask the sender for a new one and check the sender's fingerprint with HQ (`fieldsync key` on both sides)"
+    )]
+    SignatureInvalid,
     /// The content does not decode.
     #[error("the bundle is corrupt or malformed: {detail}")]
     Malformed {
@@ -612,6 +617,69 @@ pub enum ImportError {
     },
 }
 
+/// Who may send a bundle (spec/trust.md): unsigned bundles and signers
+/// other than the one pinned for a site.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// An unsigned bundle (format 1 to 3) outside a migration period.
+    #[error(
+        "refused: the bundle from '{sender}' is unsigned (format version {version}, written by an older fieldsync); upgrade fieldsync at the sender, or allow unsigned bundles for a migration period: `fieldsync trust --db {db} --allow-unsigned-for 30`"
+    )]
+    Unsigned {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// Its format version.
+        version: u16,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// An unsigned full bundle given to `init --from` without leave.
+    #[error(
+        "refused: the bundle is unsigned (format version {version}, written by an older fieldsync); export it again with this fieldsync, or, if you trust the file, run `init --from` again with --allow-unsigned"
+    )]
+    UnsignedSetup {
+        /// Its format version.
+        version: u16,
+    },
+    /// The sender's site is pinned to another key.
+    #[error(
+        "refused: the bundle says it is from '{sender}' but is signed by key {found} (signing-key fingerprint {found_fingerprint}), not by the key {pinned} this instance pinned for that instance; do not import it: check the fingerprint with HQ (`fieldsync key` on both sides)"
+    )]
+    KeyChanged {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The key that signed it (base64).
+        found: String,
+        /// Its short fingerprint.
+        found_fingerprint: String,
+        /// The key pinned for the sender's site id (base64).
+        pinned: String,
+    },
+    /// The signing key is pinned to another site.
+    #[error(
+        "refused: the bundle says it is from '{sender}' but its signing key {key} (signing-key fingerprint {fingerprint}) belongs to another instance ('{owner}'); do not import it: check the fingerprint with HQ (`fieldsync key` on both sides)"
+    )]
+    KeyOfAnotherSite {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The key that signed it (base64).
+        key: String,
+        /// Its short fingerprint.
+        fingerprint: String,
+        /// The instance the key is pinned to.
+        owner: String,
+    },
+    /// `--allow-unsigned-for` out of range.
+    #[error(
+        "--allow-unsigned-for takes 1 to 90 days (30 is enough to upgrade a deployment); {days} is out of range"
+    )]
+    AllowanceOutOfRange {
+        /// What was asked.
+        days: u32,
+    },
+}
+
 /// Any fieldsync error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -634,6 +702,9 @@ pub enum Error {
     /// Setting up from a full bundle.
     #[error(transparent)]
     Setup(#[from] SetupError),
+    /// Who may send a bundle.
+    #[error(transparent)]
+    Trust(#[from] TrustError),
     /// The clock.
     #[error(transparent)]
     Clock(#[from] ClockError),

@@ -6,17 +6,23 @@
 //! are; it panics only when fieldsync misbehaves:
 //!
 //! - [`decode_bundle`]: arbitrary bytes through [`inspect`] and the
-//!   streaming reader. They must be refused with an error or read; never a
-//!   panic or an allocation beyond what the bytes could decompress to.
-//! - [`decode_sealed`]: the same after [`reseal`], so the checksum holds and
-//!   the header and body decoders see the mutations; a bundle that reads
-//!   must also survive being written again and re-read unchanged.
+//!   streaming reader, signed envelope first (format 4: the signature over
+//!   the checksum is checked before the header is read). They must be
+//!   refused with an error or read; never a panic or an allocation beyond
+//!   what the bytes could decompress to.
+//! - [`decode_sealed`]: the same after [`reseal`], so the checksum holds
+//!   and, for format 4, is signed again by [`fuzz_key`], and the header and
+//!   body decoders see the mutations; a bundle that reads must also survive
+//!   being written again and re-read unchanged.
 //! - [`import_mutated`]: a mutated bundle imported into a copy of a seed
 //!   database ([`ImportTarget::run`]). The fuzzer mutates the bundle
-//!   [`open`]ed: header as in the file, body decompressed, no checksum, and
-//!   [`close`] compresses the body and seals it again, so mutations reach the
-//!   header and record decoders and the merge instead of dying in zstd or at
-//!   the checksum. The import is either refused, leaving the file byte for
+//!   [`open`]ed: header as in the file, body decompressed, no checksum nor
+//!   signature, and [`close`] compresses the body, seals it again and signs
+//!   it with [`fuzz_key`] (format 4), so mutations reach the header and
+//!   record decoders and the merge instead of dying in zstd or at the
+//!   checksum or signature. The seed database pins no signer (the first
+//!   import pins the harness's key, trust on first use) and admits unsigned
+//!   bundles. The import is either refused, leaving the file byte for
 //!   byte as it was, or applied, after which `PRAGMA integrity_check` and
 //!   [`Instance::check`] are clean and importing it a second time applies
 //!   nothing (merge is idempotent).
@@ -32,7 +38,11 @@
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 
-use crate::bundle::format::{CHECKSUM_LEN, End, Header, PREAMBLE_LEN, RowRecord};
+use ed25519_dalek::{Signer as _, SigningKey};
+
+use crate::bundle::format::{
+    CHECKSUM_LEN, End, Header, PREAMBLE_LEN, RowRecord, SIGNED_VERSION, signed_message, trailer_len,
+};
 use crate::bundle::{BundleReader, BundleWriter, inspect, verify};
 use crate::error::{BundleError, Error};
 use crate::{ExportTarget, ImportReport, Instance, Selection};
@@ -63,23 +73,70 @@ pub fn import_interrupted(
 /// limit stays meaningful.
 pub const FUZZ_RECORD_LIMIT: u64 = 4 << 20;
 
-/// Replace the trailing checksum with the BLAKE3 hash of everything before
-/// it, as a writer would (spec/bundle.md, "Layout"). Inputs shorter than a
-/// checksum are left alone.
+/// The key the fuzz harness signs with when it seals mutated bytes again
+/// (a fixed seed: the fuzzers and the corpus replay must agree).
+pub fn fuzz_key() -> SigningKey {
+    SigningKey::from_bytes(&[0x5a; 32])
+}
+
+/// A signing key of its own for each made-up sender a test crafts a bundle
+/// as (derived from the site id, so a sender signs alike every time and no
+/// two senders share a key, which trust on first use would refuse).
+pub fn key_for(site: &crate::SiteId) -> SigningKey {
+    let seed = blake3::derive_key("fieldsync tests crafted sender key", site.as_bytes());
+    SigningKey::from_bytes(&seed)
+}
+
+/// The format version the preamble states, if the bytes have one.
+fn version_of(data: &[u8]) -> Option<u16> {
+    let bytes: [u8; 2] = data.get(8..10)?.try_into().ok()?;
+    Some(u16::from_le_bytes(bytes))
+}
+
+/// The trailer a bundle of these bytes has: the checksum, and from format
+/// version 4 the signer's key and the signature.
+fn trailer_of(data: &[u8]) -> usize {
+    trailer_len(version_of(data).unwrap_or(0)) as usize
+}
+
+/// The trailer of a bundle whose content before the trailer is `content`:
+/// its BLAKE3 checksum and, for version 4, [`fuzz_key`]'s key and
+/// signature over it (spec/bundle.md, "Layout").
+fn seal_trailer(content: &[u8], version: u16, key: &SigningKey) -> Vec<u8> {
+    let hash = blake3::hash(content);
+    let mut out = hash.as_bytes().to_vec();
+    if version >= SIGNED_VERSION {
+        let public = key.verifying_key().to_bytes();
+        let signature = key.sign(&signed_message(hash.as_bytes(), &public));
+        out.extend_from_slice(&public);
+        out.extend_from_slice(&signature.to_bytes());
+    }
+    out
+}
+
+/// Replace the trailer with the checksum of everything before it and, for
+/// format version 4, a signature by [`fuzz_key`], as a writer would
+/// (spec/bundle.md, "Layout"), so the decoders see the mutations. Inputs
+/// shorter than the trailer are left alone.
 pub fn reseal(data: &mut [u8]) {
-    let n = CHECKSUM_LEN as usize;
+    reseal_with(data, &fuzz_key());
+}
+
+/// [`reseal`], signing with `key`.
+pub fn reseal_with(data: &mut [u8], key: &SigningKey) {
+    let n = trailer_of(data);
     if data.len() < n {
         return;
     }
     let body = data.len() - n;
-    let hash = blake3::hash(&data[..body]);
-    data[body..].copy_from_slice(hash.as_bytes());
+    let trailer = seal_trailer(&data[..body], version_of(data).unwrap_or(0), key);
+    data[body..].copy_from_slice(&trailer);
 }
 
 /// True if the bytes are long enough to be a bundle at all: resealing
 /// shorter ones would only overwrite the preamble.
 pub fn long_enough(data: &[u8]) -> bool {
-    data.len() as u64 >= PREAMBLE_LEN + CHECKSUM_LEN
+    data.len() as u64 >= PREAMBLE_LEN + CHECKSUM_LEN && data.len() >= trailer_of(data)
 }
 
 /// The header length a bundle's preamble states, if it has one.
@@ -95,7 +152,7 @@ pub fn open(bundle: &[u8]) -> Result<Vec<u8>, BundleError> {
     let start = (PREAMBLE_LEN + hlen) as usize;
     let end = bundle
         .len()
-        .checked_sub(CHECKSUM_LEN as usize)
+        .checked_sub(trailer_of(bundle))
         .filter(|&end| end >= start)
         .ok_or(BundleError::Truncated)?;
     let mut out = bundle[..start].to_vec();
@@ -104,7 +161,8 @@ pub fn open(bundle: &[u8]) -> Result<Vec<u8>, BundleError> {
 }
 
 /// The bundle an [`open`]ed one stands for: the body (whatever follows the
-/// header the preamble states) compressed, the checksum appended.
+/// header the preamble states) compressed, the checksum appended and, for
+/// format version 4, signed by [`fuzz_key`].
 pub fn close(open: &[u8]) -> Vec<u8> {
     let split = header_len(open)
         .map(|h| (PREAMBLE_LEN + h) as usize)
@@ -115,8 +173,8 @@ pub fn close(open: &[u8]) -> Vec<u8> {
         Ok(body) => out.extend_from_slice(&body),
         Err(e) => panic!("zstd cannot compress {} bytes: {e}", open.len() - split),
     }
-    let hash = blake3::hash(&out);
-    out.extend_from_slice(hash.as_bytes());
+    let trailer = seal_trailer(&out, version_of(&out).unwrap_or(0), &fuzz_key());
+    out.extend_from_slice(&trailer);
     out
 }
 
@@ -150,9 +208,14 @@ pub fn read_all(data: &[u8], record_limit: u64) -> Result<Decoded, BundleError> 
     })
 }
 
-/// Write decoded contents back out as a bundle.
+/// Write decoded contents back out as a bundle, signed by [`fuzz_key`].
 pub fn rewrite(d: &Decoded) -> Result<Vec<u8>, BundleError> {
-    let mut w = BundleWriter::new(Vec::new(), &d.header)?;
+    rewrite_with(d, &fuzz_key())
+}
+
+/// Write decoded contents back out as a bundle signed by `key`.
+pub fn rewrite_with(d: &Decoded, key: &SigningKey) -> Result<Vec<u8>, BundleError> {
+    let mut w = BundleWriter::new(Vec::new(), &d.header, key)?;
     for r in &d.records {
         w.write_row(r.table, &r.key, r.cl, &r.versions, &r.values)?;
     }
@@ -255,10 +318,20 @@ impl ImportTarget {
             }
             .into());
         }
-        Ok(ImportTarget {
-            template: std::fs::read(db)?,
-            work,
-        })
+        // The mutated inputs are sealed again by the harness's own key
+        // (`fuzz_key`), or are unsigned (seeds of format 3): the copy the
+        // inputs go into pins no sender yet and admits unsigned bundles,
+        // so mutations reach the decoders and the merge.
+        std::fs::copy(db, &work)?;
+        {
+            let mut seed = Instance::open(&work)?;
+            seed.connection()
+                .execute("DELETE FROM fieldsync_pins", [])?;
+            seed.allow_unsigned_for(crate::MAX_UNSIGNED_DAYS)?;
+        }
+        let template = std::fs::read(&work)?;
+        remove_db(&work)?;
+        Ok(ImportTarget { template, work })
     }
 
     /// Import `bundle` into a fresh copy of the seed database. Panics if
@@ -471,7 +544,8 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
 /// whether two databases hold the same state. With `ignore_times`, values
 /// that record when something happened rather than what are left out: the
 /// stored clock, the times of a peer's last import and export, when a
-/// conflict was noticed and when a held change was tried, so two runs of
+/// conflict was noticed, when a held change was tried and when a signer
+/// was pinned, so two runs of
 /// one operation at different times compare equal.
 pub fn state_fingerprint(conn: &rusqlite::Connection, ignore_times: bool) -> Result<String, Error> {
     let mut out = String::new();
@@ -498,6 +572,7 @@ pub fn state_fingerprint(conn: &rusqlite::Connection, ignore_times: bool) -> Res
             (true, "fieldsync_peers") => &["last_import", "last_export"],
             (true, "fieldsync_conflicts") => &["noticed_at"],
             (true, "fieldsync_quarantine") => &["first_at", "last_at", "tries"],
+            (true, "fieldsync_pins") => &["first_seen"],
             _ => &[],
         };
         let cols: Vec<String> = crate::catalog::store::column_names(conn, &t)?
@@ -539,3 +614,10 @@ pub use crate::base::seqset::MAX_SEQ;
 pub use crate::base::value::decode_key;
 pub use crate::catalog::identity::content_sig;
 pub use crate::catalog::refs::TAG_IDENTITY;
+
+/// An instance's own signing key, for the tests that craft a bundle as
+/// that instance would have signed it (a forgery by the instance itself,
+/// which signing cannot stop). Not part of the supported API.
+pub fn signing_key(db: &Instance) -> Result<SigningKey, Error> {
+    crate::catalog::keys::signing_key(db.connection())
+}

@@ -28,6 +28,7 @@ use crate::receive::conflicts::Conflicts;
 use crate::receive::import::{
     ImportOptions, ImportReport, RetryReport, Steps, check_records, import, import_in_steps,
 };
+use crate::receive::trust::ACCEPT_UNSIGNED_KEY;
 use crate::send::export::{
     ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export, find_vanished,
     prepare, record_prepared, write_prepared,
@@ -116,17 +117,37 @@ impl Instance {
     /// the tables, load the rows, and know the sender as a peer, so the
     /// first export to it carries only what is done here. The database must
     /// not have any of the tables or views; if anything fails, nothing is
-    /// changed (a file this call created is removed).
+    /// changed (a file this call created is removed). The bundle must be
+    /// signed (format version 4); its signer is pinned for its sender
+    /// (spec/trust.md).
     pub fn init_from<R: Read + Seek>(
+        path: impl AsRef<Path>,
+        name: &str,
+        bundle: R,
+        bundle_path: &Path,
+    ) -> Result<(Instance, SetupReport), Error> {
+        Instance::init_from_with(path, name, bundle, bundle_path, false)
+    }
+
+    /// [`init_from`](Self::init_from), accepting an unsigned full bundle
+    /// (format 1 to 3) if `allow_unsigned` (`init --from --allow-unsigned`).
+    pub fn init_from_with<R: Read + Seek>(
         path: impl AsRef<Path>,
         name: &str,
         mut bundle: R,
         bundle_path: &Path,
+        allow_unsigned: bool,
     ) -> Result<(Instance, SetupReport), Error> {
         let path = path.as_ref();
         valid_name(name)?;
         ensure_parent_dir(path)?;
-        verify(&mut bundle)?;
+        let signer = verify(&mut bundle)?;
+        if signer.key.is_none() && !allow_unsigned {
+            return Err(crate::error::TrustError::UnsignedSetup {
+                version: signer.version,
+            }
+            .into());
+        }
         let reader = BundleReader::open(bundle)?;
         let header = reader.header().clone();
         if !header.full {
@@ -223,7 +244,16 @@ impl Instance {
                 &TrackOptions::default(),
                 &as_sent,
             )?;
+            // An unsigned file was allowed by the caller: for this import
+            // only, the setting is gone when it commits.
+            let unsigned = reader.signer().key.is_none();
+            if unsigned {
+                meta_set(&tx, ACCEPT_UNSIGNED_KEY, i64::MAX)?;
+            }
             let report = import(&tx, &mut s, reader)?;
+            if unsigned {
+                crate::catalog::site::meta_delete(&tx, ACCEPT_UNSIGNED_KEY)?;
+            }
             tx.commit()?;
             Ok(report)
         })?;
@@ -267,6 +297,7 @@ impl Instance {
             let tx = conn.unchecked_transaction()?;
             create_engine_tables(&tx)?;
             // Engine schema 7: every instance has its own key pairs.
+            // Engine schema 8: fieldsync_pins (created above, empty).
             crate::catalog::keys::ensure_keys(&tx)?;
             meta_set(&tx, "schema", ENGINE_SCHEMA)?;
             tx.commit()?;
@@ -309,8 +340,23 @@ impl Instance {
             site_id: session.local.to_string(),
             public_key: keys.public_key_text(),
             fingerprint: keys.fingerprint(),
+            signing_fingerprint: crate::catalog::keys::signing_fingerprint(keys.sign.as_bytes()),
             recipient: keys.recipient,
         })
+    }
+
+    /// Import unsigned bundles (format versions 1 to 3, written by an older
+    /// fieldsync) for the next `days` days, 1 to 90 (`fieldsync trust
+    /// --allow-unsigned-for DAYS`; 30 is enough to upgrade a deployment).
+    /// Returns the end of the period (unix ms).
+    pub fn allow_unsigned_for(&mut self, days: u32) -> Result<i64, Error> {
+        self.write(|tx, _| crate::receive::trust::allow_unsigned_for(tx, days))
+    }
+
+    /// Until when unsigned bundles are imported (unix ms), if a period was
+    /// set.
+    pub fn unsigned_allowed_until(&self) -> Result<Option<i64>, Error> {
+        meta_get(&self.conn, ACCEPT_UNSIGNED_KEY)
     }
 
     fn write<T>(
@@ -551,7 +597,7 @@ impl Instance {
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let s = Session::load(&tx)?;
-        crate::receive::import::preflight(&tx, &s, &header)?;
+        crate::receive::import::preflight(&tx, &s, &header, reader.signer())?;
         Ok(header)
     }
 

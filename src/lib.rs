@@ -78,11 +78,11 @@ pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, Tab
 pub use base::merge;
 pub use base::site_id::SiteId;
 pub use base::value::Value;
-pub use catalog::keys::KeyReport;
+pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
 pub use error::{
     BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,
-    SiteError, TrackError,
+    SiteError, TrackError, TrustError,
 };
 pub use instance::{CompactReport, Instance, SetupReport};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
@@ -91,5 +91,6 @@ pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
 pub use receive::import::{DEFAULT_MAX_WRITE_MS, ImportOptions, ImportReport, RetryReport};
 pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HELD_KEY};
 pub use receive::schema_changes::{HeldSchema, SchemaMode};
+pub use receive::trust::{ACCEPT_UNSIGNED_KEY, MAX_UNSIGNED_DAYS};
 pub use receive::waiting::WaitingSummary;
 pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};

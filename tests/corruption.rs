@@ -1,11 +1,14 @@
 //! Corruption sweep: a small real bundle (two tables, a few rows, an update,
 //! a delete and an insert) damaged at every byte and cut at every length.
 //!
-//! - As damaged, every variant must be refused (the checksum or an earlier
-//!   check catches it) and the database must be exactly as before, engine
+//! - As damaged, every variant must be refused (the signature over the
+//!   checksum, the checksum, or an earlier check catches it: a flipped byte
+//!   in the signed trailer, or a cut that moves it, fails the signature) and the database must be exactly as before, engine
 //!   tables included; a sample goes through the CLI, which must say so in
 //!   one line on stderr and exit 1.
-//! - With the checksum recomputed after the damage, the header and body
+//! - With the checksum recomputed and signed again after the damage (by
+//!   the fuzz harness's key, which the target database has not pinned for
+//!   anyone), the header and body
 //!   decoders and the merge see it: a variant may then be refused or
 //!   applied, but never panic, and if applied the database passes
 //!   `PRAGMA integrity_check` and `fieldsync check` and a second import
@@ -78,6 +81,7 @@ fn variants(bundle: &[u8]) -> Vec<(String, Vec<u8>)> {
 fn kind(e: &Error) -> &'static str {
     match e {
         Error::Bundle(BundleError::ChecksumMismatch) => "checksum mismatch",
+        Error::Bundle(BundleError::SignatureInvalid) => "signature fails",
         Error::Bundle(BundleError::Truncated) => "truncated",
         Error::Bundle(BundleError::NotABundle) => "not a bundle",
         Error::Bundle(BundleError::LineEndingsMangled) => "line endings mangled",
@@ -85,6 +89,7 @@ fn kind(e: &Error) -> &'static str {
         Error::Bundle(BundleError::Malformed { .. }) => "malformed",
         Error::Bundle(_) => "other bundle error",
         Error::Import(_) => "import refused",
+        Error::Trust(_) => "signer refused",
         _ => "other error",
     }
 }

@@ -1,5 +1,7 @@
 //! The bundle format stays readable: golden bundles of every format version
-//! are kept in tests/data/ and must still inspect and import exactly.
+//! are kept in tests/data/ and must still inspect and import exactly (the
+//! unsigned versions 1 to 3 during a migration period, spec/trust.md;
+//! version 4 is signed, and `inspect` shows a valid signature).
 //!
 //! To write a new golden file (only when a new format version is added):
 //! `FIELDSYNC_WRITE_GOLDEN=1 cargo test --test tests format::write_golden -- --ignored`.
@@ -75,7 +77,7 @@ fn golden(version: u16) -> PathBuf {
 }
 
 /// Every format version this build must still read.
-const VERSIONS: [u16; 3] = [1, 2, 3];
+const VERSIONS: [u16; 4] = [1, 2, 3, 4];
 
 fn rows(conn: &rusqlite::Connection, sql: &str) -> rusqlite::Result<Vec<Vec<Value>>> {
     let mut stmt = conn.prepare(sql)?;
@@ -122,6 +124,10 @@ fn golden_bundles_import_every_value_exactly() -> Res {
 fn golden_inspects_intact(version: u16) -> Res {
     let info = inspect(std::fs::File::open(golden(version))?)?;
     assert!(info.intact, "{:?}", info.problem);
+    assert_eq!(info.version, version);
+    // Signed from version 4 on.
+    assert_eq!(info.signer.is_some(), version >= 4);
+    assert_eq!(info.signature_valid, version >= 4);
     assert_eq!(info.header.sender.name, "golden-hq");
     assert!(info.header.full);
     let names: Vec<&str> = info.header.tables.iter().map(|t| t.name.as_str()).collect();
@@ -149,6 +155,20 @@ fn golden_imports_every_value_exactly(version: u16) -> Res {
         .connection()
         .execute_batch("INSERT INTO unit(name) VALUES ('local');")?;
     track(&mut field)?;
+    if version < 4 {
+        // Unsigned: refused, unless in a migration period.
+        let refused = field
+            .import_file(&golden(version))
+            .err()
+            .map(|e| e.to_string());
+        assert!(
+            refused
+                .as_deref()
+                .is_some_and(|e| e.contains("--allow-unsigned-for")),
+            "v{version}: {refused:?}"
+        );
+        field.allow_unsigned_for(1)?;
+    }
     let report = field.import_file(&golden(version))?;
     assert_eq!(report.applied, if version >= 3 { 15 } else { 7 });
     if version >= 3 {
@@ -221,7 +241,12 @@ fn bundle_with_local(schema_len: usize) -> Res<(Header, Vec<u8>)> {
             sql: "CREATE VIEW v AS SELECT 1".into(),
         }],
     };
-    let (bytes, _) = BundleWriter::new(Vec::new(), &header)?.finish()?;
+    let (bytes, _) = BundleWriter::new(
+        Vec::new(),
+        &header,
+        &fieldsync::fuzzing::key_for(&header.sender.id),
+    )?
+    .finish()?;
     Ok((header, bytes))
 }
 

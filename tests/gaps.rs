@@ -298,6 +298,9 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         id: f1.site_id()?,
         name: "field-1".into(),
     };
+    // The real field-1's key: the claims must reach the checks below the
+    // signature.
+    let f1_key = fieldsync::fuzzing::signing_key(&f1)?;
     let hq_ref = SiteRef {
         id: hq.site_id()?,
         name: "hq".into(),
@@ -327,7 +330,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         schemas: Vec::new(),
         views: vec![],
     };
-    let crafted = BundleWriter::new(Vec::new(), &header)?.finish()?.0;
+    let crafted = BundleWriter::new(Vec::new(), &header, &f1_key)?.finish()?.0;
     let report = hq.import(Cursor::new(&crafted))?;
     assert_eq!(
         report.gaps.get("stranger").map(String::as_str),
@@ -365,7 +368,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         lacks: vec![set(1, 5, 6)],
         ..header.clone()
     };
-    let crafted = BundleWriter::new(Vec::new(), &both)?.finish()?.0;
+    let crafted = BundleWriter::new(Vec::new(), &both, &f1_key)?.finish()?.0;
     let err = hq.import(Cursor::new(&crafted)).err().ok_or("accepted")?;
     assert!(err.to_string().contains("both has and lacks"), "{err}");
     let beyond = Header {
@@ -373,7 +376,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         seen: vec![set(1, 1, 10)],
         ..header
     };
-    let mut crafted = BundleWriter::new(Vec::new(), &beyond)?.finish()?.0;
+    let mut crafted = BundleWriter::new(Vec::new(), &beyond, &f1_key)?.finish()?.0;
     let mut from = vec![0xcf];
     from.extend_from_slice(&MAX_SEQ.to_be_bytes());
     let at = crafted
@@ -381,9 +384,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         .position(|x| x == from.as_slice())
         .ok_or("MAX_SEQ not found")?;
     crafted[at + 1..at + 9].copy_from_slice(&u64::MAX.to_be_bytes());
-    let end = crafted.len() - 32;
-    let sum = blake3::hash(&crafted[..end]);
-    crafted[end..].copy_from_slice(sum.as_bytes());
+    fieldsync::fuzzing::reseal_with(&mut crafted, &f1_key);
     assert!(hq.import(Cursor::new(&crafted)).is_err());
     Ok(())
 }

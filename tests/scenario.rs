@@ -175,7 +175,11 @@ fn write_full_bundle(
         views,
     };
     let file = std::fs::File::create(path)?;
-    let writer = BundleWriter::new(file, &header)?;
+    let writer = BundleWriter::new(
+        file,
+        &header,
+        &fieldsync::fuzzing::key_for(&header.sender.id),
+    )?;
     writer.finish()?;
     Ok(())
 }

@@ -125,14 +125,20 @@ fn tables_with_statements(file: &Path) -> Res<Vec<String>> {
 
 /// Copy a bundle, giving `table` these schema statements (the rows as
 /// they were), written with the library's reader and writer.
-fn with_statements(from: &Path, to: &Path, table: &str, statements: &[&str]) -> Res {
+fn with_statements(
+    from: &Path,
+    to: &Path,
+    table: &str,
+    statements: &[&str],
+    key: &fieldsync::bundle::SigningKey,
+) -> Res {
     let mut reader = BundleReader::open(File::open(from)?)?;
     let mut header = reader.header().clone();
     let def = (header.tables.iter_mut())
         .find(|t| t.name == table)
         .ok_or_else(|| format!("the bundle has no table {table}"))?;
     def.schema = statements.iter().map(|s| s.to_string()).collect();
-    let mut writer = BundleWriter::new(File::create(to)?, &header)?;
+    let mut writer = BundleWriter::new(File::create(to)?, &header, key)?;
     while let Some(r) = reader.next_row()? {
         writer.write_row(r.table, &r.key, r.cl, &r.versions, &r.values)?;
     }
@@ -782,6 +788,9 @@ fn crafted_schema_statements_are_refused_and_the_rows_still_apply() -> Res {
     hq.sql("UPDATE person_uuid SET full_name = 'Amal P.' WHERE p_uuid = 'lk-1';")?;
     let delta = w.bundle("hq-to-field-1");
     hq.export_to("field-1", &delta)?;
+    // The crafted copies are signed as hq's: the statements must reach the
+    // checks below the signature.
+    let hq_key = fieldsync::fuzzing::signing_key(&fieldsync::Instance::open(&hq.db)?)?;
     let cases: [(&str, &[&str]); 6] = [
         ("drop", &["DROP TABLE person_uuid"]),
         (
@@ -817,7 +826,7 @@ fn crafted_schema_statements_are_refused_and_the_rows_still_apply() -> Res {
     ];
     for (label, statements) in cases {
         let file = w.path(&format!("crafted-{label}.fsb"));
-        with_statements(&delta, &file, "person_uuid", statements)?;
+        with_statements(&delta, &file, "person_uuid", statements, &hq_key)?;
         let f = w.site_from(&format!("field-{label}"), &full)?;
         let objects = app_objects(&f)?;
         let tables_before = f.sql("SELECT type, name, sql FROM sqlite_schema ORDER BY name;")?;

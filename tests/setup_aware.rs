@@ -300,7 +300,13 @@ fn a_bundle_claiming_a_setup_it_does_not_hold_gets_what_it_lacks() -> Res {
         schemas: Vec::new(),
         views: vec![],
     };
-    let crafted = BundleWriter::new(Vec::new(), &header)?.finish()?.0;
+    let crafted = BundleWriter::new(
+        Vec::new(),
+        &header,
+        &fieldsync::fuzzing::signing_key(&fieldsync::Instance::open(&f1.db)?)?,
+    )?
+    .finish()?
+    .0;
     lib_hq.import(Cursor::new(&crafted))?;
     let to_f1 = w.bundle("hq-to-field-1");
     assert_eq!(num(&hq.export_to("field-1", &to_f1)?, "changes")?, 40);
@@ -324,7 +330,13 @@ fn a_bundle_claiming_a_setup_it_does_not_hold_gets_what_it_lacks() -> Res {
         full: false,
         ..header
     };
-    let crafted = BundleWriter::new(Vec::new(), &forged)?.finish()?.0;
+    let crafted = BundleWriter::new(
+        Vec::new(),
+        &forged,
+        &fieldsync::fuzzing::key_for(&forged.sender.id),
+    )?
+    .finish()?
+    .0;
     lib_hq.import(Cursor::new(&crafted))?;
     let f2 = w.site("field-2", PERSON)?;
     f2.sql("INSERT INTO person VALUES ('f2-a', 'Bo', NULL);")?;

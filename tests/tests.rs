@@ -30,4 +30,5 @@ mod schema;
 mod setup_aware;
 mod tables;
 mod trigger_names;
+mod trust;
 mod write_locks;

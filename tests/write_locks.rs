@@ -13,7 +13,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use fieldsync::Instance;
-use fieldsync::fuzzing::{import_interrupted, read_all, rewrite, state_fingerprint};
+use fieldsync::fuzzing::{
+    import_interrupted, read_all, rewrite_with, signing_key, state_fingerprint,
+};
 
 use crate::util::instances::{export_to, instance};
 use crate::util::*;
@@ -57,6 +59,12 @@ fn fixture(dir: &Path, n: usize, children_first: bool) -> Res<(Vec<u8>, std::pat
     let path = field.path().to_owned();
     drop(field);
     Ok((bundle, path))
+}
+
+/// The key of the fixture's hq, to sign a bundle edited as hq's: the
+/// edits must reach the checks below the signature.
+fn hq_key(dir: &Path) -> Res<fieldsync::bundle::SigningKey> {
+    Ok(signing_key(&Instance::open(dir.join("hq.db"))?)?)
 }
 
 fn copy(from: &Path, to: &Path) -> Res {
@@ -171,7 +179,7 @@ fn a_bundle_refused_for_its_last_record_leaves_the_database_byte_identical() -> 
     let mut decoded = read_all(&bundle, u64::MAX)?;
     let last = decoded.records.last_mut().ok_or("no records")?;
     last.cl = 0;
-    let bad = rewrite(&decoded)?;
+    let bad = rewrite_with(&decoded, &hq_key(dir.path())?)?;
     let before = db_fingerprint(&template)?;
     let mut db = Instance::open(&template)?;
     let err = match import_interrupted(&mut db, &bad, 1, usize::MAX) {
@@ -350,7 +358,7 @@ fn a_change_number_reused_late_in_a_bundle_is_refused_before_anything_is_applied
     let last = decoded.records.last_mut().ok_or("no records")?;
     last.versions[0].origin = first.origin;
     last.versions[0].seq = first.seq;
-    let bad = rewrite(&decoded)?;
+    let bad = rewrite_with(&decoded, &hq_key(dir.path())?)?;
     let before = db_fingerprint(&template)?;
     let mut db = Instance::open(&template)?;
     let err = match import_interrupted(&mut db, &bad, 1, usize::MAX) {
@@ -371,7 +379,7 @@ fn a_change_number_reused_late_in_a_bundle_is_refused_before_anything_is_applied
     decoded.records[n - 1].versions[0].seq = seq;
     // Only the log here holds the number now.
     decoded.records.remove(0);
-    let bad = rewrite(&decoded)?;
+    let bad = rewrite_with(&decoded, &hq_key(dir.path())?)?;
     let before = db_fingerprint(&template)?;
     let mut db = Instance::open(&template)?;
     let err = match import_interrupted(&mut db, &bad, 1, usize::MAX) {

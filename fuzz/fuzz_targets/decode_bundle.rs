@@ -1,5 +1,6 @@
-//! Arbitrary bytes through the bundle reader and `inspect`: refused with an
-//! error or read, never a panic or unbounded memory.
+//! Arbitrary bytes through the bundle reader and `inspect` (the signed
+//! envelope of format 4 first): refused with an error or read, never a
+//! panic or unbounded memory.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;

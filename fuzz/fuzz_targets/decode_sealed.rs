@@ -1,5 +1,6 @@
-//! Like decode_bundle, but the checksum is recomputed after mutation so the
-//! header and body decoders see the damage; a bundle that reads must read
+//! Like decode_bundle, but the checksum is recomputed (and, for format 4,
+//! signed again by the harness's key) after mutation so the header and body
+//! decoders see the damage; a bundle that reads must read
 //! the same after being written again.
 #![no_main]
 

@@ -2,7 +2,8 @@
 //! (fuzz/seed/field-1.sql): refused with the file unchanged, or applied with
 //! integrity_check and `fieldsync check` clean and a second import applying
 //! nothing. Inputs are bundles opened for mutation (body decompressed, no
-//! checksum); the target compresses and seals them again.
+//! checksum nor signature); the target compresses, seals and signs them
+//! again (the seed database pins no signer and admits unsigned bundles).
 #![no_main]
 
 use std::sync::OnceLock;

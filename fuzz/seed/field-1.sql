@@ -4,20 +4,24 @@ CREATE TABLE fieldsync_meta(
   key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq, lost
   value
 );
-INSERT INTO fieldsync_meta VALUES('schema',3);
-INSERT INTO fieldsync_meta VALUES('site_id',X'7ae786da9aab4a4cb4c54e4fb2b11549');
+INSERT INTO fieldsync_meta VALUES('schema',8);
+INSERT INTO fieldsync_meta VALUES('site_id',X'bf0d0949f2d246b3867b865587a93b0c');
 INSERT INTO fieldsync_meta VALUES('name','field-1');
-INSERT INTO fieldsync_meta VALUES('clock',385378984738684928);
+INSERT INTO fieldsync_meta VALUES('clock',385521609584148480);
 INSERT INTO fieldsync_meta VALUES('seq',7);
-INSERT INTO fieldsync_meta VALUES('schema_cookie',48);
+INSERT INTO fieldsync_meta VALUES('schema_cookie',58);
+INSERT INTO fieldsync_meta VALUES('followed_schema',58);
 INSERT INTO fieldsync_meta VALUES('lost','');
+INSERT INTO fieldsync_meta VALUES('waiting_schema',58);
+INSERT INTO fieldsync_meta VALUES('held_mark',0);
+INSERT INTO fieldsync_meta VALUES('held_schema',58);
 CREATE TABLE fieldsync_sites(
   id INTEGER PRIMARY KEY,           -- local number, used in fieldsync_log.origin
   site_id BLOB NOT NULL UNIQUE,     -- 16-byte uuid of the instance
   name TEXT NOT NULL
 );
-INSERT INTO fieldsync_sites VALUES(1,X'7ae786da9aab4a4cb4c54e4fb2b11549','field-1');
-INSERT INTO fieldsync_sites VALUES(2,X'c4dab6e915b34d168968dbd7f0f5b3e9','hq');
+INSERT INTO fieldsync_sites VALUES(1,X'bf0d0949f2d246b3867b865587a93b0c','field-1');
+INSERT INTO fieldsync_sites VALUES(2,X'6c9c7bbb4ba14cafb8108e74d18a45d4','hq');
 CREATE TABLE fieldsync_tables(
   id INTEGER PRIMARY KEY,           -- used in fieldsync_log.tbl and fieldsync_pending.t
   name TEXT NOT NULL UNIQUE,
@@ -72,32 +76,32 @@ CREATE TABLE fieldsync_log(
   cols BLOB NOT NULL,               -- cells it still wins (bit 0: the row itself)
   PRIMARY KEY(tbl, pk, origin, seq)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,385378984587689984,X'04');
-INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,4,1,385378984336031747,X'1b');
-INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,385378984591884288,X'01');
-INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,6,1,385378984336031749,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,7,1,385378984336031750,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,8,1,385378984336031751,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,9,1,385378984336031752,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,385378984625438720,X'1f');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,385378984638021632,X'02');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,10,1,385378984336031753,X'05');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,11,1,385378984336031754,X'07');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,12,1,385378984336031755,X'07');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,13,1,385378984336031756,X'07');
-INSERT INTO fieldsync_log VALUES(3,X'9101',2,14,1,385378984336031757,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,385378984658993152,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91a178',2,15,1,385378984336031758,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,16,1,385378984336031759,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,17,1,385378984336031760,X'03');
-INSERT INTO fieldsync_log VALUES(4,X'91c4187ae786da9aab4a4cb4c54e4fb2b115490000000000000006',1,6,1,385378984688353280,X'0f');
-INSERT INTO fieldsync_log VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000012',2,18,1,385378984336031761,X'0f');
-INSERT INTO fieldsync_log VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000013',2,19,1,385378984336031762,X'0f');
-INSERT INTO fieldsync_log VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000014',2,20,1,385378984336031763,X'0f');
-INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',1,7,1,385378984705130496,X'08');
-INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,2,1,385378984336031745,X'07');
-INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',2,3,1,385378984336031746,X'0f');
-INSERT INTO fieldsync_log VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',2,1,1,385378984336031744,X'0f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,385521609550594049,X'04');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,1,1,385521609449930752,X'1b');
+INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,385521609554788352,X'01');
+INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,3,1,385521609449930754,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,4,1,385521609449930755,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,5,1,385521609449930756,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,6,1,385521609449930757,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,385521609558982656,X'1f');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,385521609563176960,X'02');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,7,1,385521609454125056,X'05');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,8,1,385521609454125057,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,9,1,385521609454125058,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,10,1,385521609454125059,X'07');
+INSERT INTO fieldsync_log VALUES(3,X'9101',2,11,1,385521609454125060,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,385521609563176961,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91a178',2,12,1,385521609454125061,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,13,1,385521609454125062,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,14,1,385521609454125063,X'03');
+INSERT INTO fieldsync_log VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d4000000000000000f',2,15,1,385521609454125064,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000010',2,16,1,385521609454125065,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000011',2,17,1,385521609454125066,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418bf0d0949f2d246b3867b865587a93b0c0000000000000006',1,6,1,385521609567371264,X'0f');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',1,7,1,385521609571565568,X'08');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,19,1,385521609458319361,X'07');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',2,20,1,385521609458319362,X'0f');
+INSERT INTO fieldsync_log VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',2,18,1,385521609458319360,X'0f');
 CREATE TABLE fieldsync_ids(
   tbl INTEGER NOT NULL,
   gid BLOB NOT NULL,                -- the row's identity, encoded as fieldsync_log.pk
@@ -105,10 +109,10 @@ CREATE TABLE fieldsync_ids(
   sig BLOB,                         -- tables without a key: hash of the row's content
   PRIMARY KEY(tbl, gid)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_ids VALUES(4,X'91c4187ae786da9aab4a4cb4c54e4fb2b115490000000000000006',4,NULL);
-INSERT INTO fieldsync_ids VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000012',1,NULL);
-INSERT INTO fieldsync_ids VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000013',2,NULL);
-INSERT INTO fieldsync_ids VALUES(4,X'91c418c4dab6e915b34d168968dbd7f0f5b3e90000000000000014',3,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d4000000000000000f',1,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000010',2,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000011',3,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418bf0d0949f2d246b3867b865587a93b0c0000000000000006',4,NULL);
 INSERT INTO fieldsync_ids VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,X'd452c11fbf92be265d02ef213933fa30');
 INSERT INTO fieldsync_ids VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',3,X'03f4a3ce39d396ae2d5ccad248ac98f2');
 INSERT INTO fieldsync_ids VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',1,X'a9909fb63adb299a4995475ce44e2e38');
@@ -126,16 +130,27 @@ CREATE TABLE fieldsync_peers(
   acked_at INTEGER,                 -- HLC of the bundle its acknowledgements come from
   lost TEXT NOT NULL DEFAULT ''     -- its own change numbers it said it lost
 );
-INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795948709914,1795948709958,385378984336031764,'');
+INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795982714361,1795982714371,385521609466707968,'');
 CREATE TABLE fieldsync_peer_seqs(
   peer INTEGER NOT NULL,
   origin INTEGER NOT NULL,
   acked TEXT NOT NULL DEFAULT '',   -- what the peer said it has (its seen vector)
   sent TEXT NOT NULL DEFAULT '',    -- what was exported to it
+  lacks TEXT NOT NULL DEFAULT '',   -- of what was sent, what it reported missing, not yet sent again
   PRIMARY KEY(peer, origin)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_peer_seqs VALUES(1,1,'','1-7');
-INSERT INTO fieldsync_peer_seqs VALUES(1,2,'1-20','');
+INSERT INTO fieldsync_peer_seqs VALUES(1,1,'','1-7','');
+INSERT INTO fieldsync_peer_seqs VALUES(1,2,'1-20','','');
+CREATE TABLE fieldsync_assumed(
+  peer INTEGER NOT NULL,            -- fieldsync_peers.id
+  origin INTEGER NOT NULL,          -- fieldsync_sites.id
+  seqs TEXT NOT NULL,               -- ranges, e.g. '1-500'
+  PRIMARY KEY(peer, origin)
+) WITHOUT ROWID;
+CREATE TABLE fieldsync_lacks(
+  origin INTEGER PRIMARY KEY,
+  seqs TEXT NOT NULL
+);
 CREATE TABLE fieldsync_quarantine(
   id INTEGER PRIMARY KEY,
   tbl TEXT NOT NULL,                -- the app table
@@ -147,8 +162,78 @@ CREATE TABLE fieldsync_quarantine(
   first_at INTEGER NOT NULL,        -- unix ms
   last_at INTEGER NOT NULL,         -- unix ms of the last retry
   tries INTEGER NOT NULL DEFAULT 1,
-  record BLOB NOT NULL              -- the change as received (MessagePack)
+  record BLOB NOT NULL,             -- the change as received (MessagePack)
+  seqs BLOB                         -- its change numbers: 16-byte site id + 8-byte number, each
 );
+CREATE TABLE fieldsync_quarantine_waits(
+  tbl TEXT NOT NULL,                -- the app table, lower case; '*' for any change
+  pk BLOB NOT NULL,                 -- the row's canonical key; X'' for any row of tbl
+  entry INTEGER NOT NULL,           -- fieldsync_quarantine.id
+  PRIMARY KEY(tbl, pk, entry)
+) WITHOUT ROWID;
+CREATE TABLE fieldsync_discarded(
+  id INTEGER PRIMARY KEY,
+  entry INTEGER NOT NULL,           -- its number in the quarantine (fieldsync_quarantine.id)
+  discarded_at INTEGER NOT NULL,    -- unix ms
+  tbl TEXT NOT NULL,
+  key TEXT NOT NULL,                -- SQL literals
+  reason TEXT NOT NULL,             -- why it was held
+  detail TEXT NOT NULL,
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms it was first held
+  changes TEXT NOT NULL,            -- its change numbers, e.g. 'field-1#3, field-1#7'
+  vals TEXT NOT NULL                -- the values it carried, e.g. 'name = NULL, note = ''x'''
+);
+CREATE TABLE fieldsync_waiting(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL COLLATE NOCASE, -- the app table, as the bundle names it
+  pk BLOB NOT NULL,                 -- canonical encoding of the row's key
+  key TEXT NOT NULL,                -- the key as SQL literals
+  identity TEXT NOT NULL,           -- how the sender identifies the table's rows
+  waits TEXT NOT NULL,              -- the columns waited for, comma-separated; '' for the table
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  first_at INTEGER NOT NULL,        -- unix ms
+  record BLOB NOT NULL,             -- the values with their changes, by column name (MessagePack)
+  seqs BLOB NOT NULL,               -- its change numbers: 16-byte site id + 8-byte number, each
+  UNIQUE(tbl, pk)
+);
+CREATE TABLE fieldsync_peer_schema(
+  peer INTEGER NOT NULL,            -- fieldsync_peers.id
+  tbl TEXT NOT NULL COLLATE NOCASE, -- the app table
+  version TEXT NOT NULL,            -- 16 hex digits
+  reported INTEGER NOT NULL,        -- 1: the peer said so; 0: assumed from what was sent
+  PRIMARY KEY(peer, tbl)
+) WITHOUT ROWID;
+INSERT INTO fieldsync_peer_schema VALUES(1,'opt','e69e5baba4d6459b',1);
+INSERT INTO fieldsync_peer_schema VALUES(1,'person','b36e25c2ef2f68dc',1);
+INSERT INTO fieldsync_peer_schema VALUES(1,'place','55f0395c0609e067',1);
+INSERT INTO fieldsync_peer_schema VALUES(1,'tag','22cd5c6bb8270aad',1);
+INSERT INTO fieldsync_peer_schema VALUES(1,'visit','003ecd1c52e73b1e',1);
+CREATE TABLE fieldsync_schema_held(
+  id INTEGER PRIMARY KEY,
+  tbl TEXT NOT NULL COLLATE NOCASE, -- the app table
+  stmts TEXT NOT NULL,              -- the statements it would run (JSON array)
+  status TEXT NOT NULL,             -- held, failed, refused, not applied
+  why TEXT NOT NULL,                -- in words
+  sender TEXT NOT NULL,             -- the instance whose bundle brought it
+  at INTEGER NOT NULL,              -- unix ms it arrived
+  def BLOB NOT NULL                 -- the table as the bundle described it (MessagePack)
+);
+CREATE TABLE fieldsync_keys(
+  purpose TEXT PRIMARY KEY,         -- 'sign' (Ed25519) or 'encrypt' (age X25519)
+  public TEXT NOT NULL,             -- base64 of the 32-byte key (sign), or the age recipient 'age1...'
+  secret TEXT NOT NULL,             -- base64 of the 32-byte seed (sign), or 'AGE-SECRET-KEY-1...'
+  created_at INTEGER NOT NULL       -- unix ms
+);
+INSERT INTO fieldsync_keys VALUES('sign','24Jalz7GeKG6tgdGT9S0X2dmXTZw4qINRhdINpcXd9s=','2t07ucUO57nojkHe5KPR9bBccCxZ/kjfoI0dU+CqwME=',1795982714346);
+INSERT INTO fieldsync_keys VALUES('encrypt','age1ggrazzq6fz7klxl2cjcl260fcpdzp4709e5hwt2kawrcds5jzf6snlry8h','AGE-SECRET-KEY-1C7Z8CJGNWANQH2ZY62Z6FNNSHJ5HKACPQPUYVWHKRZKSSGWS3U6STVS3JJ',1795982714346);
+CREATE TABLE fieldsync_pins(
+  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the sender
+  public_key BLOB NOT NULL UNIQUE,  -- its 32-byte Ed25519 public key
+  name TEXT NOT NULL,               -- its name in that first bundle
+  first_seen INTEGER NOT NULL       -- unix ms of the import that pinned it
+);
+INSERT INTO fieldsync_pins VALUES(X'6c9c7bbb4ba14cafb8108e74d18a45d4',X'68025fdb99af8fb0fbc502e46cfa252ee84308f65d72e7df8f97a6dd6628aaa9','hq',1795982714357);
 CREATE TABLE fieldsync_conflicts(
   id INTEGER PRIMARY KEY,
   noticed_at INTEGER NOT NULL,      -- unix ms of the import
@@ -187,7 +272,7 @@ CREATE TABLE place(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT,
                    parent INTEGER REFERENCES place(id), person TEXT REFERENCES person(id));
 INSERT INTO place VALUES(1,'Sri Lanka',NULL,NULL);
 INSERT INTO place VALUES(2,'Galle',1,'p1');
-INSERT INTO place VALUES(3,'Nowhere',99,'p9');
+INSERT INTO place VALUES(3,'Nowhere',NULL,'p9');
 INSERT INTO place VALUES(4,'Unawatuna',2,'p7');
 CREATE TABLE opt(field TEXT, code TEXT, label TEXT);
 INSERT INTO opt VALUES('status','mis','Missing');
@@ -198,31 +283,32 @@ INSERT INTO sqlite_sequence VALUES('place',4);
 CREATE UNIQUE INDEX fieldsync_log_by_origin ON fieldsync_log(origin, seq);
 CREATE UNIQUE INDEX fieldsync_ids_local ON fieldsync_ids(tbl, local);
 CREATE INDEX fieldsync_quarantine_row ON fieldsync_quarantine(tbl, pk);
-CREATE TRIGGER "fieldsync_person_insert" AFTER INSERT ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
-CREATE TRIGGER "fieldsync_person_update_name" AFTER UPDATE OF "name" ON "person" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 2); END;
-CREATE TRIGGER "fieldsync_person_update_status" AFTER UPDATE OF "status" ON "person" WHEN OLD."status" IS NOT NEW."status" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 4); END;
-CREATE TRIGGER "fieldsync_person_update_code" AFTER UPDATE OF "code" ON "person" WHEN OLD."code" IS NOT NEW."code" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 8); END;
-CREATE TRIGGER "fieldsync_person_update_age" AFTER UPDATE OF "age" ON "person" WHEN OLD."age" IS NOT NEW."age" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 16); END;
-CREATE TRIGGER "fieldsync_person_rekey" AFTER UPDATE OF "id" ON "person" WHEN NEW."id" IS NOT OLD."id" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 3, julianday(), OLD."id"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
-CREATE TRIGGER "fieldsync_person_delete" AFTER DELETE ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 3, julianday(), OLD."id"); END;
-CREATE TRIGGER "fieldsync_visit_insert" AFTER INSERT ON "visit" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 1, julianday(), NEW."person", NEW."day"); END;
-CREATE TRIGGER "fieldsync_visit_update_note" AFTER UPDATE OF "note" ON "visit" WHEN OLD."note" IS NOT NEW."note" OR typeof(OLD."note") <> typeof(NEW."note") OR (NEW."note" = 0 AND typeof(NEW."note") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1, m0) VALUES (2, 2, julianday(), NEW."person", NEW."day", 2); END;
-CREATE TRIGGER "fieldsync_visit_update_score" AFTER UPDATE OF "score" ON "visit" WHEN OLD."score" IS NOT NEW."score" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1, m0) VALUES (2, 2, julianday(), NEW."person", NEW."day", 4); END;
-CREATE TRIGGER "fieldsync_visit_rekey" AFTER UPDATE OF "person", "day" ON "visit" WHEN NEW."person" IS NOT OLD."person" OR NEW."day" IS NOT OLD."day" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 3, julianday(), OLD."person", OLD."day"); INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 1, julianday(), NEW."person", NEW."day"); END;
-CREATE TRIGGER "fieldsync_visit_delete" AFTER DELETE ON "visit" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 3, julianday(), OLD."person", OLD."day"); END;
-CREATE TRIGGER "fieldsync_tag_insert" AFTER INSERT ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
-CREATE TRIGGER "fieldsync_tag_update_v" AFTER UPDATE OF "v" ON "tag" WHEN OLD."v" IS NOT NEW."v" OR typeof(OLD."v") <> typeof(NEW."v") OR (NEW."v" = 0 AND typeof(NEW."v") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (3, 2, julianday(), NEW."k", 2); END;
-CREATE TRIGGER "fieldsync_tag_rekey" AFTER UPDATE OF "k" ON "tag" WHEN NEW."k" IS NOT OLD."k" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
-CREATE TRIGGER "fieldsync_tag_delete" AFTER DELETE ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); END;
-CREATE TRIGGER "fieldsync_place_insert" AFTER INSERT ON "place" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 1, julianday(), NEW."id"); END;
-CREATE TRIGGER "fieldsync_place_update_name" AFTER UPDATE OF "name" ON "place" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 2); END;
-CREATE TRIGGER "fieldsync_place_update_parent" AFTER UPDATE OF "parent" ON "place" WHEN OLD."parent" IS NOT NEW."parent" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 4); END;
-CREATE TRIGGER "fieldsync_place_update_person" AFTER UPDATE OF "person" ON "place" WHEN OLD."person" IS NOT NEW."person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 8); END;
-CREATE TRIGGER "fieldsync_place_rekey" AFTER UPDATE OF "id" ON "place" WHEN NEW."id" IS NOT OLD."id" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 3, julianday(), OLD."id"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 1, julianday(), NEW."id"); END;
-CREATE TRIGGER "fieldsync_place_delete" AFTER DELETE ON "place" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 3, julianday(), OLD."id"); END;
-CREATE TRIGGER "fieldsync_opt_insert" AFTER INSERT ON "opt" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (5, 1, julianday(), NEW."rowid"); END;
-CREATE TRIGGER "fieldsync_opt_update_field" AFTER UPDATE OF "field" ON "opt" WHEN OLD."field" IS NOT NEW."field" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 2); END;
-CREATE TRIGGER "fieldsync_opt_update_code" AFTER UPDATE OF "code" ON "opt" WHEN OLD."code" IS NOT NEW."code" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 4); END;
-CREATE TRIGGER "fieldsync_opt_update_label" AFTER UPDATE OF "label" ON "opt" WHEN OLD."label" IS NOT NEW."label" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 8); END;
-CREATE TRIGGER "fieldsync_opt_delete" AFTER DELETE ON "opt" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (5, 3, julianday(), OLD."rowid"); END;
+CREATE INDEX fieldsync_quarantine_waits_entry ON fieldsync_quarantine_waits(entry);
+CREATE TRIGGER "fieldsync_insert_1" AFTER INSERT ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_update_1_1" AFTER UPDATE OF "name" ON "person" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 2); END;
+CREATE TRIGGER "fieldsync_update_1_2" AFTER UPDATE OF "status" ON "person" WHEN OLD."status" IS NOT NEW."status" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 4); END;
+CREATE TRIGGER "fieldsync_update_1_3" AFTER UPDATE OF "code" ON "person" WHEN OLD."code" IS NOT NEW."code" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 8); END;
+CREATE TRIGGER "fieldsync_update_1_4" AFTER UPDATE OF "age" ON "person" WHEN OLD."age" IS NOT NEW."age" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (1, 2, julianday(), NEW."id", 16); END;
+CREATE TRIGGER "fieldsync_rekey_1" AFTER UPDATE OF "id" ON "person" WHEN NEW."id" IS NOT OLD."id" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 3, julianday(), OLD."id"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_delete_1" AFTER DELETE ON "person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (1, 3, julianday(), OLD."id"); END;
+CREATE TRIGGER "fieldsync_insert_2" AFTER INSERT ON "visit" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 1, julianday(), NEW."person", NEW."day"); END;
+CREATE TRIGGER "fieldsync_update_2_1" AFTER UPDATE OF "note" ON "visit" WHEN OLD."note" IS NOT NEW."note" OR typeof(OLD."note") <> typeof(NEW."note") OR (NEW."note" = 0 AND typeof(NEW."note") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1, m0) VALUES (2, 2, julianday(), NEW."person", NEW."day", 2); END;
+CREATE TRIGGER "fieldsync_update_2_2" AFTER UPDATE OF "score" ON "visit" WHEN OLD."score" IS NOT NEW."score" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1, m0) VALUES (2, 2, julianday(), NEW."person", NEW."day", 4); END;
+CREATE TRIGGER "fieldsync_rekey_2" AFTER UPDATE OF "person", "day" ON "visit" WHEN NEW."person" IS NOT OLD."person" OR NEW."day" IS NOT OLD."day" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 3, julianday(), OLD."person", OLD."day"); INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 1, julianday(), NEW."person", NEW."day"); END;
+CREATE TRIGGER "fieldsync_delete_2" AFTER DELETE ON "visit" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, k1) VALUES (2, 3, julianday(), OLD."person", OLD."day"); END;
+CREATE TRIGGER "fieldsync_insert_3" AFTER INSERT ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
+CREATE TRIGGER "fieldsync_update_3_1" AFTER UPDATE OF "v" ON "tag" WHEN OLD."v" IS NOT NEW."v" OR typeof(OLD."v") <> typeof(NEW."v") OR (NEW."v" = 0 AND typeof(NEW."v") = 'real') BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (3, 2, julianday(), NEW."k", 2); END;
+CREATE TRIGGER "fieldsync_rekey_3" AFTER UPDATE OF "k" ON "tag" WHEN NEW."k" IS NOT OLD."k" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 1, julianday(), NEW."k"); END;
+CREATE TRIGGER "fieldsync_delete_3" AFTER DELETE ON "tag" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (3, 3, julianday(), OLD."k"); END;
+CREATE TRIGGER "fieldsync_insert_4" AFTER INSERT ON "place" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_update_4_1" AFTER UPDATE OF "name" ON "place" WHEN OLD."name" IS NOT NEW."name" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 2); END;
+CREATE TRIGGER "fieldsync_update_4_2" AFTER UPDATE OF "parent" ON "place" WHEN OLD."parent" IS NOT NEW."parent" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 4); END;
+CREATE TRIGGER "fieldsync_update_4_3" AFTER UPDATE OF "person" ON "place" WHEN OLD."person" IS NOT NEW."person" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (4, 2, julianday(), NEW."id", 8); END;
+CREATE TRIGGER "fieldsync_rekey_4" AFTER UPDATE OF "id" ON "place" WHEN NEW."id" IS NOT OLD."id" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 3, julianday(), OLD."id"); INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 1, julianday(), NEW."id"); END;
+CREATE TRIGGER "fieldsync_delete_4" AFTER DELETE ON "place" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (4, 3, julianday(), OLD."id"); END;
+CREATE TRIGGER "fieldsync_insert_5" AFTER INSERT ON "opt" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (5, 1, julianday(), NEW."rowid"); END;
+CREATE TRIGGER "fieldsync_update_5_1" AFTER UPDATE OF "field" ON "opt" WHEN OLD."field" IS NOT NEW."field" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 2); END;
+CREATE TRIGGER "fieldsync_update_5_2" AFTER UPDATE OF "code" ON "opt" WHEN OLD."code" IS NOT NEW."code" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 4); END;
+CREATE TRIGGER "fieldsync_update_5_3" AFTER UPDATE OF "label" ON "opt" WHEN OLD."label" IS NOT NEW."label" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0, m0) VALUES (5, 2, julianday(), NEW."rowid", 8); END;
+CREATE TRIGGER "fieldsync_delete_5" AFTER DELETE ON "opt" BEGIN INSERT INTO fieldsync_pending(t, op, at, k0) VALUES (5, 3, julianday(), OLD."rowid"); END;
 COMMIT;

@@ -1,20 +1,26 @@
-//! The bundle file format, version 3 (versions 1 and 2 are still read):
-//! constants and the structures that are encoded. spec/bundle.md is the
+//! The bundle file format, version 4 (versions 1 to 3, unsigned, are still
+//! read): constants and the structures that are encoded. spec/bundle.md is the
 //! normative description; this file and the golden bundles under tests/data/
 //! must agree with it.
 //!
 //! ```text
 //! magic     8 bytes   89 46 53 42 0D 0A 1A 0A  ("\x89FSB\r\n\x1a\n")
-//! version   u16 LE    3 (2: no row identities or tagged references in the
-//!                     header; 1: the body holds rows instead of blocks)
+//! version   u16 LE    4 (3: no signature; 2: no row identities or tagged
+//!                     references in the header; 1: the body holds rows
+//!                     instead of blocks)
 //! hlen      u32 LE    length of the header
 //! header    hlen bytes, MessagePack map (field names as keys)
 //! body      one zstd frame holding MessagePack values:
 //!             block*  (arrays of columns, see BlockWire; v1: rows, RowWire)
 //!             nil     end marker
 //!             end     (array, see End)
-//! checksum  32 bytes  BLAKE3 of every byte before it
+//! checksum  32 bytes  BLAKE3 of every byte before it (C)
+//! signer    32 bytes  v4: the signer's Ed25519 public key (K)
+//! signature 64 bytes  v4: Ed25519 by K over SIGNATURE_CONTEXT ‖ C ‖ K
 //! ```
+//!
+//! The signed trailer has a fixed place at the end so the signature is
+//! checked before the header is parsed (spec/trust.md, "Signed envelope").
 
 use std::fmt;
 use std::marker::PhantomData;
@@ -33,8 +39,11 @@ use crate::catalog::layout::Identity;
 /// conversion by mail or FTP in text mode.
 pub const MAGIC: [u8; 8] = [0x89, b'F', b'S', b'B', b'\r', b'\n', 0x1a, b'\n'];
 
-/// The format version this build writes (it reads this one, 2 and 1).
-pub const FORMAT_VERSION: u16 = 3;
+/// The format version this build writes (it reads this one and 1 to 3).
+pub const FORMAT_VERSION: u16 = 4;
+
+/// The first format version whose bundles are signed.
+pub const SIGNED_VERSION: u16 = 4;
 
 /// The oldest format version this build reads.
 pub const OLDEST_READABLE_VERSION: u16 = 1;
@@ -52,8 +61,32 @@ pub const BLOCK_VALUE_BYTES: usize = 1 << 20;
 /// Bytes before the header: magic, version, header length.
 pub const PREAMBLE_LEN: u64 = 8 + 2 + 4;
 
-/// Length of the trailing checksum.
+/// Length of the checksum (the whole trailer of versions 1 to 3).
 pub const CHECKSUM_LEN: u64 = 32;
+
+/// Length of the signer's public key and of the signature after the
+/// checksum (version 4).
+pub const SIGNATURE_LEN: u64 = 32 + 64;
+
+/// What a signature of version 4 signs before the checksum and the key:
+/// a signature made for anything else can never be taken for one.
+pub const SIGNATURE_CONTEXT: &[u8] = b"fieldsync bundle signature v4\0";
+
+/// Bytes after the body of a bundle of format `version`: the checksum, and
+/// from version 4 the signer's key and the signature.
+pub fn trailer_len(version: u16) -> u64 {
+    if version >= SIGNED_VERSION {
+        CHECKSUM_LEN + SIGNATURE_LEN
+    } else {
+        CHECKSUM_LEN
+    }
+}
+
+/// The message a version-4 signature signs: the context, the checksum `C`
+/// and the signer's public key `K`.
+pub fn signed_message(checksum: &[u8; 32], key: &[u8; 32]) -> Vec<u8> {
+    [SIGNATURE_CONTEXT, checksum.as_slice(), key.as_slice()].concat()
+}
 
 /// Largest header accepted.
 pub const MAX_HEADER_BYTES: u32 = 16 << 20;

@@ -1,8 +1,11 @@
 //! Reading a bundle: checking it whole before anything is applied, then
 //! streaming its records one at a time.
 //!
-//! [`verify`] reads the file once and compares the checksum, so a damaged or
-//! incomplete file is refused before the database is touched. [`BundleReader`]
+//! [`verify`] checks, in this order, the magic, the format version, the
+//! signature over the checksum (format version 4: the last 96 bytes hold
+//! the signer's key and the signature, spec/trust.md), and then reads the
+//! file once and compares the checksum, so a forged, damaged or incomplete
+//! file is refused before its header is parsed or the database touched. [`BundleReader`]
 //! then decodes records one by one, hashing again as it goes, and
 //! [`BundleReader::finish`] checks the end record and the checksum once more,
 //! so a file that changed between the two passes is caught before commit.
@@ -12,10 +15,13 @@ use std::io::{self, BufRead, BufReader, Read, Seek, SeekFrom, Take};
 
 use std::collections::VecDeque;
 
+use ed25519_dalek::{Signature, VerifyingKey};
+
 use crate::base::colset::{ColSet, SENTINEL};
 use crate::bundle::format::{
     BlockWire, CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC, MAX_HEADER_BYTES,
-    MAX_RECORD_BYTES, OLDEST_READABLE_VERSION, PREAMBLE_LEN, RowRecord, RowWire, VersionRecord,
+    MAX_RECORD_BYTES, OLDEST_READABLE_VERSION, PREAMBLE_LEN, RowRecord, RowWire, SIGNATURE_LEN,
+    SIGNED_VERSION, VersionRecord, signed_message, trailer_len,
 };
 use crate::catalog::site::check_name;
 use crate::error::BundleError;
@@ -37,6 +43,23 @@ impl<R: Read> Read for HashReader<R> {
 /// Read the preamble: check magic and version, return the format version
 /// and the header length.
 fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<(u16, u32), BundleError> {
+    let version = read_version(r)?;
+    let mut hlen = [0u8; 4];
+    read_exact_or_truncated(r, &mut hlen)?;
+    let hlen = u32::from_le_bytes(hlen);
+    if hlen > MAX_HEADER_BYTES {
+        return Err(BundleError::Malformed {
+            detail: format!("header length {hlen} is over the limit"),
+        });
+    }
+    if PREAMBLE_LEN + u64::from(hlen) + trailer_len(version) > file_len {
+        return Err(BundleError::Truncated);
+    }
+    Ok((version, hlen))
+}
+
+/// Read the magic and the format version, and check both.
+fn read_version<R: Read>(r: &mut R) -> Result<u16, BundleError> {
     let mut magic = [0u8; 8];
     read_exact_or_truncated(r, &mut magic)?;
     if magic != MAGIC {
@@ -59,18 +82,45 @@ fn read_preamble<R: Read>(r: &mut R, file_len: u64) -> Result<(u16, u32), Bundle
             detail: format!("unknown format version {version}"),
         });
     }
-    let mut hlen = [0u8; 4];
-    read_exact_or_truncated(r, &mut hlen)?;
-    let hlen = u32::from_le_bytes(hlen);
-    if hlen > MAX_HEADER_BYTES {
-        return Err(BundleError::Malformed {
-            detail: format!("header length {hlen} is over the limit"),
-        });
-    }
-    if PREAMBLE_LEN + u64::from(hlen) + CHECKSUM_LEN > file_len {
+    Ok(version)
+}
+
+/// Who signed a bundle: its signer's Ed25519 public key, checked against the
+/// signature over the checksum, or nothing for the unsigned versions 1 to 3.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signer {
+    /// The bundle's format version.
+    pub version: u16,
+    /// The key whose signature over the checksum holds (version 4).
+    pub key: Option<VerifyingKey>,
+}
+
+/// Read a version-4 trailer (the last 128 bytes: checksum, key, signature)
+/// and check the signature over the checksum. Returns the key and the
+/// checksum it signed. Leaves the reader anywhere.
+fn check_signature<R: Read + Seek>(
+    r: &mut R,
+    len: u64,
+) -> Result<(VerifyingKey, [u8; 32]), BundleError> {
+    let trailer = CHECKSUM_LEN + SIGNATURE_LEN;
+    if len < PREAMBLE_LEN + trailer {
         return Err(BundleError::Truncated);
     }
-    Ok((version, hlen))
+    r.seek(SeekFrom::Start(len - trailer))?;
+    let mut checksum = [0u8; 32];
+    let mut key = [0u8; 32];
+    let mut signature = [0u8; 64];
+    read_exact_or_truncated(r, &mut checksum)?;
+    read_exact_or_truncated(r, &mut key)?;
+    read_exact_or_truncated(r, &mut signature)?;
+    let public = VerifyingKey::from_bytes(&key).map_err(|_| BundleError::SignatureInvalid)?;
+    public
+        .verify_strict(
+            &signed_message(&checksum, &key),
+            &Signature::from_bytes(&signature),
+        )
+        .map_err(|_| BundleError::SignatureInvalid)?;
+    Ok((public, checksum))
 }
 
 fn read_exact_or_truncated<R: Read>(r: &mut R, buf: &mut [u8]) -> Result<(), BundleError> {
@@ -86,9 +136,11 @@ fn file_len<R: Seek>(r: &mut R) -> Result<u64, BundleError> {
     Ok(len)
 }
 
-/// Check a bundle's signature, version and checksum, reading it once from
-/// the start. Leaves the reader at the start.
-pub fn verify<R: Read + Seek>(r: &mut R) -> Result<(), BundleError> {
+/// Check a bundle's magic, version, signature (version 4) and checksum, in
+/// that order, before anything of its header is parsed; return who signed
+/// it. Whether that signer may send it is the importer's decision
+/// (`src/receive/trust.rs`). Leaves the reader at the start.
+pub fn verify<R: Read + Seek>(r: &mut R) -> Result<Signer, BundleError> {
     let len = file_len(r)?;
     if len < PREAMBLE_LEN + CHECKSUM_LEN {
         // Say "not a bundle" rather than "truncated" for a short unrelated file.
@@ -100,8 +152,17 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<(), BundleError> {
         }
         return Err(BundleError::Truncated);
     }
+    let version = read_version(r)?;
+    let (key, signed) = if version >= SIGNED_VERSION {
+        let (key, checksum) = check_signature(r, len)?;
+        (Some(key), Some(checksum))
+    } else {
+        (None, None)
+    };
+    r.seek(SeekFrom::Start(0))?;
+    let trailer = trailer_len(version);
     let mut hr = HashReader {
-        inner: r.by_ref().take(len - CHECKSUM_LEN),
+        inner: r.by_ref().take(len - trailer),
         hasher: blake3::Hasher::new(),
     };
     read_preamble(&mut hr, len)?;
@@ -110,10 +171,33 @@ pub fn verify<R: Read + Seek>(r: &mut R) -> Result<(), BundleError> {
     let mut stored = [0u8; 32];
     read_exact_or_truncated(r, &mut stored)?;
     r.seek(SeekFrom::Start(0))?;
+    if signed.is_some_and(|c| c != stored) {
+        // The file changed while it was read.
+        return Err(BundleError::ChecksumMismatch);
+    }
     if computed.as_bytes() != &stored {
         return Err(BundleError::ChecksumMismatch);
     }
-    Ok(())
+    Ok(Signer { version, key })
+}
+
+/// The format version and, for version 4, the public key in the trailer,
+/// without checking the signature: for `inspect` of a file whose signature
+/// or checksum fails. Leaves the reader at the start.
+pub fn read_signer_unchecked<R: Read + Seek>(
+    r: &mut R,
+) -> Result<(u16, Option<[u8; 32]>), BundleError> {
+    let len = file_len(r)?;
+    let version = read_version(r)?;
+    let mut key = None;
+    if version >= SIGNED_VERSION && len >= PREAMBLE_LEN + CHECKSUM_LEN + SIGNATURE_LEN {
+        r.seek(SeekFrom::Start(len - SIGNATURE_LEN))?;
+        let mut k = [0u8; 32];
+        read_exact_or_truncated(r, &mut k)?;
+        key = Some(k);
+    }
+    r.seek(SeekFrom::Start(0))?;
+    Ok((version, key))
 }
 
 /// Read only the header (no checksum check): for `inspect` of a damaged file.
@@ -257,8 +341,11 @@ pub struct BundleReader<R: Read> {
     header: Header,
     body: Option<Body<R>>,
     end: Option<End>,
-    /// The file's format version (1 or 2).
+    /// The file's format version (1 to 4).
     version: u16,
+    /// Who signed it, and the checksum the signature covers (version 4).
+    signer: Signer,
+    signed: Option<[u8; 32]>,
     /// Rows of the current block not handed out yet.
     queue: VecDeque<RowRecord>,
     prev_seq: u64,
@@ -270,11 +357,20 @@ pub struct BundleReader<R: Read> {
 }
 
 impl<R: Read + Seek> BundleReader<R> {
-    /// Open a bundle positioned at its start: read preamble and header.
-    /// Call [`verify`] first; this does not check the checksum until
-    /// [`finish`](Self::finish).
+    /// Open a bundle positioned at its start: check the signature (version
+    /// 4) and read preamble and header. Call [`verify`] first; this does not
+    /// check the checksum until [`finish`](Self::finish), which compares it
+    /// with the one the signature covers.
     pub fn open(mut r: R) -> Result<Self, BundleError> {
         let len = file_len(&mut r)?;
+        let version = read_version(&mut r)?;
+        let (key, signed) = if version >= SIGNED_VERSION {
+            let (key, checksum) = check_signature(&mut r, len)?;
+            (Some(key), Some(checksum))
+        } else {
+            (None, None)
+        };
+        r.seek(SeekFrom::Start(0))?;
         let mut hr = HashReader {
             inner: r,
             hasher: blake3::Hasher::new(),
@@ -282,7 +378,7 @@ impl<R: Read + Seek> BundleReader<R> {
         let (version, hlen) = read_preamble(&mut hr, len)?;
         let header = decode_header(&mut hr, hlen)?;
         check_header(&header)?;
-        let body_len = len - PREAMBLE_LEN - u64::from(hlen) - CHECKSUM_LEN;
+        let body_len = len - PREAMBLE_LEN - u64::from(hlen) - trailer_len(version);
         let decoder = zstd::stream::read::Decoder::with_buffer(BufReader::new(hr.take(body_len)))?
             .single_frame();
         let per_table = vec![0; header.tables.len()];
@@ -291,6 +387,8 @@ impl<R: Read + Seek> BundleReader<R> {
             body: Some(BufReader::new(decoder)),
             end: None,
             version,
+            signer: Signer { version, key },
+            signed,
             queue: VecDeque::new(),
             prev_seq: 0,
             prev_hlc: 0,
@@ -306,6 +404,11 @@ impl<R: Read> BundleReader<R> {
     /// The header.
     pub fn header(&self) -> &Header {
         &self.header
+    }
+
+    /// Who signed the bundle (checked when it was opened).
+    pub fn signer(&self) -> Signer {
+        self.signer
     }
 
     /// Lower the per-record size limit (the fuzzers use this).
@@ -554,7 +657,7 @@ impl<R: Read> BundleReader<R> {
         let computed = hr.hasher.finalize();
         let mut stored = [0u8; 32];
         read_exact_or_truncated(&mut hr.inner, &mut stored)?;
-        if computed.as_bytes() != &stored {
+        if computed.as_bytes() != &stored || self.signed.is_some_and(|c| c != stored) {
             return Err(BundleError::ChecksumMismatch);
         }
         Ok(end)

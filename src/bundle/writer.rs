@@ -1,14 +1,18 @@
 //! Writing a bundle as a stream: header first, then blocks of rows through
-//! zstd, then the end record and the checksum. Nothing but the current block
+//! zstd, then the end record, the checksum and the signature (format
+//! version 4: the checksum, the signer's Ed25519 public key, and the
+//! signature over both, spec/trust.md). Nothing but the current block
 //! (at most [`MAX_BLOCK_ROWS`] rows and about [`BLOCK_VALUE_BYTES`] of
 //! values, or one larger row) is held in memory, whatever the bundle's size.
 
 use std::io::{self, Write};
 
+use ed25519_dalek::{Signer as _, SigningKey};
+
 use crate::base::value::Value;
 use crate::bundle::format::{
-    BLOCK_VALUE_BYTES, BlockWireOut, CHECKSUM_LEN, End, FORMAT_VERSION, Header, MAGIC,
-    MAX_BLOCK_ITEMS, MAX_BLOCK_ROWS, MAX_HEADER_BYTES, VersionRecord, ZSTD_LEVEL,
+    BLOCK_VALUE_BYTES, BlockWireOut, End, FORMAT_VERSION, Header, MAGIC, MAX_BLOCK_ITEMS,
+    MAX_BLOCK_ROWS, MAX_HEADER_BYTES, VersionRecord, ZSTD_LEVEL, signed_message, trailer_len,
 };
 use crate::error::BundleError;
 
@@ -44,9 +48,10 @@ pub struct WriteSummary {
     pub bytes: u64,
 }
 
-/// Streams one bundle into `W`.
+/// Streams one bundle into `W`, signed by the key it was given.
 pub struct BundleWriter<W: Write> {
     body: zstd::stream::write::Encoder<'static, HashWriter<W>>,
+    signer: SigningKey,
     prev_seq: u64,
     prev_hlc: u64,
     summary: WriteSummary,
@@ -65,8 +70,9 @@ struct Block {
 }
 
 impl<W: Write> BundleWriter<W> {
-    /// Write the preamble and header, and start the body.
-    pub fn new(out: W, header: &Header) -> Result<Self, BundleError> {
+    /// Write the preamble and header, and start the body; the bundle will
+    /// be signed by `signer` (an instance's own key, `src/catalog/keys.rs`).
+    pub fn new(out: W, header: &Header, signer: &SigningKey) -> Result<Self, BundleError> {
         let header_bytes = rmp_serde::to_vec_named(header).map_err(|e| BundleError::Malformed {
             detail: format!("cannot encode the header: {e}"),
         })?;
@@ -89,6 +95,7 @@ impl<W: Write> BundleWriter<W> {
         let body = zstd::stream::write::Encoder::new(hw, ZSTD_LEVEL)?;
         Ok(BundleWriter {
             body,
+            signer: signer.clone(),
             prev_seq: 0,
             prev_hlc: 0,
             block: Block::default(),
@@ -177,7 +184,8 @@ impl<W: Write> BundleWriter<W> {
         Ok(())
     }
 
-    /// Write the end record and the checksum; return the inner writer.
+    /// Write the end record, the checksum and the signature; return the
+    /// inner writer.
     pub fn finish(mut self) -> Result<(W, WriteSummary), BundleError> {
         if !self.block.wire.table.is_empty() {
             self.flush_block()?;
@@ -191,10 +199,14 @@ impl<W: Write> BundleWriter<W> {
         rmp_serde::encode::write(&mut self.body, &end).map_err(encode_error)?;
         let mut hw = self.body.finish()?;
         let hash = hw.hasher.finalize();
+        let key = self.signer.verifying_key().to_bytes();
+        let signature = self.signer.sign(&signed_message(hash.as_bytes(), &key));
         hw.inner.write_all(hash.as_bytes())?;
+        hw.inner.write_all(&key)?;
+        hw.inner.write_all(&signature.to_bytes())?;
         hw.inner.flush()?;
         let mut summary = self.summary;
-        summary.bytes = hw.written + CHECKSUM_LEN;
+        summary.bytes = hw.written + trailer_len(FORMAT_VERSION);
         Ok((hw.inner, summary))
     }
 }

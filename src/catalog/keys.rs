@@ -3,11 +3,14 @@
 //!
 //! Two pairs, made together at `init` (or when a database of an older
 //! engine schema is first opened) and never changed: an Ed25519 pair
-//! (`sign`) that will sign the bundles this instance writes, and an age
+//! (`sign`) that signs the bundles this instance writes ([`signing_key`]
+//! hands it to the bundle writer, inside the library only), and an age
 //! X25519 identity (`encrypt`) that bundles sent to this instance will be
 //! encrypted to. The private halves stay in the database beside the
-//! personal data they protect; nothing in this module hands them out, and
-//! [`KeyReport`], the only thing that leaves it, holds public halves only.
+//! personal data they protect; nothing in this module hands them out of the
+//! library (the test-only `fuzzing::signing_key` aside, behind the
+//! `fuzzing` feature), and [`KeyReport`], the only thing that leaves it,
+//! holds public halves only.
 //!
 //! Randomness comes from the operating system (`getrandom` for the Ed25519
 //! seed; age's own generator, the same OS source, for the X25519 identity).
@@ -33,6 +36,11 @@ const ENCRYPT: &str = "encrypt";
 /// anything else can never be taken for one.
 const FINGERPRINT_CONTEXT: &str = "fieldsync 2026-11 instance key fingerprint v1";
 
+/// BLAKE3 key-derivation context of the fingerprint of a signing key alone
+/// (what `inspect` and refusals show of a bundle's signer, which carries
+/// only its Ed25519 key).
+const SIGNING_FINGERPRINT_CONTEXT: &str = "fieldsync 2026-11 signing key fingerprint v1";
+
 /// Bytes of the BLAKE3 hash a fingerprint shows (80 bits; spec/trust.md
 /// says why that is enough).
 pub const FINGERPRINT_BYTES: usize = 10;
@@ -57,6 +65,10 @@ pub struct KeyReport {
     /// BLAKE3 of both public keys, 16 characters of Crockford base 32 in
     /// four groups (`7KQ4-M2XA-9TFE-3HWR`), to read over the phone.
     pub fingerprint: String,
+    /// The fingerprint of the Ed25519 public key alone, as `inspect` and
+    /// refused imports show a bundle's signer (text output only).
+    #[serde(skip)]
+    pub signing_fingerprint: String,
 }
 
 /// The public halves of this instance's keys, checked against their
@@ -95,6 +107,40 @@ pub fn fingerprint(sign: &[u8; 32], recipient: &str) -> String {
     let mut bytes = [0u8; FINGERPRINT_BYTES];
     bytes.copy_from_slice(&hash.as_bytes()[..FINGERPRINT_BYTES]);
     group(&base32(&bytes), 4)
+}
+
+/// The fingerprint of an Ed25519 public key alone, in the same form as
+/// [`fingerprint`] but under its own context: what a bundle's signer is
+/// shown as (a bundle carries the signing key only).
+pub fn signing_fingerprint(sign: &[u8; 32]) -> String {
+    let mut hasher = blake3::Hasher::new_derive_key(SIGNING_FINGERPRINT_CONTEXT);
+    hasher.update(sign);
+    let hash = hasher.finalize();
+    group(&base32(&hash.as_bytes()[..FINGERPRINT_BYTES]), 4)
+}
+
+/// This instance's signing key, which signs every bundle it writes. It is
+/// handed to the bundle writer only and never leaves the library.
+pub(crate) fn signing_key(conn: &Connection) -> Result<SigningKey, Error> {
+    let (public, secret) = key_row(conn, SIGN)?;
+    let mut seed: [u8; 32] = BASE64
+        .decode(secret.as_bytes())
+        .ok()
+        .and_then(|b| b.try_into().ok())
+        .ok_or_else(|| damaged("the signing key's private half is malformed"))?;
+    let key = SigningKey::from_bytes(&seed);
+    seed.zeroize();
+    if BASE64.encode(key.verifying_key().as_bytes()) != public {
+        return Err(damaged(
+            "the signing key's public half does not match its private half",
+        ));
+    }
+    Ok(key)
+}
+
+/// A public key as text (base64), as `fieldsync key` shows it.
+pub fn key_text(key: &[u8; 32]) -> String {
+    BASE64.encode(key)
 }
 
 /// Crockford base 32 of `bytes`, most significant bit first, without

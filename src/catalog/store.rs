@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 7;
+pub const ENGINE_SCHEMA: i64 = 8;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -204,6 +204,16 @@ CREATE TABLE IF NOT EXISTS fieldsync_keys(
   public TEXT NOT NULL,             -- base64 of the 32-byte key (sign), or the age recipient 'age1...'
   secret TEXT NOT NULL,             -- base64 of the 32-byte seed (sign), or 'AGE-SECRET-KEY-1...'
   created_at INTEGER NOT NULL       -- unix ms
+);
+-- The signing key of each instance whose bundles were imported here,
+-- pinned at the first signed bundle from its site id (trust on first use,
+-- spec/trust.md): a later bundle from that site id signed by another key,
+-- or this key claiming another site id, is refused. Engine schema 8.
+CREATE TABLE IF NOT EXISTS fieldsync_pins(
+  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the sender
+  public_key BLOB NOT NULL UNIQUE,  -- its 32-byte Ed25519 public key
+  name TEXT NOT NULL,               -- its name in that first bundle
+  first_seen INTEGER NOT NULL       -- unix ms of the import that pinned it
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(

@@ -33,6 +33,7 @@ use crate::base::seqset::SeqSet;
 use crate::base::site_id::SiteId;
 use crate::base::value::{Value, encode_key};
 use crate::bundle::format::{OriginSeqs, TableDef, VersionRecord};
+use crate::bundle::reader::Signer;
 use crate::bundle::{BundleReader, Header, RowRecord};
 use crate::catalog::layout::Identity;
 use crate::catalog::peers::{
@@ -204,13 +205,21 @@ struct Origins {
 }
 
 /// Check a bundle's header against this instance before anything is
-/// applied: not our own bundle, and every table and column it carries
-/// matches the tracked schema.
+/// applied: its signer may send it ([`crate::receive::trust::admit`]), not
+/// our own bundle, and every table and column it carries matches the
+/// tracked schema.
 pub(crate) fn preflight(
     conn: &Connection,
     s: &Session,
     header: &Header,
+    signer: Signer,
 ) -> Result<Vec<Mapped>, Error> {
+    crate::receive::trust::admit(conn, s, header, signer)?;
+    preflight_tables(conn, s, header)
+}
+
+/// [`preflight`] but for the signer, already admitted.
+fn preflight_tables(conn: &Connection, s: &Session, header: &Header) -> Result<Vec<Mapped>, Error> {
     if header.sender.id == s.local {
         return Err(ImportError::FromSelf {
             name: s.name.clone(),
@@ -484,7 +493,7 @@ pub(crate) fn check_records<R: Read>(
     mut reader: BundleReader<R>,
 ) -> Result<(), Error> {
     let header = reader.header().clone();
-    let mapped = preflight(conn, s, &header)?;
+    let mapped = preflight(conn, s, &header, reader.signer())?;
     let origins = dry_origins(s, &header);
     // Key affinities are converted by SQLite itself, on a private database.
     let scratch = Connection::open_in_memory()?;
@@ -582,11 +591,16 @@ impl<R: Read> Importing<R> {
     /// they had not seen), learn the origins.
     fn begin(tx: &Transaction, s: &mut Session, reader: BundleReader<R>) -> Result<Self, Error> {
         let header = reader.header().clone();
+        // Who signed it, first: a first contact is pinned in this
+        // transaction, so a refused import pins nothing.
+        if let Some(new) = crate::receive::trust::admit(tx, s, &header, reader.signer())? {
+            crate::receive::trust::pin(tx, &header, &new)?;
+        }
         let followed = crate::local::follow::follow_schema(tx, s)?;
         // The schema changes the bundle brings, before its tables are mapped.
         let received =
             crate::receive::schema_changes::receive(tx, s, &header.tables, &header.sender.name)?;
-        let mapped = preflight(tx, s, &header)?;
+        let mapped = preflight_tables(tx, s, &header)?;
         let mut stamped = crate::local::stamp::stamp_pending(tx, s)?;
         stamped.absorb(followed.stamped);
         stamped.absorb(received.stamped);
@@ -642,7 +656,7 @@ impl<R: Read> Importing<R> {
         self.warnings.extend(followed.notices);
         if followed.changed {
             self.tables = s.catalog.tables().to_vec();
-            self.mapped = preflight(tx, s, &self.header)?;
+            self.mapped = preflight_tables(tx, s, &self.header)?;
             self.ap.forget_sql();
         }
         // Another import may have held changes meanwhile.

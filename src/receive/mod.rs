@@ -3,7 +3,8 @@
 //! merges them by the rules of [`crate::merge`] and has [`write`](mod@write)
 //! write the app's rows; [`settle`] retries the changes the database
 //! refused, and those that cannot be written yet wait in [`quarantine`].
-//! Values overwritten by concurrent edits are logged in [`conflicts`]. A
+//! Before anything of a bundle is looked at, [`trust`] decides whether its
+//! signer may send it. Values overwritten by concurrent edits are logged in [`conflicts`]. A
 //! change's writes that must vanish together sit in a savepoint
 //! ([`crate::catalog::savepoint`]); what
 //! the changes of one import share while applied is an [`applier`]. A
@@ -17,6 +18,7 @@ pub(crate) mod import;
 pub(crate) mod quarantine;
 pub(crate) mod schema_changes;
 pub(crate) mod settle;
+pub(crate) mod trust;
 pub(crate) mod upgrade;
 pub(crate) mod waiting;
 pub(crate) mod write;

@@ -192,7 +192,9 @@ pub(crate) fn write_prepared<W: Write>(
     out: W,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(W, WriteSummary), Error> {
-    let mut writer = BundleWriter::new(out, &p.header)?;
+    // Signed with this instance's own key, which goes to the writer only.
+    let key = crate::catalog::keys::signing_key(conn)?;
+    let mut writer = BundleWriter::new(out, &p.header, &key)?;
     write_rows(conn, &p.plan, &mut writer, progress)?;
     Ok(writer.finish()?)
 }

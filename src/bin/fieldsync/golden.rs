@@ -171,7 +171,9 @@ fn play(dir: &Path, json: bool, bin: Option<&Path>) -> String {
             Pause => std::thread::sleep(std::time::Duration::from_millis(20)),
             Damage(from, to) => {
                 let mut bytes = std::fs::read(dir.join(from)).expect("bundle to damage");
-                let at = bytes.len() - 40;
+                // In the body, before the signed trailer (checksum, key,
+                // signature: 128 bytes).
+                let at = bytes.len() - 40 - 96;
                 bytes[at] ^= 0x55;
                 std::fs::write(dir.join(to), bytes).expect("damaged bundle");
             }
@@ -218,16 +220,23 @@ fn sites(dir: &Path) -> Vec<(String, String)> {
             let instance = fieldsync::Instance::open(db).ok()?;
             let name = instance.name().ok()?;
             let id = instance.site_id().ok()?.to_string();
-            Some((id, name))
+            let key = instance.key().ok()?;
+            Some([
+                (id, format!("<site {name}>")),
+                (key.public_key, format!("<key {name}>")),
+                (key.signing_fingerprint, format!("<fingerprint {name}>")),
+            ])
         })
+        .flatten()
         .collect()
 }
 
 /// Replace what changes from run to run with placeholders.
 fn normalise(text: &str, dir: &Path, sites: &[(String, String)]) -> String {
     let mut s = text.replace(&dir.display().to_string(), "<dir>");
-    for (id, name) in sites {
-        s = s.replace(id, &format!("<site {name}>"));
+    // Site ids, signing keys and their fingerprints.
+    for (value, placeholder) in sites {
+        s = s.replace(value, placeholder);
     }
     let patterns = [
         ("####-##-##T##:##:##.###Z+*", "<hlc>"),

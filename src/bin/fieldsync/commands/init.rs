@@ -28,6 +28,11 @@ pub struct InitArgs {
     /// and load; the database must not have those tables yet.
     #[arg(long, value_name = "BUNDLE")]
     from: Option<PathBuf>,
+    /// With --from: accept a full export that is not signed (written by a
+    /// fieldsync older than bundle format 4). Only for a file you know
+    /// comes from your HQ.
+    #[arg(long, requires = "from")]
+    allow_unsigned: bool,
 }
 
 /// What `init` without `--from` prints with `--json`.
@@ -78,8 +83,14 @@ fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path) -> Result<()> {
     let db = args.db.path();
     let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
     let bar = Meter::new(bundle, !ui.json(), "checking");
-    let (_, report) = Instance::init_from(db, &args.name, bar.reader(file, 2), bundle)
-        .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
+    let (_, report) = Instance::init_from_with(
+        db,
+        &args.name,
+        bar.reader(file, 2),
+        bundle,
+        args.allow_unsigned,
+    )
+    .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
     bar.finish();
     warn_import(ui, &report.import)?;
     ui.report(&report, |out| print_setup(out, &report, db, &args.name))

@@ -1,5 +1,7 @@
-//! `fieldsync inspect`: what a bundle file holds and whether it is intact;
-//! no database needed. A damaged bundle is shown, then ends with status 1.
+//! `fieldsync inspect`: what a bundle file holds, who signed it and whether
+//! it is intact; no database needed (so the signer is shown, not checked
+//! against the pinned keys). A damaged or wrongly signed bundle is shown,
+//! then ends with status 1.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -7,11 +9,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
-use fieldsync::Identity;
 use fieldsync::bundle::Hlc;
-use fieldsync::bundle::format::FORMAT_VERSION;
 use fieldsync::bundle::{BundleInfo, Header, OriginSeqs, TableDef, inspect};
+use fieldsync::{Identity, signing_fingerprint};
 use serde::Serialize;
 
 use crate::exit::Outcome;
@@ -34,6 +37,13 @@ struct Inspected<'a> {
     full: bool,
     recipient: &'a Option<String>,
     created: String,
+    /// "valid", "FAILED" or "unsigned".
+    signature: &'static str,
+    /// The signer's Ed25519 public key (base64), version 4.
+    signer_public_key: Option<String>,
+    /// The fingerprint of that key alone (not the one of `fieldsync key`,
+    /// which covers both of an instance's keys).
+    signer_fingerprint: Option<String>,
     checksum_ok: bool,
     problem: &'a Option<String>,
     changes: Option<u64>,
@@ -70,12 +80,15 @@ impl<'a> Inspected<'a> {
     fn new(info: &'a BundleInfo) -> Self {
         let h = &info.header;
         Inspected {
-            format_version: FORMAT_VERSION,
+            format_version: info.version,
             site_id: h.sender.id.to_string(),
             site_name: &h.sender.name,
             full: h.full,
             recipient: &h.recipient,
             created: Hlc(h.created).to_string(),
+            signature: signature_word(info),
+            signer_public_key: info.signer.map(|k| BASE64.encode(k)),
+            signer_fingerprint: info.signer.as_ref().map(signing_fingerprint),
             checksum_ok: info.intact,
             problem: &info.problem,
             changes: info.end.as_ref().map(|e| e.rows),
@@ -110,6 +123,15 @@ impl<'a> InspectedTable<'a> {
             changes,
             schema: &t.schema,
         }
+    }
+}
+
+/// The state of the signature in one word.
+fn signature_word(info: &BundleInfo) -> &'static str {
+    match (info.signer, info.signature_valid) {
+        (None, _) => "unsigned",
+        (Some(_), true) => "valid",
+        (Some(_), false) => "FAILED",
     }
 }
 
@@ -209,6 +231,30 @@ fn print_inspect(out: &mut dyn Write, info: &BundleInfo, file: &Path) -> std::io
     writeln!(out, "sender has")?;
     for c in &h.seen {
         writeln!(out, "  {:<24} {}", origin(h, c.origin), c.seqs)?;
+    }
+    match info.signer {
+        None => writeln!(
+            out,
+            "signature  none: format version {} is unsigned (imported only while `fieldsync trust --allow-unsigned-for` allows it)",
+            info.version
+        )?,
+        Some(k) => {
+            writeln!(
+                out,
+                "signer     {} (fingerprint of the signing key alone; `fieldsync key` on the sender shows it as \"signing key\")",
+                signing_fingerprint(&k)
+            )?;
+            writeln!(out, "           public key {}", BASE64.encode(k))?;
+            if info.signature_valid {
+                writeln!(
+                    out,
+                    "signature  valid (signer not checked: import checks it against the key pinned for '{}')",
+                    h.sender.name
+                )?;
+            } else {
+                writeln!(out, "signature  FAILED")?;
+            }
+        }
     }
     match &info.problem {
         None => writeln!(out, "checksum   ok"),

@@ -33,6 +33,11 @@ fn print_key(out: &mut dyn Write, k: &KeyReport) -> std::io::Result<()> {
     writeln!(out, "fingerprint  {}", k.fingerprint)?;
     writeln!(
         out,
+        "signing key  {} (fingerprint of the public key alone, as `inspect` shows a bundle's signer)",
+        k.signing_fingerprint
+    )?;
+    writeln!(
+        out,
         "Read the fingerprint to whoever enrols this instance; it must match what they see."
     )
 }

@@ -16,6 +16,7 @@ mod key;
 mod schema;
 mod status;
 mod track;
+mod trust;
 
 use std::path::{Path, PathBuf};
 
@@ -55,6 +56,7 @@ enum Command {
     Compact(compact::CompactArgs),
     Schema(schema::SchemaArgs),
     Key(key::KeyArgs),
+    Trust(trust::TrustArgs),
 }
 
 /// The database a command works on.
@@ -91,6 +93,7 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Compact(args) => compact::cmd_compact(ui, args),
         Command::Schema(args) => schema::cmd_schema(ui, args),
         Command::Key(args) => key::cmd_key(ui, args),
+        Command::Trust(args) => trust::cmd_trust(ui, args),
     }
 }
 
