@@ -45,8 +45,10 @@ const SIGNING_FINGERPRINT_CONTEXT: &str = "fieldsync 2026-11 signing key fingerp
 /// says why that is enough).
 pub const FINGERPRINT_BYTES: usize = 10;
 
-/// Crockford's base-32 alphabet: digits and capitals without I, L, O and U,
-/// so nothing read aloud or copied by hand is mistaken for something else.
+/// Crockford's base-32 alphabet (what [`base32`] writes): digits and
+/// capitals without I, L, O and U, so nothing read aloud or copied by hand
+/// is mistaken for something else.
+#[cfg(test)]
 const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 
 /// An instance's public identity, as `fieldsync key` shows it. It never
@@ -143,25 +145,10 @@ pub fn key_text(key: &[u8; 32]) -> String {
     BASE64.encode(key)
 }
 
-/// Crockford base 32 of `bytes`, most significant bit first, without
-/// padding (the last character takes the remaining bits, zero-filled).
+/// Crockford base 32 of `bytes` (digits and capitals without I, L, O and
+/// U), most significant bit first, without padding.
 pub fn base32(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len().div_ceil(5) * 8);
-    let mut acc: u32 = 0;
-    let mut bits = 0u32;
-    for &b in bytes {
-        acc = (acc << 8) | u32::from(b);
-        bits += 8;
-        while bits >= 5 {
-            bits -= 5;
-            out.push(char::from(ALPHABET[((acc >> bits) & 31) as usize]));
-        }
-        acc &= (1 << bits) - 1;
-    }
-    if bits > 0 {
-        out.push(char::from(ALPHABET[((acc << (5 - bits)) & 31) as usize]));
-    }
-    out
+    base32::encode(base32::Alphabet::Crockford, bytes)
 }
 
 /// `text` cut into groups of `size` characters joined by `-`.
