@@ -260,20 +260,23 @@ impl Catalog {
     }
 }
 
+/// A tracked table's shape now; a table that no longer exists is a change
+/// fieldsync cannot follow.
+pub(crate) fn live_shape(conn: &Connection, t: &TrackedTable) -> Result<TableShape, Error> {
+    match table_shape(conn, &t.name) {
+        Err(Error::Track(TrackError::NoSuchTable { .. })) => Err(TrackError::IncompatibleChange {
+            table: t.name.clone(),
+            detail: "the table no longer exists".to_owned(),
+        }
+        .into()),
+        other => other,
+    }
+}
+
 /// Check that a tracked table still has the shape that was recorded (for
 /// `check`; the data path follows changes, [`crate::local::follow`]).
 pub fn check_table_live(conn: &Connection, t: &TrackedTable) -> Result<(), Error> {
-    let shape = match table_shape(conn, &t.name) {
-        Ok(s) => s,
-        Err(Error::Track(TrackError::NoSuchTable { .. })) => {
-            return Err(TrackError::IncompatibleChange {
-                table: t.name.clone(),
-                detail: "the table no longer exists".to_owned(),
-            }
-            .into());
-        }
-        Err(e) => return Err(e),
-    };
+    let shape = live_shape(conn, t)?;
     let live = check_compatible(conn, t, &shape)?;
     if let Some(new) = live.cells.iter().find(|c| !t.cells.contains(c)) {
         return Err(TrackError::SchemaChanged {

@@ -25,11 +25,11 @@ use rusqlite::{Connection, params_from_iter};
 use crate::base::colset::{ColSet, SENTINEL};
 use crate::base::value::{Value, encode_key};
 use crate::catalog::layout::{Identity, layout_of};
-use crate::catalog::schema::{quote_ident, table_shape};
+use crate::catalog::schema::quote_ident;
 use crate::catalog::session::Session;
 use crate::catalog::site::{meta_get, meta_set};
 use crate::catalog::tracked::{Catalog, TrackedTable};
-use crate::error::{Error, SiteError, TrackError};
+use crate::error::{Error, SiteError};
 use crate::local::capture::{
     ensure_pending_columns, expected_triggers, install_triggers, op, record_new_column_values,
 };
@@ -102,17 +102,7 @@ fn follow_table(
     fresh: &[String],
     out: &mut Followed,
 ) -> Result<(), Error> {
-    let shape = match table_shape(conn, &t.name) {
-        Ok(shape) => shape,
-        Err(Error::Track(TrackError::NoSuchTable { .. })) => {
-            return Err(TrackError::IncompatibleChange {
-                table: t.name.clone(),
-                detail: "the table no longer exists".to_owned(),
-            }
-            .into());
-        }
-        Err(e) => return Err(e),
-    };
+    let shape = crate::catalog::tracked::live_shape(conn, t)?;
     let live = layout_of(&shape, t.identity, t.key.first().map(String::as_str))?;
     crate::catalog::tracked::same_key(conn, t, &live)?;
     let mut table = t.clone();

@@ -1550,18 +1550,12 @@ fn map_table(
 /// a bundle may create (spec/bundle.md), so waiting values never name
 /// fieldsync's or SQLite's own tables.
 fn usable_table_name(name: &str) -> Result<(), Error> {
-    let lower = name.to_ascii_lowercase();
-    if name.is_empty()
-        || name.len() > 1024
-        || lower.starts_with(crate::catalog::schema::ENGINE_PREFIX)
-        || lower.starts_with("sqlite_")
-    {
-        return Err(malformed(format!(
-            "the header names a table '{}' no instance can have",
-            name.chars().take(64).collect::<String>()
-        )));
-    }
-    Ok(())
+    crate::send::setup::usable_name(name, &mut std::collections::HashSet::new()).map_err(|why| {
+        malformed(format!(
+            "the header names a table '{}' no instance can have: {why}",
+            crate::send::setup::excerpt(name)
+        ))
+    })
 }
 
 /// The bundle table's identity, key and columns against the tracked

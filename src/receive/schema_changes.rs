@@ -12,7 +12,7 @@
 //! changed type or key is reported and the data of the unchanged part still
 //! flows.
 
-use rusqlite::{Connection, OptionalExtension, Transaction, params};
+use rusqlite::{Connection, Transaction, params};
 use serde::Serialize;
 
 use crate::base::hlc::now_unix_ms;
@@ -312,12 +312,10 @@ pub(crate) fn apply_held(conn: &Transaction, s: &mut Session) -> Result<Vec<Stri
 
 /// Number of schema changes held or failed.
 pub fn held_count(conn: &Connection) -> Result<u64, Error> {
-    let n: Option<i64> = conn
-        .query_row(
-            "SELECT count(*) FROM fieldsync_schema_held WHERE status IN ('held', 'failed')",
-            [],
-            |r| r.get(0),
-        )
-        .optional()?;
-    Ok(n.unwrap_or(0) as u64)
+    let n: i64 = conn.query_row(
+        "SELECT count(*) FROM fieldsync_schema_held WHERE status IN ('held', 'failed')",
+        [],
+        |r| r.get(0),
+    )?;
+    Ok(n as u64)
 }

@@ -209,7 +209,7 @@ const TRIED_KEY: &str = "waiting_schema";
 /// Waiting values that can be applied now, each as a change against the
 /// catalog, taken out of the store; what of an entry still waits is put
 /// back. Only looked at when the schema changed since the last time (or
-/// `all`). Returns the changes and how many entries still wait.
+/// `all`).
 pub(crate) fn take_ready(conn: &Connection, s: &Session, all: bool) -> Result<Vec<Change>, Error> {
     let cookie = crate::local::stamp::schema_cookie(conn)?;
     if !all && meta_get::<i64>(conn, TRIED_KEY)? == Some(cookie) {
@@ -231,6 +231,8 @@ pub(crate) fn take_ready(conn: &Connection, s: &Session, all: bool) -> Result<Ve
         })?
         .collect::<rusqlite::Result<_>>()?;
     let mut out = Vec::new();
+    // Key affinities are converted by SQLite itself, on a private database.
+    let scratch = Connection::open_in_memory()?;
     for (id, tbl, identity, sender, record, first_at) in entries {
         let Some(table_idx) =
             (s.catalog.tables().iter()).position(|t| t.name.eq_ignore_ascii_case(&tbl))
@@ -257,7 +259,6 @@ pub(crate) fn take_ready(conn: &Connection, s: &Session, all: bool) -> Result<Ve
             // Stored as this table keeps its key (the table may not have
             // existed when the values arrived).
             let affinity = crate::catalog::keyform::key_affinities(conn, table)?;
-            let scratch = Connection::open_in_memory()?;
             change.key = crate::catalog::keyform::stored_key(&scratch, &affinity, &change.key)?;
             change.pk = encode_key(&change.key);
         }
