@@ -198,6 +198,8 @@ fn header() -> Header {
         }],
         lost: SeqSet::new(),
         lacks: Vec::new(),
+        trust: Vec::new(),
+        trust_seen: None,
         local_tables: Vec::new(),
         views: Vec::new(),
         schemas: Vec::new(),

@@ -678,6 +678,118 @@ pub enum TrustError {
         /// What was asked.
         days: u32,
     },
+    /// A trust record signed by the anchor says something no anchor writes.
+    #[error(
+        "refused: the bundle carries a trust record, signed by this instance's HQ, that is damaged ({detail}); ask HQ to export again"
+    )]
+    BadRecord {
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// `fieldsync_pins` holds something no fieldsync writes.
+    #[error(
+        "the list of trusted instances in this database is damaged ({detail}); restore the database from a backup"
+    )]
+    DamagedKeyring {
+        /// What is wrong.
+        detail: String,
+    },
+    /// The sender is not enrolled here, nor by the anchor's records.
+    #[error(
+        "refused: the bundle from '{sender}' is signed by a key this instance does not know (fingerprint {fingerprint}); {what_to_do}"
+    )]
+    NotEnrolled {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// Its signing-key fingerprint.
+        fingerprint: String,
+        /// What to do, depending on whether this instance is HQ.
+        what_to_do: String,
+    },
+    /// The sender was revoked.
+    #[error(
+        "refused: '{sender}' was revoked on {when}{by}; its bundles are no longer imported. What it sent before stays: `fieldsync trust --db {db} --list`"
+    )]
+    Revoked {
+        /// Its name.
+        sender: String,
+        /// When it was revoked.
+        when: String,
+        /// " by HQ ('hq')", or empty if revoked here.
+        by: String,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// The sender uses a name another instance has.
+    #[error(
+        "refused: the bundle says it is from '{sender}', but that name belongs to another instance (signing-key fingerprint {owner_fingerprint}) and this bundle is signed by key {fingerprint}; do not import it: it may be an impostor. Check the fingerprint with HQ (`fieldsync key` on both sides)"
+    )]
+    NameOfAnother {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// Fingerprint of the key that signed it.
+        fingerprint: String,
+        /// Fingerprint of the instance that has the name.
+        owner_fingerprint: String,
+    },
+    /// The sender's key is enrolled under another name.
+    #[error(
+        "refused: the bundle says it is from '{sender}', but its signing key (fingerprint {fingerprint}) is enrolled as '{enrolled}'; if it was renamed, enrol it again under its new name (`fieldsync trust`), otherwise do not import it"
+    )]
+    OtherName {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// Its signing-key fingerprint.
+        fingerprint: String,
+        /// The name it is enrolled under.
+        enrolled: String,
+    },
+    /// `init --from --expect-key` with a file signed by another key.
+    #[error(
+        "refused: the file is signed by '{sender}' with fingerprint {found} (signing key {found_signing}), not {expected} as expected; do not use it: get the full export from your HQ again and check the fingerprint with HQ (`fieldsync key` there)"
+    )]
+    NotExpectedKey {
+        /// The name the file gives its sender.
+        sender: String,
+        /// What was expected.
+        expected: String,
+        /// The file's signer's instance fingerprint (or its signing
+        /// fingerprint when the file does not carry its recipient).
+        found: String,
+        /// The signing-key fingerprint.
+        found_signing: String,
+    },
+    /// `init --from` without `--expect-key`, not on a terminal.
+    #[error(
+        "refused: set up from this file only if it is your HQ's: it is signed by '{sender}', fingerprint {fingerprint}. Check that fingerprint with HQ (`fieldsync key --db HQ.db` there, read over the phone), then run again with --expect-key {fingerprint}"
+    )]
+    ExpectKeyNeeded {
+        /// The name the file gives its sender.
+        sender: String,
+        /// Its fingerprint.
+        fingerprint: String,
+    },
+    /// The person at the terminal did not confirm the fingerprint.
+    #[error("not set up: the fingerprint was not confirmed; nothing was changed")]
+    NotConfirmed,
+    /// `fieldsync trust` or `revoke` was given something unusable.
+    #[error("{what}: {detail}")]
+    BadEnrolment {
+        /// What was given.
+        what: String,
+        /// Why it cannot be used and what to give instead.
+        detail: String,
+    },
+    /// `revoke` or `--anchor` names an instance not in the keyring.
+    #[error(
+        "no instance called '{name}' is enrolled here; `fieldsync trust --db {db} --list` shows those that are"
+    )]
+    NoSuchInstance {
+        /// The name given.
+        name: String,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
 }
 
 /// Any fieldsync error.

@@ -325,8 +325,11 @@ impl ImportTarget {
         std::fs::copy(db, &work)?;
         {
             let mut seed = Instance::open(&work)?;
-            seed.connection()
-                .execute("DELETE FROM fieldsync_pins", [])?;
+            // Trust on first use (as a database set up before enrolment):
+            // the harness's key is pinned at the first import.
+            seed.connection().execute_batch(
+                "DELETE FROM fieldsync_pins; DELETE FROM fieldsync_meta WHERE key = 'anchor';",
+            )?;
             seed.allow_unsigned_for(crate::MAX_UNSIGNED_DAYS)?;
         }
         let template = std::fs::read(&work)?;
@@ -410,9 +413,29 @@ pub struct Generated {
 }
 
 fn instance(dir: &Path, name: &str) -> Result<Instance, Error> {
-    let (i, _) = Instance::init(dir.join(format!("{name}.db")), name)?;
+    let path = dir.join(format!("{name}.db"));
+    let (mut i, _) = Instance::init(&path, name)?;
     i.connection().execute_batch(SCHEMA)?;
+    let mut others: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "db") && *p != path)
+        .collect();
+    others.sort();
+    for other in others {
+        if let Ok(mut other) = Instance::open(&other) {
+            enrol_each_other(&mut i, &mut other)?;
+        }
+    }
     Ok(i)
+}
+
+/// Enrol `a` at `b` and `b` at `a`, by the keys each reports: two
+/// instances of a deployment whose HQ enrolled both.
+pub fn enrol_each_other(a: &mut Instance, b: &mut Instance) -> Result<(), Error> {
+    let (ka, kb) = (a.key()?, b.key()?);
+    a.enrol(&kb.name, &kb.public_key, Some(&kb.recipient))?;
+    b.enrol(&ka.name, &ka.public_key, Some(&ka.recipient))?;
+    Ok(())
 }
 
 fn bundle_for(from: &mut Instance, to: &str) -> Result<Vec<u8>, Error> {

@@ -7,17 +7,19 @@ use std::io::{BufWriter, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
 use rusqlite::config::DbConfig;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 use serde::Serialize;
 
 use crate::admin::status::Status;
+use crate::admin::trust::{Enrolled, Revoked, TrustList};
 use crate::base::site_id::SiteId;
 use crate::bundle::{BundleReader, Header, verify};
 use crate::catalog::keys::KeyReport;
 use crate::catalog::layout::TrackOptions;
 use crate::catalog::session::Session;
-use crate::catalog::site::{check_name, meta_get, meta_set};
+use crate::catalog::site::{check_name, check_new_name, meta_get, meta_set};
 use crate::catalog::store::{
     ENGINE_SCHEMA, create_engine_tables, data_version, is_initialised, open_existing,
     open_or_create,
@@ -99,8 +101,11 @@ impl Instance {
             }
             return Ok((instance, false));
         }
+        valid_new_name(name)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         create_instance(&tx, name)?;
+        // Made with `init`, it is its own anchor: it enrols the others.
+        crate::catalog::keyring::anchor_self(&tx)?;
         tx.commit()?;
         Ok((
             Instance {
@@ -118,31 +123,21 @@ impl Instance {
     /// first export to it carries only what is done here. The database must
     /// not have any of the tables or views; if anything fails, nothing is
     /// changed (a file this call created is removed). The bundle must be
-    /// signed (format version 4); its signer is pinned for its sender
-    /// (spec/trust.md).
+    /// signed (format version 4) by the instance whose fingerprint
+    /// `opts.expect_key` gives, which becomes the new instance's anchor: the
+    /// instance whose enrolments it believes (spec/trust.md).
     pub fn init_from<R: Read + Seek>(
-        path: impl AsRef<Path>,
-        name: &str,
-        bundle: R,
-        bundle_path: &Path,
-    ) -> Result<(Instance, SetupReport), Error> {
-        Instance::init_from_with(path, name, bundle, bundle_path, false)
-    }
-
-    /// [`init_from`](Self::init_from), accepting an unsigned full bundle
-    /// (format 1 to 3) if `allow_unsigned` (`init --from --allow-unsigned`).
-    pub fn init_from_with<R: Read + Seek>(
         path: impl AsRef<Path>,
         name: &str,
         mut bundle: R,
         bundle_path: &Path,
-        allow_unsigned: bool,
+        opts: &SetupOptions,
     ) -> Result<(Instance, SetupReport), Error> {
         let path = path.as_ref();
-        valid_name(name)?;
+        valid_new_name(name)?;
         ensure_parent_dir(path)?;
         let signer = verify(&mut bundle)?;
-        if signer.key.is_none() && !allow_unsigned {
+        if signer.key.is_none() && !opts.allow_unsigned {
             return Err(crate::error::TrustError::UnsignedSetup {
                 version: signer.version,
             }
@@ -155,6 +150,9 @@ impl Instance {
                 path: bundle_path.to_owned(),
             }
             .into());
+        }
+        if let Some(key) = signer.key {
+            expect_key(&header, &key, opts.expect_key.as_deref())?;
         }
         let statements = crate::send::setup::check_schema(&header)?;
         let existed = path.exists();
@@ -244,6 +242,21 @@ impl Instance {
                 &TrackOptions::default(),
                 &as_sent,
             )?;
+            // The file's signer is this instance's anchor: the instance
+            // whose enrolments and revocations it believes.
+            if let Some(key) = reader.signer().key {
+                crate::catalog::keyring::anchor_to(&tx, &key)?;
+                let mut ring = crate::catalog::keyring::Keyring::load(&tx)?;
+                ring.put(
+                    key.to_bytes(),
+                    Some(header.sender.id),
+                    &header.sender.name,
+                    None,
+                    crate::catalog::keyring::Role::Enrolled,
+                );
+                ring.make_anchor(&key.to_bytes());
+                ring.save(&tx)?;
+            }
             // An unsigned file was allowed by the caller: for this import
             // only, the setting is gone when it commits.
             let unsigned = reader.signer().key.is_none();
@@ -357,6 +370,40 @@ impl Instance {
     /// set.
     pub fn unsigned_allowed_until(&self) -> Result<Option<i64>, Error> {
         meta_get(&self.conn, ACCEPT_UNSIGNED_KEY)
+    }
+
+    /// Enrol the instance `name` by its public signing key and, if given,
+    /// its age recipient, both as `fieldsync key` on it prints them
+    /// (`fieldsync trust NAME KEY [RECIPIENT]`): its bundles are imported
+    /// from then on. On an instance that is its own anchor (HQ), the
+    /// enrolment travels, signed, to every instance set up from it.
+    pub fn enrol(
+        &mut self,
+        name: &str,
+        public_key: &str,
+        recipient: Option<&str>,
+    ) -> Result<Enrolled, Error> {
+        self.write(|tx, s| crate::admin::trust::enrol(tx, s, name, public_key, recipient))
+    }
+
+    /// Revoke the instance `name` (a stolen laptop): its later bundles are
+    /// refused, here and wherever this instance's signed revocation reaches
+    /// if it is its own anchor; what it sent before stays.
+    pub fn revoke(&mut self, name: &str) -> Result<Revoked, Error> {
+        self.write(|tx, s| crate::admin::trust::revoke(tx, s, name))
+    }
+
+    /// Name this instance's anchor, for a database set up before
+    /// enrolment: its own name (it is HQ) or an instance pinned here.
+    /// Returns the anchor's name.
+    pub fn set_anchor(&mut self, name: &str) -> Result<String, Error> {
+        self.write(|tx, s| crate::admin::trust::set_anchor(tx, s, name))
+    }
+
+    /// The instances this instance takes bundles from, and its anchor.
+    pub fn trusted(&self) -> Result<TrustList, Error> {
+        let s = Session::load(&self.conn)?;
+        crate::admin::trust::list(&self.conn, &s)
     }
 
     fn write<T>(
@@ -907,6 +954,84 @@ fn object_named(conn: &Connection, name: &str) -> Result<Option<String>, Error> 
 /// Refuse an instance name that cannot be used (see [`check_name`]).
 fn valid_name(name: &str) -> Result<(), Error> {
     check_name(name).map_err(|reason| {
+        SiteError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        }
+        .into()
+    })
+}
+
+/// How [`Instance::init_from`] checks the file it sets up from.
+#[derive(Debug, Clone, Default)]
+pub struct SetupOptions {
+    /// The fingerprint of the instance the file must come from (`init
+    /// --from --expect-key`), as `fieldsync key` there shows it: the
+    /// fingerprint of both its keys or of its signing key alone, in any
+    /// letter case, with or without the dashes. A signed file is refused
+    /// without it (the CLI asks on a terminal instead).
+    pub expect_key: Option<String>,
+    /// Accept a full export that is not signed (format 1 to 3, from a
+    /// fieldsync older than signed bundles; `--allow-unsigned`).
+    pub allow_unsigned: bool,
+}
+
+/// The fingerprints a full export's signer goes by: of both its keys, when
+/// the header names its recipient, and of its signing key alone.
+pub fn signer_fingerprints(header: &Header, key: &VerifyingKey) -> (Option<String>, String) {
+    // The header does not carry the sender's recipient yet: only the
+    // signing key's fingerprint can be computed from the file.
+    let _ = header;
+    (
+        None,
+        crate::catalog::keys::signing_fingerprint(key.as_bytes()),
+    )
+}
+
+/// Refuse a full export not signed by the instance `expected` names.
+fn expect_key(header: &Header, key: &VerifyingKey, expected: Option<&str>) -> Result<(), Error> {
+    let (both, signing) = signer_fingerprints(header, key);
+    let shown = both.clone().unwrap_or_else(|| signing.clone());
+    let Some(expected) = expected else {
+        return Err(crate::error::TrustError::ExpectKeyNeeded {
+            sender: header.sender.name.clone(),
+            fingerprint: shown,
+        }
+        .into());
+    };
+    let wanted = normal_fingerprint(expected);
+    if both
+        .iter()
+        .chain([&signing])
+        .any(|f| normal_fingerprint(f) == wanted)
+    {
+        return Ok(());
+    }
+    Err(crate::error::TrustError::NotExpectedKey {
+        sender: header.sender.name.clone(),
+        expected: expected.to_owned(),
+        found: shown,
+        found_signing: signing,
+    }
+    .into())
+}
+
+/// A fingerprint as typed, compared the way Crockford's base 32 is read:
+/// case, dashes and spaces do not matter, O is 0, I and L are 1.
+fn normal_fingerprint(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect()
+}
+
+/// Refuse a name a new instance cannot have (see [`check_new_name`]).
+fn valid_new_name(name: &str) -> Result<(), Error> {
+    check_new_name(name).map_err(|reason| {
         SiteError::InvalidName {
             name: name.to_owned(),
             reason,

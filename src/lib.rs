@@ -42,10 +42,15 @@
 //! let mut bundle = Vec::new();
 //! hq.export(&ExportTarget::Peer { to: "field-1".into(), resend: false }, &mut bundle)?;
 //!
-//! // The field instance imports it from any reader.
+//! // The field instance takes bundles from HQ once it has enrolled HQ's
+//! // key (read over the phone: `fieldsync key` at HQ shows it).
 //! let (mut field, _) = Instance::init(dir.path().join("field.db"), "field-1")?;
 //! field.connection().execute_batch(schema)?;
 //! field.track(&Selection::All)?;
+//! let hq_key = hq.key()?;
+//! field.enrol("hq", &hq_key.public_key, Some(&hq_key.recipient))?;
+//!
+//! // It imports the bundle from any reader.
 //! let report = field.import(std::io::Cursor::new(&bundle))?;
 //! assert_eq!(report.applied, 1);
 //!
@@ -75,16 +80,18 @@ mod send;
 pub use admin::check::{CheckReport, Invariant, Problem};
 pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
+pub use admin::trust::{Enrolled, Revoked, TrustList, Trusted};
 pub use base::merge;
 pub use base::site_id::SiteId;
 pub use base::value::Value;
+pub use catalog::keyring::Role;
 pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
 pub use error::{
     BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,
     SiteError, TrackError, TrustError,
 };
-pub use instance::{CompactReport, Instance, SetupReport};
+pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};

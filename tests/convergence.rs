@@ -399,6 +399,7 @@ impl World {
             inst.track(&Selection::All)?;
             instances.push(inst);
         }
+        crate::model::world::enrol_all(&mut instances)?;
         Ok(World {
             instances,
             pool: Vec::new(),

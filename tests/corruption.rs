@@ -41,6 +41,7 @@ fn setup(dir: &Path) -> Res<(PathBuf, Vec<u8>)> {
     let (mut field, _) = Instance::init(dir.join("field-1.db"), "field-1")?;
     field.connection().execute_batch(SCHEMA)?;
     field.track(&Selection::All)?;
+    fieldsync::fuzzing::enrol_each_other(&mut hq, &mut field)?;
     field.import(Cursor::new(export_to(&mut hq, "field-1")?))?;
     field
         .connection()

@@ -110,6 +110,7 @@ fn fixture() -> Res<Fixture> {
     sqlite3(&field, SCHEMA)?;
     fieldsync_ok(&[&"init", &"--db", &field, &"--name", &"field-1"])?;
     fieldsync_ok(&[&"track", &"--db", &field, &"--all"])?;
+    enrol_dbs(&hq, &field)?;
     sqlite3(
         &field,
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200)
@@ -483,6 +484,7 @@ fn app_writes_during_a_killed_import_are_kept_and_captured() -> Res {
             sqlite3(&other, SCHEMA)?;
             fieldsync_ok(&[&"init", &"--db", &other, &"--name", &"field-2"])?;
             fieldsync_ok(&[&"track", &"--db", &other, &"--all"])?;
+            enrol_dbs(&work, &other)?;
             let b = f.dir.path().join("field-1-to-field-2.fsb");
             fieldsync_ok(&[&"export", &"--db", &work, &"--to", &"field-2", &"-o", &b])?;
             fieldsync_ok(&[&"import", &"--db", &other, &b])?;

@@ -168,6 +168,9 @@ fn golden_imports_every_value_exactly(version: u16) -> Res {
             "v{version}: {refused:?}"
         );
         field.allow_unsigned_for(1)?;
+    } else {
+        // The golden instance is one HQ enrolled.
+        crate::util::instances::enrol_signer(&mut field, &std::fs::read(golden(version))?)?;
     }
     let report = field.import_file(&golden(version))?;
     assert_eq!(report.applied, if version >= 3 { 15 } else { 7 });
@@ -231,6 +234,8 @@ fn bundle_with_local(schema_len: usize) -> Res<(Header, Vec<u8>)> {
         seen: Vec::new(),
         lost: Default::default(),
         lacks: Vec::new(),
+        trust: Vec::new(),
+        trust_seen: None,
         local_tables: vec![LocalTable {
             name: "sessions".into(),
             schema: vec!["CREATE TABLE sessions(id)".into(); schema_len],

@@ -326,6 +326,8 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         seen: vec![set(1, 1, 10), set(2, 1, MAX_SEQ)],
         lost: Default::default(),
         lacks: vec![set(1, 11, MAX_SEQ)],
+        trust: Vec::new(),
+        trust_seen: None,
         local_tables: vec![],
         schemas: Vec::new(),
         views: vec![],

@@ -160,6 +160,8 @@ fn header(
         seen,
         lost: Default::default(),
         lacks: Vec::new(),
+        trust: Vec::new(),
+        trust_seen: None,
         local_tables: Vec::new(),
         schemas: Vec::new(),
         views: Vec::new(),

@@ -77,7 +77,15 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
     sqlite3(&existing, RELIEF_SCHEMA)?;
     let before = db_fingerprint(&existing)?;
     let out = fieldsync(&[
-        &"init", &"--db", &existing, &"--name", &"field-1", &"--from", &full,
+        &"init",
+        &"--db",
+        &existing,
+        &"--name",
+        &"field-1",
+        &"--from",
+        &full,
+        &"--expect-key",
+        &signer_fingerprint(&full)?,
     ])?;
     assert_error(&out, 1, &["already has a table", "location"]);
     assert_eq!(db_fingerprint(&existing)?, before);
@@ -87,7 +95,15 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
     hq.export_to("someone", &delta)?;
     let new_db = w.path("new.db");
     let out = fieldsync(&[
-        &"init", &"--db", &new_db, &"--name", &"field-1", &"--from", &delta,
+        &"init",
+        &"--db",
+        &new_db,
+        &"--name",
+        &"field-1",
+        &"--from",
+        &delta,
+        &"--expect-key",
+        &signer_fingerprint(&delta)?,
     ])?;
     assert_error(&out, 1, &["not a full export", "--full"]);
     assert!(!new_db.exists(), "a refused setup left {new_db:?}");
@@ -106,7 +122,15 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
         let evil = w.path(&format!("evil-{i}.fsb"));
         write_bundle_with_schema(&evil, &[sql])?;
         let out = fieldsync(&[
-            &"init", &"--db", &victim, &"--name", &"field-1", &"--from", &evil,
+            &"init",
+            &"--db",
+            &victim,
+            &"--name",
+            &"field-1",
+            &"--from",
+            &evil,
+            &"--expect-key",
+            &signer_fingerprint(&evil)?,
         ])?;
         assert_error(&out, 1, &["schema", "refused"]);
         assert_eq!(db_fingerprint(&victim)?, before, "after {sql}");
@@ -122,7 +146,15 @@ fn init_from_refuses_bad_input_and_changes_nothing() -> Res {
     )?;
     let fresh = w.path("fresh.db");
     let out = fieldsync(&[
-        &"init", &"--db", &fresh, &"--name", &"field-1", &"--from", &evil,
+        &"init",
+        &"--db",
+        &fresh,
+        &"--name",
+        &"field-1",
+        &"--from",
+        &evil,
+        &"--expect-key",
+        &signer_fingerprint(&evil)?,
     ])?;
     assert_error(&out, 1, &["schema", "refused"]);
     assert!(!fresh.exists());
@@ -170,6 +202,8 @@ fn write_full_bundle(
         seen: Vec::new(),
         lost: Default::default(),
         lacks: Vec::new(),
+        trust: Vec::new(),
+        trust_seen: None,
         local_tables,
         schemas: Vec::new(),
         views,
@@ -668,14 +702,25 @@ fn large_transfers_show_progress_on_a_terminal_and_nothing_otherwise() -> Res {
     let exported = hq.export_full(&full)?;
     assert_eq!(exported.stderr, "", "no terminal: nothing but the result");
     let quiet = w.path("quiet.db");
-    let set_up = fieldsync_ok(&[&"init", &"--db", &quiet, &"--name", &"q", &"--from", &full])?;
+    let set_up = fieldsync_ok(&[
+        &"init",
+        &"--db",
+        &quiet,
+        &"--name",
+        &"q",
+        &"--from",
+        &full,
+        &"--expect-key",
+        &signer_fingerprint(&full)?,
+    ])?;
     assert_eq!(set_up.stderr, "");
 
     let db = w.path("shown.db");
     let Some(shown) = on_a_terminal(&format!(
-        "init --db {} --name field-1 --from {}",
+        "init --db {} --name field-1 --from {} --expect-key {}",
         db.display(),
-        full.display()
+        full.display(),
+        signer_fingerprint(&full)?
     ))?
     else {
         eprintln!("`script` is not installed: terminal progress not checked");
@@ -687,9 +732,10 @@ fn large_transfers_show_progress_on_a_terminal_and_nothing_otherwise() -> Res {
     );
     let db2 = w.path("json.db");
     let Some(json) = on_a_terminal(&format!(
-        "init --db {} --name field-2 --from {} --json",
+        "init --db {} --name field-2 --from {} --json --expect-key {}",
         db2.display(),
-        full.display()
+        full.display(),
+        signer_fingerprint(&full)?
     ))?
     else {
         return Ok(());
@@ -779,7 +825,15 @@ fn init_from_creates_untracked_tables_empty_and_the_views_of_a_sahana_php_like_a
 
     let db = w.path("field.db");
     let out = fieldsync_ok(&[
-        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full,
+        &"init",
+        &"--db",
+        &db,
+        &"--name",
+        &"field-1",
+        &"--from",
+        &full,
+        &"--expect-key",
+        &signer_fingerprint(&full)?,
     ])?;
     assert!(
         out.stdout.contains(
@@ -797,6 +851,7 @@ fn init_from_creates_untracked_tables_empty_and_the_views_of_a_sahana_php_like_a
         name: "field-1".into(),
         db,
     };
+    enrol_dbs(&hq.db, &field.db)?;
 
     // Every app object HQ has, and nothing else.
     assert_eq!(app_schema(&field)?, app_schema(&hq)?);
@@ -855,7 +910,16 @@ fn init_from_reports_local_tables_and_views_in_json() -> Res {
     hq.export_full(&full)?;
     let db = w.path("field.db");
     let report = fieldsync_ok(&[
-        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full, &"--json",
+        &"init",
+        &"--db",
+        &db,
+        &"--name",
+        &"field-1",
+        &"--from",
+        &full,
+        &"--expect-key",
+        &signer_fingerprint(&full)?,
+        &"--json",
     ])?
     .json()?;
     assert_eq!(report["local_tables"], serde_json::json!(["sessions"]));
@@ -885,7 +949,15 @@ fn export_full_warns_that_the_apps_triggers_are_not_carried() -> Res {
     );
     let db = w.path("field.db");
     fieldsync_ok(&[
-        &"init", &"--db", &db, &"--name", &"field-1", &"--from", &full,
+        &"init",
+        &"--db",
+        &db,
+        &"--name",
+        &"field-1",
+        &"--from",
+        &full,
+        &"--expect-key",
+        &signer_fingerprint(&full)?,
     ])?;
     let app_triggers = "SELECT count(*) FROM sqlite_schema WHERE type = 'trigger' \
                         AND name NOT LIKE 'fieldsync%'";
@@ -998,13 +1070,29 @@ fn hostile_local_tables_and_views_are_refused_and_leave_nothing_behind() -> Res 
         let evil = w.path(&format!("evil-{i}.fsb"));
         write_bundle_with_local(&evil, local, views)?;
         let out = fieldsync(&[
-            &"init", &"--db", &victim, &"--name", &"field-1", &"--from", &evil,
+            &"init",
+            &"--db",
+            &victim,
+            &"--name",
+            &"field-1",
+            &"--from",
+            &evil,
+            &"--expect-key",
+            &signer_fingerprint(&evil)?,
         ])?;
         assert_error(&out, 1, &[needle, "nothing was changed"]);
         assert_eq!(db_fingerprint(&victim)?, before, "case {i}");
         let fresh = w.path(&format!("fresh-{i}.db"));
         let out = fieldsync(&[
-            &"init", &"--db", &fresh, &"--name", &"field-1", &"--from", &evil,
+            &"init",
+            &"--db",
+            &fresh,
+            &"--name",
+            &"field-1",
+            &"--from",
+            &evil,
+            &"--expect-key",
+            &signer_fingerprint(&evil)?,
         ])?;
         assert_error(&out, 1, &[needle]);
         assert!(!fresh.exists(), "case {i} left {fresh:?}");
@@ -1025,7 +1113,15 @@ fn hostile_local_tables_and_views_are_refused_and_leave_nothing_behind() -> Res 
         let bundle = w.path(&format!("taken-{i}.fsb"));
         write_bundle_with_local(&bundle, local, views)?;
         let out = fieldsync(&[
-            &"init", &"--db", &victim, &"--name", &"field-1", &"--from", &bundle,
+            &"init",
+            &"--db",
+            &victim,
+            &"--name",
+            &"field-1",
+            &"--from",
+            &bundle,
+            &"--expect-key",
+            &signer_fingerprint(&bundle)?,
         ])?;
         assert_error(&out, 1, &["already has a table named 'precious'"]);
         assert_eq!(db_fingerprint(&victim)?, before);

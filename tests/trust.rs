@@ -78,16 +78,22 @@ fn a_resealed_bundle_is_refused() -> Res {
     let file = w.bundle("forged");
     write(&file, &forged)?;
     field.import_refused(&[&file], &["signature", "fieldsync key"])?;
-    // Also on first contact (nothing pinned yet) and through `inspect`.
-    assert_eq!(field.count("SELECT count(*) FROM fieldsync_pins")?, 0);
+    // Also before any bundle from hq was imported (its key enrolled, its
+    // site id not yet bound), and through `inspect`.
+    assert_eq!(
+        field.count("SELECT count(*) FROM fieldsync_pins WHERE site_id IS NOT NULL")?,
+        0
+    );
     let out = fieldsync(&[&"inspect", &file])?;
     assert_eq!(out.code, Some(1), "{}", out.stdout);
     assert!(out.stdout.contains("signature  FAILED"), "{}", out.stdout);
-    // The real one imports and pins hq's key.
+    // The real one imports and binds hq's key to hq's site id.
     field.import(&[&real])?;
     assert_eq!(field.rows("person")?.len(), 2);
     assert_eq!(
-        field.count("SELECT count(*) FROM fieldsync_pins WHERE name = 'hq'")?,
+        field.count(
+            "SELECT count(*) FROM fieldsync_pins WHERE name = 'hq' AND site_id IS NOT NULL"
+        )?,
         1
     );
     assert!(!field.sql("SELECT name FROM person")?.contains("Evil"));
@@ -180,8 +186,11 @@ fn an_unsigned_bundle_is_refused_unless_allowed() -> Res {
     fieldsync_ok(&[&"trust", &"--db", &field.db, &"--allow-unsigned-for", &"30"])?;
     field.import(&[&old])?;
     assert_eq!(field.rows("person")?.len(), 2);
-    // Unsigned bundles pin nothing.
-    assert_eq!(field.count("SELECT count(*) FROM fieldsync_pins")?, 0);
+    // Unsigned bundles bind nothing.
+    assert_eq!(
+        field.count("SELECT count(*) FROM fieldsync_pins WHERE site_id IS NOT NULL")?,
+        0
+    );
 
     // `init --from` an unsigned full export: refused, the file not made,
     // unless --allow-unsigned.

@@ -79,7 +79,14 @@ fn pair(dir: &Path, tag: &str, n: usize, others: usize) -> Res<(PathBuf, PathBuf
     full_bundle(&mut hq, &full)?;
     let laptop_path = dir.join(format!("schema-{tag}-laptop.db"));
     let _ = std::fs::remove_file(&laptop_path);
-    let (mut laptop, _) = Instance::init_from(&laptop_path, "laptop", File::open(&full)?, &full)?;
+    let opts = fieldsync::SetupOptions {
+        expect_key: Some(hq.key()?.signing_fingerprint),
+        ..Default::default()
+    };
+    let (mut laptop, _) =
+        Instance::init_from(&laptop_path, "laptop", File::open(&full)?, &full, &opts)?;
+    let key = laptop.key()?;
+    hq.enrol("laptop", &key.public_key, Some(&key.recipient))?;
     let back = dir.join(format!("schema-{tag}-back.bundle"));
     laptop.export_to_file(&to("hq"), &back)?;
     hq.import_file(&back)?;

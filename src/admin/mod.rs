@@ -5,3 +5,4 @@
 pub(crate) mod check;
 pub(crate) mod schema;
 pub(crate) mod status;
+pub(crate) mod trust;

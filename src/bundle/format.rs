@@ -32,6 +32,7 @@ use crate::base::colset::ColSet;
 use crate::base::seqset::SeqSet;
 use crate::base::site_id::SiteId;
 use crate::base::value::Value;
+use crate::catalog::keyring::SignedRecord;
 use crate::catalog::layout::Identity;
 
 /// The first eight bytes of every bundle. Like PNG's signature, the high byte
@@ -270,6 +271,20 @@ pub struct Header {
         deserialize_with = "de_header_list"
     )]
     pub schemas: Vec<SchemaVersion>,
+    /// Enrolments and revocations signed by the deployment's anchor (HQ)
+    /// that the recipient has not acknowledged (spec/trust.md, "Records").
+    /// Believed only when the anchor's signature holds. Absent from bundles
+    /// of older builds and when there is nothing to send.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_header_list"
+    )]
+    pub trust: Vec<SignedRecord>,
+    /// The highest serial of the anchor's records the sender holds: the
+    /// recipient sends it only later ones. Absent when it holds none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trust_seen: Option<u64>,
 }
 
 /// A table's schema version at the sender.

@@ -11,6 +11,7 @@ use std::io::{Read, Seek};
 
 /// The value types a bundle's records are made of.
 pub use crate::base::{colset::ColSet, hlc::Hlc, seqset::SeqSet};
+pub use crate::catalog::keyring::SignedRecord;
 pub use ed25519_dalek::{SigningKey, VerifyingKey};
 pub use format::{
     End, Header, LocalTable, OriginSeqs, RefDef, RowRecord, SiteRef, TableDef, VersionRecord,

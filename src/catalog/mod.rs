@@ -14,6 +14,7 @@
 pub(crate) mod foreign;
 pub(crate) mod identity;
 pub(crate) mod keyform;
+pub(crate) mod keyring;
 pub(crate) mod keys;
 pub(crate) mod layout;
 pub(crate) mod peers;

@@ -33,6 +33,18 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// Whether `name` can be a *new* instance's name (`init`, enrolment, a
+/// first contact): [`check_name`], in ASCII only, so a look-alike (`һq`,
+/// Cyrillic) can never pass for another (spec/trust.md, "Names"). Names
+/// of instances that already exist are kept.
+pub fn check_new_name(name: &str) -> Result<(), &'static str> {
+    check_name(name)?;
+    if !name.is_ascii() {
+        return Err("use ASCII letters, digits, '-', '_' and '.' only");
+    }
+    Ok(())
+}
+
 /// Read a value from `fieldsync_meta`.
 pub fn meta_get<T: rusqlite::types::FromSql>(
     conn: &Connection,

@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 8;
+pub const ENGINE_SCHEMA: i64 = 9;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -205,15 +205,24 @@ CREATE TABLE IF NOT EXISTS fieldsync_keys(
   secret TEXT NOT NULL,             -- base64 of the 32-byte seed (sign), or 'AGE-SECRET-KEY-1...'
   created_at INTEGER NOT NULL       -- unix ms
 );
--- The signing key of each instance whose bundles were imported here,
--- pinned at the first signed bundle from its site id (trust on first use,
--- spec/trust.md): a later bundle from that site id signed by another key,
--- or this key claiming another site id, is refused. Engine schema 8.
+-- The instances this instance takes bundles from, by signing key
+-- (spec/trust.md, Enrolment): its anchor (HQ, whose signed records it
+-- believes), those enrolled (by `fieldsync trust` here or by the anchor's
+-- records), those revoked, and, on a database set up before enrolment,
+-- those pinned at their first bundle. Engine schema 9 (8: keyed by site id,
+-- first use only).
 CREATE TABLE IF NOT EXISTS fieldsync_pins(
-  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the sender
-  public_key BLOB NOT NULL UNIQUE,  -- its 32-byte Ed25519 public key
-  name TEXT NOT NULL,               -- its name in that first bundle
-  first_seen INTEGER NOT NULL       -- unix ms of the import that pinned it
+  public_key BLOB PRIMARY KEY,      -- its 32-byte Ed25519 public key
+  site_id BLOB UNIQUE,              -- its 16-byte site id; NULL until its first bundle (enrolled by name and key)
+  name TEXT NOT NULL,               -- its name (compared without regard to case)
+  recipient TEXT,                   -- its age recipient 'age1...', once known
+  role TEXT NOT NULL,               -- 'anchor', 'enrolled' or 'first use'
+  first_seen INTEGER NOT NULL,      -- unix ms it was enrolled or pinned here
+  revoked_at INTEGER,               -- unix ms of its revocation, if revoked
+  keep_through INTEGER,             -- revoked: its changes numbered above this are refused
+  serial INTEGER,                   -- the anchor's record of it: serial, ...
+  record BLOB,                      -- ... MessagePack ...
+  signature BLOB                    -- ... and the anchor's signature, relayed to others
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
@@ -335,6 +344,23 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
             .any(|c| c == "seqs")
     {
         conn.execute_batch("ALTER TABLE fieldsync_quarantine ADD COLUMN seqs BLOB")?;
+    }
+    // Engine schema 8 kept pins by site id, first use only: the same rows,
+    // by key, as pinned at first use.
+    if column_names(conn, "fieldsync_pins")?
+        .iter()
+        .any(|c| c == "site_id")
+        && !column_names(conn, "fieldsync_pins")?
+            .iter()
+            .any(|c| c == "role")
+    {
+        conn.execute_batch("ALTER TABLE fieldsync_pins RENAME TO fieldsync_pins_8;")?;
+        conn.execute_batch(ENGINE_DDL)?;
+        conn.execute_batch(
+            "INSERT INTO fieldsync_pins(public_key, site_id, name, role, first_seen) \
+             SELECT public_key, site_id, name, 'first use', first_seen FROM fieldsync_pins_8; \
+             DROP TABLE fieldsync_pins_8;",
+        )?;
     }
     conn.execute_batch(ENGINE_DDL)?;
     Ok(())

@@ -593,9 +593,8 @@ impl<R: Read> Importing<R> {
         let header = reader.header().clone();
         // Who signed it, first: a first contact is pinned in this
         // transaction, so a refused import pins nothing.
-        if let Some(new) = crate::receive::trust::admit(tx, s, &header, reader.signer())? {
-            crate::receive::trust::pin(tx, &header, &new)?;
-        }
+        let admission = crate::receive::trust::admit(tx, s, &header, reader.signer())?;
+        crate::receive::trust::settle(tx, admission)?;
         let followed = crate::local::follow::follow_schema(tx, s)?;
         // The schema changes the bundle brings, before its tables are mapped.
         let received =
@@ -1464,6 +1463,7 @@ fn record_watermarks(
             .collect();
         crate::catalog::peers::save_peer_schema(conn, peer.id, &versions, true)?;
     }
+    crate::catalog::keyring::save_trust_seen(conn, peer.id, header.trust_seen)?;
     let lost = record_acks(
         conn,
         peer.id,

@@ -1,20 +1,24 @@
-//! Who may send a bundle (spec/trust.md, "Trust on first use"): the signer
-//! of a version-4 bundle, checked by [`crate::bundle::verify`], is compared
-//! with the key pinned for the site id its header names, and pinned there
-//! on first contact; unsigned bundles (versions 1 to 3) are admitted only
-//! while `fieldsync_meta.accept_unsigned_until` is in the future.
+//! Who may send a bundle (spec/trust.md, "Enrolment, anchor, revocation"):
+//! the signer of a version-4 bundle, checked by [`crate::bundle::verify`],
+//! must be in this instance's keyring (`crate::catalog::keyring`) under the
+//! site id and the name the header gives, and not revoked — judged with
+//! the anchor's records the bundle itself carries applied. A database set
+//! up before enrolment (no anchor) pins each sender at its first bundle
+//! instead. Unsigned bundles (versions 1 to 3) are admitted only while
+//! `fieldsync_meta.accept_unsigned_until` is in the future.
 //!
-//! [`admit`] only reads; [`pin`] records a first contact in the import's
-//! own transaction, so a refused or rolled-back import pins nothing.
+//! [`admit`] only reads; [`settle`] writes what it learnt in the import's
+//! own transaction, so a refused or rolled-back import changes nothing.
 
-use ed25519_dalek::VerifyingKey;
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::Connection;
 
 use crate::bundle::format::Header;
 use crate::bundle::reader::Signer;
+use crate::catalog::keyring::{Anchor, Keyring, MAX_RECORDS, anchor, open_record, site_named};
 use crate::catalog::keys::{key_text, public_keys, signing_fingerprint};
 use crate::catalog::session::Session;
-use crate::catalog::site::{meta_get, meta_set};
+use crate::catalog::site::{check_new_name, meta_get, meta_set};
+use crate::catalog::store::db_arg;
 use crate::error::{Error, TrustError};
 
 /// The `fieldsync_meta` key holding the end (unix ms) of the period in
@@ -24,90 +28,206 @@ pub const ACCEPT_UNSIGNED_KEY: &str = "accept_unsigned_until";
 /// Longest migration period `--allow-unsigned-for` grants, in days.
 pub const MAX_UNSIGNED_DAYS: u32 = 90;
 
-/// A first contact to pin once the import is applied.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct NewPin {
-    key: VerifyingKey,
+/// The keyring as the bundle leaves it: its anchor's records applied and
+/// its sender bound to its site id (or pinned on first use). Written by
+/// [`settle`] in the import's own transaction.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    ring: Keyring,
 }
 
-/// Whether the bundle's signer may send it as the sender its header
-/// names: `Ok(Some(_))` on first contact (to [`pin`]), `Ok(None)` if the
-/// key is the one pinned (or the bundle is unsigned and unsigned bundles
-/// are allowed now). Reads only.
+/// Whether the bundle's signer may send it as the sender its header names
+/// (spec/trust.md, "Enrolment, anchor, revocation"), judged on the keyring
+/// with the records the bundle carries applied. Reads only.
 pub(crate) fn admit(
     conn: &Connection,
     s: &Session,
     header: &Header,
     signer: Signer,
-) -> Result<Option<NewPin>, Error> {
+) -> Result<Admission, Error> {
+    let mut ring = Keyring::load(conn)?;
+    let anchor = anchor(conn)?;
+    let anchor_key = match &anchor {
+        Anchor::Own => Some(public_keys(conn)?.sign),
+        Anchor::Other(key) => Some(*key),
+        Anchor::FirstUse => None,
+    };
+    if let Some(anchor_key) = anchor_key {
+        for signed in header.trust.iter().take(MAX_RECORDS) {
+            if let Some(rec) = open_record(signed, &anchor_key)? {
+                ring.apply(&rec, signed);
+            }
+        }
+    }
     let Some(key) = signer.key else {
         let until: Option<i64> = meta_get(conn, ACCEPT_UNSIGNED_KEY)?;
         if until.is_some_and(|t| t > chrono::Utc::now().timestamp_millis()) {
-            return Ok(None);
+            return Ok(Admission { ring });
         }
         return Err(TrustError::Unsigned {
             sender: header.sender.name.clone(),
             version: signer.version,
-            db: crate::catalog::store::db_arg(conn),
+            db: db_arg(conn),
         }
         .into());
     };
     let found = key.to_bytes();
-    // This instance's own site id is pinned to its own key.
-    let pinned: Option<Vec<u8>> = if header.sender.id == s.local {
-        Some(public_keys(conn)?.sign.to_bytes().to_vec())
-    } else {
-        conn.prepare_cached("SELECT public_key FROM fieldsync_pins WHERE site_id = ?1")?
-            .query_row([header.sender.id.as_bytes().as_slice()], |r| r.get(0))
-            .optional()?
-    };
-    if let Some(pinned) = pinned {
-        if pinned.as_slice() == found.as_slice() {
-            return Ok(None);
-        }
-        return Err(TrustError::KeyChanged {
-            sender: header.sender.name.clone(),
-            found: key_text(&found),
-            found_fingerprint: signing_fingerprint(&found),
-            pinned: pinned
-                .as_slice()
-                .try_into()
-                .map_or_else(|_| "(damaged)".to_owned(), key_text),
-        }
-        .into());
-    }
-    let owner: Option<String> = if public_keys(conn)?.sign == key {
-        Some(s.name.clone())
-    } else {
-        conn.prepare_cached("SELECT name FROM fieldsync_pins WHERE public_key = ?1")?
-            .query_row([found.as_slice()], |r| r.get(0))
-            .optional()?
-    };
-    if let Some(owner) = owner {
-        return Err(TrustError::KeyOfAnotherSite {
-            sender: header.sender.name.clone(),
-            key: key_text(&found),
-            fingerprint: signing_fingerprint(&found),
-            owner,
-        }
-        .into());
-    }
-    Ok(Some(NewPin { key }))
+    check_sender(conn, s, &ring, &anchor, header, &found)?;
+    ring.seen(
+        &found,
+        header.sender.id,
+        &header.sender.name,
+        anchor == Anchor::FirstUse,
+    );
+    Ok(Admission { ring })
 }
 
-/// Pin a first contact's key to the site id its header names, in the
-/// caller's (the import's) transaction.
-pub(crate) fn pin(conn: &Connection, header: &Header, new: &NewPin) -> Result<(), Error> {
-    conn.prepare_cached(
-        "INSERT INTO fieldsync_pins(site_id, public_key, name, first_seen) VALUES (?1, ?2, ?3, ?4)",
-    )?
-    .execute(params![
-        header.sender.id.as_bytes().as_slice(),
-        new.key.to_bytes().as_slice(),
-        header.sender.name,
-        chrono::Utc::now().timestamp_millis()
-    ])?;
-    Ok(())
+/// Write what [`admit`] changed in the keyring, in the import's transaction.
+pub(crate) fn settle(conn: &Connection, mut admission: Admission) -> Result<(), Error> {
+    admission.ring.save(conn)
+}
+
+fn check_sender(
+    conn: &Connection,
+    s: &Session,
+    ring: &Keyring,
+    anchor: &Anchor,
+    header: &Header,
+    found: &[u8; 32],
+) -> Result<(), Error> {
+    let sender = &header.sender;
+    let fingerprint = signing_fingerprint(found);
+    let own = public_keys(conn)?.sign.to_bytes();
+    if sender.id == s.local {
+        // This instance's own site id is pinned to its own key (the bundle
+        // is then refused anyway, as its own).
+        if found == &own {
+            return Ok(());
+        }
+        return Err(TrustError::KeyChanged {
+            sender: sender.name.clone(),
+            found: key_text(found),
+            found_fingerprint: fingerprint,
+            pinned: key_text(&own),
+        }
+        .into());
+    }
+    if found == &own {
+        return Err(TrustError::KeyOfAnotherSite {
+            sender: sender.name.clone(),
+            key: key_text(found),
+            fingerprint,
+            owner: s.name.clone(),
+        }
+        .into());
+    }
+    if let Some(pin) = ring.by_key(found) {
+        if let Some(at) = pin.revoked_at {
+            let by = match (anchor, &pin.record) {
+                (Anchor::Other(_), Some(_)) => " by HQ".to_owned(),
+                _ => String::new(),
+            };
+            return Err(TrustError::Revoked {
+                sender: pin.name.clone(),
+                when: chrono::DateTime::from_timestamp_millis(at).map_or_else(
+                    || at.to_string(),
+                    |t| t.format("%Y-%m-%d %H:%M UTC").to_string(),
+                ),
+                by,
+                db: db_arg(conn),
+            }
+            .into());
+        }
+        if let Some(site) = pin.site_id.filter(|site| *site != sender.id) {
+            let owner = ring
+                .by_site(&site)
+                .map_or_else(|| site.to_string(), |p| p.name.clone());
+            return Err(TrustError::KeyOfAnotherSite {
+                sender: sender.name.clone(),
+                key: key_text(found),
+                fingerprint,
+                owner,
+            }
+            .into());
+        }
+        if !pin.name.eq_ignore_ascii_case(&sender.name) {
+            return Err(TrustError::OtherName {
+                sender: sender.name.clone(),
+                fingerprint,
+                enrolled: pin.name.clone(),
+            }
+            .into());
+        }
+        return Ok(());
+    }
+    if let Some(pin) = ring.by_site(&sender.id) {
+        return Err(TrustError::KeyChanged {
+            sender: sender.name.clone(),
+            found: key_text(found),
+            found_fingerprint: fingerprint,
+            pinned: key_text(&pin.public_key),
+        }
+        .into());
+    }
+    let owner = if sender.name.eq_ignore_ascii_case(&s.name) {
+        Some(signing_fingerprint(&own))
+    } else if let Some(pin) = ring.by_name(&sender.name) {
+        Some(signing_fingerprint(&pin.public_key))
+    } else if site_named(conn, &sender.name)?.is_some_and(|site| site != sender.id) {
+        Some("(not pinned here)".to_owned())
+    } else {
+        None
+    };
+    if let Some(owner_fingerprint) = owner {
+        return Err(TrustError::NameOfAnother {
+            sender: sender.name.clone(),
+            fingerprint,
+            owner_fingerprint,
+        }
+        .into());
+    }
+    let db = db_arg(conn);
+    let what_to_do = match anchor {
+        Anchor::FirstUse => match check_new_name(&sender.name) {
+            // Before enrolment: pinned at its first bundle, if its name
+            // cannot pass for another's.
+            Ok(()) => return Ok(()),
+            Err(reason) => format!(
+                "its name '{}' cannot be a new instance's name ({reason}): it may be an impostor using a look-alike name; do not import it",
+                sender.name
+            ),
+        },
+        Anchor::Own => format!(
+            "if '{}' is one of your instances, check this fingerprint with its officer (`fieldsync key` there shows it as the signing key) and enrol it: `fieldsync trust --db {db} {} {}`; otherwise do not import it",
+            sender.name,
+            shell_word(&sender.name),
+            key_text(found)
+        ),
+        Anchor::Other(_) => format!(
+            "your HQ has not enrolled '{}', or its enrolment has not reached this instance yet: import a newer bundle from HQ first; if you have checked the fingerprint with HQ, you can enrol it here: `fieldsync trust --db {db} {} {}`",
+            sender.name,
+            shell_word(&sender.name),
+            key_text(found)
+        ),
+    };
+    Err(TrustError::NotEnrolled {
+        sender: sender.name.clone(),
+        fingerprint,
+        what_to_do,
+    }
+    .into())
+}
+
+/// A name as a shell word (names are letters, digits, '-', '_' and '.').
+fn shell_word(name: &str) -> String {
+    if name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        name.to_owned()
+    } else {
+        format!("'{}'", name.replace('\'', "'\\''"))
+    }
 }
 
 /// Admit unsigned bundles for `days` days from now (1 to

@@ -639,6 +639,9 @@ impl Plan {
         } else {
             (Vec::new(), Vec::new())
         };
+        // The anchor's enrolments and revocations the peer has not
+        // acknowledged (a full export: all of them).
+        let ring = crate::catalog::keyring::Keyring::load(conn)?;
         let created = s.clock.stamp(now_unix_ms())?;
         Ok(Header {
             sender: SiteRef {
@@ -676,6 +679,11 @@ impl Plan {
                     version: version.clone(),
                 })
                 .collect(),
+            trust: ring.records_after(match &self.to {
+                Some(to) => crate::catalog::keyring::trust_seen(conn, to.peer.id)?,
+                None => None,
+            }),
+            trust_seen: ring.highest_serial(),
         })
     }
 

@@ -582,6 +582,8 @@ mod tests {
             local_tables: Vec::new(),
             views: Vec::new(),
             schemas: Vec::new(),
+            trust: Vec::new(),
+            trust_seen: None,
         }
     }
 

@@ -107,7 +107,7 @@ mod reference;
 mod rows;
 mod schema;
 mod schema_changes;
-mod world;
+pub(crate) mod world;
 
 use std::path::Path;
 

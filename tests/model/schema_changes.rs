@@ -390,6 +390,7 @@ impl World {
             inst.set_schema_mode(mode)?;
             instances.push(inst);
         }
+        crate::model::world::enrol_all(&mut instances)?;
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;

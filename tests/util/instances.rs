@@ -9,12 +9,70 @@ use fieldsync::{ExportTarget, ImportReport, Instance, Selection};
 
 use super::Res;
 
-/// `init` an instance at `dir/NAME.db` with `schema`, every table tracked.
+/// `init` an instance at `dir/NAME.db` with `schema`, every table tracked,
+/// enrolled at every instance made before in `dir` and enrolling them (a
+/// deployment whose HQ enrolled everyone).
 pub fn instance(dir: &Path, name: &str, schema: &str) -> Res<Instance> {
-    let (mut inst, _) = Instance::init(dir.join(format!("{name}.db")), name)?;
+    let path = dir.join(format!("{name}.db"));
+    let (mut inst, _) = Instance::init(&path, name)?;
     inst.connection().execute_batch(schema)?;
     inst.track(&Selection::All)?;
+    let mut others: Vec<_> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "db") && *p != path)
+        .collect();
+    others.sort();
+    for other in others {
+        if let Ok(mut other) = Instance::open(&other) {
+            enrol_each_other(&mut inst, &mut other)?;
+        }
+    }
     Ok(inst)
+}
+
+pub use fieldsync::fuzzing::enrol_each_other;
+
+/// If `bundle` was crafted by a test (signed by
+/// [`fieldsync::fuzzing::key_for`] its sender), enrol that key at `i`
+/// under the sender's name: the crafted bundle comes from an enrolled
+/// instance gone bad, so what is tested is what lies beyond the signature.
+/// Returns the key it enrolled, if it did.
+pub fn enrol_if_crafted(i: &mut Instance, bundle: &[u8]) -> Res<Option<[u8; 32]>> {
+    enrol_signer_if(i, bundle, true)
+}
+
+/// Enrol whoever signed `bundle` at `i`, under the name its header gives.
+pub fn enrol_signer(i: &mut Instance, bundle: &[u8]) -> Res {
+    enrol_signer_if(i, bundle, false).map(|_| ())
+}
+
+fn enrol_signer_if(i: &mut Instance, bundle: &[u8], crafted_only: bool) -> Res<Option<[u8; 32]>> {
+    let mut r = Cursor::new(bundle);
+    let Ok(signer) = fieldsync::bundle::verify(&mut r) else {
+        return Ok(None);
+    };
+    let Some(key) = signer.key else {
+        return Ok(None);
+    };
+    let Ok(reader) = fieldsync::bundle::BundleReader::open(r) else {
+        return Ok(None);
+    };
+    let sender = &reader.header().sender;
+    let crafted = fieldsync::fuzzing::key_for(&sender.id).verifying_key() == key;
+    if (crafted || !crafted_only) && sender.id != i.site_id()? {
+        let text = base64_key(key.as_bytes());
+        let known = i.trusted()?.instances.iter().any(|t| t.public_key == text);
+        // A name this instance refuses: the import then says so itself.
+        if !known && i.enrol(&sender.name, &text, None).is_ok() {
+            return Ok(Some(*key.as_bytes()));
+        }
+    }
+    Ok(None)
+}
+
+fn base64_key(bytes: &[u8; 32]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
 /// A delta export for the peer `to`.
@@ -37,7 +95,25 @@ pub fn export_full(i: &mut Instance) -> Res<Vec<u8>> {
     Ok(b)
 }
 
-/// Import a bundle held in memory.
+/// Import a bundle held in memory (a bundle a test crafted is from an
+/// enrolled sender: [`enrol_if_crafted`]).
+///
+/// The crafted sender's enrolment is the test's doing, not the import's: if
+/// the import is refused it is taken back, so a test comparing the
+/// database before and after sees only what the import did.
 pub fn import(i: &mut Instance, bundle: &[u8]) -> Result<ImportReport, fieldsync::Error> {
-    i.import(Cursor::new(bundle))
+    let enrolled = match enrol_if_crafted(i, bundle) {
+        Ok(enrolled) => enrolled,
+        Err(e) => panic!("cannot enrol the crafted sender: {e}"),
+    };
+    let result = i.import(Cursor::new(bundle));
+    if let (Err(_), Some(key)) = (&result, enrolled) {
+        if let Err(e) = i.connection().execute(
+            "DELETE FROM fieldsync_pins WHERE public_key = ?1",
+            [key.as_slice()],
+        ) {
+            panic!("cannot take back the crafted sender's enrolment: {e}");
+        }
+    }
+    result
 }

@@ -3,7 +3,7 @@
 //! bundle files they exchange; plus the relief app's schema and what
 //! `conflicts` reports, shared by the scenario and regression tests.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
@@ -96,6 +96,11 @@ impl Site {
         fieldsync_ok(&[&"status", &"--db", &self.db, &"--json"])?.json()
     }
 
+    /// `key --json`, which must succeed.
+    pub fn key(&self) -> Res<Json> {
+        fieldsync_ok(&[&"key", &"--db", &self.db, &"--json"])?.json()
+    }
+
     /// Its site id, from `status --json`.
     pub fn site_id(&self) -> Res<String> {
         Ok(text(&self.status()?, "site_id")?.to_owned())
@@ -115,10 +120,51 @@ impl Site {
     }
 }
 
+/// The fingerprint of the key that signed a bundle, from `inspect --json`.
+pub fn signer_fingerprint(bundle: &Path) -> Res<String> {
+    let inspected = fieldsync_ok(&[&"inspect", &bundle, &"--json"])?.json()?;
+    Ok(text(&inspected, "signer_fingerprint")?.to_owned())
+}
+
+/// `fieldsync trust --db AT NAME KEY RECIPIENT` with `key` the JSON of
+/// `fieldsync key --json` of the instance.
+pub fn enrol(at: &Site, name: &str, key: &Json) -> Res {
+    fieldsync_ok(&[
+        &"trust",
+        &"--db",
+        &at.db,
+        &name,
+        &text(key, "public_key")?,
+        &text(key, "recipient")?,
+    ])?;
+    Ok(())
+}
+
+/// Enrol the instances of two database files at each other, by their
+/// names and keys (`key --json`, then `trust` on the other side).
+pub fn enrol_dbs(a: &Path, b: &Path) -> Res {
+    let ka = fieldsync_ok(&[&"key", &"--db", &a, &"--json"])?.json()?;
+    let kb = fieldsync_ok(&[&"key", &"--db", &b, &"--json"])?.json()?;
+    for (at, key) in [(a, &kb), (b, &ka)] {
+        fieldsync_ok(&[
+            &"trust",
+            &"--db",
+            &at,
+            &text(key, "name")?,
+            &text(key, "public_key")?,
+            &text(key, "recipient")?,
+        ])?;
+    }
+    Ok(())
+}
+
 /// A temporary directory holding instances and bundle files.
 pub struct World {
     dir: tempfile::TempDir,
     bundles: Cell<u32>,
+    /// Every site made so far: each new one is enrolled at all of them and
+    /// enrols them (a deployment whose HQ enrolled everyone).
+    sites: RefCell<Vec<Site>>,
 }
 
 impl World {
@@ -127,6 +173,7 @@ impl World {
         Ok(World {
             dir: tempfile::tempdir()?,
             bundles: Cell::new(0),
+            sites: RefCell::new(Vec::new()),
         })
     }
 
@@ -150,7 +197,15 @@ impl World {
     }
 
     /// Create `NAME.db` with the app schema and `init` it, tracking nothing.
+    /// It is enrolled at every site made before, and enrols them.
     pub fn bare_site(&self, name: &str, schema: &str) -> Res<Site> {
+        let site = self.stranger(name, schema)?;
+        self.enrol_everywhere(&site)?;
+        Ok(site)
+    }
+
+    /// [`World::bare_site`], enrolled nowhere and enrolling nobody.
+    pub fn stranger(&self, name: &str, schema: &str) -> Res<Site> {
         let db = self.path(&format!("{name}.db"));
         sqlite3(&db, schema)?;
         fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name])?;
@@ -160,14 +215,43 @@ impl World {
         })
     }
 
-    /// Set up `NAME.db` from a full export with `init --from`.
+    /// Set up `NAME.db` from a full export with `init --from`, expecting
+    /// the key that signed it (as an officer who checked it with HQ), and
+    /// enrol it everywhere.
     pub fn site_from(&self, name: &str, full: &Path) -> Res<Site> {
         let db = self.path(&format!("{name}.db"));
-        fieldsync_ok(&[&"init", &"--db", &db, &"--name", &name, &"--from", &full])?;
-        Ok(Site {
+        let signer = signer_fingerprint(full)?;
+        fieldsync_ok(&[
+            &"init",
+            &"--db",
+            &db,
+            &"--name",
+            &name,
+            &"--from",
+            &full,
+            &"--expect-key",
+            &signer,
+        ])?;
+        let site = Site {
             name: name.to_owned(),
             db,
-        })
+        };
+        self.enrol_everywhere(&site)?;
+        Ok(site)
+    }
+
+    /// Enrol `site` at every site made before and each of them at it.
+    pub fn enrol_everywhere(&self, site: &Site) -> Res {
+        let key = site.key()?;
+        // A site made again under a name used before replaces it.
+        self.sites.borrow_mut().retain(|s| s.name != site.name);
+        for other in self.sites.borrow().iter() {
+            let theirs = other.key()?;
+            enrol(other, &site.name, &key)?;
+            enrol(site, &other.name, &theirs)?;
+        }
+        self.sites.borrow_mut().push(site.clone());
+        Ok(())
     }
 
     /// The usual three instances with the same schema, every table tracked.

@@ -68,7 +68,11 @@ const STORY: &[Step] = &[
     Run("export --db @hq.db --full -o @full.bundle"),
     Run("inspect @full.bundle"),
     Run("init --db @f1.db --name field-1 --from @full.bundle"),
-    Run("init --db @f2.db --name field-2 --from @full.bundle"),
+    Run("init --db @f1.db --name field-1 --from @full.bundle --expect-key @signer:full.bundle"),
+    Run("init --db @f2.db --name field-2 --from @full.bundle --expect-key @signer:full.bundle"),
+    Run("trust --db @hq.db field-1 @key:f1.db @recipient:f1.db"),
+    Run("trust --db @hq.db field-2 @key:f2.db @recipient:f2.db"),
+    Run("trust --db @hq.db --list"),
     Sql("hq.db: INSERT INTO person VALUES ('p3', 'Kasun', 'missing');"),
     Run("export --db @hq.db --to field-1 -o @hq-f1.bundle"),
     Run("export --db @hq.db --to feild-2 -o @hq-f2.bundle"),
@@ -181,7 +185,7 @@ fn play(dir: &Path, json: bool, bin: Option<&Path>) -> String {
                 let mut argv: Vec<OsString> = args
                     .split_whitespace()
                     .map(|a| match a.strip_prefix('@') {
-                        Some(file) => dir.join(file).into_os_string(),
+                        Some(token) => expand(dir, token),
                         None => OsString::from(a),
                     })
                     .collect();
@@ -207,6 +211,28 @@ fn play(dir: &Path, json: bool, bin: Option<&Path>) -> String {
     transcript
 }
 
+/// `@name`: the file `name` of the story; `@key:DB` and `@recipient:DB`:
+/// the public key and recipient of that instance, as its officer would read
+/// them out; `@signer:FILE`: the fingerprint of the bundle's signer.
+fn expand(dir: &Path, token: &str) -> OsString {
+    let key = |db: &str| {
+        fieldsync::Instance::open(dir.join(db))
+            .and_then(|i| i.key())
+            .expect("the story's instance has keys")
+    };
+    match token.split_once(':') {
+        Some(("key", db)) => key(db).public_key.into(),
+        Some(("recipient", db)) => key(db).recipient.into(),
+        Some(("signer", file)) => {
+            let mut f = std::fs::File::open(dir.join(file)).expect("the story's bundle");
+            let signer = fieldsync::bundle::verify(&mut f).expect("a signed bundle");
+            let key = signer.key.expect("a signed bundle");
+            fieldsync::signing_fingerprint(key.as_bytes()).into()
+        }
+        _ => dir.join(token).into_os_string(),
+    }
+}
+
 /// The site ids of the story's instances, with their names.
 fn sites(dir: &Path) -> Vec<(String, String)> {
     let mut dbs: Vec<PathBuf> = ["hq.db", "f1.db", "f2.db"]
@@ -225,6 +251,8 @@ fn sites(dir: &Path) -> Vec<(String, String)> {
                 (id, format!("<site {name}>")),
                 (key.public_key, format!("<key {name}>")),
                 (key.signing_fingerprint, format!("<fingerprint {name}>")),
+                (key.fingerprint, format!("<instance fingerprint {name}>")),
+                (key.recipient, format!("<recipient {name}>")),
             ])
         })
         .flatten()
@@ -249,6 +277,7 @@ fn normalise(text: &str, dir: &Path, sites: &[(String, String)]) -> String {
         ("\"won_at_ms\":*", "\"won_at_ms\":<ms>"),
         ("\"noticed_ms\":*", "\"noticed_ms\":<ms>"),
         ("\"last_import\":*", "\"last_import\":<ms>"),
+        ("\"since\":*", "\"since\":<ms>"),
         ("\"last_export\":*", "\"last_export\":<ms>"),
         ("\"longest_write_ms\":*", "\"longest_write_ms\":<ms>"),
         (" *.# KiB", " <size>"),

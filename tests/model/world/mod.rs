@@ -57,6 +57,18 @@ pub(super) struct World {
     pub(super) dir: tempfile::TempDir,
 }
 
+/// Enrol every instance at every other (a deployment whose HQ enrolled
+/// everyone).
+pub(crate) fn enrol_all(instances: &mut [Instance]) -> Res {
+    for i in 0..instances.len() {
+        for j in i + 1..instances.len() {
+            let (a, b) = instances.split_at_mut(j);
+            fieldsync::fuzzing::enrol_each_other(&mut a[i], &mut b[0])?;
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn name(i: usize) -> String {
     format!("i{i}")
 }
@@ -83,6 +95,7 @@ impl World {
             sites.push(*inst.site_id()?.as_bytes());
             instances.push(inst);
         }
+        enrol_all(&mut instances)?;
         let mut probe = Vec::new();
         {
             let (mut p, _) = Instance::init(dir.path().join("probe.db"), "probe")?;

@@ -299,6 +299,8 @@ impl World {
         std::fs::copy(self.dir.path().join(format!("{}.db", name(at))), &path)?;
         let result = (|| -> Res<(Stamps, View)> {
             let mut copy = Instance::open(&path)?;
+            // The probe is an instance the copy's HQ enrolled.
+            crate::util::instances::enrol_signer(&mut copy, &self.probe)?;
             copy.import(Cursor::new(&self.probe))?;
             Ok((
                 self.new_stamps(copy.connection(), at)?,

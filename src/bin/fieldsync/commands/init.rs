@@ -2,12 +2,12 @@
 //! database from a full export (`--from`).
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{BufRead as _, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fieldsync::{Instance, SetupReport};
+use fieldsync::{Instance, SetupOptions, SetupReport, signer_fingerprints};
 use serde::Serialize;
 
 use super::{DbArg, import::warn_import, shell_quote};
@@ -33,6 +33,12 @@ pub struct InitArgs {
     /// comes from your HQ.
     #[arg(long, requires = "from")]
     allow_unsigned: bool,
+    /// With --from: the fingerprint of your HQ, as `fieldsync key` there
+    /// shows it (read over the phone): the file must be signed by HQ. On a
+    /// terminal, without it, the file's fingerprint is shown and you are
+    /// asked.
+    #[arg(long, requires = "from", value_name = "FINGERPRINT")]
+    expect_key: Option<String>,
 }
 
 /// What `init` without `--from` prints with `--json`.
@@ -81,19 +87,57 @@ fn init(ui: &mut Ui, args: &InitArgs) -> Result<()> {
 
 fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path) -> Result<()> {
     let db = args.db.path();
+    let expect_key = match &args.expect_key {
+        Some(key) => Some(key.clone()),
+        None => confirm_signer(bundle)?,
+    };
     let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
     let bar = Meter::new(bundle, !ui.json(), "checking");
-    let (_, report) = Instance::init_from_with(
-        db,
-        &args.name,
-        bar.reader(file, 2),
-        bundle,
-        args.allow_unsigned,
-    )
-    .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
+    let opts = SetupOptions {
+        expect_key,
+        allow_unsigned: args.allow_unsigned,
+    };
+    let (_, report) = Instance::init_from(db, &args.name, bar.reader(file, 2), bundle, &opts)
+        .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
     bar.finish();
     warn_import(ui, &report.import)?;
     ui.report(&report, |out| print_setup(out, &report, db, &args.name))
+}
+
+/// Without --expect-key, on a terminal: show who signed the file and its
+/// fingerprint, and ask. The fingerprint confirmed, or `None` (the library
+/// then refuses a signed file, saying how to give it).
+fn confirm_signer(bundle: &Path) -> Result<Option<String>> {
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return Ok(None);
+    }
+    let mut file =
+        File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
+    let signer = fieldsync::bundle::verify(&mut file)
+        .with_context(|| format!("cannot set up from {}", bundle.display()))?;
+    let Some(key) = signer.key else {
+        return Ok(None);
+    };
+    let reader = fieldsync::bundle::BundleReader::open(file)
+        .with_context(|| format!("cannot set up from {}", bundle.display()))?;
+    let header = reader.header();
+    let (both, signing) = signer_fingerprints(header, &key);
+    let shown = both.unwrap_or(signing);
+    let mut err = std::io::stderr();
+    writeln!(
+        err,
+        "This file says it is a full export of '{}', signed with fingerprint\n\n    {shown}\n\nAsk HQ to read you the fingerprint `fieldsync key` shows there. Only if it is the same, this laptop will trust '{}' as its HQ.",
+        header.sender.name, header.sender.name
+    )?;
+    write!(err, "Is it the same? [y/N] ")?;
+    err.flush()?;
+    let mut answer = String::new();
+    std::io::stdin().lock().read_line(&mut answer)?;
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(Some(shown))
+    } else {
+        Err(fieldsync::Error::from(fieldsync::TrustError::NotConfirmed).into())
+    }
 }
 
 fn print_setup(out: &mut dyn Write, r: &SetupReport, db: &Path, name: &str) -> std::io::Result<()> {

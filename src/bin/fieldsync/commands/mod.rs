@@ -13,6 +13,7 @@ mod import;
 mod init;
 mod inspect;
 mod key;
+mod revoke;
 mod schema;
 mod status;
 mod track;
@@ -57,6 +58,7 @@ enum Command {
     Schema(schema::SchemaArgs),
     Key(key::KeyArgs),
     Trust(trust::TrustArgs),
+    Revoke(revoke::RevokeArgs),
 }
 
 /// The database a command works on.
@@ -94,6 +96,7 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Schema(args) => schema::cmd_schema(ui, args),
         Command::Key(args) => key::cmd_key(ui, args),
         Command::Trust(args) => trust::cmd_trust(ui, args),
+        Command::Revoke(args) => revoke::cmd_revoke(ui, args),
     }
 }
 

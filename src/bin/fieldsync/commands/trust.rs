@@ -1,50 +1,119 @@
-//! `fieldsync trust`: who this instance takes bundles from. For now, the
-//! migration period in which unsigned bundles (format 1 to 3, from a
-//! fieldsync older than signed bundles) are still imported
-//! (`--allow-unsigned-for DAYS`), and showing it; signers are pinned on
-//! first contact by `import` (spec/trust.md).
+//! `fieldsync trust`: who this instance takes bundles from
+//! (spec/trust.md). Enrol an instance by name and key (`trust NAME KEY
+//! [RECIPIENT]`, or `--stdin` with `fieldsync key --json` of it), list the
+//! trusted instances (`--list`), name the anchor of a database set up
+//! before enrolment (`--anchor NAME`), and the migration period in which
+//! unsigned bundles from an older fieldsync are still imported
+//! (`--allow-unsigned-for DAYS`). Revoking is `fieldsync revoke`.
 
-use anyhow::Result;
+use std::io::{Read as _, Write};
+
+use anyhow::{Context, Result};
 use clap::Args;
-use serde::Serialize;
+use fieldsync::{Enrolled, Role, TrustList};
+use serde::{Deserialize, Serialize};
 
 use super::{DbArg, shell_quote, when};
 use crate::exit::Outcome;
 use crate::ui::{Sorted, Ui};
 
-/// Show or set which bundles this instance accepts: import unsigned bundles
-/// (from an older fieldsync) for a migration period.
+/// Enrol an instance, list the instances this one takes bundles from, or
+/// set how it treats unsigned bundles.
+///
+/// At HQ, enrol each field instance once: the officer runs `fieldsync key`
+/// on the laptop and reads its public key and fingerprint to HQ (or HQ,
+/// setting the laptop up itself, pipes `fieldsync key --db LAPTOP --json`
+/// into `fieldsync trust --db HQ --stdin`). HQ's enrolments then travel,
+/// signed, in its bundles to every laptop set up from it.
 #[derive(Args)]
 pub struct TrustArgs {
     #[command(flatten)]
     db: DbArg,
+    /// The name of the instance to enrol, as `fieldsync key` on it shows.
+    #[arg(value_name = "NAME", requires = "public_key")]
+    name: Option<String>,
+    /// Its public key (the 'public key' line of `fieldsync key` on it).
+    #[arg(value_name = "PUBLIC_KEY")]
+    public_key: Option<String>,
+    /// Its recipient (the 'recipient' line), so bundles to it can be
+    /// encrypted; learnt from its first bundle if not given.
+    #[arg(value_name = "RECIPIENT")]
+    recipient: Option<String>,
+    /// Enrol the instance whose `fieldsync key --json` comes on standard
+    /// input.
+    #[arg(long, conflicts_with_all = ["name", "list", "anchor"])]
+    stdin: bool,
+    /// List the instances this one takes bundles from (and those revoked).
+    #[arg(long, conflicts_with_all = ["name", "anchor"])]
+    list: bool,
+    /// For a database set up before enrolment: the instance whose
+    /// enrolments to believe (its HQ, pinned here), or this instance's own
+    /// name if it is HQ.
+    #[arg(long, value_name = "NAME", conflicts_with = "name")]
+    anchor: Option<String>,
     /// Import unsigned bundles for this many days from now (1 to 90; 30 is
     /// enough to upgrade a deployment's laptops).
     #[arg(long, value_name = "DAYS")]
     allow_unsigned_for: Option<u32>,
 }
 
-/// What `trust` prints with `--json`.
+/// `fieldsync key --json`, as `--stdin` reads it.
+#[derive(Deserialize)]
+struct KeyJson {
+    name: String,
+    public_key: String,
+    recipient: Option<String>,
+}
+
+/// What `trust` prints with `--json` when it enrols nobody.
 #[derive(Serialize)]
-struct TrustReport {
+struct TrustReport<'a> {
     /// Until when unsigned bundles are imported (unix ms), if ever.
     accept_unsigned_until: Option<i64>,
     /// Whether that is now.
     accepts_unsigned_now: bool,
+    /// The keyring.
+    #[serde(flatten)]
+    list: &'a TrustList,
 }
 
 pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
     let mut db = args.db.open()?;
+    let path = args.db.path();
+    if args.stdin {
+        let mut text = String::new();
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .context("cannot read standard input")?;
+        let key: KeyJson = serde_json::from_str(&text).context(
+            "standard input is not the output of `fieldsync key --json` (it needs name, public_key and recipient)",
+        )?;
+        let enrolled = db.enrol(&key.name, &key.public_key, key.recipient.as_deref())?;
+        return print_enrolled(ui, &enrolled, path);
+    }
+    if let (Some(name), Some(public_key)) = (&args.name, &args.public_key) {
+        let enrolled = db.enrol(name, public_key, args.recipient.as_deref())?;
+        return print_enrolled(ui, &enrolled, path);
+    }
+    if let Some(anchor) = &args.anchor {
+        let name = db.set_anchor(anchor)?;
+        ui.note(format!(
+            "the anchor of this instance is now '{name}': it takes bundles only from the instances '{name}' enrols and those enrolled here"
+        ))?;
+    }
     if let Some(days) = args.allow_unsigned_for {
         db.allow_unsigned_for(days)?;
     }
     let until = db.unsigned_allowed_until()?;
+    let list = db.trusted()?;
     let report = TrustReport {
         accept_unsigned_until: until,
         accepts_unsigned_now: until.is_some_and(|t| t > chrono::Utc::now().timestamp_millis()),
+        list: &list,
     };
-    let path = args.db.path();
     ui.report(&Sorted(&report), |out| {
+        print_list(out, &list, path)?;
         if report.accepts_unsigned_now {
             writeln!(
                 out,
@@ -60,4 +129,87 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
         }
     })?;
     Ok(Outcome::Success)
+}
+
+fn print_enrolled(ui: &mut Ui, e: &Enrolled, path: &std::path::Path) -> Result<Outcome> {
+    ui.report(e, |out| {
+        writeln!(out, "Enrolled '{}': fingerprint {}.", e.name, e.fingerprint)?;
+        writeln!(
+            out,
+            "Read this fingerprint back to its officer: it must be what `fieldsync key` shows there{}. If it is not, run `fieldsync revoke --db {} {}` at once.",
+            if e.fingerprint == e.signing_fingerprint {
+                " on its 'signing key' line"
+            } else {
+                ""
+            },
+            shell_quote(path),
+            e.name
+        )?;
+        if !e.replaced.is_empty() {
+            writeln!(
+                out,
+                "It replaces the key known here for: {}.",
+                e.replaced.join(", ")
+            )?;
+        }
+        if e.relayed {
+            writeln!(
+                out,
+                "The enrolment travels, signed by this instance, in its bundles to every instance set up from it."
+            )?;
+        }
+        Ok(())
+    })?;
+    Ok(Outcome::Success)
+}
+
+fn print_list(
+    out: &mut dyn Write,
+    list: &TrustList,
+    path: &std::path::Path,
+) -> std::io::Result<()> {
+    match list.anchor.as_deref() {
+        Some("self") => writeln!(
+            out,
+            "This instance is its own anchor (HQ): it takes bundles from the instances it enrols."
+        )?,
+        Some(name) => writeln!(
+            out,
+            "Anchor: '{name}' (HQ): this instance takes bundles from the instances it enrols, and those enrolled here."
+        )?,
+        None => writeln!(
+            out,
+            "No anchor: this instance was set up before enrolment and pins each sender at its first bundle. Name its HQ: fieldsync trust --db {} --anchor NAME",
+            shell_quote(path)
+        )?,
+    }
+    if list.instances.is_empty() {
+        return writeln!(out, "No other instance is enrolled.");
+    }
+    for t in &list.instances {
+        let role = match (t.revoked_at, t.role) {
+            (Some(at), _) => format!(
+                "REVOKED {} (keeps its changes 1..{}; holds {} of them)",
+                when(Some(at)),
+                t.keep_through.unwrap_or(0),
+                t.changes
+            ),
+            (None, Role::Anchor) => "anchor".to_owned(),
+            (None, Role::Enrolled) if list.anchor.as_deref() == Some("self") => {
+                "enrolled here (travels in this instance's bundles)".to_owned()
+            }
+            (None, Role::Enrolled) if t.by_anchor => "enrolled by HQ".to_owned(),
+            (None, Role::Enrolled) => "enrolled here".to_owned(),
+            (None, Role::FirstUse) => "pinned at its first bundle".to_owned(),
+        };
+        writeln!(
+            out,
+            "  {:<16} {}  {}  since {}",
+            t.name,
+            t.fingerprint.as_deref().unwrap_or(&t.signing_fingerprint),
+            role,
+            when(Some(t.since))
+        )?;
+    }
+    Ok(())
 }

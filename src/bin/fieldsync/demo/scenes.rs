@@ -176,12 +176,21 @@ pub(super) fn laptops_are_set_up(
         r.changes, r.bytes
     ))?;
     let mut set_up = |name: &str| -> Result<Instance, DemoError> {
+        // The officer checks HQ's fingerprint over the phone, then HQ
+        // enrols the laptop with the key its officer reads back.
+        let opts = fieldsync::SetupOptions {
+            expect_key: Some(hq.key()?.signing_fingerprint),
+            ..Default::default()
+        };
         let (f, report) = Instance::init_from(
             st.file(&format!("{name}.db")),
             name,
             std::fs::File::open(&full)?,
             &full,
+            &opts,
         )?;
+        let key = f.key()?;
+        hq.enrol(name, &key.public_key, Some(&key.recipient))?;
         f.connection().execute_batch("PRAGMA foreign_keys = ON")?;
         st.say(format!(
             "{name} is set up from hq-full.bundle alone: {} tables created, {} rows loaded, HQ known as a peer.",
