@@ -678,6 +678,15 @@ pub enum TrustError {
         /// What was asked.
         days: u32,
     },
+    /// `--max-clock-ahead` out of range.
+    #[error(
+        "--max-clock-ahead takes 1 minute to 30 days (e.g. 1h, 90m, 2d); {} is out of range",
+        crate::base::hlc::span(*ms)
+    )]
+    ClockBoundOutOfRange {
+        /// What was asked, in milliseconds.
+        ms: i64,
+    },
 }
 
 /// Any fieldsync error.
@@ -731,6 +740,61 @@ pub enum Error {
     /// An I/O error not covered above.
     #[error(transparent)]
     Io(#[from] io::Error),
+}
+
+impl Error {
+    /// If this error refuses a bundle (the bundle's own content, signer or
+    /// claims are at fault, not this computer), the kind of refusal the
+    /// journal of refused bundles records, `family: variant` in words
+    /// (`bundle: signature invalid`, `trust: key changed`, `import: too
+    /// many held`); `None` for conditions of this computer or database
+    /// (busy, I/O, SQLite, a damaged database, an interrupted import) and
+    /// for errors of other commands. A family is classified as a whole, so
+    /// a refusal added to it later is journaled without more ado.
+    pub fn refusal_reason(&self) -> Option<String> {
+        let family = match self {
+            Error::Bundle(BundleError::Io(_)) => return None,
+            Error::Bundle(_) => "bundle",
+            Error::Trust(_) => "trust",
+            Error::Import(ImportError::TrackedChanged { .. } | ImportError::NotHeld { .. }) => {
+                return None;
+            }
+            Error::Import(_) => "import",
+            Error::Site(_)
+            | Error::Track(_)
+            | Error::Export(_)
+            | Error::Setup(_)
+            | Error::Clock(_)
+            | Error::Check(_)
+            | Error::NoSuchDirectory { .. }
+            | Error::Busy { .. }
+            | Error::Sqlite(_)
+            | Error::Io(_) => return None,
+        };
+        Some(format!("{family}: {}", variant_words(self)))
+    }
+}
+
+/// The name of the innermost variant of `e` in lower-case words
+/// (`KeyChanged` → `key changed`), read from its derived `Debug` form
+/// (`Trust(KeyChanged { .. })`), which names every variant, new ones too.
+fn variant_words(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    let inner = debug
+        .split_once('(')
+        .map_or(debug.as_str(), |(_, rest)| rest);
+    let name: String = inner
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let mut words = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
 }
 
 /// How long fieldsync waits for another program's write lock.
