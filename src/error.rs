@@ -828,3 +828,32 @@ impl From<rusqlite::types::FromSqlError> for Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_by_family_and_named_by_variant() {
+        let e: Error = TrustError::KeyChanged {
+            sender: "hq".into(),
+            found: String::new(),
+            found_fingerprint: String::new(),
+            pinned: String::new(),
+        }
+        .into();
+        assert_eq!(e.refusal_reason().as_deref(), Some("trust: key changed"));
+        let e: Error = BundleError::SignatureInvalid.into();
+        assert_eq!(
+            e.refusal_reason().as_deref(),
+            Some("bundle: signature invalid")
+        );
+        let e: Error = ImportError::FromSelf { name: "hq".into() }.into();
+        assert_eq!(e.refusal_reason().as_deref(), Some("import: from self"));
+        // Conditions of this computer are not refusals of the bundle.
+        assert_eq!(Error::Busy { seconds: 30 }.refusal_reason(), None);
+        let io = || io::Error::other("disk");
+        assert_eq!(Error::Io(io()).refusal_reason(), None);
+        assert_eq!(Error::from(BundleError::Io(io())).refusal_reason(), None);
+    }
+}

@@ -94,3 +94,37 @@ pub fn count(conn: &Connection) -> Result<u64, Error> {
         })? as u64,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(n: i64) -> RefusedBundle {
+        RefusedBundle {
+            id: 0,
+            at_ms: n,
+            file: Some(format!("f{n}")),
+            size: None,
+            blake3: None,
+            signer_fingerprint: None,
+            claimed_sender: None,
+            reason: "bundle: truncated".into(),
+            message: "the bundle is truncated".into(),
+        }
+    }
+
+    #[test]
+    fn the_journal_keeps_the_newest_thousand() -> Result<(), Error> {
+        let conn = Connection::open_in_memory()?;
+        conn.execute_batch(crate::catalog::store::ENGINE_DDL)?;
+        for n in 0..KEPT + 5 {
+            record(&conn, &entry(n))?;
+        }
+        assert_eq!(count(&conn)?, KEPT as u64);
+        let newest = list(&conn, 2)?;
+        assert_eq!(newest[0].at_ms, KEPT + 4);
+        assert_eq!(newest[1].file.as_deref(), Some(&*format!("f{}", KEPT + 3)));
+        assert_eq!(newest[0].size, None);
+        Ok(())
+    }
+}

@@ -59,6 +59,8 @@ struct Imported<'a> {
     write_transactions: u64,
     longest_write_ms: u64,
     files: Vec<FileImported<'a>>,
+    /// Of the quarantined, the changes held "from the future".
+    from_the_future: u64,
 }
 
 #[derive(Serialize)]
@@ -94,6 +96,7 @@ impl<'a> Imported<'a> {
                 .map(|r| r.longest_write_ms)
                 .max()
                 .unwrap_or(0),
+            from_the_future: sum(|r| r.from_the_future),
             files: files
                 .iter()
                 .zip(reports)
