@@ -790,6 +790,15 @@ pub enum TrustError {
         /// The database, as typed after `--db`.
         db: String,
     },
+    /// `--max-clock-ahead` out of range.
+    #[error(
+        "--max-clock-ahead takes 1 minute to 30 days (e.g. 1h, 90m, 2d); {} is out of range",
+        crate::base::hlc::span(*ms)
+    )]
+    ClockBoundOutOfRange {
+        /// What was asked, in milliseconds.
+        ms: i64,
+    },
 }
 
 /// Any fieldsync error.
@@ -845,6 +854,61 @@ pub enum Error {
     Io(#[from] io::Error),
 }
 
+impl Error {
+    /// If this error refuses a bundle (the bundle's own content, signer or
+    /// claims are at fault, not this computer), the kind of refusal the
+    /// journal of refused bundles records, `family: variant` in words
+    /// (`bundle: signature invalid`, `trust: key changed`, `import: too
+    /// many held`); `None` for conditions of this computer or database
+    /// (busy, I/O, SQLite, a damaged database, an interrupted import) and
+    /// for errors of other commands. A family is classified as a whole, so
+    /// a refusal added to it later is journaled without more ado.
+    pub fn refusal_reason(&self) -> Option<String> {
+        let family = match self {
+            Error::Bundle(BundleError::Io(_)) => return None,
+            Error::Bundle(_) => "bundle",
+            Error::Trust(_) => "trust",
+            Error::Import(ImportError::TrackedChanged { .. } | ImportError::NotHeld { .. }) => {
+                return None;
+            }
+            Error::Import(_) => "import",
+            Error::Site(_)
+            | Error::Track(_)
+            | Error::Export(_)
+            | Error::Setup(_)
+            | Error::Clock(_)
+            | Error::Check(_)
+            | Error::NoSuchDirectory { .. }
+            | Error::Busy { .. }
+            | Error::Sqlite(_)
+            | Error::Io(_) => return None,
+        };
+        Some(format!("{family}: {}", variant_words(self)))
+    }
+}
+
+/// The name of the innermost variant of `e` in lower-case words
+/// (`KeyChanged` → `key changed`), read from its derived `Debug` form
+/// (`Trust(KeyChanged { .. })`), which names every variant, new ones too.
+fn variant_words(e: &Error) -> String {
+    let debug = format!("{e:?}");
+    let inner = debug
+        .split_once('(')
+        .map_or(debug.as_str(), |(_, rest)| rest);
+    let name: String = inner
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric())
+        .collect();
+    let mut words = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            words.push(' ');
+        }
+        words.push(c.to_ascii_lowercase());
+    }
+    words
+}
+
 /// How long fieldsync waits for another program's write lock.
 pub const BUSY_TIMEOUT_SECS: u64 = 30;
 
@@ -876,3 +940,32 @@ impl From<rusqlite::types::FromSqlError> for Error {
 
 /// Result with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_told_by_family_and_named_by_variant() {
+        let e: Error = TrustError::KeyChanged {
+            sender: "hq".into(),
+            found: String::new(),
+            found_fingerprint: String::new(),
+            pinned: String::new(),
+        }
+        .into();
+        assert_eq!(e.refusal_reason().as_deref(), Some("trust: key changed"));
+        let e: Error = BundleError::SignatureInvalid.into();
+        assert_eq!(
+            e.refusal_reason().as_deref(),
+            Some("bundle: signature invalid")
+        );
+        let e: Error = ImportError::FromSelf { name: "hq".into() }.into();
+        assert_eq!(e.refusal_reason().as_deref(), Some("import: from self"));
+        // Conditions of this computer are not refusals of the bundle.
+        assert_eq!(Error::Busy { seconds: 30 }.refusal_reason(), None);
+        let io = || io::Error::other("disk");
+        assert_eq!(Error::Io(io()).refusal_reason(), None);
+        assert_eq!(Error::from(BundleError::Io(io())).refusal_reason(), None);
+    }
+}

@@ -567,8 +567,9 @@ pub fn generate(dir: &Path) -> Result<Generated, Error> {
 /// whether two databases hold the same state. With `ignore_times`, values
 /// that record when something happened rather than what are left out: the
 /// stored clock, the times of a peer's last import and export, when a
-/// conflict was noticed, when a held change was tried and when a signer
-/// was pinned, so two runs of
+/// conflict was noticed, when a held change was tried, when a signer
+/// was pinned, when a peer's clock was seen and when a bundle was refused,
+/// so two runs of
 /// one operation at different times compare equal.
 pub fn state_fingerprint(conn: &rusqlite::Connection, ignore_times: bool) -> Result<String, Error> {
     let mut out = String::new();
@@ -596,6 +597,8 @@ pub fn state_fingerprint(conn: &rusqlite::Connection, ignore_times: bool) -> Res
             (true, "fieldsync_conflicts") => &["noticed_at"],
             (true, "fieldsync_quarantine") => &["first_at", "last_at", "tries"],
             (true, "fieldsync_pins") => &["first_seen"],
+            (true, "fieldsync_clocks") => &["seen_at"],
+            (true, "fieldsync_refused") => &["at"],
             _ => &[],
         };
         let cols: Vec<String> = crate::catalog::store::column_names(conn, &t)?

@@ -311,6 +311,7 @@ impl Instance {
             create_engine_tables(&tx)?;
             // Engine schema 7: every instance has its own key pairs.
             // Engine schema 8: fieldsync_pins (created above, empty).
+            // Engine schema 9: fieldsync_clocks and fieldsync_refused (empty).
             crate::catalog::keys::ensure_keys(&tx)?;
             meta_set(&tx, "schema", ENGINE_SCHEMA)?;
             tx.commit()?;
@@ -476,6 +477,9 @@ impl Instance {
         seal: impl FnOnce(W) -> Result<(), Error>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
+        // Changes held from the future whose time has come are applied
+        // first, so the bundle carries them (spec/trust.md).
+        self.release_due_from_the_future()?;
         let mut longest = Duration::ZERO;
         let mut transactions = 0u64;
         for _ in 0..EXPORT_TRIES {
@@ -776,6 +780,48 @@ impl Instance {
         self.as_importer(crate::receive::import::retry_held)
     }
 
+    /// Apply the held change `id` now, whatever its clock says (`fieldsync
+    /// conflicts --apply ID`): an administrator's decision that a change
+    /// held "from the future" is right. It is merged as any other (it wins
+    /// over every change stamped before it), and this instance's clock
+    /// moves past it, so edits made here afterwards win over it. An error
+    /// if nothing is held under that number.
+    pub fn apply_held(&mut self, id: i64) -> Result<RetryReport, Error> {
+        self.as_importer(|tx, s| {
+            crate::receive::import::retry(tx, s, crate::receive::import::Retrying::Accept(id))
+        })
+    }
+
+    /// Apply the changes held "from the future" that the wall clock has
+    /// reached (a read, and nothing more, when there are none).
+    fn release_due_from_the_future(&mut self) -> Result<(), Error> {
+        let limit =
+            crate::catalog::clocks::future_limit(&self.conn, crate::base::hlc::now_unix_ms())?;
+        if crate::receive::quarantine::due_from_the_future(&self.conn, limit)?
+            .0
+            .is_empty()
+        {
+            return Ok(());
+        }
+        self.as_importer(|tx, s| {
+            crate::receive::import::retry(tx, s, crate::receive::import::Retrying::DueFromTheFuture)
+        })?;
+        Ok(())
+    }
+
+    /// The clock bound in force (spec/trust.md): received changes stamped
+    /// further than this many milliseconds ahead of this computer's clock
+    /// are held "from the future".
+    pub fn max_clock_ahead_ms(&mut self) -> Result<i64, Error> {
+        crate::catalog::clocks::max_clock_ahead_ms(&self.conn)
+    }
+
+    /// Set the clock bound, 1 minute to 30 days (`fieldsync trust
+    /// --max-clock-ahead`).
+    pub fn set_max_clock_ahead_ms(&mut self, ms: i64) -> Result<(), Error> {
+        self.write(|tx, _| crate::catalog::clocks::set_max_clock_ahead_ms(tx, ms))
+    }
+
     /// Discard held changes (`fieldsync conflicts --discard`): each is
     /// recorded with its values (listed by [`conflicts`](Self::conflicts)),
     /// removed from the quarantine, and its change numbers count as
@@ -856,9 +902,78 @@ impl Instance {
         Ok(out)
     }
 
-    /// Import the bundle file at `path`.
+    /// Import the bundle file at `path`; a refusal is recorded in the
+    /// journal of refused bundles ([`record_refused`](Self::record_refused)).
     pub fn import_file(&mut self, path: &Path) -> Result<ImportReport, Error> {
-        self.import(File::open(path)?)
+        let result = File::open(path)
+            .map_err(Error::from)
+            .and_then(|f| self.import(f));
+        if let Err(e) = &result {
+            // The refusal is the error to report, whatever the journal does.
+            let _ = self.record_refused(path, e);
+        }
+        result
+    }
+
+    /// Record a bundle an import refused with `error` in the journal of
+    /// refused bundles (`fieldsync_refused`, spec/trust.md), in a
+    /// transaction of its own: its file name, size and BLAKE3, the
+    /// fingerprint of the key in its trailer, the sender its header names
+    /// (read only if its signature and checksum hold), the kind of refusal
+    /// and the message. Only errors that refuse the bundle are recorded
+    /// ([`Error::refusal_reason`]); returns the entry, or `None` for
+    /// other errors. The import's own transaction must have ended (a
+    /// refused import leaves nothing else behind). The import entry points
+    /// given a file (`fieldsync import`, [`import_file`](Self::import_file))
+    /// call it; those given a reader leave it to the caller.
+    pub fn record_refused(
+        &mut self,
+        file: &Path,
+        error: &Error,
+    ) -> Result<Option<crate::catalog::refused::RefusedBundle>, Error> {
+        let Some(reason) = error.refusal_reason() else {
+            return Ok(None);
+        };
+        let mut entry = crate::catalog::refused::RefusedBundle {
+            id: 0,
+            at_ms: crate::base::hlc::now_unix_ms(),
+            file: Some(file.display().to_string()),
+            size: None,
+            blake3: None,
+            signer_fingerprint: None,
+            claimed_sender: None,
+            reason,
+            message: error.to_string(),
+        };
+        if let Ok(mut f) = File::open(file) {
+            // Streamed: a bundle may be large.
+            let mut hasher = blake3::Hasher::new();
+            if let Ok(size) = std::io::copy(&mut f, &mut hasher) {
+                entry.size = Some(size.min(i64::MAX as u64) as i64);
+                entry.blake3 = Some(hasher.finalize().to_hex().to_string());
+            }
+            if let Ok((_, Some(key))) = crate::bundle::reader::read_signer_unchecked(&mut f) {
+                entry.signer_fingerprint = Some(crate::catalog::keys::signing_fingerprint(&key));
+            }
+            // The header is believed only as far as the import would read
+            // it: once the signature and the checksum hold.
+            if verify(&mut f).is_ok() {
+                if let Ok(header) = crate::bundle::reader::read_header_only(&mut f) {
+                    entry.claimed_sender = Some(header.sender.name);
+                }
+            }
+        }
+        let id = self.write(|tx, _| crate::catalog::refused::record(tx, &entry))?;
+        entry.id = id;
+        Ok(Some(entry))
+    }
+
+    /// The journal of refused bundles, newest first, at most `limit`.
+    pub fn refused_bundles(
+        &mut self,
+        limit: u64,
+    ) -> Result<Vec<crate::catalog::refused::RefusedBundle>, Error> {
+        crate::catalog::refused::list(&self.conn, limit)
     }
 
     /// Fold captured changes into the log, so its size follows live rows and

@@ -78,15 +78,19 @@ mod receive;
 mod send;
 
 pub use admin::check::{CheckReport, Invariant, Problem};
+pub use admin::clock::ClockStatus;
 pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
 pub use admin::trust::{Enrolled, Revoked, TrustList, Trusted};
+pub use base::hlc::span;
 pub use base::merge;
 pub use base::site_id::SiteId;
 pub use base::value::Value;
+pub use catalog::clocks::{DEFAULT_MAX_CLOCK_AHEAD_MS, MAX_CLOCK_AHEAD_KEY, SeenClock};
 pub use catalog::keyring::Role;
 pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
+pub use catalog::refused::RefusedBundle;
 pub use error::{
     BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,
     SiteError, TrackError, TrustError,

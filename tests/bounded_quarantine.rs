@@ -346,6 +346,8 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
         "fieldsync_waiting",
         "fieldsync_peer_schema",
         "fieldsync_schema_held",
+        "fieldsync_clocks",
+        "fieldsync_refused",
     ] {
         assert_eq!(
             hq.count(&format!(

@@ -136,8 +136,18 @@ fn a_sample_of_damaged_bundles_is_refused_by_the_cli_in_one_line() -> Res {
         std::fs::write(&file, v)?;
         let out = fieldsync(&[&"import", &"--db", &db, &file])?;
         assert_error(&out, 1, &["cannot import"]);
-        assert_eq!(db_fingerprint(&db)?, before, "{label} changed the database");
+        // Nothing but its row in the journal of refused bundles.
+        assert_eq!(
+            db_fingerprint(&db)?.without_journal(),
+            before.without_journal(),
+            "{label} changed the database"
+        );
         n += 1;
+        assert_eq!(
+            count(&db, "SELECT count(*) FROM fieldsync_refused")?,
+            n,
+            "{label} was not journaled"
+        );
     }
     eprintln!("{n} damaged bundles refused by the CLI");
     Ok(())

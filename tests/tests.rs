@@ -14,6 +14,7 @@ mod bounded_quarantine;
 mod capture;
 mod check;
 mod cli;
+mod clock;
 mod convergence;
 mod corruption;
 mod crash;

@@ -114,6 +114,10 @@ pub struct CheckReport {
     pub origins: u64,
     /// Known peers.
     pub peers: u64,
+    /// What is not broken but needs a person: the clock far ahead of this
+    /// computer's, or far behind a peer's (spec/trust.md, "The clock
+    /// bound"). One line each, with what to do; `ok` stays true.
+    pub warnings: Vec<String>,
 }
 
 impl CheckReport {
@@ -221,6 +225,13 @@ pub(crate) fn check(tx: &Transaction<'_>) -> Result<CheckReport, Error> {
     c.attempt(Invariant::Pending, "the captured changes", r)?;
     let r = clock(tx, &s, &mut c);
     c.attempt(Invariant::Clock, "the clock", r)?;
+    // The clock's warnings, unless the clock is broken already (a clock
+    // behind the log is also behind what peers showed: said once).
+    if !c.per.contains_key(&Invariant::Clock) {
+        if let Ok(clock) = crate::admin::clock::clock_status(tx) {
+            c.report.warnings = clock.warnings;
+        }
+    }
     Ok(c.finish())
 }
 

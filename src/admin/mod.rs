@@ -1,8 +1,11 @@
 //! Read-only views for the operator: [`status`] (what an instance has and
 //! owes), [`schema`] (schema versions, held schema changes, waiting values)
-//! and [`check`] (fieldsync's own state against its invariants).
+//! and [`check`] (fieldsync's own state against its invariants), and the
+//! clock against the wall clock and the peers' clocks ([`clock`]), which
+//! `status` and `check` both report.
 
 pub(crate) mod check;
+pub(crate) mod clock;
 pub(crate) mod schema;
 pub(crate) mod status;
 pub(crate) mod trust;

@@ -102,6 +102,9 @@ pub struct Status {
     pub schema_held: u64,
     /// What this database does with schema changes received in bundles.
     pub schema_mode: crate::receive::schema_changes::SchemaMode,
+    /// The clock against the wall clock and the peers' clocks, with its
+    /// warnings (spec/trust.md, "The clock bound").
+    pub clock: crate::admin::clock::ClockStatus,
 }
 
 /// An import that stopped between two of its write transactions.
@@ -163,6 +166,7 @@ pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error>
         waiting: crate::receive::waiting::summary(tx)?,
         schema_held: crate::receive::schema_changes::held_count(tx)?,
         schema_mode: crate::receive::schema_changes::mode(tx)?,
+        clock: crate::admin::clock::clock_status(tx)?,
     })
 }
 

@@ -166,6 +166,22 @@ pub fn now_unix_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
+/// A span of milliseconds as people say it: "3650 days", "5 hours",
+/// "12 minutes", "40 seconds".
+pub fn span(ms: i64) -> String {
+    let ms = ms.max(0);
+    let (n, unit) = if ms >= 2 * 86_400_000 {
+        (ms / 86_400_000, "days")
+    } else if ms >= 2 * 3_600_000 {
+        (ms / 3_600_000, "hours")
+    } else if ms >= 2 * 60_000 {
+        (ms / 60_000, "minutes")
+    } else {
+        (ms / 1000, "seconds")
+    };
+    format!("{n} {unit}")
+}
+
 /// Convert a Julian day number, as SQLite's `julianday('now')` returns it in
 /// the capture triggers, to milliseconds since the Unix epoch.
 pub fn julian_day_to_unix_ms(jd: f64) -> i64 {
@@ -231,6 +247,15 @@ mod tests {
         let a = clock.stamp(0)?; // a laptop whose clock says 1970
         assert_eq!(a.unix_ms(), EPOCH_UNIX_MS);
         Ok(())
+    }
+
+    #[test]
+    fn spans_read_as_people_say_them() {
+        assert_eq!(span(3650 * 86_400_000 + 5), "3650 days");
+        assert_eq!(span(5 * 3_600_000), "5 hours");
+        assert_eq!(span(90 * 60_000), "90 minutes");
+        assert_eq!(span(40_000), "40 seconds");
+        assert_eq!(span(-5), "0 seconds");
     }
 
     #[test]

@@ -4,13 +4,14 @@
 //! tables are tracked and how ([`tracked`], [`keyform`]), how rows and
 //! references are recognised on every instance ([`identity`], [`refs`]),
 //! which references the engine follows ([`foreign`]), what each peer has
-//! ([`peers`]), this instance's own key pairs ([`keys`]), and the per-connection state loaded from all of it
+//! ([`peers`]), this instance's own key pairs ([`keys`]), the clock bound and the clocks seen ([`clocks`]), the journal of refused bundles ([`refused`]), and the per-connection state loaded from all of it
 //! ([`session`]). [`savepoint`] is the guard every part that writes in
 //! steps uses.
 //!
 //! The catalog depends only on [`crate::base`] and [`crate::error`]; the
 //! data path (`local`, `send`, `receive`) reads and updates it.
 
+pub(crate) mod clocks;
 pub(crate) mod foreign;
 pub(crate) mod identity;
 pub(crate) mod keyform;
@@ -19,6 +20,7 @@ pub(crate) mod keys;
 pub(crate) mod layout;
 pub(crate) mod peers;
 pub(crate) mod refs;
+pub(crate) mod refused;
 pub(crate) mod savepoint;
 pub(crate) mod schema;
 pub(crate) mod session;

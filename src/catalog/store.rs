@@ -239,6 +239,30 @@ CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
   won_at INTEGER NOT NULL,
   reason TEXT NOT NULL              -- later edit, row deleted, row re-created
 );
+-- The newest clock each origin showed in a bundle imported here, believed
+-- or not (a change stamped beyond fieldsync_meta.max_clock_ahead_ms is held
+-- 'from the future' and does not move this instance's clock): `status` and
+-- `check` warn when this instance's clock is far behind it (spec/trust.md,
+-- 'The clock bound'). Engine schema 9.
+CREATE TABLE IF NOT EXISTS fieldsync_clocks(
+  site INTEGER PRIMARY KEY,         -- fieldsync_sites.id of the origin
+  newest INTEGER NOT NULL,          -- the newest HLC it showed (a change's, or a bundle's `created`)
+  seen_at INTEGER NOT NULL          -- unix ms of the import that showed it
+);
+-- The journal of refused bundles (spec/trust.md): one row per bundle an
+-- import refused, written after the import was rolled back; the newest
+-- 1,000 are kept. `fieldsync conflicts` lists them. Engine schema 9.
+CREATE TABLE IF NOT EXISTS fieldsync_refused(
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,              -- unix ms of the refusal
+  file TEXT,                        -- the file as given to import
+  size INTEGER,                     -- bytes
+  blake3 TEXT,                      -- BLAKE3 of the whole file, hex
+  signer_fingerprint TEXT,          -- of the key in its trailer, checked or not
+  claimed_sender TEXT,              -- the sender its header names, if its signature held
+  reason TEXT NOT NULL,             -- the kind of refusal, e.g. 'bundle: signature invalid'
+  message TEXT NOT NULL             -- the error line
+);
 ";
 
 /// True if `name` is one of the engine tables [`ENGINE_DDL`] creates (in

@@ -10,9 +10,10 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use rusqlite::Connection;
 
 use crate::base::colset::ColSet;
-use crate::base::hlc::now_unix_ms;
+use crate::base::hlc::{Hlc, now_unix_ms};
 use crate::base::merge::Verdict;
 use crate::base::seqset::SeqSet;
+use crate::base::site_id::SiteId;
 use crate::base::value::Value;
 use crate::catalog::foreign::ForeignKeys;
 use crate::catalog::peers::have_all;
@@ -78,6 +79,19 @@ pub(crate) struct Applier {
     pub(super) joint: Option<Vec<(usize, PostCheck)>>,
     /// The entry being applied in a joint pass.
     pub(super) current: usize,
+    /// Changes stamped after this are held "from the future" (spec/trust.md,
+    /// "The clock bound"); `None` while an entry an administrator accepted
+    /// is applied.
+    pub(super) future_limit: Option<Hlc>,
+    /// Quarantine entries an administrator applies whatever their clock
+    /// (`fieldsync conflicts --apply ID`), taken into the settling.
+    pub(crate) accepted: HashSet<i64>,
+    /// The newest stamp of the changes applied: the clock moves past it.
+    pub(super) applied_max: Hlc,
+    /// Changes of the bundle being imported held "from the future", and
+    /// the furthest ahead of them (its stamp and origin).
+    pub(super) future_held: u64,
+    pub(super) future_furthest: Option<(Hlc, SiteId)>,
 }
 
 impl Applier {
@@ -85,6 +99,7 @@ impl Applier {
         let tables = s.catalog.tables();
         let fks = ForeignKeys::load(conn, tables)?;
         let referenced = tables.iter().map(|t| fks.referenced_columns(t)).collect();
+        let now_ms = now_unix_ms();
         let local_auto = tables
             .iter()
             .map(|t| crate::catalog::identity::local_is_rowid(conn, t))
@@ -96,7 +111,7 @@ impl Applier {
             sql_cache: HashMap::new(),
             have_before: have_all(conn, s)?,
             sender: sender.to_owned(),
-            now_ms: now_unix_ms(),
+            now_ms,
             counts: tables
                 .iter()
                 .map(|t| TableImport {
@@ -115,6 +130,11 @@ impl Applier {
             overwritten: 0,
             joint: None,
             current: 0,
+            future_limit: Some(crate::catalog::clocks::future_limit(conn, now_ms)?),
+            accepted: HashSet::new(),
+            applied_max: Hlc::default(),
+            future_held: 0,
+            future_furthest: None,
         })
     }
 

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, Transaction};
 
-use crate::base::hlc::now_unix_ms;
+use crate::base::hlc::{Hlc, now_unix_ms};
 use crate::base::merge::{RowAction, RowState, Verdict};
 use crate::base::seqset::SeqSet;
 use crate::base::value::key_literal;
@@ -22,7 +22,7 @@ use crate::error::{Error, ImportError};
 use crate::local::log::{load_row, save_row};
 use crate::receive::applier::Applier;
 use crate::receive::conflicts::MergedRow;
-use crate::receive::quarantine::{Change, Refusal};
+use crate::receive::quarantine::{Change, Reason, Refusal};
 use crate::receive::write::{Written, malformed, write_row};
 
 /// What became of one change.
@@ -48,6 +48,40 @@ enum Attempt {
 /// it does not apply), used to tell concurrent edits from normal ones for
 /// the conflict log.
 pub(crate) fn apply(
+    tx: &Transaction,
+    s: &mut Session,
+    ap: &mut Applier,
+    c: &Change,
+    seen: Option<&BTreeMap<i64, SeqSet>>,
+) -> Result<Applied, Error> {
+    // A stamp beyond the clock bound neither wins a merge nor moves the
+    // clock: the change waits, whole (spec/trust.md, "The clock bound").
+    let newest = c.versions.iter().map(|v| v.hlc).max().unwrap_or_default();
+    if ap.future_limit.is_some_and(|limit| newest > limit) {
+        return Ok(Applied::Refused(from_the_future(tx, newest, ap.now_ms)));
+    }
+    let applied = apply_now(tx, s, ap, c, seen)?;
+    if let Applied::Merged(_) = applied {
+        ap.applied_max = ap.applied_max.max(newest);
+    }
+    Ok(applied)
+}
+
+/// The refusal of a change stamped `newest`, beyond the clock bound.
+fn from_the_future(tx: &Transaction, newest: Hlc, now_ms: i64) -> Refusal {
+    Refusal {
+        reason: Reason::Future,
+        detail: format!(
+            "stamped {newest}, {} ahead of this computer's clock; applied once the clock gets there \
+             (check the date on the instance that made it), or now with `fieldsync conflicts --db {} --apply ID`",
+            crate::base::hlc::span(newest.unix_ms() - now_ms),
+            crate::catalog::store::db_arg(tx)
+        ),
+    }
+}
+
+/// [`apply`] within the clock bound.
+fn apply_now(
     tx: &Transaction,
     s: &mut Session,
     ap: &mut Applier,

@@ -152,6 +152,11 @@ pub struct Conflicts {
     pub schema: Vec<crate::receive::schema_changes::HeldSchema>,
     /// Values waiting for a column or table, per table and column.
     pub waiting: Vec<crate::receive::waiting::WaitingSummary>,
+    /// Bundles imports refused, newest first (the journal of refused
+    /// bundles, spec/trust.md; at most as many as overwritten values shown).
+    pub refused: Vec<crate::catalog::refused::RefusedBundle>,
+    /// Refused bundles in the journal in all (the list may be cut).
+    pub refused_total: u64,
 }
 
 /// Read the quarantine and the newest `limit` overwritten values.
@@ -208,6 +213,8 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
             .filter(|h| h.status == "held" || h.status == "failed")
             .collect(),
         waiting: crate::receive::waiting::summary(conn)?,
+        refused: crate::catalog::refused::list(conn, limit)?,
+        refused_total: crate::catalog::refused::count(conn)?,
     })
 }
 

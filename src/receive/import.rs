@@ -105,6 +105,10 @@ pub struct ImportReport {
     /// The longest of them, in milliseconds: how long an app's write could
     /// have waited for this import.
     pub longest_write_ms: u64,
+    /// Of the quarantined, the changes stamped further ahead of this
+    /// computer's clock than the bound, held "from the future"
+    /// (spec/trust.md, "The clock bound").
+    pub from_the_future: u64,
 }
 
 /// What a retry of the quarantine did.
@@ -118,6 +122,9 @@ pub struct RetryReport {
     pub held: u64,
     /// Values that lost to a concurrent change, added to the conflict log.
     pub overwritten: u64,
+    /// Of those still held, the changes from the future (stamped further
+    /// ahead of this computer's clock than the bound).
+    pub from_the_future: u64,
 }
 
 /// A bundle table resolved against the local catalog.
@@ -233,9 +240,6 @@ fn preflight_tables(conn: &Connection, s: &Session, header: &Header) -> Result<V
         .map(|def| map_table(conn, s, def, &refs))
         .collect()
 }
-
-/// A clock more than this far ahead of ours is reported.
-const CLOCK_AHEAD_WARN_MS: i64 = 60 * 60 * 1000;
 
 /// How an import takes SQLite's write lock (spec/merge.md, "Write
 /// transactions").
@@ -770,7 +774,7 @@ impl<R: Read> Importing<R> {
                 add_have(tx, origin, &set)?;
             }
         }
-        observe_clocks(s, &self.latest, &mut Vec::new())?;
+        observe_clocks(tx, s, &self.latest, self.ap.applied_max)?;
         meta_set(
             tx,
             &interrupted_key(&self.header.sender.id),
@@ -808,7 +812,8 @@ impl<R: Read> Importing<R> {
         ap.settle(tx, s, refused, Some(&origins.seen))?;
         let added = ap.counts.iter().map(|c| c.quarantined).sum();
         within_bound(tx, &header.sender.name, added, committed)?;
-        observe_clocks(s, &latest, &mut warnings)?;
+        observe_clocks(tx, s, &latest, ap.applied_max)?;
+        future_notices(s, &ap, &header, &mut warnings);
         meta_delete(tx, &interrupted_key(&header.sender.id))?;
 
         let tables: Vec<TableImport> = mapped
@@ -831,10 +836,12 @@ impl<R: Read> Importing<R> {
             warnings.push(waiting_notice(tx, &header, &mapped)?);
         }
         let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
-        if quarantined > 0 {
+        // Those held from the future have a line of their own.
+        if quarantined > ap.future_held {
             warnings.push(format!(
-                "{quarantined} change(s) could not be applied yet and are kept in quarantine; \
+                "{} change(s) could not be applied yet and are kept in quarantine; \
                  `fieldsync conflicts --db {}` lists them and why. They are retried when something they wait for changes",
+                quarantined - ap.future_held,
                 crate::catalog::store::db_arg(tx)
             ));
         }
@@ -856,6 +863,7 @@ impl<R: Read> Importing<R> {
             tables,
             captured,
             warnings,
+            from_the_future: ap.future_held,
             ..ImportReport::default()
         };
         let released = std::mem::take(&mut ap.released_numbers);
@@ -1028,44 +1036,121 @@ fn learn_origins(conn: &Connection, s: &mut Session, header: &Header) -> Result<
     })
 }
 
-/// Move our clock past the latest one the bundle carried, and warn if a
-/// machine's clock runs well ahead of ours.
+/// Move our clock past the newest clock the bundle carried within the
+/// clock bound (its `created` included), and past every change applied
+/// (a held change released now may be newer); remember each origin's
+/// newest clock, believed or not, for `status` and `check`. A clock beyond
+/// the bound moves nothing: its changes are held "from the future"
+/// (spec/trust.md, "The clock bound").
 fn observe_clocks(
+    conn: &Connection,
     s: &mut Session,
     latest: &HashMap<SiteId, Hlc>,
-    warnings: &mut Vec<String>,
+    applied_max: Hlc,
 ) -> Result<(), Error> {
     let now = now_unix_ms();
-    let max_hlc = latest.values().copied().max().unwrap_or_default();
-    if let Some((site, ahead)) = latest
-        .iter()
-        .max_by_key(|(_, h)| **h)
-        .filter(|(_, h)| h.unix_ms() > now + CLOCK_AHEAD_WARN_MS)
-    {
-        let hours = (ahead.unix_ms() - now) as f64 / 3_600_000.0;
-        let name = s
-            .sites
-            .idx_of(site)
-            .and_then(|i| s.sites.get(i))
-            .map(|x| x.name.clone())
-            .unwrap_or_else(|| site.to_string());
+    let limit = crate::catalog::clocks::future_limit(conn, now)?;
+    let believed = latest
+        .values()
+        .copied()
+        .filter(|h| *h <= limit)
+        .max()
+        .unwrap_or_default();
+    s.clock.observe(believed.max(applied_max), now)?;
+    for (site, hlc) in latest {
+        if let Some(idx) = s.sites.idx_of(site).filter(|i| *i != s.local_idx) {
+            crate::catalog::clocks::record_seen(conn, idx, *hlc, now)?;
+        }
+    }
+    Ok(())
+}
+
+/// What an import says of the changes it held from the future, and of a
+/// bundle written (its `created`) beyond the clock bound.
+fn future_notices(s: &Session, ap: &Applier, header: &Header, warnings: &mut Vec<String>) {
+    let now = now_unix_ms();
+    let name = |site: &SiteId| s.sites.name_of(site);
+    if let Some((hlc, origin)) = ap.future_furthest {
+        let n = ap.future_held;
+        let who = name(&origin);
+        let changes = if n == 1 { "change" } else { "changes" };
+        let are = if n == 1 { "is" } else { "are" };
         warnings.push(format!(
-            "the clock of '{name}' runs about {hours:.1} h ahead of this machine's; its edits will win over later ones made here until the clocks agree"
+            "{n} {changes} from '{who}' {are} stamped up to {} ahead of this computer's clock; held until then \
+             (`fieldsync conflicts` lists them) — check the date on {who}",
+            crate::base::hlc::span(hlc.unix_ms() - now)
+        ));
+    } else if ap
+        .future_limit
+        .is_some_and(|limit| Hlc(header.created) > limit)
+    {
+        let who = &header.sender.name;
+        warnings.push(format!(
+            "the bundle from '{who}' says it was written {} ahead of this computer's clock; this instance's clock \
+             was not moved there — check the date on {who}",
+            crate::base::hlc::span(Hlc(header.created).unix_ms() - now)
         ));
     }
-    s.clock.observe(max_hlc, now)?;
-    Ok(())
 }
 
 /// Retry every held change now (`fieldsync conflicts --retry`), with the
 /// import connection settings.
 pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryReport, Error> {
+    retry(tx, s, Retrying::All)
+}
+
+/// What a retry of the quarantine takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Retrying {
+    /// Every held change (`fieldsync conflicts --retry`).
+    All,
+    /// Only those held from the future whose time has come (before an
+    /// export); nothing if there are none.
+    DueFromTheFuture,
+    /// One entry, applied whatever its clock says (`fieldsync conflicts
+    /// --apply ID`, an administrator's decision): the clock moves past it.
+    Accept(i64),
+}
+
+/// Retry held changes as `which` says, with the import connection
+/// settings.
+pub(crate) fn retry(
+    tx: &Transaction,
+    s: &mut Session,
+    which: Retrying,
+) -> Result<RetryReport, Error> {
+    if which == Retrying::DueFromTheFuture {
+        let limit = crate::catalog::clocks::future_limit(tx, now_unix_ms())?;
+        if crate::receive::quarantine::due_from_the_future(tx, limit)?
+            .0
+            .is_empty()
+        {
+            return Ok(RetryReport::default());
+        }
+    }
     crate::local::follow::follow_schema(tx, s)?;
     crate::local::stamp::stamp_pending(tx, s)?;
     let mut ap = Applier::new(tx, s, "")?;
-    ap.retry_all = true;
     let mut refused = Vec::new();
-    let waited = retry_waiting(tx, s, &mut ap, &mut refused, true)?;
+    let mut waited = 0;
+    match which {
+        Retrying::All => {
+            ap.retry_all = true;
+            waited = retry_waiting(tx, s, &mut ap, &mut refused, true)?;
+        }
+        // The settling takes those whose time has come.
+        Retrying::DueFromTheFuture => {}
+        Retrying::Accept(id) => {
+            if crate::receive::quarantine::load_ids(tx, s.catalog.tables(), [id])?.is_empty() {
+                return Err(ImportError::NotHeld {
+                    what: format!("change #{id}"),
+                    db: crate::catalog::store::db_arg(tx),
+                }
+                .into());
+            }
+            ap.accepted.insert(id);
+        }
+    }
     ap.settle(tx, s, refused, None)?;
     for (origin, set) in &ap.released_numbers {
         if *origin == s.local_idx {
@@ -1074,12 +1159,16 @@ pub(crate) fn retry_held(tx: &Transaction, s: &mut Session) -> Result<RetryRepor
             add_have(tx, *origin, set)?;
         }
     }
+    let now = now_unix_ms();
+    s.clock.observe(ap.applied_max, now)?;
     s.save(tx)?;
+    let limit = crate::catalog::clocks::future_limit(tx, now)?;
     Ok(RetryReport {
         retried: ap.retried,
         released: ap.released + waited,
         held: held_count(tx)?,
         overwritten: ap.overwritten,
+        from_the_future: crate::receive::quarantine::due_from_the_future(tx, limit)?.1,
     })
 }
 

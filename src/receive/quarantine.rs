@@ -58,6 +58,10 @@ pub enum Reason {
     /// The held record can no longer be applied as it is (a column it
     /// writes is no longer tracked).
     Unusable,
+    /// Stamped further ahead of this computer's clock than the bound
+    /// (spec/trust.md, "The clock bound"): applied once the clock reaches
+    /// it, or by an administrator (`fieldsync conflicts --apply ID`).
+    Future,
 }
 
 impl Reason {
@@ -71,9 +75,13 @@ impl Reason {
             Reason::Check => "check",
             Reason::Other => "constraint",
             Reason::Unusable => "unusable",
+            Reason::Future => FROM_THE_FUTURE,
         }
     }
 }
+
+/// [`Reason::Future`] as `fieldsync_quarantine.reason` stores it.
+pub(crate) const FROM_THE_FUTURE: &str = "from the future";
 
 /// A refusal: the reason and a sentence for the operator.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -585,6 +593,9 @@ pub(crate) fn waits_for(
             waits.extend(children);
         }
         Reason::Other | Reason::Unusable => waits.push((ANY_TABLE.to_owned(), Vec::new())),
+        // Only time (or an administrator) lets it in: every import, export
+        // and retry looks for those whose time has come ([`due_from_the_future`]).
+        Reason::Future => {}
     }
     waits.sort();
     waits.dedup();
@@ -917,4 +928,31 @@ pub fn held_count(conn: &Connection) -> Result<u64, Error> {
             r.get::<_, i64>(0)
         })? as u64,
     )
+}
+
+/// Entries held "from the future" whose every stamp is at or before
+/// `limit` now (the wall clock caught up with them), and, apart, the
+/// number still ahead.
+pub(crate) fn due_from_the_future(
+    conn: &Connection,
+    limit: Hlc,
+) -> Result<(std::collections::BTreeSet<i64>, u64), Error> {
+    let mut stmt =
+        conn.prepare_cached("SELECT id, record FROM fieldsync_quarantine WHERE reason = ?1")?;
+    let mut rows = stmt.query([FROM_THE_FUTURE])?;
+    let mut due = std::collections::BTreeSet::new();
+    let mut ahead = 0u64;
+    while let Some(r) = rows.next()? {
+        let newest = rmp_serde::from_slice::<Held>(r.get_ref(1)?.as_blob()?)
+            .ok()
+            .and_then(|h| h.versions.iter().map(|v| Hlc(v.hlc)).max());
+        match newest {
+            Some(newest) if newest > limit => ahead += 1,
+            // Due, or damaged: a retry says which.
+            _ => {
+                due.insert(r.get(0)?);
+            }
+        }
+    }
+    Ok((due, ahead))
 }

@@ -334,6 +334,12 @@ impl Applier {
                 ids.extend(quarantine::entry_of(conn, table, &change.pk)?);
             }
             ids.extend(self.woken_ids(conn, s)?);
+            // Those held from the future whose time has come, and those an
+            // administrator accepted.
+            if let Some(limit) = self.future_limit {
+                ids.extend(quarantine::due_from_the_future(conn, limit)?.0);
+            }
+            ids.extend(self.accepted.iter().copied());
             quarantine::load_ids(conn, s.catalog.tables(), ids)?
         };
         for held in held {
@@ -382,7 +388,7 @@ impl Applier {
         let mut rest = Vec::with_capacity(entries.len());
         for mut e in std::mem::take(entries) {
             let verdict = match how {
-                Try::Apply => match apply(tx, s, self, &e.change, e.seen(seen))? {
+                Try::Apply => match self.apply_entry(tx, s, &e, seen)? {
                     Applied::Merged(verdict) => Some(verdict),
                     // The newest reason is the one that still holds.
                     Applied::Refused(refusal) => {
@@ -405,6 +411,25 @@ impl Applier {
         }
         *entries = rest;
         Ok(progress)
+    }
+
+    /// Apply an entry's change; one an administrator accepted, whatever
+    /// its clock.
+    fn apply_entry(
+        &mut self,
+        tx: &Transaction,
+        s: &mut Session,
+        e: &Entry,
+        seen: Option<&BTreeMap<i64, SeqSet>>,
+    ) -> Result<Applied, Error> {
+        let lifted = e.id.is_some_and(|id| self.accepted.contains(&id));
+        let limit = self.future_limit;
+        if lifted {
+            self.future_limit = None;
+        }
+        let applied = apply(tx, s, self, &e.change, e.seen(seen));
+        self.future_limit = limit;
+        applied
     }
 
     /// Hold what is left in the quarantine, each change with only what
@@ -447,9 +472,23 @@ impl Applier {
             quarantine::set_waits(conn, id, &waits)?;
             if e.fresh {
                 self.counts[e.change.table].quarantined += 1;
+                if refusal.reason == Reason::Future {
+                    self.note_future(&e.change);
+                }
             }
         }
         Ok(())
+    }
+
+    /// Count a change of the bundle being imported held from the future,
+    /// noting the furthest ahead.
+    fn note_future(&mut self, change: &Change) {
+        self.future_held += 1;
+        if let Some(v) = change.versions.iter().max_by_key(|v| v.hlc) {
+            if self.future_furthest.is_none_or(|(hlc, _)| v.hlc > hlc) {
+                self.future_furthest = Some((v.hlc, v.site));
+            }
+        }
     }
 
     /// Versions this instance received before (a full export sends them

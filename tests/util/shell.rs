@@ -206,6 +206,21 @@ pub struct Fingerprint {
     dump: String,
 }
 
+impl Fingerprint {
+    /// The same without the journal of refused bundles (`fieldsync_refused`,
+    /// the one thing a refused import writes): its `.dump` less the
+    /// journal's rows; the file's bytes are left out.
+    pub fn without_journal(&self) -> (bool, String) {
+        let dump = self
+            .dump
+            .lines()
+            .filter(|l| !l.starts_with("INSERT INTO fieldsync_refused"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        (self.exists, dump)
+    }
+}
+
 /// The [`Fingerprint`] of a database file (or of its absence).
 pub fn db_fingerprint(db: &Path) -> Res<Fingerprint> {
     if !db.exists() {

@@ -76,17 +76,39 @@ impl Site {
     #[track_caller]
     pub fn import_refused(&self, files: &[&Path], needles: &[&str]) -> Res {
         let before = self.fingerprint()?;
+        let journaled = self.count("SELECT count(*) FROM fieldsync_refused")?;
         let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"import", &"--db", &self.db];
         for f in files {
             args.push(f);
         }
         let out = fieldsync(&args)?;
         assert_error(&out, 1, needles);
+        // Nothing but the journal of refused bundles changed, and it
+        // gained the refusal, with the error line.
         assert_eq!(
-            self.fingerprint()?,
-            before,
+            self.fingerprint()?.without_journal(),
+            before.without_journal(),
             "refusing {files:?} changed {}",
             self.name
+        );
+        // A file that is not there is no refused bundle.
+        if files.iter().any(|f| !f.exists()) {
+            assert_eq!(
+                self.count("SELECT count(*) FROM fieldsync_refused")?,
+                journaled
+            );
+            return Ok(());
+        }
+        assert_eq!(
+            self.count("SELECT count(*) FROM fieldsync_refused")?,
+            journaled + 1,
+            "refusing {files:?} was not journaled"
+        );
+        let message = self.sql("SELECT message FROM fieldsync_refused ORDER BY id DESC LIMIT 1")?;
+        assert!(
+            out.stderr.contains(message.trim()),
+            "the journal says {message:?}, the error {:?}",
+            out.stderr
         );
         Ok(())
     }

@@ -14,7 +14,9 @@
 //! `FIELDSYNC_GOLDEN_BIN`), and the diff is read before it is committed:
 //! the capture triggers' names (issue 11) and `track`'s `renamed` list,
 //! and `export --full --for` with the note an export to a new peer adds
-//! (issue 11, item 2).
+//! (issue 11, item 2); the clock line of `status`, the `clock` of its
+//! JSON, `check`'s `warnings`, the journal of refused bundles in
+//! `conflicts` and `from_the_future` in import reports (issue 13, item 6).
 
 use std::ffi::OsString;
 use std::fmt::Write as _;
@@ -280,6 +282,13 @@ fn normalise(text: &str, dir: &Path, sites: &[(String, String)]) -> String {
         ("\"since\":*", "\"since\":<ms>"),
         ("\"last_export\":*", "\"last_export\":<ms>"),
         ("\"longest_write_ms\":*", "\"longest_write_ms\":<ms>"),
+        ("\"local_ms\":*", "\"local_ms\":<ms>"),
+        ("\"wall_ms\":*", "\"wall_ms\":<ms>"),
+        ("\"newest_ms\":*", "\"newest_ms\":<ms>"),
+        ("\"seen_ms\":*", "\"seen_ms\":<ms>"),
+        ("\"at_ms\":*", "\"at_ms\":<ms>"),
+        ("\"ahead_of_wall_ms\":-*", "\"ahead_of_wall_ms\":<ms>"),
+        ("\"ahead_of_wall_ms\":*", "\"ahead_of_wall_ms\":<ms>"),
         (" *.# KiB", " <size>"),
         (" *.# MiB", " <size>"),
         (" * B.", " <size>."),

@@ -21,6 +21,9 @@ pub struct CheckArgs {
 pub fn cmd_check(ui: &mut Ui, args: &CheckArgs) -> Result<Outcome> {
     let report = args.db.open()?.check()?;
     ui.report(&report, |out| print_check(out, &report))?;
+    for w in &report.warnings {
+        ui.warn(w)?;
+    }
     // The problems are printed; the error line says how many and the first.
     report.into_result(args.db.path().to_owned())?;
     Ok(Outcome::Success)

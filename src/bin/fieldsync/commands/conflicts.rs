@@ -1,7 +1,9 @@
 //! `fieldsync conflicts`: the changes held in quarantine, those discarded,
 //! and the values overwritten by concurrent edits; `--retry` retries the
 //! quarantine first, `--discard ID` / `--discard-from SENDER` drop held
-//! changes (after asking on a terminal; `--yes` for scripts).
+//! changes (after asking on a terminal; `--yes` for scripts), `--apply ID`
+//! applies one held "from the future" now; the journal of refused bundles
+//! is listed last.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::Path;
@@ -31,6 +33,11 @@ pub struct ConflictsArgs {
     /// Discard every change held from this sender.
     #[arg(long, value_name = "SENDER", conflicts_with = "retry")]
     discard_from: Option<String>,
+    /// Apply the held change with this number now, whatever its clock
+    /// says: for a change held "from the future" that an administrator
+    /// knows is right. This instance's clock moves past it.
+    #[arg(long, value_name = "ID", conflicts_with_all = ["discard", "discard_from", "retry"])]
+    apply: Option<i64>,
     /// Discard without asking (needed when not run on a terminal).
     #[arg(long)]
     yes: bool,
@@ -44,6 +51,8 @@ pub struct ConflictsArgs {
 #[derive(Serialize)]
 struct ConflictsJson<'a> {
     retry: &'a Option<RetryReport>,
+    /// What `--apply ID` did (null without it).
+    applied_now: &'a Option<RetryReport>,
     /// The changes discarded by this run (null without `--discard`).
     discarded_now: &'a Option<Vec<DiscardedChange>>,
     #[serde(flatten)]
@@ -56,6 +65,10 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
         Some(instance.retry_quarantine()?)
     } else {
         None
+    };
+    let applied_now = match args.apply {
+        Some(id) => Some(instance.apply_held(id)?),
+        None => None,
     };
     let which = match (&args.discard, &args.discard_from) {
         (Some(id), _) => Some(Discard::Entry(*id)),
@@ -75,6 +88,7 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
     let conflicts = instance.conflicts(args.limit)?;
     let json = ConflictsJson {
         retry: &retry,
+        applied_now: &applied_now,
         discarded_now: &discarded_now,
         conflicts: &conflicts,
     };
@@ -86,6 +100,16 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
                 r.released, r.held
             )?;
         }
+        if let (Some(r), Some(id)) = (&applied_now, args.apply) {
+            if r.released > 0 {
+                writeln!(out, "applied held change #{id}.")?;
+            } else {
+                writeln!(
+                    out,
+                    "held change #{id} was tried and is still held (see its reason below)."
+                )?;
+            }
+        }
         if let Some(d) = &discarded_now {
             writeln!(
                 out,
@@ -95,7 +119,8 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
         }
         print_quarantine(out, &conflicts, args.db.path())?;
         print_discarded(out, &conflicts)?;
-        print_overwritten(out, &conflicts)
+        print_overwritten(out, &conflicts)?;
+        print_refused(out, &conflicts)
     })?;
     Ok(Outcome::Success)
 }
@@ -139,6 +164,44 @@ fn confirmed(c: &Conflicts, which: &Discard, yes: bool) -> Result<bool> {
         answer.trim().to_ascii_lowercase().as_str(),
         "y" | "yes"
     ))
+}
+
+/// The journal of refused bundles.
+fn print_refused(out: &mut dyn Write, c: &Conflicts) -> std::io::Result<()> {
+    if c.refused.is_empty() {
+        return writeln!(out, "refused bundles: none");
+    }
+    writeln!(
+        out,
+        "refused bundles: {} recorded{}",
+        c.refused_total,
+        if c.refused_total > c.refused.len() as u64 {
+            format!(", newest {} shown", c.refused.len())
+        } else {
+            String::new()
+        }
+    )?;
+    for r in &c.refused {
+        let unknown = || "?".to_owned();
+        writeln!(
+            out,
+            "  #{:<5} {} {} ({} bytes, blake3 {}), signer {}, says it is from {}: {} — {}",
+            r.id,
+            when(Some(r.at_ms)),
+            r.file.clone().unwrap_or_else(unknown),
+            r.size.map_or_else(unknown, |n| n.to_string()),
+            r.blake3
+                .as_deref()
+                .map_or_else(unknown, |h| h.chars().take(16).collect()),
+            r.signer_fingerprint.clone().unwrap_or_else(unknown),
+            r.claimed_sender
+                .as_deref()
+                .map_or_else(|| "? (not read)".to_owned(), |s| format!("'{s}'")),
+            r.reason,
+            r.message
+        )?;
+    }
+    Ok(())
 }
 
 fn print_discarded(out: &mut dyn Write, c: &Conflicts) -> std::io::Result<()> {

@@ -59,6 +59,8 @@ struct Imported<'a> {
     write_transactions: u64,
     longest_write_ms: u64,
     files: Vec<FileImported<'a>>,
+    /// Of the quarantined, the changes held "from the future".
+    from_the_future: u64,
 }
 
 #[derive(Serialize)]
@@ -94,6 +96,7 @@ impl<'a> Imported<'a> {
                 .map(|r| r.longest_write_ms)
                 .max()
                 .unwrap_or(0),
+            from_the_future: sum(|r| r.from_the_future),
             files: files
                 .iter()
                 .zip(reports)
@@ -114,12 +117,12 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
     // long part starts.
     for f in files {
         let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
-        instance
-            .check_bundle(file)
-            .with_context(|| format!("cannot import {}", f.display()))?;
+        let checked = instance.check_bundle(file);
+        journal(ui, &mut instance, f, &checked)?;
+        checked.with_context(|| format!("cannot import {}", f.display()))?;
     }
     let reports = if args.atomic {
-        let reports = apply_all(&mut instance, files, ui.json())?;
+        let reports = apply_all(ui, &mut instance, files)?;
         // Each file's lines, then its warnings, in the order of the files.
         for (report, f) in reports.iter().zip(files) {
             ui.text(|out| print_import(out, report, f))?;
@@ -154,6 +157,7 @@ fn apply_each(
         let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
         let result = instance.import_with(meter.reader(file, 3), opts);
         meter.finish();
+        journal(ui, instance, f, &result)?;
         let report = result.with_context(|| match i {
             0 => format!("cannot import {}", f.display()),
             1 => format!(
@@ -175,7 +179,8 @@ fn apply_each(
 
 /// Apply all files in one transaction: all or nothing, and one commit, so
 /// many small bundles cost about what one large bundle does.
-fn apply_all(instance: &mut Instance, files: &[PathBuf], json: bool) -> Result<Vec<ImportReport>> {
+fn apply_all(ui: &mut Ui, instance: &mut Instance, files: &[PathBuf]) -> Result<Vec<ImportReport>> {
+    let json = ui.json();
     let current = Cell::new(0usize);
     let mut bar: Option<Meter> = None;
     let result = instance.import_all(files.iter().enumerate().map(|(i, f)| {
@@ -192,12 +197,37 @@ fn apply_all(instance: &mut Instance, files: &[PathBuf], json: bool) -> Result<V
     if let Some(done) = bar.take() {
         done.finish();
     }
+    if let Some(f) = files.get(current.get()) {
+        journal(ui, instance, f, &result)?;
+    }
     let failed = files.get(current.get()).map(|f| f.display().to_string());
     result.with_context(|| match (&failed, files.len()) {
         (Some(f), 1) => format!("cannot import {f}"),
         (Some(f), _) => format!("cannot import {f}; none of the files was applied"),
         (None, _) => "cannot import".to_owned(),
     })
+}
+
+/// Record a bundle the import refused in the journal of refused bundles
+/// (spec/trust.md), after the import's transaction was rolled back. Errors
+/// of this computer rather than the bundle (busy, I/O) are not recorded. If
+/// the journal cannot be written, a warning says so: the refusal itself is
+/// the error reported.
+fn journal<T>(
+    ui: &mut Ui,
+    instance: &mut Instance,
+    file: &Path,
+    result: &Result<T, fieldsync::Error>,
+) -> std::io::Result<()> {
+    if let Err(e) = result {
+        if let Err(j) = instance.record_refused(file, e) {
+            ui.warn(format_args!(
+                "the refusal of {} could not be recorded in the journal of refused bundles: {j}",
+                file.display()
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 fn print_import(out: &mut dyn Write, r: &ImportReport, file: &Path) -> std::io::Result<()> {

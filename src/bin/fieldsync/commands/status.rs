@@ -22,6 +22,10 @@ pub struct StatusArgs {
 pub fn cmd_status(ui: &mut Ui, args: &StatusArgs) -> Result<Outcome> {
     let status = args.db.open()?.status()?;
     ui.report(&status, |out| print_status(out, &status, args.db.path()))?;
+    // On stderr, with or without --json: they need a person.
+    for w in &status.clock.warnings {
+        ui.warn(w)?;
+    }
     Ok(Outcome::Success)
 }
 
@@ -32,6 +36,18 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
         out,
         "changes    {} made here; {} recorded and not yet in the log; log holds {} entries",
         s.local_seq, s.captured_unstamped, s.log_entries
+    )?;
+    writeln!(
+        out,
+        "clock      {} (this computer: {}); changes stamped more than {} ahead of this computer's clock are held{}",
+        s.clock.local,
+        fieldsync::bundle::Hlc::from_unix_ms(s.clock.wall_ms),
+        fieldsync::span(s.clock.max_clock_ahead_ms),
+        if s.clock.held_from_the_future > 0 {
+            format!(" ({} held now)", s.clock.held_from_the_future)
+        } else {
+            String::new()
+        }
     )?;
     if let Some(i) = &s.interrupted_import {
         writeln!(

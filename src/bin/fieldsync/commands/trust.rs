@@ -4,7 +4,9 @@
 //! trusted instances (`--list`), name the anchor of a database set up
 //! before enrolment (`--anchor NAME`), and the migration period in which
 //! unsigned bundles from an older fieldsync are still imported
-//! (`--allow-unsigned-for DAYS`). Revoking is `fieldsync revoke`.
+//! (`--allow-unsigned-for DAYS`), and the clock bound (`--max-clock-ahead`):
+//! how far ahead of this computer's clock a received change may be stamped
+//! and still be applied. Revoking is `fieldsync revoke`.
 
 use std::io::{Read as _, Write};
 
@@ -18,7 +20,7 @@ use crate::exit::Outcome;
 use crate::ui::{Sorted, Ui};
 
 /// Enrol an instance, list the instances this one takes bundles from, or
-/// set how it treats unsigned bundles.
+/// set how it treats unsigned bundles and clocks far ahead.
 ///
 /// At HQ, enrol each field instance once: the officer runs `fieldsync key`
 /// on the laptop and reads its public key and fingerprint to HQ (or HQ,
@@ -55,6 +57,33 @@ pub struct TrustArgs {
     /// enough to upgrade a deployment's laptops).
     #[arg(long, value_name = "DAYS")]
     allow_unsigned_for: Option<u32>,
+    /// Hold received changes stamped further than this ahead of this
+    /// computer's clock "from the future" (default 1h; 1m to 30d, e.g. 90m,
+    /// 2h, 1d): they neither move this instance's clock nor win a merge
+    /// until the clock gets there or `fieldsync conflicts --apply ID`.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    max_clock_ahead: Option<i64>,
+}
+
+/// `90s`, `30m`, `2h`, `1d` (or a bare number of seconds) in milliseconds.
+fn parse_duration(text: &str) -> Result<i64, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let n: i64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 90m, 2h or 1d"))?;
+    let unit_ms = match unit.trim() {
+        "" | "s" => 1_000,
+        "m" | "min" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(format!("{text:?} is not a duration such as 90m, 2h or 1d")),
+    };
+    n.checked_mul(unit_ms)
+        .ok_or_else(|| format!("{text:?} is too long"))
 }
 
 /// `fieldsync key --json`, as `--stdin` reads it.
@@ -75,6 +104,8 @@ struct TrustReport<'a> {
     /// The keyring.
     #[serde(flatten)]
     list: &'a TrustList,
+    /// The clock bound in milliseconds (spec/trust.md, "The clock bound").
+    max_clock_ahead_ms: i64,
 }
 
 pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
@@ -105,15 +136,24 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
     if let Some(days) = args.allow_unsigned_for {
         db.allow_unsigned_for(days)?;
     }
+    if let Some(ms) = args.max_clock_ahead {
+        db.set_max_clock_ahead_ms(ms)?;
+    }
     let until = db.unsigned_allowed_until()?;
     let list = db.trusted()?;
     let report = TrustReport {
         accept_unsigned_until: until,
         accepts_unsigned_now: until.is_some_and(|t| t > chrono::Utc::now().timestamp_millis()),
         list: &list,
+        max_clock_ahead_ms: db.max_clock_ahead_ms()?,
     };
     ui.report(&Sorted(&report), |out| {
         print_list(out, &list, path)?;
+        writeln!(
+            out,
+            "Received changes stamped more than {} ahead of this computer's clock are held \"from the future\" (`--max-clock-ahead` sets the bound).",
+            fieldsync::span(report.max_clock_ahead_ms)
+        )?;
         if report.accepts_unsigned_now {
             writeln!(
                 out,
