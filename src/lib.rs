@@ -81,8 +81,8 @@ pub use base::value::Value;
 pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
 pub use error::{
-    BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,
-    SiteError, TrackError, TrustError,
+    BundleError, CheckError, ClockError, EnvelopeError, Error, ExportError, ImportError, Result,
+    SetupError, SiteError, TrackError, TrustError,
 };
 pub use instance::{CompactReport, Instance, SetupReport};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
@@ -93,4 +93,4 @@ pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HE
 pub use receive::schema_changes::{HeldSchema, SchemaMode};
 pub use receive::trust::{ACCEPT_UNSIGNED_KEY, MAX_UNSIGNED_DAYS};
 pub use receive::waiting::WaitingSummary;
-pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};
+pub use send::export::{ExportOptions, ExportReport, ExportTarget, Overwrite, TableCount};

@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 8;
+pub const ENGINE_SCHEMA: i64 = 9;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -213,7 +213,8 @@ CREATE TABLE IF NOT EXISTS fieldsync_pins(
   site_id BLOB PRIMARY KEY,         -- 16-byte site id of the sender
   public_key BLOB NOT NULL UNIQUE,  -- its 32-byte Ed25519 public key
   name TEXT NOT NULL,               -- its name in that first bundle
-  first_seen INTEGER NOT NULL       -- unix ms of the import that pinned it
+  first_seen INTEGER NOT NULL,      -- unix ms of the import that pinned it
+  recipient TEXT                    -- its age X25519 recipient (age1...), from its signed bundles
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
@@ -337,6 +338,18 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
         conn.execute_batch("ALTER TABLE fieldsync_quarantine ADD COLUMN seqs BLOB")?;
     }
     conn.execute_batch(ENGINE_DDL)?;
+    Ok(())
+}
+
+/// Engine schema 9: `fieldsync_pins.recipient`, each pinned sender's age
+/// recipient, added to the table engine schema 8 made without it.
+pub fn add_pin_recipient(conn: &Connection) -> Result<(), Error> {
+    if !column_names(conn, "fieldsync_pins")?
+        .iter()
+        .any(|c| c == "recipient")
+    {
+        conn.execute_batch("ALTER TABLE fieldsync_pins ADD COLUMN recipient TEXT")?;
+    }
     Ok(())
 }
 

@@ -215,6 +215,7 @@ pub(crate) fn preflight(
     signer: Signer,
 ) -> Result<Vec<Mapped>, Error> {
     crate::receive::trust::admit(conn, s, header, signer)?;
+    crate::receive::recipients::check(conn, s, header, signer)?;
     preflight_tables(conn, s, header)
 }
 
@@ -595,6 +596,12 @@ impl<R: Read> Importing<R> {
         // transaction, so a refused import pins nothing.
         if let Some(new) = crate::receive::trust::admit(tx, s, &header, reader.signer())? {
             crate::receive::trust::pin(tx, &header, &new)?;
+        }
+        // Its encryption key, recorded with the pin (bundles back are
+        // encrypted to it).
+        if let Some(recipient) = crate::receive::recipients::check(tx, s, &header, reader.signer())?
+        {
+            crate::receive::recipients::record(tx, &header, &recipient)?;
         }
         let followed = crate::local::follow::follow_schema(tx, s)?;
         // The schema changes the bundle brings, before its tables are mapped.
