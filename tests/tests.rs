@@ -17,6 +17,7 @@ mod cli;
 mod convergence;
 mod corruption;
 mod crash;
+mod encrypt;
 mod format;
 mod fuzz_corpus;
 mod gaps;

@@ -582,6 +582,7 @@ mod tests {
             local_tables: Vec::new(),
             views: Vec::new(),
             schemas: Vec::new(),
+            sender_recipient: None,
         }
     }
 
