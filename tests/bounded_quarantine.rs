@@ -339,7 +339,7 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
     assert_eq!(
         hq.sql("SELECT value FROM fieldsync_meta WHERE key = 'schema';")?
             .trim(),
-        "8"
+        "9"
     );
     for table in [
         "fieldsync_assumed",

@@ -316,6 +316,7 @@ fn a_unique_clash_between_two_instances_is_quarantined_listed_and_resolved() -> 
     let resent = w.bundle("resend");
     fieldsync_ok(&[
         &"export",
+        &"--no-encrypt",
         &"--db",
         &f2.db,
         &"--to",
@@ -894,7 +895,14 @@ fn export_full_warns_that_the_apps_triggers_are_not_carried() -> Res {
     // A delta export says nothing of it.
     let delta = w.bundle("delta");
     let out = fieldsync_ok(&[
-        &"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &delta,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &delta,
     ])?;
     assert!(!out.stderr.contains("triggers"), "{}", out.stderr);
     Ok(())
