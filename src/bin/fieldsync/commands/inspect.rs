@@ -263,14 +263,21 @@ fn print_outer_only(
         "encrypted  only this outer header can be read without the recipient's key (`fieldsync inspect --db DB {}` on the recipient shows everything)",
         file.display()
     )?;
-    print_outer(out, o)?;
+    print_outer(out, o, false)?;
     writeln!(out, "size       {size} bytes")
 }
 
-fn print_outer(out: &mut dyn Write, o: &OuterHeader) -> std::io::Result<()> {
+/// The outer header; `decrypted`: compared with the signed header inside
+/// (a mismatch is the bundle's problem, shown below it).
+fn print_outer(out: &mut dyn Write, o: &OuterHeader, decrypted: bool) -> std::io::Result<()> {
+    let checked = if decrypted {
+        "compared with the signed bundle inside"
+    } else {
+        "not checked until decrypted"
+    };
     writeln!(
         out,
-        "sender     '{}' (site id {}; not checked until decrypted)",
+        "sender     '{}' (site id {}; {checked})",
         o.sender.name, o.sender.id
     )?;
     for (i, r) in o.recipients.iter().enumerate() {
@@ -297,7 +304,7 @@ fn print_inspect(
             out,
             "encrypted  decrypted with this instance's key; outer header:"
         )?;
-        print_outer(out, o)?;
+        print_outer(out, o, true)?;
     }
     writeln!(
         out,
