@@ -379,3 +379,33 @@ fn an_engine_schema_8_database_gets_the_recipient_column() -> Res {
     );
     Ok(())
 }
+
+// A bundle signed by the pinned key of its sender but carrying another
+// encryption key (an instance lying about its own key, or a forger holding
+// its signing key): refused like a key that differs from the pin, and HQ
+// keeps encrypting to the key it recorded.
+#[test]
+fn a_sender_recipient_differing_from_the_recorded_one_is_refused() -> Res {
+    let w = World::new()?;
+    let (hq, laptops) = deployment(&w, &["field-1"])?;
+    let field = &laptops[0];
+    field.sql("INSERT INTO person VALUES ('p7', 'Gita', NULL);")?;
+    let real = w.bundle("field-1-plain");
+    field.export_plain_to("hq", &real)?;
+    let mut decoded = fieldsync::fuzzing::read_all(&std::fs::read(&real)?, u64::MAX)?;
+    let recorded = decoded.header.sender_recipient.clone();
+    assert!(recorded.is_some());
+    let stranger = w.site("stranger", SCHEMA)?;
+    let other = fieldsync_ok(&[&"key", &"--db", &stranger.db, &"--json"])?.json()?;
+    decoded.header.sender_recipient = Some(text(&other, "recipient")?.to_owned());
+    let key = fieldsync::fuzzing::signing_key(&fieldsync::Instance::open(&field.db)?)?;
+    let forged = w.bundle("field-1-other-recipient");
+    std::fs::write(&forged, fieldsync::fuzzing::rewrite_with(&decoded, &key)?)?;
+    hq.import_refused(&[&forged], &["'field-1'", "encryption key", "fingerprint"])?;
+    // Unchanged: the real one imports, and HQ's next bundle is for field-1's key.
+    hq.import(&[&real])?;
+    let back = w.bundle("hq-to-field-1");
+    hq.export_to("field-1", &back)?;
+    field.import(&[&back])?;
+    Ok(())
+}
