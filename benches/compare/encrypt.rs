@@ -107,6 +107,24 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
             Ok(t)
         },
     )?);
+    // Reading alone, as import's passes do (verify, then decode every
+    // record): what decryption costs without the database's writes.
+    let reader = Instance::open(&laptop_path)?;
+    figures.push(side_by_side(
+        "reading it (verify + decode), encrypted (vs signed only)",
+        reps,
+        TARGET,
+        |ours| {
+            let file = if ours { &sealed } else { &plain };
+            time(|| {
+                let (info, _) = reader.inspect(std::fs::File::open(file)?)?;
+                if !info.intact {
+                    return Err("the bundle does not read".into());
+                }
+                Ok(())
+            })
+        },
+    )?);
     // The envelope's parts, from the file itself: the preamble and outer
     // header, age's header (one stanza per recipient, the sender's own
     // included) and nonce, then 16 bytes of tag per 64 KiB chunk.
