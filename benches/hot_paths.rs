@@ -203,6 +203,7 @@ fn header() -> Header {
         local_tables: Vec::new(),
         views: Vec::new(),
         schemas: Vec::new(),
+        sender_recipient: None,
     }
 }
 

@@ -801,6 +801,98 @@ pub enum TrustError {
     },
 }
 
+/// Encrypted bundles (spec/trust.md, "Encryption to the recipient").
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// The envelope is not addressed to this instance.
+    #[error(
+        "refused: the bundle is encrypted for {recipients}, not for this instance ('{this}'); import it on the instance it was written for, or ask the sender to export again with `--to {this}`"
+    )]
+    NotForThisInstance {
+        /// The recipients its outer header names.
+        recipients: String,
+        /// This instance's name.
+        this: String,
+    },
+    /// The outer header or the age stream does not hold.
+    #[error(
+        "the encrypted bundle is damaged or truncated ({detail}); copy it again from the sender"
+    )]
+    Damaged {
+        /// What failed.
+        detail: String,
+    },
+    /// The outer header does not decode or is out of bounds.
+    #[error(
+        "the encrypted bundle is corrupt or malformed: {detail}; copy it again from the sender"
+    )]
+    Malformed {
+        /// What is wrong.
+        detail: String,
+    },
+    /// An envelope version this build does not read.
+    #[error(
+        "the bundle is encrypted with envelope version {found}, which this fieldsync does not read; upgrade fieldsync"
+    )]
+    NewerVersion {
+        /// Version in the file.
+        found: u16,
+    },
+    /// The signed header inside disagrees with the outer header.
+    #[error(
+        "refused: the encrypted bundle says outside it is from {outer} but the signed bundle inside is from {inner}; do not import it, ask the sender for a new one"
+    )]
+    OuterMismatch {
+        /// The sender the outer header names.
+        outer: String,
+        /// The sender the signed header names.
+        inner: String,
+    },
+    /// No recipient is known for a peer to encrypt to.
+    #[error(
+        "cannot encrypt the bundle to '{peer}': its key is not known here yet; import a bundle from '{peer}' first (its key comes with it), or enrol it, or pass --no-encrypt to write the bundle unencrypted (then carry it by hand)"
+    )]
+    NoRecipient {
+        /// The peer.
+        peer: String,
+    },
+    /// A full export names nobody to encrypt to.
+    #[error(
+        "a full export is encrypted to the instances it is for: name them with --for NAME,… (their keys must be known here), or pass --no-encrypt for the file that sets up a new laptop (it has no key yet; carry the file by hand and check it with `init --from --expect-key`)"
+    )]
+    FullWithoutRecipients,
+    /// Too many recipients for one envelope.
+    #[error("cannot encrypt one bundle to {count} instances; at most 1000")]
+    TooManyRecipients {
+        /// How many were asked.
+        count: usize,
+    },
+    /// `init --from` was given an encrypted file.
+    #[error(
+        "refused: this full export is encrypted (for {recipients}), and a new instance has no key to decrypt it yet; at the sender, write the setup file with `fieldsync export --full --for NAME --no-encrypt` and carry it by hand"
+    )]
+    EncryptedSetup {
+        /// The recipients its outer header names.
+        recipients: String,
+    },
+    /// A sender's age recipient differs from the one recorded for it.
+    #[error(
+        "refused: the bundle from '{sender}' carries the encryption key {found}, not the key {recorded} this instance recorded for it; do not import it: check the fingerprint with HQ (`fieldsync key` on both sides)"
+    )]
+    RecipientChanged {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The recipient the bundle carries.
+        found: String,
+        /// The one recorded.
+        recorded: String,
+    },
+    /// Reading or writing the file failed.
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
 /// Any fieldsync error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -852,6 +944,9 @@ pub enum Error {
     /// An I/O error not covered above.
     #[error(transparent)]
     Io(#[from] io::Error),
+    /// Encrypted bundles.
+    #[error(transparent)]
+    Envelope(#[from] EnvelopeError),
 }
 
 impl Error {
@@ -872,6 +967,13 @@ impl Error {
                 return None;
             }
             Error::Import(_) => "import",
+            Error::Envelope(
+                EnvelopeError::NoRecipient { .. }
+                | EnvelopeError::FullWithoutRecipients
+                | EnvelopeError::TooManyRecipients { .. }
+                | EnvelopeError::EncryptedSetup { .. },
+            ) => return None,
+            Error::Envelope(_) => "envelope",
             Error::Site(_)
             | Error::Track(_)
             | Error::Export(_)

@@ -14,6 +14,11 @@
 //!   and, for format 4, is signed again by [`fuzz_key`], and the header and
 //!   body decoders see the mutations; a bundle that reads must also survive
 //!   being written again and re-read unchanged.
+//! - [`decode_envelope`]: arbitrary bytes through the encrypted
+//!   envelope's reader with the harness's identity ([`fuzz_identity`]),
+//!   and what decrypts through `verify` and `inspect`: an error or the
+//!   contents, never a panic or unbounded memory. The seeds are the
+//!   decode seeds encrypted to it ([`seal_for_fuzz`]).
 //! - [`import_mutated`]: a mutated bundle imported into a copy of a seed
 //!   database ([`ImportTarget::run`]). The fuzzer mutates the bundle
 //!   [`open`]ed: header as in the file, body decompressed, no checksum nor
@@ -251,6 +256,60 @@ pub fn decode_sealed(data: &[u8]) {
     }
 }
 
+/// The harness's own age identity (a fixed key, so the committed seeds of
+/// `decode_envelope` decrypt with it).
+pub fn fuzz_identity() -> age::x25519::Identity {
+    const KEY: &str = "AGE-SECRET-KEY-1QYPQXPQ9QCRSSZG2PVXQ6RS0ZQG3YYC5Z5TPWXQERGD3C8G7RUSQGPQYEE";
+    match KEY.parse() {
+        Ok(identity) => identity,
+        Err(e) => panic!("the harness's age identity does not parse: {e}"),
+    }
+}
+
+/// The instance the harness decrypts as: named in the seeds' outer header.
+pub fn fuzz_recipient_site() -> crate::bundle::SiteRef {
+    crate::bundle::SiteRef {
+        id: crate::SiteId::from_bytes([0xf5; 16]),
+        name: "fuzz".to_owned(),
+    }
+}
+
+/// `bundle` in an encrypted envelope to the harness's identity (a seed of
+/// `decode_envelope`), from `sender` as its outer header says.
+pub fn seal_for_fuzz(bundle: &[u8], sender: &crate::bundle::SiteRef) -> Result<Vec<u8>, Error> {
+    use std::io::Write as _;
+    let sealer = crate::bundle::envelope::Sealer {
+        outer: crate::bundle::envelope::OuterHeader {
+            sender: sender.clone(),
+            recipients: vec![fuzz_recipient_site()],
+            created: 0,
+        },
+        keys: vec![fuzz_identity().to_public()],
+    };
+    let mut stream = sealer.start(Vec::new())?;
+    stream.write_all(bundle)?;
+    Ok(crate::bundle::envelope::Sealer::finish(stream)?.0)
+}
+
+/// Fuzz target `decode_envelope`: any bytes through the encrypted
+/// envelope's reader (outer header, age header, chunks) with the harness's
+/// identity, then, if they decrypt, through `verify` and `inspect` as the
+/// importer and `inspect --db` read them.
+pub fn decode_envelope(data: &[u8]) {
+    let me = fuzz_recipient_site();
+    let _ = crate::bundle::envelope::read_outer(&mut Cursor::new(data));
+    let Ok(mut opened) =
+        crate::bundle::envelope::open(Cursor::new(data), &me, || Ok(fuzz_identity()))
+    else {
+        return;
+    };
+    let _ = verify(&mut opened);
+    let outer = opened.outer().cloned();
+    if let Ok(info) = inspect(opened) {
+        let _ = crate::bundle::envelope::check_agrees(outer.as_ref(), &info.header);
+    }
+}
+
 /// Fuzz target `import_mutated`: `data` is an [`open`]ed bundle.
 pub fn import_mutated(target: &ImportTarget, data: &[u8]) -> Outcome {
     target.run(&close(data))
@@ -433,8 +492,18 @@ fn instance(dir: &Path, name: &str) -> Result<Instance, Error> {
 /// instances of a deployment whose HQ enrolled both.
 pub fn enrol_each_other(a: &mut Instance, b: &mut Instance) -> Result<(), Error> {
     let (ka, kb) = (a.key()?, b.key()?);
-    a.enrol(&kb.name, &kb.public_key, Some(&kb.recipient))?;
-    b.enrol(&ka.name, &ka.public_key, Some(&ka.recipient))?;
+    a.enrol(
+        &kb.name,
+        &kb.public_key,
+        Some(&kb.recipient),
+        Some(&kb.site_id),
+    )?;
+    b.enrol(
+        &ka.name,
+        &ka.public_key,
+        Some(&ka.recipient),
+        Some(&ka.site_id),
+    )?;
     Ok(())
 }
 

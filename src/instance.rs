@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::admin::status::Status;
 use crate::admin::trust::{Enrolled, Revoked, TrustList};
 use crate::base::site_id::SiteId;
-use crate::bundle::{BundleReader, Header, verify};
+use crate::bundle::envelope::{Opened, OuterHeader, check_agrees};
+use crate::bundle::{BundleReader, Header, SiteRef, verify};
 use crate::catalog::keys::KeyReport;
 use crate::catalog::layout::TrackOptions;
 use crate::catalog::session::Session;
@@ -24,7 +25,7 @@ use crate::catalog::store::{
     ENGINE_SCHEMA, create_engine_tables, data_version, is_initialised, open_existing,
     open_or_create,
 };
-use crate::error::{Error, ExportError, SetupError, SiteError};
+use crate::error::{EnvelopeError, Error, ExportError, SetupError, SiteError};
 use crate::local::capture::{Selection, TrackReport, pending_count, track};
 use crate::receive::conflicts::Conflicts;
 use crate::receive::import::{
@@ -32,8 +33,8 @@ use crate::receive::import::{
 };
 use crate::receive::trust::ACCEPT_UNSIGNED_KEY;
 use crate::send::export::{
-    ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export, find_vanished,
-    prepare, record_prepared, write_prepared,
+    ExportOptions, ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export,
+    find_vanished, prepare, record_prepared, write_prepared,
 };
 
 /// How many times an export plans again because another connection
@@ -136,6 +137,14 @@ impl Instance {
         let path = path.as_ref();
         valid_new_name(name)?;
         ensure_parent_dir(path)?;
+        // The new instance has no key anyone could have encrypted to.
+        if crate::bundle::envelope::is_envelope(&mut bundle)? {
+            let outer = crate::bundle::envelope::read_outer(&mut bundle)?;
+            return Err(EnvelopeError::EncryptedSetup {
+                recipients: outer.recipient_names(),
+            }
+            .into());
+        }
         let signer = verify(&mut bundle)?;
         if signer.key.is_none() && !opts.allow_unsigned {
             return Err(crate::error::TrustError::UnsignedSetup {
@@ -374,17 +383,20 @@ impl Instance {
     }
 
     /// Enrol the instance `name` by its public signing key and, if given,
-    /// its age recipient, both as `fieldsync key` on it prints them
-    /// (`fieldsync trust NAME KEY [RECIPIENT]`): its bundles are imported
-    /// from then on. On an instance that is its own anchor (HQ), the
-    /// enrolment travels, signed, to every instance set up from it.
+    /// its age recipient and site id, as `fieldsync key` on it prints them
+    /// (`fieldsync trust NAME KEY [RECIPIENT]`, or `--stdin` with its `key
+    /// --json`): its bundles are imported from then on, and bundles to it
+    /// can be encrypted once its recipient and site id are known. On an
+    /// instance that is its own anchor (HQ), the enrolment travels, signed,
+    /// to every instance set up from it.
     pub fn enrol(
         &mut self,
         name: &str,
         public_key: &str,
         recipient: Option<&str>,
+        site_id: Option<&str>,
     ) -> Result<Enrolled, Error> {
-        self.write(|tx, s| crate::admin::trust::enrol(tx, s, name, public_key, recipient))
+        self.write(|tx, s| crate::admin::trust::enrol(tx, s, name, public_key, recipient, site_id))
     }
 
     /// Revoke the instance `name` (a stolen laptop): its later bundles are
@@ -457,6 +469,7 @@ impl Instance {
             target,
             |_, _| Ok(Replaced::default()),
             out,
+            false,
             |_| Ok(()),
             &mut |_, _| {},
         )
@@ -474,12 +487,27 @@ impl Instance {
         target: &ExportTarget,
         replacing: impl Fn(&Transaction<'_>, &Session) -> Result<Replaced, Error>,
         out: W,
+        encrypt: bool,
         seal: impl FnOnce(W) -> Result<(), Error>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
         // Changes held from the future whose time has come are applied
         // first, so the bundle carries them (spec/trust.md).
         self.release_due_from_the_future()?;
+        // Whom it is encrypted to, decided before anything changes (a peer
+        // name resolved for the first time is forgotten again).
+        let sealer = if encrypt {
+            let tx = self
+                .conn
+                .transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let s = Session::load(&tx)?;
+            let sealer = crate::send::encrypt::sealer_for(&tx, &s, target)?;
+            tx.rollback()?;
+            Some(sealer)
+        } else {
+            None
+        };
+        let sealer = sealer.as_ref();
         let mut longest = Duration::ZERO;
         let mut transactions = 0u64;
         for _ in 0..EXPORT_TRIES {
@@ -520,7 +548,7 @@ impl Instance {
             if data_version(&tx)? != version {
                 continue;
             }
-            let (out, summary) = write_prepared(&tx, &prepared, out, progress)?;
+            let (out, summary) = write_prepared(&tx, &prepared, out, sealer, progress)?;
             drop(tx);
             seal(out)?;
 
@@ -537,17 +565,19 @@ impl Instance {
             report.warnings.extend(replaced.warning);
             report.write_transactions = transactions;
             report.longest_write_ms = longest.as_millis() as u64;
+            report.encrypted_for = encrypted_for(sealer);
             return Ok(report);
         }
         let began = Instant::now();
         let mut report = self.write(|tx, s| {
             let replaced = replacing(tx, s)?;
-            let mut report = export(tx, s, target, &replaced.again, out, seal, progress)?;
+            let mut report = export(tx, s, target, &replaced.again, out, sealer, seal, progress)?;
             report.warnings.extend(replaced.warning);
             Ok(report)
         })?;
         report.write_transactions = transactions + 1;
         report.longest_write_ms = longest.max(began.elapsed()).as_millis() as u64;
+        report.encrypted_for = encrypted_for(sealer);
         Ok(report)
     }
 
@@ -579,6 +609,7 @@ impl Instance {
     /// acknowledged unless `overwrite` is [`Overwrite::Force`], which
     /// replaces it, says so in the report's warnings, and carries those
     /// changes again if the file was this instance's bundle to the same peer.
+    /// The bundle is not encrypted (see [`export_to_file_with`](Self::export_to_file_with)).
     pub fn export_to_file_overwriting(
         &mut self,
         target: &ExportTarget,
@@ -586,6 +617,27 @@ impl Instance {
         overwrite: Overwrite,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
+        let opts = ExportOptions {
+            overwrite,
+            encrypt: false,
+        };
+        self.export_to_file_with(target, path, &opts, progress)
+    }
+
+    /// Write a bundle for `target` to the file `path`, as `fieldsync export`
+    /// does: encrypted to its recipients unless `opts.encrypt` is false
+    /// (spec/trust.md, "Encryption to the recipient"; refused, before
+    /// anything changes, if a recipient's key is not known here, or for a
+    /// full export not named for anyone), and replacing a bundle file
+    /// already there as `opts.overwrite` says.
+    pub fn export_to_file_with(
+        &mut self,
+        target: &ExportTarget,
+        path: &Path,
+        opts: &ExportOptions,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<ExportReport, Error> {
+        let overwrite = opts.overwrite;
         if same_file(path, &self.path) {
             return Err(ExportError::OutputIsDatabase { path: path.into() }.into());
         }
@@ -609,6 +661,7 @@ impl Instance {
             target,
             |tx, s| check_overwrite(tx, s, path, target, overwrite),
             BufWriter::new(file),
+            opts.encrypt,
             |w| {
                 let file = w.into_inner().map_err(|e| e.into_error())?;
                 file.sync_all()?;
@@ -640,9 +693,12 @@ impl Instance {
     /// that its tables can be matched with the tracked ones (same identity
     /// and key; columns and tables this database lacks would wait,
     /// spec/schema.md). Returns its header.
-    pub fn check_bundle<R: Read + Seek>(&mut self, mut r: R) -> Result<Header, Error> {
+    pub fn check_bundle<R: Read + Seek>(&mut self, r: R) -> Result<Header, Error> {
+        let mut r = open_bundle(&self.conn, r)?;
         verify(&mut r)?;
+        let outer = r.outer().cloned();
         let reader = BundleReader::open(r)?;
+        check_agrees(outer.as_ref(), reader.header())?;
         let header = reader.header().clone();
         let tx = self
             .conn
@@ -650,6 +706,24 @@ impl Instance {
         let s = Session::load(&tx)?;
         crate::receive::import::preflight(&tx, &s, &header, reader.signer())?;
         Ok(header)
+    }
+
+    /// What a bundle file holds ([`crate::bundle::inspect`]), decrypting an
+    /// encrypted one with this instance's key (it must be addressed to this
+    /// instance); its outer header with it. A decrypted bundle whose signed
+    /// header disagrees with the outer one is shown as not intact.
+    pub fn inspect<R: Read + Seek>(
+        &self,
+        r: R,
+    ) -> Result<(crate::bundle::BundleInfo, Option<OuterHeader>), Error> {
+        let opened = open_bundle(&self.conn, r)?;
+        let outer = opened.outer().cloned();
+        let mut info = crate::bundle::inspect(opened)?;
+        if let Err(e) = check_agrees(outer.as_ref(), &info.header) {
+            info.intact = false;
+            info.problem = Some(e.to_string());
+        }
+        Ok((info, outer))
     }
 
     /// Import one bundle: verify its checksum, check every record, then
@@ -678,19 +752,24 @@ impl Instance {
     /// `None` if it stopped before the end.
     pub(crate) fn import_steps<R: Read + Seek>(
         &mut self,
-        mut r: R,
+        r: R,
         opts: &ImportOptions,
         steps: &Steps,
     ) -> Result<Option<ImportReport>, Error> {
+        // An encrypted bundle is decrypted as it is read, once per pass.
+        let mut r = open_bundle(&self.conn, r)?;
         verify(&mut r)?;
+        let outer = r.outer().cloned();
         if opts.max_write.is_none() {
             let reader = BundleReader::open(r)?;
+            check_agrees(outer.as_ref(), reader.header())?;
             return self.as_importer(|tx, s| import(tx, s, reader)).map(Some);
         }
         // Every record is checked before the first commit: a bundle refused
         // halfway would leave its first part applied.
         let checked = {
             let reader = BundleReader::open(&mut r)?;
+            check_agrees(outer.as_ref(), reader.header())?;
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Deferred)?;
@@ -720,9 +799,11 @@ impl Instance {
             let began = std::time::Instant::now();
             let mut reports: Vec<ImportReport> = Vec::new();
             for r in bundles {
-                let mut r = r?;
+                let mut r = open_bundle(tx, r?)?;
                 verify(&mut r)?;
+                let outer = r.outer().cloned();
                 let reader = BundleReader::open(r)?;
+                check_agrees(outer.as_ref(), reader.header())?;
                 reports.push(import(tx, s, reader)?);
             }
             // One write transaction for all of them.
@@ -1030,6 +1111,29 @@ impl Instance {
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)
     }
+}
+
+/// The names an export is encrypted to.
+fn encrypted_for(sealer: Option<&crate::bundle::envelope::Sealer>) -> Vec<String> {
+    sealer.map_or_else(Vec::new, |s| {
+        s.outer.recipients.iter().map(|r| r.name.clone()).collect()
+    })
+}
+
+/// A bundle file as the reader sees it: an encrypted one (spec/trust.md,
+/// "Encryption to the recipient") is decrypted with this instance's key as
+/// it is read, once it is seen to be addressed to this instance.
+fn open_bundle<R: Read + Seek>(conn: &Connection, r: R) -> Result<Opened<R>, Error> {
+    let me = SiteRef {
+        id: SiteId::from_slice(&crate::catalog::site::meta_require::<Vec<u8>>(
+            conn, "site_id",
+        )?)
+        .ok_or_else(|| SiteError::Damaged {
+            detail: "fieldsync_meta.site_id is not 16 bytes".into(),
+        })?,
+        name: crate::catalog::site::meta_require(conn, "name")?,
+    };
+    crate::bundle::envelope::open(r, &me, || crate::catalog::keys::encryption_identity(conn))
 }
 
 /// Create the engine tables and this instance's identity.

@@ -48,7 +48,7 @@
 //! field.connection().execute_batch(schema)?;
 //! field.track(&Selection::All)?;
 //! let hq_key = hq.key()?;
-//! field.enrol("hq", &hq_key.public_key, Some(&hq_key.recipient))?;
+//! field.enrol("hq", &hq_key.public_key, Some(&hq_key.recipient), Some(&hq_key.site_id))?;
 //!
 //! // It imports the bundle from any reader.
 //! let report = field.import(std::io::Cursor::new(&bundle))?;
@@ -92,8 +92,8 @@ pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
 pub use catalog::refused::RefusedBundle;
 pub use error::{
-    BundleError, CheckError, ClockError, Error, ExportError, ImportError, Result, SetupError,
-    SiteError, TrackError, TrustError,
+    BundleError, CheckError, ClockError, EnvelopeError, Error, ExportError, ImportError, Result,
+    SetupError, SiteError, TrackError, TrustError,
 };
 pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
@@ -104,4 +104,4 @@ pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HE
 pub use receive::schema_changes::{HeldSchema, SchemaMode};
 pub use receive::trust::{ACCEPT_UNSIGNED_KEY, MAX_UNSIGNED_DAYS};
 pub use receive::waiting::WaitingSummary;
-pub use send::export::{ExportReport, ExportTarget, Overwrite, TableCount};
+pub use send::export::{ExportOptions, ExportReport, ExportTarget, Overwrite, TableCount};

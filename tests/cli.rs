@@ -304,6 +304,7 @@ fn overlapping_resend_bundles_create_no_duplicates() -> Res {
     let new = w.bundle("hq-to-field-1-resend");
     let resent = fieldsync_ok(&[
         &"export",
+        &"--no-encrypt",
         &"--db",
         &hq.db,
         &"--to",
@@ -507,7 +508,15 @@ fn incremental_export_after_an_ack_is_small() -> Res {
     for resend in [false, true] {
         let b = w.bundle("hq-to-field-1-empty");
         let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> = vec![
-            &"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b, &"--json",
+            &"export",
+            &"--no-encrypt",
+            &"--db",
+            &hq.db,
+            &"--to",
+            &"field-1",
+            &"-o",
+            &b,
+            &"--json",
         ];
         if resend {
             args.push(&"--resend");
@@ -522,7 +531,7 @@ fn incremental_export_after_an_ack_is_small() -> Res {
 
     hq.sql("INSERT INTO person VALUES ('new', 'Newcomer', 'missing', NULL);")?;
     let b = w.bundle("hq-to-field-1-one");
-    let report = hq.export_to("field-1", &b)?;
+    let report = hq.export_plain_to("field-1", &b)?;
     assert_eq!(num(&report, "changes")?, 1, "{report}");
     let info = inspect_json(&b)?;
     assert_eq!(num(&info, "changes")?, 1, "{info}");
@@ -931,13 +940,21 @@ fn export_without_a_target_fails_with_a_clear_message() -> Res {
     hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
     let before = hq.fingerprint()?;
     let b = w.path("out.fsb");
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"-o", &b])?;
+    let out = fieldsync(&[&"export", &"--no-encrypt", &"--db", &hq.db, &"-o", &b])?;
     assert_error(&out, 2, &["--to"]);
     assert_eq!(hq.fingerprint()?, before);
     assert!(!b.exists());
     // Both at once is a mistake too.
     let out = fieldsync(&[
-        &"export", &"--db", &hq.db, &"--to", &"field-1", &"--full", &"-o", &b,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"--full",
+        &"-o",
+        &b,
     ])?;
     assert_error(&out, 2, &["--full"]);
     assert_eq!(hq.fingerprint()?, before);
@@ -953,7 +970,14 @@ fn export_without_a_target_fails_with_a_clear_message() -> Res {
 fn export_without_a_target_mentions_both_to_and_full() -> Res {
     let w = World::new()?;
     let hq = w.site("hq", PERSON)?;
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"-o", &w.path("out.fsb")])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"-o",
+        &w.path("out.fsb"),
+    ])?;
     assert!(out.code == Some(1) || out.code == Some(2), "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
     assert!(
@@ -970,10 +994,20 @@ fn export_to_self_or_an_invalid_peer_name_fails() -> Res {
     let hq = w.site("hq", PERSON)?;
     let before = hq.fingerprint()?;
     let b = w.path("out.fsb");
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--to", &"hq", &"-o", &b])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"hq",
+        &"-o",
+        &b,
+    ])?;
     assert_error(&out, 1, &["'hq'", "itself"]);
     let out = fieldsync(&[
         &"export",
+        &"--no-encrypt",
         &"--db",
         &hq.db,
         &"--to",
@@ -998,7 +1032,16 @@ fn export_to_a_never_seen_peer_lists_the_known_peers() -> Res {
     w.exchange(&hq, &f1)?;
     w.exchange(&hq, &f2)?;
     let b = w.path("typo.fsb");
-    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"feild-1", &"-o", &b])?;
+    let out = fieldsync_ok(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"feild-1",
+        &"-o",
+        &b,
+    ])?;
     let lines: Vec<&str> = out.stderr.lines().collect();
     assert_eq!(lines.len(), 1, "{}", out.stderr);
     assert!(lines[0].contains("'feild-1'"), "{}", lines[0]);
@@ -1011,7 +1054,16 @@ fn export_to_a_never_seen_peer_lists_the_known_peers() -> Res {
     assert!(b.exists());
     // A peer already known gets no notice.
     let b2 = w.path("ok.fsb");
-    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b2])?;
+    let out = fieldsync_ok(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &b2,
+    ])?;
     assert!(out.stderr.is_empty(), "{}", out.stderr);
     Ok(())
 }
@@ -1297,7 +1349,16 @@ fn row_with_null_in_a_key_column_is_reported_not_silently_dropped() -> Res {
     }
     hq.sql("INSERT INTO visit VALUES ('h1', NULL, 'day unknown'), ('h1', '2024-05-01', 'ok');")?;
     let b = w.bundle("hq-to-field-1");
-    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b])?;
+    let out = fieldsync_ok(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &b,
+    ])?;
     f1.import(&[&b])?;
     let arrived = f1.count("SELECT count(*) FROM visit")? == 2;
     let warned = out.stderr.to_lowercase().contains("null");
@@ -1320,6 +1381,7 @@ fn io_error_messages_are_not_repeated() -> Res {
     let hq = w.site("hq", PERSON)?;
     let out = fieldsync(&[
         &"export",
+        &"--no-encrypt",
         &"--db",
         &hq.db,
         &"--to",
@@ -1538,7 +1600,16 @@ fn a_new_column_is_followed_without_track_and_waits_at_an_old_instance_until_it_
     hq.sql("ALTER TABLE person ADD COLUMN village TEXT;")?;
     hq.sql("INSERT INTO person VALUES ('p2', 'Bo', NULL, NULL, 'South');")?;
     let b = w.bundle("hq-to-field-1");
-    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b])?;
+    let out = fieldsync_ok(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &b,
+    ])?;
     assert!(
         out.stderr.contains("new column 'village'"),
         "{}",
@@ -1594,7 +1665,16 @@ fn a_reinitialised_instance_reusing_a_name_is_reached_by_site_id() -> Res {
     let f1 = w.site("field-1", PERSON)?;
     w.send(&f1, &hq)?;
     let b = w.path("ambiguous.fsb");
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &b,
+    ])?;
     assert_error(&out, 1, &["more than one", "field-1", "site id"]);
     let id = f1.site_id()?;
     let b = w.bundle("hq-to-new-field-1");
@@ -1695,7 +1775,16 @@ fn human_readable_output_of_every_command() -> Res {
     let (hq, f1, _) = w.three(PERSON)?;
     hq.sql("INSERT INTO person VALUES ('p1', 'Amal', NULL, NULL);")?;
     let b = w.bundle("hq-to-field-1");
-    let out = fieldsync_ok(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &b])?;
+    let out = fieldsync_ok(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &b,
+    ])?;
     assert!(out.stdout.contains("1 changes"), "{}", out.stdout);
     let out = fieldsync_ok(&[&"inspect", &b])?;
     assert!(out.stdout.contains("checksum   ok"), "{}", out.stdout);
@@ -1757,7 +1846,16 @@ fn a_failed_export_does_not_count_as_sent() -> Res {
     // The output path is a directory: the bundle cannot be written.
     let dir = w.path("usb-stick");
     std::fs::create_dir(&dir)?;
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &dir])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &dir,
+    ])?;
     assert_error(&out, 1, &["usb-stick"]);
     let leftovers: Vec<_> = std::fs::read_dir(w.path(""))?
         .filter_map(|e| e.ok())
@@ -1789,7 +1887,15 @@ fn exporting_onto_a_pipe_is_refused_and_leaves_the_pipe_alone() -> Res {
             .success()
     );
     let before = hq.fingerprint()?;
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--full", &"-o", &pipe])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--full",
+        &"-o",
+        &pipe,
+    ])?;
     assert_error(&out, 1, &["is not a regular file", "give a file name"]);
     assert!(std::fs::metadata(&pipe)?.file_type().is_fifo());
     assert_eq!(hq.fingerprint()?, before);

@@ -126,7 +126,14 @@ fn fixture() -> Res<Fixture> {
     let hq_copy = dir.path().join("hq-bundle-maker.db");
     copy_db(&hq, &hq_copy)?;
     fieldsync_ok(&[
-        &"export", &"--db", &hq_copy, &"--to", &"field-1", &"-o", &bundle,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq_copy,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &bundle,
     ])?;
     Ok(Fixture {
         dir,
@@ -284,8 +291,16 @@ fn export_killed_at_any_moment_leaves_before_or_after_and_no_partial_bundle() ->
     fs::create_dir_all(out.parent().ok_or("no parent")?)?;
     let before = state(&f.hq)?;
     copy_db(&f.hq, &work)?;
-    let args: [&dyn AsRef<OsStr>; 7] =
-        [&"export", &"--db", &work, &"--to", &"field-1", &"-o", &out];
+    let args: [&dyn AsRef<OsStr>; 8] = [
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &work,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &out,
+    ];
     let run = timed(&args)?;
     check_clean(&work, "after an uninterrupted export")?;
     let after = state(&work)?;
@@ -486,7 +501,16 @@ fn app_writes_during_a_killed_import_are_kept_and_captured() -> Res {
             fieldsync_ok(&[&"track", &"--db", &other, &"--all"])?;
             enrol_dbs(&work, &other)?;
             let b = f.dir.path().join("field-1-to-field-2.fsb");
-            fieldsync_ok(&[&"export", &"--db", &work, &"--to", &"field-2", &"-o", &b])?;
+            fieldsync_ok(&[
+                &"export",
+                &"--no-encrypt",
+                &"--db",
+                &work,
+                &"--to",
+                &"field-2",
+                &"-o",
+                &b,
+            ])?;
             fieldsync_ok(&[&"import", &"--db", &other, &b])?;
             expect_app(&other)?;
         }

@@ -26,7 +26,12 @@ fn fuzz_dir() -> PathBuf {
 }
 
 /// The targets, as named in fuzz/Cargo.toml.
-const TARGETS: [&str; 3] = ["decode_bundle", "decode_sealed", "import_mutated"];
+const TARGETS: [&str; 4] = [
+    "decode_bundle",
+    "decode_sealed",
+    "import_mutated",
+    "decode_envelope",
+];
 
 /// Every input of a target: the committed seeds and, where present, the
 /// local working corpus and crash artifacts.
@@ -55,7 +60,7 @@ fn seed_sql() -> Res<String> {
 #[test]
 fn decode_corpora_replay_without_panics() -> Res {
     let mut n = 0;
-    for target in ["decode_bundle", "decode_sealed"] {
+    for target in ["decode_bundle", "decode_sealed", "decode_envelope"] {
         let files = inputs(target)?;
         assert!(!files.is_empty(), "no inputs for {target}");
         for f in files {
@@ -64,6 +69,7 @@ fn decode_corpora_replay_without_panics() -> Res {
             eprintln!("{target}: {}", f.display());
             match target {
                 "decode_bundle" => fuzzing::decode_bundle(&data),
+                "decode_envelope" => fuzzing::decode_envelope(&data),
                 _ => fuzzing::decode_sealed(&data),
             }
             n += 1;
@@ -111,6 +117,12 @@ fn generate_seed_corpus() -> Res {
     for target in TARGETS {
         let out = seed.join(target);
         fs::create_dir_all(&out)?;
+        if target == "decode_envelope" {
+            for (name, bytes) in &generated.bundles {
+                fs::write(out.join(format!("seed-{name}.fse")), sealed(bytes)?)?;
+            }
+            continue;
+        }
         for (name, bytes) in &generated.bundles {
             if target == "import_mutated" {
                 fs::write(out.join(format!("seed-{name}.open")), fuzzing::open(bytes)?)?;
@@ -123,5 +135,34 @@ fn generate_seed_corpus() -> Res {
             fs::copy(golden, out.join("seed-golden-v1.fsb"))?;
         }
     }
+    Ok(())
+}
+
+/// A signed bundle in an envelope to the harness's identity, its outer
+/// header naming the bundle's own sender.
+fn sealed(bundle: &[u8]) -> Res<Vec<u8>> {
+    let header = fieldsync::bundle::reader::read_header_only(&mut std::io::Cursor::new(bundle))?;
+    Ok(fuzzing::seal_for_fuzz(bundle, &header.sender)?)
+}
+
+#[test]
+#[ignore = "writes fuzz/seed/decode_envelope from the committed decode_bundle seeds"]
+fn generate_envelope_seeds() -> Res {
+    let out = fuzz_dir().join("seed/decode_envelope");
+    fs::create_dir_all(&out)?;
+    for f in inputs("decode_bundle")? {
+        let name = f.file_stem().and_then(|n| n.to_str()).unwrap_or_default();
+        if !name.starts_with("seed-") || name.contains("golden-v1") {
+            continue;
+        }
+        let bundle = fs::read(&f)?;
+        fs::write(out.join(format!("{name}.fse")), sealed(&bundle)?)?;
+    }
+    // One whose outer header names another sender than the bundle inside.
+    let hq = fs::read(fuzz_dir().join("seed/decode_bundle/seed-hq-delta.fsb"))?;
+    fs::write(
+        out.join("seed-outer-mismatch.fse"),
+        fuzzing::seal_for_fuzz(&hq, &fuzzing::fuzz_recipient_site())?,
+    )?;
     Ok(())
 }

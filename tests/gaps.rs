@@ -330,6 +330,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         trust_seen: None,
         local_tables: vec![],
         schemas: Vec::new(),
+        sender_recipient: None,
         views: vec![],
     };
     let crafted = BundleWriter::new(Vec::new(), &header, &f1_key)?.finish()?.0;

@@ -164,6 +164,7 @@ fn header(
         trust_seen: None,
         local_tables: Vec::new(),
         schemas: Vec::new(),
+        sender_recipient: None,
         views: Vec::new(),
     }
 }

@@ -206,6 +206,7 @@ fn write_full_bundle(
         trust_seen: None,
         local_tables,
         schemas: Vec::new(),
+        sender_recipient: None,
         views,
     };
     let file = std::fs::File::create(path)?;
@@ -349,6 +350,7 @@ fn a_unique_clash_between_two_instances_is_quarantined_listed_and_resolved() -> 
     let resent = w.bundle("resend");
     fieldsync_ok(&[
         &"export",
+        &"--no-encrypt",
         &"--db",
         &f2.db,
         &"--to",
@@ -965,7 +967,14 @@ fn export_full_warns_that_the_apps_triggers_are_not_carried() -> Res {
     // A delta export says nothing of it.
     let delta = w.bundle("delta");
     let out = fieldsync_ok(&[
-        &"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &delta,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &delta,
     ])?;
     assert!(!out.stderr.contains("triggers"), "{}", out.stderr);
     Ok(())

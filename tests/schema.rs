@@ -61,7 +61,15 @@ fn eden_hq(w: &World) -> Res<Site> {
 fn laptop(w: &World, hq: &Site, name: &str) -> Res<Site> {
     let full = w.bundle(&format!("hq-full-for-{name}"));
     fieldsync_ok(&[
-        &"export", &"--db", &hq.db, &"--full", &"--for", &name, &"-o", &full,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--full",
+        &"--for",
+        &name,
+        &"-o",
+        &full,
     ])?;
     w.site_from(name, &full)
 }
@@ -195,7 +203,16 @@ fn app_shape(site: &Site) -> Res<String> {
 
 /// `export --to PEER -o FILE` in words, which must succeed.
 fn export_text(site: &Site, peer: &str, file: &Path) -> Res<Out> {
-    fieldsync_ok(&[&"export", &"--db", &site.db, &"--to", &peer, &"-o", &file])
+    fieldsync_ok(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &site.db,
+        &"--to",
+        &peer,
+        &"-o",
+        &file,
+    ])
 }
 
 // ---------------------------------------------------------------------------
@@ -225,7 +242,7 @@ fn hq_adds_a_column_and_a_table_and_an_old_laptop_keeps_sending_without_resend()
         "track did not say it follows the new column: {said}"
     );
     let to_f1 = w.bundle("hq-upgraded-to-field-1");
-    hq.export_to("field-1", &to_f1)?;
+    hq.export_plain_to("field-1", &to_f1)?;
 
     // Meanwhile the laptop, on the old version, keeps working and sending.
     f1.sql(
@@ -316,7 +333,7 @@ fn an_old_eden_laptop_never_overwrites_hq_s_new_column_and_its_new_rows_get_the_
     )?;
     // Its next command follows the column and records the value.
     let to_f1 = w.bundle("hq-to-field-1");
-    let exported = hq.export_to("field-1", &to_f1)?;
+    let exported = hq.export_plain_to("field-1", &to_f1)?;
     assert_eq!(
         warnings_about(&exported, "nationality").len(),
         1,
@@ -428,7 +445,7 @@ fn a_laptop_set_to_hold_lists_the_change_and_schema_apply_uses_the_original_cloc
     assert_eq!(num(&file_report(&got)?, "waiting")?, 0, "{got}");
     f2.sql("UPDATE person_uuid SET phone = 'f2-lk-2' WHERE p_uuid = 'lk-2';")?;
     let from_f2 = w.bundle("field-2-to-field-1");
-    f2.export_to("field-1", &from_f2)?;
+    f2.export_plain_to("field-1", &from_f2)?;
 
     // At field-1, lk-3 is deleted before the change is applied.
     f1.sql("DELETE FROM person_uuid WHERE p_uuid = 'lk-3';")?;
@@ -489,7 +506,7 @@ fn a_laptop_that_skips_two_upgrades_ends_identical() -> Res {
          UPDATE person_uuid SET phone = '077-' || p_uuid;",
     )?;
     let v2 = w.bundle("hq-v2-to-field-1");
-    hq.export_to("field-1", &v2)?;
+    hq.export_plain_to("field-1", &v2)?;
     hq.sql(
         "CREATE TABLE village(v_uuid VARCHAR(60) PRIMARY KEY, name TEXT);
          CREATE INDEX village_name ON village(name);
@@ -499,7 +516,7 @@ fn a_laptop_that_skips_two_upgrades_ends_identical() -> Res {
     )?;
     fieldsync_ok(&[&"track", &"--db", &hq.db, &"village"])?;
     let v3 = w.bundle("hq-v3-to-field-1");
-    hq.export_to("field-1", &v3)?;
+    hq.export_plain_to("field-1", &v3)?;
     assert_eq!(
         tables_with_statements(&v3)?,
         ["person_uuid", "village"],
@@ -586,7 +603,7 @@ fn two_instances_adding_the_same_column_merge_its_values_last_writer_wins() -> R
     // The versions are equal: no statement travels either way.
     for (from, to) in [(&hq, &f1), (&f1, &hq)] {
         let file = w.bundle(&format!("{}-to-{}-settled", from.name, to.name));
-        from.export_to(&to.name, &file)?;
+        from.export_plain_to(&to.name, &file)?;
         assert_eq!(
             tables_with_statements(&file)?,
             Vec::<String>::new(),
@@ -609,7 +626,7 @@ fn a_column_added_with_a_default_sends_no_rows_and_both_end_with_the_default() -
     f1.sql("INSERT INTO person_uuid VALUES ('lk-3', 'Chandra Silva', 'Silva');")?;
     hq.sql("ALTER TABLE person_uuid ADD COLUMN status TEXT DEFAULT 'active';")?;
     let to_f1 = w.bundle("hq-to-field-1");
-    let exported = hq.export_to("field-1", &to_f1)?;
+    let exported = hq.export_plain_to("field-1", &to_f1)?;
     assert_eq!(num(&exported, "changes")?, 0, "{exported}");
     assert_eq!(tables_with_statements(&to_f1)?, ["person_uuid"]);
     let got = f1.import(&[&to_f1])?;
@@ -669,7 +686,7 @@ fn a_not_null_column_from_a_rebuild_fails_at_the_laptop_until_fixed_by_hand() ->
     let f1 = laptop(&w, &hq, "field-1")?;
     rebuild_with_code(&hq)?;
     let to_f1 = w.bundle("hq-to-field-1");
-    let exported = hq.export_to("field-1", &to_f1)?;
+    let exported = hq.export_plain_to("field-1", &to_f1)?;
     let rebuilt = warnings_about(&exported, "capture triggers");
     assert_eq!(rebuilt.len(), 1, "{exported}");
     assert!(rebuilt[0].contains("1 row(s) added"), "{rebuilt:?}");
@@ -783,11 +800,19 @@ fn crafted_schema_statements_are_refused_and_the_rows_still_apply() -> Res {
     let hq = php_hq(&w)?;
     let full = w.bundle("hq-full");
     fieldsync_ok(&[
-        &"export", &"--db", &hq.db, &"--full", &"--for", &"field-1", &"-o", &full,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--full",
+        &"--for",
+        &"field-1",
+        &"-o",
+        &full,
     ])?;
     hq.sql("UPDATE person_uuid SET full_name = 'Amal P.' WHERE p_uuid = 'lk-1';")?;
     let delta = w.bundle("hq-to-field-1");
-    hq.export_to("field-1", &delta)?;
+    hq.export_plain_to("field-1", &delta)?;
     // The crafted copies are signed as hq's: the statements must reach the
     // checks below the signature.
     let hq_key = fieldsync::fuzzing::signing_key(&fieldsync::Instance::open(&hq.db)?)?;
@@ -904,7 +929,16 @@ fn tracking_follows_an_added_column_and_refuses_a_changed_key_or_a_dropped_table
     )?;
     let before = hq.fingerprint()?;
     let x = w.path("refused.fsb");
-    let out = fieldsync(&[&"export", &"--db", &hq.db, &"--to", &"field-1", &"-o", &x])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-1",
+        &"-o",
+        &x,
+    ])?;
     assert_error(
         &out,
         1,
@@ -919,7 +953,16 @@ fn tracking_follows_an_added_column_and_refuses_a_changed_key_or_a_dropped_table
     // A tracked table dropped by the app is refused, naming it.
     f1.sql("DROP TABLE pr_contact;")?;
     let before = f1.fingerprint()?;
-    let out = fieldsync(&[&"export", &"--db", &f1.db, &"--to", &"hq", &"-o", &x])?;
+    let out = fieldsync(&[
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &f1.db,
+        &"--to",
+        &"hq",
+        &"-o",
+        &x,
+    ])?;
     assert_error(&out, 1, &["'pr_contact'", "no longer exists"]);
     assert!(!x.exists(), "a refused export left a file");
     assert_eq!(f1.fingerprint()?, before);
@@ -940,7 +983,7 @@ fn a_delta_carries_the_changed_table_s_schema_until_the_peer_reports_it() -> Res
     fieldsync_ok(&[&"schema", &"--db", &f2.db, &"--auto", &"off"])?;
     let before = header_of(&{
         let b = w.bundle("hq-to-field-1-before");
-        hq.export_to("field-1", &b)?;
+        hq.export_plain_to("field-1", &b)?;
         b
     })?;
     assert_eq!(
@@ -957,7 +1000,7 @@ fn a_delta_carries_the_changed_table_s_schema_until_the_peer_reports_it() -> Res
          CREATE INDEX person_uuid_phone ON person_uuid(phone);",
     )?;
     let h1 = w.bundle("hq-to-field-1");
-    hq.export_to("field-1", &h1)?;
+    hq.export_plain_to("field-1", &h1)?;
     let header = header_of(&h1)?;
     assert_eq!(tables_with_statements(&h1)?, ["person_uuid"]);
     let person = (header.tables.iter())
@@ -1001,12 +1044,12 @@ fn a_delta_carries_the_changed_table_s_schema_until_the_peer_reports_it() -> Res
 
     // Sent once: not again before field-1 reports.
     let h2 = w.bundle("hq-to-field-1-again");
-    hq.export_to("field-1", &h2)?;
+    hq.export_plain_to("field-1", &h2)?;
     assert!(tables_with_statements(&h2)?.is_empty());
     f1.import(&[&h1, &h2])?;
     w.send(&f1, &hq)?;
     let h3 = w.bundle("hq-to-field-1-after-report");
-    hq.export_to("field-1", &h3)?;
+    hq.export_plain_to("field-1", &h3)?;
     assert!(tables_with_statements(&h3)?.is_empty());
 
     // field-2 holds the change and reports the old version: HQ sends the
@@ -1015,7 +1058,7 @@ fn a_delta_carries_the_changed_table_s_schema_until_the_peer_reports_it() -> Res
     assert_eq!(held_changes(&f2)?.len(), 1);
     w.send(&f2, &hq)?;
     let again = w.bundle("hq-to-field-2-again");
-    hq.export_to("field-2", &again)?;
+    hq.export_plain_to("field-2", &again)?;
     assert_eq!(tables_with_statements(&again)?, ["person_uuid"]);
     check_ok(&hq)?;
     check_ok(&f1)?;
@@ -1031,7 +1074,7 @@ fn inspect_shows_schema_versions_and_which_tables_carry_statements() -> Res {
     laptop(&w, &hq, "field-1")?;
     hq.sql("ALTER TABLE person_uuid ADD COLUMN phone TEXT;")?;
     let b = w.bundle("hq-to-field-1");
-    hq.export_to("field-1", &b)?;
+    hq.export_plain_to("field-1", &b)?;
     let version = (header_of(&b)?.schemas.iter())
         .find(|s| s.name == "person_uuid")
         .map(|s| s.version.clone())
@@ -1127,7 +1170,7 @@ fn the_same_column_added_with_another_type_is_reported_and_its_values_still_flow
     hq.sql("UPDATE person_uuid SET phone = '555' WHERE p_uuid = 'lk-1';")?;
     f1.sql("UPDATE person_uuid SET phone = '777' WHERE p_uuid = 'lk-2';")?;
     let b = w.bundle("hq-to-field-1");
-    hq.export_to("field-1", &b)?;
+    hq.export_plain_to("field-1", &b)?;
     assert_eq!(tables_with_statements(&b)?, ["person_uuid"]);
     let before = columns_of(&f1, "person_uuid")?;
     let imported = f1.import(&[&b])?;

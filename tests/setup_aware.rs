@@ -31,7 +31,15 @@ fn hq_with(w: &World, n: usize) -> Res<Site> {
 /// `export --full --for PEERS -o FILE --json` at `site`, which must succeed.
 fn export_full_for(site: &Site, peers: &str, file: &Path) -> Res<Out> {
     fieldsync_ok(&[
-        &"export", &"--db", &site.db, &"--full", &"--for", &peers, &"-o", &file,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &site.db,
+        &"--full",
+        &"--for",
+        &peers,
+        &"-o",
+        &file,
     ])
 }
 
@@ -225,7 +233,16 @@ fn an_unknown_name_in_for_becomes_a_peer_and_a_misspelt_one_only_costs_size() ->
     let hq = hq_with(&w, 50)?;
     let full = w.bundle("hq-full");
     let out = fieldsync_ok(&[
-        &"export", &"--db", &hq.db, &"--full", &"--for", &"field-1", &"--for", &"feild-2", &"-o",
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--full",
+        &"--for",
+        &"field-1",
+        &"--for",
+        &"feild-2",
+        &"-o",
         &full,
     ])?;
     assert!(
@@ -240,7 +257,14 @@ fn an_unknown_name_in_for_becomes_a_peer_and_a_misspelt_one_only_costs_size() ->
     let f2 = w.site_from("field-2", &full)?;
     let to_f2 = w.bundle("hq-to-field-2");
     let out = fieldsync_ok(&[
-        &"export", &"--db", &hq.db, &"--to", &"field-2", &"-o", &to_f2,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-2",
+        &"-o",
+        &to_f2,
     ])?;
     assert!(out.stderr.contains("--for field-2"), "{}", out.stderr);
     assert!(out.stdout.contains("50 changes"), "{}", out.stdout);
@@ -251,13 +275,30 @@ fn an_unknown_name_in_for_becomes_a_peer_and_a_misspelt_one_only_costs_size() ->
     let x = w.bundle("x");
     for bad in ["hq", "field 1!"] {
         let out = fieldsync(&[
-            &"export", &"--db", &hq.db, &"--full", &"--for", &bad, &"-o", &x,
+            &"export",
+            &"--no-encrypt",
+            &"--db",
+            &hq.db,
+            &"--full",
+            &"--for",
+            &bad,
+            &"-o",
+            &x,
         ])?;
         assert_error(&out, 1, &[bad]);
         assert!(!x.exists(), "a refused export left {}", x.display());
     }
     let out = fieldsync(&[
-        &"export", &"--db", &hq.db, &"--to", &"field-2", &"--for", &"field-1", &"-o", &x,
+        &"export",
+        &"--no-encrypt",
+        &"--db",
+        &hq.db,
+        &"--to",
+        &"field-2",
+        &"--for",
+        &"field-1",
+        &"-o",
+        &x,
     ])?;
     assert_eq!(out.code, Some(2), "{}", out.stderr);
     Ok(())
@@ -300,6 +341,7 @@ fn a_bundle_claiming_a_setup_it_does_not_hold_gets_what_it_lacks() -> Res {
         trust_seen: None,
         local_tables: vec![],
         schemas: Vec::new(),
+        sender_recipient: None,
         views: vec![],
     };
     let crafted = BundleWriter::new(

@@ -18,6 +18,7 @@ mod clock;
 mod convergence;
 mod corruption;
 mod crash;
+mod encrypt;
 mod enrolment;
 mod format;
 mod fuzz_corpus;

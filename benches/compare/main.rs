@@ -22,9 +22,13 @@
 //! sqlite3 shell and Python, while fieldsync imports and exports: the app's
 //! errors and waits, fieldsync's longest write transaction), schema (a
 //! delta export after `ALTER TABLE … ADD COLUMN`, already followed or not,
-//! vs one without a schema change; the receiver's import of it).
+//! vs one without a schema change; the receiver's import of it), encrypt
+//! (a full export for a laptop and its import, encrypted vs signed only,
+//! `FIELDSYNC_BENCH_TRANSFER` rows; the bundle's growth; the signature's
+//! own cost).
 
 mod capture;
+mod encrypt;
 mod fixture;
 mod intkeys;
 mod locks;
@@ -133,6 +137,13 @@ fn main() -> Res<()> {
             dir.path(),
             env_usize("FIELDSYNC_BENCH_SCHEMA", 100_000),
             reps,
+        )?);
+    }
+    if wanted("encrypt") {
+        figures.extend(encrypt::run(
+            dir.path(),
+            env_usize("FIELDSYNC_BENCH_TRANSFER", 200_000),
+            large_reps,
         )?);
     }
     println!("\nsummary");

@@ -86,7 +86,12 @@ fn pair(dir: &Path, tag: &str, n: usize, others: usize) -> Res<(PathBuf, PathBuf
     let (mut laptop, _) =
         Instance::init_from(&laptop_path, "laptop", File::open(&full)?, &full, &opts)?;
     let key = laptop.key()?;
-    hq.enrol("laptop", &key.public_key, Some(&key.recipient))?;
+    hq.enrol(
+        "laptop",
+        &key.public_key,
+        Some(&key.recipient),
+        Some(&key.site_id),
+    )?;
     let back = dir.join(format!("schema-{tag}-back.bundle"));
     laptop.export_to_file(&to("hq"), &back)?;
     hq.import_file(&back)?;

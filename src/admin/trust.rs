@@ -100,6 +100,7 @@ pub fn enrol(
     name: &str,
     public_key: &str,
     recipient: Option<&str>,
+    site_id: Option<&str>,
 ) -> Result<Enrolled, Error> {
     check_new_name(name).map_err(|reason| TrustError::BadEnrolment {
         what: format!("cannot enrol '{name}'"),
@@ -116,6 +117,16 @@ pub fn enrol(
                 what: format!("cannot enrol '{name}': the recipient is unusable"),
                 detail: format!("{detail}; copy the 'recipient' line of `fieldsync key` on it"),
             })
+        })
+        .transpose()?;
+    let given_site = site_id
+        .map(|text| {
+            text.parse::<uuid::Uuid>()
+                .map(SiteId)
+                .map_err(|_| TrustError::BadEnrolment {
+                    what: format!("cannot enrol '{name}': the site id is unusable"),
+                    detail: "copy it from `fieldsync key` on it".into(),
+                })
         })
         .transpose()?;
     let own = public_keys(conn)?;
@@ -149,7 +160,14 @@ pub fn enrol(
         .into());
     }
     let before: Vec<String> = ring.pins.iter().map(|p| p.name.clone()).collect();
-    let site = ring.by_key(&bytes).and_then(|p| p.site_id);
+    let site = ring.by_key(&bytes).and_then(|p| p.site_id).or(given_site);
+    if site.is_some_and(|site| site == s.local) {
+        return Err(TrustError::BadEnrolment {
+            what: format!("cannot enrol '{name}'"),
+            detail: "its site id is this instance's own".into(),
+        }
+        .into());
+    }
     let relayed = anchor(conn)? == Anchor::Own;
     let serial = next_serial(&ring);
     let pin = ring.put(bytes, site, name, recipient.clone(), Role::Enrolled);

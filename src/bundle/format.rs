@@ -285,6 +285,12 @@ pub struct Header {
     /// recipient sends it only later ones. Absent when it holds none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trust_seen: Option<u64>,
+    /// The sender's age X25519 recipient (`age1…`): the receiver records it
+    /// with the sender's pinned key and encrypts its bundles back to it
+    /// (spec/trust.md, "Encryption to the recipient"). Signed like the rest
+    /// of the header. Absent from bundles of older builds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sender_recipient: Option<String>,
 }
 
 /// A table's schema version at the sender.
@@ -458,7 +464,7 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for BoundedVec<T> {
     }
 }
 
-fn bounded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+pub(crate) fn bounded<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
     max: usize,
 ) -> Result<Vec<T>, D::Error> {

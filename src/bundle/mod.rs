@@ -3,6 +3,7 @@
 //! This module only re-exports them (with the Ed25519 key types bundles are
 //! signed with) and offers [`inspect`], which needs no database.
 
+pub mod envelope;
 pub mod format;
 pub mod reader;
 pub mod writer;

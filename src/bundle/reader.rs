@@ -305,6 +305,10 @@ fn check_header(h: &Header) -> Result<(), BundleError> {
             return Err(bad("a table's schema version is listed twice".into()));
         }
     }
+    if let Some(r) = &h.sender_recipient {
+        crate::bundle::envelope::parse_recipient(r)
+            .map_err(|why| bad(format!("the sender's encryption key: {why}")))?;
+    }
     for l in &h.lacks {
         let has = h.seen.iter().find(|x| x.origin == l.origin);
         if has.is_some_and(|x| !x.seqs.intersect(&l.seqs).is_empty()) {

@@ -5,8 +5,9 @@
 //! engine schema is first opened) and never changed: an Ed25519 pair
 //! (`sign`) that signs the bundles this instance writes ([`signing_key`]
 //! hands it to the bundle writer, inside the library only), and an age
-//! X25519 identity (`encrypt`) that bundles sent to this instance will be
-//! encrypted to. The private halves stay in the database beside the
+//! X25519 identity (`encrypt`) that bundles sent to this instance are
+//! encrypted to ([`encryption_identity`] hands it to the envelope reader,
+//! inside the library only). The private halves stay in the database beside the
 //! personal data they protect; nothing in this module hands them out of the
 //! library (the test-only `fuzzing::signing_key` aside, behind the
 //! `fuzzing` feature), and [`KeyReport`], the only thing that leaves it,
@@ -138,6 +139,20 @@ pub(crate) fn signing_key(conn: &Connection) -> Result<SigningKey, Error> {
         ));
     }
     Ok(key)
+}
+
+/// This instance's age identity, which decrypts the bundles sent to it. It
+/// is handed to the envelope reader only and never leaves the library.
+pub(crate) fn encryption_identity(conn: &Connection) -> Result<age::x25519::Identity, Error> {
+    let (recipient, secret) = key_row(conn, ENCRYPT)?;
+    let identity = age::x25519::Identity::from_str(&secret)
+        .map_err(|_| damaged("the encryption key's private half is malformed"))?;
+    if identity.to_public().to_string() != recipient {
+        return Err(damaged(
+            "the encryption key's public half does not match its private half",
+        ));
+    }
+    Ok(identity)
 }
 
 /// A public key as text (base64), as `fieldsync key` shows it.

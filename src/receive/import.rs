@@ -222,6 +222,7 @@ pub(crate) fn preflight(
     signer: Signer,
 ) -> Result<Vec<Mapped>, Error> {
     crate::receive::trust::admit(conn, s, header, signer)?;
+    crate::receive::recipients::check(conn, s, header, signer)?;
     preflight_tables(conn, s, header)
 }
 
@@ -599,6 +600,12 @@ impl<R: Read> Importing<R> {
         // transaction, so a refused import pins nothing.
         let admission = crate::receive::trust::admit(tx, s, &header, reader.signer())?;
         crate::receive::trust::settle(tx, admission)?;
+        // Its encryption key, recorded with the pin (bundles back are
+        // encrypted to it).
+        if let Some(recipient) = crate::receive::recipients::check(tx, s, &header, reader.signer())?
+        {
+            crate::receive::recipients::record(tx, &header, &recipient)?;
+        }
         let followed = crate::local::follow::follow_schema(tx, s)?;
         // The schema changes the bundle brings, before its tables are mapped.
         let received =

@@ -23,6 +23,7 @@ use crate::base::colset::{ColSet, SENTINEL};
 use crate::base::hlc::{Hlc, now_unix_ms};
 use crate::base::seqset::SeqSet;
 use crate::base::value::{Value, decode_key, key_literal};
+use crate::bundle::envelope::{ENVELOPE_MAGIC, Sealer};
 use crate::bundle::format::{
     Header, MAGIC, OriginSeqs, RefDef, SchemaVersion, SiteRef, TableDef, VersionRecord,
 };
@@ -117,6 +118,9 @@ pub struct ExportReport {
     pub write_transactions: u64,
     /// The longest of them, in milliseconds.
     pub longest_write_ms: u64,
+    /// The instances the bundle is encrypted to (spec/trust.md); empty if
+    /// it is not encrypted.
+    pub encrypted_for: Vec<String>,
 }
 
 /// Log entries written between two progress reports.
@@ -131,17 +135,20 @@ const PROGRESS_EVERY: u64 = 8192;
 /// now and then with the change-log entries written so far and their total.
 /// [`crate::Instance`] runs the phases in transactions of their own, the
 /// rows read without the write lock (spec/merge.md, "Write transactions").
+/// With a `sealer` the bundle is encrypted ([`write_prepared`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn export<W: Write>(
     tx: &Transaction<'_>,
     s: &mut Session,
     target: &ExportTarget,
     again: &BTreeMap<i64, SeqSet>,
     out: W,
+    sealer: Option<&Sealer>,
     seal: impl FnOnce(W) -> Result<(), Error>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<ExportReport, Error> {
     let prepared = prepare(tx, s, target, again, None)?;
-    let (out, summary) = write_prepared(tx, &prepared, out, progress)?;
+    let (out, summary) = write_prepared(tx, &prepared, out, sealer, progress)?;
     seal(out)?;
     record_prepared(tx, s, &prepared)?;
     Ok(prepared.report(&s.sites, summary))
@@ -186,17 +193,29 @@ pub(crate) fn find_vanished(conn: &Connection, s: &Session) -> Result<Vec<(i64, 
 
 /// The second phase: the header and every row record, reading only (a
 /// delta's rows are listed in `temp.fieldsync_export_rows` by the first).
+/// With a `sealer`, the signed bundle is the plaintext of an encrypted
+/// envelope (sign, then encrypt; spec/trust.md).
 pub(crate) fn write_prepared<W: Write>(
     conn: &Connection,
     p: &Prepared,
     out: W,
+    sealer: Option<&Sealer>,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<(W, WriteSummary), Error> {
     // Signed with this instance's own key, which goes to the writer only.
     let key = crate::catalog::keys::signing_key(conn)?;
-    let mut writer = BundleWriter::new(out, &p.header, &key)?;
+    let Some(sealer) = sealer else {
+        let mut writer = BundleWriter::new(out, &p.header, &key)?;
+        write_rows(conn, &p.plan, &mut writer, progress)?;
+        return Ok(writer.finish()?);
+    };
+    let stream = sealer.start(out)?;
+    let mut writer = BundleWriter::new(stream, &p.header, &key)?;
     write_rows(conn, &p.plan, &mut writer, progress)?;
-    Ok(writer.finish()?)
+    let (stream, mut summary) = writer.finish()?;
+    let (out, bytes) = Sealer::finish(stream)?;
+    summary.bytes = bytes;
+    Ok((out, summary))
 }
 
 /// The last phase, once the bundle is sealed: what it carries counts as
@@ -407,6 +426,27 @@ pub enum Overwrite {
     Force,
 }
 
+/// How [`crate::Instance::export_to_file_with`] writes its file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// What to do with a bundle file already at the output path.
+    pub overwrite: Overwrite,
+    /// Encrypt the bundle to its recipients (the peer of `--to`, the peers
+    /// of `--full --for`), as `fieldsync export` does unless given
+    /// `--no-encrypt`; false writes the signed bundle unencrypted.
+    pub encrypt: bool,
+}
+
+impl Default for ExportOptions {
+    /// Encrypted, refusing to overwrite an undelivered bundle.
+    fn default() -> Self {
+        ExportOptions {
+            overwrite: Overwrite::IfDelivered,
+            encrypt: true,
+        }
+    }
+}
+
 /// What an export does about the bundle file it replaces.
 #[derive(Debug, Default)]
 pub(crate) struct Replaced {
@@ -427,16 +467,31 @@ enum Existing {
     Unreadable(Replaced),
 }
 
-fn existing(path: &Path, overwrite: Overwrite) -> Result<Existing, Error> {
+fn existing(
+    conn: &Connection,
+    s: &Session,
+    path: &Path,
+    overwrite: Overwrite,
+) -> Result<Existing, Error> {
     let Ok(mut file) = std::fs::File::open(path) else {
         return Ok(Existing::NotABundle);
     };
     let mut magic = [0u8; 8];
-    if file.read_exact(&mut magic).is_err() || magic != MAGIC {
+    if file.read_exact(&mut magic).is_err() || (magic != MAGIC && magic != ENVELOPE_MAGIC) {
         return Ok(Existing::NotABundle);
     }
     file.seek(SeekFrom::Start(0))?;
-    match read_header_checked(&mut file) {
+    // An encrypted bundle is read with this instance's key: its own
+    // bundles are encrypted to it too (src/send/encrypt.rs).
+    let me = SiteRef {
+        id: s.local,
+        name: s.name.clone(),
+    };
+    let header = crate::bundle::envelope::open(file, &me, || {
+        crate::catalog::keys::encryption_identity(conn)
+    })
+    .and_then(|mut opened| Ok(read_header_checked(&mut opened)?));
+    match header {
         Ok(h) => Ok(Existing::Bundle(Box::new(h))),
         Err(e) if overwrite == Overwrite::Force => Ok(Existing::Unreadable(Replaced {
             again: BTreeMap::new(),
@@ -496,7 +551,7 @@ pub(crate) fn check_overwrite(
     target: &ExportTarget,
     overwrite: Overwrite,
 ) -> Result<Replaced, Error> {
-    let header = match existing(path, overwrite)? {
+    let header = match existing(conn, s, path, overwrite)? {
         Existing::NotABundle => return Ok(Replaced::default()),
         Existing::Unreadable(replaced) => return Ok(replaced),
         Existing::Bundle(header) => header,
@@ -684,6 +739,7 @@ impl Plan {
                 None => None,
             }),
             trust_seen: ring.highest_serial(),
+            sender_recipient: Some(crate::catalog::keys::public_keys(conn)?.recipient),
         })
     }
 
@@ -766,6 +822,7 @@ impl Plan {
                 .collect(),
             write_transactions: 1,
             longest_write_ms: 0,
+            encrypted_for: Vec::new(),
         }
     }
 }

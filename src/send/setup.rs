@@ -584,6 +584,7 @@ mod tests {
             schemas: Vec::new(),
             trust: Vec::new(),
             trust_seen: None,
+            sender_recipient: None,
         }
     }
 

@@ -63,7 +63,7 @@ fn enrol_signer_if(i: &mut Instance, bundle: &[u8], crafted_only: bool) -> Res<O
         let text = base64_key(key.as_bytes());
         let known = i.trusted()?.instances.iter().any(|t| t.public_key == text);
         // A name this instance refuses: the import then says so itself.
-        if !known && i.enrol(&sender.name, &text, None).is_ok() {
+        if !known && i.enrol(&sender.name, &text, None, None).is_ok() {
             return Ok(Some(*key.as_bytes()));
         }
     }

@@ -48,10 +48,32 @@ impl Site {
         count(&self.db, sql)
     }
 
-    /// `export --to PEER -o FILE --json`, which must succeed.
+    /// `export --to PEER -o FILE --json`, which must succeed: encrypted
+    /// to PEER (the default) once its key is known here, so every exchange
+    /// after the first contact goes encrypted; until then, as an operator
+    /// would, with `--no-encrypt` (tests/encrypt.rs covers the refusal).
     pub fn export_to(&self, peer: &str, file: &Path) -> Res<Json> {
-        fieldsync_ok(&[
+        let out = fieldsync(&[
             &"export", &"--db", &self.db, &"--to", &peer, &"-o", &file, &"--json",
+        ])?;
+        if !out.success() && out.stderr.contains("its key is not known here yet") {
+            return self.export_plain_to(peer, file);
+        }
+        out.ok()?.json()
+    }
+
+    /// `export --to PEER --no-encrypt -o FILE --json`, which must succeed.
+    pub fn export_plain_to(&self, peer: &str, file: &Path) -> Res<Json> {
+        fieldsync_ok(&[
+            &"export",
+            &"--db",
+            &self.db,
+            &"--to",
+            &peer,
+            &"--no-encrypt",
+            &"-o",
+            &file,
+            &"--json",
         ])?
         .json()
     }
@@ -65,9 +87,18 @@ impl Site {
         fieldsync_ok(&args)?.json()
     }
 
-    /// `export --full -o FILE`, which must succeed.
+    /// `export --full --no-encrypt -o FILE` (the file new instances are
+    /// set up from, which they cannot decrypt), which must succeed.
     pub fn export_full(&self, file: &Path) -> Res<Out> {
-        fieldsync_ok(&[&"export", &"--db", &self.db, &"--full", &"-o", &file])
+        fieldsync_ok(&[
+            &"export",
+            &"--db",
+            &self.db,
+            &"--full",
+            &"--no-encrypt",
+            &"-o",
+            &file,
+        ])
     }
 
     /// `import FILE...`, which must be refused: exit 1 with one error line

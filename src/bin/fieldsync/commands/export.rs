@@ -1,12 +1,12 @@
 //! `fieldsync export`: write a bundle file for a peer (`--to`) or of
-//! everything (`--full`).
+//! everything (`--full`), encrypted to its recipients unless `--no-encrypt`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fieldsync::{ExportReport, ExportTarget, Overwrite};
+use fieldsync::{ExportOptions, ExportReport, ExportTarget, Overwrite};
 
 use super::DbArg;
 use crate::exit::Outcome;
@@ -49,6 +49,12 @@ pub struct ExportArgs {
         value_delimiter = ','
     )]
     for_peers: Vec<String>,
+    /// Write the signed bundle unencrypted. By default a bundle is
+    /// encrypted to its recipient's key (--to) or to the keys of the
+    /// instances named with --for; a full export that sets up a new laptop
+    /// (which has no key yet) needs this, and must then travel by hand.
+    #[arg(long)]
+    no_encrypt: bool,
     /// The bundle file to write.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
@@ -76,8 +82,12 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     } else {
         Overwrite::IfDelivered
     };
+    let opts = ExportOptions {
+        overwrite,
+        encrypt: !args.no_encrypt,
+    };
     let report = instance
-        .export_to_file_overwriting(&target, output, overwrite, &mut |done, total| {
+        .export_to_file_with(&target, output, &opts, &mut |done, total| {
             bar.set(done, total)
         })
         .with_context(|| format!("cannot export to {}", output.display()))?;
@@ -124,6 +134,11 @@ fn print_export(out: &mut dyn Write, r: &ExportReport, output: &Path) -> std::io
         Some(p) => format!("for '{p}'"),
         None if r.setup_for.is_empty() => "full export".to_owned(),
         None => format!("full export for {}", quoted(&r.setup_for)),
+    };
+    let what = if r.encrypted_for.is_empty() {
+        format!("{what}, not encrypted")
+    } else {
+        format!("{what}, encrypted for {}", quoted(&r.encrypted_for))
     };
     writeln!(
         out,

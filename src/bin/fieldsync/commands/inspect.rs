@@ -1,6 +1,7 @@
 //! `fieldsync inspect`: what a bundle file holds, who signed it and whether
 //! it is intact; no database needed (so the signer is shown, not checked
-//! against the pinned keys). A damaged or wrongly signed bundle is shown,
+//! against the pinned keys). An encrypted bundle shows only its outer
+//! header, unless `--db` names the database of an instance it is for. A damaged or wrongly signed bundle is shown,
 //! then ends with status 1.
 
 use std::collections::BTreeMap;
@@ -13,18 +14,75 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 use fieldsync::bundle::Hlc;
+use fieldsync::bundle::envelope::{OuterHeader, is_envelope, read_outer};
 use fieldsync::bundle::{BundleInfo, Header, OriginSeqs, TableDef, inspect};
-use fieldsync::{Identity, signing_fingerprint};
+use fieldsync::{Identity, Instance, signing_fingerprint};
 use serde::Serialize;
 
 use crate::exit::Outcome;
 use crate::ui::{Sorted, Ui};
 
-/// Show what a bundle file holds and whether it is intact (no database needed).
+/// Show what a bundle file holds and whether it is intact (no database
+/// needed; an encrypted bundle shows only its outer header without --db).
 #[derive(Args)]
 pub struct InspectArgs {
+    /// The database of the instance an encrypted bundle is for: decrypt it
+    /// with that instance's key and show everything.
+    #[arg(long, value_name = "PATH")]
+    db: Option<PathBuf>,
     /// The bundle file.
     file: PathBuf,
+}
+
+/// The outer header of an encrypted bundle, in `--json`.
+#[derive(Serialize)]
+struct Outer<'a> {
+    site_id: String,
+    site_name: &'a str,
+    recipients: Vec<OuterRecipient<'a>>,
+    /// The sender's wall clock when it wrote the file (RFC 3339).
+    created: String,
+}
+
+#[derive(Serialize)]
+struct OuterRecipient<'a> {
+    site_id: String,
+    name: &'a str,
+}
+
+impl<'a> Outer<'a> {
+    fn new(o: &'a OuterHeader) -> Self {
+        Outer {
+            site_id: o.sender.id.to_string(),
+            site_name: &o.sender.name,
+            recipients: (o.recipients.iter())
+                .map(|r| OuterRecipient {
+                    site_id: r.id.to_string(),
+                    name: &r.name,
+                })
+                .collect(),
+            created: wall_clock(o.created),
+        }
+    }
+}
+
+/// What `inspect --json` prints of an encrypted bundle without `--db`.
+#[derive(Serialize)]
+struct OuterOnly<'a> {
+    encrypted: bool,
+    outer: Outer<'a>,
+    size: u64,
+}
+
+/// Unix ms as RFC 3339 (UTC), or the number if out of range.
+fn wall_clock(ms: u64) -> String {
+    i64::try_from(ms)
+        .ok()
+        .and_then(chrono::DateTime::from_timestamp_millis)
+        .map_or_else(
+            || ms.to_string(),
+            |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        )
 }
 
 /// What `inspect` prints with `--json`: the header in the words of the
@@ -55,6 +113,11 @@ struct Inspected<'a> {
     views: Vec<&'a str>,
     /// The sender's schema version of each table it tracks.
     schema_versions: BTreeMap<&'a str, &'a str>,
+    /// True if the file is encrypted (decrypted with `--db`).
+    encrypted: bool,
+    /// The outer header of an encrypted bundle.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    outer: Option<Outer<'a>>,
 }
 
 #[derive(Serialize)]
@@ -77,7 +140,7 @@ struct InspectedRef<'a> {
 }
 
 impl<'a> Inspected<'a> {
-    fn new(info: &'a BundleInfo) -> Self {
+    fn new(info: &'a BundleInfo, outer: Option<&'a OuterHeader>) -> Self {
         let h = &info.header;
         Inspected {
             format_version: info.version,
@@ -103,6 +166,8 @@ impl<'a> Inspected<'a> {
             schema_versions: (h.schemas.iter())
                 .map(|v| (v.name.as_str(), v.version.as_str()))
                 .collect(),
+            encrypted: outer.is_some(),
+            outer: outer.map(Outer::new),
         }
     }
 }
@@ -156,10 +221,27 @@ fn by_origin(h: &Header, seqs: &[OriginSeqs]) -> BTreeMap<String, String> {
 
 pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     let file = &args.file;
-    let f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
-    let info = inspect(f).with_context(|| format!("cannot inspect {}", file.display()))?;
-    ui.report(&Sorted(Inspected::new(&info)), |out| {
-        print_inspect(out, &info, file)
+    let mut f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let cannot = || format!("cannot inspect {}", file.display());
+    let (info, outer) = match &args.db {
+        Some(db) => Instance::open(db)?.inspect(f).with_context(cannot)?,
+        None if is_envelope(&mut f).with_context(cannot)? => {
+            let outer = read_outer(&mut f).with_context(cannot)?;
+            let size = f.metadata().map(|m| m.len()).with_context(cannot)?;
+            ui.report(
+                &Sorted(OuterOnly {
+                    encrypted: true,
+                    outer: Outer::new(&outer),
+                    size,
+                }),
+                |out| print_outer_only(out, &outer, size, file),
+            )?;
+            return Ok(Outcome::Success);
+        }
+        None => (inspect(f).with_context(cannot)?, None),
+    };
+    ui.report(&Sorted(Inspected::new(&info, outer.as_ref())), |out| {
+        print_inspect(out, &info, outer.as_ref(), file)
     })?;
     Ok(if info.intact {
         Outcome::Success
@@ -168,9 +250,62 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     })
 }
 
-fn print_inspect(out: &mut dyn Write, info: &BundleInfo, file: &Path) -> std::io::Result<()> {
+/// An encrypted bundle inspected without the recipient's database.
+fn print_outer_only(
+    out: &mut dyn Write,
+    o: &OuterHeader,
+    size: u64,
+    file: &Path,
+) -> std::io::Result<()> {
+    writeln!(out, "bundle     {}", file.display())?;
+    writeln!(
+        out,
+        "encrypted  only this outer header can be read without the recipient's key (`fieldsync inspect --db DB {}` on the recipient shows everything)",
+        file.display()
+    )?;
+    print_outer(out, o, false)?;
+    writeln!(out, "size       {size} bytes")
+}
+
+/// The outer header; `decrypted`: compared with the signed header inside
+/// (a mismatch is the bundle's problem, shown below it).
+fn print_outer(out: &mut dyn Write, o: &OuterHeader, decrypted: bool) -> std::io::Result<()> {
+    let checked = if decrypted {
+        "compared with the signed bundle inside"
+    } else {
+        "not checked until decrypted"
+    };
+    writeln!(
+        out,
+        "sender     '{}' (site id {}; {checked})",
+        o.sender.name, o.sender.id
+    )?;
+    for (i, r) in o.recipients.iter().enumerate() {
+        let label = if i == 0 { "for" } else { "" };
+        writeln!(out, "{label:<10} '{}' (site id {})", r.name, r.id)?;
+    }
+    writeln!(
+        out,
+        "written    {} (the sender's clock)",
+        wall_clock(o.created)
+    )
+}
+
+fn print_inspect(
+    out: &mut dyn Write,
+    info: &BundleInfo,
+    outer: Option<&OuterHeader>,
+    file: &Path,
+) -> std::io::Result<()> {
     let h = &info.header;
     writeln!(out, "bundle     {}", file.display())?;
+    if let Some(o) = outer {
+        writeln!(
+            out,
+            "encrypted  decrypted with this instance's key; outer header:"
+        )?;
+        print_outer(out, o, true)?;
+    }
     writeln!(
         out,
         "from       '{}' (site id {})",

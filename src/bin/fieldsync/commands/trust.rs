@@ -92,6 +92,7 @@ struct KeyJson {
     name: String,
     public_key: String,
     recipient: Option<String>,
+    site_id: Option<String>,
 }
 
 /// What `trust` prints with `--json` when it enrols nobody.
@@ -120,11 +121,16 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
         let key: KeyJson = serde_json::from_str(&text).context(
             "standard input is not the output of `fieldsync key --json` (it needs name, public_key and recipient)",
         )?;
-        let enrolled = db.enrol(&key.name, &key.public_key, key.recipient.as_deref())?;
+        let enrolled = db.enrol(
+            &key.name,
+            &key.public_key,
+            key.recipient.as_deref(),
+            key.site_id.as_deref(),
+        )?;
         return print_enrolled(ui, &enrolled, path);
     }
     if let (Some(name), Some(public_key)) = (&args.name, &args.public_key) {
-        let enrolled = db.enrol(name, public_key, args.recipient.as_deref())?;
+        let enrolled = db.enrol(name, public_key, args.recipient.as_deref(), None)?;
         return print_enrolled(ui, &enrolled, path);
     }
     if let Some(anchor) = &args.anchor {

@@ -190,7 +190,12 @@ pub(super) fn laptops_are_set_up(
             &opts,
         )?;
         let key = f.key()?;
-        hq.enrol(name, &key.public_key, Some(&key.recipient))?;
+        hq.enrol(
+            name,
+            &key.public_key,
+            Some(&key.recipient),
+            Some(&key.site_id),
+        )?;
         f.connection().execute_batch("PRAGMA foreign_keys = ON")?;
         st.say(format!(
             "{name} is set up from hq-full.bundle alone: {} tables created, {} rows loaded, HQ known as a peer.",
