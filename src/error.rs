@@ -960,7 +960,19 @@ impl Error {
     /// a refusal added to it later is journaled without more ado.
     pub fn refusal_reason(&self) -> Option<String> {
         let family = match self {
-            Error::Bundle(BundleError::Io(_)) => return None,
+            // A decrypting or decompressing reader reports damaged content
+            // as I/O of these kinds: the bundle is at fault, not the disk.
+            Error::Bundle(BundleError::Io(e)) | Error::Envelope(EnvelopeError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                "bundle"
+            }
+            Error::Bundle(BundleError::Io(_)) | Error::Envelope(EnvelopeError::Io(_)) => {
+                return None;
+            }
             Error::Bundle(_) => "bundle",
             Error::Trust(_) => "trust",
             Error::Import(ImportError::TrackedChanged { .. } | ImportError::NotHeld { .. }) => {

@@ -1198,11 +1198,13 @@ pub struct SetupOptions {
 /// The fingerprints a full export's signer goes by: of both its keys, when
 /// the header names its recipient, and of its signing key alone.
 pub fn signer_fingerprints(header: &Header, key: &VerifyingKey) -> (Option<String>, String) {
-    // The header does not carry the sender's recipient yet: only the
+    // A header of an older build carries no recipient: then only the
     // signing key's fingerprint can be computed from the file.
-    let _ = header;
     (
-        None,
+        header
+            .sender_recipient
+            .as_deref()
+            .map(|r| crate::catalog::keys::fingerprint(key.as_bytes(), r)),
         crate::catalog::keys::signing_fingerprint(key.as_bytes()),
     )
 }

@@ -359,23 +359,34 @@ fn a_full_export_for_two_laptops_is_read_by_both() -> Res {
 }
 
 #[test]
-fn an_engine_schema_8_database_gets_the_recipient_column() -> Res {
+fn an_engine_schema_8_database_gets_the_keyring_with_recipients() -> Res {
     let w = World::new()?;
     let hq = w.site("hq", SCHEMA)?;
+    // fieldsync_pins as engine schema 8 made it: by site id, first use.
     hq.sql(
-        "ALTER TABLE fieldsync_pins DROP COLUMN recipient; \
+        "DROP TABLE fieldsync_pins; \
+         CREATE TABLE fieldsync_pins(site_id BLOB PRIMARY KEY, public_key BLOB NOT NULL UNIQUE, \
+                                     name TEXT NOT NULL, first_seen INTEGER NOT NULL); \
+         INSERT INTO fieldsync_pins VALUES (x'00112233445566778899aabbccddeeff', \
+                                            zeroblob(32), 'field-1', 1); \
          UPDATE fieldsync_meta SET value = 8 WHERE key = 'schema';",
     )?;
     fieldsync_ok(&[&"status", &"--db", &hq.db])?;
+    for column in ["recipient", "role", "revoked_at"] {
+        assert_eq!(
+            hq.count(&format!(
+                "SELECT count(*) FROM pragma_table_info('fieldsync_pins') WHERE name = '{column}'"
+            ))?,
+            1,
+            "{column}"
+        );
+    }
     assert_eq!(
         hq.count(
-            "SELECT count(*) FROM pragma_table_info('fieldsync_pins') WHERE name = 'recipient'"
+            "SELECT count(*) FROM fieldsync_pins WHERE name = 'field-1' AND role = 'first use' \
+             AND site_id = x'00112233445566778899aabbccddeeff' AND recipient IS NULL"
         )?,
         1
-    );
-    assert_eq!(
-        hq.count("SELECT value FROM fieldsync_meta WHERE key = 'schema'")?,
-        9
     );
     Ok(())
 }
