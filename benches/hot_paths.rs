@@ -201,6 +201,7 @@ fn header() -> Header {
         local_tables: Vec::new(),
         views: Vec::new(),
         schemas: Vec::new(),
+        statements: Vec::new(),
     }
 }
 

@@ -133,6 +133,50 @@ pub fn reseal_with(data: &mut [u8], key: &SigningKey) {
     data[body..].copy_from_slice(&trailer);
 }
 
+/// A real bundle with its header replaced by `header` (the body kept as it
+/// is, still compressed) and signed again by `key`, as an enrolled instance
+/// gone bad can: tests of what a signed header may claim
+/// (spec/trust.md, "Claims checked against facts").
+pub fn with_header(bundle: &[u8], header: &Header, key: &SigningKey) -> Result<Vec<u8>, Error> {
+    let hlen = header_len(bundle).ok_or(BundleError::Truncated)?;
+    let start = (PREAMBLE_LEN + hlen) as usize;
+    let end = bundle
+        .len()
+        .checked_sub(trailer_of(bundle))
+        .filter(|&end| end >= start)
+        .ok_or(BundleError::Truncated)?;
+    let encoded = rmp_serde::to_vec_named(header).map_err(|e| BundleError::Malformed {
+        detail: format!("header: {e}"),
+    })?;
+    let mut out = bundle[..10].to_vec();
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(&encoded);
+    out.extend_from_slice(&bundle[start..end]);
+    let trailer = seal_trailer(&out, version_of(&out).unwrap_or(0), key);
+    out.extend_from_slice(&trailer);
+    Ok(out)
+}
+
+/// An origin statement (spec/trust.md, "Claims checked against facts")
+/// that `site` called `name` made `top` changes, signed by `key`: what
+/// tests forge one with.
+pub fn statement(
+    site: crate::SiteId,
+    name: &str,
+    top: u64,
+    hlc: u64,
+    key: &SigningKey,
+) -> crate::bundle::format::SignedStatement {
+    crate::catalog::statements::Statement {
+        site,
+        top,
+        hlc,
+        key: key.verifying_key(),
+        name: name.to_owned(),
+    }
+    .sign(key)
+}
+
 /// True if the bytes are long enough to be a bundle at all: resealing
 /// shorter ones would only overwrite the preamble.
 pub fn long_enough(data: &[u8]) -> bool {

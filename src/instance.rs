@@ -298,6 +298,7 @@ impl Instance {
             create_engine_tables(&tx)?;
             // Engine schema 7: every instance has its own key pairs.
             // Engine schema 8: fieldsync_pins (created above, empty).
+            // Engine schema 9: fieldsync_statements (created above, empty).
             crate::catalog::keys::ensure_keys(&tx)?;
             meta_set(&tx, "schema", ENGINE_SCHEMA)?;
             tx.commit()?;

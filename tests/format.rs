@@ -236,6 +236,7 @@ fn bundle_with_local(schema_len: usize) -> Res<(Header, Vec<u8>)> {
             schema: vec!["CREATE TABLE sessions(id)".into(); schema_len],
         }],
         schemas: Vec::new(),
+        statements: Vec::new(),
         views: vec![ViewDef {
             name: "v".into(),
             sql: "CREATE VIEW v AS SELECT 1".into(),

@@ -328,6 +328,7 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         lacks: vec![set(1, 11, MAX_SEQ)],
         local_tables: vec![],
         schemas: Vec::new(),
+        statements: Vec::new(),
         views: vec![],
     };
     let crafted = BundleWriter::new(Vec::new(), &header, &f1_key)?.finish()?.0;

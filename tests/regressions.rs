@@ -162,6 +162,7 @@ fn header(
         lacks: Vec::new(),
         local_tables: Vec::new(),
         schemas: Vec::new(),
+        statements: Vec::new(),
         views: Vec::new(),
     }
 }

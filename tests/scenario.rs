@@ -172,6 +172,7 @@ fn write_full_bundle(
         lacks: Vec::new(),
         local_tables,
         schemas: Vec::new(),
+        statements: Vec::new(),
         views,
     };
     let file = std::fs::File::create(path)?;

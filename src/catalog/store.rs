@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 8;
+pub const ENGINE_SCHEMA: i64 = 9;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -214,6 +214,18 @@ CREATE TABLE IF NOT EXISTS fieldsync_pins(
   public_key BLOB NOT NULL UNIQUE,  -- its 32-byte Ed25519 public key
   name TEXT NOT NULL,               -- its name in that first bundle
   first_seen INTEGER NOT NULL       -- unix ms of the import that pinned it
+);
+-- The newest origin statement of each other instance (spec/trust.md,
+-- Claims checked against facts): the highest change number it signed it
+-- had made. A bundle may claim no number of that origin above it; the
+-- statement is relayed as it arrived in every bundle naming the origin.
+-- Engine schema 9.
+CREATE TABLE IF NOT EXISTS fieldsync_statements(
+  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the origin
+  top INTEGER NOT NULL,             -- the highest change number it stated
+  hlc INTEGER NOT NULL,             -- its clock when it signed
+  statement BLOB NOT NULL,          -- the statement's bytes, as signed
+  signature BLOB NOT NULL           -- its Ed25519 signature by the origin's key
 );
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(

@@ -4,12 +4,16 @@
 //! on first contact; unsigned bundles (versions 1 to 3) are admitted only
 //! while `fieldsync_meta.accept_unsigned_until` is in the future.
 //!
-//! [`admit`] only reads; [`pin`] records a first contact in the import's
+//! Origin statements relayed in a bundle are signed by their origin's key:
+//! [`statement_key`] decides which key may speak for a site.
+//!
+//! [`admit`] and [`statement_key`] only read; [`pin`] records a first contact in the import's
 //! own transaction, so a refused or rolled-back import pins nothing.
 
 use ed25519_dalek::VerifyingKey;
 use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::base::site_id::SiteId;
 use crate::bundle::format::Header;
 use crate::bundle::reader::Signer;
 use crate::catalog::keys::{key_text, public_keys, signing_fingerprint};
@@ -28,6 +32,9 @@ pub const MAX_UNSIGNED_DAYS: u32 = 90;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct NewPin {
     key: VerifyingKey,
+    /// The site and name to pin it for, if not the bundle's sender (an
+    /// origin statement relayed by it).
+    site: Option<(SiteId, String)>,
 }
 
 /// Whether the bundle's signer may send it as the sender its header
@@ -92,7 +99,7 @@ pub(crate) fn admit(
         }
         .into());
     }
-    Ok(Some(NewPin { key }))
+    Ok(Some(NewPin { key, site: None }))
 }
 
 /// Pin a first contact's key to the site id its header names, in the
@@ -102,12 +109,88 @@ pub(crate) fn pin(conn: &Connection, header: &Header, new: &NewPin) -> Result<()
         "INSERT INTO fieldsync_pins(site_id, public_key, name, first_seen) VALUES (?1, ?2, ?3, ?4)",
     )?
     .execute(params![
-        header.sender.id.as_bytes().as_slice(),
+        new.site
+            .as_ref()
+            .map_or(&header.sender.id, |(site, _)| site)
+            .as_bytes()
+            .as_slice(),
         new.key.to_bytes().as_slice(),
-        header.sender.name,
+        new.site
+            .as_ref()
+            .map_or(&header.sender.name, |(_, name)| name),
         chrono::Utc::now().timestamp_millis()
     ])?;
     Ok(())
+}
+
+/// Whether `key` may sign origin statements for `site`
+/// (spec/trust.md, "Claims checked against facts"): this instance's own key
+/// for its own site id; the key pinned for a site that has one; for the
+/// bundle's sender on first contact, the key that signed the bundle
+/// (`signer`, pinned by [`admit`]'s caller); for any other site with no
+/// pin, trust on first use through relay — `Ok(Some(_))`, to [`pin`]
+/// once the import is applied — unless the key is pinned for another site.
+/// The one place that says which key is valid for a site: enrolment
+/// replaces the first-use branch by "only keys HQ enrolled".
+pub(crate) fn statement_key(
+    conn: &Connection,
+    s: &Session,
+    header: &Header,
+    signer: Option<VerifyingKey>,
+    site: &SiteId,
+    name: &str,
+    key: &VerifyingKey,
+) -> Result<Option<NewPin>, Error> {
+    let found = key.to_bytes();
+    let pinned: Option<Vec<u8>> = if *site == s.local {
+        Some(public_keys(conn)?.sign.to_bytes().to_vec())
+    } else if *site == header.sender.id && signer.is_some() {
+        let pinned: Option<Vec<u8>> = pinned_key(conn, site)?;
+        pinned.or_else(|| signer.map(|k| k.to_bytes().to_vec()))
+    } else {
+        pinned_key(conn, site)?
+    };
+    if let Some(pinned) = pinned {
+        if pinned.as_slice() == found.as_slice() {
+            return Ok(None);
+        }
+        return Err(TrustError::StatementKeyChanged {
+            sender: header.sender.name.clone(),
+            origin: name.to_owned(),
+            found: key_text(&found),
+            found_fingerprint: signing_fingerprint(&found),
+        }
+        .into());
+    }
+    let owner: Option<String> = if public_keys(conn)?.sign == *key {
+        Some(s.name.clone())
+    } else if signer.is_some_and(|k| k == *key) {
+        Some(header.sender.name.clone())
+    } else {
+        conn.prepare_cached("SELECT name FROM fieldsync_pins WHERE public_key = ?1")?
+            .query_row([found.as_slice()], |r| r.get(0))
+            .optional()?
+    };
+    if let Some(owner) = owner {
+        return Err(TrustError::StatementKeyOfAnotherSite {
+            sender: header.sender.name.clone(),
+            origin: name.to_owned(),
+            fingerprint: signing_fingerprint(&found),
+            owner,
+        }
+        .into());
+    }
+    Ok(Some(NewPin {
+        key: *key,
+        site: Some((*site, name.to_owned())),
+    }))
+}
+
+fn pinned_key(conn: &Connection, site: &SiteId) -> Result<Option<Vec<u8>>, Error> {
+    Ok(conn
+        .prepare_cached("SELECT public_key FROM fieldsync_pins WHERE site_id = ?1")?
+        .query_row([site.as_bytes().as_slice()], |r| r.get(0))
+        .optional()?)
 }
 
 /// Admit unsigned bundles for `days` days from now (1 to

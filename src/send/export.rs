@@ -640,6 +640,7 @@ impl Plan {
             (Vec::new(), Vec::new())
         };
         let created = s.clock.stamp(now_unix_ms())?;
+        let statements = self.statements(conn, s, created.0)?;
         Ok(Header {
             sender: SiteRef {
                 id: s.local,
@@ -676,7 +677,35 @@ impl Plan {
                     version: version.clone(),
                 })
                 .collect(),
+            statements,
         })
+    }
+
+    /// The origin statements the bundle carries (spec/trust.md, "Claims
+    /// checked against facts"): this instance's own, signed now, and the
+    /// newest held of every origin the header names a number of.
+    fn statements(
+        &self,
+        conn: &Connection,
+        s: &Session,
+        created: u64,
+    ) -> Result<Vec<crate::bundle::format::SignedStatement>, Error> {
+        let key = crate::catalog::keys::signing_key(conn)?;
+        let own = crate::catalog::statements::Statement {
+            site: s.local,
+            top: s.seq,
+            hlc: created,
+            key: key.verifying_key(),
+            name: s.name.clone(),
+        };
+        let origins: std::collections::BTreeSet<i64> = [&self.covers, &self.have, &self.lacks]
+            .into_iter()
+            .flat_map(|m| m.iter().filter(|(_, set)| !set.is_empty()).map(|(o, _)| *o))
+            .collect();
+        let sites = origins
+            .into_iter()
+            .filter_map(|o| s.sites.get(o).map(|site| site.id));
+        crate::catalog::statements::for_bundle(conn, &own, &key, sites)
     }
 
     /// A carried table as the header describes it.

@@ -582,6 +582,7 @@ mod tests {
             local_tables: Vec::new(),
             views: Vec::new(),
             schemas: Vec::new(),
+            statements: Vec::new(),
         }
     }
 
