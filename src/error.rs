@@ -749,18 +749,6 @@ pub enum TrustError {
         /// This instance's counter (or the top of its own statement).
         seq: u64,
     },
-    /// A claim on this instance's own changes it did not report lost.
-    #[error(
-        "refused: the bundle from '{sender}' carries changes of this instance ('{name}') numbered {numbers}, which it has and did not report lost; it may be forged or corrupted — check with HQ"
-    )]
-    OwnNotLost {
-        /// The name the bundle gives its sender.
-        sender: String,
-        /// This instance's name.
-        name: String,
-        /// The numbers.
-        numbers: String,
-    },
     /// A change number no instance reaches.
     #[error(
         "refused: the bundle from '{sender}' claims change {claimed} of '{origin}' (in '{field}'), beyond 2^53, which no instance reaches; it is forged or corrupted — check with HQ"

@@ -157,6 +157,20 @@ pub fn with_header(bundle: &[u8], header: &Header, key: &SigningKey) -> Result<V
     Ok(out)
 }
 
+/// A real bundle without its sender's own origin statement, signed again
+/// by [`fuzz_key`]: what the import target's inputs are made from. They
+/// are sealed by [`fuzz_key`], and the sender's own statement, signed by
+/// its real key, would refuse every one of them as signed by a key other
+/// than the bundle's; statements it relays stay.
+pub fn without_sender_statement(bundle: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut header = BundleReader::open(Cursor::new(bundle))?.header().clone();
+    let sender = header.sender.id;
+    header
+        .statements
+        .retain(|s| s.statement.0.get(..16) != Some(sender.as_bytes().as_slice()));
+    with_header(bundle, &header, &fuzz_key())
+}
+
 /// An origin statement (spec/trust.md, "Claims checked against facts")
 /// that `site` called `name` made `top` changes, signed by `key`: what
 /// tests forge one with.
@@ -167,7 +181,7 @@ pub fn statement(
     hlc: u64,
     key: &SigningKey,
 ) -> crate::bundle::format::SignedStatement {
-    crate::catalog::statements::Statement {
+    crate::bundle::statement::Statement {
         site,
         top,
         hlc,
@@ -364,13 +378,15 @@ impl ImportTarget {
         }
         // The mutated inputs are sealed again by the harness's own key
         // (`fuzz_key`), or are unsigned (seeds of format 3): the copy the
-        // inputs go into pins no sender yet and admits unsigned bundles,
+        // inputs go into pins no sender yet, holds no origin statement (the
+        // inputs carry none of their sender's, `without_sender_statement`),
+        // and admits unsigned bundles,
         // so mutations reach the decoders and the merge.
         std::fs::copy(db, &work)?;
         {
             let mut seed = Instance::open(&work)?;
             seed.connection()
-                .execute("DELETE FROM fieldsync_pins", [])?;
+                .execute_batch("DELETE FROM fieldsync_pins; DELETE FROM fieldsync_statements;")?;
             seed.allow_unsigned_for(crate::MAX_UNSIGNED_DAYS)?;
         }
         let template = std::fs::read(&work)?;

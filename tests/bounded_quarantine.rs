@@ -339,13 +339,14 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
     assert_eq!(
         hq.sql("SELECT value FROM fieldsync_meta WHERE key = 'schema';")?
             .trim(),
-        "8"
+        "9"
     );
     for table in [
         "fieldsync_assumed",
         "fieldsync_waiting",
         "fieldsync_peer_schema",
         "fieldsync_schema_held",
+        "fieldsync_statements",
     ] {
         assert_eq!(
             hq.count(&format!(

@@ -287,20 +287,6 @@ fn claims_for_the_importers_own_site_beyond_its_sequence_are_refused() -> Res {
         &["statement of 'hq'", "not by the key this instance pinned"],
     )?;
 
-    // Covering hq's own numbers it has and did not report lost.
-    let mut back = h.clone();
-    set(&mut back.seen, hq_o, range(1, seq));
-    set(&mut back.covers, hq_o, range(1, 1));
-    let file = resigned(&w, "own-back", &real, &back, &key)?;
-    refused(
-        &hq,
-        &file,
-        &[
-            "carries changes of this instance ('hq') numbered 1",
-            "did not report lost",
-        ],
-    )?;
-
     // Nothing is missing at hq, and the real bundle applies.
     let own = hq.origin("hq")?.ok_or("no origin hq")?;
     assert_eq!(text(&own, "gaps")?, "");

@@ -4,7 +4,7 @@
 //! tables are tracked and how ([`tracked`], [`keyform`]), how rows and
 //! references are recognised on every instance ([`identity`], [`refs`]),
 //! which references the engine follows ([`foreign`]), what each peer has
-//! ([`peers`]), this instance's own key pairs ([`keys`]), what each origin signed it has made ([`statements`]), and the per-connection state loaded from all of it
+//! ([`peers`]), this instance's own key pairs ([`keys`]), the newest statement of each origin ([`statements`]), and the per-connection state loaded from all of it
 //! ([`session`]). [`savepoint`] is the guard every part that writes in
 //! steps uses.
 //!

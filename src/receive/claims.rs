@@ -8,15 +8,14 @@
 //! Facts are origin statements ([`crate::catalog::statements`]): what each
 //! origin signed it had made. Per origin O of a claim:
 //! - O is this instance: nothing beyond its own counter, or beyond the top
-//!   of its own statement carried back (a restore from a backup); a
-//!   `covers` of its numbers up to its counter only where it reported them
-//!   lost.
+//!   of its own statement carried back (a restore from a backup).
 //! - a signed bundle, and a statement of O verified (carried or held):
 //!   nothing beyond the highest top.
 //! - otherwise (unsigned bundles, origins no statement is known of yet):
 //!   nothing beyond what this instance already knows of O, the statement it
 //!   holds, or the changes of O the body carries (checked once the body is
-//!   read: `body` is `None` before).
+//!   read: `body` is `None` before); the sender of a signed bundle is
+//!   exempt (it could sign a statement of anything of itself).
 //!
 //! Everywhere: no number above 2^53 (a statement's top included, so the
 //! first two rules imply it).
@@ -29,9 +28,9 @@ use crate::base::seqset::SeqSet;
 use crate::base::site_id::SiteId;
 use crate::bundle::format::{Header, OriginSeqs, SignedStatement};
 use crate::bundle::reader::Signer;
+use crate::bundle::statement::{self as statements, Statement};
 use crate::catalog::peers::{have_all, known_all};
 use crate::catalog::session::Session;
-use crate::catalog::statements::{self, Statement};
 use crate::error::{Error, TrustError};
 use crate::receive::trust::{NewPin, statement_key};
 
@@ -63,6 +62,10 @@ pub(crate) fn check(
     signer: Signer,
     body: Option<&BodyTops>,
 ) -> Result<Facts, Error> {
+    if header.sender.id == s.local {
+        // This instance's own bundle, refused as such by the import.
+        return Ok(Facts::default());
+    }
     let sender = &header.sender.name;
     let name_of = |site: &SiteId| -> String {
         header
@@ -130,9 +133,9 @@ pub(crate) fn check(
             facts.keep.push((st, signed.clone()));
         }
     }
-    let held: HashMap<SiteId, u64> = statements::held(conn)?
+    let held: HashMap<SiteId, u64> = crate::catalog::statements::held(conn)?
         .into_iter()
-        .map(|(site, (top, _))| (site, top))
+        .map(|(site, (top, ..))| (site, top))
         .collect();
     for (site, top) in &held {
         let t = tops.entry(*site).or_default();
@@ -170,21 +173,6 @@ pub(crate) fn check(
                     }
                     .into());
                 }
-                if field == "covers" {
-                    let mut made = SeqSet::new();
-                    if s.seq > 0 {
-                        made.insert_range(1, s.seq);
-                    }
-                    let not_lost = seqs.intersect(&made).minus(&s.lost);
-                    if !not_lost.is_empty() {
-                        return Err(TrustError::OwnNotLost {
-                            sender: sender.clone(),
-                            name: s.name.clone(),
-                            numbers: not_lost.to_string(),
-                        }
-                        .into());
-                    }
-                }
                 continue;
             }
             if let (Some(_), Some(&top)) = (signer.key, tops.get(&site)) {
@@ -212,6 +200,12 @@ pub(crate) fn check(
             let Some(body) = body else {
                 continue;
             };
+            if signer.key.is_some() && site == header.sender.id {
+                // A signed sender may claim what it likes of itself (it
+                // could sign a statement saying so); only a statement
+                // held bounds it (above).
+                continue;
+            }
             let known = match &mut known {
                 Some(k) => k,
                 None => known.insert(believed(conn, s)?),
@@ -255,7 +249,14 @@ pub(crate) fn record(conn: &Connection, header: &Header, facts: &Facts) -> Resul
         crate::receive::trust::pin(conn, header, pin)?;
     }
     for (st, signed) in &facts.keep {
-        statements::keep(conn, st, signed)?;
+        crate::catalog::statements::keep(
+            conn,
+            &st.site,
+            st.top,
+            st.hlc,
+            &signed.statement.0,
+            &signed.signature.0,
+        )?;
     }
     Ok(())
 }

@@ -691,7 +691,7 @@ impl Plan {
         created: u64,
     ) -> Result<Vec<crate::bundle::format::SignedStatement>, Error> {
         let key = crate::catalog::keys::signing_key(conn)?;
-        let own = crate::catalog::statements::Statement {
+        let own = crate::bundle::statement::Statement {
             site: s.local,
             top: s.seq,
             hlc: created,
@@ -705,7 +705,7 @@ impl Plan {
         let sites = origins
             .into_iter()
             .filter_map(|o| s.sites.get(o).map(|site| site.id));
-        crate::catalog::statements::for_bundle(conn, &own, &key, sites)
+        crate::bundle::statement::for_bundle(conn, &own, &key, sites)
     }
 
     /// A carried table as the header describes it.
