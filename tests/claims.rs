@@ -99,14 +99,19 @@ fn range(first: u64, last: u64) -> SeqSet {
     s
 }
 
-/// The top of the statement a header carries of `site_name`, decoded from
-/// its bytes (site id, top big-endian, …).
+/// True if `s` is a statement of `site` (its bytes begin with the site id).
+fn of(s: &SignedStatement, site: &fieldsync::SiteId) -> bool {
+    s.statement.0.get(..16) == Some(site.as_bytes().as_slice())
+}
+
+/// The top of the statement a header carries of `site`, decoded from its
+/// bytes (site id, top big-endian, …).
 fn stated_top(h: &Header, site: &fieldsync::SiteId) -> Option<u64> {
     h.statements
         .iter()
-        .map(|s: &SignedStatement| &s.statement.0)
-        .find(|b| b.len() > 24 && &b[..16] == site.as_bytes())
-        .and_then(|b| b[16..24].try_into().ok().map(u64::from_be_bytes))
+        .find(|s| of(s, site))
+        .and_then(|s| s.statement.0.get(16..24)?.try_into().ok())
+        .map(u64::from_be_bytes)
 }
 
 /// Write `header` over the real bundle `real` (body kept), signed by `key`.
@@ -156,16 +161,7 @@ fn inflated_claims_are_refused_whole() -> Res {
     )?;
     // Without hq's statement in it: field-2 holds one already.
     let mut bare = h.clone();
-    bare.statements.retain(|s| {
-        stated_top(
-            &Header {
-                statements: vec![s.clone()],
-                ..h.clone()
-            },
-            &hq_id,
-        )
-        .is_none()
-    });
+    bare.statements.retain(|s| !of(s, &hq_id));
     let file = resigned(&w, "inflated-bare", &real, &bare, &key_of(&f1)?)?;
     refused(
         &f2,
@@ -257,9 +253,7 @@ fn claims_for_the_importers_own_site_beyond_its_sequence_are_refused() -> Res {
     refused(&hq, &file, &[&claim, &made, "check with HQ"])?;
 
     // With a statement of hq's saying so, signed by field-1's key.
-    beyond
-        .statements
-        .retain(|s| s.statement.0.get(..16) != Some(hq_id.as_bytes().as_slice()));
+    beyond.statements.retain(|s| !of(s, &hq_id));
     let mut forged = beyond.clone();
     forged
         .statements
@@ -359,8 +353,7 @@ fn a_relayer_cannot_claim_numbers_the_origin_never_signed() -> Res {
     refused(&f2, &file, &["claims changes of 'hq' up to 1000", &line])?;
     // The same without hq's statement, or with one field-1 signed itself.
     let mut bare = h.clone();
-    bare.statements
-        .retain(|s| s.statement.0.get(..16) != Some(hq_id.as_bytes().as_slice()));
+    bare.statements.retain(|s| !of(s, &hq_id));
     let mut alone = bare.clone();
     let file = resigned(&w, "forged-bare", &file, &bare, &key)?;
     refused(&f2, &file, &["claims changes of 'hq' up to 1000", &line])?;
