@@ -204,6 +204,7 @@ fn header() -> Header {
         views: Vec::new(),
         schemas: Vec::new(),
         sender_recipient: None,
+        statements: Vec::new(),
     }
 }
 

@@ -799,6 +799,120 @@ pub enum TrustError {
         /// What was asked, in milliseconds.
         ms: i64,
     },
+    /// An origin statement signed by another key than the one valid for
+    /// its origin.
+    #[error(
+        "refused: the bundle from '{sender}' carries a statement of '{origin}' signed by key {found} (signing-key fingerprint {found_fingerprint}), not by the key this instance pinned for '{origin}'; do not import it: it may be forged — check the fingerprint with HQ (`fieldsync key` on both sides)"
+    )]
+    StatementKeyChanged {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The origin the statement is of.
+        origin: String,
+        /// The key that signed it (base64).
+        found: String,
+        /// Its short fingerprint.
+        found_fingerprint: String,
+    },
+    /// An origin statement signed by a key pinned for another site.
+    #[error(
+        "refused: the bundle from '{sender}' carries a statement of '{origin}' signed by a key (signing-key fingerprint {fingerprint}) that belongs to another instance ('{owner}'); do not import it: it may be forged — check with HQ"
+    )]
+    StatementKeyOfAnotherSite {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The origin the statement is of.
+        origin: String,
+        /// The key's short fingerprint.
+        fingerprint: String,
+        /// The instance the key belongs to.
+        owner: String,
+    },
+    /// An origin statement signed by a key no instance is enrolled with.
+    #[error(
+        "refused: the bundle from '{sender}' carries a statement of '{origin}' signed by a key this instance does not know (signing-key fingerprint {fingerprint}); '{origin}' is not enrolled here nor by HQ's records: import a newer bundle from HQ first, or check with HQ"
+    )]
+    StatementKeyUnknown {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The origin the statement is of.
+        origin: String,
+        /// The key's short fingerprint.
+        fingerprint: String,
+    },
+    /// An origin statement that does not decode or whose signature fails.
+    #[error(
+        "refused: the bundle from '{sender}' carries a statement that {why}; it may be forged or corrupted — check with HQ"
+    )]
+    BadStatement {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// A claim beyond what the origin signed.
+    #[error(
+        "refused: the bundle from '{sender}' claims changes of '{origin}' up to {claimed} (in '{field}'), but '{origin}' has signed no change beyond {top}; it may be forged or corrupted — check with HQ"
+    )]
+    ClaimBeyondStatement {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The origin claimed of.
+        origin: String,
+        /// The header field: covers, seen or lacks.
+        field: &'static str,
+        /// The largest number claimed.
+        claimed: u64,
+        /// The highest number the origin signed.
+        top: u64,
+    },
+    /// A claim on this instance's own changes beyond its sequence.
+    #[error(
+        "refused: the bundle from '{sender}' claims changes of this instance ('{name}') up to {claimed} (in '{field}'), but it has made {seq} and signed no more; it may be forged or corrupted — check with HQ"
+    )]
+    ClaimBeyondOwn {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// This instance's name.
+        name: String,
+        /// The header field.
+        field: &'static str,
+        /// The largest number claimed.
+        claimed: u64,
+        /// This instance's counter (or the top of its own statement).
+        seq: u64,
+    },
+    /// A change number no instance reaches.
+    #[error(
+        "refused: the bundle from '{sender}' claims change {claimed} of '{origin}' (in '{field}'), beyond 2^53, which no instance reaches; it is forged or corrupted — check with HQ"
+    )]
+    ClaimTooLarge {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The origin claimed of.
+        origin: String,
+        /// The header field.
+        field: &'static str,
+        /// The number.
+        claimed: u64,
+    },
+    /// A claim of an origin no statement is known of, beyond what this
+    /// instance knows and the bundle carries.
+    #[error(
+        "refused: the bundle from '{sender}' claims changes of '{origin}' up to {claimed} (in '{field}'), but carries none beyond {bound} and no statement of '{origin}' says it made more; it may be forged or corrupted — check with HQ"
+    )]
+    ClaimUnfounded {
+        /// The name the bundle gives its sender.
+        sender: String,
+        /// The origin claimed of.
+        origin: String,
+        /// The header field.
+        field: &'static str,
+        /// The largest number claimed.
+        claimed: u64,
+        /// What this instance knows of the origin and the body carries.
+        bound: u64,
+    },
 }
 
 /// Encrypted bundles (spec/trust.md, "Encryption to the recipient").

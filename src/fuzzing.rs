@@ -138,6 +138,64 @@ pub fn reseal_with(data: &mut [u8], key: &SigningKey) {
     data[body..].copy_from_slice(&trailer);
 }
 
+/// A real bundle with its header replaced by `header` (the body kept as it
+/// is, still compressed) and signed again by `key`, as an enrolled instance
+/// gone bad can: tests of what a signed header may claim
+/// (spec/trust.md, "Claims checked against facts").
+pub fn with_header(bundle: &[u8], header: &Header, key: &SigningKey) -> Result<Vec<u8>, Error> {
+    let hlen = header_len(bundle).ok_or(BundleError::Truncated)?;
+    let start = (PREAMBLE_LEN + hlen) as usize;
+    let end = bundle
+        .len()
+        .checked_sub(trailer_of(bundle))
+        .filter(|&end| end >= start)
+        .ok_or(BundleError::Truncated)?;
+    let encoded = rmp_serde::to_vec_named(header).map_err(|e| BundleError::Malformed {
+        detail: format!("header: {e}"),
+    })?;
+    let mut out = bundle[..10].to_vec();
+    out.extend_from_slice(&(encoded.len() as u32).to_le_bytes());
+    out.extend_from_slice(&encoded);
+    out.extend_from_slice(&bundle[start..end]);
+    let trailer = seal_trailer(&out, version_of(&out).unwrap_or(0), key);
+    out.extend_from_slice(&trailer);
+    Ok(out)
+}
+
+/// A real bundle without its sender's own origin statement, signed again
+/// by [`fuzz_key`]: what the import target's inputs are made from. They
+/// are sealed by [`fuzz_key`], and the sender's own statement, signed by
+/// its real key, would refuse every one of them as signed by a key other
+/// than the bundle's; statements it relays stay.
+pub fn without_sender_statement(bundle: &[u8]) -> Result<Vec<u8>, Error> {
+    let mut header = BundleReader::open(Cursor::new(bundle))?.header().clone();
+    let sender = header.sender.id;
+    header
+        .statements
+        .retain(|s| s.statement.0.get(..16) != Some(sender.as_bytes().as_slice()));
+    with_header(bundle, &header, &fuzz_key())
+}
+
+/// An origin statement (spec/trust.md, "Claims checked against facts")
+/// that `site` called `name` made `top` changes, signed by `key`: what
+/// tests forge one with.
+pub fn statement(
+    site: crate::SiteId,
+    name: &str,
+    top: u64,
+    hlc: u64,
+    key: &SigningKey,
+) -> crate::bundle::format::SignedStatement {
+    crate::bundle::statement::Statement {
+        site,
+        top,
+        hlc,
+        key: key.verifying_key(),
+        name: name.to_owned(),
+    }
+    .sign(key)
+}
+
 /// True if the bytes are long enough to be a bundle at all: resealing
 /// shorter ones would only overwrite the preamble.
 pub fn long_enough(data: &[u8]) -> bool {
@@ -379,15 +437,19 @@ impl ImportTarget {
         }
         // The mutated inputs are sealed again by the harness's own key
         // (`fuzz_key`), or are unsigned (seeds of format 3): the copy the
-        // inputs go into pins no sender yet and admits unsigned bundles,
+        // inputs go into pins no sender yet, holds no origin statement (the
+        // inputs carry none of their sender's, `without_sender_statement`),
+        // and admits unsigned bundles,
         // so mutations reach the decoders and the merge.
         std::fs::copy(db, &work)?;
         {
             let mut seed = Instance::open(&work)?;
             // Trust on first use (as a database set up before enrolment):
-            // the harness's key is pinned at the first import.
+            // the harness's key is pinned at the first import, and no
+            // statement bounds what the inputs claim beyond the checks.
             seed.connection().execute_batch(
-                "DELETE FROM fieldsync_pins; DELETE FROM fieldsync_meta WHERE key = 'anchor';",
+                "DELETE FROM fieldsync_pins; DELETE FROM fieldsync_statements; \
+                 DELETE FROM fieldsync_meta WHERE key = 'anchor';",
             )?;
             seed.allow_unsigned_for(crate::MAX_UNSIGNED_DAYS)?;
         }

@@ -320,7 +320,9 @@ impl Instance {
             create_engine_tables(&tx)?;
             // Engine schema 7: every instance has its own key pairs.
             // Engine schema 8: fieldsync_pins (created above, empty).
-            // Engine schema 9: fieldsync_clocks and fieldsync_refused (empty).
+            // Engine schema 9: fieldsync_clocks, fieldsync_refused and
+            // fieldsync_statements (created above, empty); fieldsync_pins
+            // becomes the keyring (create_engine_tables).
             crate::catalog::keys::ensure_keys(&tx)?;
             meta_set(&tx, "schema", ENGINE_SCHEMA)?;
             tx.commit()?;

@@ -348,6 +348,7 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
         "fieldsync_schema_held",
         "fieldsync_clocks",
         "fieldsync_refused",
+        "fieldsync_statements",
     ] {
         assert_eq!(
             hq.count(&format!(

@@ -499,7 +499,9 @@ fn app_writes_during_a_killed_import_are_kept_and_captured() -> Res {
             sqlite3(&other, SCHEMA)?;
             fieldsync_ok(&[&"init", &"--db", &other, &"--name", &"field-2"])?;
             fieldsync_ok(&[&"track", &"--db", &other, &"--all"])?;
+            // field-2 knows field-1 and hq, whose statements field-1 relays.
             enrol_dbs(&work, &other)?;
+            enrol_dbs(&f.hq, &other)?;
             let b = f.dir.path().join("field-1-to-field-2.fsb");
             fieldsync_ok(&[
                 &"export",

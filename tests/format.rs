@@ -242,6 +242,7 @@ fn bundle_with_local(schema_len: usize) -> Res<(Header, Vec<u8>)> {
         }],
         schemas: Vec::new(),
         sender_recipient: None,
+        statements: Vec::new(),
         views: vec![ViewDef {
             name: "v".into(),
             sql: "CREATE VIEW v AS SELECT 1".into(),

@@ -125,7 +125,10 @@ fn generate_seed_corpus() -> Res {
         }
         for (name, bytes) in &generated.bundles {
             if target == "import_mutated" {
-                fs::write(out.join(format!("seed-{name}.open")), fuzzing::open(bytes)?)?;
+                fs::write(
+                    out.join(format!("seed-{name}.open")),
+                    fuzzing::open(&fuzzing::without_sender_statement(bytes)?)?,
+                )?;
             } else {
                 fs::write(out.join(format!("seed-{name}.fsb")), bytes)?;
             }

@@ -278,9 +278,11 @@ fn a_relayed_origins_top_end_gap_is_shown_and_recovered() -> Res {
     Ok(())
 }
 
-/// A sender claiming absurd holdings: numbers beyond the largest are
-/// refused; the largest, or a claim to lack everything, cost one line of
-/// status and never make the receiver send its whole log again and again.
+/// A sender claiming absurd holdings: numbers beyond the largest, above
+/// 2^53, or beyond what their origin made are refused whole (they were
+/// once believed, and cost a line of status for ever); a claim to lack
+/// everything of the receiver's never makes it send its whole log again
+/// and again.
 #[test]
 fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
     let dir = tempfile::tempdir()?;
@@ -331,21 +333,35 @@ fn hostile_headers_claiming_huge_holdings_are_bounded() -> Res {
         local_tables: vec![],
         schemas: Vec::new(),
         sender_recipient: None,
+        statements: Vec::new(),
         views: vec![],
     };
+    // Claims beyond what an origin signed, or above 2^53, refuse the
+    // bundle whole (spec/trust.md, "Claims checked against facts"): the
+    // stranger's numbers, and hq's own beyond its counter.
     let crafted = BundleWriter::new(Vec::new(), &header, &f1_key)?.finish()?.0;
-    let report = hq.import(Cursor::new(&crafted))?;
-    assert_eq!(
-        report.gaps.get("stranger").map(String::as_str),
-        Some(format!("1-{MAX_SEQ}").as_str())
+    let err = hq.import(Cursor::new(&crafted)).err().ok_or("accepted")?;
+    assert!(err.to_string().contains("beyond 2^53"), "{err}");
+    assert!(hq.status()?.origins.iter().all(|o| o.name != "stranger"));
+    let own = Header {
+        seen: vec![set(1, 1, 10)],
+        ..header.clone()
+    };
+    let crafted = BundleWriter::new(Vec::new(), &own, &f1_key)?.finish()?.0;
+    let err = hq.import(Cursor::new(&crafted)).err().ok_or("accepted")?;
+    assert!(
+        err.to_string()
+            .contains("claims changes of this instance ('hq') up to"),
+        "{err}"
     );
-    let status = hq.status()?;
-    let s = status
-        .origins
-        .iter()
-        .find(|o| o.name == "stranger")
-        .ok_or("stranger not shown")?;
-    assert_eq!(s.gaps, format!("1-{MAX_SEQ}"));
+    // What a sender lacks of hq's, within what hq made, is believed.
+    let header = Header {
+        seen: vec![set(1, 1, 10)],
+        lacks: vec![set(1, 11, 50)],
+        ..header
+    };
+    let crafted = BundleWriter::new(Vec::new(), &header, &f1_key)?.finish()?.0;
+    hq.import(Cursor::new(&crafted))?;
 
     // hq's own changes it reports lacking: sent once more, then not again
     // until another bundle of field-1's asks.

@@ -165,6 +165,7 @@ fn header(
         local_tables: Vec::new(),
         schemas: Vec::new(),
         sender_recipient: None,
+        statements: Vec::new(),
         views: Vec::new(),
     }
 }

@@ -207,6 +207,7 @@ fn write_full_bundle(
         local_tables,
         schemas: Vec::new(),
         sender_recipient: None,
+        statements: Vec::new(),
         views,
     };
     let file = std::fs::File::create(path)?;

@@ -342,6 +342,7 @@ fn a_bundle_claiming_a_setup_it_does_not_hold_gets_what_it_lacks() -> Res {
         local_tables: vec![],
         schemas: Vec::new(),
         sender_recipient: None,
+        statements: Vec::new(),
         views: vec![],
     };
     let crafted = BundleWriter::new(

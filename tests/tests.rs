@@ -13,6 +13,7 @@ mod util;
 mod bounded_quarantine;
 mod capture;
 mod check;
+mod claims;
 mod cli;
 mod clock;
 mod convergence;

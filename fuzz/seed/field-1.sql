@@ -4,24 +4,25 @@ CREATE TABLE fieldsync_meta(
   key TEXT PRIMARY KEY,  -- schema, site_id, name, clock, seq, lost
   value
 );
-INSERT INTO fieldsync_meta VALUES('schema',8);
-INSERT INTO fieldsync_meta VALUES('site_id',X'bf0d0949f2d246b3867b865587a93b0c');
+INSERT INTO fieldsync_meta VALUES('schema',9);
+INSERT INTO fieldsync_meta VALUES('site_id',X'2b4d4468902f4b3490d347a265e41647');
 INSERT INTO fieldsync_meta VALUES('name','field-1');
-INSERT INTO fieldsync_meta VALUES('clock',385521609584148480);
+INSERT INTO fieldsync_meta VALUES('clock',385561037383925760);
 INSERT INTO fieldsync_meta VALUES('seq',7);
-INSERT INTO fieldsync_meta VALUES('schema_cookie',58);
-INSERT INTO fieldsync_meta VALUES('followed_schema',58);
+INSERT INTO fieldsync_meta VALUES('anchor','self');
+INSERT INTO fieldsync_meta VALUES('schema_cookie',61);
+INSERT INTO fieldsync_meta VALUES('followed_schema',61);
 INSERT INTO fieldsync_meta VALUES('lost','');
-INSERT INTO fieldsync_meta VALUES('waiting_schema',58);
+INSERT INTO fieldsync_meta VALUES('waiting_schema',61);
 INSERT INTO fieldsync_meta VALUES('held_mark',0);
-INSERT INTO fieldsync_meta VALUES('held_schema',58);
+INSERT INTO fieldsync_meta VALUES('held_schema',61);
 CREATE TABLE fieldsync_sites(
   id INTEGER PRIMARY KEY,           -- local number, used in fieldsync_log.origin
   site_id BLOB NOT NULL UNIQUE,     -- 16-byte uuid of the instance
   name TEXT NOT NULL
 );
-INSERT INTO fieldsync_sites VALUES(1,X'bf0d0949f2d246b3867b865587a93b0c','field-1');
-INSERT INTO fieldsync_sites VALUES(2,X'6c9c7bbb4ba14cafb8108e74d18a45d4','hq');
+INSERT INTO fieldsync_sites VALUES(1,X'2b4d4468902f4b3490d347a265e41647','field-1');
+INSERT INTO fieldsync_sites VALUES(2,X'509951ec497b4f89823ae647c8f61274','hq');
 CREATE TABLE fieldsync_tables(
   id INTEGER PRIMARY KEY,           -- used in fieldsync_log.tbl and fieldsync_pending.t
   name TEXT NOT NULL UNIQUE,
@@ -76,32 +77,32 @@ CREATE TABLE fieldsync_log(
   cols BLOB NOT NULL,               -- cells it still wins (bit 0: the row itself)
   PRIMARY KEY(tbl, pk, origin, seq)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,385521609550594049,X'04');
-INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,1,1,385521609449930752,X'1b');
-INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,385521609554788352,X'01');
-INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,3,1,385521609449930754,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,4,1,385521609449930755,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,5,1,385521609449930756,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,6,1,385521609449930757,X'1f');
-INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,385521609558982656,X'1f');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,385521609563176960,X'02');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,7,1,385521609454125056,X'05');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,8,1,385521609454125057,X'07');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,9,1,385521609454125058,X'07');
-INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,10,1,385521609454125059,X'07');
-INSERT INTO fieldsync_log VALUES(3,X'9101',2,11,1,385521609454125060,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,385521609563176961,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91a178',2,12,1,385521609454125061,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,13,1,385521609454125062,X'03');
-INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,14,1,385521609454125063,X'03');
-INSERT INTO fieldsync_log VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d4000000000000000f',2,15,1,385521609454125064,X'0f');
-INSERT INTO fieldsync_log VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000010',2,16,1,385521609454125065,X'0f');
-INSERT INTO fieldsync_log VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000011',2,17,1,385521609454125066,X'0f');
-INSERT INTO fieldsync_log VALUES(4,X'91c418bf0d0949f2d246b3867b865587a93b0c0000000000000006',1,6,1,385521609567371264,X'0f');
-INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',1,7,1,385521609571565568,X'08');
-INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,19,1,385521609458319361,X'07');
-INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',2,20,1,385521609458319362,X'0f');
-INSERT INTO fieldsync_log VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',2,18,1,385521609458319360,X'0f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',1,1,1,385561037354565633,X'04');
+INSERT INTO fieldsync_log VALUES(1,X'91a27031',2,1,1,385561037237125120,X'1b');
+INSERT INTO fieldsync_log VALUES(1,X'91a27032',1,2,2,385561037358759936,X'01');
+INSERT INTO fieldsync_log VALUES(1,X'91a27033',2,3,1,385561037237125122,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27034',2,4,1,385561037237125123,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27035',2,5,1,385561037237125124,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27036',2,6,1,385561037237125125,X'1f');
+INSERT INTO fieldsync_log VALUES(1,X'91a27037',1,3,1,385561037362954240,X'1f');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',1,4,1,385561037362954241,X'02');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703101',2,7,1,385561037237125126,X'05');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703102',2,8,1,385561037237125127,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703301',2,9,1,385561037237125128,X'07');
+INSERT INTO fieldsync_log VALUES(2,X'92a2703503',2,10,1,385561037237125129,X'07');
+INSERT INTO fieldsync_log VALUES(3,X'9101',2,11,1,385561037241319424,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'9103',1,5,1,385561037367148544,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91a178',2,12,1,385561037241319425,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91c402beef',2,13,1,385561037241319426,X'03');
+INSERT INTO fieldsync_log VALUES(3,X'91cb4004000000000000',2,14,1,385561037241319427,X'03');
+INSERT INTO fieldsync_log VALUES(4,X'91c4182b4d4468902f4b3490d347a265e416470000000000000006',1,6,1,385561037371342848,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418509951ec497b4f89823ae647c8f61274000000000000000f',2,15,1,385561037241319428,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418509951ec497b4f89823ae647c8f612740000000000000010',2,16,1,385561037241319429,X'0f');
+INSERT INTO fieldsync_log VALUES(4,X'91c418509951ec497b4f89823ae647c8f612740000000000000011',2,17,1,385561037241319430,X'0f');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',1,7,1,385561037371342849,X'08');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,19,1,385561037241319432,X'07');
+INSERT INTO fieldsync_log VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',2,20,1,385561037241319433,X'0f');
+INSERT INTO fieldsync_log VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',2,18,1,385561037241319431,X'0f');
 CREATE TABLE fieldsync_ids(
   tbl INTEGER NOT NULL,
   gid BLOB NOT NULL,                -- the row's identity, encoded as fieldsync_log.pk
@@ -109,10 +110,10 @@ CREATE TABLE fieldsync_ids(
   sig BLOB,                         -- tables without a key: hash of the row's content
   PRIMARY KEY(tbl, gid)
 ) WITHOUT ROWID;
-INSERT INTO fieldsync_ids VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d4000000000000000f',1,NULL);
-INSERT INTO fieldsync_ids VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000010',2,NULL);
-INSERT INTO fieldsync_ids VALUES(4,X'91c4186c9c7bbb4ba14cafb8108e74d18a45d40000000000000011',3,NULL);
-INSERT INTO fieldsync_ids VALUES(4,X'91c418bf0d0949f2d246b3867b865587a93b0c0000000000000006',4,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c4182b4d4468902f4b3490d347a265e416470000000000000006',4,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418509951ec497b4f89823ae647c8f61274000000000000000f',1,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418509951ec497b4f89823ae647c8f612740000000000000010',2,NULL);
+INSERT INTO fieldsync_ids VALUES(4,X'91c418509951ec497b4f89823ae647c8f612740000000000000011',3,NULL);
 INSERT INTO fieldsync_ids VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000000',2,X'd452c11fbf92be265d02ef213933fa30');
 INSERT INTO fieldsync_ids VALUES(5,X'91c41403f4a3ce39d396ae2d5ccad248ac98f200000001',3,X'03f4a3ce39d396ae2d5ccad248ac98f2');
 INSERT INTO fieldsync_ids VALUES(5,X'91c414a9909fb63adb299a4995475ce44e2e3800000000',1,X'a9909fb63adb299a4995475ce44e2e38');
@@ -130,7 +131,7 @@ CREATE TABLE fieldsync_peers(
   acked_at INTEGER,                 -- HLC of the bundle its acknowledgements come from
   lost TEXT NOT NULL DEFAULT ''     -- its own change numbers it said it lost
 );
-INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795982714361,1795982714371,385521609466707968,'');
+INSERT INTO fieldsync_peers VALUES(1,'hq',2,1795992114682,1795992114691,385561037253902336,'');
 CREATE TABLE fieldsync_peer_seqs(
   peer INTEGER NOT NULL,
   origin INTEGER NOT NULL,
@@ -225,15 +226,31 @@ CREATE TABLE fieldsync_keys(
   secret TEXT NOT NULL,             -- base64 of the 32-byte seed (sign), or 'AGE-SECRET-KEY-1...'
   created_at INTEGER NOT NULL       -- unix ms
 );
-INSERT INTO fieldsync_keys VALUES('sign','24Jalz7GeKG6tgdGT9S0X2dmXTZw4qINRhdINpcXd9s=','2t07ucUO57nojkHe5KPR9bBccCxZ/kjfoI0dU+CqwME=',1795982714346);
-INSERT INTO fieldsync_keys VALUES('encrypt','age1ggrazzq6fz7klxl2cjcl260fcpdzp4709e5hwt2kawrcds5jzf6snlry8h','AGE-SECRET-KEY-1C7Z8CJGNWANQH2ZY62Z6FNNSHJ5HKACPQPUYVWHKRZKSSGWS3U6STVS3JJ',1795982714346);
+INSERT INTO fieldsync_keys VALUES('sign','0milBd7SuyQpoYkwqsrcmE8d3qfKjTiJKGPv9BezvLs=','ilJ5IlaMlsdCSx2dlWgJuw3BE2TNnFQQ53coONG08Qc=',1795992114663);
+INSERT INTO fieldsync_keys VALUES('encrypt','age1d8z7uhftz4e3vrd9e8haeuhxm80tahq9w0u6d4m5t73gcerklqnqphmdf8','AGE-SECRET-KEY-1S5C8NMFZ9JJ2Z0KS36HVFKCKHYWGQ9QTCQ2F7GF229V4FKWP0RXS55XRQ2',1795992114663);
 CREATE TABLE fieldsync_pins(
-  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the sender
-  public_key BLOB NOT NULL UNIQUE,  -- its 32-byte Ed25519 public key
-  name TEXT NOT NULL,               -- its name in that first bundle
-  first_seen INTEGER NOT NULL       -- unix ms of the import that pinned it
+  public_key BLOB PRIMARY KEY,      -- its 32-byte Ed25519 public key
+  site_id BLOB UNIQUE,              -- its 16-byte site id; NULL until its first bundle (enrolled by name and key)
+  name TEXT NOT NULL,               -- its name (compared without regard to case)
+  recipient TEXT,                   -- its age recipient 'age1...', once known
+  role TEXT NOT NULL,               -- 'anchor', 'enrolled' or 'first use'
+  first_seen INTEGER NOT NULL,      -- unix ms it was enrolled or pinned here
+  revoked_at INTEGER,               -- unix ms of its revocation, if revoked
+  keep_through INTEGER,             -- revoked: its changes numbered above this are refused
+  serial INTEGER,                   -- the anchor's record of it: serial, ...
+  record BLOB,                      -- ... MessagePack ...
+  signature BLOB                    -- ... and the anchor's signature, relayed to others
 );
-INSERT INTO fieldsync_pins VALUES(X'6c9c7bbb4ba14cafb8108e74d18a45d4',X'68025fdb99af8fb0fbc502e46cfa252ee84308f65d72e7df8f97a6dd6628aaa9','hq',1795982714357);
+INSERT INTO fieldsync_pins VALUES(X'53e3de524f9ea26568405f5b8c7139ccd8b106edd159f460a9c08a2d686c7f43',X'509951ec497b4f89823ae647c8f61274','hq','age1p2gznt2q06dvle2wxdpr4zvyd68ve2gjyv8l9feveymfx0lx0ueqs6rrur','enrolled',1795992114669,NULL,NULL,1,X'88a46b696e64a5656e726f6ca673657269616c01aa7075626c69635f6b6579c42053e3de524f9ea26568405f5b8c7139ccd8b106edd159f460a9c08a2d686c7f43a7736974655f6964c410509951ec497b4f89823ae647c8f61274a46e616d65a26871a9726563697069656e74d93e616765317032677a6e743271303664766c65327778647072347a7679643638766532676a7976386c3966657665796d6678306c7830756571733672727572a26174cf000001a22978d5edac6b6565705f7468726f756768c0',X'a3927d46f2a3f55f7fa54f71733af68e2054e377c134abd052ad440068d83bdf68a2d007077faeca689fa474be083b9201c6fd8fb68e713cd71d2209f7f1940f');
+INSERT INTO fieldsync_pins VALUES(X'480f16e706a668f142516d6a5ee4184ca85b27ec1d66449010c9ec206d286247',X'306d7f0d33854e9f91438ef8b77f46d7','field-2','age1pvuy6pg3s6a3q6l60lmtwj2j7uelwykw5fd4jthx68agfp4vygfqy88a2a','enrolled',1795992114703,NULL,NULL,2,X'88a46b696e64a5656e726f6ca673657269616c02aa7075626c69635f6b6579c420480f16e706a668f142516d6a5ee4184ca85b27ec1d66449010c9ec206d286247a7736974655f6964c410306d7f0d33854e9f91438ef8b77f46d7a46e616d65a76669656c642d32a9726563697069656e74d93e6167653170767579367067337336613371366c36306c6d74776a326a3775656c77796b77356664346a746878363861676670347679676671793838613261a26174cf000001a22978d60fac6b6565705f7468726f756768c0',X'433d1b2bec5f684df09e53be3f3304922da4e3d2854dbb40d8e7b4a119d67e9d7f2aacf1a5560291dc6cf53a2157c5e863bad5881c6b4088a99c093c6b32a80f');
+CREATE TABLE fieldsync_statements(
+  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the origin
+  top INTEGER NOT NULL,             -- the highest change number it stated
+  hlc INTEGER NOT NULL,             -- its clock when it signed
+  statement BLOB NOT NULL,          -- the statement's bytes, as signed
+  signature BLOB NOT NULL           -- its Ed25519 signature by the origin's key
+);
+INSERT INTO fieldsync_statements VALUES(X'509951ec497b4f89823ae647c8f61274',20,385561037253902336,X'509951ec497b4f89823ae647c8f6127400000000000000140559c9b878c0000053e3de524f9ea26568405f5b8c7139ccd8b106edd159f460a9c08a2d686c7f436871',X'8d659998f2d6e8439008755af5835da3661cc52b301bc49af0826f6b284583fadd10e6f54b58f89d5009a446dcddca4fcaf047fbf6fe88cde83cd7d0c3344a05');
 CREATE TABLE fieldsync_conflicts(
   id INTEGER PRIMARY KEY,
   noticed_at INTEGER NOT NULL,      -- unix ms of the import
@@ -247,6 +264,23 @@ CREATE TABLE fieldsync_conflicts(
   won_site TEXT NOT NULL,
   won_at INTEGER NOT NULL,
   reason TEXT NOT NULL              -- later edit, row deleted, row re-created
+);
+CREATE TABLE fieldsync_clocks(
+  site INTEGER PRIMARY KEY,         -- fieldsync_sites.id of the origin
+  newest INTEGER NOT NULL,          -- the newest HLC it showed (a change's, or a bundle's `created`)
+  seen_at INTEGER NOT NULL          -- unix ms of the import that showed it
+);
+INSERT INTO fieldsync_clocks VALUES(2,385561037253902336,1795992114682);
+CREATE TABLE fieldsync_refused(
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,              -- unix ms of the refusal
+  file TEXT,                        -- the file as given to import
+  size INTEGER,                     -- bytes
+  blake3 TEXT,                      -- BLAKE3 of the whole file, hex
+  signer_fingerprint TEXT,          -- of the key in its trailer, checked or not
+  claimed_sender TEXT,              -- the sender its header names, if its signature held
+  reason TEXT NOT NULL,             -- the kind of refusal, e.g. 'bundle: signature invalid'
+  message TEXT NOT NULL             -- the error line
 );
 CREATE TABLE person(id TEXT PRIMARY KEY, name TEXT NOT NULL, status TEXT,
                     code TEXT UNIQUE, age INTEGER CHECK (age IS NULL OR age >= 0));

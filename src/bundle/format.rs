@@ -291,6 +291,67 @@ pub struct Header {
     /// of the header. Absent from bundles of older builds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sender_recipient: Option<String>,
+    /// Origin statements (spec/trust.md, "Claims checked against facts"):
+    /// the sender's own, made for this bundle, and the newest one it holds
+    /// of every other origin its `covers`, `seen` and `lacks` name, each
+    /// signed by that origin's key. Absent from bundles of older builds.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "de_header_list"
+    )]
+    pub statements: Vec<SignedStatement>,
+}
+
+/// What an origin statement signs before the statement's bytes: a
+/// signature made for anything else can never be taken for one.
+pub const STATEMENT_CONTEXT: &[u8] = b"fieldsync origin statement v1\0";
+
+/// Longest statement accepted, in bytes: the fixed fields and a name of at
+/// most 64 bytes.
+pub const MAX_STATEMENT_BYTES: usize = 16 + 8 + 8 + 32 + 64;
+
+/// An origin statement as it travels and is kept: its bytes exactly as the
+/// origin signed them (`src/catalog/statements.rs` decodes them), and the
+/// origin's Ed25519 signature over [`STATEMENT_CONTEXT`] followed by them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedStatement {
+    /// The statement: site id (16 bytes), top (u64 big-endian), HLC (u64
+    /// big-endian), the origin's Ed25519 public key (32 bytes), its name
+    /// (UTF-8, the rest).
+    pub statement: Blob,
+    /// The signature (64 bytes).
+    pub signature: Blob,
+}
+
+/// Bytes that travel as one MessagePack `bin`, at most
+/// [`MAX_STATEMENT_BYTES`] of them.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct BlobVisitor;
+        impl<'de> Visitor<'de> for BlobVisitor {
+            type Value = Blob;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "at most {MAX_STATEMENT_BYTES} bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Blob, E> {
+                if v.len() > MAX_STATEMENT_BYTES {
+                    return Err(E::invalid_length(v.len(), &self));
+                }
+                Ok(Blob(v.to_vec()))
+            }
+        }
+        d.deserialize_bytes(BlobVisitor)
+    }
 }
 
 /// A table's schema version at the sender.

@@ -4,7 +4,10 @@
 //! tables are tracked and how ([`tracked`], [`keyform`]), how rows and
 //! references are recognised on every instance ([`identity`], [`refs`]),
 //! which references the engine follows ([`foreign`]), what each peer has
-//! ([`peers`]), this instance's own key pairs ([`keys`]), the clock bound and the clocks seen ([`clocks`]), the journal of refused bundles ([`refused`]), and the per-connection state loaded from all of it
+//! ([`peers`]), this instance's own key pairs ([`keys`]), the keyring of
+//! trusted instances ([`keyring`]), the clock bound and the clocks seen
+//! ([`clocks`]), the journal of refused bundles ([`refused`]), the newest
+//! statement of each origin ([`statements`]), and the per-connection state loaded from all of it
 //! ([`session`]). [`savepoint`] is the guard every part that writes in
 //! steps uses.
 //!
@@ -25,5 +28,6 @@ pub(crate) mod savepoint;
 pub(crate) mod schema;
 pub(crate) mod session;
 pub(crate) mod site;
+pub(crate) mod statements;
 pub(crate) mod store;
 pub(crate) mod tracked;

@@ -224,6 +224,18 @@ CREATE TABLE IF NOT EXISTS fieldsync_pins(
   record BLOB,                      -- ... MessagePack ...
   signature BLOB                    -- ... and the anchor's signature, relayed to others
 );
+-- The newest origin statement of each other instance (spec/trust.md,
+-- Claims checked against facts): the highest change number it signed it
+-- had made. A bundle may claim no number of that origin above it; the
+-- statement is relayed as it arrived in every bundle naming the origin.
+-- Engine schema 9.
+CREATE TABLE IF NOT EXISTS fieldsync_statements(
+  site_id BLOB PRIMARY KEY,         -- 16-byte site id of the origin
+  top INTEGER NOT NULL,             -- the highest change number it stated
+  hlc INTEGER NOT NULL,             -- its clock when it signed
+  statement BLOB NOT NULL,          -- the statement's bytes, as signed
+  signature BLOB NOT NULL           -- its Ed25519 signature by the origin's key
+);
 -- Values that lost a last-writer-wins merge to a concurrent change.
 CREATE TABLE IF NOT EXISTS fieldsync_conflicts(
   id INTEGER PRIMARY KEY,

@@ -223,6 +223,7 @@ pub(crate) fn preflight(
 ) -> Result<Vec<Mapped>, Error> {
     crate::receive::trust::admit(conn, s, header, signer)?;
     crate::receive::recipients::check(conn, s, header, signer)?;
+    crate::receive::claims::check(conn, s, header, signer, None)?;
     preflight_tables(conn, s, header)
 }
 
@@ -498,7 +499,9 @@ pub(crate) fn check_records<R: Read>(
     mut reader: BundleReader<R>,
 ) -> Result<(), Error> {
     let header = reader.header().clone();
-    let mapped = preflight(conn, s, &header, reader.signer())?;
+    let signer = reader.signer();
+    let mapped = preflight(conn, s, &header, signer)?;
+    let mut body = crate::receive::claims::BodyTops::new();
     let origins = dry_origins(s, &header);
     // Key affinities are converted by SQLite itself, on a private database.
     let scratch = Connection::open_in_memory()?;
@@ -530,6 +533,8 @@ pub(crate) fn check_records<R: Read>(
         let prepared = prepare(&scratch, rec, &mapped, s.catalog.tables(), &origins, own)?;
         for (site, seq, hlc, pk) in prepared.numbers() {
             numbers.entry(site).or_default().push(seq);
+            let top = body.entry(site).or_default();
+            *top = (*top).max(seq);
             let Some(origin) = s.sites.idx_of(&site) else {
                 continue;
             };
@@ -546,6 +551,7 @@ pub(crate) fn check_records<R: Read>(
         }
     }
     reader.finish()?;
+    crate::receive::claims::check(conn, s, &header, signer, Some(&body))?;
     for (site, mut seqs) in numbers {
         seqs.sort_unstable();
         if let Some(w) = seqs.windows(2).find(|w| w[0] == w[1]) {
@@ -588,6 +594,9 @@ struct Importing<R: Read> {
     missing_before: BTreeMap<i64, SeqSet>,
     /// Per table of the header, records with values kept waiting.
     waiting: Vec<u64>,
+    /// The highest change number of each origin the body carried, for the
+    /// claims only the body can bound ([`crate::receive::claims`]).
+    body: crate::receive::claims::BodyTops,
 }
 
 impl<R: Read> Importing<R> {
@@ -606,6 +615,10 @@ impl<R: Read> Importing<R> {
         {
             crate::receive::recipients::record(tx, &header, &recipient)?;
         }
+        // What it claims, against what the origins signed: before anything
+        // of it is learnt or recorded.
+        let facts = crate::receive::claims::check(tx, s, &header, reader.signer(), None)?;
+        crate::receive::claims::record(tx, &facts)?;
         let followed = crate::local::follow::follow_schema(tx, s)?;
         // The schema changes the bundle brings, before its tables are mapped.
         let received =
@@ -646,6 +659,7 @@ impl<R: Read> Importing<R> {
             committed: 0,
             missing_before,
             waiting: vec![0; header_tables],
+            body: crate::receive::claims::BodyTops::new(),
         })
     }
 
@@ -710,9 +724,11 @@ impl<R: Read> Importing<R> {
                 &self.origins,
                 own,
             )?;
-            for (site, _, hlc, _) in prepared.numbers() {
+            for (site, seq, hlc, _) in prepared.numbers() {
                 let e = self.latest.entry(site).or_default();
                 *e = (*e).max(hlc);
+                let top = self.body.entry(site).or_default();
+                *top = (*top).max(seq);
             }
             // What waits for a column or table is kept, and its numbers are
             // not received until it is applied.
@@ -809,11 +825,17 @@ impl<R: Read> Importing<R> {
             missing_before,
             committed,
             waiting,
+            body,
             ..
         } = self;
         // What this transaction merged (`received`, left out above) is in
         // what the bundle covers, which record_watermarks adds to "have".
+        let signer = reader.signer();
         let end = reader.finish()?;
+        // The claims only the body bounds (origins no statement is known
+        // of). The statements this bundle carried are held by now, which
+        // bounds nothing more than they did.
+        crate::receive::claims::check(tx, s, &header, signer, Some(&body))?;
         let mut refused = refused;
         let waited = retry_waiting(tx, s, &mut ap, &mut refused, false)?;
         ap.settle(tx, s, refused, Some(&origins.seen))?;

@@ -4,8 +4,9 @@
 //! write the app's rows; [`settle`] retries the changes the database
 //! refused, and those that cannot be written yet wait in [`quarantine`].
 //! Before anything of a bundle is looked at, [`trust`] decides whether its
-//! signer may send it, and [`recipients`] records the key to encrypt back
-//! to it. Values overwritten by concurrent edits are logged in [`conflicts`]. A
+//! signer may send it, [`recipients`] records the key to encrypt back
+//! to it, and [`claims`] whether its header claims no more change numbers
+//! than the origins signed they made. Values overwritten by concurrent edits are logged in [`conflicts`]. A
 //! change's writes that must vanish together sit in a savepoint
 //! ([`crate::catalog::savepoint`]); what
 //! the changes of one import share while applied is an [`applier`]. A
@@ -14,6 +15,7 @@
 
 pub(crate) mod applier;
 pub(crate) mod apply;
+pub(crate) mod claims;
 pub(crate) mod conflicts;
 pub(crate) mod import;
 pub(crate) mod quarantine;

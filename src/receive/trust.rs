@@ -10,10 +10,13 @@
 //! [`admit`] only reads; [`settle`] writes what it learnt in the import's
 //! own transaction, so a refused or rolled-back import changes nothing.
 
+use ed25519_dalek::VerifyingKey;
 use rusqlite::Connection;
 
+use crate::base::site_id::SiteId;
 use crate::bundle::format::Header;
 use crate::bundle::reader::Signer;
+use crate::bundle::statement::Statement;
 use crate::catalog::keyring::{Anchor, Keyring, MAX_RECORDS, anchor, open_record, site_named};
 use crate::catalog::keys::{key_text, public_keys, signing_fingerprint};
 use crate::catalog::session::Session;
@@ -45,20 +48,7 @@ pub(crate) fn admit(
     header: &Header,
     signer: Signer,
 ) -> Result<Admission, Error> {
-    let mut ring = Keyring::load(conn)?;
-    let anchor = anchor(conn)?;
-    let anchor_key = match &anchor {
-        Anchor::Own => Some(public_keys(conn)?.sign),
-        Anchor::Other(key) => Some(*key),
-        Anchor::FirstUse => None,
-    };
-    if let Some(anchor_key) = anchor_key {
-        for signed in header.trust.iter().take(MAX_RECORDS) {
-            if let Some(rec) = open_record(signed, &anchor_key)? {
-                ring.apply(&rec, signed);
-            }
-        }
-    }
+    let (mut ring, anchor) = ring_for(conn, header)?;
     let Some(key) = signer.key else {
         let until: Option<i64> = meta_get(conn, ACCEPT_UNSIGNED_KEY)?;
         if until.is_some_and(|t| t > chrono::Utc::now().timestamp_millis()) {
@@ -228,6 +218,131 @@ fn shell_word(name: &str) -> String {
     } else {
         format!("'{}'", name.replace('\'', "'\\''"))
     }
+}
+
+/// The keyring with the anchor's records `header` carries applied (in
+/// memory), and this instance's anchor: what [`admit`] judges the sender
+/// by and [`statement_key`] the origins of the statements by.
+pub(crate) fn ring_for(conn: &Connection, header: &Header) -> Result<(Keyring, Anchor), Error> {
+    let mut ring = Keyring::load(conn)?;
+    let anchor = anchor(conn)?;
+    let anchor_key = match &anchor {
+        Anchor::Own => Some(public_keys(conn)?.sign),
+        Anchor::Other(key) => Some(*key),
+        Anchor::FirstUse => None,
+    };
+    if let Some(anchor_key) = anchor_key {
+        for signed in header.trust.iter().take(MAX_RECORDS) {
+            if let Some(rec) = open_record(signed, &anchor_key)? {
+                ring.apply(&rec, signed);
+            }
+        }
+    }
+    Ok((ring, anchor))
+}
+
+/// A key met through an origin statement, to record once the import is
+/// applied ([`pin`]): bound to the statement's site id if it is enrolled
+/// by name and key only, or pinned for it (trust on first use through a
+/// relay, on a database without an anchor).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct NewPin {
+    key: VerifyingKey,
+    site: SiteId,
+    name: String,
+}
+
+/// Whether `key` may sign origin statements for `site`
+/// (spec/trust.md, "Claims checked against facts"): this instance's own key
+/// for its own site id; the key the keyring (with the bundle's records,
+/// [`ring_for`]) holds for a site it knows; for the bundle's sender, the
+/// key that signed the bundle (already admitted); an enrolled key not yet
+/// bound to a site, for a statement under the name it was enrolled with.
+/// With an anchor, any other key is refused: statements speak only for
+/// enrolled instances. Without one (a database set up before enrolment), a
+/// key no other site has is trusted on first use through the relay.
+/// `Ok(Some(_))`: record it with [`pin`] once the import is applied.
+pub(crate) fn statement_key(
+    conn: &Connection,
+    s: &Session,
+    (ring, anchor): (&Keyring, &Anchor),
+    header: &Header,
+    signer: Option<VerifyingKey>,
+    st: &Statement,
+) -> Result<Option<NewPin>, Error> {
+    let (site, name, key) = (&st.site, st.name.as_str(), &st.key);
+    let found = key.to_bytes();
+    let changed = || -> Error {
+        TrustError::StatementKeyChanged {
+            sender: header.sender.name.clone(),
+            origin: name.to_owned(),
+            found: key_text(&found),
+            found_fingerprint: signing_fingerprint(&found),
+        }
+        .into()
+    };
+    let own = public_keys(conn)?.sign;
+    if *site == s.local {
+        return if own == *key {
+            Ok(None)
+        } else {
+            Err(changed())
+        };
+    }
+    if let Some(pin) = ring.by_site(site) {
+        return if pin.public_key == found {
+            Ok(None)
+        } else {
+            Err(changed())
+        };
+    }
+    if *site == header.sender.id && signer.is_some() {
+        return if signer == Some(*key) {
+            Ok(None)
+        } else {
+            Err(changed())
+        };
+    }
+    let owner = if own == *key {
+        Some(s.name.clone())
+    } else if signer == Some(*key) {
+        Some(header.sender.name.clone())
+    } else {
+        ring.by_key(&found)
+            .filter(|p| p.site_id.is_some() || !p.name.eq_ignore_ascii_case(name))
+            .map(|p| p.name.clone())
+    };
+    if let Some(owner) = owner {
+        return Err(TrustError::StatementKeyOfAnotherSite {
+            sender: header.sender.name.clone(),
+            origin: name.to_owned(),
+            fingerprint: signing_fingerprint(&found),
+            owner,
+        }
+        .into());
+    }
+    let enrolled = ring.by_key(&found).is_some();
+    if !enrolled && *anchor != Anchor::FirstUse {
+        return Err(TrustError::StatementKeyUnknown {
+            sender: header.sender.name.clone(),
+            origin: name.to_owned(),
+            fingerprint: signing_fingerprint(&found),
+        }
+        .into());
+    }
+    Ok(Some(NewPin {
+        key: *key,
+        site: *site,
+        name: name.to_owned(),
+    }))
+}
+
+/// Record a key met through an origin statement ([`statement_key`]), in
+/// the import's transaction.
+pub(crate) fn pin(conn: &Connection, new: &NewPin) -> Result<(), Error> {
+    let mut ring = Keyring::load(conn)?;
+    ring.seen(&new.key.to_bytes(), new.site, &new.name, true);
+    ring.save(conn)
 }
 
 /// Admit unsigned bundles for `days` days from now (1 to

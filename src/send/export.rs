@@ -698,6 +698,7 @@ impl Plan {
         // acknowledged (a full export: all of them).
         let ring = crate::catalog::keyring::Keyring::load(conn)?;
         let created = s.clock.stamp(now_unix_ms())?;
+        let statements = self.statements(conn, s, created.0)?;
         Ok(Header {
             sender: SiteRef {
                 id: s.local,
@@ -740,7 +741,35 @@ impl Plan {
             }),
             trust_seen: ring.highest_serial(),
             sender_recipient: Some(crate::catalog::keys::public_keys(conn)?.recipient),
+            statements,
         })
+    }
+
+    /// The origin statements the bundle carries (spec/trust.md, "Claims
+    /// checked against facts"): this instance's own, signed now, and the
+    /// newest held of every origin the header names a number of.
+    fn statements(
+        &self,
+        conn: &Connection,
+        s: &Session,
+        created: u64,
+    ) -> Result<Vec<crate::bundle::format::SignedStatement>, Error> {
+        let key = crate::catalog::keys::signing_key(conn)?;
+        let own = crate::bundle::statement::Statement {
+            site: s.local,
+            top: s.seq,
+            hlc: created,
+            key: key.verifying_key(),
+            name: s.name.clone(),
+        };
+        let origins: std::collections::BTreeSet<i64> = [&self.covers, &self.have, &self.lacks]
+            .into_iter()
+            .flat_map(|m| m.iter().filter(|(_, set)| !set.is_empty()).map(|(o, _)| *o))
+            .collect();
+        let sites = origins
+            .into_iter()
+            .filter_map(|o| s.sites.get(o).map(|site| site.id));
+        crate::bundle::statement::for_bundle(conn, &own, &key, sites)
     }
 
     /// A carried table as the header describes it.

@@ -585,6 +585,7 @@ mod tests {
             trust: Vec::new(),
             trust_seen: None,
             sender_recipient: None,
+            statements: Vec::new(),
         }
     }
 
