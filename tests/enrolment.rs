@@ -302,3 +302,46 @@ fn a_revoked_sender_is_refused_everywhere_the_revocation_reaches() -> Res {
     assert_error(&out, 1, &["no instance called 'field-9'", "--list"]);
     Ok(())
 }
+
+#[test]
+fn a_revoked_instances_later_changes_relayed_by_another_are_held() -> Res {
+    let w = World::new()?;
+    let (hq, f1, f2) = deployment(&w)?;
+    enrol_piped(&hq, &f1)?;
+    enrol_piped(&hq, &f2)?;
+    f1.sql("INSERT INTO person VALUES ('f1', 'Chen', 'found');")?;
+    w.send(&f1, &hq)?;
+    w.send(&hq, &f2)?;
+    fieldsync_ok(&[&"revoke", &"--db", &hq.db, &"field-1"])?;
+    // The thief hands field-2 a bundle before the revocation reaches it:
+    // field-2 takes it, and relays field-1's change to HQ.
+    f1.sql("UPDATE person SET status = 'dead' WHERE id = 'p1';")?;
+    w.send(&f1, &f2)?;
+    f2.sql("INSERT INTO person VALUES ('f2', 'Dee', NULL);")?;
+    w.send(&f2, &hq)?;
+    // HQ applies field-2's own change, not the revoked instance's later one.
+    assert_eq!(
+        hq.sql("SELECT status FROM person WHERE id = 'p1'")?.trim(),
+        "missing"
+    );
+    assert_eq!(hq.count("SELECT count(*) FROM person WHERE id = 'f2'")?, 1);
+    let conflicts = fieldsync_ok(&[&"conflicts", &"--db", &hq.db, &"--json"])?.json()?;
+    let held = conflicts["quarantined"]
+        .as_array()
+        .ok_or("no quarantine list")?;
+    assert!(
+        held.iter()
+            .any(|q| q["reason"] == "from a revoked instance" && q["sender"] == "field-2"),
+        "{held:?}"
+    );
+    // A retry does not let it in; HQ's bundle then tells field-2.
+    fieldsync_ok(&[&"conflicts", &"--db", &hq.db, &"--retry"])?;
+    assert_eq!(
+        hq.sql("SELECT status FROM person WHERE id = 'p1'")?.trim(),
+        "missing"
+    );
+    w.send(&hq, &f2)?;
+    let list = fieldsync_ok(&[&"trust", &"--db", &f2.db, &"--list"])?;
+    assert!(list.stdout.contains("REVOKED"), "{}", list.stdout);
+    Ok(())
+}

@@ -92,6 +92,9 @@ pub(crate) struct Applier {
     /// the furthest ahead of them (its stamp and origin).
     pub(super) future_held: u64,
     pub(super) future_furthest: Option<(Hlc, SiteId)>,
+    /// Revoked instances, by site id: the last change number of each kept
+    /// (spec/trust.md, "Revocation"), its name and when it was revoked.
+    pub(super) revoked: HashMap<SiteId, (u64, String, i64)>,
 }
 
 impl Applier {
@@ -135,6 +138,14 @@ impl Applier {
             applied_max: Hlc::default(),
             future_held: 0,
             future_furthest: None,
+            revoked: crate::catalog::keyring::Keyring::load(conn)?
+                .pins
+                .into_iter()
+                .filter_map(|p| {
+                    let at = p.revoked_at?;
+                    Some((p.site_id?, (p.keep_through.unwrap_or(0), p.name, at)))
+                })
+                .collect(),
         })
     }
 

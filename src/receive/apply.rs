@@ -54,6 +54,29 @@ pub(crate) fn apply(
     c: &Change,
     seen: Option<&BTreeMap<i64, SeqSet>>,
 ) -> Result<Applied, Error> {
+    // A change a revoked instance made after what it kept is not taken,
+    // whoever relays it (spec/trust.md, "Revocation").
+    if let Some(v) = c.versions.iter().find(|v| {
+        ap.revoked
+            .get(&v.site)
+            .is_some_and(|(keep, ..)| v.seq > *keep)
+    }) {
+        if let Some((keep, name, at)) = ap.revoked.get(&v.site) {
+            return Ok(Applied::Refused(Refusal {
+                reason: Reason::Revoked,
+                detail: format!(
+                    "change {} of '{name}', revoked on {} after its change {keep}: \
+                     discard it with `fieldsync conflicts --db {} --discard ID` unless HQ says it is genuine",
+                    v.seq,
+                    chrono::DateTime::from_timestamp_millis(*at).map_or_else(
+                        || at.to_string(),
+                        |t| t.format("%Y-%m-%d %H:%M UTC").to_string()
+                    ),
+                    crate::catalog::store::db_arg(tx)
+                ),
+            }));
+        }
+    }
     // A stamp beyond the clock bound neither wins a merge nor moves the
     // clock: the change waits, whole (spec/trust.md, "The clock bound").
     let newest = c.versions.iter().map(|v| v.hlc).max().unwrap_or_default();

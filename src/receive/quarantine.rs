@@ -62,6 +62,10 @@ pub enum Reason {
     /// (spec/trust.md, "The clock bound"): applied once the clock reaches
     /// it, or by an administrator (`fieldsync conflicts --apply ID`).
     Future,
+    /// A change of a revoked instance numbered after what it kept
+    /// (spec/trust.md, "Revocation"), relayed by an instance the revocation
+    /// had not reached: held until an administrator discards it.
+    Revoked,
 }
 
 impl Reason {
@@ -76,6 +80,7 @@ impl Reason {
             Reason::Other => "constraint",
             Reason::Unusable => "unusable",
             Reason::Future => FROM_THE_FUTURE,
+            Reason::Revoked => "from a revoked instance",
         }
     }
 }
@@ -596,6 +601,8 @@ pub(crate) fn waits_for(
         // Only time (or an administrator) lets it in: every import, export
         // and retry looks for those whose time has come ([`due_from_the_future`]).
         Reason::Future => {}
+        // Nothing lets it in: an administrator discards it.
+        Reason::Revoked => {}
     }
     waits.sort();
     waits.dedup();
