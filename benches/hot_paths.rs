@@ -44,6 +44,12 @@ fn insert(conn: &Connection, from: usize, to: usize) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The instance the transfer benches export from, opened again (to enrol
+/// it at a destination).
+fn src_key_holder(dir: &Path) -> Instance {
+    Instance::open(dir.join("src.db")).expect("open")
+}
+
 fn db(dir: &Path, name: &str, tracked: bool, rows: usize) -> Connection {
     let path = dir.join(name);
     let _ = std::fs::remove_file(&path);
@@ -53,7 +59,10 @@ fn db(dir: &Path, name: &str, tracked: bool, rows: usize) -> Connection {
     insert(&conn, 0, rows).expect("rows");
     conn.execute_batch("COMMIT").expect("commit");
     if tracked {
-        let (mut inst, _) = Instance::init(&path, "bench").expect("init");
+        // Named after its file: two instances of one name would each take
+        // the other for an impostor.
+        let instance_name = name.trim_end_matches(".db");
+        let (mut inst, _) = Instance::init(&path, instance_name).expect("init");
         inst.track(&Selection::All).expect("track");
         inst.compact().expect("compact");
     }
@@ -133,7 +142,11 @@ fn transfer(c: &mut Criterion) {
         b.iter_batched(
             || {
                 drop(db(dir.path(), "dst.db", true, 0));
-                Instance::open(dir.path().join("dst.db")).expect("open")
+                let mut dst = Instance::open(dir.path().join("dst.db")).expect("open");
+                // The destination enrolled the source, as HQ enrols its laptops.
+                fieldsync::fuzzing::enrol_each_other(&mut src_key_holder(dir.path()), &mut dst)
+                    .expect("enrol");
+                dst
             },
             |mut dst| dst.import(Cursor::new(&bundle)).expect("import"),
             BatchSize::PerIteration,

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use fieldsync::bundle::{SigningKey, VerifyingKey};
 use fieldsync::{ExportOptions, ExportTarget, Instance, Overwrite};
 
-use crate::fixture::{Figure, Res, empty_instance, instance, median, side_by_side, time};
+use crate::fixture::{
+    Figure, Res, empty_instance, enrol_each_other, instance, median, side_by_side, time,
+};
 
 /// The target on time: signing and encryption add at most 10%.
 const TARGET: Option<f64> = Some(1.1);
@@ -45,6 +47,8 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
     let laptop_path = dir.join("encrypt-laptop.db");
     {
         let mut laptop = empty_instance(&laptop_path, "laptop")?;
+        // HQ enrolled the laptop, and the laptop knows HQ.
+        enrol_each_other(&mut hq, &mut laptop)?;
         let first = dir.join("encrypt-first.bundle");
         laptop.export_to_file(
             &ExportTarget::Peer {

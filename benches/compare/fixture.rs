@@ -131,6 +131,40 @@ pub fn empty_instance(path: &Path, name: &str) -> Res<Instance> {
     instance(path, name, 0)
 }
 
+/// Enrol at `inst` whoever signed the (unencrypted) bundle `bundle`, as the
+/// HQ of a deployment enrols its laptops: the benches measure imports, not
+/// refusals. Done outside the timed part.
+pub fn enrol_signer(inst: &mut Instance, bundle: &Path) -> Res<()> {
+    enrol_signer_of(inst, std::fs::File::open(bundle)?)
+}
+
+/// [`enrol_signer`] for a bundle read from `r`.
+pub fn enrol_signer_of<R: std::io::Read + std::io::Seek>(inst: &mut Instance, mut r: R) -> Res<()> {
+    use base64::Engine as _;
+    let signer = fieldsync::bundle::verify(&mut r)?;
+    let Some(key) = signer.key else {
+        return Ok(());
+    };
+    let reader = fieldsync::bundle::BundleReader::open(r)?;
+    let header = reader.header();
+    if header.sender.id == inst.site_id()? {
+        return Ok(());
+    }
+    let text = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
+    inst.enrol(
+        &header.sender.name,
+        &text,
+        header.sender_recipient.as_deref(),
+        Some(&header.sender.id.to_string()),
+    )?;
+    Ok(())
+}
+
+/// Enrol `a` and `b` at each other.
+pub fn enrol_each_other(a: &mut Instance, b: &mut Instance) -> Res<()> {
+    Ok(fieldsync::fuzzing::enrol_each_other(a, b)?)
+}
+
 /// Full export of an instance to `out`.
 pub fn full_bundle(inst: &mut Instance, out: &Path) -> Res<u64> {
     Ok(inst.export_to_file(&ExportTarget::Full, out)?.bytes)

@@ -14,7 +14,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params};
 
 use crate::capture::Keys;
-use crate::fixture::{Figure, Res, id, insert_person, median, side_by_side, time};
+use crate::fixture::{Figure, Res, enrol_signer, id, insert_person, median, side_by_side, time};
 
 /// A parent table and a child table whose every row points at a parent.
 fn schema(keys: Keys) -> &'static str {
@@ -163,6 +163,7 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
             drop(conn);
             let path = dir.join(format!("refs-{}-import.db", tag(keys)));
             let mut inst = empty(&path, keys, "hq")?;
+            enrol_signer(&mut inst, &bundles[k].0)?;
             let mut quarantined = 0;
             imported[k].push(time(|| {
                 quarantined = inst.import_file(&bundles[k].0)?.quarantined;

@@ -12,8 +12,8 @@ use fieldsync::{ExportTarget, Instance, Value};
 use rusqlite::{Connection, params};
 
 use crate::fixture::{
-    Figure, INSERT, Res, empty_instance, fill, full_bundle, id, insert_row, instance, plain,
-    side_by_side, time,
+    Figure, INSERT, Res, empty_instance, enrol_signer, fill, full_bundle, id, insert_row, instance,
+    plain, side_by_side, time,
 };
 
 fn to(peer: &str) -> ExportTarget {
@@ -38,6 +38,7 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
         |ours| {
             if ours {
                 let mut inst = empty_instance(&dir.join("import.db"), "hq")?;
+                enrol_signer(&mut inst, &full)?;
                 time(|| {
                     inst.import_file(&full)?;
                     Ok(())
@@ -55,6 +56,7 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
     let populated = dir.join("populated.db");
     {
         let mut field = empty_instance(&populated, "field")?;
+        enrol_signer(&mut field, &full)?;
         field.import_file(&full)?;
     }
     source.export_to_file(&to("field"), &dir.join("catch-up.bundle"))?;
@@ -225,6 +227,7 @@ pub fn many_bundles(dir: &Path, bundles: usize, per: usize, reps: usize) -> Res<
         Some(1.2),
         |many| {
             let mut hq = empty_instance(&dir.join("hq.db"), "hq")?;
+            enrol_signer(&mut hq, &one)?;
             time(|| {
                 if many {
                     hq.import_all(files.iter().map(|f| Ok(std::fs::File::open(f)?)))?;
@@ -242,6 +245,7 @@ pub fn many_bundles(dir: &Path, bundles: usize, per: usize, reps: usize) -> Res<
         None,
         |many| {
             let mut hq = empty_instance(&dir.join("hq.db"), "hq")?;
+            enrol_signer(&mut hq, &one)?;
             time(|| {
                 if many {
                     for f in &files {
