@@ -215,6 +215,9 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
         |int| {
             let k = usize::from(int);
             let out = dir.join("refs-again.bundle");
+            // The other source's file is not this one's to replace: export
+            // refuses to overwrite a bundle not yet delivered.
+            let _ = std::fs::remove_file(&out);
             let inst = &mut sources[k];
             time(|| {
                 inst.export_to_file(&ExportTarget::Full, &out)?;

@@ -175,6 +175,8 @@ struct Ctx {
     deadline: Duration,
     /// Whether `import` takes `--atomic`.
     atomic: bool,
+    /// Whether `export` encrypts (and a full export needs `--no-encrypt`).
+    encrypts: bool,
 }
 
 /// One scenario's outcome: fieldsync's time and report (none for the app
@@ -225,17 +227,14 @@ pub fn run(dir: &Path, n: usize, reps: usize) -> Res<Vec<Figure>> {
     let source = dir.join("locks-source.db");
     app_db(&source, "source", n)?;
     let bundle = dir.join("locks.bundle");
-    let export = |plain: bool| {
-        let mut args = vec![os("export"), os("--json"), os("--full")];
-        // A full export names its recipients or says it is not encrypted
-        // (a binary older than encryption knows no such option).
-        if plain {
-            args.push(os("--no-encrypt"));
-        }
-        args.extend([os("-o"), bundle.as_os_str(), os("--db"), source.as_os_str()]);
-        fieldsync(&ctx, &args)
-    };
-    let made = export(true).or_else(|_| export(false))?;
+    let mut args = vec![os("export"), os("--json"), os("--full")];
+    // A full export names its recipients or says it is not encrypted (a
+    // binary older than encryption knows no such option).
+    if ctx.encrypts {
+        args.push(os("--no-encrypt"));
+    }
+    args.extend([os("-o"), bundle.as_os_str(), os("--db"), source.as_os_str()]);
+    let made = fieldsync(&ctx, &args)?;
     println!(
         "(source: {n} rows in person, bundle {:.1} MB, exported in {:.1} s with nothing else running)",
         std::fs::metadata(&bundle)?.len() as f64 / 1e6,
@@ -433,6 +432,12 @@ fn exporting(
             os("export"),
             os("--json"),
             os("--full"),
+            // (`--json` twice is harmless for a binary older than encryption.)
+            os(if ctx.encrypts {
+                "--no-encrypt"
+            } else {
+                "--json"
+            }),
             os("-o"),
             out.as_os_str(),
             os("--db"),
@@ -591,6 +596,11 @@ fn find_tools(dir: &Path, n: usize) -> Res<Ctx> {
         .stdin(Stdio::null())
         .output()?;
     let atomic = String::from_utf8_lossy(&help.stdout).contains("--atomic");
+    let export_help = Command::new(&bin)
+        .args(["export", "--help"])
+        .stdin(Stdio::null())
+        .output()?;
+    let encrypts = String::from_utf8_lossy(&export_help.stdout).contains("--no-encrypt");
     Ok(Ctx {
         bin,
         shell,
@@ -598,6 +608,7 @@ fn find_tools(dir: &Path, n: usize) -> Res<Ctx> {
         // 2 minutes, and 200 µs a row: 1M rows take about 11 s alone.
         deadline: Duration::from_secs(120) + Duration::from_micros(200 * n as u64),
         atomic,
+        encrypts,
     })
 }
 

@@ -77,13 +77,18 @@ pub fn run(dir: &Path, n: usize) -> Res<Vec<Figure>> {
         os(bin),
         os("export"),
         os("--full"),
+        os("--no-encrypt"),
         os("-o"),
         bundle.as_os_str(),
         os("--db"),
         db.as_os_str(),
     ])?;
     let target = dir.join("big-import.db");
-    drop(empty_instance(&target, "hq")?);
+    {
+        // The target enrolled the source, as HQ enrols its laptops.
+        let mut inst = empty_instance(&target, "hq")?;
+        crate::fixture::enrol_signer(&mut inst, &bundle)?;
+    }
     let (import_s, import_mib) = peak(&[
         os(bin),
         os("import"),

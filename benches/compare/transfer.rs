@@ -186,7 +186,9 @@ pub fn delta_export(dir: &Path, small: usize, large: usize, reps: usize) -> Res<
                 }
             }
             conn.execute_batch("COMMIT")?;
-            let out = dir.join("delta-export.bundle");
+            // A file of its own each round: export does not overwrite a
+            // bundle the peer has not acknowledged.
+            let out = dir.join(format!("delta-export-{round}.bundle"));
             time(|| {
                 let r = inst.export_to_file(&to("peer"), &out)?;
                 assert_eq!(r.changes, 100);
