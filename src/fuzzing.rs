@@ -40,7 +40,7 @@
 //! bundles the committed seed inputs (`fuzz/seed/<target>/`) start from;
 //! the fuzzers' own growing corpus stays out of git.
 
-use std::io::Cursor;
+use std::io::{Cursor, Read, Seek};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signer as _, SigningKey};
@@ -534,20 +534,75 @@ pub struct Generated {
 }
 
 fn instance(dir: &Path, name: &str) -> Result<Instance, Error> {
-    let path = dir.join(format!("{name}.db"));
-    let (mut i, _) = Instance::init(&path, name)?;
+    let (mut i, _) = Instance::init(dir.join(format!("{name}.db")), name)?;
     i.connection().execute_batch(SCHEMA)?;
+    enrol_with_all_in(dir, &mut i)?;
+    Ok(i)
+}
+
+/// Enrol `inst` at every other instance whose database (`*.db`) is in
+/// `dir`, and each of them at it: a deployment whose HQ enrolled everyone.
+pub fn enrol_with_all_in(dir: &Path, inst: &mut Instance) -> Result<(), Error> {
     let mut others: Vec<PathBuf> = std::fs::read_dir(dir)?
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "db") && *p != path)
+        .filter(|p| p.extension().is_some_and(|x| x == "db") && !same_file(p, inst.path()))
         .collect();
     others.sort();
     for other in others {
         if let Ok(mut other) = Instance::open(&other) {
-            enrol_each_other(&mut i, &mut other)?;
+            enrol_each_other(inst, &mut other)?;
         }
     }
-    Ok(i)
+    Ok(())
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    a == b
+        || a.canonicalize()
+            .ok()
+            .is_some_and(|a| b.canonicalize().ok() == Some(a))
+}
+
+/// Whoever signed the unencrypted bundle `r` reads from, as its header
+/// names it: the key, the sender and its recipient. `None` for an
+/// unsigned bundle or one that does not read.
+pub fn bundle_signer<R: Read + Seek>(
+    mut r: R,
+) -> Option<(
+    crate::bundle::VerifyingKey,
+    crate::bundle::SiteRef,
+    Option<String>,
+)> {
+    let key = crate::bundle::verify(&mut r).ok()?.key?;
+    let reader = crate::bundle::BundleReader::open(r).ok()?;
+    let header = reader.header();
+    Some((key, header.sender.clone(), header.sender_recipient.clone()))
+}
+
+/// Enrol at `inst` whoever signed the unencrypted bundle `r` reads from,
+/// under the name, site id and recipient its header gives (as HQ enrols a
+/// laptop it knows), unless it is `inst` itself or already in its
+/// keyring. Returns the key enrolled.
+pub fn enrol_signer<R: Read + Seek>(inst: &mut Instance, r: R) -> Result<Option<[u8; 32]>, Error> {
+    let Some((key, sender, recipient)) = bundle_signer(r) else {
+        return Ok(None);
+    };
+    let text = crate::catalog::keys::key_text(key.as_bytes());
+    let known = inst
+        .trusted()?
+        .instances
+        .iter()
+        .any(|t| t.public_key == text);
+    if known || sender.id == inst.site_id()? {
+        return Ok(None);
+    }
+    inst.enrol(
+        &sender.name,
+        &text,
+        recipient.as_deref(),
+        Some(&sender.id.to_string()),
+    )?;
+    Ok(Some(key.to_bytes()))
 }
 
 /// Enrol `a` at `b` and `b` at `a`, by the keys each reports: two

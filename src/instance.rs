@@ -1174,7 +1174,17 @@ fn object_named(conn: &Connection, name: &str) -> Result<Option<String>, Error> 
 
 /// Refuse an instance name that cannot be used (see [`check_name`]).
 fn valid_name(name: &str) -> Result<(), Error> {
-    check_name(name).map_err(|reason| {
+    named(name, check_name(name))
+}
+
+/// Refuse a name a new instance cannot have (see [`check_new_name`]).
+fn valid_new_name(name: &str) -> Result<(), Error> {
+    named(name, check_new_name(name))
+}
+
+/// A name check's verdict as this module's error.
+fn named(name: &str, verdict: Result<(), &'static str>) -> Result<(), Error> {
+    verdict.map_err(|reason| {
         SiteError::InvalidName {
             name: name.to_owned(),
             reason,
@@ -1250,17 +1260,6 @@ fn normal_fingerprint(text: &str) -> String {
             c => c,
         })
         .collect()
-}
-
-/// Refuse a name a new instance cannot have (see [`check_new_name`]).
-fn valid_new_name(name: &str) -> Result<(), Error> {
-    check_new_name(name).map_err(|reason| {
-        SiteError::InvalidName {
-            name: name.to_owned(),
-            reason,
-        }
-        .into()
-    })
 }
 
 /// Fail with a plain message if the directory a file goes into is missing.

@@ -135,28 +135,7 @@ pub fn empty_instance(path: &Path, name: &str) -> Res<Instance> {
 /// HQ of a deployment enrols its laptops: the benches measure imports, not
 /// refusals. Done outside the timed part.
 pub fn enrol_signer(inst: &mut Instance, bundle: &Path) -> Res<()> {
-    enrol_signer_of(inst, std::fs::File::open(bundle)?)
-}
-
-/// [`enrol_signer`] for a bundle read from `r`.
-pub fn enrol_signer_of<R: std::io::Read + std::io::Seek>(inst: &mut Instance, mut r: R) -> Res<()> {
-    use base64::Engine as _;
-    let signer = fieldsync::bundle::verify(&mut r)?;
-    let Some(key) = signer.key else {
-        return Ok(());
-    };
-    let reader = fieldsync::bundle::BundleReader::open(r)?;
-    let header = reader.header();
-    if header.sender.id == inst.site_id()? {
-        return Ok(());
-    }
-    let text = base64::engine::general_purpose::STANDARD.encode(key.as_bytes());
-    inst.enrol(
-        &header.sender.name,
-        &text,
-        header.sender_recipient.as_deref(),
-        Some(&header.sender.id.to_string()),
-    )?;
+    fieldsync::fuzzing::enrol_signer(inst, std::fs::File::open(bundle)?)?;
     Ok(())
 }
 

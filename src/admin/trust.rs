@@ -144,10 +144,7 @@ pub fn enrol(
             // Already trusted, as its anchor: nothing to do.
             return Ok(Enrolled {
                 name: anchor.name.clone(),
-                fingerprint: match &anchor.recipient {
-                    Some(r) => fingerprint(&bytes, r),
-                    None => signing_fingerprint(&bytes),
-                },
+                fingerprint: shown_fingerprint(&bytes, anchor.recipient.as_deref()),
                 signing_fingerprint: signing_fingerprint(&bytes),
                 relayed: false,
                 replaced: Vec::new(),
@@ -196,14 +193,20 @@ pub fn enrol(
     ring.save(conn)?;
     Ok(Enrolled {
         name: name.to_owned(),
-        fingerprint: match &recipient {
-            Some(r) => fingerprint(&bytes, r),
-            None => signing_fingerprint(&bytes),
-        },
+        fingerprint: shown_fingerprint(&bytes, recipient.as_deref()),
         signing_fingerprint: signing_fingerprint(&bytes),
         relayed,
         replaced,
     })
+}
+
+/// The fingerprint to read back: of both keys when the recipient is
+/// known, else of the signing key alone.
+fn shown_fingerprint(key: &[u8; 32], recipient: Option<&str>) -> String {
+    match recipient {
+        Some(r) => fingerprint(key, r),
+        None => signing_fingerprint(key),
+    }
 }
 
 /// Revoke `name`: its later bundles are refused, here and, if this

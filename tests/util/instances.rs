@@ -13,24 +13,12 @@ use super::Res;
 /// enrolled at every instance made before in `dir` and enrolling them (a
 /// deployment whose HQ enrolled everyone).
 pub fn instance(dir: &Path, name: &str, schema: &str) -> Res<Instance> {
-    let path = dir.join(format!("{name}.db"));
-    let (mut inst, _) = Instance::init(&path, name)?;
+    let (mut inst, _) = Instance::init(dir.join(format!("{name}.db")), name)?;
     inst.connection().execute_batch(schema)?;
     inst.track(&Selection::All)?;
-    let mut others: Vec<_> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "db") && *p != path)
-        .collect();
-    others.sort();
-    for other in others {
-        if let Ok(mut other) = Instance::open(&other) {
-            enrol_each_other(&mut inst, &mut other)?;
-        }
-    }
+    fieldsync::fuzzing::enrol_with_all_in(dir, &mut inst)?;
     Ok(inst)
 }
-
-pub use fieldsync::fuzzing::enrol_each_other;
 
 /// If `bundle` was crafted by a test (signed by
 /// [`fieldsync::fuzzing::key_for`] its sender), enrol that key at `i`
@@ -47,22 +35,16 @@ pub fn enrol_signer(i: &mut Instance, bundle: &[u8]) -> Res {
 }
 
 fn enrol_signer_if(i: &mut Instance, bundle: &[u8], crafted_only: bool) -> Res<Option<[u8; 32]>> {
-    let mut r = Cursor::new(bundle);
-    let Ok(signer) = fieldsync::bundle::verify(&mut r) else {
+    let Some((key, sender, _)) = fieldsync::fuzzing::bundle_signer(Cursor::new(bundle)) else {
         return Ok(None);
     };
-    let Some(key) = signer.key else {
-        return Ok(None);
-    };
-    let Ok(reader) = fieldsync::bundle::BundleReader::open(r) else {
-        return Ok(None);
-    };
-    let sender = &reader.header().sender;
     let crafted = fieldsync::fuzzing::key_for(&sender.id).verifying_key() == key;
     if (crafted || !crafted_only) && sender.id != i.site_id()? {
         let text = base64_key(key.as_bytes());
         let known = i.trusted()?.instances.iter().any(|t| t.public_key == text);
-        // A name this instance refuses: the import then says so itself.
+        // Enrolled by name and key only (no site id): a crafted bundle
+        // claiming another instance's site id is still refused for it. A
+        // name this instance refuses: the import then says so itself.
         if !known && i.enrol(&sender.name, &text, None, None).is_ok() {
             return Ok(Some(*key.as_bytes()));
         }
