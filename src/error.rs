@@ -281,6 +281,13 @@ pub enum TrackError {
         /// The table the trigger of that name is on.
         owner: String,
     },
+    /// A table named by the console's Data page (or a library caller) is
+    /// not tracked.
+    #[error("table '{table}' is not tracked here")]
+    NotTracked {
+        /// The table named.
+        table: String,
+    },
 }
 
 /// Reading or writing the bundle file format.
@@ -1061,6 +1068,33 @@ pub enum Error {
     /// Encrypted bundles.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// The HQ console (spec/console.md).
+    #[error(transparent)]
+    Console(#[from] ConsoleError),
+}
+
+/// Errors of the HQ console (spec/console.md).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsoleError {
+    /// The administrator password could not be hashed, or a stored hash
+    /// is not a PHC string argon2 reads.
+    #[error("the console password: {detail}")]
+    Password {
+        /// What went wrong.
+        detail: String,
+    },
+    /// The password given is empty (a file with nothing in it, an empty
+    /// variable): the console stays off rather than take any password.
+    #[error("the console password is empty")]
+    EmptyPassword,
+    /// A database task of the console did not finish (it panicked or was
+    /// cancelled).
+    #[error("a console task failed: {detail}")]
+    Task {
+        /// What the runtime said.
+        detail: String,
+    },
 }
 
 impl Error {
@@ -1109,7 +1143,8 @@ impl Error {
             | Error::NoSuchDirectory { .. }
             | Error::Busy { .. }
             | Error::Sqlite(_)
-            | Error::Io(_) => return None,
+            | Error::Io(_)
+            | Error::Console(_) => return None,
         };
         Some(format!("{family}: {}", variant_words(self)))
     }

@@ -17,6 +17,7 @@ use crate::admin::trust::{Enrolled, Revoked, TrustList};
 use crate::base::site_id::SiteId;
 use crate::bundle::envelope::{Opened, OuterHeader, check_agrees};
 use crate::bundle::{BundleReader, Header, SiteRef, verify};
+use crate::catalog::journal::{JournalEntry, JournalKind, Via};
 use crate::catalog::keys::KeyReport;
 use crate::catalog::layout::TrackOptions;
 use crate::catalog::session::Session;
@@ -272,7 +273,10 @@ impl Instance {
             if unsigned {
                 meta_set(&tx, ACCEPT_UNSIGNED_KEY, i64::MAX)?;
             }
+            let began = Instant::now();
             let report = import(&tx, &mut s, reader)?;
+            let entry = import_entry(&report, Via::File, None, began);
+            crate::catalog::journal::record(&tx, &entry)?;
             if unsigned {
                 crate::catalog::site::meta_delete(&tx, ACCEPT_UNSIGNED_KEY)?;
             }
@@ -323,6 +327,8 @@ impl Instance {
             // Engine schema 9: fieldsync_clocks, fieldsync_refused and
             // fieldsync_statements (created above, empty); fieldsync_pins
             // becomes the keyring (create_engine_tables).
+            // Engine schema 10: fieldsync_journal (created above, empty)
+            // and fieldsync_discarded.discarded_by (added, NULL).
             crate::catalog::keys::ensure_keys(&tx)?;
             meta_set(&tx, "schema", ENGINE_SCHEMA)?;
             tx.commit()?;
@@ -472,6 +478,28 @@ impl Instance {
             |_, _| Ok(Replaced::default()),
             out,
             false,
+            Via::File,
+            |_| Ok(()),
+            &mut |_, _| {},
+        )
+    }
+
+    /// Write a bundle for `target` to `out`, encrypted to its recipients if
+    /// `opts.encrypt` says so, journaled as `opts.via` says (the network
+    /// code's exports say [`Via::Network`]). `opts.overwrite` is for files
+    /// and plays no part here.
+    pub fn export_with<W: Write>(
+        &mut self,
+        target: &ExportTarget,
+        out: W,
+        opts: &ExportOptions,
+    ) -> Result<ExportReport, Error> {
+        self.export_in_phases(
+            target,
+            |_, _| Ok(Replaced::default()),
+            out,
+            opts.encrypt,
+            opts.via,
             |_| Ok(()),
             &mut |_, _| {},
         )
@@ -483,16 +511,20 @@ impl Instance {
     /// what was sent, once `seal` has put the bundle on disk. If another
     /// connection committed between the first two, the rows it wrote could
     /// be ahead of their stamps: the first is made again, and after a few
-    /// such tries the whole export runs in one write transaction.
+    /// such tries the whole export runs in one write transaction. The
+    /// journal row (`via`) is written in the last write transaction.
+    #[allow(clippy::too_many_arguments)]
     fn export_in_phases<W: Write>(
         &mut self,
         target: &ExportTarget,
         replacing: impl Fn(&Transaction<'_>, &Session) -> Result<Replaced, Error>,
         out: W,
         encrypt: bool,
+        via: Via,
         seal: impl FnOnce(W) -> Result<(), Error>,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<ExportReport, Error> {
+        let whole = Instant::now();
         // Changes held from the future whose time has come are applied
         // first, so the bundle carries them (spec/trust.md).
         self.release_due_from_the_future()?;
@@ -560,10 +592,11 @@ impl Instance {
             let began = Instant::now();
             let s = Session::load(&tx)?;
             record_prepared(&tx, &s, &prepared)?;
+            let mut report = prepared.report(&s.sites, summary);
+            crate::catalog::journal::record(&tx, &export_entry(&report, via, whole))?;
             tx.commit()?;
             transactions += 1;
             longest = longest.max(began.elapsed());
-            let mut report = prepared.report(&s.sites, summary);
             report.warnings.extend(replaced.warning);
             report.write_transactions = transactions;
             report.longest_write_ms = longest.as_millis() as u64;
@@ -575,6 +608,7 @@ impl Instance {
             let replaced = replacing(tx, s)?;
             let mut report = export(tx, s, target, &replaced.again, out, sealer, seal, progress)?;
             report.warnings.extend(replaced.warning);
+            crate::catalog::journal::record(tx, &export_entry(&report, via, whole))?;
             Ok(report)
         })?;
         report.write_transactions = transactions + 1;
@@ -622,6 +656,7 @@ impl Instance {
         let opts = ExportOptions {
             overwrite,
             encrypt: false,
+            ..ExportOptions::default()
         };
         self.export_to_file_with(target, path, &opts, progress)
     }
@@ -664,6 +699,7 @@ impl Instance {
             |tx, s| check_overwrite(tx, s, path, target, overwrite),
             BufWriter::new(file),
             opts.encrypt,
+            opts.via,
             |w| {
                 let file = w.into_inner().map_err(|e| e.into_error())?;
                 file.sync_all()?;
@@ -758,6 +794,9 @@ impl Instance {
         opts: &ImportOptions,
         steps: &Steps,
     ) -> Result<Option<ImportReport>, Error> {
+        let began = Instant::now();
+        let mut r = r;
+        let bytes = stream_len(&mut r)?;
         // An encrypted bundle is decrypted as it is read, once per pass.
         let mut r = open_bundle(&self.conn, r)?;
         verify(&mut r)?;
@@ -765,7 +804,14 @@ impl Instance {
         if opts.max_write.is_none() {
             let reader = BundleReader::open(r)?;
             check_agrees(outer.as_ref(), reader.header())?;
-            return self.as_importer(|tx, s| import(tx, s, reader)).map(Some);
+            return self
+                .as_importer(|tx, s| {
+                    let report = import(tx, s, reader)?;
+                    let entry = import_entry(&report, opts.via, bytes, began);
+                    crate::catalog::journal::record(tx, &entry)?;
+                    Ok(report)
+                })
+                .map(Some);
         }
         // Every record is checked before the first commit: a bundle refused
         // halfway would leave its first part applied.
@@ -782,9 +828,33 @@ impl Instance {
         };
         r.seek(std::io::SeekFrom::Start(0))?;
         let reader = BundleReader::open(r)?;
-        self.with_import_settings(|this| {
+        let mut report = self.with_import_settings(|this| {
             import_in_steps(&mut this.conn, reader, &checked, opts, steps)
-        })
+        })?;
+        // Applied in several transactions: journaled right after the last.
+        if let Some(report) = &mut report {
+            let entry = import_entry(report, opts.via, bytes, began);
+            if let Err(e) = self.write(|tx, _| crate::catalog::journal::record(tx, &entry)) {
+                report
+                    .warnings
+                    .push(format!("the import was not written to the journal: {e}"));
+            }
+        }
+        Ok(report)
+    }
+
+    /// Record an operation in the sync journal (spec/console.md), in a
+    /// transaction of its own: for the network code's `sync` rows (its
+    /// imports and exports are journaled by [`import_with`](Self::import_with)
+    /// and [`export_with`](Self::export_with) with `via` set). Returns its id.
+    pub fn record_journal(&mut self, entry: &JournalEntry) -> Result<i64, Error> {
+        self.write(|tx, _| crate::catalog::journal::record(tx, entry))
+    }
+
+    /// The sync journal, newest first, at most `limit` rows
+    /// (`fieldsync journal`, the console's Activity page). Reads only.
+    pub fn journal(&self, limit: u64) -> Result<Vec<JournalEntry>, Error> {
+        crate::catalog::journal::list(&self.conn, limit)
     }
 
     /// Import several bundles in one transaction: all or nothing, and one
@@ -801,12 +871,19 @@ impl Instance {
             let began = std::time::Instant::now();
             let mut reports: Vec<ImportReport> = Vec::new();
             for r in bundles {
-                let mut r = open_bundle(tx, r?)?;
+                let one = Instant::now();
+                let mut r = r?;
+                let bytes = stream_len(&mut r)?;
+                let mut r = open_bundle(tx, r)?;
                 verify(&mut r)?;
                 let outer = r.outer().cloned();
                 let reader = BundleReader::open(r)?;
                 check_agrees(outer.as_ref(), reader.header())?;
-                reports.push(import(tx, s, reader)?);
+                let report = import(tx, s, reader)?;
+                // In the same transaction: journaled only if all commit.
+                let entry = import_entry(&report, Via::File, bytes, one);
+                crate::catalog::journal::record(tx, &entry)?;
+                reports.push(report);
             }
             // One write transaction for all of them.
             let held = began.elapsed().as_millis() as u64;
@@ -914,9 +991,19 @@ impl Instance {
         &mut self,
         which: &crate::receive::quarantine::Discard,
     ) -> Result<Vec<crate::receive::quarantine::DiscardedChange>, Error> {
+        self.discard_held_by(which, None)
+    }
+
+    /// [`discard_held`](Self::discard_held), recording who discarded them
+    /// (the console records `console: NAME`, spec/console.md).
+    pub fn discard_held_by(
+        &mut self,
+        which: &crate::receive::quarantine::Discard,
+        by: Option<&str>,
+    ) -> Result<Vec<crate::receive::quarantine::DiscardedChange>, Error> {
         self.write(|tx, s| {
             let now = crate::base::hlc::now_unix_ms();
-            let out = crate::receive::quarantine::discard(tx, s, which, now)?;
+            let out = crate::receive::quarantine::discard(tx, s, which, now, by)?;
             if out.is_empty() {
                 let what = match which {
                     crate::receive::quarantine::Discard::Entry(id) => format!("change #{id}"),
@@ -1091,6 +1178,21 @@ impl Instance {
         })
     }
 
+    /// The history of the rows of `table` whose key (or local number) is
+    /// `key` as an operator types it (spec/console.md, "Data"): which change
+    /// holds each cell, from which instance, when. Reads only.
+    pub fn row_history(
+        &mut self,
+        table: &str,
+        key: &str,
+    ) -> Result<Vec<crate::admin::history::RowHistory>, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Deferred)?;
+        let s = Session::load(&tx)?;
+        crate::admin::history::row_history(&tx, &s, table, key)
+    }
+
     /// The instance's status. Reads only.
     pub fn status(&mut self) -> Result<Status, Error> {
         let tx = self
@@ -1113,6 +1215,58 @@ impl Instance {
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)
     }
+}
+
+/// The journal row of an import that ended now.
+fn import_entry(r: &ImportReport, via: Via, bytes: Option<u64>, began: Instant) -> JournalEntry {
+    JournalEntry {
+        id: 0,
+        at_ms: crate::base::hlc::now_unix_ms(),
+        kind: JournalKind::Import,
+        via,
+        peer: Some(r.from.clone()),
+        full: r.full,
+        changes: r.changes,
+        applied: r.applied,
+        known: r.known,
+        older: r.older,
+        quarantined: r.quarantined,
+        bytes,
+        duration_ms: began.elapsed().as_millis().min(u64::MAX as u128) as u64,
+    }
+}
+
+/// The journal row of an export that ends now: the peer it was made for
+/// (a full export named for peers: them, comma-separated).
+fn export_entry(r: &ExportReport, via: Via, began: Instant) -> JournalEntry {
+    let peer = r
+        .peer
+        .clone()
+        .or_else(|| (!r.setup_for.is_empty()).then(|| r.setup_for.join(",")));
+    JournalEntry {
+        id: 0,
+        at_ms: crate::base::hlc::now_unix_ms(),
+        kind: JournalKind::Export,
+        via,
+        peer,
+        full: r.full,
+        changes: r.changes,
+        applied: 0,
+        known: 0,
+        older: 0,
+        quarantined: 0,
+        bytes: Some(r.bytes),
+        duration_ms: began.elapsed().as_millis().min(u64::MAX as u128) as u64,
+    }
+}
+
+/// The length of a seekable bundle from where it stands, leaving its
+/// position where it was.
+fn stream_len<S: Seek>(s: &mut S) -> Result<Option<u64>, Error> {
+    let at = s.stream_position()?;
+    let end = s.seek(std::io::SeekFrom::End(0))?;
+    s.seek(std::io::SeekFrom::Start(at))?;
+    Ok(Some(end.saturating_sub(at)))
 }
 
 /// The names an export is encrypted to.

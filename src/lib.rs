@@ -22,7 +22,8 @@
 //! - `send`: export of what a peer lacks, and the schema of a setup bundle;
 //! - [`bundle`]: the file format, written and read;
 //! - `receive`: import → apply (merge and write) → quarantine and conflicts;
-//! - `admin`: status and check.
+//! - `admin`: status and check;
+//! - [`console`]: the HQ console's web pages, on [`Instance`]'s public face.
 //!
 //! A folder uses the ones above it in this list, never one below.
 //!
@@ -69,6 +70,7 @@ mod admin;
 mod base;
 pub mod bundle;
 mod catalog;
+pub mod console;
 mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
@@ -79,6 +81,7 @@ mod send;
 
 pub use admin::check::{CheckReport, Invariant, Problem};
 pub use admin::clock::ClockStatus;
+pub use admin::history::{CellHistory, LostValue, RowHistory, RowVersion};
 pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
 pub use admin::trust::{Enrolled, Revoked, TrustList, Trusted};
@@ -87,13 +90,14 @@ pub use base::merge;
 pub use base::site_id::SiteId;
 pub use base::value::Value;
 pub use catalog::clocks::{DEFAULT_MAX_CLOCK_AHEAD_MS, MAX_CLOCK_AHEAD_KEY, SeenClock};
+pub use catalog::journal::{JournalEntry, JournalKind, Via};
 pub use catalog::keyring::Role;
 pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
 pub use catalog::refused::RefusedBundle;
 pub use error::{
-    BundleError, CheckError, ClockError, EnvelopeError, Error, ExportError, ImportError, Result,
-    SetupError, SiteError, TrackError, TrustError,
+    BundleError, CheckError, ClockError, ConsoleError, EnvelopeError, Error, ExportError,
+    ImportError, Result, SetupError, SiteError, TrackError, TrustError,
 };
 pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
 pub use local::capture::{Selection, TableIdentity, TrackReport};

@@ -16,6 +16,8 @@ mod check;
 mod claims;
 mod cli;
 mod clock;
+mod console;
+mod console_browser;
 mod convergence;
 mod corruption;
 mod crash;

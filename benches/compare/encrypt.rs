@@ -38,6 +38,7 @@ fn options(encrypt: bool) -> ExportOptions {
     ExportOptions {
         overwrite: Overwrite::Force,
         encrypt,
+        ..ExportOptions::default()
     }
 }
 

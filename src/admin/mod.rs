@@ -6,6 +6,7 @@
 
 pub(crate) mod check;
 pub(crate) mod clock;
+pub(crate) mod history;
 pub(crate) mod schema;
 pub(crate) mod status;
 pub(crate) mod trust;

@@ -17,6 +17,7 @@
 pub(crate) mod clocks;
 pub(crate) mod foreign;
 pub(crate) mod identity;
+pub(crate) mod journal;
 pub(crate) mod keyform;
 pub(crate) mod keyring;
 pub(crate) mod keys;

@@ -14,7 +14,7 @@ use crate::base::seqset::SeqSet;
 use crate::error::{BUSY_TIMEOUT_SECS, Error, SiteError};
 
 /// Version of the engine tables written by this build.
-pub const ENGINE_SCHEMA: i64 = 9;
+pub const ENGINE_SCHEMA: i64 = 10;
 
 /// DDL of the engine tables. Comments here are kept in the database schema,
 /// so an administrator reading `.schema` in the sqlite3 shell sees them.
@@ -153,7 +153,8 @@ CREATE TABLE IF NOT EXISTS fieldsync_discarded(
   sender TEXT NOT NULL,             -- the instance whose bundle brought it
   first_at INTEGER NOT NULL,        -- unix ms it was first held
   changes TEXT NOT NULL,            -- its change numbers, e.g. 'field-1#3, field-1#7'
-  vals TEXT NOT NULL                -- the values it carried, e.g. 'name = NULL, note = ''x'''
+  vals TEXT NOT NULL,               -- the values it carried, e.g. 'name = NULL, note = ''x'''
+  discarded_by TEXT                 -- who: 'console: NAME'; NULL from the command line (engine schema 10)
 );
 -- Received values waiting for a column or a table this database does not
 -- have yet (the sender runs a newer version of the app): applied with their
@@ -275,6 +276,24 @@ CREATE TABLE IF NOT EXISTS fieldsync_refused(
   reason TEXT NOT NULL,             -- the kind of refusal, e.g. 'bundle: signature invalid'
   message TEXT NOT NULL             -- the error line
 );
+-- The sync journal (spec/console.md): one row per import, export and
+-- network sync, the newest 10,000 kept. `fieldsync journal` and the
+-- console's Activity page show it. Engine schema 10.
+CREATE TABLE IF NOT EXISTS fieldsync_journal(
+  id INTEGER PRIMARY KEY,
+  at INTEGER NOT NULL,              -- unix ms the operation ended
+  kind TEXT NOT NULL,               -- 'import', 'export' or 'sync'
+  via TEXT NOT NULL,                -- 'file' or 'network'
+  peer TEXT,                        -- sender (import) or recipient (export); NULL: a full export for nobody
+  full INTEGER NOT NULL DEFAULT 0,  -- 1: a full export, or its import
+  changes INTEGER NOT NULL DEFAULT 0,     -- row records in the bundle
+  applied INTEGER NOT NULL DEFAULT 0,     -- import: records that changed a row
+  known INTEGER NOT NULL DEFAULT 0,       -- import: already known
+  older INTEGER NOT NULL DEFAULT 0,       -- import: older than what is here
+  quarantined INTEGER NOT NULL DEFAULT 0, -- import: held in quarantine
+  bytes INTEGER,                    -- the bundle's size, when known
+  duration_ms INTEGER NOT NULL DEFAULT 0
+);
 ";
 
 /// True if `name` is one of the engine tables [`ENGINE_DDL`] creates (in
@@ -380,6 +399,15 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
             .any(|c| c == "seqs")
     {
         conn.execute_batch("ALTER TABLE fieldsync_quarantine ADD COLUMN seqs BLOB")?;
+    }
+    // Engine schema 10: who discarded a held change.
+    if is_initialised(conn)?
+        && !column_names(conn, "fieldsync_discarded")?.is_empty()
+        && !column_names(conn, "fieldsync_discarded")?
+            .iter()
+            .any(|c| c == "discarded_by")
+    {
+        conn.execute_batch("ALTER TABLE fieldsync_discarded ADD COLUMN discarded_by TEXT")?;
     }
     // Engine schema 8 kept pins by site id, first use only: the same rows,
     // by key, as pinned at first use.

@@ -254,6 +254,9 @@ pub struct ImportOptions {
     /// app waiting for the lock takes it (SQLite's busy handler polls at
     /// most 50 ms apart for its first ~230 ms of waiting).
     pub pause: Duration,
+    /// How the bundle arrived, as the sync journal records it (a file by
+    /// default; the network code says [`Via::Network`]).
+    pub via: crate::catalog::journal::Via,
 }
 
 impl Default for ImportOptions {
@@ -261,6 +264,7 @@ impl Default for ImportOptions {
         ImportOptions {
             max_write: Some(Duration::from_millis(DEFAULT_MAX_WRITE_MS)),
             pause: Duration::from_millis(PAUSE_MS),
+            via: crate::catalog::journal::Via::File,
         }
     }
 }

@@ -776,6 +776,9 @@ pub struct DiscardedChange {
     pub changes: String,
     /// The values it carried, `column = value`, comma-separated.
     pub values: String,
+    /// Who discarded it, when recorded (`console: NAME` from the console;
+    /// `None` from the command line or before engine schema 10).
+    pub discarded_by: Option<String>,
 }
 
 /// Discard held changes: each is recorded in `fieldsync_discarded` with
@@ -787,6 +790,7 @@ pub(crate) fn discard(
     s: &mut crate::catalog::session::Session,
     which: &Discard,
     now_ms: i64,
+    by: Option<&str>,
 ) -> Result<Vec<DiscardedChange>, Error> {
     let (sql, arg): (&str, rusqlite::types::Value) = match which {
         Discard::Entry(id) => ("id = ?1", (*id).into()),
@@ -841,11 +845,12 @@ pub(crate) fn discard(
             first_ms: r.get(6)?,
             changes,
             values,
+            discarded_by: by.map(str::to_owned),
         });
     }
     for d in &out {
         conn.prepare_cached(
-            "INSERT INTO fieldsync_discarded(entry, discarded_at, tbl, key, reason, detail, sender,              first_at, changes, vals) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            "INSERT INTO fieldsync_discarded(entry, discarded_at, tbl, key, reason, detail, sender,              first_at, changes, vals, discarded_by) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
         .execute(params![
             d.entry,
@@ -857,7 +862,8 @@ pub(crate) fn discard(
             d.sender,
             d.first_ms,
             d.changes,
-            d.values
+            d.values,
+            d.discarded_by
         ])?;
         release(conn, d.entry)?;
     }
@@ -875,7 +881,7 @@ pub(crate) fn discard(
 /// Every discarded change, newest first.
 pub(crate) fn discarded(conn: &Connection) -> Result<Vec<DiscardedChange>, Error> {
     let mut stmt = conn.prepare(
-        "SELECT entry, discarded_at, tbl, key, reason, detail, sender, first_at, changes, vals          FROM fieldsync_discarded ORDER BY id DESC",
+        "SELECT entry, discarded_at, tbl, key, reason, detail, sender, first_at, changes, vals,          discarded_by FROM fieldsync_discarded ORDER BY id DESC",
     )?;
     let out = stmt
         .query_map([], |r| {
@@ -890,6 +896,7 @@ pub(crate) fn discarded(conn: &Connection) -> Result<Vec<DiscardedChange>, Error
                 first_ms: r.get(7)?,
                 changes: r.get(8)?,
                 values: r.get(9)?,
+                discarded_by: r.get(10)?,
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;

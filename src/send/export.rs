@@ -435,14 +435,18 @@ pub struct ExportOptions {
     /// of `--full --for`), as `fieldsync export` does unless given
     /// `--no-encrypt`; false writes the signed bundle unencrypted.
     pub encrypt: bool,
+    /// How the bundle leaves, as the sync journal records it (a file by
+    /// default; the network code says `Via::Network`).
+    pub via: crate::catalog::journal::Via,
 }
 
 impl Default for ExportOptions {
-    /// Encrypted, refusing to overwrite an undelivered bundle.
+    /// Encrypted, refusing to overwrite an undelivered bundle, by file.
     fn default() -> Self {
         ExportOptions {
             overwrite: Overwrite::IfDelivered,
             encrypt: true,
+            via: crate::catalog::journal::Via::File,
         }
     }
 }

@@ -85,6 +85,7 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     let opts = ExportOptions {
         overwrite,
         encrypt: !args.no_encrypt,
+        ..ExportOptions::default()
     };
     let report = instance
         .export_to_file_with(&target, output, &opts, &mut |done, total| {

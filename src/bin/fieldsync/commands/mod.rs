@@ -12,6 +12,7 @@ mod export;
 mod import;
 mod init;
 mod inspect;
+mod journal;
 mod key;
 mod revoke;
 mod schema;
@@ -59,6 +60,7 @@ enum Command {
     Key(key::KeyArgs),
     Trust(trust::TrustArgs),
     Revoke(revoke::RevokeArgs),
+    Journal(journal::JournalArgs),
 }
 
 /// The database a command works on.
@@ -97,6 +99,7 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Key(args) => key::cmd_key(ui, args),
         Command::Trust(args) => trust::cmd_trust(ui, args),
         Command::Revoke(args) => revoke::cmd_revoke(ui, args),
+        Command::Journal(args) => journal::cmd_journal(ui, args),
     }
 }
 
