@@ -74,6 +74,7 @@ mod error;
 pub mod fuzzing;
 mod instance;
 mod local;
+pub mod net;
 mod receive;
 mod send;
 
@@ -92,8 +93,8 @@ pub use catalog::keys::{KeyReport, signing_fingerprint};
 pub use catalog::layout::{Identity, TrackOptions};
 pub use catalog::refused::RefusedBundle;
 pub use error::{
-    BundleError, CheckError, ClockError, EnvelopeError, Error, ExportError, ImportError, Result,
-    SetupError, SiteError, TrackError, TrustError,
+    BundleError, CheckError, ClockError, EnvelopeError, Error, ExportError, ImportError, NetError,
+    Result, SetupError, SiteError, TrackError, TrustError,
 };
 pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
