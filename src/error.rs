@@ -622,6 +622,17 @@ pub enum ImportError {
         /// The sequence number.
         seq: u64,
     },
+    /// A bundle sent over the network by one instance is signed by another
+    /// (spec/network.md: a request carries its own instance's bundle).
+    #[error(
+        "the bundle is from '{sender}', not signed by the key {expected} that signed the request; an instance syncs only its own bundles over the network (carry another's as a file)"
+    )]
+    NotFromRequester {
+        /// The fingerprint of the key that signed the request.
+        expected: String,
+        /// The sender the bundle names.
+        sender: String,
+    },
 }
 
 /// Who may send a bundle (spec/trust.md): unsigned bundles and signers
@@ -1014,6 +1025,113 @@ pub enum EnvelopeError {
     Io(#[from] io::Error),
 }
 
+/// Network sync (spec/network.md): the server, the client, and what a
+/// server answered.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum NetError {
+    /// The URL does not parse, or is not http(s).
+    #[error("'{url}' is not a fieldsync server address; give one like https://hq.example.org:8470")]
+    BadUrl {
+        /// As given.
+        url: String,
+    },
+    /// No server was named and none is remembered.
+    #[error(
+        "no server to sync with: give its address (fieldsync sync --db {db} https://HQ:8470) or remember one with `fieldsync peer add --db {db} NAME URL`"
+    )]
+    NoServer {
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// Several servers are remembered and none was named.
+    #[error(
+        "several servers are remembered ({names}): name one, e.g. `fieldsync sync --db {db} {first}`"
+    )]
+    WhichServer {
+        /// Their names.
+        names: String,
+        /// The first of them.
+        first: String,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// A name that is neither a remembered peer nor a URL.
+    #[error(
+        "no address is remembered for '{name}': `fieldsync peer add --db {db} {name} URL` remembers one, or give the URL"
+    )]
+    NoAddress {
+        /// The name given.
+        name: String,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// The server could not be reached (after the retries).
+    #[error(
+        "could not reach {url}: {reason}; check the address and the link, then run the command again (it resumes)"
+    )]
+    Unreachable {
+        /// The server.
+        url: String,
+        /// What failed, in one line.
+        reason: String,
+    },
+    /// The server answered with an error.
+    #[error("the server at {url} refused: {message}")]
+    Refused {
+        /// The server.
+        url: String,
+        /// The HTTP status.
+        status: u16,
+        /// Its one line.
+        message: String,
+    },
+    /// The server is an instance this one does not trust.
+    #[error(
+        "the server at {url} is '{name}' (key {fingerprint}), which this instance does not trust; if that is your HQ, enrol it with `fieldsync trust --db {db} {name} KEY`"
+    )]
+    UnknownServer {
+        /// The server.
+        url: String,
+        /// The name it gives.
+        name: String,
+        /// Its signing key's fingerprint.
+        fingerprint: String,
+        /// The database, as typed after `--db`.
+        db: String,
+    },
+    /// The server answered something that is not fieldsync's protocol.
+    #[error("the server at {url} answered something fieldsync does not understand: {problem}")]
+    Protocol {
+        /// The server.
+        url: String,
+        /// What was wrong.
+        problem: String,
+    },
+    /// The server cannot start.
+    #[error("cannot serve on {listen}: {reason}")]
+    Listen {
+        /// The address.
+        listen: String,
+        /// Why.
+        reason: String,
+    },
+    /// The TLS certificate or key cannot be used.
+    #[error(
+        "TLS: {problem}; give a PEM certificate chain with --tls-cert and its PEM private key with --tls-key"
+    )]
+    Tls {
+        /// What was wrong.
+        problem: String,
+    },
+    /// A peer name given to `peer add` is not usable.
+    #[error("'{name}' cannot name a server: use letters, digits, '-', '_' or '.'")]
+    BadPeerName {
+        /// As given.
+        name: String,
+    },
+}
+
 /// Any fieldsync error.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -1068,6 +1186,9 @@ pub enum Error {
     /// Encrypted bundles.
     #[error(transparent)]
     Envelope(#[from] EnvelopeError),
+    /// Network sync.
+    #[error(transparent)]
+    Net(#[from] NetError),
     /// The HQ console (spec/console.md).
     #[error(transparent)]
     Console(#[from] ConsoleError),
@@ -1142,6 +1263,7 @@ impl Error {
             | Error::Check(_)
             | Error::NoSuchDirectory { .. }
             | Error::Busy { .. }
+            | Error::Net(_)
             | Error::Sqlite(_)
             | Error::Io(_)
             | Error::Console(_) => return None,

@@ -804,6 +804,7 @@ impl Instance {
         if opts.max_write.is_none() {
             let reader = BundleReader::open(r)?;
             check_agrees(outer.as_ref(), reader.header())?;
+            crate::receive::import::check_signer_is(opts, reader.header(), reader.signer())?;
             return self
                 .as_importer(|tx, s| {
                     let report = import(tx, s, reader)?;
@@ -818,6 +819,7 @@ impl Instance {
         let checked = {
             let reader = BundleReader::open(&mut r)?;
             check_agrees(outer.as_ref(), reader.header())?;
+            crate::receive::import::check_signer_is(opts, reader.header(), reader.signer())?;
             let tx = self
                 .conn
                 .transaction_with_behavior(TransactionBehavior::Deferred)?;
@@ -1075,9 +1077,19 @@ impl Instance {
     /// Import the bundle file at `path`; a refusal is recorded in the
     /// journal of refused bundles ([`record_refused`](Self::record_refused)).
     pub fn import_file(&mut self, path: &Path) -> Result<ImportReport, Error> {
+        self.import_file_with(path, &ImportOptions::default())
+    }
+
+    /// [`import_file`](Self::import_file) with options (a network sync
+    /// names the instance the bundle must come from).
+    pub fn import_file_with(
+        &mut self,
+        path: &Path,
+        opts: &ImportOptions,
+    ) -> Result<ImportReport, Error> {
         let result = File::open(path)
             .map_err(Error::from)
-            .and_then(|f| self.import(f));
+            .and_then(|f| self.import_with(f, opts));
         if let Err(e) = &result {
             // The refusal is the error to report, whatever the journal does.
             let _ = self.record_refused(path, e);

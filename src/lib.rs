@@ -76,6 +76,7 @@ mod error;
 pub mod fuzzing;
 mod instance;
 mod local;
+pub mod net;
 mod receive;
 mod send;
 
@@ -97,7 +98,7 @@ pub use catalog::layout::{Identity, TrackOptions};
 pub use catalog::refused::RefusedBundle;
 pub use error::{
     BundleError, CheckError, ClockError, ConsoleError, EnvelopeError, Error, ExportError,
-    ImportError, Result, SetupError, SiteError, TrackError, TrustError,
+    ImportError, NetError, Result, SetupError, SiteError, TrackError, TrustError,
 };
 pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
 pub use local::capture::{Selection, TableIdentity, TrackReport};

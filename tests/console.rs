@@ -647,7 +647,14 @@ fn a_schema_9_database_gains_the_journal_when_opened() -> Res {
         10
     );
     let first = held(&d.hq)?[0]["id"].as_i64().ok_or("id")?.to_string();
-    fieldsync_ok(&[&"conflicts", &"--db", &d.hq.db, &"--discard", &first])?;
+    fieldsync_ok(&[
+        &"conflicts",
+        &"--db",
+        &d.hq.db,
+        &"--discard",
+        &first,
+        &"--yes",
+    ])?;
     let out = fieldsync_ok(&[&"conflicts", &"--db", &d.hq.db, &"--json"])?.json()?;
     assert_eq!(out["discarded"][0]["discarded_by"], Json::Null);
     d.w.send(&d.f2, &d.hq)?;

@@ -1,5 +1,6 @@
-//! The HQ console in a real browser: a console server on 127.0.0.1 over
-//! the console tests' demo database (field instances, two changes held),
+//! The HQ console in a real browser: `fieldsync serve` on 127.0.0.1 (a
+//! port of the OS's choosing) with `--admin-password-file`, over the
+//! console tests' demo database (field instances, two changes held),
 //! Debian's headless Chromium driven through chromedriver with fantoccini:
 //! log in, read the instances table (names and numbers as `status --json`
 //! says), open the quarantine, press Retry, see the count fall, and save a
@@ -8,13 +9,13 @@
 //! Skipped with a message when /usr/bin/chromedriver is missing, unless
 //! `FIELDSYNC_REQUIRE_BROWSER=1` (CI sets it), when that fails the test.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener as StdListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use fantoccini::{ClientBuilder, Locator};
-use fieldsync::console::{ConsoleConfig, hash_password, router};
 use serde_json::json;
 
 use crate::console::{PASSWORD, demo};
@@ -23,7 +24,7 @@ use crate::util::*;
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// chromedriver, killed when dropped.
+/// A child process (chromedriver, the server), killed when dropped.
 struct Driver(Child);
 
 impl Drop for Driver {
@@ -50,6 +51,29 @@ async fn until_listening(port: u16) -> Res {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(format!("nothing listens on port {port}").into())
+}
+
+/// The URL `fieldsync serve` says it serves at (its first lines; it
+/// listens before it prints them). An error if it ends first.
+fn served_at(server: &mut Child) -> Res<String> {
+    let out = server.stdout.take().ok_or("no stdout")?;
+    let mut said = String::new();
+    let mut lines = BufReader::new(out).lines();
+    for _ in 0..10 {
+        let Some(line) = lines.next() else { break };
+        let line = line?;
+        if let Some(at) = line.find("http://") {
+            let url = &line[at..];
+            let end = url.find(' ').unwrap_or(url.len());
+            // What it prints later is read and dropped, so it never
+            // writes into a closed pipe.
+            std::thread::spawn(move || lines.for_each(drop));
+            return Ok(url[..end].trim_end_matches('.').to_owned());
+        }
+        said.push_str(&line);
+        said.push('\n');
+    }
+    Err(format!("fieldsync serve did not say where it listens:\n{said}").into())
 }
 
 /// Where the test's artifacts go: the target directory.
@@ -81,17 +105,25 @@ fn the_console_in_a_real_browser_logs_in_shows_the_instances_and_retries() -> Re
         .worker_threads(2)
         .enable_all()
         .build()?;
+    // The real server, its console on: the password from a file.
+    let password_file = d.w.path("admin-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n"))?;
+    let mut server = Driver(
+        Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--stale-days", "7"])
+            .arg("--db")
+            .arg(&d.hq.db)
+            .arg("--admin-password-file")
+            .arg(&password_file)
+            .env_remove("FIELDSYNC_DB")
+            .env_remove("FIELDSYNC_ADMIN_PASSWORD")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let base = served_at(&mut server.0)?;
     rt.block_on(async {
-        // The console, in-process on a port of the OS's choosing.
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let base = format!("http://{}", listener.local_addr()?);
-        let app = router(ConsoleConfig {
-            db: d.hq.db.clone(),
-            password_hash: Some(hash_password(PASSWORD)?),
-            stale_days: 7,
-        });
-        let server = tokio::spawn(async move { axum::serve(listener, app).await });
-
         let port = free_port()?;
         let _driver = Driver(
             Command::new(CHROMEDRIVER)
@@ -116,15 +148,16 @@ fn the_console_in_a_real_browser_logs_in_shows_the_instances_and_retries() -> Re
                 ]
             }),
         );
-        let client = ClientBuilder::rustls()?
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
             .capabilities(caps)
             .connect(&format!("http://127.0.0.1:{port}"))
             .await?;
         let outcome = drive(&client, &base, &status).await;
         let _ = client.close().await;
-        server.abort();
         outcome
     })?;
+    drop(server);
     assert_eq!(held(&d.hq)?.len(), 1);
     Ok(())
 }

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 /// A module may use its own layer and those before it in this list.
 const LAYERS: &[&str] = &[
     "base", "error", "catalog", "local", "bundle", "send", "receive", "admin", "instance",
-    "console", "fuzzing", "lib",
+    "console", "net", "fuzzing", "lib",
 ];
 
 type Res<T = ()> = Result<T, Box<dyn std::error::Error>>;

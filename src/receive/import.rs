@@ -254,6 +254,9 @@ pub struct ImportOptions {
     /// app waiting for the lock takes it (SQLite's busy handler polls at
     /// most 50 ms apart for its first ~230 ms of waiting).
     pub pause: Duration,
+    /// Refuse the bundle unless it is signed by this key (a network
+    /// request's bundle must be the requester's own, spec/network.md).
+    pub expect_signer: Option<[u8; 32]>,
     /// How the bundle arrived, as the sync journal records it (a file by
     /// default; the network code says [`Via::Network`]).
     pub via: crate::catalog::journal::Via,
@@ -264,6 +267,7 @@ impl Default for ImportOptions {
         ImportOptions {
             max_write: Some(Duration::from_millis(DEFAULT_MAX_WRITE_MS)),
             pause: Duration::from_millis(PAUSE_MS),
+            expect_signer: None,
             via: crate::catalog::journal::Via::File,
         }
     }
@@ -287,6 +291,25 @@ const MIN_APPLY_MS: u64 = 10;
 /// stopped between two of their write transactions: the sender's name and
 /// the records applied so far.
 const INTERRUPTED_KEY: &str = "import_interrupted";
+
+/// Refuse a bundle `opts` says must be signed by another key.
+pub(crate) fn check_signer_is(
+    opts: &ImportOptions,
+    header: &Header,
+    signer: Signer,
+) -> Result<(), Error> {
+    let Some(expected) = opts.expect_signer else {
+        return Ok(());
+    };
+    if signer.key.map(|k| k.to_bytes()) == Some(expected) {
+        return Ok(());
+    }
+    Err(ImportError::NotFromRequester {
+        expected: crate::catalog::keys::signing_fingerprint(&expected),
+        sender: format!("{} ({})", header.sender.name, header.sender.id),
+    }
+    .into())
+}
 
 /// The [`INTERRUPTED_KEY`] of an import from `sender`.
 fn interrupted_key(sender: &SiteId) -> String {

@@ -24,7 +24,7 @@ pub(crate) fn sealer_for(
     target: &ExportTarget,
 ) -> Result<Sealer, Error> {
     let names: Vec<&String> = match target {
-        ExportTarget::Peer { to, .. } => vec![to],
+        ExportTarget::Peer { to, .. } | ExportTarget::Acknowledge { to } => vec![to],
         ExportTarget::FullFor { peers } => peers.iter().collect(),
         ExportTarget::Full => return Err(EnvelopeError::FullWithoutRecipients.into()),
     };

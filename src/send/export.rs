@@ -51,6 +51,14 @@ pub enum ExportTarget {
         /// Ship everything not acknowledged, even if it was sent before.
         resend: bool,
     },
+    /// No changes: a bundle whose header alone tells the peer what this
+    /// instance holds of every origin (its seen vector), which schema
+    /// versions and trust records it has, so the peer answers with what it
+    /// lacks. A network pull sends one (spec/network.md).
+    Acknowledge {
+        /// The peer's name (or site id).
+        to: String,
+    },
     /// The whole current state.
     Full,
     /// The whole current state, to set up the named peers from (`export
@@ -68,7 +76,7 @@ pub enum ExportTarget {
 impl ExportTarget {
     /// True for a full export, named for peers or not.
     pub fn is_full(&self) -> bool {
-        !matches!(self, ExportTarget::Peer { .. })
+        matches!(self, ExportTarget::Full | ExportTarget::FullFor { .. })
     }
 }
 
@@ -322,6 +330,12 @@ fn plan(
             let wanted = collect_delta(conn, s, &peer, *resend, again)?;
             (Some(Recipient { peer, new }), Some(wanted))
         }
+        ExportTarget::Acknowledge { to } => {
+            let (peer, new) = resolve_for_export(conn, s, to)?;
+            let wanted = BTreeMap::new();
+            collect_delta_rows(conn, &wanted)?;
+            (Some(Recipient { peer, new }), Some(wanted))
+        }
     };
     // After the vanished-row passes above, which may add changes.
     let have = have_all(conn, s)?;
@@ -537,7 +551,7 @@ fn delivered_to(
             .collect(),
         None => BTreeMap::new(),
     };
-    let same = matches!(target, ExportTarget::Peer { to, .. }
+    let same = matches!(target, ExportTarget::Peer { to, .. } | ExportTarget::Acknowledge { to }
         if to == name || peer.as_ref().and_then(|p| p.site).and_then(|i| s.sites.get(i))
             .is_some_and(|site| site.id.to_string() == *to));
     Ok((format!("'{name}'"), acked, same))

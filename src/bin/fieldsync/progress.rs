@@ -118,3 +118,49 @@ impl std::io::Seek for Metered {
         Ok(at)
     }
 }
+
+/// The progress of a network exchange on stderr (a terminal only, never
+/// with `--json`): a line naming the step, with a bar for the transfers.
+pub struct NetMeter {
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl NetMeter {
+    pub fn new(enabled: bool) -> NetMeter {
+        use std::io::IsTerminal;
+        if !enabled || !std::io::stderr().is_terminal() {
+            return NetMeter { bar: None };
+        }
+        let bar = indicatif::ProgressBar::new(0);
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{msg:>24} [{bar:30}] {bytes}/{total_bytes}")
+        {
+            bar.set_style(style.progress_chars("=> "));
+        }
+        NetMeter { bar: Some(bar) }
+    }
+
+    pub fn set(&self, stage: fieldsync::net::client::Stage, done: u64, total: u64) {
+        use fieldsync::net::client::Stage;
+        let Some(bar) = &self.bar else { return };
+        let msg = match stage {
+            Stage::Export => "writing the bundle".to_owned(),
+            Stage::Upload => "sending".to_owned(),
+            Stage::Server => "the server is importing".to_owned(),
+            Stage::Download => "receiving".to_owned(),
+            Stage::Import => "importing".to_owned(),
+            Stage::Retry => format!("retrying ({done} of {total})"),
+        };
+        bar.set_message(msg);
+        if matches!(stage, Stage::Upload | Stage::Download) {
+            bar.set_length(total);
+            bar.set_position(done);
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -59,6 +59,11 @@ impl<'a> Ui<'a> {
         &mut *self.out
     }
 
+    /// Flush stdout (a server prints its address before it runs).
+    pub fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
     /// A warning on stderr, with or without `--json`.
     pub fn warn(&mut self, what: impl Display) -> io::Result<()> {
         writeln!(self.err, "warning: {what}")

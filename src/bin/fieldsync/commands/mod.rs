@@ -14,9 +14,12 @@ mod init;
 mod inspect;
 mod journal;
 mod key;
+mod peer;
 mod revoke;
 mod schema;
+mod serve;
 mod status;
+mod sync;
 mod track;
 mod trust;
 
@@ -60,6 +63,13 @@ enum Command {
     Key(key::KeyArgs),
     Trust(trust::TrustArgs),
     Revoke(revoke::RevokeArgs),
+    Serve(serve::ServeArgs),
+    Sync(sync::SyncArgs),
+    /// Send what the server lacks (no changes taken back).
+    Push(sync::SyncArgs),
+    /// Take what this instance lacks from the server (none sent).
+    Pull(sync::SyncArgs),
+    Peer(peer::PeerArgs),
     Journal(journal::JournalArgs),
 }
 
@@ -99,6 +109,11 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Key(args) => key::cmd_key(ui, args),
         Command::Trust(args) => trust::cmd_trust(ui, args),
         Command::Revoke(args) => revoke::cmd_revoke(ui, args),
+        Command::Serve(args) => serve::cmd_serve(ui, args),
+        Command::Sync(args) => sync::cmd_sync(ui, args, fieldsync::net::Direction::Sync),
+        Command::Push(args) => sync::cmd_sync(ui, args, fieldsync::net::Direction::Push),
+        Command::Pull(args) => sync::cmd_sync(ui, args, fieldsync::net::Direction::Pull),
+        Command::Peer(args) => peer::cmd_peer(ui, args),
         Command::Journal(args) => journal::cmd_journal(ui, args),
     }
 }

@@ -1,0 +1,16 @@
+//! Network sync (spec/network.md): `fieldsync serve` ([`server`]) and
+//! `fieldsync sync` / `push` / `pull` ([`client`]). The network carries the
+//! bundles files carry, byte for byte, and applies them with the same
+//! checks; what it adds is the signed request ([`auth`]), resuming a cut
+//! transfer from the files of [`spool`], and the addresses of servers
+//! remembered per peer ([`remotes`]).
+
+pub mod auth;
+pub mod client;
+pub mod remotes;
+pub mod server;
+pub mod spool;
+
+pub use client::{Direction, SyncOptions, SyncReport, sync};
+pub use remotes::{Remote, forget, remember, remembered};
+pub use server::{ServeOptions, ServerImport, serve};
