@@ -830,19 +830,14 @@ impl Instance {
         };
         r.seek(std::io::SeekFrom::Start(0))?;
         let reader = BundleReader::open(r)?;
-        let mut report = self.with_import_settings(|this| {
-            import_in_steps(&mut this.conn, reader, &checked, opts, steps)
-        })?;
-        // Applied in several transactions: journaled right after the last.
-        if let Some(report) = &mut report {
+        // Journaled in the last of its write transactions.
+        let journal = |tx: &Transaction<'_>, report: &ImportReport| {
             let entry = import_entry(report, opts.via, bytes, began);
-            if let Err(e) = self.write(|tx, _| crate::catalog::journal::record(tx, &entry)) {
-                report
-                    .warnings
-                    .push(format!("the import was not written to the journal: {e}"));
-            }
-        }
-        Ok(report)
+            crate::catalog::journal::record(tx, &entry).map(|_| ())
+        };
+        self.with_import_settings(|this| {
+            import_in_steps(&mut this.conn, reader, &checked, opts, steps, &journal)
+        })
     }
 
     /// Record an operation in the sync journal (spec/console.md), in a

@@ -339,7 +339,7 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
     assert_eq!(
         hq.sql("SELECT value FROM fieldsync_meta WHERE key = 'schema';")?
             .trim(),
-        "9"
+        "10"
     );
     for table in [
         "fieldsync_assumed",
@@ -349,6 +349,7 @@ fn a_quarantine_from_engine_schema_3_is_migrated_and_retried_once_in_full() -> R
         "fieldsync_clocks",
         "fieldsync_refused",
         "fieldsync_statements",
+        "fieldsync_journal",
     ] {
         assert_eq!(
             hq.count(&format!(

@@ -162,6 +162,16 @@ fn the_console_in_a_real_browser_logs_in_shows_the_instances_and_retries() -> Re
     Ok(())
 }
 
+// fantoccini's `rustls-tls` feature brought aws-lc-rs into the test build
+// beside the server's ring, and rustls then panicked building any TLS
+// configuration ("Could not automatically determine the process-level
+// CryptoProvider"): the browser test, and serve's TLS in every test.
+#[test]
+fn a_tls_configuration_can_be_built_in_the_test_binary() {
+    let _ = tokio_rustls::rustls::ServerConfig::builder();
+    let _ = tokio_rustls::rustls::ClientConfig::builder();
+}
+
 /// What the administrator does, in the browser.
 async fn drive(c: &fantoccini::Client, base: &str, status: &serde_json::Value) -> Res {
     c.goto(&format!("{base}/")).await?;

@@ -138,7 +138,7 @@ fn a_database_of_engine_schema_6_gets_its_keys_when_opened() -> Res {
             &hq.db,
             "SELECT value FROM fieldsync_meta WHERE key = 'schema';"
         )?,
-        "9"
+        "10"
     );
     assert_eq!(count(&hq.db, "SELECT count(*) FROM fieldsync_keys")?, 2);
     let k = key_json(&hq.db)?;

@@ -49,6 +49,19 @@ pub(super) async fn not_found() -> Response {
     )
 }
 
+/// `value` percent-encoded for a query string.
+fn query_value(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// The numbers in a set of change numbers as stored (`1-5,7` is 6).
 fn count_numbers(ranges: &str) -> u64 {
     ranges
@@ -219,7 +232,7 @@ pub(super) async fn instances(State(app): State<App>, headers: HeaderMap) -> Res
                                 td.n data-col="gaps" { (l.gaps) }
                                 td.n data-col="held" {
                                     @if l.quarantined > 0 {
-                                        a href=(format!("/quarantine?instance={}", l.name)) { (l.quarantined) }
+                                        a href=(format!("/quarantine?instance={}", query_value(&l.name))) { (l.quarantined) }
                                     } @else { "0" }
                                 }
                             }
@@ -622,7 +635,7 @@ pub(super) async fn data(
                 tbody {
                     @for t in &status.tables {
                         tr data-table=(t.name) {
-                            th scope="row" { a href=(format!("/data?table={}", t.name)) { (t.name) } }
+                            th scope="row" { a href=(format!("/data?table={}#history", query_value(&t.name))) { (t.name) } }
                             td.n { (t.rows) }
                             td.n { (t.tombstones) }
                         }
@@ -724,5 +737,11 @@ mod tests {
         assert_eq!(count_numbers("1-5,7"), 6);
         assert_eq!(count_numbers("3"), 1);
         assert_eq!(count_numbers("9-2,x"), 0);
+    }
+
+    #[test]
+    fn query_values_are_percent_encoded() {
+        assert_eq!(query_value("field-1"), "field-1");
+        assert_eq!(query_value("a b&c#"), "a%20b%26c%23");
     }
 }

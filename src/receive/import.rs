@@ -338,20 +338,22 @@ pub(crate) fn interrupted(conn: &Connection) -> Result<Vec<(String, u64)>, Error
 /// `checked` are the tracked tables [`check_records`] checked the records
 /// against. `steps` can fix the records per transaction and end the import
 /// after a number of transactions, as a crash between them would (tests
-/// only).
+/// only). `on_finish` runs in the last transaction, before its commit,
+/// with the report (the sync journal's row is written there).
 pub(crate) fn import_in_steps<R: Read>(
     conn: &mut Connection,
     reader: BundleReader<R>,
     checked: &[TrackedTable],
     opts: &ImportOptions,
     steps: &Steps,
+    on_finish: &dyn Fn(&Transaction<'_>, &ImportReport) -> Result<(), Error>,
 ) -> Result<Option<ImportReport>, Error> {
     // In WAL mode a commit that fills the log past its bound also copies it
     // into the database (a checkpoint) before it returns; the import checks
     // point in its pauses instead, so its transactions stay short.
     let autocheckpoint: i64 = conn.query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))?;
     conn.execute_batch("PRAGMA wal_autocheckpoint = 0")?;
-    let result = apply_in_steps(conn, reader, checked, opts, steps);
+    let result = apply_in_steps(conn, reader, checked, opts, steps, on_finish);
     let restored = conn.execute_batch(&format!("PRAGMA wal_autocheckpoint = {autocheckpoint}"));
     let out = result?;
     restored?;
@@ -364,6 +366,7 @@ fn apply_in_steps<R: Read>(
     checked: &[TrackedTable],
     opts: &ImportOptions,
     steps: &Steps,
+    on_finish: &dyn Fn(&Transaction<'_>, &ImportReport) -> Result<(), Error>,
 ) -> Result<Option<ImportReport>, Error> {
     let stop_after = steps.stop_after;
     let mut importing: Option<Importing<R>> = None;
@@ -412,6 +415,7 @@ fn apply_in_steps<R: Read>(
                 unreachable!("an import in progress")
             };
             let mut report = imp.finish(&tx, &mut s)?;
+            on_finish(&tx, &report)?;
             tx.commit()?;
             longest = longest.max(began.elapsed());
             report.write_transactions = transactions;
