@@ -498,6 +498,7 @@ impl World {
             ExportTarget::Peer { to, resend } => {
                 format!("i{from} → {to}{}", if *resend { " (resend)" } else { "" })
             }
+            ExportTarget::Acknowledge { to } => format!("i{from} → {to} (acknowledgement)"),
         };
         let n = self.pool.len();
         self.trace.push(format!(

@@ -26,7 +26,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
 use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -582,8 +582,34 @@ fn with_note(mut r: Response, note: String) -> Response {
     r
 }
 
-async fn hello(State(shared): State<Arc<Shared>>) -> Response {
+/// Public facts of this server; a signed hello is also checked like any
+/// request, so an instance this server does not know, or has revoked,
+/// learns it before it writes a bundle.
+async fn hello(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if headers.contains_key(auth::H_SIGNATURE) {
+        match authorize(&shared, &method, &signed_path(&uri), &headers).await {
+            Ok((client, _)) => {
+                return with_note(
+                    axum::Json(shared.hello.clone()).into_response(),
+                    client.name,
+                );
+            }
+            Err(r) => return r,
+        }
+    }
     axum::Json(shared.hello.clone()).into_response()
+}
+
+/// The path (and query) a request's signature covers: as sent, before
+/// any decoding.
+fn signed_path(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
 /// A request's sender, known and not revoked.
@@ -727,9 +753,10 @@ async fn upload_status(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/v1/upload/{id}");
+    let path = signed_path(&uri);
     let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -763,10 +790,11 @@ async fn upload(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = format!("/v1/upload/{id}");
+    let path = signed_path(&uri);
     let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
         Ok(c) => c,
         Err(r) => return r,
@@ -861,12 +889,17 @@ async fn upload(
             Err(_) => {
                 break Some((
                     StatusCode::REQUEST_TIMEOUT,
-                    "no data came for too long".into(),
+                    "no data came for too long".to_owned(),
+                    true,
                 ));
             }
             Ok(None) => break None,
             Ok(Some(Err(e))) => {
-                break Some((StatusCode::BAD_REQUEST, format!("the upload was cut: {e}")));
+                break Some((
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload was cut: {e}"),
+                    true,
+                ));
             }
             Ok(Some(Ok(frame))) => {
                 let Some(data) = frame.data_ref() else {
@@ -876,7 +909,8 @@ async fn upload(
                 if offset + written > total {
                     break Some((
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "the upload is longer than its declared size".into(),
+                        "the upload is longer than its declared size".to_owned(),
+                        false,
                     ));
                 }
                 hasher.update(data);
@@ -884,6 +918,7 @@ async fn upload(
                     break Some((
                         StatusCode::INSUFFICIENT_STORAGE,
                         format!("cannot spool: {e}"),
+                        false,
                     ));
                 }
             }
@@ -894,12 +929,18 @@ async fn upload(
             (
                 StatusCode::BAD_REQUEST,
                 "the upload does not match the hash its signature covers".to_owned(),
+                false,
             )
         })
     });
-    if let Some((status, message)) = failed {
-        // Only whole, signed chunks are kept: back to where it started.
-        let _ = file.set_len(offset).await;
+    if let Some((status, message, keep)) = failed {
+        // A cut upload keeps what arrived, to resume from (the whole is
+        // checked against its id at the end); a body that is not the one
+        // signed, or longer than declared, is dropped.
+        let _ = file.sync_data().await;
+        if !keep {
+            let _ = file.set_len(offset).await;
+        }
         return reply(status, format!("{}: {message}", client.name));
     }
     if let Err(e) = file.sync_data().await {
@@ -958,9 +999,10 @@ async fn push(
     ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/v1/push/{id}");
+    let path = signed_path(&uri);
     exchange(
         shared,
         remote,
@@ -978,9 +1020,10 @@ async fn sync(
     ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/v1/sync/{id}");
+    let path = signed_path(&uri);
     exchange(shared, remote, id, path, method, headers, Answer::Changes).await
 }
 
@@ -1112,9 +1155,10 @@ async fn download(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
     method: Method,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/v1/bundle/{id}");
+    let path = signed_path(&uri);
     let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
         Ok(c) => c,
         Err(r) => return r,

@@ -40,7 +40,9 @@ impl World {
         let stamps = self.new_stamps(self.instances[from].connection(), from)?;
         let vanish = match target {
             ExportTarget::Full | ExportTarget::FullFor { .. } => Vanish::All,
-            ExportTarget::Peer { .. } => Vanish::Covered(&covers),
+            ExportTarget::Peer { .. } | ExportTarget::Acknowledge { .. } => {
+                Vanish::Covered(&covers)
+            }
         };
         if let Some(t) = self.stamp(from, &stamps, vanish)? {
             self.trace.push(t);
@@ -50,6 +52,7 @@ impl World {
             ExportTarget::Peer { to, resend } => {
                 format!("i{from} → {to}{}", if *resend { " (resend)" } else { "" })
             }
+            ExportTarget::Acknowledge { to } => format!("i{from} → {to} (acknowledgement)"),
         };
         self.check_state(from, &format!("after export {what}"))?;
 
