@@ -195,8 +195,11 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// before is a replay.
 #[derive(Default)]
 pub struct Nonces {
-    seen: Mutex<HashMap<[u8; 32], VecDeque<(i64, [u8; 16])>>>,
+    seen: Mutex<HashMap<[u8; 32], Recent>>,
 }
+
+/// One key's recent requests: (time, nonce), oldest first.
+type Recent = VecDeque<(i64, [u8; 16])>;
 
 /// Most nonces remembered per key (a key signing more requests than this
 /// in ten minutes is refused as a replay of its oldest, which is safe).
@@ -231,7 +234,7 @@ mod tests {
         SigningKey::from_bytes(&[7u8; 32])
     }
 
-    fn headers(h: &[(&'static str, String)]) -> impl Fn(&str) -> Option<&str> + '_ {
+    fn headers<'a>(h: &'a [(&'static str, String)]) -> impl Fn(&str) -> Option<&'a str> + 'a {
         move |name| h.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str())
     }
 

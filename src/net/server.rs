@@ -730,22 +730,34 @@ fn upload_paths(shared: &Shared, client: &Client, id: &str) -> (PathBuf, PathBuf
     )
 }
 
-fn check_id(id: &str) -> Result<(), Response> {
+/// A request refused before its work: the status and the one line.
+struct Refusal(StatusCode, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        reply(self.0, self.1)
+    }
+}
+
+fn check_id(id: &str) -> Result<(), Refusal> {
     if spool::is_id(id) {
         Ok(())
     } else {
-        Err(reply(
+        Err(Refusal(
             StatusCode::BAD_REQUEST,
             "a transfer id is 32 or 64 lowercase hex digits",
         ))
     }
 }
 
-fn empty_body(signed: &Signed) -> Result<(), Response> {
+fn empty_body(signed: &Signed) -> Result<(), Refusal> {
     if signed.body == *blake3::hash(b"").as_bytes() {
         Ok(())
     } else {
-        Err(reply(StatusCode::BAD_REQUEST, "this request takes no body"))
+        Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "this request takes no body",
+        ))
     }
 }
 
@@ -762,7 +774,7 @@ async fn upload_status(
         Err(r) => return r,
     };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
-        return r;
+        return r.into_response();
     }
     let (part, done) = upload_paths(&shared, &client, &id);
     let state = if let Ok(m) = tokio::fs::metadata(&done).await {
@@ -800,7 +812,7 @@ async fn upload(
         Err(r) => return r,
     };
     if let Err(r) = check_id(&id) {
-        return r;
+        return r.into_response();
     }
     if id.len() != 64 {
         return reply(
@@ -1042,7 +1054,7 @@ async fn exchange(
         Err(r) => return r,
     };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
-        return r;
+        return r.into_response();
     }
     let (_, done) = upload_paths(&shared, &client, &id);
     if tokio::fs::metadata(&done).await.is_err() {
@@ -1164,7 +1176,7 @@ async fn download(
         Err(r) => return r,
     };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
-        return r;
+        return r.into_response();
     }
     let file = shared
         .spool
