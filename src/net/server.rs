@@ -1193,13 +1193,9 @@ async fn download(
     let len = meta.len();
     let from = match headers.get(header::RANGE).map(|v| v.to_str().ok()) {
         None => 0,
-        Some(text) => match text
-            .and_then(|t| t.strip_prefix("bytes="))
-            .and_then(|t| t.strip_suffix('-'))
-            .and_then(|t| t.parse::<u64>().ok())
-        {
-            Some(k) if k <= len => k,
-            _ => {
+        Some(text) => match text.and_then(|t| range_start(t, len)) {
+            Some(k) => k,
+            None => {
                 return reply(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     format!(
@@ -1234,6 +1230,17 @@ async fn download(
             format!("cannot read the answer: {e}"),
         ),
     }
+}
+
+/// The first byte a `Range: bytes=K-` header asks for, if it is that form
+/// and K is within a file of `len` bytes (the only ranges a client asks).
+pub fn range_start(text: &str, len: u64) -> Option<u64> {
+    let k: u64 = text
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()?;
+    (k <= len).then_some(k)
 }
 
 /// The base64 of a key, as `GET /v1/hello` gives it.
