@@ -665,3 +665,40 @@ fn a_stalled_client_is_cut_off_and_the_others_are_served() -> Res {
     whole(&hq, 11)?;
     same(&hq, &fields[1])
 }
+
+#[test]
+fn a_client_that_stops_reading_an_answer_is_cut_off_and_the_others_are_served() -> Res {
+    let w = World::new()?;
+    let (hq, fields) = deployment(&w, 2)?;
+    // An answer far larger than the socket buffers: 8 MB that does not
+    // compress.
+    hq.sql(
+        "WITH RECURSIVE c(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM c WHERE i < 160) \
+         INSERT INTO location(id, parent, level, name) \
+         SELECT 'big-' || i, 'L0', 'district', randomblob(50000) FROM c;",
+    )?;
+    let server = Served::start(&hq.db, &["--idle-timeout", "2"])?;
+    let file = w.bundle("f1-to-hq");
+    fields[0].export_to("hq", &file)?;
+    let (id, s, body) = upload(&server, &fields[0].db, &std::fs::read(&file)?)?;
+    assert_eq!(s, 200, "{body}");
+    // Ask for the answer and never read it.
+    let mut reader = TcpStream::connect(server.addr)?;
+    reader.write_all(&signed(
+        &fields[0].db,
+        "POST",
+        &format!("/v1/sync/{id}"),
+        b"",
+        &[],
+    )?)?;
+    let log = server.wait_for_log("nothing moved for 2 s")?;
+    assert!(log.contains(&format!("POST /v1/sync/{id} 200")), "{log}");
+    // The others are served meanwhile and after.
+    add_places(&fields[1], "f2", 5)?;
+    sync(&fields[1], &server.url)?;
+    drop(reader);
+    // The stalled one syncs again from scratch, and gets everything.
+    sync(&fields[0], &server.url)?;
+    same(&hq, &fields[0])?;
+    whole(&hq, 1 + 160 + 5)
+}
