@@ -25,7 +25,8 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Request, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -713,6 +714,26 @@ async fn authorize(
     ))
 }
 
+/// A request whose signature and sender [`authorize`] checked: what every
+/// signed route takes, before anything else of the request is read.
+struct Authorized {
+    client: Client,
+    signed: Signed,
+}
+
+impl FromRequestParts<Arc<Shared>> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let path = signed_path(&parts.uri);
+        let (client, signed) = authorize(shared, &parts.method, &path, &parts.headers).await?;
+        Ok(Authorized { client, signed })
+    }
+}
+
 /// An upload's state, as `GET` and `PUT /v1/upload/ID` answer it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct UploadState {
@@ -764,15 +785,8 @@ fn empty_body(signed: &Signed) -> Result<(), Refusal> {
 async fn upload_status(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    Authorized { client, signed }: Authorized,
 ) -> Response {
-    let path = signed_path(&uri);
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
         return r.into_response();
     }
@@ -801,16 +815,10 @@ const MAX_PARTS_PER_CLIENT: usize = 2;
 async fn upload(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
+    Authorized { client, signed }: Authorized,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = signed_path(&uri);
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id) {
         return r.into_response();
     }
@@ -1010,33 +1018,18 @@ async fn push(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    auth: Authorized,
 ) -> Response {
-    let path = signed_path(&uri);
-    exchange(
-        shared,
-        remote,
-        id,
-        path,
-        method,
-        headers,
-        Answer::Acknowledge,
-    )
-    .await
+    exchange(shared, remote, id, auth, Answer::Acknowledge).await
 }
 
 async fn sync(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
+    auth: Authorized,
 ) -> Response {
-    let path = signed_path(&uri);
-    exchange(shared, remote, id, path, method, headers, Answer::Changes).await
+    exchange(shared, remote, id, auth, Answer::Changes).await
 }
 
 /// Import a complete upload, export the answer to the spool, and stream it.
@@ -1044,15 +1037,9 @@ async fn exchange(
     shared: Arc<Shared>,
     remote: Remote,
     id: String,
-    path: String,
-    method: Method,
-    headers: HeaderMap,
+    Authorized { client, signed }: Authorized,
     answer: Answer,
 ) -> Response {
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
         return r.into_response();
     }
@@ -1166,15 +1153,9 @@ async fn stream_file(path: &Path, from: u64) -> io::Result<(Body, u64)> {
 async fn download(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    uri: Uri,
+    Authorized { client, signed }: Authorized,
     headers: HeaderMap,
 ) -> Response {
-    let path = signed_path(&uri);
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
         return r.into_response();
     }
