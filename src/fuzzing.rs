@@ -19,6 +19,10 @@
 //!   and what decrypts through `verify` and `inspect`: an error or the
 //!   contents, never a panic or unbounded memory. The seeds are the
 //!   decode seeds encrypted to it ([`seal_for_fuzz`]).
+//! - [`check_request`]: arbitrary bytes as a request's method, path and
+//!   headers through the server's checks of a signed request (its
+//!   signature headers, the replay window, a transfer id, a range): a
+//!   refusal or a signed request, never a panic.
 //! - [`import_mutated`]: a mutated bundle imported into a copy of a seed
 //!   database ([`ImportTarget::run`]). The fuzzer mutates the bundle
 //!   [`open`]ed: header as in the file, body decompressed, no checksum nor
@@ -838,4 +842,72 @@ pub use crate::catalog::refs::TAG_IDENTITY;
 /// which signing cannot stop). Not part of the supported API.
 pub fn signing_key(db: &Instance) -> Result<SigningKey, Error> {
     crate::catalog::keys::signing_key(db.connection())
+}
+
+/// Fuzz target `check_request`: `data` read as text, its first line
+/// `METHOD PATH`, the others `name: value` headers, through the checks
+/// `fieldsync serve` makes before it reads a body.
+pub fn check_request(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let mut lines = text.lines();
+    let first = lines.next().unwrap_or("");
+    let (method, path) = first.split_once(' ').unwrap_or((first, "/"));
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let now = crate::base::hlc::now_unix_ms();
+    if let Ok(signed) = crate::net::auth::check(get, method, path, now) {
+        let nonces = crate::net::auth::Nonces::default();
+        assert!(nonces.fresh(&signed, now), "a first nonce is fresh");
+        assert!(!nonces.fresh(&signed, now), "a second is a replay");
+    }
+    let last = path.rsplit('/').next().unwrap_or("");
+    if crate::net::spool::is_id(last) {
+        assert!(last.bytes().all(|b| b.is_ascii_hexdigit()));
+    }
+    if let Some(range) = get("range") {
+        if let Some(k) = crate::net::server::range_start(range, 1 << 20) {
+            assert!(k <= 1 << 20);
+        }
+    }
+}
+
+/// Seeds for `check_request`: requests signed now by [`fuzz_key`], as the
+/// client makes them.
+pub fn request_seeds() -> Vec<Vec<u8>> {
+    let key = fuzz_key();
+    let id = "ab".repeat(32);
+    let mut out = Vec::new();
+    for (method, path, body, extra) in [
+        ("GET", "/v1/hello".to_owned(), &b""[..], ""),
+        ("GET", format!("/v1/upload/{id}"), &b""[..], ""),
+        (
+            "PUT",
+            format!("/v1/upload/{id}"),
+            &b"bundle bytes"[..],
+            "fieldsync-offset: 0\nfieldsync-total: 12\n",
+        ),
+        ("POST", format!("/v1/sync/{id}"), &b""[..], ""),
+        (
+            "GET",
+            format!("/v1/bundle/{}", "cd".repeat(16)),
+            &b""[..],
+            "range: bytes=100-\n",
+        ),
+    ] {
+        let mut text = format!("{method} {path}\n");
+        for (k, v) in crate::net::auth::sign(&key, method, &path, &blake3::hash(body)) {
+            text.push_str(&format!("{k}: {v}\n"));
+        }
+        text.push_str(extra);
+        out.push(text.into_bytes());
+    }
+    out
 }

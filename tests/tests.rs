@@ -29,6 +29,7 @@ mod gaps;
 mod keys;
 mod layers;
 mod model;
+mod network;
 mod quarantine_regressions;
 mod regressions;
 mod scenario;

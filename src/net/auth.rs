@@ -195,8 +195,11 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 /// before is a replay.
 #[derive(Default)]
 pub struct Nonces {
-    seen: Mutex<HashMap<[u8; 32], VecDeque<(i64, [u8; 16])>>>,
+    seen: Mutex<HashMap<[u8; 32], Recent>>,
 }
+
+/// One key's recent requests: (time, nonce), oldest first.
+type Recent = VecDeque<(i64, [u8; 16])>;
 
 /// Most nonces remembered per key (a key signing more requests than this
 /// in ten minutes is refused as a replay of its oldest, which is safe).

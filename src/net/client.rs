@@ -479,11 +479,12 @@ impl Link {
     }
 
     fn hello(&mut self) -> Result<Hello, Fail> {
-        let mut r = self
-            .agent
-            .get(format!("{}/v1/hello", self.url))
-            .call()
-            .map_err(transport)?;
+        let path = "/v1/hello";
+        let mut req = self.agent.get(format!("{}{path}", self.url));
+        for (k, v) in self.signed("GET", path, &blake3::hash(b"")) {
+            req = req.header(k, v);
+        }
+        let mut r = req.call().map_err(transport)?;
         self.check(&mut r)?;
         read_json(&mut r)
             .map_err(|e| Fail::Stop(self.protocol(&format!("its hello is not fieldsync's: {e}"))))
@@ -648,6 +649,7 @@ impl Link {
             Ok(()) => finish(&part),
             Err(Fail::Again(_)) => {
                 // Cut: resume from the byte we have, as often as allowed.
+                self.retries += 1;
                 self.retrying(progress, |l, p| l.download(&bid, &part, report, p))
                     .map_err(Fail::Stop)
             }

@@ -25,8 +25,9 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{DefaultBodyLimit, Path as UrlPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -588,8 +589,34 @@ fn with_note(mut r: Response, note: String) -> Response {
     r
 }
 
-async fn hello(State(shared): State<Arc<Shared>>) -> Response {
+/// Public facts of this server; a signed hello is also checked like any
+/// request, so an instance this server does not know, or has revoked,
+/// learns it before it writes a bundle.
+async fn hello(
+    State(shared): State<Arc<Shared>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
+    if headers.contains_key(auth::H_SIGNATURE) {
+        match authorize(&shared, &method, &signed_path(&uri), &headers).await {
+            Ok((client, _)) => {
+                return with_note(
+                    axum::Json(shared.hello.clone()).into_response(),
+                    client.name,
+                );
+            }
+            Err(r) => return r,
+        }
+    }
     axum::Json(shared.hello.clone()).into_response()
+}
+
+/// The path (and query) a request's signature covers: as sent, before
+/// any decoding.
+fn signed_path(uri: &Uri) -> String {
+    uri.path_and_query()
+        .map_or_else(|| uri.path().to_owned(), |p| p.as_str().to_owned())
 }
 
 /// A request's sender, known and not revoked.
@@ -693,6 +720,26 @@ async fn authorize(
     ))
 }
 
+/// A request whose signature and sender [`authorize`] checked: what every
+/// signed route takes, before anything else of the request is read.
+struct Authorized {
+    client: Client,
+    signed: Signed,
+}
+
+impl FromRequestParts<Arc<Shared>> for Authorized {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        shared: &Arc<Shared>,
+    ) -> Result<Self, Self::Rejection> {
+        let path = signed_path(&parts.uri);
+        let (client, signed) = authorize(shared, &parts.method, &path, &parts.headers).await?;
+        Ok(Authorized { client, signed })
+    }
+}
+
 /// An upload's state, as `GET` and `PUT /v1/upload/ID` answer it.
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]
 pub struct UploadState {
@@ -710,38 +757,44 @@ fn upload_paths(shared: &Shared, client: &Client, id: &str) -> (PathBuf, PathBuf
     )
 }
 
-fn check_id(id: &str) -> Result<(), Response> {
+/// A request refused before its work: the status and the one line.
+struct Refusal(StatusCode, &'static str);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        reply(self.0, self.1)
+    }
+}
+
+fn check_id(id: &str) -> Result<(), Refusal> {
     if spool::is_id(id) {
         Ok(())
     } else {
-        Err(reply(
+        Err(Refusal(
             StatusCode::BAD_REQUEST,
             "a transfer id is 32 or 64 lowercase hex digits",
         ))
     }
 }
 
-fn empty_body(signed: &Signed) -> Result<(), Response> {
+fn empty_body(signed: &Signed) -> Result<(), Refusal> {
     if signed.body == *blake3::hash(b"").as_bytes() {
         Ok(())
     } else {
-        Err(reply(StatusCode::BAD_REQUEST, "this request takes no body"))
+        Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "this request takes no body",
+        ))
     }
 }
 
 async fn upload_status(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    headers: HeaderMap,
+    Authorized { client, signed }: Authorized,
 ) -> Response {
-    let path = format!("/v1/upload/{id}");
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
-        return r;
+        return r.into_response();
     }
     let (part, done) = upload_paths(&shared, &client, &id);
     let state = if let Ok(m) = tokio::fs::metadata(&done).await {
@@ -768,17 +821,12 @@ const MAX_PARTS_PER_CLIENT: usize = 2;
 async fn upload(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
+    Authorized { client, signed }: Authorized,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let path = format!("/v1/upload/{id}");
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id) {
-        return r;
+        return r.into_response();
     }
     if id.len() != 64 {
         return reply(
@@ -867,12 +915,17 @@ async fn upload(
             Err(_) => {
                 break Some((
                     StatusCode::REQUEST_TIMEOUT,
-                    "no data came for too long".into(),
+                    "no data came for too long".to_owned(),
+                    true,
                 ));
             }
             Ok(None) => break None,
             Ok(Some(Err(e))) => {
-                break Some((StatusCode::BAD_REQUEST, format!("the upload was cut: {e}")));
+                break Some((
+                    StatusCode::BAD_REQUEST,
+                    format!("the upload was cut: {e}"),
+                    true,
+                ));
             }
             Ok(Some(Ok(frame))) => {
                 let Some(data) = frame.data_ref() else {
@@ -882,7 +935,8 @@ async fn upload(
                 if offset + written > total {
                     break Some((
                         StatusCode::PAYLOAD_TOO_LARGE,
-                        "the upload is longer than its declared size".into(),
+                        "the upload is longer than its declared size".to_owned(),
+                        false,
                     ));
                 }
                 hasher.update(data);
@@ -890,6 +944,7 @@ async fn upload(
                     break Some((
                         StatusCode::INSUFFICIENT_STORAGE,
                         format!("cannot spool: {e}"),
+                        false,
                     ));
                 }
             }
@@ -900,12 +955,18 @@ async fn upload(
             (
                 StatusCode::BAD_REQUEST,
                 "the upload does not match the hash its signature covers".to_owned(),
+                false,
             )
         })
     });
-    if let Some((status, message)) = failed {
-        // Only whole, signed chunks are kept: back to where it started.
-        let _ = file.set_len(offset).await;
+    if let Some((status, message, keep)) = failed {
+        // A cut upload keeps what arrived, to resume from (the whole is
+        // checked against its id at the end); a body that is not the one
+        // signed, or longer than declared, is dropped.
+        let _ = file.sync_data().await;
+        if !keep {
+            let _ = file.set_len(offset).await;
+        }
         return reply(status, format!("{}: {message}", client.name));
     }
     if let Err(e) = file.sync_data().await {
@@ -963,31 +1024,18 @@ async fn push(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    headers: HeaderMap,
+    auth: Authorized,
 ) -> Response {
-    let path = format!("/v1/push/{id}");
-    exchange(
-        shared,
-        remote,
-        id,
-        path,
-        method,
-        headers,
-        Answer::Acknowledge,
-    )
-    .await
+    exchange(shared, remote, id, auth, Answer::Acknowledge).await
 }
 
 async fn sync(
     State(shared): State<Arc<Shared>>,
     ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
-    headers: HeaderMap,
+    auth: Authorized,
 ) -> Response {
-    let path = format!("/v1/sync/{id}");
-    exchange(shared, remote, id, path, method, headers, Answer::Changes).await
+    exchange(shared, remote, id, auth, Answer::Changes).await
 }
 
 /// Import a complete upload, export the answer to the spool, and stream it.
@@ -995,17 +1043,11 @@ async fn exchange(
     shared: Arc<Shared>,
     remote: Remote,
     id: String,
-    path: String,
-    method: Method,
-    headers: HeaderMap,
+    Authorized { client, signed }: Authorized,
     answer: Answer,
 ) -> Response {
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
-        return r;
+        return r.into_response();
     }
     let (_, done) = upload_paths(&shared, &client, &id);
     if tokio::fs::metadata(&done).await.is_err() {
@@ -1119,16 +1161,11 @@ async fn stream_file(path: &Path, from: u64) -> io::Result<(Body, u64)> {
 async fn download(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    method: Method,
+    Authorized { client, signed }: Authorized,
     headers: HeaderMap,
 ) -> Response {
-    let path = format!("/v1/bundle/{id}");
-    let (client, signed) = match authorize(&shared, &method, &path, &headers).await {
-        Ok(c) => c,
-        Err(r) => return r,
-    };
     if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
-        return r;
+        return r.into_response();
     }
     let file = shared
         .spool
@@ -1145,13 +1182,9 @@ async fn download(
     let len = meta.len();
     let from = match headers.get(header::RANGE).map(|v| v.to_str().ok()) {
         None => 0,
-        Some(text) => match text
-            .and_then(|t| t.strip_prefix("bytes="))
-            .and_then(|t| t.strip_suffix('-'))
-            .and_then(|t| t.parse::<u64>().ok())
-        {
-            Some(k) if k <= len => k,
-            _ => {
+        Some(text) => match text.and_then(|t| range_start(t, len)) {
+            Some(k) => k,
+            None => {
                 return reply(
                     StatusCode::RANGE_NOT_SATISFIABLE,
                     format!(
@@ -1186,6 +1219,17 @@ async fn download(
             format!("cannot read the answer: {e}"),
         ),
     }
+}
+
+/// The first byte a `Range: bytes=K-` header asks for, if it is that form
+/// and K is within a file of `len` bytes (the only ranges a client asks).
+pub fn range_start(text: &str, len: u64) -> Option<u64> {
+    let k: u64 = text
+        .strip_prefix("bytes=")?
+        .strip_suffix('-')?
+        .parse()
+        .ok()?;
+    (k <= len).then_some(k)
 }
 
 /// The base64 of a key, as `GET /v1/hello` gives it.

@@ -185,6 +185,8 @@ pub(super) fn step() -> impl Strategy<Value = Step> {
         2 => (i.clone(), 1..MAX_INSTANCES, any::<bool>())
             .prop_map(|(from, off, resend)| Step::Export { from, to: off, resend }),
         2 => (i.clone(), 1..MAX_INSTANCES).prop_map(|(from, off)| Step::Sync { from, to: off }),
+        1 => (i.clone(), 1..MAX_INSTANCES, any::<bool>())
+            .prop_map(|(client, off, pull)| Step::NetSync { client, server: off, pull }),
         1 => i.clone().prop_map(|from| Step::ExportFull { from }),
         1 => i.clone().prop_map(|at| Step::Compact { at }),
         3 => (i.clone(), 0..4usize).prop_map(|(at, back)| Step::Import { at, back }),
@@ -270,6 +272,15 @@ pub(super) fn history() -> impl Strategy<Value = History> {
                         Step::Sync { from, to } => Step::Sync {
                             from: from % n,
                             to: (from % n + 1 + (to - 1) % (n - 1)) % n,
+                        },
+                        Step::NetSync {
+                            client,
+                            server,
+                            pull,
+                        } => Step::NetSync {
+                            client: client % n,
+                            server: (client % n + 1 + (server - 1) % (n - 1)) % n,
+                            pull,
                         },
                         Step::ExportFull { from } => Step::ExportFull { from: from % n },
                         Step::Compact { at } => Step::Compact { at: at % n },

@@ -284,6 +284,15 @@ pub(super) enum Step {
     },
     /// A delta export from `from` to `to`, pooled and imported by `to`.
     Sync { from: usize, to: usize },
+    /// A network exchange (spec/network.md) of `client` with `server`: the
+    /// client's bundle (everything not acknowledged, or with `pull` a
+    /// header alone) imported by the server, then the server's answer
+    /// (everything the client has not acknowledged) imported by the client.
+    NetSync {
+        client: usize,
+        server: usize,
+        pull: bool,
+    },
     /// A full export, pooled.
     ExportFull { from: usize },
     /// `compact` on instance `at`.
@@ -310,6 +319,15 @@ impl fmt::Debug for Step {
                 write!(f, "i{from} → i{to}: export{resend}")
             }
             Step::Sync { from, to } => write!(f, "i{from} → i{to}: export, imported"),
+            Step::NetSync {
+                client,
+                server,
+                pull,
+            } => write!(
+                f,
+                "i{client} ⇄ i{server}: network {}",
+                if *pull { "pull" } else { "sync" }
+            ),
             Step::ExportFull { from } => write!(f, "i{from}: export full"),
             Step::Compact { at } => write!(f, "i{at}: compact"),
             Step::Import { at, back: 0 } => write!(f, "i{at}: import the newest bundle"),

@@ -10,6 +10,7 @@
 pub mod cli;
 pub mod histories;
 pub mod instances;
+pub mod net;
 pub mod shell;
 pub mod world;
 

@@ -294,6 +294,28 @@ impl World {
                     let b = self.export(*from, &target)?;
                     self.import(b, *to)?;
                 }
+                Step::NetSync {
+                    client,
+                    server,
+                    pull,
+                } => {
+                    let ours = if *pull {
+                        ExportTarget::Acknowledge { to: name(*server) }
+                    } else {
+                        ExportTarget::Peer {
+                            to: name(*server),
+                            resend: true,
+                        }
+                    };
+                    let b = self.export(*client, &ours)?;
+                    self.import(b, *server)?;
+                    let answer = ExportTarget::Peer {
+                        to: name(*client),
+                        resend: true,
+                    };
+                    let b = self.export(*server, &answer)?;
+                    self.import(b, *client)?;
+                }
                 Step::ExportFull { from } => {
                     self.export(*from, &ExportTarget::Full)?;
                 }
