@@ -71,7 +71,7 @@ pub fn router(cfg: ConsoleConfig) -> Router {
     if app.cfg.password_hash.is_none() {
         return Router::new()
             .route("/", get(pages::console_off))
-            .fallback(pages::console_off)
+            .fallback(pages::console_off_elsewhere)
             .with_state(app);
     }
     Router::new()

@@ -41,6 +41,12 @@ pub(super) async fn console_off() -> Response {
     page_response(StatusCode::OK, view::console_off_page())
 }
 
+/// Any other path when no password was given: not found (404), saying
+/// how to turn the console on.
+pub(super) async fn console_off_elsewhere() -> Response {
+    page_response(StatusCode::NOT_FOUND, view::console_off_page())
+}
+
 /// A path the console does not have (logged in or not: no hint either way).
 pub(super) async fn not_found() -> Response {
     page_response(
