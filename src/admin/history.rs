@@ -166,15 +166,15 @@ fn split_parts(typed: &str) -> Vec<String> {
     let mut parts = vec![String::new()];
     let mut quoted = false;
     for c in typed.chars() {
-        match c {
-            '\'' => {
-                quoted = !quoted;
-                parts.last_mut().map(|p| p.push(c));
-            }
-            ',' if !quoted => parts.push(String::new()),
-            _ => {
-                parts.last_mut().map(|p| p.push(c));
-            }
+        if c == ',' && !quoted {
+            parts.push(String::new());
+            continue;
+        }
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if let Some(p) = parts.last_mut() {
+            p.push(c);
         }
     }
     parts
