@@ -620,6 +620,8 @@ struct Load {
     duplicates: i64,
     lost: i64,
     hq_rows: i64,
+    /// Databases (HQ and the instances) `fieldsync check` finds fault with.
+    check_failed: usize,
 }
 
 impl Load {
@@ -638,7 +640,7 @@ impl Load {
 
     fn brief(&self) -> String {
         format!(
-            "{} clients x {} syncs in {:.1} s: {:.2} syncs/s, p50 {:.0} ms, p99 {:.0} ms, server peak RSS {:.1} MiB, {} sync runs failed and were run again {:?}, {:.0} retries inside syncs, server answers {:?}; HQ {} rows, {} instances differ, {} duplicates, {} lost",
+            "{} clients x {} syncs in {:.1} s: {:.2} syncs/s, p50 {:.0} ms, p99 {:.0} ms, server peak RSS {:.1} MiB, {} sync runs failed and were run again {:?}, {:.0} retries inside syncs, server answers {:?}; HQ {} rows, {} instances differ, {} duplicates, {} lost, `fieldsync check` failed on {} database(s)",
             self.clients,
             self.syncs,
             self.wall,
@@ -654,6 +656,7 @@ impl Load {
             self.differing,
             self.duplicates,
             self.lost,
+            self.check_failed,
         )
     }
 }
@@ -733,6 +736,13 @@ fn load(cli: &Cli, dir: &Path, sizes: &Sizes) -> Res<Vec<Figure>> {
             None,
         ),
         figure(
+            format!("net load {c} clients: retries inside the syncs (vs alone)"),
+            alone.inner_retries,
+            many.inner_retries,
+            "n",
+            None,
+        ),
+        figure(
             format!("net load {c} clients: instances not identical to HQ (vs alone)"),
             alone.differing as f64,
             many.differing as f64,
@@ -750,6 +760,13 @@ fn load(cli: &Cli, dir: &Path, sizes: &Sizes) -> Res<Vec<Figure>> {
             format!("net load {c} clients: lost rows at HQ (vs alone)"),
             alone.lost as f64,
             many.lost as f64,
+            "n",
+            Some(0.0),
+        ),
+        figure(
+            format!("net load {c} clients: databases failing `fieldsync check` (vs alone)"),
+            alone.check_failed as f64,
+            many.check_failed as f64,
             "n",
             Some(0.0),
         ),
@@ -860,12 +877,19 @@ fn load_run(
             differing += 1;
         }
     }
-    let checked = cli.run(&[os("check"), os("--db"), hq.as_os_str()], None)?;
-    if !checked.ok {
-        println!(
-            "  `fieldsync check` at HQ after the load run: {}",
-            checked.out.trim()
-        );
+    // fieldsync's own invariants (spec/merge.md) at HQ and every instance.
+    let mut check_failed = 0;
+    for db in std::iter::once(&hq).chain(&fields) {
+        let checked = cli.run(&[os("check"), os("--db"), db.as_os_str()], None)?;
+        if !checked.ok {
+            check_failed += 1;
+            println!(
+                "  `fieldsync check --db {}` after the load run: {} {}",
+                db.display(),
+                checked.out.trim(),
+                checked.err.trim()
+            );
+        }
     }
     Ok(Load {
         clients,
@@ -880,6 +904,7 @@ fn load_run(
         duplicates,
         lost,
         hq_rows,
+        check_failed,
     })
 }
 
