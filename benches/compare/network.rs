@@ -29,6 +29,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, mpsc};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -235,10 +236,7 @@ impl Server {
 
     /// The server's peak resident set so far (VmHWM), in MiB.
     fn peak_mib(&self) -> Option<f64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-        Some(kib / 1024.0)
+        status_mib(self.child.id(), "VmHWM:")
     }
 
     /// How many requests the log shows answered with each status.
@@ -268,6 +266,30 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A size line (`VmRSS:`, `VmHWM:`) of process `pid`'s status, in MiB.
+fn status_mib(pid: u32, field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024.0)
+}
+
+/// Samples of process `pid`'s resident set (seconds from the start, MiB)
+/// every 100 ms until `stop` is set.
+fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(f64, f64)>> {
+    thread::spawn(move || {
+        let start = Instant::now();
+        let mut samples = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            if let Some(mib) = status_mib(pid, "VmRSS:") {
+                samples.push((start.elapsed().as_secs_f64(), mib));
+            }
+            thread::sleep(Duration::from_millis(100));
+        }
+        samples
+    })
 }
 
 /// Copy a database file (made by a finished process, no WAL left) to a
@@ -622,6 +644,11 @@ struct Load {
     hq_rows: i64,
     /// Databases (HQ and the instances) `fieldsync check` finds fault with.
     check_failed: usize,
+    /// Changes the clients applied from the server's answers (the others'
+    /// rows), in the timed syncs.
+    received: f64,
+    /// The server's resident set during the timed syncs: (seconds, MiB).
+    rss: Vec<(f64, f64)>,
 }
 
 impl Load {
@@ -634,20 +661,41 @@ impl Load {
         }
     }
 
+    /// The server's resident set at each quarter of the timed syncs (the
+    /// last sample before it), in MiB.
+    fn rss_quarters(&self) -> String {
+        let Some(&(end, _)) = self.rss.last() else {
+            return "no samples".to_owned();
+        };
+        (1..=4)
+            .map(|q| {
+                let at = end * q as f64 / 4.0;
+                let mib = (self.rss.iter())
+                    .take_while(|(t, _)| *t <= at)
+                    .last()
+                    .map_or(f64::NAN, |(_, m)| *m);
+                format!("{:.0}% {mib:.0}", q * 25)
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
     fn failures(&self) -> usize {
         self.failed.values().sum()
     }
 
     fn brief(&self) -> String {
         format!(
-            "{} clients x {} syncs in {:.1} s: {:.2} syncs/s, p50 {:.0} ms, p99 {:.0} ms, server peak RSS {:.1} MiB, {} sync runs failed and were run again {:?}, {:.0} retries inside syncs, server answers {:?}; HQ {} rows, {} instances differ, {} duplicates, {} lost, `fieldsync check` failed on {} database(s)",
+            "{} clients x {} syncs in {:.1} s: {:.2} syncs/s, p50 {:.0} ms, p99 {:.0} ms, {:.0} changes received by the clients, server peak RSS {:.1} MiB (RSS at each quarter of the run, MiB: {}), {} sync runs failed and were run again {:?}, {:.0} retries inside syncs, server answers {:?}; HQ {} rows, {} instances differ, {} duplicates, {} lost, `fieldsync check` failed on {} database(s)",
             self.clients,
             self.syncs,
             self.wall,
             (self.clients * self.syncs) as f64 / self.wall,
             self.percentile(50) * 1000.0,
             self.percentile(99) * 1000.0,
+            self.received,
             self.peak_mib,
+            self.rss_quarters(),
             self.failures(),
             self.failed,
             self.inner_retries,
@@ -704,6 +752,13 @@ fn load(cli: &Cli, dir: &Path, sizes: &Sizes) -> Res<Vec<Figure>> {
             format!("net load {c} clients: changes/s (vs 1 client alone)"),
             changes(&alone),
             changes(&many),
+            "/s",
+            None,
+        ),
+        figure(
+            format!("net load {c} clients: changes pulled by clients/s (vs alone)"),
+            alone.received / alone.wall,
+            many.received / many.wall,
             "/s",
             None,
         ),
@@ -775,6 +830,8 @@ fn load(cli: &Cli, dir: &Path, sizes: &Sizes) -> Res<Vec<Figure>> {
 
 /// One client thread's outcome.
 struct ClientRun {
+    /// Changes applied from the server's answers.
+    received: f64,
     latencies: Vec<f64>,
     failed: BTreeMap<String, usize>,
     inner_retries: f64,
@@ -814,17 +871,21 @@ fn load_run(
                 latencies: Vec::new(),
                 failed: BTreeMap::new(),
                 inner_retries: 0.0,
+                received: 0.0,
             };
             for s in 0..syncs {
                 let from = INITIAL + 1_000_000 + (k * syncs + s) * per_sync;
                 write_rows(&db, from, from + per_sync).map_err(|e| e.to_string())?;
-                let (secs, retries) = sync_until_done(&cli, &db, &url, &mut run.failed)?;
-                run.latencies.push(secs);
-                run.inner_retries += retries;
+                let done = sync_until_done(&cli, &db, &url, &mut run.failed)?;
+                run.latencies.push(done.secs);
+                run.inner_retries += done.retries;
+                run.received += done.received;
             }
             Ok(run)
         }));
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = sample_rss(server.child.id(), stop.clone());
     barrier.wait();
     let start = Instant::now();
     let mut runs = Vec::new();
@@ -837,6 +898,8 @@ fn load_run(
         }
     }
     let wall = start.elapsed().as_secs_f64();
+    stop.store(true, Ordering::Relaxed);
+    let rss = sampler.join().unwrap_or_default();
     if let Some(e) = problems.first() {
         return Err(format!("{} client(s) gave up: {e}", problems.len()).into());
     }
@@ -855,9 +918,11 @@ fn load_run(
     let mut failed = BTreeMap::new();
     let mut latencies = Vec::new();
     let mut inner_retries = 0.0;
+    let mut received = 0.0;
     for r in runs {
         latencies.extend(r.latencies);
         inner_retries += r.inner_retries;
+        received += r.received;
         for (k, v) in r.failed {
             *failed.entry(k).or_insert(0) += v;
         }
@@ -905,7 +970,17 @@ fn load_run(
         lost,
         hq_rows,
         check_failed,
+        received,
+        rss,
     })
+}
+
+/// One sync done: its time from the first try, the retries its report
+/// says it made inside, and the changes it applied from the answer.
+struct Synced {
+    secs: f64,
+    retries: f64,
+    received: f64,
 }
 
 /// Run `fieldsync --json sync` until it succeeds: its time from the first
@@ -916,7 +991,7 @@ fn sync_until_done(
     db: &Path,
     url: &str,
     failed: &mut BTreeMap<String, usize>,
-) -> Result<(f64, f64), String> {
+) -> Result<Synced, String> {
     let start = Instant::now();
     for attempt in 1..=MAX_ATTEMPTS {
         let r = cli
@@ -932,11 +1007,16 @@ fn sync_until_done(
             )
             .map_err(|e| e.to_string())?;
         if r.ok {
-            let retries = number(&r.json(), &["retries"]);
-            return Ok((
-                start.elapsed().as_secs_f64(),
-                if retries.is_nan() { 0.0 } else { retries },
-            ));
+            let report = r.json();
+            let count = |path: &[&str]| {
+                let n = number(&report, path);
+                if n.is_nan() { 0.0 } else { n }
+            };
+            return Ok(Synced {
+                secs: start.elapsed().as_secs_f64(),
+                retries: count(&["retries"]),
+                received: count(&["import", "applied"]),
+            });
         }
         *failed.entry(reason(&r.err)).or_insert(0) += 1;
         if attempt == MAX_ATTEMPTS {
