@@ -276,6 +276,36 @@ fn status_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// CPU seconds (user + system) process `pid` has used so far.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command's closing parenthesis, from the 3rd (state):
+    // utime is the 14th, stime the 15th, in clock ticks.
+    let rest = stat.get(stat.rfind(')')? + 1..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / clock_ticks())
+}
+
+/// CPU seconds (user + system) of this process's children that have ended.
+fn children_cpu_secs() -> f64 {
+    // SAFETY: `usage` is plain data the kernel fills.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) } != 0 {
+        return f64::NAN;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    secs(usage.ru_utime) + secs(usage.ru_stime)
+}
+
+fn clock_ticks() -> f64 {
+    // SAFETY: sysconf reads a constant of the system.
+    match unsafe { libc::sysconf(libc::_SC_CLK_TCK) } {
+        n if n > 0 => n as f64,
+        _ => 100.0,
+    }
+}
+
 /// Samples of process `pid`'s resident set (seconds from the start, MiB)
 /// every 100 ms until `stop` is set.
 fn sample_rss(pid: u32, stop: Arc<AtomicBool>) -> JoinHandle<Vec<(f64, f64)>> {
@@ -649,6 +679,10 @@ struct Load {
     received: f64,
     /// The server's resident set during the timed syncs: (seconds, MiB).
     rss: Vec<(f64, f64)>,
+    /// CPU seconds the server used during the timed syncs.
+    server_cpu: f64,
+    /// CPU seconds the client processes (`fieldsync sync`) used then.
+    clients_cpu: f64,
 }
 
 impl Load {
@@ -686,7 +720,7 @@ impl Load {
 
     fn brief(&self) -> String {
         format!(
-            "{} clients x {} syncs in {:.1} s: {:.2} syncs/s, p50 {:.0} ms, p99 {:.0} ms, {:.0} changes received by the clients, server peak RSS {:.1} MiB (RSS at each quarter of the run, MiB: {}), {} sync runs failed and were run again {:?}, {:.0} retries inside syncs, server answers {:?}; HQ {} rows, {} instances differ, {} duplicates, {} lost, `fieldsync check` failed on {} database(s)",
+            "{} clients x {} syncs in {:.1} s: {:.2} syncs/s, p50 {:.0} ms, p99 {:.0} ms, {:.0} changes received by the clients, CPU: server {:.1} s, `fieldsync sync` processes {:.1} s (of {:.1} s on {} cores), server peak RSS {:.1} MiB (RSS at each quarter of the run, MiB: {}), {} sync runs failed and were run again {:?}, {:.0} retries inside syncs, server answers {:?}; HQ {} rows, {} instances differ, {} duplicates, {} lost, `fieldsync check` failed on {} database(s)",
             self.clients,
             self.syncs,
             self.wall,
@@ -694,6 +728,10 @@ impl Load {
             self.percentile(50) * 1000.0,
             self.percentile(99) * 1000.0,
             self.received,
+            self.server_cpu,
+            self.clients_cpu,
+            self.wall * cores() as f64,
+            cores(),
             self.peak_mib,
             self.rss_quarters(),
             self.failures(),
@@ -707,6 +745,10 @@ impl Load {
             self.check_failed,
         )
     }
+}
+
+fn cores() -> usize {
+    thread::available_parallelism().map_or(1, |n| n.get())
 }
 
 /// Part 2: one client alone, then `clients` at once.
@@ -886,6 +928,8 @@ fn load_run(
     }
     let stop = Arc::new(AtomicBool::new(false));
     let sampler = sample_rss(server.child.id(), stop.clone());
+    let server_cpu_before = cpu_secs(server.child.id()).unwrap_or(f64::NAN);
+    let clients_cpu_before = children_cpu_secs();
     barrier.wait();
     let start = Instant::now();
     let mut runs = Vec::new();
@@ -898,6 +942,8 @@ fn load_run(
         }
     }
     let wall = start.elapsed().as_secs_f64();
+    let server_cpu = cpu_secs(server.child.id()).unwrap_or(f64::NAN) - server_cpu_before;
+    let clients_cpu = children_cpu_secs() - clients_cpu_before;
     stop.store(true, Ordering::Relaxed);
     let rss = sampler.join().unwrap_or_default();
     if let Some(e) = problems.first() {
@@ -972,6 +1018,8 @@ fn load_run(
         check_failed,
         received,
         rss,
+        server_cpu,
+        clients_cpu,
     })
 }
 
