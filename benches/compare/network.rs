@@ -605,9 +605,14 @@ fn delta(cli: &Cli, dir: &Path, rows: usize, reps: usize) -> Res<Vec<Figure>> {
         );
     }
     let _ = std::fs::remove_dir_all(&runs);
+    let bytes = |what: &str| sizes.get(what).copied().unwrap_or(f64::NAN);
     println!(
         "  bundle bytes: file up {:.0}, push {:.0}, sync {:.0}; file down {:.0}, pull {:.0}",
-        sizes["file up"], sizes["push"], sizes["sync"], sizes["file down"], sizes["pull"]
+        bytes("file up"),
+        bytes("push"),
+        bytes("sync"),
+        bytes("file down"),
+        bytes("pull")
     );
     let file_up = median(file_up);
     let file_down = median(file_down);
