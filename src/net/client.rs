@@ -754,8 +754,10 @@ impl Link {
                         "it has been making its answer for 30 minutes; try again later",
                     )));
                 }
+                // The server held the request while it worked: ask again
+                // at once, or soon.
                 std::thread::sleep(pause);
-                pause = (pause * 2).min(Duration::from_secs(2));
+                pause = (pause * 2).min(Duration::from_secs(1));
                 continue;
             }
             if status == 416 {

@@ -207,6 +207,7 @@ struct Shared {
     per_minute: u32,
     jobs: Arc<Semaphore>,
     exchanges: Mutex<HashMap<String, Exchange>>,
+    job_done: Notify,
     uploading: Mutex<HashSet<String>>,
     max_body: u64,
     idle: Duration,
@@ -254,6 +255,7 @@ pub fn serve(opts: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result
         per_minute: rate,
         jobs: Arc::new(Semaphore::new(opts.jobs.max(1))),
         exchanges: Mutex::new(HashMap::new()),
+        job_done: Notify::new(),
         uploading: Mutex::new(HashSet::new()),
         max_body: opts.max_body,
         idle: opts.idle,
@@ -263,7 +265,8 @@ pub fn serve(opts: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(opts.jobs.max(1) + 8)
+        // Few threads that allocate: each keeps its own malloc arena.
+        .max_blocking_threads(opts.jobs.max(1) + 2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
@@ -903,6 +906,10 @@ async fn sync(
     start_exchange(shared, id, auth, Answer::Changes).await
 }
 
+/// How long `GET /v1/bundle/ID` waits for an answer being made before it
+/// says 202 (well within a client's read timeout).
+const LONG_POLL: Duration = Duration::from_secs(10);
+
 /// How long a finished exchange is remembered (its answer is kept as long,
 /// on disk).
 const EXCHANGE_KEPT: Duration = spool::KEEP;
@@ -1038,9 +1045,13 @@ async fn start_exchange(
                 e.at = Instant::now();
             }
         }
+        job.job_done.notify_waiters();
     });
     started(&bid, format!("{}: answer {bid} started", client.name))
 }
+
+/// The page cache of a server's exchange connection, KiB.
+const SERVER_CACHE_KIB: u32 = 8 * 1024;
 
 /// The blocking part of an exchange, on a connection of its own: import the
 /// upload (which must be signed by the requester's key), then write the
@@ -1054,6 +1065,11 @@ fn run_exchange(
     out: &Path,
 ) -> Result<(ServerImport, (u64, u64)), Error> {
     let mut instance = Instance::open(db)?;
+    // Several exchanges and the app share the machine: a smaller page cache
+    // than a lone import's keeps the server's memory bounded.
+    instance
+        .connection()
+        .execute_batch(&format!("PRAGMA cache_size = -{SERVER_CACHE_KIB}"))?;
     let opts = ImportOptions {
         expect_signer: Some(key),
         ..ImportOptions::default()
@@ -1084,6 +1100,7 @@ async fn stream_file(path: &Path, from: u64) -> io::Result<(Body, u64, u64)> {
 /// if it failed, else the answer (from the byte a `Range: bytes=K-` asks).
 async fn download(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
     auth: Authorized,
     headers: HeaderMap,
@@ -1092,11 +1109,26 @@ async fn download(
         return r.into_response();
     }
     let client = auth.client;
-    let job = shared
-        .exchanges
-        .lock()
-        .ok()
-        .and_then(|ex| ex.get(&id).filter(|e| e.key == client.key).cloned());
+    // A long poll: while the answer is being made, wait for it here (the
+    // connection counts as busy) up to LONG_POLL, then say 202.
+    let job = {
+        let _busy = Busy::new(&remote.activity);
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        loop {
+            let done = shared.job_done.notified();
+            let job = shared
+                .exchanges
+                .lock()
+                .ok()
+                .and_then(|ex| ex.get(&id).filter(|e| e.key == client.key).cloned());
+            if !matches!(job.as_ref().map(|e| &e.state), Some(Job::Running)) {
+                break job;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                break job;
+            }
+        }
+    };
     let imported = match job.map(|e| e.state) {
         Some(Job::Running) => {
             return with_note(
