@@ -1124,6 +1124,24 @@ pub enum NetError {
         /// What was wrong.
         problem: String,
     },
+    /// The server's TLS certificate is not trusted here.
+    #[error(
+        "the certificate of {url} is not trusted here ({detail}); if HQ uses a CA of its own, give its certificate with --ca-cert FILE"
+    )]
+    Untrusted {
+        /// The server.
+        url: String,
+        /// What TLS said.
+        detail: String,
+    },
+    /// Another `sync` of this database is under way.
+    #[error(
+        "another sync of {db} is under way; wait for it to end (a run that was killed releases it at once)"
+    )]
+    Busy {
+        /// The database, as typed after `--db`.
+        db: String,
+    },
     /// A peer name given to `peer add` is not usable.
     #[error("'{name}' cannot name a server: use letters, digits, '-', '_' or '.'")]
     BadPeerName {

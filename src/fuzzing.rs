@@ -844,6 +844,9 @@ pub fn signing_key(db: &Instance) -> Result<SigningKey, Error> {
     crate::catalog::keys::signing_key(db.connection())
 }
 
+/// The server key the `check_request` target's requests are signed for.
+const FUZZ_AUDIENCE: &str = "fuzz-server";
+
 /// Fuzz target `check_request`: `data` read as text, its first line
 /// `METHOD PATH`, the others `name: value` headers, through the checks
 /// `fieldsync serve` makes before it reads a body.
@@ -863,7 +866,7 @@ pub fn check_request(data: &[u8]) {
             .map(|(_, v)| v.as_str())
     };
     let now = crate::base::hlc::now_unix_ms();
-    if let Ok(signed) = crate::net::auth::check(get, method, path, now) {
+    if let Ok(signed) = crate::net::auth::check(get, FUZZ_AUDIENCE, method, path, now) {
         let nonces = crate::net::auth::Nonces::default();
         assert!(nonces.fresh(&signed, now), "a first nonce is fresh");
         assert!(!nonces.fresh(&signed, now), "a second is a replay");
@@ -890,9 +893,9 @@ pub fn request_seeds() -> Vec<Vec<u8>> {
         ("GET", format!("/v1/upload/{id}"), &b""[..], ""),
         (
             "PUT",
-            format!("/v1/upload/{id}"),
+            format!("/v1/upload/{id}?offset=0&total=12"),
             &b"bundle bytes"[..],
-            "fieldsync-offset: 0\nfieldsync-total: 12\n",
+            "",
         ),
         ("POST", format!("/v1/sync/{id}"), &b""[..], ""),
         (
@@ -903,7 +906,9 @@ pub fn request_seeds() -> Vec<Vec<u8>> {
         ),
     ] {
         let mut text = format!("{method} {path}\n");
-        for (k, v) in crate::net::auth::sign(&key, method, &path, &blake3::hash(body)) {
+        for (k, v) in
+            crate::net::auth::sign(&key, FUZZ_AUDIENCE, method, &path, &blake3::hash(body))
+        {
             text.push_str(&format!("{k}: {v}\n"));
         }
         text.push_str(extra);

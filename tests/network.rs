@@ -448,7 +448,7 @@ fn sync_over_tls_with_the_servers_own_certificate() -> Res {
         &"--tries",
         &"1",
     ])?;
-    assert_error(&out, 1, &["could not reach"]);
+    assert_error(&out, 1, &["certificate", "not trusted", "--ca-cert"]);
     run(
         "sync",
         &fields[0],
@@ -459,24 +459,17 @@ fn sync_over_tls_with_the_servers_own_certificate() -> Res {
     same(&hq, &fields[0])
 }
 
-/// A request signed with `db`'s instance key, as raw bytes.
-fn signed(
-    db: &Path,
-    method: &str,
-    path: &str,
-    body: &[u8],
-    extra: &[(&str, String)],
-) -> Res<Vec<u8>> {
+/// A request signed with `db`'s instance key for the server `to` (its
+/// database: the signature names the server's key), as raw bytes.
+fn signed(to: &Site, db: &Path, method: &str, path: &str, body: &[u8]) -> Res<Vec<u8>> {
+    let audience = crate::util::text(&to.key()?, "public_key")?.to_owned();
     let instance = fieldsync::Instance::open(db)?;
     let key = fieldsync::fuzzing::signing_key(&instance)?;
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nhost: test\r\nconnection: close\r\ncontent-length: {}\r\n",
         body.len()
     );
-    for (k, v) in fieldsync::net::auth::sign(&key, method, path, &blake3::hash(body))
-        .into_iter()
-        .chain(extra.iter().map(|(k, v)| (*k, v.clone())))
-    {
+    for (k, v) in fieldsync::net::auth::sign(&key, &audience, method, path, &blake3::hash(body)) {
         head.push_str(&format!("{k}: {v}\r\n"));
     }
     head.push_str("\r\n");
@@ -485,21 +478,50 @@ fn signed(
     Ok(out)
 }
 
-/// Upload `bundle` signed by `db`'s key; the status and answer.
-fn upload(server: &Served, db: &Path, bundle: &[u8]) -> Res<(String, u16, String)> {
+/// The path of an upload of `total` bytes from `offset`.
+fn put_path(id: &str, offset: u64, total: u64) -> String {
+    format!("/v1/upload/{id}?offset={offset}&total={total}")
+}
+
+/// Upload `bundle` whole, signed by `db`'s key; its id, the status and
+/// answer.
+fn upload(hq: &Site, server: &Served, db: &Path, bundle: &[u8]) -> Res<(String, u16, String)> {
     let id = blake3::hash(bundle).to_hex().to_string();
     let req = signed(
+        hq,
         db,
         "PUT",
-        &format!("/v1/upload/{id}"),
+        &put_path(&id, 0, bundle.len() as u64),
         bundle,
-        &[
-            ("fieldsync-offset", "0".into()),
-            ("fieldsync-total", bundle.len().to_string()),
-        ],
     )?;
     let (status, body) = raw_http(server.addr, &req)?;
     Ok((id, status, body))
+}
+
+/// Start the exchange of upload `id` and wait for its answer: the
+/// answer's id and the final status and body of `GET /v1/bundle/ID`.
+fn exchange(hq: &Site, server: &Served, db: &Path, id: &str) -> Res<(String, u16, String)> {
+    let (s, body) = raw_http(
+        server.addr,
+        &signed(hq, db, "POST", &format!("/v1/sync/{id}"), b"")?,
+    )?;
+    assert_eq!(s, 202, "{body}");
+    let started: Json = serde_json::from_str(&body)?;
+    let bid = started["bundle"].as_str().ok_or("no answer id")?.to_owned();
+    let began = Instant::now();
+    loop {
+        let (s, body) = raw_http(
+            server.addr,
+            &signed(hq, db, "GET", &format!("/v1/bundle/{bid}"), b"")?,
+        )?;
+        if s != 202 {
+            return Ok((bid, s, body));
+        }
+        if began.elapsed() > Duration::from_secs(60) {
+            return Err("the answer never came".into());
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 #[test]
@@ -513,90 +535,128 @@ fn malformed_and_hostile_requests_are_answered_4xx_and_change_nothing() -> Res {
     let before = hq.fingerprint()?.without_journal();
     let a = server.addr;
     let id = "ab".repeat(32);
+    let status_of = |req: &[u8]| -> Res<(u16, String)> { raw_http(a, req) };
 
-    let (s, _) = raw_http(
-        a,
-        b"GET /nowhere HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
-    )?;
+    let (s, _) = status_of(b"GET /nowhere HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
     assert_eq!(s, 404);
-    let (s, body) = raw_http(
-        a,
-        format!("GET /v1/upload/{id} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").as_bytes(),
-    )?;
+    let (s, body) =
+        status_of(b"DELETE /v1/hello HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
+    assert_eq!(s, 405, "{body}");
+    let plain = format!("GET /v1/upload/{id} HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n");
+    let (s, body) = status_of(plain.as_bytes())?;
     assert_eq!(s, 401, "unsigned: {body}");
     assert!(body.contains("not signed"), "{body}");
     // Signed for one path, sent to another.
-    let mut req = signed(&f1.db, "GET", &format!("/v1/upload/{id}"), b"", &[])?;
+    let req = signed(&hq, &f1.db, "GET", &format!("/v1/upload/{id}"), b"")?;
     let text = String::from_utf8(req.clone())?.replacen(&id, &"cd".repeat(32), 1);
-    let (s, _) = raw_http(a, text.as_bytes())?;
+    let (s, _) = status_of(text.as_bytes())?;
     assert_eq!(s, 401, "a signature over another path");
+    // Signed for another server (field-2's key as the audience).
+    let (s, _) = status_of(&signed(
+        f2,
+        &f1.db,
+        "GET",
+        &format!("/v1/upload/{id}"),
+        b"",
+    )?)?;
+    assert_eq!(s, 401, "a signature for another server");
     // The same request twice: the second is a replay.
-    let (s, _) = raw_http(a, &req)?;
+    let (s, _) = status_of(&req)?;
     assert_eq!(s, 200);
-    let (s, body) = raw_http(a, &req)?;
+    let (s, body) = status_of(&req)?;
     assert_eq!(s, 401);
     assert!(body.contains("replay"), "{body}");
+    // A time at the end of the range.
+    let odd = String::from_utf8(signed(
+        &hq,
+        &f1.db,
+        "GET",
+        &format!("/v1/upload/{id}"),
+        b"",
+    )?)?;
+    let odd: String = odd
+        .lines()
+        .map(|l| {
+            if l.starts_with("fieldsync-time:") {
+                "fieldsync-time: -9223372036854775808".to_owned()
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n")
+        + "\r\n\r\n";
+    let (s, _) = status_of(odd.as_bytes())?;
+    assert_eq!(s, 401);
     // A key nobody enrolled.
     let stranger = w.stranger("nobody", RELIEF_SCHEMA)?;
-    let (s, body) = raw_http(
-        a,
-        &signed(&stranger.db, "GET", &format!("/v1/upload/{id}"), b"", &[])?,
-    )?;
+    let (s, body) = status_of(&signed(
+        &hq,
+        &stranger.db,
+        "GET",
+        &format!("/v1/upload/{id}"),
+        b"",
+    )?)?;
     assert_eq!(s, 401, "{body}");
     // Bad ids, a bundle larger than the server takes, a body that is not
     // the one signed.
-    let (s, _) = raw_http(
-        a,
-        &signed(&f1.db, "GET", "/v1/upload/..%2F..%2Fhq.db", b"", &[])?,
-    )?;
+    let (s, _) = status_of(&signed(
+        &hq,
+        &f1.db,
+        "GET",
+        "/v1/upload/..%2F..%2Fhq.db",
+        b"",
+    )?)?;
     assert_eq!(s, 400);
-    let big = [
-        ("fieldsync-offset", "0".to_owned()),
-        ("fieldsync-total", (2u64 << 20).to_string()),
-    ];
-    let (s, _) = raw_http(
-        a,
-        &signed(&f1.db, "PUT", &format!("/v1/upload/{id}"), b"x", &big)?,
-    )?;
-    assert_eq!(s, 413);
-    req = signed(
+    let (s, body) = status_of(&signed(
+        &hq,
         &f1.db,
         "PUT",
-        &format!("/v1/upload/{id}"),
-        b"hello",
-        &[
-            ("fieldsync-offset", "0".into()),
-            ("fieldsync-total", "5".into()),
-        ],
-    )?;
+        &put_path(&id, 0, 2 << 20),
+        b"x",
+    )?)?;
+    assert_eq!(s, 413);
+    assert!(body.contains("--max-body-mib"), "{body}");
+    let mut req = signed(&hq, &f1.db, "PUT", &put_path(&id, 0, 5), b"hello")?;
     let n = req.len();
     req[n - 1] = b'X';
-    let (s, body) = raw_http(a, &req)?;
+    let (s, body) = status_of(&req)?;
     assert_eq!(s, 400, "{body}");
     // A body cut short: what arrived is kept to resume from (checked
     // against the id once whole), nothing else.
     let mut c = TcpStream::connect(a)?;
-    let req = signed(
-        &f1.db,
-        "PUT",
-        &format!("/v1/upload/{id}"),
-        &[7u8; 1000],
-        &[
-            ("fieldsync-offset", "0".into()),
-            ("fieldsync-total", "1000".into()),
-        ],
-    )?;
+    let req = signed(&hq, &f1.db, "PUT", &put_path(&id, 0, 1000), &[7u8; 1000])?;
     c.write_all(&req[..req.len() - 990])?;
     drop(c);
     thread::sleep(Duration::from_millis(200));
-    let (s, body) = raw_http(
-        a,
-        &signed(&f1.db, "GET", &format!("/v1/upload/{id}"), b"", &[])?,
-    )?;
+    let (s, body) = status_of(&signed(
+        &hq,
+        &f1.db,
+        "GET",
+        &format!("/v1/upload/{id}"),
+        b"",
+    )?)?;
     assert_eq!((s, body.contains("\"have\":10,")), (200, true), "{body}");
     // A garbled request line.
-    let (s, _) = raw_http(a, b"HELLO THERE\r\n\r\n").unwrap_or((400, String::new()));
+    let (s, _) = status_of(b"HELLO THERE\r\n\r\n").unwrap_or((400, String::new()));
     assert_eq!(s, 400);
+    // Exchanges of uploads that are not there, answers that are not there.
+    let (s, _) = status_of(&signed(
+        &hq,
+        &f1.db,
+        "POST",
+        &format!("/v1/sync/{}", "ef".repeat(32)),
+        b"",
+    )?)?;
+    assert_eq!(s, 404);
+    let (s, _) = status_of(&signed(
+        &hq,
+        &f1.db,
+        "GET",
+        &format!("/v1/bundle/{}", "ef".repeat(16)),
+        b"",
+    )?)?;
+    assert_eq!(s, 404);
 
     // A real bundle with a byte changed fails its checksum: refused whole.
     let file = w.bundle("f1-to-hq");
@@ -604,29 +664,51 @@ fn malformed_and_hostile_requests_are_answered_4xx_and_change_nothing() -> Res {
     let mut bundle = std::fs::read(&file)?;
     let mid = bundle.len() / 2;
     bundle[mid] ^= 0x40;
-    let (id, s, body) = upload(&server, &f1.db, &bundle)?;
+    let (id, s, body) = upload(&hq, &server, &f1.db, &bundle)?;
     assert_eq!(s, 200, "{body}");
-    let (s, body) = raw_http(
-        a,
-        &signed(&f1.db, "POST", &format!("/v1/sync/{id}"), b"", &[])?,
-    )?;
+    let (_, s, body) = exchange(&hq, &server, &f1.db, &id)?;
     assert_eq!(s, 422, "{body}");
     // Another instance's bundle, sent by field-1: refused, it syncs its own.
     let other = w.bundle("f2-to-hq");
     f2.export_to("hq", &other)?;
-    let (id, s, _) = upload(&server, &f1.db, &std::fs::read(&other)?)?;
+    let (id, s, _) = upload(&hq, &server, &f1.db, &std::fs::read(&other)?)?;
     assert_eq!(s, 200);
-    let (s, body) = raw_http(
-        a,
-        &signed(&f1.db, "POST", &format!("/v1/sync/{id}"), b"", &[])?,
-    )?;
+    let (_, s, body) = exchange(&hq, &server, &f1.db, &id)?;
     assert_eq!(s, 422, "{body}");
     assert!(body.contains("not signed by the key"), "{body}");
-
     assert_eq!(hq.fingerprint()?.without_journal(), before, "HQ changed");
+
+    // field-1's own bundle goes through; its answer is for field-1 only.
+    let (id, s, _) = upload(&hq, &server, &f1.db, &std::fs::read(&file)?)?;
+    assert_eq!(s, 200);
+    let (bid, s, _) = exchange(&hq, &server, &f1.db, &id)?;
+    assert_eq!(s, 200);
+    let (s, _) = status_of(&signed(
+        &hq,
+        &f2.db,
+        "GET",
+        &format!("/v1/bundle/{bid}"),
+        b"",
+    )?)?;
+    assert_eq!(s, 404, "field-2 reads field-1's answer");
+    let (s, _) = status_of(&signed(
+        &hq,
+        &f2.db,
+        "GET",
+        &format!("/v1/upload/{id}"),
+        b"",
+    )?)
+    .map(|(s, b)| (s, b.contains("\"have\":0,")))
+    .map(|(s, zero)| (if zero { s } else { 0 }, String::new()))?;
+    assert_eq!(s, 200, "field-2 sees field-1's upload");
+    let mut range = signed(&hq, &f1.db, "GET", &format!("/v1/bundle/{bid}"), b"")?;
+    range.truncate(range.len() - 2);
+    range.extend_from_slice(b"range: bytes=99999999-\r\n\r\n");
+    let (s, _) = status_of(&range)?;
+    assert_eq!(s, 416);
     // And it keeps serving the others.
     sync(f2, &server.url)?;
-    whole(&hq, 21)
+    whole(&hq, 41)
 }
 
 #[test]
@@ -637,22 +719,23 @@ fn a_stalled_client_is_cut_off_and_the_others_are_served() -> Res {
     // An upload that stops after its first bytes.
     let id = "ef".repeat(32);
     let req = signed(
+        &hq,
         &fields[0].db,
         "PUT",
-        &format!("/v1/upload/{id}"),
+        &put_path(&id, 0, 100_000),
         &[1u8; 100_000],
-        &[
-            ("fieldsync-offset", "0".into()),
-            ("fieldsync-total", "100000".into()),
-        ],
     )?;
     let mut slow = TcpStream::connect(server.addr)?;
     slow.write_all(&req[..req.len() - 99_000])?;
-    // A connection that sends nothing at all.
-    let idle = TcpStream::connect(server.addr)?;
+    // A connection that sends half a request head, and one that sends
+    // nothing at all.
+    let mut dribble = TcpStream::connect(server.addr)?;
+    dribble.write_all(b"GET /v1/hello HTTP/1.1\r\nhost:")?;
+    let mut idle = TcpStream::connect(server.addr)?;
     add_places(&fields[1], "f2", 10)?;
     sync(&fields[1], &server.url)?;
-    let log = server.wait_for_log("nothing moved for 2 s")?;
+    server.wait_for_log("nothing moved for 2 s")?;
+    let log = server.wait_for_log(&format!("PUT /v1/upload/{id}"))?;
     let stalled = log
         .lines()
         .find(|l| l.contains(&format!("PUT /v1/upload/{id}")))
@@ -661,7 +744,13 @@ fn a_stalled_client_is_cut_off_and_the_others_are_served() -> Res {
         stalled.contains(" 408 ") || stalled.contains(" 400 "),
         "{stalled}"
     );
-    drop((slow, idle));
+    // The server closed the others too: reading them ends.
+    for c in [&mut dribble, &mut idle] {
+        c.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut rest = Vec::new();
+        let _ = std::io::Read::read_to_end(c, &mut rest);
+    }
+    drop((slow, dribble, idle));
     whole(&hq, 11)?;
     same(&hq, &fields[1])
 }
@@ -680,25 +769,68 @@ fn a_client_that_stops_reading_an_answer_is_cut_off_and_the_others_are_served() 
     let server = Served::start(&hq.db, &["--idle-timeout", "2"])?;
     let file = w.bundle("f1-to-hq");
     fields[0].export_to("hq", &file)?;
-    let (id, s, body) = upload(&server, &fields[0].db, &std::fs::read(&file)?)?;
+    let (id, s, body) = upload(&hq, &server, &fields[0].db, &std::fs::read(&file)?)?;
     assert_eq!(s, 200, "{body}");
+    let (bid, s, _) = {
+        // Wait until the answer is made, without reading it yet.
+        let (s, body) = raw_http(
+            server.addr,
+            &signed(&hq, &fields[0].db, "POST", &format!("/v1/sync/{id}"), b"")?,
+        )?;
+        assert_eq!(s, 202, "{body}");
+        let started: Json = serde_json::from_str(&body)?;
+        let bid = started["bundle"].as_str().ok_or("no id")?.to_owned();
+        server.wait_for_log("answered")?;
+        (bid, s, body)
+    };
+    assert_eq!(s, 202);
     // Ask for the answer and never read it.
     let mut reader = TcpStream::connect(server.addr)?;
     reader.write_all(&signed(
+        &hq,
         &fields[0].db,
-        "POST",
-        &format!("/v1/sync/{id}"),
+        "GET",
+        &format!("/v1/bundle/{bid}"),
         b"",
-        &[],
     )?)?;
     let log = server.wait_for_log("nothing moved for 2 s")?;
-    assert!(log.contains(&format!("POST /v1/sync/{id} 200")), "{log}");
+    assert!(log.contains(&format!("GET /v1/bundle/{bid} 200")), "{log}");
     // The others are served meanwhile and after.
     add_places(&fields[1], "f2", 5)?;
     sync(&fields[1], &server.url)?;
     drop(reader);
-    // The stalled one syncs again from scratch, and gets everything.
+    // The stalled one syncs again, and gets everything.
     sync(&fields[0], &server.url)?;
     same(&hq, &fields[0])?;
     whole(&hq, 1 + 160 + 5)
+}
+
+#[test]
+fn a_cut_push_then_a_sync_still_brings_what_the_server_has() -> Res {
+    let w = World::new()?;
+    let (hq, fields) = deployment(&w, 1)?;
+    let f = &fields[0];
+    add_places(f, "f", 50)?;
+    add_places(&hq, "hq", 3000)?;
+    let server = Served::start(&hq.db, &[])?;
+    let proxy = Proxy::start(server.addr)?;
+    proxy.throttle(20_000);
+    // The push is killed while its acknowledgement comes back.
+    let mut push = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .args(["push", "--db"])
+        .arg(&f.db)
+        .arg(proxy.url())
+        .env_remove("FIELDSYNC_DB")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    server.wait_for_log("answered")?;
+    push.kill()?;
+    push.wait()?;
+    proxy.throttle(0);
+    // The sync that follows finishes what the push left, then pulls.
+    sync(f, &proxy.url())?;
+    whole(f, 1 + 50 + 3000)?;
+    same(&hq, f)
 }

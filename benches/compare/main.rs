@@ -25,7 +25,15 @@
 //! vs one without a schema change; the receiver's import of it), encrypt
 //! (a full export for a laptop and its import, encrypted vs signed only,
 //! `FIELDSYNC_BENCH_TRANSFER` rows; the bundle's growth; the signature's
-//! own cost).
+//! own cost), network (issue 14, on loopback: a delta of
+//! `FIELDSYNC_BENCH_NET_ROWS` changes [20000] by `push` / `sync` / `pull`
+//! against a running `fieldsync serve` vs `export` + `import` of it by file;
+//! then the load run, `FIELDSYNC_BENCH_NET_CLIENTS` field instances [50] x
+//! `FIELDSYNC_BENCH_NET_SYNCS` syncs [20], each writing
+//! `FIELDSYNC_BENCH_NET_CHANGES` rows [200] before each sync: throughput,
+//! latency, the server's peak RSS, and the check that every instance ends
+//! identical to HQ; `FIELDSYNC_BENCH_NET_RPM` sets the server's
+//! `--max-requests-per-minute` [its default]).
 
 mod capture;
 mod encrypt;
@@ -33,6 +41,7 @@ mod fixture;
 mod intkeys;
 mod locks;
 mod memory;
+mod network;
 mod schema;
 mod transfer;
 
@@ -144,6 +153,20 @@ fn main() -> Res<()> {
             dir.path(),
             env_usize("FIELDSYNC_BENCH_TRANSFER", 200_000),
             large_reps,
+        )?);
+    }
+    if wanted("network") {
+        let per_minute = env_usize("FIELDSYNC_BENCH_NET_RPM", 0);
+        figures.extend(network::run(
+            dir.path(),
+            &network::Sizes {
+                rows: env_usize("FIELDSYNC_BENCH_NET_ROWS", 20_000),
+                clients: env_usize("FIELDSYNC_BENCH_NET_CLIENTS", 50).max(1),
+                syncs: env_usize("FIELDSYNC_BENCH_NET_SYNCS", 20).max(1),
+                per_sync: env_usize("FIELDSYNC_BENCH_NET_CHANGES", 200).max(1),
+                per_minute: (per_minute > 0).then(|| u32::try_from(per_minute).unwrap_or(u32::MAX)),
+            },
+            reps,
         )?);
     }
     println!("\nsummary");

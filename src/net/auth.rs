@@ -10,7 +10,7 @@ use std::sync::Mutex;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 
 /// The request's signing key (base64).
 pub const H_KEY: &str = "fieldsync-key";
@@ -30,8 +30,11 @@ pub const MAX_SKEW_MS: i64 = 5 * 60 * 1000;
 /// bundle's or a trust record's.
 const CONTEXT: &[u8] = b"fieldsync request v1\0";
 
-/// What a request's signature covers.
+/// What a request's signature covers: the server it is for (`audience`,
+/// the base64 of the server's key; empty for a hello, sent before the
+/// client knows it), so a request cannot be replayed to another server.
 fn message(
+    audience: &str,
     method: &str,
     path: &str,
     key: &[u8; 32],
@@ -39,9 +42,10 @@ fn message(
     nonce: &str,
     body: &str,
 ) -> Vec<u8> {
-    let mut m = Vec::with_capacity(CONTEXT.len() + path.len() + 160);
+    let mut m = Vec::with_capacity(CONTEXT.len() + path.len() + 200);
     m.extend_from_slice(CONTEXT);
     for part in [
+        audience.as_bytes(),
         method.as_bytes(),
         path.as_bytes(),
         BASE64.encode(key).as_bytes(),
@@ -55,10 +59,12 @@ fn message(
     m
 }
 
-/// The headers that sign a request: `method` and `path` (with its query)
-/// as sent, `body` the BLAKE3 of its body.
+/// The headers that sign a request for the server whose key is `audience`
+/// (base64; empty for a hello): `method` and `path` (with its query) as
+/// sent, `body` the BLAKE3 of its body.
 pub fn sign(
     key: &SigningKey,
+    audience: &str,
     method: &str,
     path: &str,
     body: &blake3::Hash,
@@ -71,7 +77,9 @@ pub fn sign(
     let _ = getrandom::fill(&mut nonce);
     let nonce = hex(&nonce);
     let body = body.to_hex().to_string();
-    let sig = key.sign(&message(method, path, &public, time, &nonce, &body));
+    let sig = key.sign(&message(
+        audience, method, path, &public, time, &nonce, &body,
+    ));
     vec![
         (H_KEY, BASE64.encode(public)),
         (H_TIME, time.to_string()),
@@ -115,11 +123,12 @@ fn denied(status: u16, message: impl Into<String>) -> Denied {
 
 /// Parse and check a request's signature headers (`get` reads a header):
 /// each present and well formed, the time within [`MAX_SKEW_MS`] of `now`,
-/// the signature over `method`, `path` and the claimed body hash valid.
-/// Whether the key is known, and whether the nonce is new, the caller
-/// checks next.
+/// the signature over `audience` (this server's key, base64; empty for a
+/// hello), `method`, `path` and the claimed body hash valid. Whether the
+/// key is known, and whether the nonce is new, the caller checks next.
 pub fn check<'a>(
     get: impl Fn(&str) -> Option<&'a str>,
+    audience: &str,
     method: &str,
     path: &str,
     now: i64,
@@ -156,22 +165,21 @@ pub fn check<'a>(
         .ok()
         .and_then(|s| s.try_into().ok())
         .ok_or_else(|| denied(400, "the request's signature is not an Ed25519 signature"))?;
-    if (time - now).abs() > MAX_SKEW_MS {
-        let minutes = (time - now) / 60_000;
+    if time.abs_diff(now) > MAX_SKEW_MS.unsigned_abs() {
         return Err(denied(
             401,
             format!(
                 "the request's time is {} minutes {} the server's clock; set this computer's clock and try again",
-                minutes.abs(),
-                if minutes > 0 { "ahead of" } else { "behind" }
+                time.abs_diff(now) / 60_000,
+                if time > now { "ahead of" } else { "behind" }
             ),
         ));
     }
     let verifying = VerifyingKey::from_bytes(&key)
         .map_err(|_| denied(400, "the request's key is not an Ed25519 key"))?;
-    let msg = message(method, path, &key, time, nonce_text, body_text);
+    let msg = message(audience, method, path, &key, time, nonce_text, body_text);
     verifying
-        .verify(&msg, &Signature::from_bytes(&sig))
+        .verify_strict(&msg, &Signature::from_bytes(&sig))
         .map_err(|_| denied(401, "the request's signature does not hold"))?;
     Ok(Signed {
         key,
@@ -192,7 +200,10 @@ fn unhex(text: &str) -> Option<Vec<u8>> {
 }
 
 /// Nonces seen in the last two skew windows, per key: a request seen
-/// before is a replay.
+/// before is a replay. Only keys the server knows are recorded (the caller
+/// checks the keyring first), and each key's list is bounded: with the
+/// per-key rate limit a key cannot sign more requests than it holds in the
+/// window.
 #[derive(Default)]
 pub struct Nonces {
     seen: Mutex<HashMap<[u8; 32], Recent>>,
@@ -201,9 +212,10 @@ pub struct Nonces {
 /// One key's recent requests: (time, nonce), oldest first.
 type Recent = VecDeque<(i64, [u8; 16])>;
 
-/// Most nonces remembered per key (a key signing more requests than this
-/// in ten minutes is refused as a replay of its oldest, which is safe).
-const MAX_NONCES_PER_KEY: usize = 100_000;
+/// Most nonces remembered per key: more than the rate limit lets a key
+/// sign in the window (`serve --max-requests-per-minute` up to 400); past
+/// it the oldest is forgotten.
+const MAX_NONCES_PER_KEY: usize = 4096;
 
 impl Nonces {
     /// Record `signed`'s nonce; false if it was seen already.
@@ -241,17 +253,20 @@ mod tests {
     #[test]
     fn a_signed_request_checks_and_a_changed_one_does_not() {
         let body = blake3::hash(b"bundle");
-        let h = sign(&key(), "PUT", "/v1/upload/ab", &body);
+        let h = sign(&key(), "HQ", "PUT", "/v1/upload/ab", &body);
         let now = crate::base::hlc::now_unix_ms();
-        let ok = check(headers(&h), "PUT", "/v1/upload/ab", now).expect("signed");
+        let ok = check(headers(&h), "HQ", "PUT", "/v1/upload/ab", now).expect("signed");
         assert_eq!(ok.body, *body.as_bytes());
         assert_eq!(ok.key, key().verifying_key().to_bytes());
-        let other_path = check(headers(&h), "PUT", "/v1/upload/ac", now).unwrap_err();
+        let other_path = check(headers(&h), "HQ", "PUT", "/v1/upload/ac", now).unwrap_err();
         assert_eq!(other_path.status, 401);
-        let other_method = check(headers(&h), "POST", "/v1/upload/ab", now).unwrap_err();
+        let other_method = check(headers(&h), "HQ", "POST", "/v1/upload/ab", now).unwrap_err();
         assert_eq!(other_method.status, 401);
+        let other_server = check(headers(&h), "HQ2", "PUT", "/v1/upload/ab", now).unwrap_err();
+        assert_eq!(other_server.status, 401);
         let late = check(
             headers(&h),
+            "HQ",
             "PUT",
             "/v1/upload/ab",
             now + MAX_SKEW_MS + 60_000,
@@ -261,10 +276,20 @@ mod tests {
     }
 
     #[test]
+    fn a_time_at_the_ends_of_the_range_is_refused_without_overflow() {
+        for time in [i64::MIN, i64::MAX] {
+            let mut h = sign(&key(), "", "GET", "/", &blake3::hash(b""));
+            h[1].1 = time.to_string();
+            let e = check(headers(&h), "", "GET", "/", crate::base::hlc::now_unix_ms());
+            assert_eq!(e.unwrap_err().status, 401);
+        }
+    }
+
+    #[test]
     fn a_nonce_is_taken_once() {
-        let h = sign(&key(), "GET", "/v1/hello", &blake3::hash(b""));
+        let h = sign(&key(), "", "GET", "/v1/hello", &blake3::hash(b""));
         let now = crate::base::hlc::now_unix_ms();
-        let signed = check(headers(&h), "GET", "/v1/hello", now).expect("signed");
+        let signed = check(headers(&h), "", "GET", "/v1/hello", now).expect("signed");
         let nonces = Nonces::default();
         assert!(nonces.fresh(&signed, now));
         assert!(!nonces.fresh(&signed, now));
@@ -272,12 +297,15 @@ mod tests {
 
     #[test]
     fn missing_and_malformed_headers_are_refused_with_their_name() {
-        let mut h = sign(&key(), "GET", "/", &blake3::hash(b""));
+        let mut h = sign(&key(), "", "GET", "/", &blake3::hash(b""));
         h.retain(|(n, _)| *n != H_NONCE);
-        let e = check(headers(&h), "GET", "/", 0).unwrap_err();
+        let e = check(headers(&h), "", "GET", "/", 0).unwrap_err();
         assert!(e.message.contains(H_NONCE));
-        let mut h = sign(&key(), "GET", "/", &blake3::hash(b""));
+        let mut h = sign(&key(), "", "GET", "/", &blake3::hash(b""));
         h[0].1 = "not base64!".into();
-        assert_eq!(check(headers(&h), "GET", "/", 0).unwrap_err().status, 400);
+        assert_eq!(
+            check(headers(&h), "", "GET", "/", 0).unwrap_err().status,
+            400
+        );
     }
 }

@@ -23,9 +23,7 @@ use ureq::http::Response;
 
 use super::auth;
 use super::remotes::{check_url, remembered};
-use super::server::{
-    H_BUNDLE, H_IMPORT, H_OFFSET, H_TOTAL, Hello, PROTOCOL, ServerImport, UploadState,
-};
+use super::server::{H_IMPORT, Hello, PROTOCOL, ServerImport, Started, UploadState};
 use super::spool::{self, KEEP, Spool};
 use crate::catalog::keyring::Keyring;
 use crate::error::{Error, NetError};
@@ -169,9 +167,12 @@ pub fn sync(
         .into());
     }
     let server_key = trusted_server(instance, &hello, &url, &db_arg)?;
+    link.audience = hello.signing_key.clone();
     let spool = Spool::beside(instance.path(), "fieldsync-transfer")?;
+    // One exchange at a time per database: a second run waits its turn.
+    let _lock = lock(&spool, &db_arg)?;
     spool.sweep();
-    let tag = auth::hex(&server_key[..8]);
+    let tag = auth::hex(&server_key);
     let mut report = SyncReport {
         server: hello.name.clone(),
         url: url.clone(),
@@ -199,37 +200,37 @@ pub fn sync(
         ..ImportOptions::default()
     };
 
-    // An answer a cut run left: finish it, and the exchange is done (the
-    // server had taken our bundle when it answered).
-    if let Some(answer) = left_answer(&spool, &tag) {
-        let finished = match answer {
+    // An answer a cut run left: finish and import it first. The server
+    // had imported that run's bundle when it answered, so what it was sent
+    // is delivered; then the exchange asked for goes on as usual.
+    if let Some(left) = left_answer(&spool, &tag) {
+        let finished = match left {
             Left::Complete(path) => Some(path),
             Left::Partial { path, bid } => {
-                let have = fs::metadata(&path).map_or(0, |m| m.len());
-                report.download_resumed_from = have;
-                match link.retrying(progress, |l, p| l.download(&bid, &path, &mut report, p)) {
+                match link.retrying(progress, |l, p| l.fetch(&bid, &path, &mut report, p)) {
                     Ok(done) => Some(done),
-                    Err(Error::Net(NetError::Refused { status: 404, .. })) => {
+                    Err(e) => {
+                        // Gone, or refused: what it held comes again in
+                        // this exchange.
                         let _ = fs::remove_file(&path);
                         report.download_resumed_from = 0;
+                        if !matches!(e, Error::Net(NetError::Refused { .. })) {
+                            return Err(e);
+                        }
                         None
                     }
-                    Err(e) => return Err(e),
                 }
             }
         };
         if let Some(path) = finished {
             progress(Stage::Import, 0, 0);
-            report.received_bytes = fs::metadata(&path).map_or(0, |m| m.len());
-            report.import = Some(instance.import_file_with(&path, &import_opts)?);
+            let imported = instance.import_file_with(&path, &import_opts);
+            // A refused answer is journaled; it would be refused again.
             let _ = fs::remove_file(&path);
+            imported?;
             for old in spool.starting_with(&format!("to-{tag}-")) {
                 let _ = fs::remove_file(old);
             }
-            report.retries = link.retries;
-            report.duration_ms = began.elapsed().as_millis() as u64;
-            spool.tidy();
-            return Ok(report);
         }
     }
 
@@ -261,22 +262,51 @@ pub fn sync(
     }
     let id = spool::hash_file(&outgoing, 0)?.to_hex().to_string();
     report.sent_bytes = fs::metadata(&outgoing)?.len();
-    link.retrying(progress, |l, p| l.upload(&outgoing, &id, &mut report, p))?;
 
-    // The server imports it and answers; the answer is downloaded to a
-    // file, resumed if cut, then imported.
+    // Upload (resumed from what the server holds), start the exchange,
+    // fetch the answer (resumed from what arrived): as one step, so an
+    // upload the server lost is sent again.
     let path = link.retrying(progress, |l, p| {
-        l.exchange(&id, opts.direction, &spool, &tag, &mut report, p)
+        l.upload(&outgoing, &id, &mut report, p)?;
+        let bid = l.start(&id, opts.direction)?;
+        let part = spool.file(&format!("from-{tag}-{bid}.part"));
+        l.fetch(&bid, &part, &mut report, p)
     })?;
     progress(Stage::Import, 0, 0);
     report.received_bytes = fs::metadata(&path).map_or(0, |m| m.len());
-    report.import = Some(instance.import_file_with(&path, &import_opts)?);
+    let imported = instance.import_file_with(&path, &import_opts);
     let _ = fs::remove_file(&path);
     let _ = fs::remove_file(&outgoing);
+    report.import = Some(imported?);
     spool.tidy();
     report.retries = link.retries;
     report.duration_ms = began.elapsed().as_millis() as u64;
     Ok(report)
+}
+
+/// Take the transfer directory's lock (released when the process ends,
+/// however it ends); `Err` if another run holds it.
+fn lock(spool: &Spool, db: &str) -> Result<fd_lock::RwLock<File>, Error> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(spool.file("lock"))?;
+    let mut lock = fd_lock::RwLock::new(file);
+    // The guard would unlock when dropped: the lock is held until the file
+    // is closed instead, when the returned value goes.
+    let held = match lock.try_write() {
+        Ok(guard) => {
+            std::mem::forget(guard);
+            true
+        }
+        Err(_) => false,
+    };
+    if held {
+        Ok(lock)
+    } else {
+        Err(NetError::Busy { db: db.into() }.into())
+    }
 }
 
 /// The URL to sync with: `server` if it is one, else the one remembered
@@ -337,12 +367,37 @@ fn trusted_server(
         Some(pin) if pin.revoked_at.is_none() => Ok(key),
         _ => Err(NetError::UnknownServer {
             url: url.into(),
-            name: hello.name.chars().take(64).collect(),
+            name: safe_name(&hello.name),
             fingerprint: crate::catalog::keys::signing_fingerprint(&key),
             db: db.into(),
         }
         .into()),
     }
+}
+
+/// A name a server gave, as it may appear in a command this program
+/// suggests: letters, digits, `-`, `_`, `.` only (else `HQ`).
+fn safe_name(name: &str) -> String {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok { name.to_owned() } else { "HQ".to_owned() }
+}
+
+/// A server's line as it may be printed: one line, no control characters,
+/// at most 400 characters.
+fn printable(text: &str) -> String {
+    text.lines()
+        .next()
+        .unwrap_or("")
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(400)
+        .collect::<String>()
+        .trim()
+        .to_owned()
 }
 
 /// The server's name among this instance's peers, if it has one.
@@ -380,16 +435,21 @@ fn left_answer(spool: &Spool, tag: &str) -> Option<Left> {
     found
 }
 
-/// The HTTP side: the agent, the server, this instance's signing key, and
+/// The HTTP side: the agent, the server (its URL, and once known its key,
+/// which every request is signed for), this instance's signing key, and
 /// the retries made.
 struct Link {
     agent: Agent,
     url: String,
+    audience: String,
     key: SigningKey,
     tries: usize,
     retries: u32,
     max_body: u64,
 }
+
+/// How long a client waits for a server to make its answer.
+const MAX_WAIT: Duration = Duration::from_secs(30 * 60);
 
 impl Link {
     fn new(instance: &Instance, url: &str, opts: &SyncOptions) -> Result<Link, Error> {
@@ -424,6 +484,7 @@ impl Link {
         Ok(Link {
             agent: config.build().into(),
             url: url.to_owned(),
+            audience: String::new(),
             key: crate::catalog::keys::signing_key(instance.connection())?,
             tries: opts.tries.max(1),
             retries: 0,
@@ -474,17 +535,31 @@ impl Link {
         }
     }
 
-    fn signed(&self, method: &str, path: &str, body: &blake3::Hash) -> Vec<(&'static str, String)> {
-        auth::sign(&self.key, method, path, body)
+    /// A `GET` of `path`, signed for the server.
+    fn get(&self, path: &str) -> ureq::RequestBuilder<ureq::typestate::WithoutBody> {
+        let req = self.agent.get(format!("{}{path}", self.url));
+        self.sign(req, "GET", path, &blake3::hash(b""))
+    }
+
+    /// `req` with the headers that sign it for the server.
+    fn sign<B>(
+        &self,
+        mut req: ureq::RequestBuilder<B>,
+        method: &str,
+        path: &str,
+        body: &blake3::Hash,
+    ) -> ureq::RequestBuilder<B> {
+        for (k, v) in auth::sign(&self.key, &self.audience, method, path, body) {
+            req = req.header(k, v);
+        }
+        req
     }
 
     fn hello(&mut self) -> Result<Hello, Fail> {
-        let path = "/v1/hello";
-        let mut req = self.agent.get(format!("{}{path}", self.url));
-        for (k, v) in self.signed("GET", path, &blake3::hash(b"")) {
-            req = req.header(k, v);
-        }
-        let mut r = req.call().map_err(transport)?;
+        let mut r = self
+            .get("/v1/hello")
+            .call()
+            .map_err(|e| self.transport(e))?;
         self.check(&mut r)?;
         read_json(&mut r)
             .map_err(|e| Fail::Stop(self.protocol(&format!("its hello is not fieldsync's: {e}"))))
@@ -498,9 +573,38 @@ impl Link {
         .into()
     }
 
+    /// A transport error (no answer, a cut, a timeout) is worth another
+    /// try; a certificate this side does not trust, or a bad URL, is not.
+    fn transport(&self, e: ureq::Error) -> Fail {
+        let text = e.to_string();
+        if text.contains("certificate") || matches!(e, ureq::Error::Tls(_)) {
+            return Fail::Stop(
+                NetError::Untrusted {
+                    url: self.url.clone(),
+                    detail: text,
+                }
+                .into(),
+            );
+        }
+        match e {
+            ureq::Error::Io(_)
+            | ureq::Error::Timeout(_)
+            | ureq::Error::ConnectionFailed
+            | ureq::Error::HostNotFound
+            | ureq::Error::Protocol(_) => Fail::Again(text),
+            _ => Fail::Stop(
+                NetError::Unreachable {
+                    url: self.url.clone(),
+                    reason: text,
+                }
+                .into(),
+            ),
+        }
+    }
+
     /// Turn an error status into a [`Fail`]: a refusal (4xx but those
-    /// below) stops; a server busy, restarting or rate-limiting us is
-    /// tried again.
+    /// below) stops; a server busy, restarting, rate-limiting us or with
+    /// another exchange of ours under way is tried again.
     fn check(&self, r: &mut Response<ureq::Body>) -> Result<(), Fail> {
         let status = r.status().as_u16();
         if status < 400 {
@@ -512,13 +616,13 @@ impl Link {
             .limit(16 * 1024)
             .read_to_string()
             .unwrap_or_default();
-        let message = message.lines().next().unwrap_or("").trim().to_owned();
+        let message = printable(&message);
         let message = if message.is_empty() {
             format!("HTTP {status}")
         } else {
             message
         };
-        if matches!(status, 408 | 429 | 500 | 502 | 503 | 504) {
+        if matches!(status, 408 | 409 | 429 | 502 | 503 | 504) {
             return Err(Fail::Again(format!("HTTP {status}: {message}")));
         }
         Err(Fail::Stop(
@@ -541,12 +645,7 @@ impl Link {
     ) -> Result<(), Fail> {
         let total = fs::metadata(file)?.len();
         let path = format!("/v1/upload/{id}");
-        let empty = blake3::hash(b"");
-        let mut req = self.agent.get(format!("{}{path}", self.url));
-        for (k, v) in self.signed("GET", &path, &empty) {
-            req = req.header(k, v);
-        }
-        let mut r = req.call().map_err(transport)?;
+        let mut r = self.get(&path).call().map_err(|e| self.transport(e))?;
         self.check(&mut r)?;
         let state: UploadState = read_json(&mut r).map_err(|e| {
             Fail::Stop(self.protocol(&format!("its upload state is not fieldsync's: {e}")))
@@ -569,22 +668,22 @@ impl Link {
             progress,
             added: 0,
         };
-        let mut req = self
+        let path = format!("{path}?offset={from}&total={total}");
+        let url = format!("{}{path}", self.url);
+        let req = self
             .agent
-            .put(format!("{}{path}", self.url))
+            .put(url)
             .header("content-length", (total - from).to_string())
-            .header("content-type", "application/vnd.fieldsync.bundle")
-            .header(H_OFFSET, from.to_string())
-            .header(H_TOTAL, total.to_string());
-        for (k, v) in self.signed("PUT", &path, &hash) {
-            req = req.header(k, v);
-        }
+            .header("content-type", "application/vnd.fieldsync.bundle");
+        let req = self.sign(req, "PUT", &path, &hash);
         let sent = req.send(ureq::SendBody::from_reader(&mut counted));
         report.uploaded += counted.added;
-        let mut r = sent.map_err(transport)?;
-        if r.status().as_u16() == 409 {
-            // It holds another count of bytes than it said: ask again.
-            return Err(Fail::Again("the upload's offset moved".into()));
+        let mut r = sent.map_err(|e| self.transport(e))?;
+        let status = r.status().as_u16();
+        if status == 422 {
+            // The whole did not match its id (altered on the way): the
+            // server dropped it; send it again from the start.
+            return Err(Fail::Again("the upload arrived altered".into()));
         }
         self.check(&mut r)?;
         let state: UploadState = read_json(&mut r).map_err(|e| {
@@ -600,105 +699,110 @@ impl Link {
         }
     }
 
-    /// Ask the server to import upload `id` and answer; download the
-    /// answer. Returns the answer's file, complete.
-    fn exchange(
-        &mut self,
-        id: &str,
-        direction: Direction,
-        spool: &Spool,
-        tag: &str,
-        report: &mut SyncReport,
-        progress: &mut dyn FnMut(Stage, u64, u64),
-    ) -> Result<PathBuf, Fail> {
+    /// Ask the server to import upload `id` and make its answer; the
+    /// answer's id.
+    fn start(&mut self, id: &str, direction: Direction) -> Result<String, Fail> {
         let verb = match direction {
             Direction::Push => "push",
             Direction::Sync | Direction::Pull => "sync",
         };
         let path = format!("/v1/{verb}/{id}");
-        progress(Stage::Server, 0, 0);
-        let mut req = self.agent.post(format!("{}{path}", self.url));
-        for (k, v) in self.signed("POST", &path, &blake3::hash(b"")) {
-            req = req.header(k, v);
+        let req = self.agent.post(format!("{}{path}", self.url));
+        let mut r = self
+            .sign(req, "POST", &path, &blake3::hash(b""))
+            .send_empty()
+            .map_err(|e| self.transport(e))?;
+        if r.status().as_u16() == 404 {
+            // The upload is gone (expired, or a server restarted without
+            // it): send it again.
+            return Err(Fail::Again("the server no longer holds the upload".into()));
         }
-        let mut r = req.send_empty().map_err(transport)?;
         self.check(&mut r)?;
-        let bid = r
-            .headers()
-            .get(H_BUNDLE)
-            .and_then(|v| v.to_str().ok())
-            .filter(|b| spool::is_id(b))
-            .map(str::to_owned)
-            .ok_or_else(|| Fail::Stop(self.protocol("its answer names no bundle")))?;
-        report.server_import = r
-            .headers()
-            .get(H_IMPORT)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|j| serde_json::from_str(j).ok());
-        let part = spool.file(&format!("from-{tag}-{bid}.part"));
-        let _ = fs::remove_file(&part);
-        let total = content_length(&r)
-            .ok_or_else(|| Fail::Stop(self.protocol("its answer has no length")))?;
-        if total > self.max_body {
-            return Err(Fail::Stop(self.protocol(&format!(
-                "its answer is {total} bytes, more than {} (--max-body)",
-                self.max_body
-            ))));
+        let started: Started = read_json(&mut r).map_err(|e| {
+            Fail::Stop(self.protocol(&format!(
+                "its answer to the exchange is not fieldsync's: {e}"
+            )))
+        })?;
+        if !spool::is_id(&started.bundle) {
+            return Err(Fail::Stop(self.protocol("its answer's id is not one")));
         }
-        match self.receive(&mut r, &part, 0, total, report, progress) {
-            Ok(()) => finish(&part),
-            Err(Fail::Again(_)) => {
-                // Cut: resume from the byte we have, as often as allowed.
-                self.retries += 1;
-                self.retrying(progress, |l, p| l.download(&bid, &part, report, p))
-                    .map_err(Fail::Stop)
-            }
-            Err(e) => Err(e),
-        }
+        Ok(started.bundle)
     }
 
-    /// Resume downloading answer `bid` into `part` from the bytes it holds.
-    fn download(
+    /// Fetch answer `bid` into `part`, from the bytes it holds, waiting
+    /// while the server makes it. Returns the complete file.
+    fn fetch(
         &mut self,
         bid: &str,
         part: &Path,
         report: &mut SyncReport,
         progress: &mut dyn FnMut(Stage, u64, u64),
     ) -> Result<PathBuf, Fail> {
-        let have = fs::metadata(part).map_or(0, |m| m.len());
-        if report.download_resumed_from == 0 {
-            report.download_resumed_from = have;
-        }
         let path = format!("/v1/bundle/{bid}");
-        let mut req = self
-            .agent
-            .get(format!("{}{path}", self.url))
-            .header("range", format!("bytes={have}-"));
-        for (k, v) in self.signed("GET", &path, &blake3::hash(b"")) {
-            req = req.header(k, v);
+        let began = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        loop {
+            let have = fs::metadata(part).map_or(0, |m| m.len());
+            let mut r = self
+                .get(&path)
+                .header("range", format!("bytes={have}-"))
+                .call()
+                .map_err(|e| self.transport(e))?;
+            let status = r.status().as_u16();
+            if status == 202 {
+                progress(Stage::Server, 0, 0);
+                if began.elapsed() > MAX_WAIT {
+                    return Err(Fail::Stop(self.protocol(
+                        "it has been making its answer for 30 minutes; try again later",
+                    )));
+                }
+                // The server held the request while it worked: ask again
+                // at once, or soon.
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+                continue;
+            }
+            if status == 416 {
+                // The part is longer than the answer: start it again.
+                let _ = fs::remove_file(part);
+                return Err(Fail::Again("the answer changed".into()));
+            }
+            self.check(&mut r)?;
+            if let Some(i) = r
+                .headers()
+                .get(H_IMPORT)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|j| serde_json::from_str(j).ok())
+            {
+                report.server_import = Some(i);
+            }
+            let rest = content_length(&r)
+                .ok_or_else(|| Fail::Stop(self.protocol("its answer has no length")))?;
+            let (from, total) = match (status, content_range(&r)) {
+                (206, Some((start, total))) if start == have => (have, total),
+                (206, _) => {
+                    return Err(Fail::Stop(
+                        self.protocol("its answer's range is not the one asked"),
+                    ));
+                }
+                _ => (0, rest),
+            };
+            if from > 0 && report.download_resumed_from == 0 {
+                report.download_resumed_from = from;
+            }
+            if total > self.max_body || from.checked_add(rest) != Some(total) {
+                return Err(Fail::Stop(self.protocol(&format!(
+                    "its answer is {total} bytes, more than the {} this side takes (sync --max-body-mib)",
+                    self.max_body
+                ))));
+            }
+            self.receive(&mut r, part, from, total, report, progress)?;
+            return finish(part);
         }
-        let mut r = req.call().map_err(transport)?;
-        self.check(&mut r)?;
-        let rest = content_length(&r)
-            .ok_or_else(|| Fail::Stop(self.protocol("its answer has no length")))?;
-        let (from, total) = if r.status().as_u16() == 206 {
-            (have, have + rest)
-        } else {
-            // The whole again: start over.
-            let _ = fs::remove_file(part);
-            (0, rest)
-        };
-        if total > self.max_body {
-            return Err(Fail::Stop(
-                self.protocol("its answer is larger than --max-body"),
-            ));
-        }
-        self.receive(&mut r, part, from, total, report, progress)?;
-        finish(part)
     }
 
-    /// Append the body of `r` to `part` (which holds `from` bytes) until it
-    /// holds `total`; a cut is worth another try.
+    /// Append the body of `r` to `part` (kept from byte `from`) until it
+    /// holds `total`; a cut is worth another try, from where it stopped.
     fn receive(
         &mut self,
         r: &mut Response<ureq::Body>,
@@ -769,23 +873,17 @@ fn content_length(r: &Response<ureq::Body>) -> Option<u64> {
         .ok()
 }
 
-/// A transport error (no answer, a cut, a timeout) is worth another try;
-/// one of this side (a bad URL, TLS refused) is not.
-fn transport(e: ureq::Error) -> Fail {
-    match e {
-        ureq::Error::Io(_)
-        | ureq::Error::Timeout(_)
-        | ureq::Error::ConnectionFailed
-        | ureq::Error::HostNotFound
-        | ureq::Error::Protocol(_) => Fail::Again(e.to_string()),
-        other => Fail::Stop(
-            NetError::Unreachable {
-                url: String::new(),
-                reason: other.to_string(),
-            }
-            .into(),
-        ),
+/// A `Content-Range: bytes K-L/N` (or `bytes */N`): its first byte and the
+/// whole size.
+fn content_range(r: &Response<ureq::Body>) -> Option<(u64, u64)> {
+    let text = r.headers().get("content-range")?.to_str().ok()?;
+    let (range, total) = text.strip_prefix("bytes ")?.split_once('/')?;
+    let total: u64 = total.parse().ok()?;
+    if range == "*" {
+        return Some((total, total));
     }
+    let start: u64 = range.split_once('-')?.0.parse().ok()?;
+    Some((start, total))
 }
 
 /// A reader that reports what has gone through it.

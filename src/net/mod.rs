@@ -7,6 +7,7 @@
 
 pub mod auth;
 pub mod client;
+mod conn;
 pub mod remotes;
 pub mod server;
 pub mod spool;

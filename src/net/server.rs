@@ -1,48 +1,46 @@
 //! `fieldsync serve` (spec/network.md): an HTTP server over one database
 //! that takes field instances' bundles and answers with what each lacks.
 //!
-//! It owns the listener (plain or TLS, a bounded number of connections,
-//! each closed after [`ServeOptions::idle`] without progress), the routes,
-//! the check of every request's signature against the keyring before its
-//! body is read, per-instance rate limits, the spool where uploads are
-//! received and answers are written, and the log line of each request.
-//! The database is touched only by the engine's own import and export, in
-//! blocking tasks bounded by [`ServeOptions::jobs`], each on a connection of
-//! its own: the server never runs SQL from a request, and a slow client
-//! never holds the write lock (its bytes are spooled first).
+//! It owns the routes, the check of every request's signature against the
+//! keyring before its body is read, per-instance rate limits, the spool
+//! where uploads are received and answers written, the exchanges under
+//! way (each an import then an export, run in the background and fetched
+//! by its id), and the log line of each request. Connections are
+//! [`super::conn`]'s. The database is touched only by the engine's own
+//! import and export, in blocking tasks bounded by [`ServeOptions::jobs`],
+//! each on a connection of its own: the server never runs SQL from a
+//! request, and a slow client never holds the write lock (its bytes are
+//! spooled first, and its answer is read from the spool).
 
-use std::future::Future;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::{ConnectInfo, Connected};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Request, State};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path as UrlPath, Query, Request, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::serve::{IncomingStream, Listener};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http_body_util::BodyExt;
-use serde::Serialize;
-use tokio::io::{AsyncRead, AsyncSeekExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc};
-use tokio::time::Sleep;
-use tokio_util::either::Either;
+use serde::{Deserialize, Serialize};
+use tokio::io::{AsyncSeekExt, AsyncWriteExt};
+use tokio::sync::{Notify, Semaphore};
 
 use super::auth::{self, Nonces, Signed};
+use super::conn::{Busy, Limits, Remote, serve_connections, tls_acceptor};
 use super::spool::{self, Spool};
 use crate::catalog::keyring::Keyring;
 use crate::error::{Error, NetError};
@@ -62,13 +60,14 @@ pub struct ServeOptions {
     /// Connections open at once; more are closed at once.
     pub max_connections: usize,
     /// Requests one instance may make a minute (a burst of a quarter of
-    /// them at once).
+    /// them at once), at most 400.
     pub requests_per_minute: u32,
     /// A connection that moves no byte for this long is closed (not while
-    /// its request is being worked on).
+    /// its request is being worked on); a request's head must come within
+    /// it.
     pub idle: Duration,
-    /// Imports and exports run at once (each holds a database connection
-    /// and its buffers: this bounds the memory).
+    /// Exchanges (an import, then an export) run at once: each holds a
+    /// database connection and its buffers, so this bounds the memory.
     pub jobs: usize,
     /// Stop after this many requests (tests: a bounded request loop).
     pub stop_after: Option<u64>,
@@ -101,26 +100,26 @@ impl ServeOptions {
 }
 
 /// What `GET /v1/hello` says of the server: public facts only.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {
-    /// The protocol version (1).
+    /// The protocol version.
     pub protocol: u32,
     /// The served instance's name.
     pub name: String,
     /// Its site id.
     pub site_id: String,
-    /// Its Ed25519 signing key, base64.
+    /// Its Ed25519 signing key, base64: what requests to it are signed for.
     pub signing_key: String,
-    /// That key's fingerprint, to read over the phone.
+    /// Its fingerprint, to read over the phone.
     pub fingerprint: String,
 }
 
 /// The protocol this server speaks.
-pub const PROTOCOL: u32 = 1;
+pub const PROTOCOL: u32 = 2;
 
-/// What the server's import of a pushed bundle did, in the answer's
-/// `Fieldsync-Import` header.
-#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+/// What the server's import of a client's bundle did, in the answer's
+/// `fieldsync-import` header.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ServerImport {
     /// Row records in the bundle.
     pub changes: u64,
@@ -146,14 +145,65 @@ impl From<&ImportReport> for ServerImport {
     }
 }
 
-/// The header naming the bundle an answer carries (to resume it).
-pub const H_BUNDLE: &str = "fieldsync-bundle";
 /// The header with the server's [`ServerImport`] (JSON).
 pub const H_IMPORT: &str = "fieldsync-import";
-/// An upload's first byte.
-pub const H_OFFSET: &str = "fieldsync-offset";
-/// An upload's whole size.
-pub const H_TOTAL: &str = "fieldsync-total";
+
+/// An upload's place, in `PUT /v1/upload/ID?offset=K&total=N` (in the
+/// query, so the signature covers it).
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct UploadAt {
+    /// Its first byte.
+    pub offset: u64,
+    /// The whole bundle's size.
+    pub total: u64,
+}
+
+/// An upload's state, as `GET` and `PUT /v1/upload/ID` answer it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UploadState {
+    /// Bytes the server holds.
+    pub have: u64,
+    /// True once every byte arrived and the whole matches its id.
+    pub complete: bool,
+}
+
+/// What `POST /v1/sync/ID` answers at once: the answer to fetch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Started {
+    /// `GET /v1/bundle/ID` fetches it (202 while it is being made).
+    pub bundle: String,
+}
+
+/// An exchange the server runs for a client.
+#[derive(Debug, Clone)]
+enum Job {
+    /// Importing the upload, then writing the answer.
+    Running,
+    /// The answer is in the spool.
+    Done(ServerImport),
+    /// Refused or failed: the status and line to answer with.
+    Failed(StatusCode, String),
+}
+
+/// An exchange, by answer id.
+#[derive(Debug, Clone)]
+struct Exchange {
+    key: [u8; 32],
+    upload: String,
+    answer: Answer,
+    state: Job,
+    at: Instant,
+}
+
+/// The keyring as the server last read it: who may make requests.
+struct Keys {
+    loaded: Option<Instant>,
+    by_key: HashMap<[u8; 32], (String, bool)>,
+}
+
+/// How long the server believes its copy of the keyring (an enrolment or
+/// revocation made meanwhile takes effect within it).
+const KEYS_FRESH: Duration = Duration::from_secs(2);
 
 /// Everything the handlers share.
 struct Shared {
@@ -161,9 +211,13 @@ struct Shared {
     spool: Spool,
     hello: Hello,
     nonces: Nonces,
+    keys: Mutex<Keys>,
     limiter: DefaultKeyedRateLimiter<[u8; 32]>,
     per_minute: u32,
-    jobs: Semaphore,
+    jobs: Arc<Semaphore>,
+    exchanges: Mutex<HashMap<String, Exchange>>,
+    job_done: Notify,
+    uploading: Mutex<HashSet<String>>,
     max_body: u64,
     idle: Duration,
     served: AtomicU64,
@@ -194,16 +248,24 @@ pub fn serve(opts: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result
     let addr = std_listener
         .local_addr()
         .map_err(|e| listen_err(e.to_string()))?;
-    let per_minute = NonZeroU32::new(opts.requests_per_minute.max(1)).unwrap_or(NonZeroU32::MIN);
-    let burst = NonZeroU32::new((opts.requests_per_minute / 4).max(1)).unwrap_or(NonZeroU32::MIN);
+    let rate = opts.requests_per_minute.clamp(1, 400);
+    let per_minute = NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new((rate / 4).max(1)).unwrap_or(NonZeroU32::MIN);
     let shared = Arc::new(Shared {
         db: opts.db.clone(),
         spool,
         hello,
         nonces: Nonces::default(),
+        keys: Mutex::new(Keys {
+            loaded: None,
+            by_key: HashMap::new(),
+        }),
         limiter: RateLimiter::keyed(Quota::per_minute(per_minute).allow_burst(burst)),
-        per_minute: opts.requests_per_minute,
-        jobs: Semaphore::new(opts.jobs.max(1)),
+        per_minute: rate,
+        jobs: Arc::new(Semaphore::new(opts.jobs.max(1))),
+        exchanges: Mutex::new(HashMap::new()),
+        job_done: Notify::new(),
+        uploading: Mutex::new(HashSet::new()),
         max_body: opts.max_body,
         idle: opts.idle,
         served: AtomicU64::new(0),
@@ -212,27 +274,25 @@ pub fn serve(opts: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
-        .max_blocking_threads(opts.jobs.max(1) + 8)
+        // Few threads that allocate: each keeps its own malloc arena.
+        .max_blocking_threads(opts.jobs.max(1) + 2)
         .enable_all()
         .build()?;
     runtime.block_on(async move {
         let tcp = tokio::net::TcpListener::from_std(std_listener)?;
-        let (tx, rx) = mpsc::channel(16);
-        let slots = Arc::new(Semaphore::new(opts.max_connections.max(1)));
-        tokio::spawn(accept_loop(tcp, tls.clone(), slots, opts.idle, tx));
         ready(addr, tls.is_some());
-        let listener = FsListener { rx, addr };
-        let app = router(shared.clone(), opts.console.clone());
+        let limits = Limits {
+            max_connections: opts.max_connections,
+            idle: opts.idle,
+        };
         let stopping = shared.clone();
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<Remote>(),
-        )
-        .with_graceful_shutdown(async move { stop_signal(&stopping).await })
-        .await?;
+        serve_connections(tcp, tls, router(shared, opts.console.clone()), limits, async move {
+            stop_signal(&stopping).await
+        })
+        .await;
         Ok::<(), Error>(())
     })?;
-    // Requests cut by the shutdown leave their files for the next start.
+    // Exchanges cut by the shutdown leave their files for the next start.
     runtime.shutdown_timeout(Duration::from_secs(10));
     Ok(())
 }
@@ -263,34 +323,6 @@ fn prepare_database(db: &Path) -> Result<Hello, Error> {
     })
 }
 
-fn tls_acceptor(cert: &Path, key: &Path) -> Result<tokio_rustls::TlsAcceptor, Error> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-    let tls_err = |problem: String| NetError::Tls { problem };
-    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
-        .map_err(|e| tls_err(format!("cannot read {}: {e}", cert.display())))?
-        .collect::<Result<_, _>>()
-        .map_err(|e| {
-            tls_err(format!(
-                "{} is not a PEM certificate chain: {e}",
-                cert.display()
-            ))
-        })?;
-    if certs.is_empty() {
-        return Err(tls_err(format!("{} holds no certificate", cert.display())).into());
-    }
-    let key = PrivateKeyDer::from_pem_file(key)
-        .map_err(|e| tls_err(format!("{} is not a PEM private key: {e}", key.display())))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| tls_err(e.to_string()))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| tls_err(e.to_string()))?;
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
-}
-
 async fn stop_signal(shared: &Shared) {
     let term = async {
         #[cfg(unix)]
@@ -307,215 +339,10 @@ async fn stop_signal(shared: &Shared) {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => eprintln!("stopping (Ctrl-C)"),
         _ = term => eprintln!("stopping (SIGTERM)"),
-        _ = shared.stop.notified() => eprintln!("stopping after {} requests (--stop-after)", shared.served.load(Ordering::Relaxed)),
-    }
-}
-
-// ---- connections ------------------------------------------------------
-
-/// A connection's state the handlers see: whether a request on it is
-/// being worked on (then its silence is not idleness).
-#[derive(Debug, Default)]
-struct Activity {
-    busy: AtomicUsize,
-}
-
-/// Marks a connection busy while alive.
-struct Busy(Arc<Activity>);
-
-impl Busy {
-    fn new(a: &Arc<Activity>) -> Busy {
-        a.busy.fetch_add(1, Ordering::Relaxed);
-        Busy(a.clone())
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-/// The other end of a connection, as the handlers see it.
-#[derive(Debug, Clone)]
-struct Remote {
-    addr: SocketAddr,
-    activity: Arc<Activity>,
-}
-
-impl Connected<IncomingStream<'_, FsListener>> for Remote {
-    fn connect_info(stream: IncomingStream<'_, FsListener>) -> Self {
-        stream.remote_addr().clone()
-    }
-}
-
-/// A TCP stream that fails once it has made no progress for `idle`: a
-/// write the client does not read, or (while no request on it is being
-/// worked on) a read that brings nothing. Holds its connection slot.
-struct IdleIo {
-    inner: tokio::net::TcpStream,
-    activity: Arc<Activity>,
-    addr: SocketAddr,
-    idle: Duration,
-    timer: Pin<Box<Sleep>>,
-    armed: bool,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl IdleIo {
-    /// After an operation returned `Pending`: true if the connection has
-    /// been stalled for `idle` (the timer wakes the task to say so).
-    fn stalled(&mut self, cx: &mut Context<'_>, reading: bool) -> bool {
-        if reading && self.activity.busy.load(Ordering::Relaxed) > 0 {
-            self.armed = false;
-            return false;
-        }
-        if !self.armed {
-            self.timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + self.idle);
-            self.armed = true;
-        }
-        if self.timer.as_mut().poll(cx).is_ready() {
-            eprintln!(
-                "{} closed: nothing moved for {} s",
-                self.addr,
-                self.idle.as_secs()
-            );
-            return true;
-        }
-        false
-    }
-}
-
-fn timed_out() -> io::Error {
-    io::Error::new(io::ErrorKind::TimedOut, "no progress")
-}
-
-impl AsyncRead for IdleIo {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Pending if self.stalled(cx, true) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
-    }
-}
-
-impl AsyncWrite for IdleIo {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending if self.stalled(cx, false) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-            ready => {
-                self.armed = false;
-                ready
-            }
-        }
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
-type Conn = Either<IdleIo, tokio_rustls::server::TlsStream<IdleIo>>;
-
-/// The listener axum serves: connections accepted (and their TLS
-/// handshakes done) by [`accept_loop`].
-struct FsListener {
-    rx: mpsc::Receiver<(Conn, Remote)>,
-    addr: SocketAddr,
-}
-
-impl Listener for FsListener {
-    type Io = Conn;
-    type Addr = Remote;
-
-    async fn accept(&mut self) -> (Conn, Remote) {
-        match self.rx.recv().await {
-            Some(c) => c,
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> io::Result<Remote> {
-        Ok(Remote {
-            addr: self.addr,
-            activity: Arc::default(),
-        })
-    }
-}
-
-/// Accept connections while there are slots (a connection beyond them is
-/// closed at once), each handshake in a task of its own with a deadline.
-async fn accept_loop(
-    tcp: tokio::net::TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    slots: Arc<Semaphore>,
-    idle: Duration,
-    tx: mpsc::Sender<(Conn, Remote)>,
-) {
-    loop {
-        let (stream, addr) = match tcp.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                eprintln!("accept: {e}");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            eprintln!("{addr} closed: too many connections (--max-connections)");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let activity = Arc::new(Activity::default());
-        let io = IdleIo {
-            inner: stream,
-            activity: activity.clone(),
-            addr,
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
-            armed: false,
-            _slot: slot,
-        };
-        let remote = Remote { addr, activity };
-        match &tls {
-            None => {
-                if tx.send((Either::Left(io), remote)).await.is_err() {
-                    return;
-                }
-            }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    match tokio::time::timeout(idle, acceptor.accept(io)).await {
-                        Ok(Ok(s)) => {
-                            let _ = tx.send((Either::Right(s), remote)).await;
-                        }
-                        Ok(Err(e)) => eprintln!("{addr} closed: TLS handshake failed: {e}"),
-                        Err(_) => eprintln!("{addr} closed: TLS handshake took too long"),
-                    }
-                });
-            }
-        }
+        _ = shared.stop.notified() => eprintln!(
+            "stopping after {} requests (--stop-after)",
+            shared.served.load(Ordering::Relaxed)
+        ),
     }
 }
 
@@ -532,6 +359,12 @@ fn router(shared: Arc<Shared>, console: crate::console::ConsoleConfig) -> Router
         .route("/v1/sync/{id}", post(sync))
         .route("/v1/bundle/{id}", get(download))
         .fallback_service(crate::console::router(console))
+        .method_not_allowed_fallback(|| async {
+            reply(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not with this method; use `fieldsync sync`",
+            )
+        })
         // Bodies are bounded by the handlers (an upload's declared size).
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
@@ -599,7 +432,7 @@ async fn hello(
     headers: HeaderMap,
 ) -> Response {
     if headers.contains_key(auth::H_SIGNATURE) {
-        match authorize(&shared, &method, &signed_path(&uri), &headers).await {
+        match authorize(&shared, "", &method, &signed_path(&uri), &headers).await {
             Ok((client, _)) => {
                 return with_note(
                     axum::Json(shared.hello.clone()).into_response(),
@@ -627,17 +460,67 @@ struct Client {
 }
 
 impl Client {
-    /// A prefix for its spool files: 16 hex digits of its key.
+    /// The prefix of its spool files: its key, in hex.
     fn tag(&self) -> String {
-        auth::hex(&self.key[..8])
+        auth::hex(&self.key)
     }
 }
 
+/// The name and revocation of `key` in the keyring, read again if the
+/// copy is older than [`KEYS_FRESH`].
+async fn lookup(shared: &Arc<Shared>, key: &[u8; 32]) -> Result<Option<(String, bool)>, Response> {
+    let stale = shared
+        .keys
+        .lock()
+        .map(|k| k.loaded.is_none_or(|t| t.elapsed() > KEYS_FRESH))
+        .unwrap_or(true);
+    if stale {
+        let db = shared.db.clone();
+        let read = tokio::task::spawn_blocking(move || -> Result<_, Error> {
+            let conn = crate::catalog::store::open_existing(&db)?;
+            let ring = Keyring::load(&conn)?;
+            Ok(ring
+                .pins
+                .into_iter()
+                .map(|p| (p.public_key, (p.name, p.revoked_at.is_some())))
+                .collect::<HashMap<_, _>>())
+        })
+        .await;
+        match read {
+            Ok(Ok(by_key)) => {
+                if let Ok(mut k) = shared.keys.lock() {
+                    k.by_key = by_key;
+                    k.loaded = Some(Instant::now());
+                }
+            }
+            Ok(Err(e)) => {
+                return Err(reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("the server cannot read its keyring: {e}"),
+                ));
+            }
+            Err(_) => {
+                return Err(reply(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "the keyring check failed",
+                ));
+            }
+        }
+    }
+    Ok(shared
+        .keys
+        .lock()
+        .ok()
+        .and_then(|k| k.by_key.get(key).cloned()))
+}
+
 /// Check a request's signature and sender before anything else is read:
-/// the signature over its method, path and body hash; the time; the nonce;
-/// the key in this server's keyring, not revoked; its rate.
+/// the signature over the audience (this server's key, or nothing for a
+/// hello), its method, path and body hash; the time; the key in this
+/// server's keyring, not revoked; the nonce; its rate.
 async fn authorize(
     shared: &Arc<Shared>,
+    audience: &str,
     method: &Method,
     path: &str,
     headers: &HeaderMap,
@@ -645,6 +528,7 @@ async fn authorize(
     let now = crate::base::hlc::now_unix_ms();
     let signed = auth::check(
         |name| headers.get(name).and_then(|v| v.to_str().ok()),
+        audience,
         method.as_str(),
         path,
         now,
@@ -655,37 +539,9 @@ async fn authorize(
             d.message,
         )
     })?;
-    if !shared.nonces.fresh(&signed, now) {
-        return Err(reply(
-            StatusCode::UNAUTHORIZED,
-            "the request was seen before (a replay); send a new one",
-        ));
-    }
-    let db = shared.db.clone();
     let key = signed.key;
-    let pin = tokio::task::spawn_blocking(move || -> Result<_, Error> {
-        let conn = crate::catalog::store::open_existing(&db)?;
-        let ring = Keyring::load(&conn)?;
-        Ok(ring.by_key(&key).cloned())
-    })
-    .await;
     let fingerprint = crate::catalog::keys::signing_fingerprint(&key);
-    let pin = match pin {
-        Ok(Ok(pin)) => pin,
-        Ok(Err(e)) => {
-            return Err(reply(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the server cannot read its keyring: {e}"),
-            ));
-        }
-        Err(_) => {
-            return Err(reply(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "the keyring check failed",
-            ));
-        }
-    };
-    let Some(pin) = pin else {
+    let Some((name, revoked)) = lookup(shared, &key).await? else {
         return Err(reply(
             StatusCode::UNAUTHORIZED,
             format!(
@@ -693,35 +549,35 @@ async fn authorize(
             ),
         ));
     };
-    if pin.revoked_at.is_some() {
+    if revoked {
         return Err(reply(
             StatusCode::FORBIDDEN,
-            format!(
-                "'{}' (key {fingerprint}) is revoked here; it cannot sync",
-                pin.name
-            ),
+            format!("'{name}' (key {fingerprint}) is revoked here; it cannot sync"),
+        ));
+    }
+    // Known keys only: what the nonce list and the limiter hold is bounded
+    // by the keyring.
+    if !shared.nonces.fresh(&signed, now) {
+        return Err(reply(
+            StatusCode::UNAUTHORIZED,
+            format!("{name}: the request was seen before (a replay); send a new one"),
         ));
     }
     if shared.limiter.check_key(&key).is_err() {
         return Err(reply(
             StatusCode::TOO_MANY_REQUESTS,
             format!(
-                "too many requests from '{}': at most {} a minute; try again in a minute",
-                pin.name, shared.per_minute
+                "too many requests from '{name}': at most {} a minute; try again in a minute",
+                shared.per_minute
             ),
         ));
     }
-    Ok((
-        Client {
-            key,
-            name: pin.name,
-        },
-        signed,
-    ))
+    Ok((Client { key, name }, signed))
 }
 
 /// A request whose signature and sender [`authorize`] checked: what every
-/// signed route takes, before anything else of the request is read.
+/// signed route but hello takes, before anything else of the request is
+/// read.
 struct Authorized {
     client: Client,
     signed: Signed,
@@ -735,26 +591,26 @@ impl FromRequestParts<Arc<Shared>> for Authorized {
         shared: &Arc<Shared>,
     ) -> Result<Self, Self::Rejection> {
         let path = signed_path(&parts.uri);
-        let (client, signed) = authorize(shared, &parts.method, &path, &parts.headers).await?;
+        let audience = shared.hello.signing_key.clone();
+        let (client, signed) =
+            authorize(shared, &audience, &parts.method, &path, &parts.headers).await?;
         Ok(Authorized { client, signed })
     }
 }
 
-/// An upload's state, as `GET` and `PUT /v1/upload/ID` answer it.
-#[derive(Debug, Clone, Serialize, serde::Deserialize)]
-pub struct UploadState {
-    /// Bytes the server holds.
-    pub have: u64,
-    /// True once every byte arrived and the whole matches its id.
-    pub complete: bool,
-}
-
-fn upload_paths(shared: &Shared, client: &Client, id: &str) -> (PathBuf, PathBuf) {
-    let base = format!("up-{}-{id}", client.tag());
-    (
-        shared.spool.file(&format!("{base}.part")),
-        shared.spool.file(&format!("{base}.bundle")),
-    )
+impl Authorized {
+    /// Refuse a transfer id that is not one, or a body where none belongs.
+    fn bodiless(&self, id: &str) -> Result<(), Refusal> {
+        check_id(id)?;
+        if self.signed.body == *blake3::hash(b"").as_bytes() {
+            Ok(())
+        } else {
+            Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "this request takes no body",
+            ))
+        }
+    }
 }
 
 /// A request refused before its work: the status and the one line.
@@ -777,26 +633,23 @@ fn check_id(id: &str) -> Result<(), Refusal> {
     }
 }
 
-fn empty_body(signed: &Signed) -> Result<(), Refusal> {
-    if signed.body == *blake3::hash(b"").as_bytes() {
-        Ok(())
-    } else {
-        Err(Refusal(
-            StatusCode::BAD_REQUEST,
-            "this request takes no body",
-        ))
-    }
+fn upload_paths(shared: &Shared, client: &Client, id: &str) -> (PathBuf, PathBuf) {
+    let base = format!("up-{}-{id}", client.tag());
+    (
+        shared.spool.file(&format!("{base}.part")),
+        shared.spool.file(&format!("{base}.bundle")),
+    )
 }
 
 async fn upload_status(
     State(shared): State<Arc<Shared>>,
     UrlPath(id): UrlPath<String>,
-    Authorized { client, signed }: Authorized,
+    auth: Authorized,
 ) -> Response {
-    if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
+    if let Err(r) = auth.bodiless(&id) {
         return r.into_response();
     }
-    let (part, done) = upload_paths(&shared, &client, &id);
+    let (part, done) = upload_paths(&shared, &auth.client, &id);
     let state = if let Ok(m) = tokio::fs::metadata(&done).await {
         UploadState {
             have: m.len(),
@@ -808,23 +661,37 @@ async fn upload_status(
             complete: false,
         }
     };
-    with_note(axum::Json(state).into_response(), client.name)
+    with_note(axum::Json(state).into_response(), auth.client.name)
 }
 
-fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
-    headers.get(name)?.to_str().ok()?.parse().ok()
+/// Uploads one instance may hold at once (partial or complete, not yet
+/// imported); a new one drops the oldest.
+const MAX_UPLOADS_PER_CLIENT: usize = 2;
+
+/// Marks an upload as being received while alive: a second request for
+/// the same one waits its turn (409).
+struct Receiving<'a> {
+    shared: &'a Shared,
+    name: String,
 }
 
-/// Partial uploads one instance may have at once; older ones are dropped.
-const MAX_PARTS_PER_CLIENT: usize = 2;
+impl Drop for Receiving<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut u) = self.shared.uploading.lock() {
+            u.remove(&self.name);
+        }
+    }
+}
 
 async fn upload(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
-    Authorized { client, signed }: Authorized,
-    headers: HeaderMap,
+    auth: Authorized,
+    at: Result<Query<UploadAt>, QueryRejection>,
     body: Body,
 ) -> Response {
+    let Authorized { client, signed } = auth;
     if let Err(r) = check_id(&id) {
         return r.into_response();
     }
@@ -834,25 +701,38 @@ async fn upload(
             "an upload's id is the BLAKE3 of the bundle",
         );
     }
-    let (Some(offset), Some(total)) = (
-        header_u64(&headers, H_OFFSET),
-        header_u64(&headers, H_TOTAL),
-    ) else {
+    let Ok(Query(UploadAt { offset, total })) = at else {
         return reply(
             StatusCode::BAD_REQUEST,
-            "an upload says its offset and total size (fieldsync-offset, fieldsync-total)",
+            "an upload says its offset and total size (?offset=K&total=N)",
         );
     };
     if total > shared.max_body {
         return reply(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "the bundle is {total} bytes; this server takes at most {} (serve --max-body)",
-                shared.max_body
+                "{}: the bundle is {total} bytes and this server takes at most {}; HQ can raise it (fieldsync serve --max-body-mib)",
+                client.name, shared.max_body
             ),
         );
     }
     let (part, done) = upload_paths(&shared, &client, &id);
+    let name = format!("{}-{id}", client.tag());
+    let fresh = shared
+        .uploading
+        .lock()
+        .map(|mut u| u.insert(name.clone()))
+        .unwrap_or(false);
+    if !fresh {
+        return reply(
+            StatusCode::CONFLICT,
+            format!("{}: this bundle is being received already", client.name),
+        );
+    }
+    let _receiving = Receiving {
+        shared: &shared,
+        name,
+    };
     if tokio::fs::metadata(&done).await.is_ok() {
         return with_note(
             axum::Json(UploadState {
@@ -880,16 +760,10 @@ async fn upload(
         return r;
     }
     if offset == 0 {
-        // A new upload: drop this instance's older partial ones.
-        let parts = shared.spool.starting_with(&format!("up-{}-", client.tag()));
-        let parts: Vec<_> = parts
-            .into_iter()
-            .filter(|p| p.extension().is_some_and(|e| e == "part"))
-            .collect();
-        for old in parts
-            .iter()
-            .take(parts.len().saturating_sub(MAX_PARTS_PER_CLIENT - 1))
-        {
+        // A new upload: drop this instance's oldest ones beyond the bound.
+        let mine = shared.spool.starting_with(&format!("up-{}-", client.tag()));
+        let over = (mine.len() + 1).saturating_sub(MAX_UPLOADS_PER_CLIENT);
+        for old in mine.iter().take(over) {
             let _ = tokio::fs::remove_file(old).await;
         }
     }
@@ -932,7 +806,7 @@ async fn upload(
                     continue;
                 };
                 written += data.len() as u64;
-                if offset + written > total {
+                if offset.saturating_add(written) > total {
                     break Some((
                         StatusCode::PAYLOAD_TOO_LARGE,
                         "the upload is longer than its declared size".to_owned(),
@@ -979,6 +853,8 @@ async fn upload(
     let have = offset + written;
     let mut complete = false;
     if have == total {
+        // Hashing a large upload moves no byte: not idleness.
+        let _busy = Busy::new(&remote.activity);
         let whole = {
             let part = part.clone();
             tokio::task::spawn_blocking(move || spool::hash_file(&part, 0)).await
@@ -1011,7 +887,7 @@ async fn upload(
     )
 }
 
-/// What a pushed bundle is answered with.
+/// What a client's bundle is answered with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Answer {
     /// A bundle with no changes: what the server now holds.
@@ -1022,101 +898,166 @@ enum Answer {
 
 async fn push(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
     auth: Authorized,
 ) -> Response {
-    exchange(shared, remote, id, auth, Answer::Acknowledge).await
+    start_exchange(shared, id, auth, Answer::Acknowledge).await
 }
 
 async fn sync(
     State(shared): State<Arc<Shared>>,
-    ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
     auth: Authorized,
 ) -> Response {
-    exchange(shared, remote, id, auth, Answer::Changes).await
+    start_exchange(shared, id, auth, Answer::Changes).await
 }
 
-/// Import a complete upload, export the answer to the spool, and stream it.
-async fn exchange(
+/// How long `GET /v1/bundle/ID` waits for an answer being made before it
+/// says 202 (well within a client's read timeout).
+const LONG_POLL: Duration = Duration::from_secs(10);
+
+/// How long a finished exchange is remembered (its answer is kept as long,
+/// on disk).
+const EXCHANGE_KEPT: Duration = spool::KEEP;
+
+/// Start importing a complete upload and writing the answer, in the
+/// background; answer at once with the answer's id (202). The same upload
+/// asked for again (a retry) gets the same answer; one exchange per
+/// instance runs at a time.
+async fn start_exchange(
     shared: Arc<Shared>,
-    remote: Remote,
     id: String,
-    Authorized { client, signed }: Authorized,
+    auth: Authorized,
     answer: Answer,
 ) -> Response {
-    if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
+    if let Err(r) = auth.bodiless(&id) {
         return r.into_response();
     }
-    let (_, done) = upload_paths(&shared, &client, &id);
-    if tokio::fs::metadata(&done).await.is_err() {
-        return reply(
-            StatusCode::NOT_FOUND,
-            format!("{}: no complete upload {id}; upload it first", client.name),
-        );
-    }
-    let _busy = Busy::new(&remote.activity);
-    let Ok(_job) = shared.jobs.acquire().await else {
-        return reply(StatusCode::SERVICE_UNAVAILABLE, "the server is stopping");
+    let client = auth.client;
+    let started = |bid: &str, note: String| {
+        let mut r = (
+            StatusCode::ACCEPTED,
+            axum::Json(Started {
+                bundle: bid.to_owned(),
+            }),
+        )
+            .into_response();
+        r.extensions_mut().insert(Note(note));
+        r
     };
-    shared.spool.sweep();
-    let mut bid = [0u8; 16];
-    let _ = getrandom::fill(&mut bid);
-    let bid = auth::hex(&bid);
+    let (_, done) = upload_paths(&shared, &client, &id);
+    let bid = {
+        let Ok(mut ex) = shared.exchanges.lock() else {
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, "the server is stopping");
+        };
+        ex.retain(|_, e| e.at.elapsed() < EXCHANGE_KEPT);
+        if let Some((bid, _)) = ex
+            .iter()
+            .find(|(_, e)| e.key == client.key && e.upload == id && e.answer == answer)
+        {
+            return started(bid, format!("{}: answer {bid} again", client.name));
+        }
+        if ex
+            .values()
+            .any(|e| e.key == client.key && matches!(e.state, Job::Running))
+        {
+            return reply(
+                StatusCode::CONFLICT,
+                format!(
+                    "{}: an exchange of this instance is under way; try again when it ends",
+                    client.name
+                ),
+            );
+        }
+        if !done.exists() {
+            return reply(
+                StatusCode::NOT_FOUND,
+                format!("{}: no complete upload {id}; upload it first", client.name),
+            );
+        }
+        let mut bid = [0u8; 16];
+        let _ = getrandom::fill(&mut bid);
+        let bid = auth::hex(&bid);
+        ex.insert(
+            bid.clone(),
+            Exchange {
+                key: client.key,
+                upload: id.clone(),
+                answer,
+                state: Job::Running,
+                at: Instant::now(),
+            },
+        );
+        bid
+    };
+    // This instance's earlier answers are superseded: it moved on.
+    for old in shared
+        .spool
+        .starting_with(&format!("out-{}-", client.tag()))
+    {
+        let _ = tokio::fs::remove_file(old).await;
+    }
     let out = shared
         .spool
         .file(&format!("out-{}-{bid}.bundle", client.tag()));
-    let db = shared.db.clone();
-    let key = client.key;
-    let job_out = out.clone();
-    let ran =
-        tokio::task::spawn_blocking(move || run_exchange(&db, &done, key, answer, &job_out)).await;
-    let (imported, exported) = match ran {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => {
-            let _ = tokio::fs::remove_file(&out).await;
-            let status = if e.refusal_reason().is_some() {
-                StatusCode::UNPROCESSABLE_ENTITY
-            } else if matches!(e, Error::Busy { .. }) {
-                StatusCode::SERVICE_UNAVAILABLE
-            } else {
-                StatusCode::INTERNAL_SERVER_ERROR
-            };
-            return reply(status, format!("{}: {e}", client.name));
-        }
-        Err(_) => return reply(StatusCode::INTERNAL_SERVER_ERROR, "the import stopped"),
-    };
-    let note = format!(
-        "{}: applied {} of {}, answered {} changes, {} bytes",
-        client.name, imported.applied, imported.changes, exported.0, exported.1
-    );
-    match stream_file(&out, 0).await {
-        Ok((body, len)) => {
-            let mut r = Response::new(body);
-            let h = r.headers_mut();
-            h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/vnd.fieldsync.bundle"),
-            );
-            if let Ok(v) = HeaderValue::from_str(&bid) {
-                h.insert(H_BUNDLE, v);
+    let job = shared.clone();
+    let (job_bid, name) = (bid.clone(), client.name.clone());
+    tokio::spawn(async move {
+        let Ok(permit) = job.jobs.clone().acquire_owned().await else {
+            return;
+        };
+        let db = job.db.clone();
+        let (upload, out2) = (done.clone(), out.clone());
+        let key = client.key;
+        // The permit goes with the work: it is released when the work
+        // ends, whatever happens to the request that started it.
+        let ran = tokio::task::spawn_blocking(move || {
+            let result = run_exchange(&db, &upload, key, answer, &out2);
+            drop(permit);
+            result
+        })
+        .await;
+        let state = match ran {
+            Ok(Ok((imported, (changes, bytes)))) => {
+                eprintln!(
+                    "{name}: applied {} of {}, answered {changes} changes, {bytes} bytes",
+                    imported.applied, imported.changes
+                );
+                let _ = tokio::fs::remove_file(&done).await;
+                Job::Done(imported)
             }
-            if let Ok(v) = serde_json::to_string(&imported)
-                .map_err(|_| ())
-                .and_then(|j| HeaderValue::from_str(&j).map_err(|_| ()))
-            {
-                h.insert(H_IMPORT, v);
+            Ok(Err(e)) => {
+                let _ = tokio::fs::remove_file(&out).await;
+                let status = if e.refusal_reason().is_some() {
+                    // The bundle is at fault: it will not import later.
+                    let _ = tokio::fs::remove_file(&done).await;
+                    StatusCode::UNPROCESSABLE_ENTITY
+                } else if matches!(e, Error::Busy { .. }) {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::INTERNAL_SERVER_ERROR
+                };
+                eprintln!("{name}: {e}");
+                Job::Failed(status, format!("{name}: {e}"))
             }
-            with_note(r, note)
+            Err(_) => Job::Failed(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("{name}: the exchange stopped"),
+            ),
+        };
+        if let Ok(mut ex) = job.exchanges.lock() {
+            if let Some(e) = ex.get_mut(&job_bid) {
+                e.state = state;
+                e.at = Instant::now();
+            }
         }
-        Err(e) => reply(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot read the answer: {e}"),
-        ),
-    }
+        job.job_done.notify_waiters();
+    });
+    started(&bid, format!("{}: answer {bid} started", client.name))
 }
+
+/// The page cache of a server's exchange connection, KiB.
+const SERVER_CACHE_KIB: u32 = 8 * 1024;
 
 /// The blocking part of an exchange, on a connection of its own: import the
 /// upload (which must be signed by the requester's key), then write the
@@ -1130,6 +1071,11 @@ fn run_exchange(
     out: &Path,
 ) -> Result<(ServerImport, (u64, u64)), Error> {
     let mut instance = Instance::open(db)?;
+    // Several exchanges and the app share the machine: a smaller page cache
+    // than a lone import's keeps the server's memory bounded.
+    instance
+        .connection()
+        .execute_batch(&format!("PRAGMA cache_size = -{SERVER_CACHE_KIB}"))?;
     let opts = ImportOptions {
         expect_signer: Some(key),
         via: crate::Via::Network,
@@ -1150,23 +1096,63 @@ fn run_exchange(
     Ok((ServerImport::from(&report), (sent.changes, sent.bytes)))
 }
 
-async fn stream_file(path: &Path, from: u64) -> io::Result<(Body, u64)> {
+async fn stream_file(path: &Path, from: u64) -> io::Result<(Body, u64, u64)> {
     let mut file = tokio::fs::File::open(path).await?;
     let len = file.metadata().await?.len();
     file.seek(io::SeekFrom::Start(from)).await?;
     let stream = tokio_util::io::ReaderStream::with_capacity(file, 64 * 1024);
-    Ok((Body::from_stream(stream), len.saturating_sub(from)))
+    Ok((Body::from_stream(stream), len.saturating_sub(from), len))
 }
 
+/// `GET /v1/bundle/BID`: 202 while the answer is being made, its refusal
+/// if it failed, else the answer (from the byte a `Range: bytes=K-` asks).
 async fn download(
     State(shared): State<Arc<Shared>>,
+    ConnectInfo(remote): ConnectInfo<Remote>,
     UrlPath(id): UrlPath<String>,
-    Authorized { client, signed }: Authorized,
+    auth: Authorized,
     headers: HeaderMap,
 ) -> Response {
-    if let Err(r) = check_id(&id).and_then(|()| empty_body(&signed)) {
+    if let Err(r) = auth.bodiless(&id) {
         return r.into_response();
     }
+    let client = auth.client;
+    // A long poll: while the answer is being made, wait for it here (the
+    // connection counts as busy) up to LONG_POLL, then say 202.
+    let job = {
+        let _busy = Busy::new(&remote.activity);
+        let deadline = tokio::time::Instant::now() + LONG_POLL;
+        loop {
+            let done = shared.job_done.notified();
+            let job = shared
+                .exchanges
+                .lock()
+                .ok()
+                .and_then(|ex| ex.get(&id).filter(|e| e.key == client.key).cloned());
+            if !matches!(job.as_ref().map(|e| &e.state), Some(Job::Running)) {
+                break job;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                break job;
+            }
+        }
+    };
+    let imported = match job.map(|e| e.state) {
+        Some(Job::Running) => {
+            return with_note(
+                (
+                    StatusCode::ACCEPTED,
+                    axum::Json(Started { bundle: id.clone() }),
+                )
+                    .into_response(),
+                format!("{}: answer {id} not ready", client.name),
+            );
+        }
+        Some(Job::Failed(status, message)) => return reply(status, message),
+        Some(Job::Done(imported)) => Some(imported),
+        // Made before a restart: served from the spool if still there.
+        None => None,
+    };
     let file = shared
         .spool
         .file(&format!("out-{}-{id}.bundle", client.tag()));
@@ -1196,21 +1182,35 @@ async fn download(
         },
     };
     match stream_file(&file, from).await {
-        Ok((body, rest)) => {
+        Ok((body, rest, len)) => {
             let mut r = Response::new(body);
-            *r.status_mut() = if from > 0 {
+            let ranged = headers.contains_key(header::RANGE);
+            *r.status_mut() = if ranged {
                 StatusCode::PARTIAL_CONTENT
             } else {
                 StatusCode::OK
             };
             let h = r.headers_mut();
             h.insert(header::CONTENT_LENGTH, HeaderValue::from(rest));
-            if from > 0 {
-                if let Ok(v) =
-                    HeaderValue::from_str(&format!("bytes {from}-{}/{len}", len.saturating_sub(1)))
-                {
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/vnd.fieldsync.bundle"),
+            );
+            if ranged {
+                let range = if rest > 0 {
+                    format!("bytes {from}-{}/{len}", len - 1)
+                } else {
+                    format!("bytes */{len}")
+                };
+                if let Ok(v) = HeaderValue::from_str(&range) {
                     h.insert(header::CONTENT_RANGE, v);
                 }
+            }
+            if let Some(v) = imported
+                .and_then(|i| serde_json::to_string(&i).ok())
+                .and_then(|j| HeaderValue::from_str(&j).ok())
+            {
+                h.insert(H_IMPORT, v);
             }
             with_note(r, format!("{}: from byte {from} of {len}", client.name))
         }
@@ -1222,7 +1222,7 @@ async fn download(
 }
 
 /// The first byte a `Range: bytes=K-` header asks for, if it is that form
-/// and K is within a file of `len` bytes (the only ranges a client asks).
+/// and K is within a file of `len` bytes (K = `len`: nothing is left).
 pub fn range_start(text: &str, len: u64) -> Option<u64> {
     let k: u64 = text
         .strip_prefix("bytes=")?

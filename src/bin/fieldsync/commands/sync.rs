@@ -42,6 +42,9 @@ pub struct SyncArgs {
     /// Tries of each step before giving up.
     #[arg(long, value_name = "N", default_value_t = 5)]
     tries: usize,
+    /// The largest answer taken from the server, in MiB.
+    #[arg(long, value_name = "MIB", default_value_t = 1024)]
+    max_body_mib: u64,
 }
 
 pub fn cmd_sync(ui: &mut Ui, args: &SyncArgs, direction: Direction) -> Result<Outcome> {
@@ -51,6 +54,7 @@ pub fn cmd_sync(ui: &mut Ui, args: &SyncArgs, direction: Direction) -> Result<Ou
     opts.ca_cert = args.ca_cert.clone();
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     opts.tries = args.tries.max(1);
+    opts.max_body = args.max_body_mib.saturating_mul(1 << 20);
     let meter = NetMeter::new(!ui.json());
     let result = sync(&mut instance, &opts, &mut |stage, done, total| {
         meter.set(stage, done, total)
