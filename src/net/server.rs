@@ -286,9 +286,13 @@ pub fn serve(opts: ServeOptions, ready: impl FnOnce(SocketAddr, bool)) -> Result
             idle: opts.idle,
         };
         let stopping = shared.clone();
-        serve_connections(tcp, tls, router(shared, opts.console.clone()), limits, async move {
-            stop_signal(&stopping).await
-        })
+        serve_connections(
+            tcp,
+            tls,
+            router(shared, opts.console.clone()),
+            limits,
+            async move { stop_signal(&stopping).await },
+        )
         .await;
         Ok::<(), Error>(())
     })?;
