@@ -353,6 +353,20 @@ fn peer_add_remembers_the_server_so_an_officer_types_only_the_database() -> Res 
     fieldsync_ok(&[&"sync", &"--db", &f.db])?;
     fieldsync_ok(&[&"sync", &"--db", &f.db, &"hq"])?;
     whole(&hq, 4)?;
+    // Each exchange is in the sync journal, beside its export and import.
+    let journal = fieldsync_ok(&[&"journal", &"--db", &f.db, &"--json"])?.json()?;
+    let rows = journal["entries"].as_array().ok_or("no entries")?;
+    let syncs: Vec<&Json> = rows.iter().filter(|e| e["kind"] == "sync").collect();
+    assert_eq!(syncs.len(), 2, "{journal}");
+    assert!(
+        syncs
+            .iter()
+            .all(|e| e["via"] == "network" && e["peer"] == "hq")
+    );
+    assert!(
+        rows.iter()
+            .any(|e| e["kind"] == "export" && e["via"] == "network" && e["changes"] == 3)
+    );
     let bad = fieldsync(&[&"peer", &"add", &"--db", &f.db, &"hq", &"hq.example.org"])?;
     assert_error(&bad, 1, &["not a fieldsync server address", "https://"]);
     fieldsync_ok(&[&"peer", &"remove", &"--db", &f.db, &"hq"])?;

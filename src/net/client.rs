@@ -27,7 +27,10 @@ use super::server::{H_IMPORT, Hello, PROTOCOL, ServerImport, Started, UploadStat
 use super::spool::{self, KEEP, Spool};
 use crate::catalog::keyring::Keyring;
 use crate::error::{Error, NetError};
-use crate::{ExportOptions, ExportTarget, ImportOptions, ImportReport, Instance, Overwrite};
+use crate::{
+    ExportOptions, ExportTarget, ImportOptions, ImportReport, Instance, JournalEntry, JournalKind,
+    Overwrite, Via,
+};
 
 /// Which way an exchange goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -281,6 +284,24 @@ pub fn sync(
     spool.tidy();
     report.retries = link.retries;
     report.duration_ms = began.elapsed().as_millis() as u64;
+    // One row for the whole exchange beside its export and import rows
+    // (spec/console.md): what was received, the bytes both ways.
+    let received = report.import.as_ref();
+    instance.record_journal(&JournalEntry {
+        id: 0,
+        at_ms: crate::base::hlc::now_unix_ms(),
+        kind: JournalKind::Sync,
+        via: Via::Network,
+        peer: Some(report.server.clone()),
+        full: false,
+        changes: received.map_or(0, |i| i.changes),
+        applied: received.map_or(0, |i| i.applied),
+        known: received.map_or(0, |i| i.known),
+        older: received.map_or(0, |i| i.older),
+        quarantined: received.map_or(0, |i| i.quarantined),
+        bytes: Some(report.sent_bytes + report.received_bytes),
+        duration_ms: report.duration_ms,
+    })?;
     Ok(report)
 }
 
