@@ -209,7 +209,7 @@ fn export_refuses_to_overwrite_an_undelivered_bundle_unless_forced() -> Res {
 
     let out = export_forced(&f1, "hq", &file)?;
     assert!(out.stderr.contains("overwrote"), "{}", out.stderr);
-    assert!(out.stdout.contains("1 changes"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 change,"), "{}", out.stdout);
     assert_eq!(num(&hq.import(&[&file])?, "applied")?, 1);
 
     // Acknowledged (hq's bundle came back): replaced without a word.
