@@ -282,6 +282,24 @@ fn completions_are_printed_for_each_shell() -> Res {
 }
 
 #[test]
+fn completions_into_a_closed_pipe_do_not_panic() -> Res {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fieldsync"))
+        .args(["completions", "bash"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The reader goes away (`| head -1` done reading) before or while the
+    // script is written.
+    drop(child.stdout.take());
+    let out = child.wait_with_output()?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_ne!(out.status.code(), Some(101), "{stderr}");
+    Ok(())
+}
+
+#[test]
 fn the_man_page_is_roff_naming_the_commands_and_exit_statuses() -> Res {
     let out = fieldsync_ok(&[&"man"])?;
     assert!(

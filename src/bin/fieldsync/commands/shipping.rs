@@ -2,6 +2,8 @@
 //! operator installs beside the binary, generated from the argument tree
 //! itself (clap_complete, clap_mangen), so they never drift from it.
 
+use std::io::Write;
+
 use anyhow::Result;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
@@ -31,7 +33,11 @@ pub struct ManArgs {}
 
 pub fn cmd_completions(ui: &mut Ui, args: &CompletionsArgs) -> Result<Outcome> {
     let mut command = Cli::command();
-    clap_complete::generate(args.shell, &mut command, "fieldsync", ui.product());
+    // Generated in memory: clap_complete panics on a write error (a closed
+    // pipe, `| head`); written here, that is the one error line.
+    let mut script = Vec::new();
+    clap_complete::generate(args.shell, &mut command, "fieldsync", &mut script);
+    ui.product().write_all(&script)?;
     Ok(Outcome::Success)
 }
 
