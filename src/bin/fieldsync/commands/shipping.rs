@@ -2,8 +2,6 @@
 //! operator installs beside the binary, generated from the argument tree
 //! itself (clap_complete, clap_mangen), so they never drift from it.
 
-use std::io::Write;
-
 use anyhow::Result;
 use clap::{Args, CommandFactory};
 use clap_complete::Shell;
