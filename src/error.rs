@@ -29,8 +29,9 @@ pub use crate::base::hlc::ClockError;
 pub enum CheckError {
     /// At least one invariant is broken.
     #[error(
-        "database {} fails fieldsync's consistency check with {count} problem(s); the first: {first}",
-        path.display()
+        "database {} fails fieldsync's consistency check with {}; the first: {first}",
+        path.display(),
+        crate::error::count(*count, "problem", "problems")
     )]
     Inconsistent {
         /// The database.
@@ -53,7 +54,7 @@ pub enum SiteError {
         path: PathBuf,
     },
     /// The file exists but is not an SQLite database.
-    #[error("{} is not an SQLite database", path.display())]
+    #[error("{} is not an SQLite database; --db takes the app's database file (a bundle? `fieldsync inspect {}` shows what it holds)", path.display(), path.display())]
     NotADatabase {
         /// The path given.
         path: PathBuf,
@@ -410,8 +411,9 @@ pub enum ExportError {
     /// The output file is a bundle holding changes its recipient has not
     /// acknowledged: overwriting it could lose them.
     #[error(
-        "{} holds {count} change number(s) {who} has not acknowledged ({numbers}); write to another file with -o, or pass --force to overwrite it{after}",
-        path.display()
+        "{} holds {} {who} has not acknowledged ({numbers}); write to another file with -o, or pass --force to overwrite it{after}",
+        path.display(),
+        crate::error::count(*count, "change number", "change numbers")
     )]
     WouldOverwrite {
         /// The existing file.
@@ -1310,6 +1312,12 @@ fn variant_words(e: &Error) -> String {
         words.push(c.to_ascii_lowercase());
     }
     words
+}
+
+/// A count and its noun, singular for exactly one (`1 change`,
+/// `2 changes`), for the sentences errors and warnings print.
+pub(crate) fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// How long fieldsync waits for another program's write lock.

@@ -298,8 +298,9 @@ impl Instance {
     /// Open a database that `init` has set up.
     pub fn open(path: impl AsRef<Path>) -> Result<Instance, Error> {
         let path = path.as_ref();
-        let conn = open_existing(path)?;
-        Instance::from_conn(conn, path)
+        open_existing(path)
+            .and_then(|conn| Instance::from_conn(conn, path))
+            .map_err(|e| crate::catalog::store::not_a_database(e, path))
     }
 
     fn from_conn(conn: Connection, path: &Path) -> Result<Instance, Error> {
@@ -772,6 +773,33 @@ impl Instance {
         self.import_with(r, &ImportOptions::default())
     }
 
+    /// Import a bundle from a plain reader (a pipe, a socket, stdin): it is
+    /// first copied to a temporary file beside the database ([`spool`](Self::spool)),
+    /// since an import reads the bundle more than once, then imported from
+    /// there as [`import`](Self::import) does, and the file removed.
+    pub fn import_reader(&mut self, r: impl Read) -> Result<ImportReport, Error> {
+        let spooled = self.spool(r)?;
+        self.import(spooled.reopen()?)
+    }
+
+    /// Copy a bundle from a plain reader to a temporary file beside the
+    /// database (the same disk, so a bundle it can import fits), removed
+    /// when the returned handle is dropped. For callers that read a bundle
+    /// more than once (`check_bundle`, then `import_with`).
+    pub fn spool(&self, mut r: impl Read) -> Result<tempfile::NamedTempFile, Error> {
+        let dir = match self.path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        let mut file = tempfile::Builder::new()
+            .prefix(".fieldsync-spool-")
+            .suffix(".bundle")
+            .tempfile_in(dir)?;
+        std::io::copy(&mut r, &mut file)?;
+        file.as_file().sync_all()?;
+        Ok(file)
+    }
+
     /// [`import`](Self::import) with a bound on each write transaction, or
     /// (`max_write: None`) in one transaction: all or nothing, holding the
     /// write lock for the whole import.
@@ -911,8 +939,9 @@ impl Instance {
             let retried = crate::receive::import::retry_held(tx, s)?;
             if retried.released > 0 {
                 notices.push(format!(
-                    "{} change(s) that waited were applied",
-                    retried.released
+                    "{} that waited {} applied",
+                    crate::error::count(retried.released, "change", "changes"),
+                    if retried.released == 1 { "was" } else { "were" }
                 ));
             }
             Ok(notices)

@@ -221,7 +221,10 @@ fn a_held_change_is_discarded_by_id_only_with_yes_and_its_values_are_recorded() 
     assert!(text(d, "changes")?.starts_with("field-1#"), "{d}");
     assert!(num(d, "discarded_ms")? > 0);
     let shown = fieldsync_ok(&[&"conflicts", &"--db", &hq.db])?.stdout;
-    assert!(shown.contains("discarded: 1 held change(s)"), "{shown}");
+    assert!(
+        shown.contains("discarded: 1 held change dropped"),
+        "{shown}"
+    );
     assert!(shown.contains("note = 'no name'"), "{shown}");
     // Received and dropped: not missing, not held, not asked for again.
     let number = text(d, "changes")?
@@ -253,7 +256,7 @@ fn every_change_held_from_a_sender_is_discarded_with_discard_from() -> Res {
         &"--yes",
     ])?;
     assert!(
-        out.stdout.contains("discarded 4 held change(s)"),
+        out.stdout.contains("discarded 4 held changes"),
         "{}",
         out.stdout
     );

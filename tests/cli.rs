@@ -1785,7 +1785,7 @@ fn human_readable_output_of_every_command() -> Res {
         &"-o",
         &b,
     ])?;
-    assert!(out.stdout.contains("1 changes"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 change ("), "{}", out.stdout);
     let out = fieldsync_ok(&[&"inspect", &b])?;
     assert!(out.stdout.contains("checksum   ok"), "{}", out.stdout);
     assert!(out.stdout.contains("'hq'"), "{}", out.stdout);

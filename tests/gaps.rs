@@ -209,7 +209,7 @@ fn export_refuses_to_overwrite_an_undelivered_bundle_unless_forced() -> Res {
 
     let out = export_forced(&f1, "hq", &file)?;
     assert!(out.stderr.contains("overwrote"), "{}", out.stderr);
-    assert!(out.stdout.contains("1 changes"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 change ("), "{}", out.stdout);
     assert_eq!(num(&hq.import(&[&file])?, "applied")?, 1);
 
     // Acknowledged (hq's bundle came back): replaced without a word.
@@ -426,7 +426,8 @@ fn a_bundle_whose_changes_are_all_held_still_reports_the_gap_below_them() -> Res
     let second = w.bundle("week-2");
     f1.export_to("hq", &second)?;
 
-    let out = fieldsync_ok(&[&"import", &"--db", &hq.db, &second])?;
+    let out = fieldsync(&[&"import", &"--db", &hq.db, &second])?;
+    assert_eq!(out.code, Some(3), "held in quarantine: {out:?}");
     assert!(out.stdout.contains("1 quarantined"), "{}", out.stdout);
     assert!(
         out.stderr

@@ -187,8 +187,10 @@ fn a_check_that_errors_on_merged_cells_fails_the_whole_import() -> Res {
     let file = w.bundle("field-1-to-hq");
     b.export_to("hq", &file)?;
     let out = fieldsync(&[&"import", &"--db", &a.db, &"--json", &file])?;
-    assert!(
-        out.success(),
+    // Exit 3: applied, with the row held in quarantine.
+    assert_eq!(
+        out.code,
+        Some(3),
         "the import failed as a whole instead of holding the row: {}",
         out.stderr
     );

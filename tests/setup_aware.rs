@@ -246,7 +246,7 @@ fn an_unknown_name_in_for_becomes_a_peer_and_a_misspelt_one_only_costs_size() ->
         &full,
     ])?;
     assert!(
-        out.stderr.contains("new peer(s) field-1, feild-2"),
+        out.stderr.contains("new peers field-1, feild-2"),
         "{}",
         out.stderr
     );

@@ -36,6 +36,7 @@ mod scenario;
 mod schema;
 mod setup_aware;
 mod tables;
+mod toolkit;
 mod trigger_names;
 mod trust;
 mod write_locks;

@@ -1039,16 +1039,16 @@ fn log_within_have(
     for (origin, set) in beyond.iter().filter(|(_, set)| !set.is_empty()) {
         let message = if *origin == s.local_idx {
             format!(
-                "the change log holds {} change(s) of this instance (#{}) beyond its counter #{} or recorded \
+                "the change log holds {} of this instance (#{}) beyond its counter #{} or recorded \
                  as lost: a number could be handed out twice",
-                set.len(),
+                crate::error::count(set.len(), "change", "changes"),
                 sample(set),
                 s.seq
             )
         } else {
             format!(
-                "the change log holds {} change(s) of {} (#{}) that fieldsync_have does not list as received",
-                set.len(),
+                "the change log holds {} of {} (#{}) that fieldsync_have does not list as received",
+                crate::error::count(set.len(), "change", "changes"),
                 &s.sites.shown(*origin),
                 sample(set)
             )
@@ -1150,8 +1150,9 @@ fn sent_within_have(
                     c.add(
                         Invariant::Watermarks,
                         format!(
-                            "peer '{peer_name}' is recorded as sent change(s) #{} of {origin_name}, which this \
+                            "peer '{peer_name}' is recorded as sent {} #{} of {origin_name}, which this \
                              instance does not have",
+                            if extra.len() == 1 { "change" } else { "changes" },
                             sample(&extra)
                         ),
                     );
@@ -1172,7 +1173,13 @@ fn pending(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
          WHERE t NOT IN (SELECT id FROM fieldsync_tables) GROUP BY t",
         |t, n| {
             format!(
-                "{n} captured change(s) belong to table #{t}, which is not tracked; they would be dropped"
+                "{} to table #{t}, which is not tracked; {} be dropped",
+                crate::error::count(
+                    n as u64,
+                    "captured change belongs",
+                    "captured changes belong"
+                ),
+                if n == 1 { "it would" } else { "they would" }
             )
         },
     )?;
@@ -1184,7 +1191,10 @@ fn pending(conn: &Connection, c: &mut Collector) -> Result<(), Error> {
     if bad > 0 {
         c.add(
             Invariant::Pending,
-            format!("{bad} captured change(s) have an unknown operation code"),
+            format!(
+                "{} an unknown operation code",
+                crate::error::count(bad as u64, "captured change has", "captured changes have")
+            ),
         );
     }
     Ok(())

@@ -386,7 +386,12 @@ impl std::fmt::Display for Broken {
                 "it points to {parent} row {key}, which is not here (deleted here, or not received yet)"
             ),
             Broken::StillReferenced { child, rows } => {
-                write!(f, "{rows} row(s) of {child} here still point to it")
+                write!(
+                    f,
+                    "{} of {child} here still {} to it",
+                    crate::error::count(*rows, "row", "rows"),
+                    if *rows == 1 { "points" } else { "point" }
+                )
             }
         }
     }

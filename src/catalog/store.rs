@@ -361,6 +361,23 @@ fn configure(conn: &Connection, path: &Path) -> Result<(), Error> {
     Ok(())
 }
 
+/// SQLite's "file is not a database", met after the file was opened (by
+/// the first statement that reads it), as the error that names the file
+/// and says what to do; any other error as it is.
+pub(crate) fn not_a_database(e: Error, path: &Path) -> Error {
+    match &e {
+        Error::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::NotADatabase =>
+        {
+            SiteError::NotADatabase {
+                path: path.to_owned(),
+            }
+            .into()
+        }
+        _ => e,
+    }
+}
+
 /// True if the engine tables exist.
 pub fn is_initialised(conn: &Connection) -> Result<bool, Error> {
     Ok(conn

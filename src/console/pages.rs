@@ -361,14 +361,14 @@ pub(super) async fn quarantine(
     let number = |k: &str| q.get(k).and_then(|v| v.parse::<u64>().ok());
     let body = html! {
         @if let (Some(retried), Some(released)) = (number("retried"), number("released")) {
-            p.note role="status" { "Retried " (retried) " held change(s): " (released) " applied." }
+            p.note role="status" { "Retried " (retried) " held " (if retried == 1 { "change" } else { "changes" }) ": " (released) " applied." }
         }
         @if let Some(n) = number("discarded") {
-            p.note role="status" { "Discarded " (n) " held change(s)." }
+            p.note role="status" { "Discarded " (n) " held " (if n == 1 { "change" } else { "changes" }) "." }
         }
         h2 { "Held changes" }
         p id="held-count" data-count=(c.quarantined.len()) {
-            strong { (c.quarantined.len()) } " change(s) held in quarantine"
+            strong { (c.quarantined.len()) } (if c.quarantined.len() == 1 { " change" } else { " changes" }) " held in quarantine"
             @if held.len() != c.quarantined.len() { " (" (held.len()) " shown by the filter)" }
             "."
         }
@@ -581,7 +581,7 @@ pub(super) async fn discard(
         dl {
             dt { "Table and row" } dd { (h.table) " " code { (h.key) } }
             dt { "Held because" } dd { (h.reason) ": " (h.detail) }
-            dt { "From" } dd { (h.sender) ", first held " (when(Some(h.first_ms))) ", tried " (h.tries) " time(s)" }
+            dt { "From" } dd { (h.sender) ", first held " (when(Some(h.first_ms))) ", tried " (h.tries) (if h.tries == 1 { " time" } else { " times" }) }
         }
         p { "A discarded change is never applied and is not asked for again; its values are kept in the list of discarded changes with your name." }
         form method="post" action="/quarantine/discard" {

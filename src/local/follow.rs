@@ -168,8 +168,14 @@ fn follow_table(
         }
         if recorded > 0 {
             out.notices.push(format!(
-                "table '{}': {recorded} row(s) already hold values in the new column(s), recorded as changes",
-                t.name
+                "table '{}': {} values in the new {}, recorded as changes",
+                t.name,
+                crate::error::count(recorded, "row already holds", "rows already hold"),
+                if added.len() == 1 {
+                    "column"
+                } else {
+                    "columns"
+                }
             ));
         }
     }
@@ -184,9 +190,10 @@ fn follow_table(
         let deleted = record_vanished_rows(conn, s, Suspects::Table(&table))?;
         out.notices.push(format!(
             "table '{}' had lost its capture triggers (rebuilt by an app migration?): they are back; \
-             {found} row(s) added and {deleted} deleted meanwhile are recorded, and edits made meanwhile \
+             {} added and {deleted} deleted meanwhile are recorded, and edits made meanwhile \
              to rows it already had go out with their next change",
-            t.name
+            t.name,
+            crate::error::count(found, "row", "rows")
         ));
     }
     Ok(())

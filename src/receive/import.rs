@@ -898,10 +898,27 @@ impl<R: Read> Importing<R> {
         let quarantined: u64 = tables.iter().map(|c| c.quarantined).sum();
         // Those held from the future have a line of their own.
         if quarantined > ap.future_held {
+            let n = quarantined - ap.future_held;
+            let (held, them, they) = if n == 1 {
+                (
+                    "1 change could not be applied yet and is",
+                    "it",
+                    "It is retried when something it waits",
+                )
+            } else {
+                (
+                    "changes could not be applied yet and are",
+                    "them",
+                    "They are retried when something they wait",
+                )
+            };
+            let held = if n == 1 {
+                held.to_owned()
+            } else {
+                format!("{n} {held}")
+            };
             warnings.push(format!(
-                "{} change(s) could not be applied yet and are kept in quarantine; \
-                 `fieldsync conflicts --db {}` lists them and why. They are retried when something they wait for changes",
-                quarantined - ap.future_held,
+                "{held} kept in quarantine; `fieldsync conflicts --db {}` lists {them} and why. {they} for changes",
                 crate::catalog::store::db_arg(tx)
             ));
         }

@@ -203,10 +203,26 @@ fn describe(plan: &TablePlan) -> String {
         parts.push("new table".to_owned());
     }
     if !plan.added_columns.is_empty() {
-        parts.push(format!("new column(s) {}", plan.added_columns.join(", ")));
+        parts.push(format!(
+            "new {} {}",
+            if plan.added_columns.len() == 1 {
+                "column"
+            } else {
+                "columns"
+            },
+            plan.added_columns.join(", ")
+        ));
     }
     if !plan.added_indexes.is_empty() {
-        parts.push(format!("new index(es) {}", plan.added_indexes.join(", ")));
+        parts.push(format!(
+            "new {} {}",
+            if plan.added_indexes.len() == 1 {
+                "index"
+            } else {
+                "indexes"
+            },
+            plan.added_indexes.join(", ")
+        ));
     }
     parts.join("; ")
 }

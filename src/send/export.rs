@@ -648,8 +648,9 @@ pub(crate) fn check_overwrite(
     Ok(Replaced {
         again,
         warning: Some(format!(
-            "overwrote {}, which held {count} change number(s) {who} had not acknowledged ({numbers}){after}",
-            path.display()
+            "overwrote {}, which held {} {who} had not acknowledged ({numbers}){after}",
+            path.display(),
+            crate::error::count(count, "change number", "change numbers")
         )),
     })
 }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value as Json;
 
 use super::Res;
-use super::cli::{Out, assert_error, fieldsync, fieldsync_ok, text};
+use super::cli::{Out, assert_error, fieldsync, fieldsync_ok, num, text};
 use super::shell::{Fingerprint, count, db_fingerprint, rows, snapshot, sqlite3};
 
 /// One instance: a database file with fieldsync set up in it.
@@ -78,13 +78,14 @@ impl Site {
         .json()
     }
 
-    /// `import FILE... --json`, which must succeed.
+    /// `import FILE... --json`, which must succeed: exit 0, or exit 3
+    /// when (and only when) it held changes in quarantine.
     pub fn import(&self, files: &[&Path]) -> Res<Json> {
         let mut args: Vec<&dyn AsRef<OsStr>> = vec![&"import", &"--db", &self.db, &"--json"];
         for f in files {
             args.push(f);
         }
-        fieldsync_ok(&args)?.json()
+        imported(fieldsync(&args)?)
     }
 
     /// `export --full --no-encrypt -o FILE` (the file new instances are
@@ -391,4 +392,22 @@ pub fn held(site: &Site) -> Res<Vec<Json>> {
 /// The conflict log: values that lost to a concurrent change.
 pub fn overwritten(site: &Site) -> Res<Vec<Json>> {
     conflicts(site, "overwritten")
+}
+
+/// An import's JSON, if it succeeded: exit 0 with nothing quarantined, or
+/// exit 3 ("applied, but some changes are held in quarantine") with
+/// something quarantined.
+pub fn imported(out: Out) -> Res<Json> {
+    if out.code == Some(3) {
+        let json = out.json()?;
+        if num(&json, "quarantined")? == 0 {
+            return Err(format!("exit 3 but nothing quarantined: {json}").into());
+        }
+        return Ok(json);
+    }
+    let json = out.ok()?.json()?;
+    if num(&json, "quarantined")? > 0 {
+        return Err(format!("exit 0 but changes quarantined: {json}").into());
+    }
+    Ok(json)
 }

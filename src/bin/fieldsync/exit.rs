@@ -5,8 +5,12 @@
 //! | status | when |
 //! |---|---|
 //! | 0 | the command did its work; `--help`, `--version` |
-//! | 1 | an error (one line on stderr), or a command whose output already says what failed: `inspect` of a damaged bundle (nothing more is printed) |
-//! | 2 | a mistyped command line (clap's message, on one line) |
+//! | 1 | an error (one line on stderr), or a command whose output already says what failed: `inspect` of a damaged bundle, `check` finding a problem (nothing more is printed) |
+//! | 2 | a mistyped command line (clap's message and its "did you mean" tip, on one line) |
+//! | 3 | `import` or `sync` applied what it could, but some of the changes it received are held in quarantine (`fieldsync conflicts`) |
+//!
+//! The same table is in the top-level `--help` ([`EXIT_CODES`]) and the
+//! README.
 
 use std::io::Write;
 
@@ -20,7 +24,20 @@ pub enum Outcome {
     /// Its output already says what is wrong (`inspect` of a damaged
     /// bundle): exit 1 and print nothing more.
     Failed,
+    /// It applied what it could, but some changes it received are held in
+    /// quarantine: exit 3.
+    Quarantined,
 }
+
+/// The exit statuses, as `fieldsync --help` shows them.
+pub const EXIT_CODES: &str = "\
+Exit status:
+  0  done
+  1  a problem: an error (one line on stderr), `check` found a problem,
+     `inspect` found a damaged bundle
+  2  a mistyped command line
+  3  `import` or `sync` applied what it could, but some changes it received
+     are held in quarantine (see `fieldsync conflicts`)";
 
 /// How a run ended, before it is turned into an exit status.
 pub enum Ending {
@@ -40,6 +57,7 @@ pub fn status(ending: Ending, err: &mut dyn Write) -> u8 {
         Ending::Usage(e) => e,
         Ending::Ran(Ok(Outcome::Success)) => return 0,
         Ending::Ran(Ok(Outcome::Failed)) => return 1,
+        Ending::Ran(Ok(Outcome::Quarantined)) => return 3,
         Ending::Ran(Err(e)) => match e.downcast::<clap::Error>() {
             Ok(usage) => usage,
             Err(e) => {
@@ -65,21 +83,34 @@ pub fn status(ending: Ending, err: &mut dyn Write) -> u8 {
     2
 }
 
-/// Clap's error on one line: its message without the usage, tips and the
-/// `error: ` prefix.
+/// Clap's error on one line: its message and its tips ("a similar
+/// subcommand exists: 'status'"), without the usage and the `error: `
+/// prefix.
 fn usage_message(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let message: Vec<&str> = text
+    let mut message = Vec::new();
+    let mut tips = Vec::new();
+    for line in text
         .lines()
         .take_while(|l| !l.starts_with("Usage:"))
         .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with("tip:"))
-        .collect();
+        .filter(|l| !l.is_empty())
+    {
+        match line.strip_prefix("tip:") {
+            Some(tip) => tips.push(tip.trim()),
+            None => message.push(line),
+        }
+    }
     let message = message.join(" ");
-    match message.strip_prefix("error: ") {
+    let mut message = match message.strip_prefix("error: ") {
         Some(rest) => rest.to_owned(),
         None => message,
+    };
+    for tip in tips {
+        message.push_str("; ");
+        message.push_str(tip);
     }
+    message
 }
 
 fn one_line(s: &str) -> String {

@@ -3,7 +3,8 @@
 //! file per subcommand; [`ui`] prints a report as text or, with the global
 //! `--json`, as one JSON object from a `Serialize` type; [`exit`] turns how
 //! a run ended into its exit status (0, 1 for an error printed as one line
-//! on stderr, 2 for a mistyped command line); [`progress`] draws the bar;
+//! on stderr, 2 for a mistyped command line, 3 for an import that held
+//! changes in quarantine); [`progress`] draws the bar;
 //! [`demo`] plays the seed scenario on the library's public face.
 
 mod commands;
@@ -41,10 +42,32 @@ fn fieldsync(
     err: &mut dyn Write,
 ) -> u8 {
     let ending = match Cli::try_parse_from(args) {
-        Err(usage) => Ending::Usage(usage),
-        Ok(cli) => Ending::Ran(commands::run(&cli, &mut Ui::new(cli.json, out, err))),
+        Err(usage) => Ending::Usage(empty_db_variable(usage)),
+        Ok(cli) => Ending::Ran(commands::run(
+            &cli,
+            &mut Ui::new(cli.json, cli.quiet, out, err),
+        )),
     };
     exit::status(ending, err)
+}
+
+/// A `--db` error while `FIELDSYNC_DB` is set but empty (clap takes the
+/// empty value as given): one hint that names the variable.
+fn empty_db_variable(usage: clap::Error) -> clap::Error {
+    use clap::error::{ContextKind, ErrorKind};
+    let empty = std::env::var_os("FIELDSYNC_DB").is_some_and(|v| v.is_empty());
+    let about_db = usage
+        .get(ContextKind::InvalidArg)
+        .is_some_and(|a| a.to_string().starts_with("--db"));
+    if empty && about_db {
+        clap::Error::raw(
+            ErrorKind::InvalidValue,
+            "FIELDSYNC_DB is set but empty: set it to the app's database \
+             (export FIELDSYNC_DB=hq.db), unset it, or pass --db PATH\n",
+        )
+    } else {
+        usage
+    }
 }
 
 #[cfg(test)]

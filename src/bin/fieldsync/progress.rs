@@ -1,5 +1,8 @@
-//! The progress bar on stderr for long exports and imports: shown only on
-//! a terminal, never with `--json`, and only for work that takes a while.
+//! The progress bar on stderr for long exports and imports: shown only when
+//! stderr is a terminal, never with `--json` or `--quiet`, only for work
+//! that takes a while, and with a time left only once it means something
+//! ([`meaningful_eta`]). It draws no colour (so `NO_COLOR` has nothing to
+//! turn off here; clap's help honours it).
 //! It knows nothing of bundles beyond their size and log entries counted.
 
 use std::fs::File;
@@ -35,12 +38,16 @@ impl Meter {
     fn show(bar: &indicatif::ProgressBar, bytes: bool) {
         if bar.is_hidden() {
             let template = if bytes {
-                "{prefix} {msg:>9} [{bar:30}] {bytes}/{total_bytes} ({eta})"
+                "{prefix} {msg:>9} [{bar:30}] {bytes}/{total_bytes}{honest_eta}"
             } else {
-                "{prefix} {msg:>9} [{bar:30}] {pos}/{len} changes ({eta})"
+                "{prefix} {msg:>9} [{bar:30}] {pos}/{len} changes{honest_eta}"
             };
             if let Ok(style) = indicatif::ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
+                bar.set_style(
+                    style
+                        .with_key("honest_eta", honest_eta)
+                        .progress_chars("=> "),
+                );
             }
             bar.set_draw_target(indicatif::ProgressDrawTarget::stderr());
         }
@@ -81,6 +88,30 @@ impl Meter {
             bar.finish_and_clear();
         }
     }
+}
+
+/// The time left, once it means something: nothing for the first
+/// [`ETA_AFTER`] or [`ETA_FROM`] of the work (a first estimate from a few
+/// hundred milliseconds of a start that opens files and reads headers said
+/// 40-50 s for a 2-4 s job), then ` (ETA 12s)`.
+fn honest_eta(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    if let Some(eta) = meaningful_eta(state.elapsed(), state.fraction(), state.eta()) {
+        let _ = write!(w, " (ETA {})", indicatif::HumanDuration(eta));
+    }
+}
+
+/// No time left is shown before this much time has passed...
+const ETA_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// ...and before this fraction of the work is done.
+const ETA_FROM: f32 = 0.05;
+
+/// The estimate to show, if it is meaningful yet.
+fn meaningful_eta(
+    elapsed: std::time::Duration,
+    fraction: f32,
+    eta: std::time::Duration,
+) -> Option<std::time::Duration> {
+    (elapsed >= ETA_AFTER && (ETA_FROM..1.0).contains(&fraction)).then_some(eta)
 }
 
 /// A bundle file that moves a progress bar as it is read.
@@ -162,5 +193,21 @@ impl NetMeter {
         if let Some(bar) = &self.bar {
             bar.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::meaningful_eta;
+
+    #[test]
+    fn no_eta_is_shown_before_two_seconds_or_five_percent() {
+        let eta = Duration::from_secs(45);
+        assert_eq!(meaningful_eta(Duration::from_millis(300), 0.5, eta), None);
+        assert_eq!(meaningful_eta(Duration::from_secs(10), 0.01, eta), None);
+        assert_eq!(meaningful_eta(Duration::from_secs(3), 1.0, eta), None);
+        assert_eq!(meaningful_eta(Duration::from_secs(3), 0.2, eta), Some(eta));
     }
 }

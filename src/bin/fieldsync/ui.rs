@@ -2,6 +2,8 @@
 //! stdout, as text, or with the global `--json` as one JSON object
 //! serialised from a `Serialize` type (the library's report, or a small
 //! wrapper of the command's). Notes and warnings go to stderr in both modes.
+//! With the global `-q/--quiet` no text report, narration or note is
+//! printed (warnings and errors still are, and `--json` output).
 //! Exit statuses and error lines are not printed here ([`crate::exit`]).
 
 use std::fmt::Display;
@@ -10,22 +12,55 @@ use std::io::{self, Write};
 use anyhow::Result;
 use serde::{Serialize, Serializer};
 
-/// The two output streams of a run, and whether `--json` was given.
+/// The two output streams of a run, and whether `--json` or `--quiet` was
+/// given.
 pub struct Ui<'a> {
     json: bool,
+    quiet: bool,
     out: &'a mut dyn Write,
     err: &'a mut dyn Write,
+    sink: io::Sink,
+    /// The report goes to stderr: stdout carries a bundle (`export -o -`).
+    report_on_err: bool,
 }
 
 impl<'a> Ui<'a> {
     /// Output to `out` (the report) and `err` (notes, warnings).
-    pub fn new(json: bool, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
-        Ui { json, out, err }
+    pub fn new(json: bool, quiet: bool, out: &'a mut dyn Write, err: &'a mut dyn Write) -> Self {
+        Ui {
+            json,
+            quiet,
+            out,
+            err,
+            sink: io::sink(),
+            report_on_err: false,
+        }
     }
 
-    /// True if the report is to be printed as JSON (and no progress bar shown).
+    /// From now on the report (text or JSON) goes to stderr, because
+    /// stdout carries what the command produces (`export -o -`).
+    pub fn report_on_stderr(&mut self) {
+        self.report_on_err = true;
+    }
+
+    /// Where the report goes.
+    fn report_stream(&mut self) -> &mut dyn Write {
+        if self.report_on_err {
+            &mut *self.err
+        } else {
+            &mut *self.out
+        }
+    }
+
+    /// True if the report is to be printed as JSON.
     pub fn json(&self) -> bool {
         self.json
+    }
+
+    /// True if a progress bar may be drawn (on a terminal): not with
+    /// `--json` or `--quiet`.
+    pub fn bars(&self) -> bool {
+        !self.json && !self.quiet
     }
 
     /// Print a command's report: `value` as one JSON object on one line with
@@ -36,8 +71,9 @@ impl<'a> Ui<'a> {
         text: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<()> {
         if self.json {
-            serde_json::to_writer(&mut *self.out, value)?;
-            writeln!(self.out)?;
+            let stream = self.report_stream();
+            serde_json::to_writer(&mut *stream, value)?;
+            writeln!(stream)?;
         }
         Ok(self.text(text)?)
     }
@@ -46,16 +82,26 @@ impl<'a> Ui<'a> {
     /// comes in parts, between warnings (its JSON still goes through
     /// [`Ui::report`]).
     pub fn text(&mut self, text: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> io::Result<()> {
-        if self.json {
+        if self.json || self.quiet {
             Ok(())
         } else {
-            text(&mut *self.out)
+            text(self.report_stream())
         }
     }
 
     /// Stdout, for a command that narrates as it goes instead of printing a
-    /// report (`demo`, which takes no `--json`).
+    /// report (`demo`, which takes no `--json`); nowhere with `--quiet`.
     pub fn narration(&mut self) -> &mut dyn Write {
+        if self.quiet {
+            &mut self.sink
+        } else {
+            &mut *self.out
+        }
+    }
+
+    /// Stdout for what a command produces rather than reports (a shell's
+    /// completions, the man page): printed whatever `--quiet` says.
+    pub fn product(&mut self) -> &mut dyn Write {
         &mut *self.out
     }
 
@@ -69,8 +115,11 @@ impl<'a> Ui<'a> {
         writeln!(self.err, "warning: {what}")
     }
 
-    /// A note on stderr, with or without `--json`.
+    /// A note on stderr, with or without `--json`; none with `--quiet`.
     pub fn note(&mut self, what: impl Display) -> io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
         writeln!(self.err, "note: {what}")
     }
 }

@@ -7,12 +7,13 @@ use anyhow::Result;
 use clap::Args;
 use fieldsync::CheckReport;
 
-use super::DbArg;
+use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Check fieldsync's own state in a database; exit 1 and list problems if any.
 #[derive(Args)]
+#[command(after_help = "Examples:\n  fieldsync check --db hq.db")]
 pub struct CheckArgs {
     #[command(flatten)]
     db: DbArg,
@@ -33,15 +34,28 @@ fn print_check(out: &mut dyn Write, r: &CheckReport) -> std::io::Result<()> {
     if r.ok {
         return writeln!(
             out,
-            "ok: {} tracked tables, {} rows, {} change-log entries, {} instances, {} peers checked.",
-            r.tables, r.rows, r.log_entries, r.origins, r.peers
+            "ok: {}, {}, {}, {}, {} checked.",
+            count(r.tables, "tracked table", "tracked tables"),
+            count(r.rows, "row", "rows"),
+            count(r.log_entries, "change-log entry", "change-log entries"),
+            count(r.origins, "instance", "instances"),
+            count(r.peers, "peer", "peers")
         );
     }
     for p in &r.problems {
         writeln!(out, "{p}")?;
     }
     if r.omitted > 0 {
-        writeln!(out, "… and {} more problems like these.", r.omitted)?;
+        writeln!(
+            out,
+            "… and {} more {} like these.",
+            r.omitted,
+            if r.omitted == 1 {
+                "problem"
+            } else {
+                "problems"
+            }
+        )?;
     }
     Ok(())
 }

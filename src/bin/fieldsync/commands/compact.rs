@@ -3,12 +3,13 @@
 use anyhow::Result;
 use clap::Args;
 
-use super::DbArg;
+use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Fold recorded changes into the change log now (export and import do it too).
 #[derive(Args)]
+#[command(after_help = "Examples:\n  fieldsync compact --db hq.db")]
 pub struct CompactArgs {
     #[command(flatten)]
     db: DbArg,
@@ -19,14 +20,21 @@ pub fn cmd_compact(ui: &mut Ui, args: &CompactArgs) -> Result<Outcome> {
     ui.report(&r, |out| {
         writeln!(
             out,
-            "folded {} recorded changes; the change log holds {} entries (was {}).",
-            r.captured, r.log_entries, r.log_entries_before
+            "folded {}; the change log holds {} (was {}).",
+            count(r.captured, "recorded change", "recorded changes"),
+            count(r.log_entries, "entry", "entries"),
+            r.log_entries_before
         )?;
         if r.vanished > 0 {
             writeln!(
                 out,
-                "{} rows were deleted without a trigger (INSERT OR REPLACE); their deletion is now recorded.",
-                r.vanished
+                "{} deleted without a trigger (INSERT OR REPLACE); {} now recorded.",
+                count(r.vanished, "row was", "rows were"),
+                if r.vanished == 1 {
+                    "its deletion is"
+                } else {
+                    "their deletion is"
+                }
             )?;
         }
         Ok(())

@@ -13,12 +13,15 @@ use clap::Args;
 use fieldsync::{Conflicts, Discard, DiscardedChange, HeldChange, RetryReport};
 use serde::Serialize;
 
-use super::{DbArg, shell_quote, when};
+use super::{DbArg, count, shell_quote, when};
 use crate::exit::Outcome;
 use crate::ui::{Sorted, Ui};
 
 /// List changes waiting in quarantine and values overwritten by concurrent edits.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync conflicts --db hq.db\n  fieldsync conflicts --db hq.db --retry\n  fieldsync conflicts --db hq.db --discard-from field-3"
+)]
 pub struct ConflictsArgs {
     #[command(flatten)]
     db: DbArg,
@@ -113,8 +116,8 @@ pub fn cmd_conflicts(ui: &mut Ui, args: &ConflictsArgs) -> Result<Outcome> {
         if let Some(d) = &discarded_now {
             writeln!(
                 out,
-                "discarded {} held change(s): they count as received and will not be applied.",
-                d.len()
+                "discarded {}: they count as received and will not be applied.",
+                count(d.len() as u64, "held change", "held changes")
             )?;
         }
         print_quarantine(out, &conflicts, args.db.path())?;
@@ -140,8 +143,8 @@ fn confirmed(c: &Conflicts, which: &Discard, yes: bool) -> Result<bool> {
     }
     if !std::io::stdin().is_terminal() {
         anyhow::bail!(
-            "not discarding {} held change(s) without confirmation: add --yes to discard them from a script",
-            targets.len()
+            "not discarding {} without confirmation: add --yes to discard them from a script",
+            count(targets.len() as u64, "held change", "held changes")
         );
     }
     let mut err = std::io::stderr();
@@ -154,8 +157,12 @@ fn confirmed(c: &Conflicts, which: &Discard, yes: bool) -> Result<bool> {
     }
     write!(
         err,
-        "Discard these {} held change(s)? They will never be applied here. [y/N] ",
-        targets.len()
+        "Discard {}? They will never be applied here. [y/N] ",
+        if targets.len() == 1 {
+            "this held change".to_owned()
+        } else {
+            format!("these {} held changes", targets.len())
+        }
     )?;
     err.flush()?;
     let mut answer = String::new();
@@ -210,8 +217,8 @@ fn print_discarded(out: &mut dyn Write, c: &Conflicts) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "discarded: {} held change(s) dropped by the operator",
-        c.discarded.len()
+        "discarded: {} dropped by the operator",
+        count(c.discarded.len() as u64, "held change", "held changes")
     )?;
     for d in &c.discarded {
         writeln!(
@@ -237,8 +244,8 @@ fn print_quarantine(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::R
     }
     writeln!(
         out,
-        "quarantine: {} change(s) received but not applied (retried when something they wait for changes; `fieldsync conflicts --db {} --retry` retries now)",
-        c.quarantined.len(),
+        "quarantine: {} received but not applied (retried when something they wait for changes; `fieldsync conflicts --db {} --retry` retries now)",
+        count(c.quarantined.len() as u64, "change", "changes"),
         shell_quote(db)
     )?;
     for q in &c.quarantined {
@@ -278,7 +285,12 @@ fn print_schema(out: &mut dyn Write, c: &Conflicts, db: &Path) -> std::io::Resul
     }
     for w in &c.waiting {
         let what = w.waits_for();
-        writeln!(out, "  {} row(s) of values wait for {what}", w.rows)?;
+        writeln!(
+            out,
+            "  {} of values {} for {what}",
+            count(w.rows, "row", "rows"),
+            if w.rows == 1 { "waits" } else { "wait" }
+        )?;
     }
     Ok(())
 }

@@ -13,6 +13,7 @@ use crate::ui::Ui;
 
 /// Play the seed scenario: an HQ and two field laptops exchange bundles.
 #[derive(Args)]
+#[command(after_help = "Examples:\n  fieldsync demo\n  fieldsync demo --dir /tmp/fieldsync-demo")]
 pub struct DemoArgs {
     /// Where to leave the three databases and the bundles (default: a new
     /// temporary directory).

@@ -8,13 +8,16 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 use fieldsync::{ExportOptions, ExportReport, ExportTarget, Overwrite};
 
-use super::DbArg;
+use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::progress::Meter;
 use crate::ui::Ui;
 
 /// Write a bundle file: what a peer lacks (--to) or everything (--full).
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync export --db field-1.db --to hq -o field-1-week1.bundle\n  fieldsync export --db hq.db --full --for field-1,field-2 --no-encrypt -o hq-full.bundle\n  fieldsync export --db hq.db --to field-1 -o - | ssh field-1 fieldsync import --db app.db -"
+)]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "full"])))]
 pub struct ExportArgs {
     #[command(flatten)]
@@ -55,7 +58,8 @@ pub struct ExportArgs {
     /// (which has no key yet) needs this, and must then travel by hand.
     #[arg(long)]
     no_encrypt: bool,
-    /// The bundle file to write.
+    /// The bundle file to write; `-` writes the bundle to stdout (and the
+    /// report to stderr), to pipe it into `fieldsync import -`.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
 }
@@ -75,8 +79,19 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
             bail!("say who the bundle is for with --to PEER, or use --full for everything")
         }
     };
-    let output = &args.output;
-    let bar = Meter::new(output, !ui.json(), "exporting");
+    let to_stdout = args.output.as_os_str() == "-";
+    // `-o -`: the bundle is written beside the database, committed as a
+    // file export is, then copied to stdout and removed (so no bundle goes
+    // out whose export was rolled back); the report goes to stderr.
+    let spool = if to_stdout {
+        ui.report_on_stderr();
+        Some(spool_dir(args.db.path())?)
+    } else {
+        None
+    };
+    let spooled = spool.as_ref().map(|dir| dir.path().join("stdout.bundle"));
+    let output = spooled.as_ref().unwrap_or(&args.output);
+    let bar = Meter::new(output, ui.bars(), "exporting");
     let overwrite = if args.force {
         Overwrite::Force
     } else {
@@ -91,8 +106,15 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
         .export_to_file_with(&target, output, &opts, &mut |done, total| {
             bar.set(done, total)
         })
-        .with_context(|| format!("cannot export to {}", output.display()))?;
+        .with_context(|| format!("cannot export to {}", args.output.display()))?;
     bar.finish();
+    if spool.is_some() {
+        let mut file = std::fs::File::open(output)
+            .with_context(|| format!("cannot read back {}", output.display()))?;
+        let out = ui.product();
+        std::io::copy(&mut file, out).context("cannot write the bundle to stdout")?;
+        out.flush().context("cannot write the bundle to stdout")?;
+    }
     if report.new_peer {
         let peer = report.peer.as_deref().unwrap_or_default();
         let known = if report.known_peers.is_empty() {
@@ -119,15 +141,44 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
             )
         };
         ui.note(format_args!(
-            "new peer(s) {}: set each up from this file with `fieldsync init --from` ({known}).",
-            report.new_peers.join(", ")
+            "new {} {}: set {} up from this file with `fieldsync init --from` ({known}).",
+            if report.new_peers.len() == 1 {
+                "peer"
+            } else {
+                "peers"
+            },
+            report.new_peers.join(", "),
+            if report.new_peers.len() == 1 {
+                "it"
+            } else {
+                "each"
+            }
         ))?;
     }
     for w in &report.warnings {
         ui.warn(w)?;
     }
-    ui.report(&report, |out| print_export(out, &report, output))?;
+    let shown = if to_stdout {
+        Path::new("stdout")
+    } else {
+        output.as_path()
+    };
+    ui.report(&report, |out| print_export(out, &report, shown))?;
     Ok(Outcome::Success)
+}
+
+/// A private directory beside the database, for a bundle on its way to
+/// stdout (the same disk, so a bundle the database can hold fits), removed
+/// when dropped.
+fn spool_dir(db: &Path) -> Result<tempfile::TempDir> {
+    let dir = match db.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    tempfile::Builder::new()
+        .prefix(".fieldsync-stdout-")
+        .tempdir_in(dir)
+        .with_context(|| format!("cannot make a temporary directory in {}", dir.display()))
 }
 
 fn print_export(out: &mut dyn Write, r: &ExportReport, output: &Path) -> std::io::Result<()> {
@@ -143,9 +194,9 @@ fn print_export(out: &mut dyn Write, r: &ExportReport, output: &Path) -> std::io
     };
     writeln!(
         out,
-        "wrote {} ({what}): {} changes{}, {}.",
+        "wrote {} ({what}): {}{}, {}.",
         output.display(),
-        r.changes,
+        count(r.changes, "change", "changes"),
         per_table(r),
         human_bytes(r.bytes)
     )?;

@@ -12,17 +12,21 @@ use clap::Args;
 use fieldsync::{ImportOptions, ImportReport, Instance};
 use serde::Serialize;
 
-use super::DbArg;
+use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::progress::Meter;
 use crate::ui::{Sorted, Ui};
 
 /// Apply bundle files. All are checked before any is applied.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync import --db hq.db field-1-week1.bundle field-2-week1.bundle\n  fieldsync import --db hq.db --atomic week1/*.bundle\n  ssh field-1 fieldsync export --db app.db --to hq -o - | fieldsync import --db hq.db -"
+)]
 pub struct ImportArgs {
     #[command(flatten)]
     db: DbArg,
-    /// Bundle files, applied in this order.
+    /// Bundle files, applied in this order; `-` reads one from stdin (it is
+    /// copied to a temporary file beside the database first).
     #[arg(value_name = "FILE", required = true)]
     files: Vec<PathBuf>,
     /// Apply all the files in one write transaction: all or nothing. The
@@ -111,7 +115,24 @@ impl<'a> Imported<'a> {
 
 pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
     let mut instance = args.db.open()?;
-    let files = &args.files;
+    if args.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        anyhow::bail!("`-` (stdin) can be given only once");
+    }
+    // `-`: the bundle on stdin is copied beside the database first, since
+    // it is read more than once (checked, then applied); from there on it
+    // is an ordinary file, removed when the import ends.
+    let mut spooled = None;
+    let mut files = args.files.clone();
+    for f in &mut files {
+        if f.as_os_str() == "-" {
+            let spool = instance
+                .spool(std::io::stdin().lock())
+                .context("cannot read a bundle from stdin")?;
+            *f = spool.path().to_owned();
+            spooled = Some(spool);
+        }
+    }
+    let files = &files;
     // Check every file (checksum, format, sender, tables) before applying
     // any, so a damaged or foreign file in the list is reported before the
     // long part starts.
@@ -140,7 +161,13 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
     ui.report(&Sorted(Imported::new(files, &reports, args.atomic)), |_| {
         Ok(())
     })?;
-    Ok(Outcome::Success)
+    drop(spooled);
+    // Exit 3: applied, but some of what came is held in quarantine.
+    if reports.iter().any(|r| r.quarantined > 0) {
+        Ok(Outcome::Quarantined)
+    } else {
+        Ok(Outcome::Success)
+    }
 }
 
 /// Apply the files one after the other, each in short write transactions,
@@ -153,7 +180,7 @@ fn apply_each(
 ) -> Result<Vec<ImportReport>> {
     let mut reports = Vec::with_capacity(files.len());
     for (i, f) in files.iter().enumerate() {
-        let meter = Meter::new(f, !ui.json(), "checking");
+        let meter = Meter::new(f, ui.bars(), "checking");
         let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
         let result = instance.import_with(meter.reader(file, 3), opts);
         meter.finish();
@@ -180,7 +207,7 @@ fn apply_each(
 /// Apply all files in one transaction: all or nothing, and one commit, so
 /// many small bundles cost about what one large bundle does.
 fn apply_all(ui: &mut Ui, instance: &mut Instance, files: &[PathBuf]) -> Result<Vec<ImportReport>> {
-    let json = ui.json();
+    let bars = ui.bars();
     let current = Cell::new(0usize);
     let mut bar: Option<Meter> = None;
     let result = instance.import_all(files.iter().enumerate().map(|(i, f)| {
@@ -188,7 +215,7 @@ fn apply_all(ui: &mut Ui, instance: &mut Instance, files: &[PathBuf]) -> Result<
         if let Some(done) = bar.take() {
             done.finish();
         }
-        let meter = Meter::new(f, !json, "checking");
+        let meter = Meter::new(f, bars, "checking");
         let file = File::open(f)?;
         let reader = meter.reader(file, 2);
         bar = Some(meter);
@@ -263,22 +290,25 @@ fn print_import(out: &mut dyn Write, r: &ImportReport, file: &Path) -> std::io::
     if r.released > 0 {
         writeln!(
             out,
-            "  {} change(s) held in quarantine by earlier imports now fit and were applied.",
-            r.released
+            "  {} held in quarantine by earlier imports now {} and {} applied.",
+            count(r.released, "change", "changes"),
+            if r.released == 1 { "fits" } else { "fit" },
+            if r.released == 1 { "was" } else { "were" }
         )?;
     }
     if r.waited > 0 {
         writeln!(
             out,
-            "  {} row(s) received earlier for a column or table that is here now were applied.",
-            r.waited
+            "  {} received earlier for a column or table that is here now {} applied.",
+            count(r.waited, "row", "rows"),
+            if r.waited == 1 { "was" } else { "were" }
         )?;
     }
     if r.overwritten > 0 {
         writeln!(
             out,
-            "  {} value(s) written concurrently elsewhere lost to later edits (see `fieldsync conflicts`).",
-            r.overwritten
+            "  {} written concurrently elsewhere lost to later edits (see `fieldsync conflicts`).",
+            count(r.overwritten, "value", "values")
         )?;
     }
     Ok(())

@@ -10,7 +10,7 @@ use clap::Args;
 use fieldsync::{Instance, SetupOptions, SetupReport, signer_fingerprints};
 use serde::Serialize;
 
-use super::{DbArg, import::warn_import, shell_quote};
+use super::{DbArg, count, import::warn_import, shell_quote};
 use crate::exit::Outcome;
 use crate::progress::Meter;
 use crate::ui::{Sorted, Ui};
@@ -18,6 +18,9 @@ use crate::ui::{Sorted, Ui};
 /// Set up fieldsync in a database (creating the file if needed), or set up
 /// a new database from a full export with --from.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync init --db hq.db --name hq\n  fieldsync init --db field-1.db --name field-1 --from hq-full.bundle --expect-key KEY"
+)]
 pub struct InitArgs {
     #[command(flatten)]
     db: DbArg,
@@ -92,7 +95,7 @@ fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path) -> Result<()> {
         None => confirm_signer(bundle)?,
     };
     let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
-    let bar = Meter::new(bundle, !ui.json(), "checking");
+    let bar = Meter::new(bundle, ui.bars(), "checking");
     let opts = SetupOptions {
         expect_key,
         allow_unsigned: args.allow_unsigned,
@@ -143,11 +146,11 @@ fn confirm_signer(bundle: &Path) -> Result<Option<String>> {
 fn print_setup(out: &mut dyn Write, r: &SetupReport, db: &Path, name: &str) -> std::io::Result<()> {
     writeln!(
         out,
-        "Set up {} as instance '{name}' from the full export of '{}': {} tables, {} rows.",
+        "Set up {} as instance '{name}' from the full export of '{}': {}, {}.",
         db.display(),
         r.from,
-        r.tables.len(),
-        r.import.applied
+        count(r.tables.len() as u64, "table", "tables"),
+        count(r.import.applied, "row", "rows")
     )?;
     if !r.local_tables.is_empty() {
         writeln!(

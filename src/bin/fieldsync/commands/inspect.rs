@@ -25,6 +25,9 @@ use crate::ui::{Sorted, Ui};
 /// Show what a bundle file holds and whether it is intact (no database
 /// needed; an encrypted bundle shows only its outer header without --db).
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync inspect field-1-week1.bundle\n  fieldsync inspect --db hq.db field-1-week1.bundle"
+)]
 pub struct InspectArgs {
     /// The database of the instance an encrypted bundle is for: decrypt it
     /// with that instance's key and show everything.
@@ -319,7 +322,16 @@ fn print_inspect(
     }
     writeln!(out, "created    {}", Hlc(h.created))?;
     match &info.end {
-        Some(end) => writeln!(out, "changes    {} ({} versions)", end.rows, end.versions)?,
+        Some(end) => writeln!(
+            out,
+            "changes    {} ({})",
+            end.rows,
+            if end.versions == 1 {
+                "1 version".to_owned()
+            } else {
+                format!("{} versions", end.versions)
+            }
+        )?,
         None => writeln!(out, "changes    unknown")?,
     }
     writeln!(out, "tables")?;
@@ -341,9 +353,15 @@ fn print_inspect(
         };
         writeln!(
             out,
-            "  {:<24} {:>8} changes   {identified} columns ({}){version}{carried}",
+            "  {:<24} {:>8} {:<7}   {identified} {} ({}){version}{carried}",
             t.name,
             n,
+            if n == "1" { "change" } else { "changes" },
+            if t.cells.len() == 1 {
+                "column"
+            } else {
+                "columns"
+            },
             t.cells.join(", ")
         )?;
     }

@@ -9,13 +9,16 @@ use clap::Args;
 use fieldsync::{JournalEntry, JournalKind};
 use serde::Serialize;
 
-use super::{DbArg, when};
+use super::{DbArg, count, when};
 use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Show the sync journal: every import, export and network sync, newest
 /// first.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync journal --db hq.db\n  fieldsync journal --db hq.db --limit 20 --json"
+)]
 pub struct JournalArgs {
     #[command(flatten)]
     db: DbArg,
@@ -50,14 +53,24 @@ fn print_journal(out: &mut dyn Write, entries: &[JournalEntry]) -> std::io::Resu
         let full = if e.full { " full" } else { "" };
         let bytes = e
             .bytes
-            .map_or_else(|| "? bytes".to_owned(), |b| format!("{b} bytes"));
+            .map_or_else(|| "? bytes".to_owned(), |b| count(b, "byte", "bytes"));
         let what = match e.kind {
             JournalKind::Import => format!(
-                "import{full} from '{peer}': {} changes, {} applied, {} known, {} older, {} quarantined",
-                e.changes, e.applied, e.known, e.older, e.quarantined
+                "import{full} from '{peer}': {}, {} applied, {} known, {} older, {} quarantined",
+                count(e.changes, "change", "changes"),
+                e.applied,
+                e.known,
+                e.older,
+                e.quarantined
             ),
-            JournalKind::Export => format!("export{full} to '{peer}': {} changes", e.changes),
-            JournalKind::Sync => format!("sync with '{peer}': {} changes", e.changes),
+            JournalKind::Export => format!(
+                "export{full} to '{peer}': {}",
+                count(e.changes, "change", "changes")
+            ),
+            JournalKind::Sync => format!(
+                "sync with '{peer}': {}",
+                count(e.changes, "change", "changes")
+            ),
         };
         writeln!(
             out,

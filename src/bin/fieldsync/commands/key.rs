@@ -14,6 +14,9 @@ use crate::ui::Ui;
 
 /// Show this instance's public keys and their fingerprint, to read to HQ.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync key --db field-1.db\n  fieldsync key --db field-1.db --json | fieldsync trust --db hq.db --stdin"
+)]
 pub struct KeyArgs {
     #[command(flatten)]
     db: DbArg,

@@ -18,6 +18,7 @@ mod peer;
 mod revoke;
 mod schema;
 mod serve;
+mod shipping;
 mod status;
 mod sync;
 mod track;
@@ -38,13 +39,18 @@ use crate::ui::Ui;
 /// `export --to PEER -o FILE` on one side and `import FILE` on the other,
 /// as often as you like. Re-importing never creates duplicates.
 #[derive(Parser)]
-#[command(name = "fieldsync", version, about, long_about = None, max_term_width = 100)]
+#[command(name = "fieldsync", version, about, max_term_width = 100,
+          after_help = crate::exit::EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
     /// Print one JSON object instead of text.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print no report (errors and warnings still go to stderr; --json
+    /// output is still printed).
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +77,8 @@ enum Command {
     Pull(sync::SyncArgs),
     Peer(peer::PeerArgs),
     Journal(journal::JournalArgs),
+    Completions(shipping::CompletionsArgs),
+    Man(shipping::ManArgs),
 }
 
 /// The database a command works on.
@@ -115,6 +123,8 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Pull(args) => sync::cmd_sync(ui, args, fieldsync::net::Direction::Pull),
         Command::Peer(args) => peer::cmd_peer(ui, args),
         Command::Journal(args) => journal::cmd_journal(ui, args),
+        Command::Completions(args) => shipping::cmd_completions(ui, args),
+        Command::Man(args) => shipping::cmd_man(ui, args),
     }
 }
 
@@ -127,6 +137,12 @@ fn shell_quote(p: &Path) -> String {
     } else {
         format!("'{}'", s.replace('\'', "'\\''"))
     }
+}
+
+/// A count and its noun, singular for exactly one: `1 change`,
+/// `2 changes`, `0 changes`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// A time (unix ms) to the minute, or `never`.

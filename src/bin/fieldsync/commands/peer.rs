@@ -9,12 +9,10 @@ use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Remember, list or forget the address of a server to sync with.
-///
-/// Examples:
-///   fieldsync peer add --db field.db hq https://hq.example.org:8470
-///   fieldsync peer list --db field.db
-///   fieldsync peer remove --db field.db hq
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync peer add --db field.db hq https://hq.example.org:8470\n  fieldsync peer list --db field.db\n  fieldsync peer remove --db field.db hq"
+)]
 pub struct PeerArgs {
     #[command(subcommand)]
     action: PeerAction,

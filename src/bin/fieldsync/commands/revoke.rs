@@ -12,10 +12,10 @@ use crate::ui::Ui;
 
 /// Revoke an instance (a stolen or lost laptop): its later bundles are
 /// refused.
-///
-/// Example, at HQ: `fieldsync revoke --db hq.db field-3`, then export to
-/// the other laptops as usual: the revocation travels with HQ's bundles.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync revoke --db hq.db field-3       (HQ's next bundles carry it)"
+)]
 pub struct RevokeArgs {
     #[command(flatten)]
     db: DbArg,

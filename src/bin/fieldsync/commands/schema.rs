@@ -9,7 +9,7 @@ use anyhow::Result;
 use clap::{Args, ValueEnum};
 use fieldsync::{SchemaMode, SchemaReport};
 
-use super::{DbArg, shell_quote, when};
+use super::{DbArg, count, shell_quote, when};
 use crate::exit::Outcome;
 use crate::ui::Ui;
 
@@ -20,6 +20,9 @@ use crate::ui::Ui;
 /// its bundles carry the change. An instance set up with `init --from` runs
 /// it as it arrives; any other holds it until `--apply`.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync schema --db field-1.db\n  fieldsync schema --db field-1.db --apply\n  fieldsync schema --db hq.db --auto on"
+)]
 pub struct SchemaArgs {
     #[command(flatten)]
     db: DbArg,
@@ -126,8 +129,8 @@ fn print_schema(out: &mut dyn Write, r: &SchemaReport, db: &Path) -> std::io::Re
         let what = w.waits_for();
         writeln!(
             out,
-            "waiting: {} row(s) of values for {what}, not here yet",
-            w.rows
+            "waiting: {} of values for {what}, not here yet",
+            count(w.rows, "row", "rows")
         )?;
     }
     Ok(())

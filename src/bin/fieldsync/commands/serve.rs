@@ -18,11 +18,10 @@ use crate::ui::Ui;
 /// Only instances enrolled here (`fieldsync trust`) are answered, each
 /// request signed with the instance's key; a revoked one is refused. Every
 /// request is logged on stderr, one line each.
-///
-/// Examples:
-///   fieldsync serve --db hq.db --listen 0.0.0.0:8470 --tls-cert hq.pem --tls-key hq.key
-///   fieldsync serve --db hq.db            (127.0.0.1:8470, behind a reverse proxy)
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync serve --db hq.db --listen 0.0.0.0:8470 --tls-cert hq.pem --tls-key hq.key\n  fieldsync serve --db hq.db    (127.0.0.1:8470, behind a reverse proxy)"
+)]
 pub struct ServeArgs {
     #[command(flatten)]
     db: DbArg,

@@ -8,12 +8,15 @@ use anyhow::Result;
 use clap::Args;
 use fieldsync::Status;
 
-use super::{DbArg, shell_quote, when};
+use super::{DbArg, count, shell_quote, when};
 use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Show this instance, its tables, and what each peer has and lacks.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync status --db hq.db\n  FIELDSYNC_DB=hq.db fieldsync status --json"
+)]
 pub struct StatusArgs {
     #[command(flatten)]
     db: DbArg,
@@ -34,8 +37,10 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
     writeln!(out, "site id    {}", s.site_id)?;
     writeln!(
         out,
-        "changes    {} made here; {} recorded and not yet in the log; log holds {} entries",
-        s.local_seq, s.captured_unstamped, s.log_entries
+        "changes    {} made here; {} recorded and not yet in the log; log holds {}",
+        s.local_seq,
+        s.captured_unstamped,
+        count(s.log_entries, "entry", "entries")
     )?;
     writeln!(
         out,
@@ -52,9 +57,9 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
     if let Some(i) = &s.interrupted_import {
         writeln!(
             out,
-            "import     INTERRUPTED: an import from '{}' stopped after {} changes (what it applied is kept); import that bundle again to finish: fieldsync import --db {} FILE",
+            "import     INTERRUPTED: an import from '{}' stopped after {} (what it applied is kept); import that bundle again to finish: fieldsync import --db {} FILE",
             i.from,
-            i.applied,
+            count(i.applied, "change", "changes"),
             shell_quote(db)
         )?;
     }
@@ -77,9 +82,10 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
             };
             writeln!(
                 out,
-                "  {:<24} {:>8} rows {:>8} deleted   schema {}{differ}",
+                "  {:<24} {:>8} {:<4} {:>8} deleted   schema {}{differ}",
                 t.name,
                 t.rows,
+                if t.rows == 1 { "row" } else { "rows" },
                 t.tombstones,
                 t.version.as_deref().unwrap_or("-")
             )?;
@@ -89,17 +95,21 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
         let what = w.waits_for();
         writeln!(
             out,
-            "waiting    {} row(s) of values for {what}, not here yet: applied once it is (`fieldsync schema --db {}`)",
-            w.rows,
+            "waiting    {} of values for {what}, not here yet: applied once it is (`fieldsync schema --db {}`)",
+            count(w.rows, "row", "rows"),
             shell_quote(db)
         )?;
     }
     if s.schema_held > 0 {
         writeln!(
             out,
-            "schema     {} received schema change(s) not run here: `fieldsync schema --db {}` lists them, \
+            "schema     {} not run here: `fieldsync schema --db {}` lists them, \
              `--apply` runs them",
-            s.schema_held,
+            count(
+                s.schema_held,
+                "received schema change",
+                "received schema changes"
+            ),
             shell_quote(db)
         )?;
     }
@@ -123,10 +133,10 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
     if s.quarantined + s.overwritten > 0 {
         writeln!(
             out,
-            "conflicts  {} change(s) held in quarantine, {} value(s) overwritten by concurrent edits \
+            "conflicts  {} held in quarantine, {} overwritten by concurrent edits \
              (`fieldsync conflicts --db {}`)",
-            s.quarantined,
-            s.overwritten,
+            count(s.quarantined, "change", "changes"),
+            count(s.overwritten, "value", "values"),
             shell_quote(db)
         )?;
     }

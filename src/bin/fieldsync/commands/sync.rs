@@ -10,7 +10,7 @@ use anyhow::Result;
 use clap::Args;
 use fieldsync::net::{Direction, SyncOptions, SyncReport, sync};
 
-use super::DbArg;
+use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::progress::NetMeter;
 use crate::ui::Ui;
@@ -20,12 +20,10 @@ use crate::ui::Ui;
 /// The server is a URL, or the name of a peer whose URL was remembered with
 /// `fieldsync peer add`; with none, the one remembered. Run it again after a
 /// cut: it resumes where it stopped, and nothing is applied twice.
-///
-/// Examples:
-///   fieldsync sync --db field.db https://hq.example.org:8470
-///   fieldsync peer add --db field.db hq https://hq.example.org:8470
-///   fieldsync sync --db field.db
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync sync --db field.db https://hq.example.org:8470\n  fieldsync peer add --db field.db hq https://hq.example.org:8470\n  fieldsync sync --db field.db"
+)]
 pub struct SyncArgs {
     #[command(flatten)]
     db: DbArg,
@@ -55,7 +53,7 @@ pub fn cmd_sync(ui: &mut Ui, args: &SyncArgs, direction: Direction) -> Result<Ou
     opts.timeout = Duration::from_secs(args.timeout.max(1));
     opts.tries = args.tries.max(1);
     opts.max_body = args.max_body_mib.saturating_mul(1 << 20);
-    let meter = NetMeter::new(!ui.json());
+    let meter = NetMeter::new(ui.bars());
     let result = sync(&mut instance, &opts, &mut |stage, done, total| {
         meter.set(stage, done, total)
     });
@@ -67,17 +65,13 @@ pub fn cmd_sync(ui: &mut Ui, args: &SyncArgs, direction: Direction) -> Result<Ou
             ui.warn(w)?;
         }
     }
-    Ok(Outcome::Success)
+    Ok(match &report.import {
+        Some(import) if import.quarantined > 0 => Outcome::Quarantined,
+        _ => Outcome::Success,
+    })
 }
 
 fn print_sync(out: &mut dyn Write, r: &SyncReport) -> std::io::Result<()> {
-    let count = |n: u64, one: &str, many: &str| {
-        if n == 1 {
-            format!("1 {one}")
-        } else {
-            format!("{n} {many}")
-        }
-    };
     if r.direction != Direction::Pull {
         let what = match r.sent_changes {
             Some(n) => count(n, "change", "changes"),

@@ -6,12 +6,15 @@ use anyhow::Result;
 use clap::Args;
 use fieldsync::{Selection, TrackOptions, TrackReport};
 
-use super::DbArg;
+use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Start recording changes to tables (the rows already there are included).
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync track --db hq.db --all\n  fieldsync track --db hq.db --all --identity uuid --except 'session*'\n  fieldsync track --db hq.db person shelter"
+)]
 pub struct TrackArgs {
     #[command(flatten)]
     db: DbArg,
@@ -87,8 +90,9 @@ fn print_track(out: &mut dyn Write, r: &TrackReport) -> std::io::Result<()> {
     if !r.tracked.is_empty() {
         writeln!(
             out,
-            "{} existing rows recorded; they will be in the next export.",
-            r.existing_rows
+            "{} recorded; {} will be in the next export.",
+            count(r.existing_rows, "existing row", "existing rows"),
+            if r.existing_rows == 1 { "it" } else { "they" }
         )?;
     }
     Ok(())

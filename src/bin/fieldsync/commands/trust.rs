@@ -28,6 +28,9 @@ use crate::ui::{Sorted, Ui};
 /// into `fieldsync trust --db HQ --stdin`). HQ's enrolments then travel,
 /// signed, in its bundles to every laptop set up from it.
 #[derive(Args)]
+#[command(
+    after_help = "Examples:\n  fieldsync trust --db hq.db field-1 KEY RECIPIENT\n  fieldsync key --db field-1.db --json | fieldsync trust --db hq.db --stdin\n  fieldsync trust --db hq.db --list"
+)]
 pub struct TrustArgs {
     #[command(flatten)]
     db: DbArg,

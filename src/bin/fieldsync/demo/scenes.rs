@@ -399,9 +399,19 @@ pub(super) fn hq_imports(
 
     let conflicts = hq.conflicts(10)?;
     st.say(format!(
-        "HQ looks at `fieldsync conflicts`: {} change(s) in quarantine, {} overwritten value(s).",
+        "HQ looks at `fieldsync conflicts`: {} {} in quarantine, {} overwritten {}.",
         conflicts.quarantined.len(),
-        conflicts.overwritten_total
+        if conflicts.quarantined.len() == 1 {
+            "change"
+        } else {
+            "changes"
+        },
+        conflicts.overwritten_total,
+        if conflicts.overwritten_total == 1 {
+            "value"
+        } else {
+            "values"
+        }
     ))?;
     for q in &conflicts.quarantined {
         st.detail(format!(

@@ -110,7 +110,15 @@ impl<'a> Story<'a> {
             line.push_str(&format!(", {} released from quarantine", r.released));
         }
         if r.overwritten > 0 {
-            line.push_str(&format!(", {} concurrent value(s) lost", r.overwritten));
+            line.push_str(&format!(
+                ", {} concurrent {} lost",
+                r.overwritten,
+                if r.overwritten == 1 {
+                    "value"
+                } else {
+                    "values"
+                }
+            ));
         }
         if !r.gaps.is_empty() {
             let gaps: Vec<String> = r.gaps.iter().map(|(o, g)| format!("{o} #{g}")).collect();

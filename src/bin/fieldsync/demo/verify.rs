@@ -37,13 +37,19 @@ pub(super) fn same_rows_everywhere(st: &mut Story, all: &mut Instances) -> Resul
         )?;
         if dangling > 0 {
             return Err(DemoError::Diverged(format!(
-                "{name} has {dangling} dangling reference(s)"
+                "{name} has {dangling} dangling {}",
+                if dangling == 1 {
+                    "reference"
+                } else {
+                    "references"
+                }
             )));
         }
         let held = db.conflicts(0)?.quarantined.len();
         if held > 0 {
             return Err(DemoError::Diverged(format!(
-                "{name} still holds {held} change(s) in quarantine"
+                "{name} still holds {held} {} in quarantine",
+                if held == 1 { "change" } else { "changes" }
             )));
         }
     }
