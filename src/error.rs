@@ -284,7 +284,7 @@ pub enum TrackError {
     },
     /// A table named by the console's Data page (or a library caller) is
     /// not tracked.
-    #[error("table '{table}' is not tracked here")]
+    #[error("table '{table}' is not tracked here; `fieldsync status` lists the tracked tables")]
     NotTracked {
         /// The table named.
         table: String,

@@ -1238,6 +1238,19 @@ impl Instance {
         crate::admin::status::status(&tx, &s)
     }
 
+    /// A content hash per tracked table (every one if `tables` is empty),
+    /// equal on two instances exactly when their rows are
+    /// (spec/merge.md, "Fingerprints"). Reads only.
+    pub fn fingerprints(
+        &self,
+        tables: &[String],
+    ) -> Result<crate::admin::fingerprint::Fingerprints, Error> {
+        // One read transaction, so every table is hashed at one moment.
+        let tx = self.conn.unchecked_transaction()?;
+        let s = Session::load(&tx)?;
+        crate::admin::fingerprint::fingerprints(&tx, &s, tables)
+    }
+
     /// Check fieldsync's invariants in this database (see `src/admin/check.rs`).
     /// Reads only; problems found are in the report, not an error.
     pub fn check(&mut self) -> Result<crate::admin::check::CheckReport, Error> {
@@ -1422,11 +1435,11 @@ fn expect_key(header: &Header, key: &VerifyingKey, expected: Option<&str>) -> Re
         }
         .into());
     };
-    let wanted = normal_fingerprint(expected);
+    let wanted = crate::catalog::keys::normal_fingerprint(expected);
     if both
         .iter()
         .chain([&signing])
-        .any(|f| normal_fingerprint(f) == wanted)
+        .any(|f| crate::catalog::keys::normal_fingerprint(f) == wanted)
     {
         return Ok(());
     }
@@ -1437,19 +1450,6 @@ fn expect_key(header: &Header, key: &VerifyingKey, expected: Option<&str>) -> Re
         found_signing: signing,
     }
     .into())
-}
-
-/// A fingerprint as typed, compared the way Crockford's base 32 is read:
-/// case, dashes and spaces do not matter, O is 0, I and L are 1.
-fn normal_fingerprint(text: &str) -> String {
-    text.chars()
-        .filter(|c| !c.is_whitespace() && *c != '-')
-        .map(|c| match c.to_ascii_uppercase() {
-            'O' => '0',
-            'I' | 'L' => '1',
-            c => c,
-        })
-        .collect()
 }
 
 /// Fail with a plain message if the directory a file goes into is missing.

@@ -82,6 +82,7 @@ mod send;
 
 pub use admin::check::{CheckReport, Invariant, Problem};
 pub use admin::clock::ClockStatus;
+pub use admin::fingerprint::{Fingerprints, TableFingerprint};
 pub use admin::history::{CellHistory, LostValue, RowHistory, RowVersion};
 pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};

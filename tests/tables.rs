@@ -74,7 +74,7 @@ fn track(site: &Site, extra: &[&str]) -> Res<Out> {
 
 /// HQ with `schema` and `rows`, tracked with `track_args`, and two laptops
 /// set up from its full export.
-fn hq_and_laptops(
+pub(crate) fn hq_and_laptops(
     w: &World,
     schema: &str,
     rows: &str,
@@ -93,7 +93,7 @@ fn hq_and_laptops(
 }
 
 /// Bring all three to the same state: laptops to HQ, HQ back to both.
-fn sync(w: &World, hq: &Site, f1: &Site, f2: &Site) -> Res {
+pub(crate) fn sync(w: &World, hq: &Site, f1: &Site, f2: &Site) -> Res {
     w.send(f1, hq)?;
     w.send(f2, hq)?;
     w.send(hq, f1)?;

@@ -23,6 +23,7 @@ mod corruption;
 mod crash;
 mod encrypt;
 mod enrolment;
+mod fingerprint;
 mod format;
 mod fuzz_corpus;
 mod gaps;

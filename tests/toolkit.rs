@@ -22,6 +22,7 @@ const SUBCOMMANDS: &[&str] = &[
     "inspect",
     "conflicts",
     "check",
+    "fingerprint",
     "demo",
     "compact",
     "schema",

@@ -105,6 +105,9 @@ pub struct Status {
     /// The clock against the wall clock and the peers' clocks, with its
     /// warnings (spec/trust.md, "The clock bound").
     pub clock: crate::admin::clock::ClockStatus,
+    /// A content hash per tracked table, to compare with another instance's
+    /// (`fieldsync fingerprint`).
+    pub fingerprints: crate::admin::fingerprint::Fingerprints,
 }
 
 /// An import that stopped between two of its write transactions.
@@ -167,6 +170,7 @@ pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error>
         schema_held: crate::receive::schema_changes::held_count(tx)?,
         schema_mode: crate::receive::schema_changes::mode(tx)?,
         clock: crate::admin::clock::clock_status(tx)?,
+        fingerprints: crate::admin::fingerprint::fingerprints(tx, s, &[])?,
     })
 }
 

@@ -166,8 +166,21 @@ pub fn base32(bytes: &[u8]) -> String {
     base32::encode(base32::Alphabet::Crockford, bytes)
 }
 
+/// A fingerprint as typed, compared the way Crockford's base 32 is read:
+/// case, dashes and spaces do not matter, O is 0, I and L are 1.
+pub(crate) fn normal_fingerprint(text: &str) -> String {
+    text.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .collect()
+}
+
 /// `text` cut into groups of `size` characters joined by `-`.
-fn group(text: &str, size: usize) -> String {
+pub(crate) fn group(text: &str, size: usize) -> String {
     let chars: Vec<char> = text.chars().collect();
     chars
         .chunks(size)

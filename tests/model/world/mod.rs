@@ -222,6 +222,7 @@ impl World {
             )
             .into());
         }
+        self.check_fingerprints(at, when)?;
         // The model's own invariant: a row in the app table lives (a live
         // row may be missing: deleted without a trigger, not yet noticed).
         for (row, r) in &self.models[at].rows {
@@ -231,6 +232,47 @@ impl World {
                     r.cl
                 )
                 .into());
+            }
+        }
+        Ok(())
+    }
+
+    /// `fingerprint` against the model (spec/merge.md, "Fingerprints"): a
+    /// table's fingerprint at `at` equals its fingerprint at another
+    /// instance exactly when the model says both hold the same rows, by
+    /// identity. Tables with rows not numbered yet are skipped: those are
+    /// hashed by their local number.
+    fn check_fingerprints(&self, at: usize, when: &str) -> Res<()> {
+        let mine = self.instances[at].fingerprints(&[])?;
+        let rows_of = |app: &Tables, t: usize| -> Vec<(RowId, Vec<Value>)> {
+            (app.iter())
+                .filter(|(row, _)| row.table == t)
+                .map(|(r, c)| (r.clone(), c.clone()))
+                .collect()
+        };
+        let my_app = self.model_view(at).app;
+        for other in 0..self.instances.len() {
+            if other == at {
+                continue;
+            }
+            let theirs = self.instances[other].fingerprints(&[])?;
+            let their_app = self.model_view(other).app;
+            for (a, b) in mine.tables.iter().zip(&theirs.tables) {
+                if a.unnumbered > 0 || b.unnumbered > 0 {
+                    continue;
+                }
+                let t = table_index(&a.table)?;
+                let same = rows_of(&my_app, t) == rows_of(&their_app, t);
+                if (a.digest == b.digest) != same {
+                    return Err(format!(
+                        "i{at} {when}: the fingerprints of {} at i{at} and i{other} are {} and {}, but the model says their rows are {}",
+                        a.table,
+                        a.fingerprint,
+                        b.fingerprint,
+                        if same { "the same" } else { "different" }
+                    )
+                    .into());
+                }
             }
         }
         Ok(())

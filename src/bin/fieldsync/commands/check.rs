@@ -12,6 +12,9 @@ use crate::exit::Outcome;
 use crate::ui::Ui;
 
 /// Check fieldsync's own state in a database; exit 1 and list problems if any.
+///
+/// It checks one database against fieldsync's invariants; whether two
+/// instances hold the same rows is `fieldsync fingerprint`'s question.
 #[derive(Args)]
 #[command(after_help = "Examples:\n  fieldsync check --db hq.db")]
 pub struct CheckArgs {

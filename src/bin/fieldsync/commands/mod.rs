@@ -9,6 +9,7 @@ mod compact;
 mod conflicts;
 mod demo;
 mod export;
+mod fingerprint;
 mod import;
 mod init;
 mod inspect;
@@ -63,6 +64,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Conflicts(conflicts::ConflictsArgs),
     Check(check::CheckArgs),
+    Fingerprint(fingerprint::FingerprintArgs),
     Demo(demo::DemoArgs),
     Compact(compact::CompactArgs),
     Schema(schema::SchemaArgs),
@@ -111,6 +113,7 @@ pub fn run(cli: &Cli, ui: &mut Ui) -> Result<Outcome> {
         Command::Inspect(args) => inspect::cmd_inspect(ui, args),
         Command::Conflicts(args) => conflicts::cmd_conflicts(ui, args),
         Command::Check(args) => check::cmd_check(ui, args),
+        Command::Fingerprint(args) => fingerprint::cmd_fingerprint(ui, args),
         Command::Demo(args) => demo::cmd_demo(ui, args),
         Command::Compact(args) => compact::cmd_compact(ui, args),
         Command::Schema(args) => schema::cmd_schema(ui, args),

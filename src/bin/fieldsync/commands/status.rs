@@ -82,12 +82,17 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
             };
             writeln!(
                 out,
-                "  {:<24} {:>8} {:<4} {:>8} deleted   schema {}{differ}",
+                "  {:<24} {:>8} {:<4} {:>8} deleted   schema {}   fingerprint {}{differ}",
                 t.name,
                 t.rows,
                 if t.rows == 1 { "row" } else { "rows" },
                 t.tombstones,
-                t.version.as_deref().unwrap_or("-")
+                t.version.as_deref().unwrap_or("-"),
+                s.fingerprints
+                    .tables
+                    .iter()
+                    .find(|f| f.table == t.name)
+                    .map_or("-", |f| f.fingerprint.as_str())
             )?;
         }
     }
@@ -110,6 +115,14 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
                 "received schema change",
                 "received schema changes"
             ),
+            shell_quote(db)
+        )?;
+    }
+    if !s.tables.is_empty() {
+        writeln!(
+            out,
+            "fingerprint {} (per table: `fieldsync fingerprint --db {}`; equal on another instance means the same rows)",
+            s.fingerprints.fingerprint,
             shell_quote(db)
         )?;
     }
