@@ -332,6 +332,64 @@ pub enum BundleError {
         /// What could not be decoded.
         detail: String,
     },
+    /// `--max-size` below what a part needs.
+    #[error(
+        "--max-size {max_size} is too small: each part needs at least {min} bytes (64 KiB); e-mail limits are usually 10MB to 25MB"
+    )]
+    PartTooSmall {
+        /// The size asked for.
+        max_size: u64,
+        /// The smallest allowed.
+        min: u64,
+    },
+    /// A bundle would need more parts than a set may have.
+    #[error("the bundle would need {count} parts (at most {max}); give a larger --max-size")]
+    TooManyParts {
+        /// Parts needed.
+        count: u64,
+        /// The most allowed.
+        max: u32,
+    },
+    /// A part of a split bundle that does not hold together.
+    #[error(
+        "{} is a damaged part of a split bundle: {detail}", file.display()
+    )]
+    DamagedPart {
+        /// The part file.
+        file: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// Two parts that claim the same place in one bundle but differ.
+    #[error(
+        "{} is part {index} of bundle {set}, but a different part {index} of that bundle was received before: one of them is forged; ask the sender for the parts again, and remove the parts kept of it (in the .fieldsync-parts directory beside the database) if they keep clashing",
+        file.display()
+    )]
+    PartConflicts {
+        /// The part file.
+        file: PathBuf,
+        /// The bundle (short id).
+        set: String,
+        /// The part's number.
+        index: u32,
+    },
+    /// Every part is here, but together they are not the bundle they name.
+    #[error(
+        "the {count} parts of bundle {set} ({name}) do not make the bundle they name (its BLAKE3 or size differs): one was forged or damaged before it was cut; the parts kept of it were removed: ask the sender for the parts again"
+    )]
+    PartsDoNotJoin {
+        /// The bundle (short id).
+        set: String,
+        /// Its file name when cut.
+        name: String,
+        /// Parts.
+        count: u32,
+    },
+    /// A part given where a whole bundle is needed.
+    #[error(
+        "this is one part of a split bundle; `fieldsync import` takes the parts, in any order and over several runs, and applies the bundle once all are there"
+    )]
+    IsPart,
     /// Reading or writing the file failed.
     #[error(transparent)]
     Io(#[from] io::Error),

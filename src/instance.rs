@@ -1260,6 +1260,24 @@ impl Instance {
         crate::admin::check::check(&tx)
     }
 
+    /// Sort bundle files into whole bundles and parts of split bundles
+    /// (spec/bundle.md, "Split bundles"): each part is checked and kept
+    /// beside the database until every part of its bundle is there (over
+    /// one run or several), then the parts are joined. The result lists
+    /// what to import; after a joined bundle is applied, call
+    /// [`ReceivedParts::applied`](crate::ReceivedParts::applied)
+    /// to remove its parts. With `keep` false (a preview) nothing is
+    /// written beside the database: bundles are joined in a temporary
+    /// directory from the files and the parts already kept. The database
+    /// itself is never touched.
+    pub fn receive_parts(
+        &self,
+        files: &[PathBuf],
+        keep: bool,
+    ) -> Result<crate::receive::parts::ReceivedParts, Error> {
+        crate::receive::parts::receive(&self.path, files, keep)
+    }
+
     /// Captured changes not yet folded into the log.
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)

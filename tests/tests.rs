@@ -36,6 +36,7 @@ mod regressions;
 mod scenario;
 mod schema;
 mod setup_aware;
+mod split;
 mod tables;
 mod toolkit;
 mod trigger_names;

@@ -1,11 +1,13 @@
 //! Bundles: the files instances exchange. [`format`](mod@format) defines what is in one,
 //! [`writer`] streams one out, [`reader`] checks and streams one in,
-//! [`statement`] makes and checks the origin statements a header carries.
+//! [`statement`] makes and checks the origin statements a header carries,
+//! [`parts`] cuts a bundle into e-mail-sized parts and checks one.
 //! This module only re-exports them (with the Ed25519 key types bundles are
 //! signed with) and offers [`inspect`], which needs no database.
 
 pub mod envelope;
 pub mod format;
+pub mod parts;
 pub mod reader;
 pub(crate) mod statement;
 pub mod writer;

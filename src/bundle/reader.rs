@@ -63,6 +63,9 @@ fn read_version<R: Read>(r: &mut R) -> Result<u16, BundleError> {
     let mut magic = [0u8; 8];
     read_exact_or_truncated(r, &mut magic)?;
     if magic != MAGIC {
+        if &magic == crate::bundle::parts::PART_MAGIC {
+            return Err(BundleError::IsPart);
+        }
         if magic[..4] == MAGIC[..4] {
             return Err(BundleError::LineEndingsMangled);
         }

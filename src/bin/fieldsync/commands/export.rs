@@ -16,7 +16,7 @@ use crate::ui::Ui;
 /// Write a bundle file: what a peer lacks (--to) or everything (--full).
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  fieldsync export --db field-1.db --to hq -o field-1-week1.bundle\n  fieldsync export --db hq.db --full --for field-1,field-2 --no-encrypt -o hq-full.bundle\n  fieldsync export --db hq.db --to field-1 -o - | ssh field-1 fieldsync import --db app.db -"
+    after_help = "Examples:\n  fieldsync export --db field-1.db --to hq -o field-1-week1.bundle\n  fieldsync export --db hq.db --full --no-encrypt --max-size 10MB -o hq-full.bundle\n  fieldsync export --db hq.db --to field-1 -o - | ssh field-1 fieldsync import --db app.db -"
 )]
 #[command(group(clap::ArgGroup::new("target").required(true).args(["to", "full"])))]
 pub struct ExportArgs {
@@ -62,6 +62,21 @@ pub struct ExportArgs {
     /// report to stderr), to pipe it into `fieldsync import -`.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     output: PathBuf,
+    /// Cut a bundle larger than this into parts that each fit an e-mail
+    /// attachment: FILE.part1of3.bundle, ... (`10MB` = 10,000,000 bytes,
+    /// `10MiB` = 10,485,760; at least 64KiB). Import the parts in any order,
+    /// together or as they come: the bundle is applied once all are there.
+    /// A bundle that fits is written as one file.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    max_size: Option<u64>,
+}
+
+/// `10MB`, `25MiB`, `500k`, `1048576`.
+fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|_| format!("'{text}' is not a size; write it like 10MB, 25MiB or 500KB"))
 }
 
 pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
@@ -80,6 +95,28 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
         }
     };
     let to_stdout = args.output.as_os_str() == "-";
+    if let Some(max) = args.max_size {
+        if to_stdout {
+            bail!(
+                "--max-size writes parts to files named after -o FILE; it cannot split a bundle sent to stdout"
+            );
+        }
+        if max < fieldsync::bundle::parts::MIN_PART_SIZE {
+            bail!(
+                "--max-size {max} is too small: each part needs at least 64KiB; e-mail limits are usually 10MB to 25MB"
+            );
+        }
+        // Parts of an earlier bundle under the same name would be mixed up
+        // with the new ones (or overwritten before they were delivered).
+        if !args.force {
+            if let Some(old) = earlier_parts(&args.output)?.first() {
+                bail!(
+                    "{} is a part of an earlier bundle written to the same name; import or move the earlier parts first, or pass --force to replace them",
+                    old.display()
+                );
+            }
+        }
+    }
     // `-o -`: the bundle is written beside the database, committed as a
     // file export is, then copied to stdout and removed (so no bundle goes
     // out whose export was rolled back); the report goes to stderr.
@@ -163,8 +200,115 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     } else {
         output.as_path()
     };
-    ui.report(&report, |out| print_export(out, &report, shown))?;
+    let parts = match args.max_size {
+        Some(max) => split(output, max, args.force)?,
+        None => Vec::new(),
+    };
+    ui.report(
+        &Exported {
+            report: &report,
+            parts: &parts,
+        },
+        |out| {
+            print_export(out, &report, shown)?;
+            if !parts.is_empty() {
+                writeln!(
+                    out,
+                    "cut into {} parts of at most {} each (send them all; import them in any order):",
+                    parts.len(),
+                    human_bytes(args.max_size.unwrap_or_default())
+                )?;
+                for p in &parts {
+                    writeln!(out, "  {} ({})", p.file.display(), human_bytes(p.bytes))?;
+                }
+            }
+            Ok(())
+        },
+    )?;
     Ok(Outcome::Success)
+}
+
+/// What `export --json` prints: the report, and the parts with
+/// `--max-size` (none if the bundle fit in one file).
+#[derive(serde::Serialize)]
+struct Exported<'a> {
+    #[serde(flatten)]
+    report: &'a ExportReport,
+    parts: &'a [PartFile],
+}
+
+/// One part file written.
+#[derive(serde::Serialize)]
+struct PartFile {
+    file: PathBuf,
+    bytes: u64,
+}
+
+/// Cut the bundle at `output` into parts of at most `max` bytes if it is
+/// larger, and remove it; the parts written.
+fn split(output: &Path, max: u64, force: bool) -> Result<Vec<PartFile>> {
+    use fieldsync::bundle::parts;
+    let total = std::fs::metadata(output)
+        .with_context(|| format!("cannot read back {}", output.display()))?
+        .len();
+    if total <= max {
+        return Ok(Vec::new());
+    }
+    let count = parts::parts_needed(total, max)?;
+    let paths = parts::part_paths(output, count);
+    if force {
+        for old in earlier_parts(output)? {
+            std::fs::remove_file(&old)
+                .with_context(|| format!("cannot remove {}", old.display()))?;
+        }
+    }
+    let sizes = parts::split(output, max, &paths)
+        .with_context(|| format!("cannot cut {} into parts", output.display()))?;
+    std::fs::remove_file(output).with_context(|| format!("cannot remove {}", output.display()))?;
+    Ok(paths
+        .into_iter()
+        .zip(sizes)
+        .map(|(file, bytes)| PartFile { file, bytes })
+        .collect())
+}
+
+/// Part files already beside `output` under its name (`NAME.partKofN.bundle`).
+fn earlier_parts(output: &Path) -> Result<Vec<PathBuf>> {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".bundle").unwrap_or(&name).to_owned();
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for e in entries {
+        let e = e?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n
+            .strip_prefix(stem.as_str())
+            .and_then(|r| r.strip_prefix(".part"))
+            .and_then(|r| r.strip_suffix(".bundle"))
+        else {
+            continue;
+        };
+        let numbered = rest.split_once("of").is_some_and(|(k, n)| {
+            !k.is_empty()
+                && !n.is_empty()
+                && k.chars().all(|c| c.is_ascii_digit())
+                && n.chars().all(|c| c.is_ascii_digit())
+        });
+        if numbered {
+            found.push(e.path());
+        }
+    }
+    found.sort();
+    Ok(found)
 }
 
 /// A private directory beside the database, for a bundle on its way to

@@ -65,6 +65,22 @@ struct Imported<'a> {
     files: Vec<FileImported<'a>>,
     /// Of the quarantined, the changes held "from the future".
     from_the_future: u64,
+    /// Parts of split bundles kept until their siblings come.
+    kept_parts: &'a [fieldsync::KeptPart],
+    /// Bundles joined from their parts and imported.
+    joined: Vec<JoinedParts<'a>>,
+}
+
+#[derive(Serialize)]
+struct JoinedParts<'a> {
+    bundle: &'a str,
+    name: &'a str,
+    parts: u32,
+}
+
+/// `1, 3, 4`.
+fn numbers(n: &[u32]) -> String {
+    n.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
 }
 
 #[derive(Serialize)]
@@ -101,6 +117,8 @@ impl<'a> Imported<'a> {
                 .max()
                 .unwrap_or(0),
             from_the_future: sum(|r| r.from_the_future),
+            kept_parts: &[],
+            joined: Vec::new(),
             files: files
                 .iter()
                 .zip(reports)
@@ -132,20 +150,60 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
             spooled = Some(spool);
         }
     }
-    let files = &files;
+    // Parts of split bundles: each is checked and kept beside the database
+    // until its siblings come; a bundle whose parts are all here is joined
+    // and imported as any bundle.
+    let received = instance.receive_parts(&files, true)?;
+    for k in &received.kept {
+        ui.text(|out| {
+            writeln!(
+                out,
+                "kept {}: part {} of {} of {} (bundle {}); waiting for {} {}",
+                k.file.display(),
+                k.part,
+                k.parts,
+                k.name,
+                k.bundle,
+                if k.missing.len() == 1 {
+                    "part"
+                } else {
+                    "parts"
+                },
+                numbers(&k.missing)
+            )
+        })?;
+    }
+    for j in &received.joined {
+        ui.text(|out| {
+            writeln!(
+                out,
+                "joined the {} parts of {} (bundle {})",
+                j.parts, j.name, j.bundle
+            )
+        })?;
+    }
+    let files = &received.files;
+    // A joined bundle is shown by the name it was cut from.
+    let shown: Vec<PathBuf> = (files.iter())
+        .map(|f| match received.joined_at(f) {
+            Some(j) => PathBuf::from(format!("{} (joined from {} parts)", j.name, j.parts)),
+            None => f.clone(),
+        })
+        .collect();
+    let shown = &shown;
     // Check every file (checksum, format, sender, tables) before applying
     // any, so a damaged or foreign file in the list is reported before the
     // long part starts.
-    for f in files {
-        let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
+    for (f, name) in files.iter().zip(shown) {
+        let file = File::open(f).with_context(|| format!("cannot read {}", name.display()))?;
         let checked = instance.check_bundle(file);
         journal(ui, &mut instance, f, &checked)?;
-        checked.with_context(|| format!("cannot import {}", f.display()))?;
+        checked.with_context(|| format!("cannot import {}", name.display()))?;
     }
     let reports = if args.atomic {
-        let reports = apply_all(ui, &mut instance, files)?;
+        let reports = apply_all(ui, &mut instance, files, shown)?;
         // Each file's lines, then its warnings, in the order of the files.
-        for (report, f) in reports.iter().zip(files) {
+        for (report, f) in reports.iter().zip(shown) {
             ui.text(|out| print_import(out, report, f))?;
             warn_import(ui, report)?;
         }
@@ -155,12 +213,22 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
             max_write: Some(std::time::Duration::from_millis(args.max_lock_ms)),
             ..ImportOptions::default()
         };
-        apply_each(ui, &mut instance, files, &opts)?
+        apply_each(ui, &mut instance, files, shown, &opts)?
     };
+    for f in files {
+        received.applied(f)?;
+    }
     // The text was printed file by file above.
-    ui.report(&Sorted(Imported::new(files, &reports, args.atomic)), |_| {
-        Ok(())
-    })?;
+    let mut imported = Imported::new(shown, &reports, args.atomic);
+    imported.kept_parts = &received.kept;
+    imported.joined = (received.joined.iter())
+        .map(|j| JoinedParts {
+            bundle: &j.bundle,
+            name: &j.name,
+            parts: j.parts,
+        })
+        .collect();
+    ui.report(&Sorted(imported), |_| Ok(()))?;
     drop(spooled);
     // Exit 3: applied, but some of what came is held in quarantine.
     if reports.iter().any(|r| r.quarantined > 0) {
@@ -176,21 +244,22 @@ fn apply_each(
     ui: &mut Ui,
     instance: &mut Instance,
     files: &[PathBuf],
+    shown: &[PathBuf],
     opts: &ImportOptions,
 ) -> Result<Vec<ImportReport>> {
     let mut reports = Vec::with_capacity(files.len());
-    for (i, f) in files.iter().enumerate() {
+    for (i, (path, f)) in files.iter().zip(shown).enumerate() {
         let meter = Meter::new(f, ui.bars(), "checking");
-        let file = File::open(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let file = File::open(path).with_context(|| format!("cannot read {}", f.display()))?;
         let result = instance.import_with(meter.reader(file, 3), opts);
         meter.finish();
-        journal(ui, instance, f, &result)?;
+        journal(ui, instance, path, &result)?;
         let report = result.with_context(|| match i {
             0 => format!("cannot import {}", f.display()),
             1 => format!(
                 "cannot import {} ({} before it was imported)",
                 f.display(),
-                files[0].display()
+                shown[0].display()
             ),
             _ => format!(
                 "cannot import {} (the {i} files before it were imported)",
@@ -206,7 +275,12 @@ fn apply_each(
 
 /// Apply all files in one transaction: all or nothing, and one commit, so
 /// many small bundles cost about what one large bundle does.
-fn apply_all(ui: &mut Ui, instance: &mut Instance, files: &[PathBuf]) -> Result<Vec<ImportReport>> {
+fn apply_all(
+    ui: &mut Ui,
+    instance: &mut Instance,
+    files: &[PathBuf],
+    shown: &[PathBuf],
+) -> Result<Vec<ImportReport>> {
     let bars = ui.bars();
     let current = Cell::new(0usize);
     let mut bar: Option<Meter> = None;
@@ -215,7 +289,7 @@ fn apply_all(ui: &mut Ui, instance: &mut Instance, files: &[PathBuf]) -> Result<
         if let Some(done) = bar.take() {
             done.finish();
         }
-        let meter = Meter::new(f, bars, "checking");
+        let meter = Meter::new(&shown[i], bars, "checking");
         let file = File::open(f)?;
         let reader = meter.reader(file, 2);
         bar = Some(meter);
@@ -227,7 +301,7 @@ fn apply_all(ui: &mut Ui, instance: &mut Instance, files: &[PathBuf]) -> Result<
     if let Some(f) = files.get(current.get()) {
         journal(ui, instance, f, &result)?;
     }
-    let failed = files.get(current.get()).map(|f| f.display().to_string());
+    let failed = shown.get(current.get()).map(|f| f.display().to_string());
     result.with_context(|| match (&failed, files.len()) {
         (Some(f), 1) => format!("cannot import {f}"),
         (Some(f), _) => format!("cannot import {f}; none of the files was applied"),

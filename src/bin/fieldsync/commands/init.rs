@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::{BufRead as _, IsTerminal as _, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Args;
 use fieldsync::{Instance, SetupOptions, SetupReport, signer_fingerprints};
 use serde::Serialize;
@@ -28,9 +28,10 @@ pub struct InitArgs {
     #[arg(long)]
     name: String,
     /// A full export (`fieldsync export --full`) to create the tables from
-    /// and load; the database must not have those tables yet.
-    #[arg(long, value_name = "BUNDLE")]
-    from: Option<PathBuf>,
+    /// and load; the database must not have those tables yet. A full export
+    /// cut into parts (`export --max-size`): give every part, in any order.
+    #[arg(long, value_name = "BUNDLE", num_args = 1..)]
+    from: Vec<PathBuf>,
     /// With --from: accept a full export that is not signed (written by a
     /// fieldsync older than bundle format 4). Only for a file you know
     /// comes from your HQ.
@@ -53,10 +54,44 @@ struct Initialised<'a> {
 }
 
 pub fn cmd_init(ui: &mut Ui, args: &InitArgs) -> Result<Outcome> {
-    match &args.from {
-        Some(bundle) => init_from(ui, args, bundle)?,
-        None => init(ui, args)?,
+    if args.from.is_empty() {
+        init(ui, args)?;
+        return Ok(Outcome::Success);
     }
+    // A full export in parts: joined in a temporary directory (there is no
+    // database yet to keep parts beside), so every part must be given.
+    let received = fieldsync::receive_parts(args.db.path(), &args.from, false)?;
+    if let Some(k) = received.kept.first() {
+        bail!(
+            "{} is part {} of {} of {}, and {} {} missing: give every part to --from",
+            k.file.display(),
+            k.part,
+            k.parts,
+            k.name,
+            if k.missing.len() == 1 {
+                "part"
+            } else {
+                "parts"
+            },
+            k.missing
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+                + if k.missing.len() == 1 { " is" } else { " are" }
+        );
+    }
+    let [bundle] = received.files.as_slice() else {
+        bail!(
+            "--from takes one full export (or all the parts of one), not {} bundles",
+            received.files.len()
+        );
+    };
+    let shown = match received.joined_at(bundle) {
+        Some(j) => PathBuf::from(format!("{} (joined from {} parts)", j.name, j.parts)),
+        None => bundle.clone(),
+    };
+    init_from(ui, args, bundle, &shown)?;
     Ok(Outcome::Success)
 }
 
@@ -88,20 +123,20 @@ fn init(ui: &mut Ui, args: &InitArgs) -> Result<()> {
     })
 }
 
-fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path) -> Result<()> {
+fn init_from(ui: &mut Ui, args: &InitArgs, bundle: &Path, shown: &Path) -> Result<()> {
     let db = args.db.path();
     let expect_key = match &args.expect_key {
         Some(key) => Some(key.clone()),
         None => confirm_signer(bundle)?,
     };
     let file = File::open(bundle).with_context(|| format!("cannot read {}", bundle.display()))?;
-    let bar = Meter::new(bundle, ui.bars(), "checking");
+    let bar = Meter::new(shown, ui.bars(), "checking");
     let opts = SetupOptions {
         expect_key,
         allow_unsigned: args.allow_unsigned,
     };
     let (_, report) = Instance::init_from(db, &args.name, bar.reader(file, 2), bundle, &opts)
-        .with_context(|| format!("cannot set up {} from {}", db.display(), bundle.display()))?;
+        .with_context(|| format!("cannot set up {} from {}", db.display(), shown.display()))?;
     bar.finish();
     warn_import(ui, &report.import)?;
     ui.report(&report, |out| print_setup(out, &report, db, &args.name))

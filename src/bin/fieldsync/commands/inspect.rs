@@ -226,6 +226,43 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     let file = &args.file;
     let mut f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
     let cannot = || format!("cannot inspect {}", file.display());
+    // A part of a split bundle: what it says of itself, checked.
+    if fieldsync::bundle::parts::is_part(file).with_context(cannot)? {
+        let (part, _) = fieldsync::bundle::parts::read_part(file).with_context(cannot)?;
+        ui.report(
+            &Sorted(PartOnly {
+                part: true,
+                bundle: part.set_short(),
+                name: &part.name,
+                index: part.index,
+                count: part.count,
+                offset: part.offset,
+                length: part.length,
+                total: part.total,
+            }),
+            |out| {
+                writeln!(out, "part       {}", file.display())?;
+                writeln!(
+                    out,
+                    "of         {} (bundle {}): part {} of {}, bytes {}..{} of {}",
+                    part.name,
+                    part.set_short(),
+                    part.index,
+                    part.count,
+                    part.offset,
+                    part.offset + part.length,
+                    part.total
+                )?;
+                writeln!(out, "checksum   ok")?;
+                writeln!(
+                    out,
+                    "Import every part (`fieldsync import --db DB {}.part*.bundle`, in any order, together or as they come): the bundle is checked and applied once all are there.",
+                    part.name.strip_suffix(".bundle").unwrap_or(&part.name)
+                )
+            },
+        )?;
+        return Ok(Outcome::Success);
+    }
     let (info, outer) = match &args.db {
         Some(db) => Instance::open(db)?.inspect(f).with_context(cannot)?,
         None if is_envelope(&mut f).with_context(cannot)? => {
@@ -251,6 +288,19 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     } else {
         Outcome::Failed
     })
+}
+
+/// What `inspect --json` prints for a part of a split bundle.
+#[derive(Serialize)]
+struct PartOnly<'a> {
+    part: bool,
+    bundle: String,
+    name: &'a str,
+    index: u32,
+    count: u32,
+    offset: u64,
+    length: u64,
+    total: u64,
 }
 
 /// An encrypted bundle inspected without the recipient's database.
