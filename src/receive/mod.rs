@@ -11,13 +11,15 @@
 //! ([`crate::catalog::savepoint`]); what
 //! the changes of one import share while applied is an [`applier`]. A
 //! bundle's schema for a table that differs from the one here is planned
-//! into additive, checked statements by [`upgrade`].
+//! into additive, checked statements by [`upgrade`]. What an import would
+//! do, found on a copy of the database, is reported by [`preview`].
 
 pub(crate) mod applier;
 pub(crate) mod apply;
 pub(crate) mod claims;
 pub(crate) mod conflicts;
 pub(crate) mod import;
+pub(crate) mod preview;
 pub(crate) mod quarantine;
 pub(crate) mod recipients;
 pub(crate) mod schema_changes;
