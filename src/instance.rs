@@ -1426,6 +1426,11 @@ fn preview_once(
             }
         }
     }
+    for report in preview.files.iter_mut().filter_map(|f| f.report.as_mut()) {
+        for w in &mut report.warnings {
+            *w = w.replace(&copy_arg, &db_arg);
+        }
+    }
     preview.refused = preview.files.iter().filter(|f| f.refused.is_some()).count() as u64;
     preview.quarantined = preview
         .files
