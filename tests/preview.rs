@@ -642,3 +642,54 @@ fn several_files_one_of_them_twice_preview_as_they_import() -> Res {
     assert_eq!(files_beside(&hq.db)?, before);
     Ok(())
 }
+
+// A database of engine schema 9 (no sync journal yet) would be upgraded by
+// any command that opens it as an instance: the dry run upgrades only its
+// copy, and the file stays byte for byte the same, still at schema 9.
+#[test]
+fn a_dry_run_on_an_older_engine_schema_upgrades_only_the_copy() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON)?;
+    let f1 = w.site("field-1", PERSON)?;
+    f1.sql("INSERT INTO person VALUES ('p-1', 'Amal', 'missing');")?;
+    let week = w.bundle("field-1-week");
+    f1.export_to("hq", &week)?;
+    hq.sql(
+        "DROP TABLE fieldsync_journal;
+         UPDATE fieldsync_meta SET value = 9 WHERE key = 'schema';",
+    )?;
+    let before = files_beside(&hq.db)?;
+    let out = dry_run(&hq.db, &[&"--json", &week])?;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert_eq!(num(&out.json()?, "inserted")?, 1);
+    assert_eq!(files_beside(&hq.db)?, before);
+    assert_eq!(
+        hq.count("SELECT value FROM fieldsync_meta WHERE key = 'schema'")?,
+        9
+    );
+    Ok(())
+}
+
+// The import report's warnings in a preview named the temporary copy
+// (`fieldsync conflicts --db /tmp/fieldsync-preview-…/preview.db`), a
+// database the user cannot open: they name the database given.
+#[test]
+fn a_previews_warnings_name_the_database_not_the_copy() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", PERSON_CHECKED)?;
+    let f1 = w.site("field-1", PERSON)?;
+    f1.sql("INSERT INTO person VALUES ('p-1', 'Amal', 'bad');")?;
+    let week = w.bundle("field-1-week");
+    f1.export_to("hq", &week)?;
+    let out = dry_run(&hq.db, &[&"--json", &week])?;
+    assert_eq!(out.code, Some(3), "{out:?}");
+    assert!(!out.stdout.contains("fieldsync-preview"), "{}", out.stdout);
+    assert!(!out.stderr.contains("fieldsync-preview"), "{}", out.stderr);
+    let warning = out
+        .stderr
+        .lines()
+        .find(|l| l.contains("fieldsync conflicts --db"))
+        .ok_or_else(|| format!("no warning: {}", out.stderr))?;
+    assert!(warning.contains(&hq.db.display().to_string()), "{warning}");
+    Ok(())
+}

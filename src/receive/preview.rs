@@ -531,7 +531,7 @@ fn table_changes(
 
 /// The columns whose values differ, by name (a column only one side has
 /// counts as NULL on the other).
-fn changed_columns(old: Vec<(String, Value)>, new: Vec<(String, Value)>) -> Vec<ColumnChange> {
+fn changed_columns(old: Cells, new: Cells) -> Vec<ColumnChange> {
     let mut out = Vec::new();
     let mut old: Vec<Option<(String, Value)>> = old.into_iter().map(Some).collect();
     for (column, v) in new {
@@ -561,6 +561,9 @@ fn changed_columns(old: Vec<(String, Value)>, new: Vec<(String, Value)>) -> Vec<
     out
 }
 
+/// Every column of a row, by name, in the table's order.
+type Cells = Vec<(String, Value)>;
+
 /// A row's key and every column's value, found by its identity in the log
 /// (`pk`): by its key columns, or through `fieldsync_ids` for a table keyed
 /// by local numbers. `None` if the database does not have it.
@@ -568,7 +571,7 @@ fn read_row(
     conn: &Connection,
     table: &TrackedTable,
     pk: &[u8],
-) -> Result<Option<(RowKey, Vec<(String, Value)>)>, Error> {
+) -> Result<Option<(RowKey, Cells)>, Error> {
     let (columns, values): (Vec<String>, Vec<Value>) = if table.identity.mapped() {
         match local_of(conn, table.id, pk)? {
             Some(local) => (table.sql_key(), vec![local]),
