@@ -50,7 +50,8 @@ pub struct ImportArgs {
     #[arg(long)]
     dry_run: bool,
     /// With --dry-run: rows listed per table, and conflicts and held
-    /// changes listed (0: all; counts are always complete).
+    /// changes listed (default 20, with --json 1000; 0: all). The counts
+    /// are always complete.
     #[arg(long, value_name = "N", requires = "dry_run")]
     limit: Option<u64>,
 }
@@ -379,7 +380,9 @@ fn cmd_dry_run(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
         limit: match args.limit {
             Some(0) => None,
             Some(n) => Some(n),
-            None if ui.json() => None,
+            // A full export's preview lists a bounded number of rows, so
+            // its report fits in memory; the counts are always complete.
+            None if ui.json() => Some(1000),
             None => Some(20),
         },
     };
@@ -488,7 +491,7 @@ fn print_preview(out: &mut dyn Write, p: &ImportPreview) -> std::io::Result<()> 
         if t.not_listed > 0 {
             writeln!(
                 out,
-                "    … and {} more (--limit N, or --json for all)",
+                "    … and {} more (--limit N; 0 lists all)",
                 count(t.not_listed, "row", "rows")
             )?;
         }
@@ -538,7 +541,7 @@ fn print_preview(out: &mut dyn Write, p: &ImportPreview) -> std::io::Result<()> 
     if p.not_listed > 0 {
         writeln!(
             out,
-            "  … and {} more conflicts or held changes (--limit N, or --json for all).",
+            "  … and {} more conflicts or held changes (--limit N; 0 lists all).",
             p.not_listed
         )?;
     }
