@@ -32,6 +32,7 @@ use crate::receive::conflicts::Conflicts;
 use crate::receive::import::{
     ImportOptions, ImportReport, RetryReport, Steps, check_records, import, import_in_steps,
 };
+use crate::receive::preview::{FilePreview, ImportPreview};
 use crate::receive::trust::ACCEPT_UNSIGNED_KEY;
 use crate::send::export::{
     ExportOptions, ExportReport, ExportTarget, Overwrite, Replaced, check_overwrite, export,
@@ -868,6 +869,37 @@ impl Instance {
         })
     }
 
+    /// What importing `files` into the database at `db` would do, without
+    /// changing it (`fieldsync import --dry-run`, spec/merge.md "Dry run"):
+    /// the database is copied with SQLite's backup API into a temporary
+    /// directory, the files are imported into the copy as
+    /// [`import_with`](Self::import_with) (or, `opts.atomic`,
+    /// [`import_all`](Self::import_all)) would, and the copy is compared
+    /// with the original, then removed. The original is only read: it is not
+    /// opened as an [`Instance`] (which could upgrade its engine tables),
+    /// nothing is journaled in it, and no file is left beside it. A file
+    /// that would be refused is reported as such and the others are
+    /// imported as if it were left out.
+    pub fn preview_import(
+        db: impl AsRef<Path>,
+        files: &[PathBuf],
+        opts: &PreviewOptions,
+    ) -> Result<ImportPreview, Error> {
+        let db = db.as_ref();
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let had_wal = crate::catalog::store::wal_path(db).exists();
+            let preview = preview_once(db, files, opts)?;
+            // Without a `-wal` file the original was read as an immutable
+            // file, without locks; if the app opened it meanwhile (a `-wal`
+            // is there now), the copy may be torn: again, through the WAL.
+            if had_wal || !crate::catalog::store::wal_path(db).exists() || tries >= 3 {
+                return Ok(preview);
+            }
+        }
+    }
+
     /// Record an operation in the sync journal (spec/console.md), in a
     /// transaction of its own: for the network code's `sync` rows (its
     /// imports and exports are journaled by [`import_with`](Self::import_with)
@@ -1282,6 +1314,167 @@ impl Instance {
     pub fn captured_unstamped(&self) -> Result<u64, Error> {
         pending_count(&self.conn)
     }
+}
+
+/// How [`Instance::preview_import`] imports into its copy, and how much it
+/// lists.
+#[derive(Debug, Clone)]
+pub struct PreviewOptions {
+    /// All the files in one transaction (`import --atomic`).
+    pub atomic: bool,
+    /// Each file in write transactions of about this long (`import
+    /// --max-lock-ms`); it makes no difference to what is done.
+    pub max_write: Option<Duration>,
+    /// Rows listed per table, and conflicts and held changes listed;
+    /// `None` lists all. Counts are complete either way.
+    pub limit: Option<u64>,
+}
+
+impl Default for PreviewOptions {
+    fn default() -> Self {
+        PreviewOptions {
+            atomic: false,
+            max_write: ImportOptions::default().max_write,
+            limit: Some(20),
+        }
+    }
+}
+
+/// One [`Instance::preview_import`]: the original opened read only, copied,
+/// the files imported into the copy, the copy compared with the original.
+fn preview_once(
+    db: &Path,
+    files: &[PathBuf],
+    opts: &PreviewOptions,
+) -> Result<ImportPreview, Error> {
+    let original = crate::catalog::store::open_read_only(db)
+        .map_err(|e| crate::catalog::store::not_a_database(e, db))?;
+    if !is_initialised(&original)? {
+        return Err(SiteError::NotInitialized {
+            path: db.to_owned(),
+        }
+        .into());
+    }
+    let schema: i64 = meta_get(&original, "schema")?.unwrap_or(0);
+    if schema > ENGINE_SCHEMA {
+        return Err(SiteError::NewerEngine {
+            path: db.to_owned(),
+            found: schema,
+            supported: ENGINE_SCHEMA,
+        }
+        .into());
+    }
+    // One read transaction for the copy and the comparison: both see the
+    // same state of the original, whatever the app writes meanwhile.
+    original.execute_batch("BEGIN DEFERRED")?;
+    original.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+        r.get::<_, i64>(0)
+    })?;
+    let dir = tempfile::Builder::new()
+        .prefix("fieldsync-preview-")
+        .tempdir()?;
+    let copy_path = dir.path().join("preview.db");
+    original.backup(
+        rusqlite::MAIN_DB,
+        &copy_path,
+        None::<fn(rusqlite::backup::Progress)>,
+    )?;
+    // An engine-schema upgrade, if the original needs one, happens here,
+    // in the copy.
+    let mut copy = Instance::open(&copy_path)?;
+    let before = crate::receive::preview::before(&copy.conn)?;
+    let mut preview = ImportPreview {
+        version: 1,
+        instance: copy.name()?,
+        dry_run: true,
+        files: files
+            .iter()
+            .map(|f| FilePreview {
+                file: f.display().to_string(),
+                refused: None,
+                report: None,
+            })
+            .collect(),
+        inserted: 0,
+        updated: 0,
+        deleted: 0,
+        quarantined: 0,
+        refused: 0,
+        tables: Vec::new(),
+        conflicts: Vec::new(),
+        incoming_wins: 0,
+        local_wins: 0,
+        held: Vec::new(),
+        not_listed: 0,
+    };
+    // Messages name the database as the user gave it, not the copy.
+    let copy_arg = copy_path.display().to_string();
+    let db_arg = crate::catalog::store::shell_word(&db.display().to_string());
+    let refusal = |e: &Error| e.to_string().replace(&copy_arg, &db_arg);
+    // Every file is checked first, as `import` does.
+    let mut usable = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let checked = File::open(f)
+            .map_err(Error::from)
+            .and_then(|file| copy.check_bundle(file));
+        match checked {
+            Ok(_) => usable.push(i),
+            Err(e) => preview.files[i].refused = Some(refusal(&e)),
+        }
+    }
+    if opts.atomic {
+        let current = std::cell::Cell::new(None);
+        let result = copy.import_all(usable.iter().map(|&i| {
+            current.set(Some(i));
+            File::open(&files[i]).map_err(Error::from)
+        }));
+        match result {
+            Ok(reports) => {
+                for (&i, report) in usable.iter().zip(reports) {
+                    preview.files[i].report = Some(report);
+                }
+            }
+            Err(e) => {
+                if let Some(i) = current.get() {
+                    preview.files[i].refused = Some(refusal(&e));
+                }
+            }
+        }
+    } else {
+        let import_opts = ImportOptions {
+            max_write: opts.max_write,
+            // No app waits for the copy.
+            pause: Duration::ZERO,
+            ..ImportOptions::default()
+        };
+        for &i in &usable {
+            let result = File::open(&files[i])
+                .map_err(Error::from)
+                .and_then(|file| copy.import_with(file, &import_opts));
+            match result {
+                Ok(report) => preview.files[i].report = Some(report),
+                Err(e) => preview.files[i].refused = Some(refusal(&e)),
+            }
+        }
+    }
+    for report in preview.files.iter_mut().filter_map(|f| f.report.as_mut()) {
+        for w in &mut report.warnings {
+            *w = w.replace(&copy_arg, &db_arg);
+        }
+    }
+    preview.refused = preview.files.iter().filter(|f| f.refused.is_some()).count() as u64;
+    preview.quarantined = preview
+        .files
+        .iter()
+        .filter_map(|f| f.report.as_ref())
+        .map(|r| r.quarantined)
+        .sum();
+    crate::receive::preview::compare(&original, &copy.conn, &before, opts.limit, &mut preview)?;
+    original.execute_batch("COMMIT")?;
+    drop(original);
+    drop(copy);
+    dir.close()?;
+    Ok(preview)
 }
 
 /// The journal row of an import that ended now.

@@ -101,12 +101,18 @@ pub use error::{
     BundleError, CheckError, ClockError, ConsoleError, EnvelopeError, Error, ExportError,
     ImportError, NetError, Result, SetupError, SiteError, TrackError, TrustError,
 };
-pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
+pub use instance::{
+    CompactReport, Instance, PreviewOptions, SetupOptions, SetupReport, signer_fingerprints,
+};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
 pub use receive::import::{DEFAULT_MAX_WRITE_MS, ImportOptions, ImportReport, RetryReport};
 pub use receive::parts::{JoinedBundle, KeptPart, ReceivedParts, receive as receive_parts};
+pub use receive::preview::{
+    ColumnChange, ColumnCount, ConflictPreview, FilePreview, HeldPreview, ImportPreview, RowAction,
+    RowChange, RowKey, TablePreview,
+};
 pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HELD_KEY};
 pub use receive::schema_changes::{HeldSchema, SchemaMode};
 pub use receive::trust::{ACCEPT_UNSIGNED_KEY, MAX_UNSIGNED_DAYS};

@@ -370,3 +370,47 @@ fn a_forged_part_with_a_good_checksum_never_joins_and_clashes_with_the_real_one(
     assert_eq!(hq.snapshot()?, f1.snapshot()?);
     Ok(())
 }
+
+#[test]
+fn a_dry_run_of_parts_joins_them_without_keeping_anything() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", EDEN)?;
+    let f1 = w.site("field-1", EDEN)?;
+    f1.sql(&format!("{EDEN_ROWS}{MANY}"))?;
+    let a = export_parts(&[
+        &"--db",
+        &f1.db,
+        &"--to",
+        &"hq",
+        &"--no-encrypt",
+        &"--max-size",
+        &"100KiB",
+        &"-o",
+        &w.path("a.bundle"),
+    ])?;
+    let before = hq.fingerprint()?;
+    let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
+        vec![&"import", &"--db", &hq.db, &"--dry-run", &"--json"];
+    for p in a.iter().rev() {
+        args.push(p);
+    }
+    let v = fieldsync_ok(&args)?.json()?;
+    let text = v.to_string();
+    assert!(text.contains("joined from"), "{text}");
+    assert!(
+        text.contains("6003") || text.contains("\"inserted\":6003"),
+        "{text}"
+    );
+    assert_eq!(hq.fingerprint()?, before);
+    assert!(
+        !w.path("hq.db.fieldsync-parts").exists(),
+        "a preview keeps nothing"
+    );
+    // One part short: said on stderr, nothing previewed, nothing kept.
+    let out = fieldsync(&args[..args.len() - 1])?;
+    assert_eq!(out.code, Some(0), "{out:?}");
+    assert!(out.stderr.contains("not in the preview"), "{}", out.stderr);
+    assert!(!w.path("hq.db.fieldsync-parts").exists());
+    assert_eq!(hq.fingerprint()?, before);
+    Ok(())
+}

@@ -31,6 +31,7 @@ mod keys;
 mod layers;
 mod model;
 mod network;
+mod preview;
 mod quarantine_regressions;
 mod regressions;
 mod scenario;

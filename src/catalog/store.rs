@@ -328,6 +328,49 @@ pub fn open_existing(path: &Path) -> Result<Connection, Error> {
     Ok(conn)
 }
 
+/// Open a database for reading only, writing nothing beside it: through
+/// its WAL if it has one (`-wal` beside it), otherwise as an immutable file,
+/// since a read-only connection to a WAL-mode database without a `-wal`
+/// file would create `-wal` and `-shm` files and leave them there
+/// (`import --dry-run`, spec/merge.md "Dry run").
+pub fn open_read_only(path: &Path) -> Result<Connection, Error> {
+    if !path.exists() {
+        return Err(SiteError::DatabaseMissing {
+            path: path.to_owned(),
+        }
+        .into());
+    }
+    let absolute = std::path::absolute(path)?;
+    let mut uri = String::from("file:");
+    for c in absolute.to_string_lossy().chars() {
+        match c {
+            '%' => uri.push_str("%25"),
+            '?' => uri.push_str("%3f"),
+            '#' => uri.push_str("%23"),
+            c => uri.push(c),
+        }
+    }
+    uri.push_str("?mode=ro");
+    if !wal_path(path).exists() {
+        uri.push_str("&immutable=1");
+    }
+    let conn = Connection::open_with_flags(
+        &uri,
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    configure(&conn, path)?;
+    Ok(conn)
+}
+
+/// The `-wal` file beside a database.
+pub fn wal_path(path: &Path) -> std::path::PathBuf {
+    let mut p = path.as_os_str().to_owned();
+    p.push("-wal");
+    std::path::PathBuf::from(p)
+}
+
 /// Open a database file, creating it if it does not exist.
 pub fn open_or_create(path: &Path) -> Result<Connection, Error> {
     let conn = Connection::open(path)?;
@@ -451,9 +494,17 @@ pub fn create_engine_tables(conn: &Connection) -> Result<(), Error> {
 /// messages that say what command to run next.
 pub fn db_arg(conn: &Connection) -> String {
     match conn.path().filter(|p| !p.is_empty()) {
-        Some(p) if p.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c)) => p.to_owned(),
-        Some(p) => format!("'{}'", p.replace('\'', "'\\''")),
+        Some(p) => shell_word(p),
         None => "DB".to_owned(),
+    }
+}
+
+/// A path as a user would type it in a shell: as it is, or quoted.
+pub fn shell_word(p: &str) -> String {
+    if p.chars().all(|c| c.is_alphanumeric() || "-_./".contains(c)) {
+        p.to_owned()
+    } else {
+        format!("'{}'", p.replace('\'', "'\\''"))
     }
 }
 

@@ -13,6 +13,8 @@
 //! bundle's schema for a table that differs from the one here is planned
 //! into additive, checked statements by [`upgrade`]. Parts of split
 //! bundles are kept until their siblings come, then joined, by [`parts`].
+//! What an import would do, found on a copy of the database, is reported
+//! by [`preview`].
 
 pub(crate) mod applier;
 pub(crate) mod apply;
@@ -20,6 +22,7 @@ pub(crate) mod claims;
 pub(crate) mod conflicts;
 pub(crate) mod import;
 pub mod parts;
+pub(crate) mod preview;
 pub(crate) mod quarantine;
 pub(crate) mod recipients;
 pub(crate) mod schema_changes;

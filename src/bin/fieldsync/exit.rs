@@ -5,9 +5,9 @@
 //! | status | when |
 //! |---|---|
 //! | 0 | the command did its work; `--help`, `--version` |
-//! | 1 | an error (one line on stderr), or a command whose output already says what failed: `inspect` of a damaged bundle, `check` finding a problem (nothing more is printed) |
+//! | 1 | an error (one line on stderr), or a command whose output already says what failed: `inspect` of a damaged bundle, `check` finding a problem, `import --dry-run` finding a file the import would refuse (nothing more is printed) |
 //! | 2 | a mistyped command line (clap's message and its "did you mean" tip, on one line) |
-//! | 3 | `import` or `sync` applied what it could, but some of the changes it received are held in quarantine (`fieldsync conflicts`) |
+//! | 3 | `import` or `sync` applied what it could, but some of the changes it received are held in quarantine (`fieldsync conflicts`); `import --dry-run`: some would be |
 //!
 //! The same table is in the top-level `--help` ([`EXIT_CODES`]) and the
 //! README.
@@ -34,10 +34,12 @@ pub const EXIT_CODES: &str = "\
 Exit status:
   0  done
   1  a problem: an error (one line on stderr), `check` found a problem,
-     `inspect` found a damaged bundle
+     `inspect` found a damaged bundle, `import --dry-run` found a file the
+     import would refuse
   2  a mistyped command line
   3  `import` or `sync` applied what it could, but some changes it received
-     are held in quarantine (see `fieldsync conflicts`)";
+     are held in quarantine (see `fieldsync conflicts`); `import --dry-run`:
+     some would be";
 
 /// How a run ended, before it is turned into an exit status.
 pub enum Ending {

@@ -1,6 +1,8 @@
 //! `fieldsync import`: check bundle files, then apply them one after the
 //! other in short write transactions (or, with `--atomic`, all in one).
-//! Also the import warnings `init --from` prints.
+//! Also the import warnings `init --from` prints, and `--dry-run`: what
+//! the import would do, found on a copy (the library's
+//! [`fieldsync::Instance::preview_import`]), printed.
 
 use std::cell::Cell;
 use std::fs::File;
@@ -9,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fieldsync::{ImportOptions, ImportReport, Instance};
+use fieldsync::{ImportOptions, ImportPreview, ImportReport, Instance, PreviewOptions, RowAction};
 use serde::Serialize;
 
 use super::{DbArg, count};
@@ -20,7 +22,7 @@ use crate::ui::{Sorted, Ui};
 /// Apply bundle files. All are checked before any is applied.
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  fieldsync import --db hq.db field-1-week1.bundle field-2-week1.bundle\n  fieldsync import --db hq.db --atomic week1/*.bundle\n  ssh field-1 fieldsync export --db app.db --to hq -o - | fieldsync import --db hq.db -"
+    after_help = "Examples:\n  fieldsync import --db hq.db field-1-week1.bundle field-2-week1.bundle\n  fieldsync import --db hq.db --atomic week1/*.bundle\n  ssh field-1 fieldsync export --db app.db --to hq -o - | fieldsync import --db hq.db -\n\nBefore importing a stranger's file, see what it would do (nothing is changed):\n  fieldsync import --db hq.db --dry-run stranger.bundle\n  fieldsync import --db hq.db --dry-run --json --limit 0 stranger.bundle > preview.json"
 )]
 pub struct ImportArgs {
     #[command(flatten)]
@@ -39,6 +41,19 @@ pub struct ImportArgs {
     #[arg(long, value_name = "MS", default_value_t = fieldsync::DEFAULT_MAX_WRITE_MS,
           value_parser = clap::value_parser!(u64).range(1..=60_000))]
     max_lock_ms: u64,
+    /// Show what the import would do, per table (rows inserted, updated,
+    /// deleted), the values that would win or lose against edits made here,
+    /// what would be held in quarantine and which files would be refused,
+    /// without changing the database: the files are imported into a
+    /// temporary copy. Exit 3 if some changes would be held, 1 if a file
+    /// would be refused.
+    #[arg(long)]
+    dry_run: bool,
+    /// With --dry-run: rows listed per table, and conflicts and held
+    /// changes listed (default 20, with --json 1000; 0: all). The counts
+    /// are always complete.
+    #[arg(long, value_name = "N", requires = "dry_run")]
+    limit: Option<u64>,
 }
 
 /// What `import` prints with `--json`: the sums over the files (and the
@@ -132,6 +147,9 @@ impl<'a> Imported<'a> {
 }
 
 pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
+    if args.dry_run {
+        return cmd_dry_run(ui, args);
+    }
     let mut instance = args.db.open()?;
     if args.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
         anyhow::bail!("`-` (stdin) can be given only once");
@@ -400,6 +418,229 @@ pub(super) fn warn_import(ui: &mut Ui, r: &ImportReport) -> std::io::Result<()> 
     }
     for w in &r.warnings {
         ui.warn(w)?;
+    }
+    Ok(())
+}
+
+/// `import --dry-run`: the import into a copy, and what it would do. The
+/// database is only read (`-` is spooled in the system's temporary
+/// directory, not beside it).
+fn cmd_dry_run(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
+    if args.files.iter().filter(|f| f.as_os_str() == "-").count() > 1 {
+        anyhow::bail!("`-` (stdin) can be given only once");
+    }
+    let mut spooled = None;
+    let mut files = args.files.clone();
+    for f in &mut files {
+        if f.as_os_str() == "-" {
+            let mut spool = tempfile::Builder::new()
+                .prefix("fieldsync-spool-")
+                .suffix(".bundle")
+                .tempfile()
+                .context("cannot make a temporary file for the bundle on stdin")?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut spool)
+                .context("cannot read a bundle from stdin")?;
+            *f = spool.path().to_owned();
+            spooled = Some(spool);
+        }
+    }
+    // Parts of split bundles: joined in a temporary directory from the
+    // files and the parts already kept; nothing is kept by a preview.
+    let received = fieldsync::receive_parts(args.db.path(), &files, false)?;
+    for k in &received.kept {
+        ui.warn(format_args!(
+            "{} is part {} of {} of {} (bundle {}); {} {} not here, so that bundle is not in the preview",
+            k.file.display(),
+            k.part,
+            k.parts,
+            k.name,
+            k.bundle,
+            if k.missing.len() == 1 { "part" } else { "parts" },
+            numbers(&k.missing) + if k.missing.len() == 1 { " is" } else { " are" }
+        ))?;
+    }
+    let shown: Vec<String> = (received.files.iter())
+        .map(|f| match received.joined_at(f) {
+            Some(j) => format!("{} (joined from {} parts)", j.name, j.parts),
+            None if spooled.as_ref().is_some_and(|s| s.path() == f) => "-".to_owned(),
+            None => f.display().to_string(),
+        })
+        .collect();
+    let files = received.files.clone();
+    let opts = PreviewOptions {
+        atomic: args.atomic,
+        max_write: if args.atomic {
+            None
+        } else {
+            Some(std::time::Duration::from_millis(args.max_lock_ms))
+        },
+        limit: match args.limit {
+            Some(0) => None,
+            Some(n) => Some(n),
+            // A full export's preview lists a bounded number of rows, so
+            // its report fits in memory; the counts are always complete.
+            None if ui.json() => Some(1000),
+            None => Some(20),
+        },
+    };
+    let mut preview =
+        Instance::preview_import(args.db.path(), &files, &opts).with_context(|| {
+            format!(
+                "cannot preview the import into {}",
+                args.db.path().display()
+            )
+        })?;
+    drop(spooled);
+    for (file, given) in preview.files.iter_mut().zip(&shown) {
+        file.file = given.clone();
+    }
+    for f in &preview.files {
+        if let Some(report) = &f.report {
+            warn_import(ui, report)?;
+        }
+    }
+    ui.report(&preview, |out| print_preview(out, &preview))?;
+    if preview.refused > 0 {
+        Ok(Outcome::Failed)
+    } else if preview.quarantined > 0 {
+        Ok(Outcome::Quarantined)
+    } else {
+        Ok(Outcome::Success)
+    }
+}
+
+fn print_preview(out: &mut dyn Write, p: &ImportPreview) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "dry run: what importing into '{}' would do; nothing was changed.",
+        p.instance
+    )?;
+    for f in &p.files {
+        match (&f.refused, &f.report) {
+            (Some(why), _) => writeln!(out, "{}: would be refused: {why}", f.file)?,
+            (None, Some(r)) => {
+                let mut line = format!(
+                    "{} from '{}': {} would apply, {} skipped ({} already known, {} older)",
+                    f.file, r.from, r.applied, r.skipped, r.known, r.older
+                );
+                if r.quarantined > 0 {
+                    line.push_str(&format!(", {} would be held in quarantine", r.quarantined));
+                }
+                if r.released > 0 {
+                    line.push_str(&format!(
+                        ", {} held earlier would fit and apply",
+                        count(r.released, "change", "changes")
+                    ));
+                }
+                writeln!(out, "{line}.")?;
+            }
+            (None, None) => writeln!(
+                out,
+                "{}: not applied (another file of the --atomic import would be refused).",
+                f.file
+            )?,
+        }
+    }
+    if p.tables.is_empty() {
+        writeln!(out, "No row would change.")?;
+    } else {
+        writeln!(
+            out,
+            "Rows: {} inserted, {} updated, {} deleted.",
+            p.inserted, p.updated, p.deleted
+        )?;
+    }
+    for t in &p.tables {
+        writeln!(
+            out,
+            "  {:<24} {:>8} inserted {:>8} updated {:>8} deleted",
+            t.table, t.inserted, t.updated, t.deleted
+        )?;
+        if !t.columns.is_empty() {
+            let cols: Vec<String> = t
+                .columns
+                .iter()
+                .map(|c| format!("{} {}", c.column, c.updated))
+                .collect();
+            writeln!(out, "    updated columns: {}", cols.join(", "))?;
+        }
+        for r in &t.rows {
+            match r.change {
+                RowAction::Insert => writeln!(out, "    + {}", r.key)?,
+                RowAction::Delete => writeln!(out, "    - {}", r.key)?,
+                RowAction::Update => {
+                    let cols: Vec<String> = r
+                        .columns
+                        .iter()
+                        .map(|c| {
+                            format!(
+                                "{}: {} -> {}",
+                                c.column,
+                                c.old.as_ref().map(|v| v.to_string()).unwrap_or_default(),
+                                c.new.as_ref().map(|v| v.to_string()).unwrap_or_default()
+                            )
+                        })
+                        .collect();
+                    writeln!(out, "    ~ {}: {}", r.key, cols.join(", "))?;
+                }
+            }
+        }
+        if t.not_listed > 0 {
+            writeln!(
+                out,
+                "    … and {} more (--limit N; 0 lists all)",
+                count(t.not_listed, "row", "rows")
+            )?;
+        }
+    }
+    if !p.conflicts.is_empty() {
+        writeln!(
+            out,
+            "Concurrent edits: {} of yours would be replaced, {} incoming ignored.",
+            count(p.incoming_wins, "value", "values"),
+            p.local_wins
+        )?;
+    }
+    for c in &p.conflicts {
+        let column = if c.column.is_empty() {
+            "the row".to_owned()
+        } else {
+            format!("column {}", c.column)
+        };
+        if c.incoming_wins {
+            writeln!(
+                out,
+                "  {}: your value {} in {column} of row {} would be replaced by {} (newer, from {}).",
+                c.table, c.lost_value, c.key, c.won_value, c.won_site
+            )?;
+        } else {
+            writeln!(
+                out,
+                "  {}: their value {} in {column} of row {} (from {}) would be ignored: your edit ({}) is newer.",
+                c.table, c.lost_value, c.key, c.lost_site, c.won_value
+            )?;
+        }
+    }
+    if p.quarantined > 0 {
+        writeln!(
+            out,
+            "{} would be held in quarantine:",
+            count(p.quarantined, "change", "changes")
+        )?;
+    }
+    for h in &p.held {
+        writeln!(
+            out,
+            "  {} {} ({}): {}: {}",
+            h.table, h.key, h.sender, h.reason, h.detail
+        )?;
+    }
+    if p.not_listed > 0 {
+        writeln!(
+            out,
+            "  … and {} more conflicts or held changes (--limit N; 0 lists all).",
+            p.not_listed
+        )?;
     }
     Ok(())
 }
