@@ -60,9 +60,21 @@ pub struct SetupReport {
     /// The app's views, created.
     pub views: Vec<String>,
     /// The instance whose full export it was, now a known peer.
+    #[serde(rename = "sender_instance")]
     pub from: String,
     /// The import of the bundle's rows.
     pub import: ImportReport,
+}
+
+/// What `init` without `--from` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// The instance's name.
+    pub instance: String,
+    /// Its site id.
+    pub site: String,
+    /// False if the database already was this instance (nothing changed).
+    pub created: bool,
 }
 
 /// What `compact` did.

@@ -75,6 +75,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod instance;
+pub mod json;
 mod local;
 pub mod net;
 mod receive;
@@ -100,11 +101,15 @@ pub use error::{
     BundleError, CheckError, ClockError, ConsoleError, EnvelopeError, Error, ExportError,
     ImportError, NetError, Result, SetupError, SiteError, TrackError, TrustError,
 };
-pub use instance::{CompactReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
+pub use instance::{
+    CompactReport, InitReport, Instance, SetupOptions, SetupReport, signer_fingerprints,
+};
 pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
-pub use receive::import::{DEFAULT_MAX_WRITE_MS, ImportOptions, ImportReport, RetryReport};
+pub use receive::import::{
+    DEFAULT_MAX_WRITE_MS, FileImport, ImportOptions, ImportReport, ImportSummary, RetryReport,
+};
 pub use receive::quarantine::{DEFAULT_MAX_HELD, Discard, DiscardedChange, MAX_HELD_KEY};
 pub use receive::schema_changes::{HeldSchema, SchemaMode};
 pub use receive::trust::{ACCEPT_UNSIGNED_KEY, MAX_UNSIGNED_DAYS};

@@ -26,6 +26,7 @@ mod enrolment;
 mod format;
 mod fuzz_corpus;
 mod gaps;
+mod json;
 mod keys;
 mod layers;
 mod model;

@@ -28,6 +28,7 @@ use crate::error::{Error, TrustError};
 #[derive(Debug, Clone, Serialize)]
 pub struct Enrolled {
     /// The instance's name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// The fingerprint to read back to its officer: of both keys when the
     /// recipient was given, else of the signing key alone.
@@ -45,6 +46,7 @@ pub struct Enrolled {
 #[derive(Debug, Clone, Serialize)]
 pub struct Revoked {
     /// The instance's name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its changes numbered up to this stay; later ones are refused.
     pub keep_through: u64,
@@ -59,8 +61,10 @@ pub struct Revoked {
 #[derive(Debug, Clone, Serialize)]
 pub struct Trusted {
     /// Its name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its site id, once a bundle from it was imported.
+    #[serde(rename = "site")]
     pub site_id: Option<String>,
     /// `anchor`, `enrolled` or `first_use`.
     pub role: Role,
@@ -71,8 +75,10 @@ pub struct Trusted {
     /// Its public key (base64).
     pub public_key: String,
     /// Unix ms it was enrolled or pinned here.
+    #[serde(rename = "since_at", serialize_with = "crate::json::time")]
     pub since: i64,
     /// Unix ms it was revoked, if it was.
+    #[serde(serialize_with = "crate::json::opt_time")]
     pub revoked_at: Option<i64>,
     /// Revoked: its changes numbered up to this stay.
     pub keep_through: Option<u64>,

@@ -95,6 +95,7 @@ pub struct ExportReport {
     /// True for a full export.
     pub full: bool,
     /// The peer it was made for.
+    #[serde(rename = "recipient_instance")]
     pub peer: Option<String>,
     /// True if the peer was named for the first time.
     pub new_peer: bool,

@@ -40,31 +40,31 @@ pub struct InspectArgs {
 /// The outer header of an encrypted bundle, in `--json`.
 #[derive(Serialize)]
 struct Outer<'a> {
-    site_id: String,
-    site_name: &'a str,
+    sender_instance: &'a str,
+    sender_site: String,
     recipients: Vec<OuterRecipient<'a>>,
     /// The sender's wall clock when it wrote the file (RFC 3339).
-    created: String,
+    created_at: String,
 }
 
 #[derive(Serialize)]
 struct OuterRecipient<'a> {
-    site_id: String,
-    name: &'a str,
+    instance: &'a str,
+    site: String,
 }
 
 impl<'a> Outer<'a> {
     fn new(o: &'a OuterHeader) -> Self {
         Outer {
-            site_id: o.sender.id.to_string(),
-            site_name: &o.sender.name,
+            sender_instance: &o.sender.name,
+            sender_site: o.sender.id.to_string(),
             recipients: (o.recipients.iter())
                 .map(|r| OuterRecipient {
-                    site_id: r.id.to_string(),
-                    name: &r.name,
+                    instance: &r.name,
+                    site: r.id.to_string(),
                 })
                 .collect(),
-            created: wall_clock(o.created),
+            created_at: fieldsync::json::rfc3339(i64::try_from(o.created).unwrap_or(i64::MAX)),
         }
     }
 }
@@ -74,7 +74,7 @@ impl<'a> Outer<'a> {
 struct OuterOnly<'a> {
     encrypted: bool,
     outer: Outer<'a>,
-    size: u64,
+    bytes: u64,
 }
 
 /// Unix ms as RFC 3339 (UTC), or the number if out of range.
@@ -89,15 +89,17 @@ fn wall_clock(ms: u64) -> String {
 }
 
 /// What `inspect` prints with `--json`: the header in the words of the
-/// other commands (`columns`, `site_name`, origins by name), and the counts.
+/// other commands (`columns`, `sender_instance`, origins by name), and the
+/// counts.
 #[derive(Serialize)]
 struct Inspected<'a> {
     format_version: u16,
-    site_id: String,
-    site_name: &'a str,
+    sender_instance: &'a str,
+    sender_site: String,
     full: bool,
-    recipient: &'a Option<String>,
-    created: String,
+    recipient_instance: &'a Option<String>,
+    /// When the sender wrote it, by its clock.
+    created_at: String,
     /// "valid", "FAILED" or "unsigned".
     signature: &'static str,
     /// The signer's Ed25519 public key (base64), version 4.
@@ -125,7 +127,7 @@ struct Inspected<'a> {
 
 #[derive(Serialize)]
 struct InspectedTable<'a> {
-    name: &'a str,
+    table: &'a str,
     key: &'a [String],
     identity: Identity,
     columns: &'a [String],
@@ -147,11 +149,11 @@ impl<'a> Inspected<'a> {
         let h = &info.header;
         Inspected {
             format_version: info.version,
-            site_id: h.sender.id.to_string(),
-            site_name: &h.sender.name,
+            sender_instance: &h.sender.name,
+            sender_site: h.sender.id.to_string(),
             full: h.full,
-            recipient: &h.recipient,
-            created: Hlc(h.created).to_string(),
+            recipient_instance: &h.recipient,
+            created_at: fieldsync::json::rfc3339(Hlc(h.created).unix_ms()),
             signature: signature_word(info),
             signer_public_key: info.signer.map(|k| BASE64.encode(k)),
             signer_fingerprint: info.signer.as_ref().map(signing_fingerprint),
@@ -178,7 +180,7 @@ impl<'a> Inspected<'a> {
 impl<'a> InspectedTable<'a> {
     fn new(t: &'a TableDef, changes: Option<u64>) -> Self {
         InspectedTable {
-            name: &t.name,
+            table: &t.name,
             key: &t.key,
             identity: t.identity,
             columns: &t.cells,
@@ -235,7 +237,7 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
                 &Sorted(OuterOnly {
                     encrypted: true,
                     outer: Outer::new(&outer),
-                    size,
+                    bytes: size,
                 }),
                 |out| print_outer_only(out, &outer, size, file),
             )?;

@@ -92,16 +92,23 @@ fn parse_duration(text: &str) -> Result<i64, String> {
 /// `fieldsync key --json`, as `--stdin` reads it.
 #[derive(Deserialize)]
 struct KeyJson {
-    name: String,
+    /// `name` in what a fieldsync before the JSON vocabulary printed.
+    #[serde(alias = "name")]
+    instance: String,
     public_key: String,
     recipient: Option<String>,
-    site_id: Option<String>,
+    #[serde(alias = "site_id")]
+    site: Option<String>,
 }
 
 /// What `trust` prints with `--json` when it enrols nobody.
 #[derive(Serialize)]
 struct TrustReport<'a> {
     /// Until when unsigned bundles are imported (unix ms), if ever.
+    #[serde(
+        rename = "unsigned_accepted_until_at",
+        serialize_with = "fieldsync::json::opt_time"
+    )]
     accept_unsigned_until: Option<i64>,
     /// Whether that is now.
     accepts_unsigned_now: bool,
@@ -122,13 +129,13 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
             .read_to_string(&mut text)
             .context("cannot read standard input")?;
         let key: KeyJson = serde_json::from_str(&text).context(
-            "standard input is not the output of `fieldsync key --json` (it needs name, public_key and recipient)",
+            "standard input is not the output of `fieldsync key --json` (it needs instance, public_key and recipient)",
         )?;
         let enrolled = db.enrol(
-            &key.name,
+            &key.instance,
             &key.public_key,
             key.recipient.as_deref(),
-            key.site_id.as_deref(),
+            key.site.as_deref(),
         )?;
         return print_enrolled(ui, &enrolled, path);
     }
