@@ -134,17 +134,8 @@ pub fn key_json(columns: &[String], shown: &str) -> serde_json::Value {
 }
 
 /// The key columns of every tracked table, by table name in lower case:
-/// what [`key_json`] needs, read once per report.
+/// what [`key_json`] needs, read once per report (`Catalog::key_columns`).
 pub(crate) type KeyColumns = BTreeMap<String, Vec<String>>;
-
-/// The key columns of the tables `s` tracks.
-pub(crate) fn key_columns(s: &crate::catalog::session::Session) -> KeyColumns {
-    s.catalog
-        .tables()
-        .iter()
-        .map(|t| (t.name.to_lowercase(), t.key.clone()))
-        .collect()
-}
 
 /// The key of a row of `table` as JSON, by the key columns in `columns`
 /// (a table no longer tracked: the words).

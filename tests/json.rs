@@ -422,8 +422,26 @@ fn php_deployment(r: &mut Reports) -> Res {
     Ok(())
 }
 
-/// Field-1 as its own `status` and `key` show it, and as HQ's import and
-/// journal of its bundle name it, has the same `instance` and `site`.
+// Six names for an instance (`name`, `site_name`, `from`, `sender`,
+// `won_site`, `peer`) made reports hard to join: one instance now shows the
+// same `instance` and `site` in its own `status` and `key`, and in the
+// `import`, `status` and `journal` of the instance that received its bundle.
+#[test]
+fn one_instance_has_the_same_instance_and_site_in_every_report() -> Res {
+    let w = World::new()?;
+    let hq = w.site("hq", RELIEF_SCHEMA)?;
+    let f1 = w.site("field-1", RELIEF_SCHEMA)?;
+    f1.sql("INSERT INTO location VALUES ('L0', NULL, 'country', 'Ruritania');")?;
+    let file = w.bundle("f1-to-hq");
+    f1.export_to("hq", &file)?;
+    let imported = hq.import(&[&file])?;
+    let status = hq.status()?;
+    let journal = fieldsync_ok(&[&"journal", &"--db", &hq.db, &"--json"])?.json()?;
+    same_names(&f1, &imported, &status, &journal)
+}
+
+/// Field-1 as its own `status` and `key` show it, and as HQ's import,
+/// status and journal name it, has the same `instance` and `site`.
 fn same_names(f1: &Site, imported: &Json, hq_status: &Json, hq_journal: &Json) -> Res {
     let status = f1.status()?;
     let key = f1.key()?;

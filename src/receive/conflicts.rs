@@ -180,7 +180,7 @@ pub struct Conflicts {
 
 /// Read the quarantine and the newest `limit` overwritten values.
 pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
-    let columns = crate::json::key_columns(&Session::load(conn)?);
+    let columns = Session::load(conn)?.catalog.key_columns();
     let mut stmt = conn.prepare(
         "SELECT id, tbl, key, reason, detail, sender, first_at, last_at, tries \
          FROM fieldsync_quarantine ORDER BY id",

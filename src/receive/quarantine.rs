@@ -858,7 +858,7 @@ pub(crate) fn discard(
             discarded_by: by.map(str::to_owned),
         });
     }
-    let columns = crate::json::key_columns(s);
+    let columns = s.catalog.key_columns();
     for d in &mut out {
         d.key_json = crate::json::row_key(&columns, &d.table, &d.key);
     }
