@@ -227,7 +227,7 @@ fn a_held_change_is_discarded_by_id_only_with_yes_and_its_values_are_recorded() 
     );
     assert!(shown.contains("note = 'no name'"), "{shown}");
     // Received and dropped: not missing, not held, not asked for again.
-    let number = text(d, "changes")?
+    let number = text(d, "change_numbers")?
         .trim_start_matches("field-1#")
         .to_owned();
     assert_eq!(origin_field(&hq, "field-1", "have")?, number);

@@ -283,7 +283,7 @@ fn an_orphan_is_quarantined_then_applied_when_its_parent_arrives() -> Res {
     );
     assert!(
         list.iter()
-            .any(|h| h["table"] == "location" && h["key"] == "'v'")
+            .any(|h| h["table"] == "location" && h["key"] == serde_json::json!({"id": "v"}))
     );
     // Status counts them and shows their numbers as held, not as missing.
     let status = hq.status()?;
