@@ -440,6 +440,18 @@ impl Instance {
         crate::admin::trust::list(&self.conn, &s)
     }
 
+    /// The keyring with the migration period and the clock bound, as
+    /// `fieldsync trust` shows them. Reads only.
+    pub fn trust_settings(&mut self) -> Result<crate::admin::trust::TrustSettings, Error> {
+        let until = self.unsigned_allowed_until()?;
+        Ok(crate::admin::trust::TrustSettings {
+            list: self.trusted()?,
+            unsigned_until: until,
+            accepts_unsigned_now: until.is_some_and(|t| t > crate::base::hlc::now_unix_ms()),
+            max_clock_ahead_ms: self.max_clock_ahead_ms()?,
+        })
+    }
+
     fn write<T>(
         &mut self,
         f: impl FnOnce(&Transaction<'_>, &mut Session) -> Result<T, Error>,

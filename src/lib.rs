@@ -86,7 +86,7 @@ pub use admin::clock::ClockStatus;
 pub use admin::history::{CellHistory, LostValue, RowHistory, RowVersion};
 pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
-pub use admin::trust::{Enrolled, Revoked, TrustList, Trusted};
+pub use admin::trust::{Enrolled, Revoked, TrustList, TrustSettings, Trusted};
 pub use base::hlc::span;
 pub use base::merge;
 pub use base::site_id::SiteId;

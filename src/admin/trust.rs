@@ -99,6 +99,27 @@ pub struct TrustList {
     pub instances: Vec<Trusted>,
 }
 
+/// What `fieldsync trust` shows after its settings (`--list`, `--anchor`,
+/// `--allow-unsigned-for`, `--max-clock-ahead`): the keyring, the
+/// migration period for unsigned bundles and the clock bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustSettings {
+    /// The keyring.
+    #[serde(flatten)]
+    pub list: TrustList,
+    /// Unix ms until which unsigned bundles are imported, if a migration
+    /// period was set.
+    #[serde(
+        rename = "unsigned_accepted_until_at",
+        serialize_with = "crate::json::opt_time"
+    )]
+    pub unsigned_until: Option<i64>,
+    /// True if that period has not ended.
+    pub accepts_unsigned_now: bool,
+    /// The clock bound (`--max-clock-ahead`).
+    pub max_clock_ahead_ms: i64,
+}
+
 /// Enrol `name` with its signing key and, if given, its age recipient.
 pub fn enrol(
     conn: &Connection,

@@ -13,7 +13,7 @@ use std::io::{Read as _, Write};
 use anyhow::{Context, Result};
 use clap::Args;
 use fieldsync::{Enrolled, Role, TrustList};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{DbArg, shell_quote, when};
 use crate::exit::Outcome;
@@ -101,24 +101,6 @@ struct KeyJson {
     site: Option<String>,
 }
 
-/// What `trust` prints with `--json` when it enrols nobody.
-#[derive(Serialize)]
-struct TrustReport<'a> {
-    /// Until when unsigned bundles are imported (unix ms), if ever.
-    #[serde(
-        rename = "unsigned_accepted_until_at",
-        serialize_with = "fieldsync::json::opt_time"
-    )]
-    accept_unsigned_until: Option<i64>,
-    /// Whether that is now.
-    accepts_unsigned_now: bool,
-    /// The keyring.
-    #[serde(flatten)]
-    list: &'a TrustList,
-    /// The clock bound in milliseconds (spec/trust.md, "The clock bound").
-    max_clock_ahead_ms: i64,
-}
-
 pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
     let mut db = args.db.open()?;
     let path = args.db.path();
@@ -155,16 +137,10 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
     if let Some(ms) = args.max_clock_ahead {
         db.set_max_clock_ahead_ms(ms)?;
     }
-    let until = db.unsigned_allowed_until()?;
-    let list = db.trusted()?;
-    let report = TrustReport {
-        accept_unsigned_until: until,
-        accepts_unsigned_now: until.is_some_and(|t| t > chrono::Utc::now().timestamp_millis()),
-        list: &list,
-        max_clock_ahead_ms: db.max_clock_ahead_ms()?,
-    };
+    let report = db.trust_settings()?;
+    let until = report.unsigned_until;
     ui.report(&Sorted(&report), |out| {
-        print_list(out, &list, path)?;
+        print_list(out, &report.list, path)?;
         writeln!(
             out,
             "Received changes stamped more than {} ahead of this computer's clock are held \"from the future\" (`--max-clock-ahead` sets the bound).",
