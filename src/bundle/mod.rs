@@ -7,6 +7,7 @@
 pub mod envelope;
 pub mod format;
 pub mod reader;
+pub mod report;
 pub(crate) mod statement;
 pub mod writer;
 

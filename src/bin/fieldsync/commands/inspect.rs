@@ -4,7 +4,6 @@
 //! header, unless `--db` names the database of an instance it is for. A damaged or wrongly signed bundle is shown,
 //! then ends with status 1.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,9 +14,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 use fieldsync::bundle::Hlc;
 use fieldsync::bundle::envelope::{OuterHeader, is_envelope, read_outer};
-use fieldsync::bundle::{BundleInfo, Header, OriginSeqs, TableDef, inspect};
+use fieldsync::bundle::report::{
+    InspectReport, OuterOnlyReport, OuterReport, origin, table_changes,
+};
+use fieldsync::bundle::{BundleInfo, inspect};
 use fieldsync::{Identity, Instance, signing_fingerprint};
-use serde::Serialize;
 
 use crate::exit::Outcome;
 use crate::ui::{Sorted, Ui};
@@ -37,46 +38,6 @@ pub struct InspectArgs {
     file: PathBuf,
 }
 
-/// The outer header of an encrypted bundle, in `--json`.
-#[derive(Serialize)]
-struct Outer<'a> {
-    sender_instance: &'a str,
-    sender_site: String,
-    recipients: Vec<OuterRecipient<'a>>,
-    /// The sender's wall clock when it wrote the file (RFC 3339).
-    created_at: String,
-}
-
-#[derive(Serialize)]
-struct OuterRecipient<'a> {
-    instance: &'a str,
-    site: String,
-}
-
-impl<'a> Outer<'a> {
-    fn new(o: &'a OuterHeader) -> Self {
-        Outer {
-            sender_instance: &o.sender.name,
-            sender_site: o.sender.id.to_string(),
-            recipients: (o.recipients.iter())
-                .map(|r| OuterRecipient {
-                    instance: &r.name,
-                    site: r.id.to_string(),
-                })
-                .collect(),
-            created_at: fieldsync::json::rfc3339(i64::try_from(o.created).unwrap_or(i64::MAX)),
-        }
-    }
-}
-
-/// What `inspect --json` prints of an encrypted bundle without `--db`.
-#[derive(Serialize)]
-struct OuterOnly<'a> {
-    encrypted: bool,
-    outer: Outer<'a>,
-    bytes: u64,
-}
-
 /// Unix ms as RFC 3339 (UTC), or the number if out of range.
 fn wall_clock(ms: u64) -> String {
     i64::try_from(ms)
@@ -86,142 +47,6 @@ fn wall_clock(ms: u64) -> String {
             || ms.to_string(),
             |t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         )
-}
-
-/// What `inspect` prints with `--json`: the header in the words of the
-/// other commands (`columns`, `sender_instance`, origins by name), and the
-/// counts.
-#[derive(Serialize)]
-struct Inspected<'a> {
-    format_version: u16,
-    sender_instance: &'a str,
-    sender_site: String,
-    full: bool,
-    recipient_instance: &'a Option<String>,
-    /// When the sender wrote it, by its clock.
-    created_at: String,
-    /// "valid", "FAILED" or "unsigned".
-    signature: &'static str,
-    /// The signer's Ed25519 public key (base64), version 4.
-    signer_public_key: Option<String>,
-    /// The fingerprint of that key alone (not the one of `fieldsync key`,
-    /// which covers both of an instance's keys).
-    signer_fingerprint: Option<String>,
-    checksum_ok: bool,
-    problem: &'a Option<String>,
-    changes: Option<u64>,
-    versions: Option<u64>,
-    tables: Vec<InspectedTable<'a>>,
-    covers: BTreeMap<String, String>,
-    seen: BTreeMap<String, String>,
-    local_tables: Vec<&'a str>,
-    views: Vec<&'a str>,
-    /// The sender's schema version of each table it tracks.
-    schema_versions: BTreeMap<&'a str, &'a str>,
-    /// True if the file is encrypted (decrypted with `--db`).
-    encrypted: bool,
-    /// The outer header of an encrypted bundle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    outer: Option<Outer<'a>>,
-}
-
-#[derive(Serialize)]
-struct InspectedTable<'a> {
-    table: &'a str,
-    key: &'a [String],
-    identity: Identity,
-    columns: &'a [String],
-    references: Vec<InspectedRef<'a>>,
-    changes: Option<u64>,
-    /// The statements it carries (a full export, or a delta bringing a
-    /// schema change).
-    schema: &'a [String],
-}
-
-#[derive(Serialize)]
-struct InspectedRef<'a> {
-    columns: &'a [String],
-    table: &'a str,
-}
-
-impl<'a> Inspected<'a> {
-    fn new(info: &'a BundleInfo, outer: Option<&'a OuterHeader>) -> Self {
-        let h = &info.header;
-        Inspected {
-            format_version: info.version,
-            sender_instance: &h.sender.name,
-            sender_site: h.sender.id.to_string(),
-            full: h.full,
-            recipient_instance: &h.recipient,
-            created_at: fieldsync::json::rfc3339(Hlc(h.created).unix_ms()),
-            signature: signature_word(info),
-            signer_public_key: info.signer.map(|k| BASE64.encode(k)),
-            signer_fingerprint: info.signer.as_ref().map(signing_fingerprint),
-            checksum_ok: info.intact,
-            problem: &info.problem,
-            changes: info.end.as_ref().map(|e| e.rows),
-            versions: info.end.as_ref().map(|e| e.versions),
-            tables: (h.tables.iter().enumerate())
-                .map(|(i, t)| InspectedTable::new(t, table_changes(info, i)))
-                .collect(),
-            covers: by_origin(h, &h.covers),
-            seen: by_origin(h, &h.seen),
-            local_tables: h.local_tables.iter().map(|t| t.name.as_str()).collect(),
-            views: h.views.iter().map(|v| v.name.as_str()).collect(),
-            schema_versions: (h.schemas.iter())
-                .map(|v| (v.name.as_str(), v.version.as_str()))
-                .collect(),
-            encrypted: outer.is_some(),
-            outer: outer.map(Outer::new),
-        }
-    }
-}
-
-impl<'a> InspectedTable<'a> {
-    fn new(t: &'a TableDef, changes: Option<u64>) -> Self {
-        InspectedTable {
-            table: &t.name,
-            key: &t.key,
-            identity: t.identity,
-            columns: &t.cells,
-            references: (t.refs.iter())
-                .map(|r| InspectedRef {
-                    columns: &r.cells,
-                    table: &r.parent,
-                })
-                .collect(),
-            changes,
-            schema: &t.schema,
-        }
-    }
-}
-
-/// The state of the signature in one word.
-fn signature_word(info: &BundleInfo) -> &'static str {
-    match (info.signer, info.signature_valid) {
-        (None, _) => "unsigned",
-        (Some(_), true) => "valid",
-        (Some(_), false) => "FAILED",
-    }
-}
-
-/// Row records of the bundle's table `i`, when the body was counted.
-fn table_changes(info: &BundleInfo, i: usize) -> Option<u64> {
-    info.end.as_ref().and_then(|e| e.per_table.get(i)).copied()
-}
-
-/// An origin of the header by name (`#3` if the header does not list it).
-fn origin(h: &Header, i: u32) -> String {
-    h.origins
-        .get(i as usize)
-        .map(|o| o.name.clone())
-        .unwrap_or_else(|| format!("#{i}"))
-}
-
-fn by_origin(h: &Header, seqs: &[OriginSeqs]) -> BTreeMap<String, String> {
-    seqs.iter()
-        .map(|c| (origin(h, c.origin), c.seqs.to_string()))
-        .collect()
 }
 
 pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
@@ -234,9 +59,9 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
             let outer = read_outer(&mut f).with_context(cannot)?;
             let size = f.metadata().map(|m| m.len()).with_context(cannot)?;
             ui.report(
-                &Sorted(OuterOnly {
+                &Sorted(OuterOnlyReport {
                     encrypted: true,
-                    outer: Outer::new(&outer),
+                    outer: OuterReport::new(&outer),
                     bytes: size,
                 }),
                 |out| print_outer_only(out, &outer, size, file),
@@ -245,7 +70,7 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
         }
         None => (inspect(f).with_context(cannot)?, None),
     };
-    ui.report(&Sorted(Inspected::new(&info, outer.as_ref())), |out| {
+    ui.report(&Sorted(InspectReport::new(&info, outer.as_ref())), |out| {
         print_inspect(out, &info, outer.as_ref(), file)
     })?;
     Ok(if info.intact {
