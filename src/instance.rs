@@ -61,9 +61,21 @@ pub struct SetupReport {
     /// The app's views, created.
     pub views: Vec<String>,
     /// The instance whose full export it was, now a known peer.
+    #[serde(rename = "sender_instance")]
     pub from: String,
     /// The import of the bundle's rows.
     pub import: ImportReport,
+}
+
+/// What `init` without `--from` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct InitReport {
+    /// The instance's name.
+    pub instance: String,
+    /// Its site id.
+    pub site: String,
+    /// False if the database already was this instance (nothing changed).
+    pub created: bool,
 }
 
 /// What `compact` did.
@@ -427,6 +439,18 @@ impl Instance {
     pub fn trusted(&self) -> Result<TrustList, Error> {
         let s = Session::load(&self.conn)?;
         crate::admin::trust::list(&self.conn, &s)
+    }
+
+    /// The keyring with the migration period and the clock bound, as
+    /// `fieldsync trust` shows them. Reads only.
+    pub fn trust_settings(&mut self) -> Result<crate::admin::trust::TrustSettings, Error> {
+        let until = self.unsigned_allowed_until()?;
+        Ok(crate::admin::trust::TrustSettings {
+            list: self.trusted()?,
+            unsigned_until: until,
+            accepts_unsigned_now: until.is_some_and(|t| t > crate::base::hlc::now_unix_ms()),
+            max_clock_ahead_ms: self.max_clock_ahead_ms()?,
+        })
     }
 
     fn write<T>(
@@ -1384,7 +1408,6 @@ fn preview_once(
     let mut copy = Instance::open(&copy_path)?;
     let before = crate::receive::preview::before(&copy.conn)?;
     let mut preview = ImportPreview {
-        version: 1,
         instance: copy.name()?,
         dry_run: true,
         files: files

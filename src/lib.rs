@@ -75,6 +75,7 @@ mod error;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 mod instance;
+pub mod json;
 mod local;
 pub mod net;
 mod receive;
@@ -86,7 +87,7 @@ pub use admin::fingerprint::{Fingerprints, TableFingerprint};
 pub use admin::history::{CellHistory, LostValue, RowHistory, RowVersion};
 pub use admin::schema::{PeerSchema, SchemaReport, TableSchema};
 pub use admin::status::{InterruptedImport, OriginStatus, PeerStatus, Status, TableStatus};
-pub use admin::trust::{Enrolled, Revoked, TrustList, Trusted};
+pub use admin::trust::{Enrolled, Revoked, TrustList, TrustSettings, Trusted};
 pub use base::hlc::span;
 pub use base::merge;
 pub use base::site_id::SiteId;
@@ -102,13 +103,18 @@ pub use error::{
     ImportError, NetError, Result, SetupError, SiteError, TrackError, TrustError,
 };
 pub use instance::{
-    CompactReport, Instance, PreviewOptions, SetupOptions, SetupReport, signer_fingerprints,
+    CompactReport, InitReport, Instance, PreviewOptions, SetupOptions, SetupReport,
+    signer_fingerprints,
 };
 pub use local::capture::{Selection, TableIdentity, TrackReport};
 pub use receive::applier::TableImport;
 pub use receive::conflicts::{Conflicts, HeldChange, Overwritten};
-pub use receive::import::{DEFAULT_MAX_WRITE_MS, ImportOptions, ImportReport, RetryReport};
-pub use receive::parts::{JoinedBundle, KeptPart, ReceivedParts, receive as receive_parts};
+pub use receive::import::{
+    DEFAULT_MAX_WRITE_MS, FileImport, ImportOptions, ImportReport, ImportSummary, RetryReport,
+};
+pub use receive::parts::{
+    JoinedBundle, JoinedParts, KeptPart, ReceivedParts, receive as receive_parts,
+};
 pub use receive::preview::{
     ColumnChange, ColumnCount, ConflictPreview, FilePreview, HeldPreview, ImportPreview, RowAction,
     RowChange, RowKey, TablePreview,

@@ -525,7 +525,7 @@ fn incremental_export_after_an_ack_is_small() -> Res {
         assert_eq!(num(&report, "changes")?, 0, "resend={resend}: {report}");
         let info = inspect_json(&b)?;
         assert_eq!(num(&info, "changes")?, 0, "{info}");
-        assert_eq!(text(&info, "site_name")?, "hq");
+        assert_eq!(text(&info, "sender_instance")?, "hq");
         assert_eq!(info.get("full"), Some(&serde_json::Value::Bool(false)));
     }
 
@@ -535,7 +535,7 @@ fn incremental_export_after_an_ack_is_small() -> Res {
     assert_eq!(num(&report, "changes")?, 1, "{report}");
     let info = inspect_json(&b)?;
     assert_eq!(num(&info, "changes")?, 1, "{info}");
-    assert_eq!(text(&info, "site_id")?, hq.site_id()?);
+    assert_eq!(text(&info, "sender_site")?, hq.site_id()?);
     let imported = f1.import(&[&b])?;
     assert_eq!(num(&imported, "applied")?, 1);
     assert_eq!(f1.snapshot()?, hq.snapshot()?);
@@ -578,7 +578,7 @@ fn relay_keeps_the_origin_and_never_duplicates() -> Res {
     let origin = f2
         .origin("field-1")?
         .ok_or("field-2's status does not list field-1 as an origin")?;
-    assert_eq!(text(&origin, "site_id")?, f1.site_id()?);
+    assert_eq!(text(&origin, "site")?, f1.site_id()?);
     assert_eq!(text(&origin, "have")?, "1-2");
     assert_eq!(text(&origin, "gaps")?, "");
 

@@ -111,7 +111,7 @@ fn a_change_from_the_future_is_held_and_the_clock_does_not_move() -> Res {
     let quarantined = held["quarantined"].as_array().ok_or("no quarantine")?;
     assert_eq!(quarantined.len(), 1, "{held}");
     assert_eq!(quarantined[0]["reason"], "from the future");
-    assert_eq!(quarantined[0]["sender"], "field-1");
+    assert_eq!(quarantined[0]["sender_instance"], "field-1");
     let id = quarantined[0]["id"].as_i64().ok_or("no id")?;
     // The held change is not counted as received: hq still lacks it.
     let origin = hq.origin("field-1")?.ok_or("no origin field-1")?;
@@ -127,7 +127,7 @@ fn a_change_from_the_future_is_held_and_the_clock_does_not_move() -> Res {
     );
     let json = st.json()?;
     assert_eq!(json["clock"]["held_from_the_future"], 1);
-    assert_eq!(json["clock"]["seen"][0]["name"], "field-1");
+    assert_eq!(json["clock"]["seen"][0]["instance"], "field-1");
 
     // A real edit at hq wins, and hq's next bundle to a third instance
     // carries neither the future value nor a future clock.
@@ -135,7 +135,7 @@ fn a_change_from_the_future_is_held_and_the_clock_does_not_move() -> Res {
     let to_other = w.bundle("hq-to-field-2");
     hq.export_to("field-2", &to_other)?;
     let inspected = fieldsync_ok(&[&"inspect", &to_other, &"--json"])?.json()?;
-    let created = inspected["created"].as_str().ok_or("no created")?;
+    let created = inspected["created_at"].as_str().ok_or("no created_at")?;
     let year_now = chrono::Utc::now().format("%Y").to_string();
     assert!(created.starts_with(&year_now), "created {created}");
     other.import(&[&to_other])?;
@@ -323,12 +323,12 @@ fn a_refused_bundle_is_journaled_and_nothing_else_changes() -> Res {
     assert_eq!(c["refused_total"], 1, "{c}");
     let row = &c["refused"][0];
     assert_eq!(row["file"], damaged.display().to_string());
-    assert_eq!(row["size"], bytes.len() as u64);
+    assert_eq!(row["bytes"], bytes.len() as u64);
     assert_eq!(row["blake3"], blake3::hash(&bytes).to_hex().to_string());
     let signed = fieldsync_ok(&[&"inspect", &real, &"--json"])?.json()?;
     assert_eq!(row["signer_fingerprint"], signed["signer_fingerprint"]);
     assert!(row["signer_fingerprint"].is_string(), "{row}");
-    assert_eq!(row["claimed_sender"], Json::Null);
+    assert_eq!(row["claimed_sender_instance"], Json::Null);
     assert!(
         row["reason"]
             .as_str()
@@ -336,7 +336,7 @@ fn a_refused_bundle_is_journaled_and_nothing_else_changes() -> Res {
         "{row}"
     );
     let mine = conflicts(&hq)?;
-    assert_eq!(mine["refused"][0]["claimed_sender"], "hq");
+    assert_eq!(mine["refused"][0]["claimed_sender_instance"], "hq");
     assert_eq!(mine["refused"][0]["reason"], "import: from self");
     let text = fieldsync_ok(&[&"conflicts", &"--db", &field.db])?;
     assert!(

@@ -489,7 +489,7 @@ fn the_instances_page_shows_what_status_says() -> Res {
         Ok::<_, Box<dyn std::error::Error>>(page.body)
     })?;
     for peer in status["peers"].as_array().ok_or("peers")? {
-        let name = text(peer, "name")?;
+        let name = text(peer, "instance")?;
         let shown = instance_numbers(&html, name)?;
         assert_eq!(
             shown["owed"],
@@ -501,11 +501,11 @@ fn the_instances_page_shows_what_status_says() -> Res {
             num(peer, "unacknowledged")?.to_string(),
             "{name}"
         );
-        let from_it = held.iter().filter(|h| h["sender"] == name).count();
+        let from_it = held.iter().filter(|h| h["sender_instance"] == name).count();
         assert_eq!(shown["held"], from_it.to_string(), "{name}");
         let gaps = status["origins"]
             .as_array()
-            .and_then(|o| o.iter().find(|o| o["name"] == name))
+            .and_then(|o| o.iter().find(|o| o["instance"] == name))
             .map_or("", |o| o["gaps"].as_str().unwrap_or_default());
         let count: u64 = gaps
             .split(',')
@@ -597,13 +597,13 @@ fn imports_and_exports_are_journaled_with_their_counts() -> Res {
     let j = journal(&d.hq)?;
     // Newest first: HQ's export to field-2, the imports from field-2 and field-1.
     assert_eq!(j[0]["kind"], "export");
-    assert_eq!(j[0]["peer"], "field-2");
+    assert_eq!(j[0]["instance"], "field-2");
     assert_eq!(j[0]["via"], "file");
     assert!(num(&j[0], "bytes")? > 0);
     assert_eq!(j[1]["kind"], "import");
-    assert_eq!(j[1]["peer"], "field-2");
+    assert_eq!(j[1]["instance"], "field-2");
     assert_eq!(num(&j[1], "applied")?, 1);
-    assert_eq!(j[2]["peer"], "field-1");
+    assert_eq!(j[2]["instance"], "field-1");
     assert_eq!(num(&j[2], "quarantined")?, 2);
     assert_eq!(num(&j[2], "changes")?, 2);
     // The same file again: journaled, every change known.

@@ -196,7 +196,7 @@ async fn drive(c: &fantoccini::Client, base: &str, status: &serde_json::Value) -
         names.push(name.clone());
         let peer = status["peers"]
             .as_array()
-            .and_then(|p| p.iter().find(|p| p["name"] == name.as_str()))
+            .and_then(|p| p.iter().find(|p| p["instance"] == name.as_str()))
             .ok_or_else(|| format!("{name} is not a peer in status --json"))?;
         let owed = row
             .find(Locator::Css("td[data-col=owed]"))

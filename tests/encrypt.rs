@@ -85,16 +85,16 @@ fn an_encrypted_bundle_shows_only_its_outer_header() -> Res {
     }
     let json = fieldsync_ok(&[&"inspect", &"--json", &file])?.json()?;
     assert_eq!(json["encrypted"], true);
-    assert_eq!(json["outer"]["site_name"], "hq");
-    assert_eq!(json["outer"]["recipients"][0]["name"], "field-1");
+    assert_eq!(json["outer"]["sender_instance"], "hq");
+    assert_eq!(json["outer"]["recipients"][0]["instance"], "field-1");
     assert!(json.get("tables").is_none(), "{json}");
     // With the recipient's database: everything, as for a plain bundle.
     let json = fieldsync_ok(&[&"inspect", &"--db", &field.db, &"--json", &file])?.json()?;
     assert_eq!(json["encrypted"], true);
     assert_eq!(json["checksum_ok"], true);
     assert_eq!(json["signature"], "valid");
-    assert_eq!(json["tables"][0]["name"], "person");
-    assert_eq!(json["outer"]["site_name"], "hq");
+    assert_eq!(json["tables"][0]["table"], "person");
+    assert_eq!(json["outer"]["sender_instance"], "hq");
     // The sender reads its own bundle back; another database cannot.
     fieldsync_ok(&[&"inspect", &"--db", &hq.db, &file])?;
     let stranger = w.site("stranger", SCHEMA)?;
@@ -122,7 +122,10 @@ fn hq_and_a_laptop_exchange_encrypted_bundles_by_default() -> Res {
         let raw = std::fs::read(&file)?;
         assert!(!contains(&raw, b"person"));
         let imported = to.import(&[&file])?;
-        assert_eq!(imported["files"][0]["report"]["from"], from.name.as_str());
+        assert_eq!(
+            imported["files"][0]["report"]["sender_instance"],
+            from.name.as_str()
+        );
     }
     assert_eq!(hq.rows("person")?, field.rows("person")?);
     assert_eq!(hq.rows("person")?.len(), 2);

@@ -139,7 +139,7 @@ fn enrolments_travel_from_hq_to_the_laptops() -> Res {
         .as_array()
         .ok_or("no instances")?
         .iter()
-        .filter_map(|i| i["name"].as_str())
+        .filter_map(|i| i["instance"].as_str())
         .collect();
     assert!(
         names.contains(&"field-1") && names.contains(&"hq"),
@@ -292,7 +292,7 @@ fn a_revoked_sender_is_refused_everywhere_the_revocation_reaches() -> Res {
         .as_array()
         .ok_or("no instances")?
         .iter()
-        .find(|i| i["name"] == "field-1")
+        .find(|i| i["instance"] == "field-1")
         .ok_or("field-1 not listed")?
         .clone();
     assert_eq!(f1_entry["changes"], 1);
@@ -331,7 +331,7 @@ fn a_revoked_instances_later_changes_relayed_by_another_are_held() -> Res {
         .ok_or("no quarantine list")?;
     assert!(
         held.iter()
-            .any(|q| q["reason"] == "from a revoked instance" && q["sender"] == "field-2"),
+            .any(|q| q["reason"] == "from a revoked instance" && q["sender_instance"] == "field-2"),
         "{held:?}"
     );
     // A retry does not let it in; HQ's bundle then tells field-2.

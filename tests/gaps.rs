@@ -40,7 +40,7 @@ fn peer_of(site: &Site, peer: &str) -> Res<Json> {
         .and_then(Json::as_array)
         .and_then(|ps| {
             ps.iter()
-                .find(|p| p.get("name").and_then(Json::as_str) == Some(peer))
+                .find(|p| p.get("instance").and_then(Json::as_str) == Some(peer))
         })
         .cloned()
         .ok_or_else(|| format!("{} has no peer {peer}", site.name).into())

@@ -44,8 +44,8 @@ fn key_shows_the_public_keys_and_a_fingerprint_that_stays_the_same() -> Res {
     let w = World::new()?;
     let hq = w.bare_site("hq", SCHEMA)?;
     let k = key_json(&hq.db)?;
-    assert_eq!(text(&k, "name")?, "hq");
-    assert_eq!(text(&k, "site_id")?, hq.site_id()?);
+    assert_eq!(text(&k, "instance")?, "hq");
+    assert_eq!(text(&k, "site")?, hq.site_id()?);
     let public = text(&k, "public_key")?;
     // Base64 of 32 bytes.
     assert_eq!(public.len(), 44, "{public}");
@@ -62,13 +62,20 @@ fn key_shows_the_public_keys_and_a_fingerprint_that_stays_the_same() -> Res {
     fields.sort_unstable();
     assert_eq!(
         fields,
-        ["fingerprint", "name", "public_key", "recipient", "site_id"]
+        [
+            "fingerprint",
+            "instance",
+            "public_key",
+            "recipient",
+            "site",
+            "version"
+        ]
     );
 
     // The same on every call, and in text.
     assert_eq!(key_json(&hq.db)?, k);
     let out = fieldsync_ok(&[&"key", &"--db", &hq.db])?;
-    for field in ["name", "site_id", "public_key", "recipient", "fingerprint"] {
+    for field in ["instance", "site", "public_key", "recipient", "fingerprint"] {
         assert!(
             out.stdout.contains(text(&k, field)?),
             "text output lacks {field}:\n{}",
@@ -100,7 +107,7 @@ fn init_from_gives_the_new_laptop_its_own_key() -> Res {
     let laptop = w.site_from("laptop-1", &full)?;
     let hq_key = key_json(&hq.db)?;
     let laptop_key = key_json(&laptop.db)?;
-    assert_eq!(text(&laptop_key, "name")?, "laptop-1");
+    assert_eq!(text(&laptop_key, "instance")?, "laptop-1");
     for part in ["public_key", "recipient", "fingerprint"] {
         assert_ne!(text(&laptop_key, part)?, text(&hq_key, part)?, "{part}");
     }

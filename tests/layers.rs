@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 /// The layers, lowest first: the folders (and top-level files) of `src/`.
 /// A module may use its own layer and those before it in this list.
 const LAYERS: &[&str] = &[
-    "base", "error", "catalog", "local", "bundle", "send", "receive", "admin", "instance",
+    "base", "json", "error", "catalog", "local", "bundle", "send", "receive", "admin", "instance",
     "console", "net", "fuzzing", "lib",
 ];
 

@@ -185,7 +185,7 @@ fn a_cut_download_resumes_from_the_byte_it_reached() -> Res {
     let received = num(&report, "received_bytes")?;
     assert!(resumed > 0 && resumed < received, "{report}");
     assert_eq!(
-        num(&report, "downloaded")?,
+        num(&report, "downloaded_bytes")?,
         received,
         "each byte came once: {report}"
     );
@@ -209,7 +209,10 @@ fn a_cut_upload_resumes_from_the_byte_the_server_holds() -> Res {
     assert!(resumed > 0 && resumed < sent, "{report}");
     // The bytes after the cut went again, not the whole: without the
     // resume it would be twice the bundle.
-    assert!(num(&report, "uploaded")? <= 2 * sent - resumed, "{report}");
+    assert!(
+        num(&report, "uploaded_bytes")? <= 2 * sent - resumed,
+        "{report}"
+    );
     assert_eq!(report["server_import"]["applied"], 6000, "{report}");
     whole(&hq, 6001)?;
     same(&hq, &fields[0])
@@ -361,7 +364,7 @@ fn peer_add_remembers_the_server_so_an_officer_types_only_the_database() -> Res 
     assert!(
         syncs
             .iter()
-            .all(|e| e["via"] == "network" && e["peer"] == "hq")
+            .all(|e| e["via"] == "network" && e["instance"] == "hq")
     );
     assert!(
         rows.iter()

@@ -421,8 +421,14 @@ fn concurrent_edits_are_shown_with_the_winner_the_import_picks() -> Res {
     assert_eq!(
         winners,
         [
-            ("\"'f-1'\"".to_owned(), "\"incoming\"".to_owned()),
-            ("\"'f-2'\"".to_owned(), "\"local\"".to_owned())
+            (
+                r#"{"feature_uuid":"f-1"}"#.to_owned(),
+                "\"incoming\"".to_owned()
+            ),
+            (
+                r#"{"feature_uuid":"f-2"}"#.to_owned(),
+                "\"local\"".to_owned()
+            )
         ]
     );
     // The real import: f-1 takes field-1's value, f-2 keeps HQ's.
@@ -465,7 +471,7 @@ fn a_change_that_would_be_quarantined_exits_3_with_the_reason() -> Res {
     let preview = preview_matches_import(&w, &hq.db, &[&week], &[("person", "id")])?;
     assert_eq!(num(&preview, "quarantined")?, 1);
     assert_eq!(preview["held"][0]["reason"], "check");
-    assert_eq!(preview["held"][0]["key"], "'p-1'");
+    assert_eq!(preview["held"][0]["key"], serde_json::json!({"id": "p-1"}));
     assert_eq!(num(&preview, "inserted")?, 1);
     Ok(())
 }

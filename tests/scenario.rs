@@ -283,7 +283,7 @@ fn an_orphan_is_quarantined_then_applied_when_its_parent_arrives() -> Res {
     );
     assert!(
         list.iter()
-            .any(|h| h["table"] == "location" && h["key"] == "'v'")
+            .any(|h| h["table"] == "location" && h["key"] == serde_json::json!({"id": "v"}))
     );
     // Status counts them and shows their numbers as held, not as missing.
     let status = hq.status()?;
@@ -338,8 +338,8 @@ fn a_unique_clash_between_two_instances_is_quarantined_listed_and_resolved() -> 
     let list = held(&hq)?;
     assert_eq!(list.len(), 1, "{list:?}");
     assert_eq!(list[0]["reason"], "unique");
-    assert_eq!(list[0]["key"], "'s-b'");
-    assert_eq!(list[0]["sender"], "field-2");
+    assert_eq!(list[0]["key"], serde_json::json!({"id": "s-b"}));
+    assert_eq!(list[0]["sender_instance"], "field-2");
     let detail = text_of(&list[0], "detail");
     assert!(
         detail.contains("S-101") && detail.contains("'s-a'"),
@@ -446,12 +446,15 @@ fn concurrent_edits_of_one_shelter_are_logged_with_what_lost() -> Res {
     assert_eq!(lost.len(), 1, "{lost:?}");
     let e = &lost[0];
     assert_eq!(e["table"], "shelter");
-    assert_eq!(e["key"], "'s1'");
+    assert_eq!(e["key"], serde_json::json!({"id": "s1"}));
     assert_eq!(e["column"], "population");
-    assert_eq!(e["lost_site"], "field-1");
-    assert_eq!(e["won_site"], "field-2");
+    assert_eq!(e["loser_instance"], "field-1");
+    assert_eq!(e["winner_instance"], "field-2");
     assert_eq!(e["reason"], "later edit");
-    assert!(e["lost_at_ms"].as_i64().unwrap_or(0) > 0);
+    assert!(
+        e["lost_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{e}"
+    );
 
     // A normal update made after seeing the value is not a conflict.
     w.send(&hq, &f1)?;

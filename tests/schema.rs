@@ -306,7 +306,7 @@ fn hq_adds_a_column_and_a_table_and_an_old_laptop_keeps_sending_without_resend()
         let peer = if s.name == "hq" { "field-1" } else { "hq" };
         let status = s.status()?;
         let p = (status["peers"].as_array().ok_or("no peers")?.iter())
-            .find(|p| p["name"] == peer)
+            .find(|p| p["instance"] == peer)
             .ok_or("peer missing")?;
         assert_eq!(num(p, "pending_changes")?, 0, "{}: {p}", s.name);
         assert_eq!(num(p, "unacknowledged")?, 0, "{}: {p}", s.name);
@@ -412,7 +412,7 @@ fn a_laptop_set_to_hold_lists_the_change_and_schema_apply_uses_the_original_cloc
     assert_eq!(held.len(), 1, "{held:?}");
     assert_eq!(held[0]["table"], "person_uuid");
     assert_eq!(held[0]["status"], "held");
-    assert_eq!(held[0]["sender"], "hq");
+    assert_eq!(held[0]["sender_instance"], "hq");
     assert!(
         held[0]["statements"].to_string().contains("phone"),
         "{held:?}"
@@ -1037,7 +1037,7 @@ fn a_delta_carries_the_changed_table_s_schema_until_the_peer_reports_it() -> Res
     assert_eq!(version(&header, "config"), version(&before, "config"));
     let here = hq.status()?;
     let table = (here["tables"].as_array().ok_or("no tables")?.iter())
-        .find(|t| t["name"] == "person_uuid")
+        .find(|t| t["table"] == "person_uuid")
         .ok_or("no person_uuid in status")?
         .clone();
     assert_eq!(

@@ -66,7 +66,7 @@ fn peer_of(site: &Site, peer: &str) -> Res<Json> {
         .and_then(Json::as_array)
         .and_then(|ps| {
             ps.iter()
-                .find(|p| p.get("name").and_then(Json::as_str) == Some(peer))
+                .find(|p| p.get("instance").and_then(Json::as_str) == Some(peer))
         })
         .cloned()
         .ok_or_else(|| format!("{} has no peer {peer}", site.name).into())
@@ -251,7 +251,7 @@ fn an_unknown_name_in_for_becomes_a_peer_and_a_misspelt_one_only_costs_size() ->
         out.stderr
     );
     let peer = peer_of(&hq, "feild-2")?;
-    assert_eq!(peer.get("site_id"), Some(&Json::Null), "{peer}");
+    assert_eq!(peer.get("site"), Some(&Json::Null), "{peer}");
     assert_eq!(num(&peer, "pending_changes")?, 0, "{peer}");
 
     let f2 = w.site_from("field-2", &full)?;

@@ -27,6 +27,7 @@ mod fingerprint;
 mod format;
 mod fuzz_corpus;
 mod gaps;
+mod json;
 mod keys;
 mod layers;
 mod model;

@@ -99,7 +99,7 @@ fn logged_and_had(db: &Path, origin: &str) -> Res<(BTreeSet<u64>, String)> {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|o| o["name"] == origin)
+        .find(|o| o["instance"] == origin)
         .map(|o| o["have"].as_str().unwrap_or("").to_owned())
         .unwrap_or_default();
     Ok((logged, have))

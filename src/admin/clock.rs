@@ -17,10 +17,13 @@ use crate::error::Error;
 #[derive(Debug, Clone, Serialize)]
 pub struct ClockStatus {
     /// This instance's clock: the last stamp it issued or took in.
+    #[serde(rename = "local_hlc")]
     pub local: String,
-    /// The same in unix ms.
+    /// The same in unix ms (in JSON, the clock is `local_hlc`).
+    #[serde(skip)]
     pub local_ms: i64,
     /// This computer's wall clock when it was read (unix ms).
+    #[serde(rename = "wall_at", serialize_with = "crate::json::time")]
     pub wall_ms: i64,
     /// The clock bound (`fieldsync trust --max-clock-ahead`).
     pub max_clock_ahead_ms: i64,

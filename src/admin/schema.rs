@@ -16,6 +16,7 @@ use crate::receive::waiting::WaitingSummary;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PeerSchema {
     /// The peer.
+    #[serde(rename = "instance")]
     pub peer: String,
     /// Its version of the table.
     pub version: String,

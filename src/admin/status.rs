@@ -16,6 +16,7 @@ use crate::local::capture::pending_count;
 #[derive(Debug, Clone, Serialize)]
 pub struct TableStatus {
     /// Table name.
+    #[serde(rename = "table")]
     pub name: String,
     /// Rows the change log knows as existing.
     pub rows: u64,
@@ -31,8 +32,10 @@ pub struct TableStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct OriginStatus {
     /// Its name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its site id.
+    #[serde(rename = "site")]
     pub site_id: String,
     /// Change numbers held, e.g. `1-500`.
     pub have: String,
@@ -49,8 +52,10 @@ pub struct OriginStatus {
 #[derive(Debug, Clone, Serialize)]
 pub struct PeerStatus {
     /// Its name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its site id, once known.
+    #[serde(rename = "site")]
     pub site_id: Option<String>,
     /// Per origin name, what it acknowledged.
     pub acked: BTreeMap<String, String>,
@@ -60,18 +65,22 @@ pub struct PeerStatus {
     /// transit (a `--resend` ships them again, for when nothing comes back).
     pub unacknowledged: u64,
     /// Last import from it (unix ms).
+    #[serde(rename = "last_import_at", serialize_with = "crate::json::opt_time")]
     pub last_import: Option<i64>,
     /// Last export to it (unix ms).
+    #[serde(rename = "last_export_at", serialize_with = "crate::json::opt_time")]
     pub last_export: Option<i64>,
 }
 
 /// The whole status.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
-    /// This instance's site id.
-    pub site_id: String,
-    /// Its name.
+    /// This instance's name.
+    #[serde(rename = "instance")]
     pub name: String,
+    /// Its site id.
+    #[serde(rename = "site")]
+    pub site_id: String,
     /// Names of tracked tables.
     pub tracked_tables: Vec<String>,
     /// Per tracked table.
@@ -114,6 +123,7 @@ pub struct Status {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InterruptedImport {
     /// The bundle's sender.
+    #[serde(rename = "sender_instance")]
     pub from: String,
     /// Records it had merged.
     pub applied: u64,

@@ -28,6 +28,7 @@ use crate::error::{Error, TrustError};
 #[derive(Debug, Clone, Serialize)]
 pub struct Enrolled {
     /// The instance's name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// The fingerprint to read back to its officer: of both keys when the
     /// recipient was given, else of the signing key alone.
@@ -45,6 +46,7 @@ pub struct Enrolled {
 #[derive(Debug, Clone, Serialize)]
 pub struct Revoked {
     /// The instance's name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its changes numbered up to this stay; later ones are refused.
     pub keep_through: u64,
@@ -59,8 +61,10 @@ pub struct Revoked {
 #[derive(Debug, Clone, Serialize)]
 pub struct Trusted {
     /// Its name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its site id, once a bundle from it was imported.
+    #[serde(rename = "site")]
     pub site_id: Option<String>,
     /// `anchor`, `enrolled` or `first_use`.
     pub role: Role,
@@ -71,8 +75,10 @@ pub struct Trusted {
     /// Its public key (base64).
     pub public_key: String,
     /// Unix ms it was enrolled or pinned here.
+    #[serde(rename = "since_at", serialize_with = "crate::json::time")]
     pub since: i64,
     /// Unix ms it was revoked, if it was.
+    #[serde(serialize_with = "crate::json::opt_time")]
     pub revoked_at: Option<i64>,
     /// Revoked: its changes numbered up to this stay.
     pub keep_through: Option<u64>,
@@ -91,6 +97,27 @@ pub struct TrustList {
     pub anchor: Option<String>,
     /// Every instance in the keyring, oldest first.
     pub instances: Vec<Trusted>,
+}
+
+/// What `fieldsync trust` shows after its settings (`--list`, `--anchor`,
+/// `--allow-unsigned-for`, `--max-clock-ahead`): the keyring, the
+/// migration period for unsigned bundles and the clock bound.
+#[derive(Debug, Clone, Serialize)]
+pub struct TrustSettings {
+    /// The keyring.
+    #[serde(flatten)]
+    pub list: TrustList,
+    /// Unix ms until which unsigned bundles are imported, if a migration
+    /// period was set.
+    #[serde(
+        rename = "unsigned_accepted_until_at",
+        serialize_with = "crate::json::opt_time"
+    )]
+    pub unsigned_until: Option<i64>,
+    /// True if that period has not ended.
+    pub accepts_unsigned_now: bool,
+    /// The clock bound (`--max-clock-ahead`).
+    pub max_clock_ahead_ms: i64,
 }
 
 /// Enrol `name` with its signing key and, if given, its age recipient.

@@ -250,6 +250,64 @@ pub fn key_literal(values: &[Value]) -> String {
         .join(", ")
 }
 
+/// The inverse of [`key_literal`]: the values of a key written as SQL
+/// literals separated by commas (`'p-1', 3, NULL, 2.5, X'0A'`), or `None`
+/// if `text` is not in that form (a key recorded in words).
+pub fn parse_key_literal(text: &str) -> Option<Vec<Value>> {
+    let mut out = Vec::new();
+    let mut rest = text.trim_start();
+    loop {
+        let (value, after) = parse_literal(rest)?;
+        out.push(value);
+        rest = after.trim_start();
+        if rest.is_empty() {
+            return Some(out);
+        }
+        rest = rest.strip_prefix(',')?.trim_start();
+    }
+}
+
+/// One SQL literal at the start of `text`, and what follows it.
+fn parse_literal(text: &str) -> Option<(Value, &str)> {
+    if let Some(after) = text.strip_prefix("NULL") {
+        return Some((Value::Null, after));
+    }
+    if let Some(body) = text.strip_prefix('\'') {
+        let mut s = String::new();
+        let mut chars = body.char_indices();
+        while let Some((i, c)) = chars.next() {
+            if c != '\'' {
+                s.push(c);
+            } else if body[i + 1..].starts_with('\'') {
+                s.push('\'');
+                chars.next();
+            } else {
+                return Some((Value::text(s), &body[i + 1..]));
+            }
+        }
+        return None;
+    }
+    if let Some(body) = text.strip_prefix("X'") {
+        let end = body.find('\'')?;
+        let hex = &body[..end];
+        if hex.len() % 2 != 0 {
+            return None;
+        }
+        let bytes = (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        return Some((Value::Blob(bytes), &body[end + 1..]));
+    }
+    let end = text.find(',').unwrap_or(text.len());
+    let number = text[..end].trim_end();
+    if let Ok(i) = number.parse::<i64>() {
+        return Some((Value::Integer(i), &text[end..]));
+    }
+    let real = number.parse::<f64>().ok()?;
+    Some((Value::Real(real), &text[end..]))
+}
+
 /// The canonical byte encoding of a primary key: the MessagePack array of
 /// its values. Keys SQLite considers equal encode to equal bytes: integers
 /// use their shortest form, and a real with an integral value (`1.0`, `-0.0`)

@@ -9,6 +9,7 @@ pub mod envelope;
 pub mod format;
 pub mod parts;
 pub mod reader;
+pub mod report;
 pub(crate) mod statement;
 pub mod writer;
 

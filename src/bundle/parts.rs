@@ -70,6 +70,43 @@ impl PartHeader {
     }
 }
 
+/// What `inspect --json` shows of a part.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartReport {
+    /// Always true: this is a part of a split bundle, not a bundle.
+    pub part_of_split_bundle: bool,
+    /// Which bundle (the first 12 hex digits of its BLAKE3).
+    pub bundle: String,
+    /// The bundle's file name when it was cut.
+    pub name: String,
+    /// This part's number, from 1.
+    pub part: u32,
+    /// Parts in all.
+    pub parts: u32,
+    /// Where its piece starts in the bundle.
+    pub offset: u64,
+    /// The piece's length.
+    pub bytes: u64,
+    /// The whole bundle's size.
+    pub bundle_bytes: u64,
+}
+
+impl PartHeader {
+    /// What `inspect` shows (the part's checksum held to get here).
+    pub fn report(&self) -> PartReport {
+        PartReport {
+            part_of_split_bundle: true,
+            bundle: self.set_short(),
+            name: self.name.clone(),
+            part: self.index,
+            parts: self.count,
+            offset: self.offset,
+            bytes: self.length,
+            bundle_bytes: self.total,
+        }
+    }
+}
+
 /// 32 bytes as a MessagePack binary.
 mod serde_bytes_32 {
     use serde::{Deserialize, Deserializer, Serializer};
@@ -137,6 +174,78 @@ pub fn parts_needed(total: u64, max_size: u64) -> Result<u32, Error> {
         .into());
     }
     Ok(count as u32)
+}
+
+/// One part file written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PartFile {
+    /// Its path.
+    pub file: PathBuf,
+    /// Its size.
+    pub bytes: u64,
+}
+
+/// Part files already beside `output` under its name
+/// (`NAME.partKofN.bundle`, from an earlier export).
+pub fn earlier_parts(output: &Path) -> io::Result<Vec<PathBuf>> {
+    let name = output
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = name.strip_suffix(".bundle").unwrap_or(&name).to_owned();
+    let dir = match output.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Ok(Vec::new());
+    };
+    let mut found = Vec::new();
+    for e in entries {
+        let e = e?;
+        let n = e.file_name().to_string_lossy().into_owned();
+        let Some(rest) = n
+            .strip_prefix(stem.as_str())
+            .and_then(|r| r.strip_prefix(".part"))
+            .and_then(|r| r.strip_suffix(".bundle"))
+        else {
+            continue;
+        };
+        let digits = |t: &str| !t.is_empty() && t.chars().all(|c| c.is_ascii_digit());
+        if rest
+            .split_once("of")
+            .is_some_and(|(k, n)| digits(k) && digits(n))
+        {
+            found.push(e.path());
+        }
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Cut the bundle written at `output` into parts of at most `max_size`
+/// bytes if it is larger, and remove it; the parts written (none if it
+/// fits). With `replace`, the parts of an earlier bundle under the same
+/// name are removed first.
+pub fn split_file(output: &Path, max_size: u64, replace: bool) -> Result<Vec<PartFile>, Error> {
+    let total = std::fs::metadata(output)?.len();
+    if total <= max_size {
+        return Ok(Vec::new());
+    }
+    let count = parts_needed(total, max_size)?;
+    let paths = part_paths(output, count);
+    if replace {
+        for old in earlier_parts(output)? {
+            std::fs::remove_file(&old)?;
+        }
+    }
+    let sizes = split(output, max_size, &paths)?;
+    std::fs::remove_file(output)?;
+    Ok(paths
+        .into_iter()
+        .zip(sizes)
+        .map(|(file, bytes)| PartFile { file, bytes })
+        .collect())
 }
 
 /// Cut the bundle file `bundle` into parts of at most `max_size` bytes

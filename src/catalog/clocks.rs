@@ -72,12 +72,16 @@ pub fn record_seen(conn: &Connection, site: i64, hlc: Hlc, now_ms: i64) -> Resul
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SeenClock {
     /// The origin's name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its newest clock, as a time (`2026-11-26T10:28:25.123Z`).
+    #[serde(rename = "newest_hlc")]
     pub newest: String,
-    /// The same in unix ms.
+    /// The same in unix ms (in JSON, the clock is `newest_hlc`).
+    #[serde(skip)]
     pub newest_ms: i64,
     /// When the bundle that showed it was imported (unix ms).
+    #[serde(rename = "seen_at", serialize_with = "crate::json::time")]
     pub seen_ms: i64,
 }
 

@@ -82,6 +82,7 @@ pub struct JournalEntry {
     /// Its number in the journal (0 before it is recorded).
     pub id: i64,
     /// When the operation ended (unix ms).
+    #[serde(rename = "at", serialize_with = "crate::json::time")]
     pub at_ms: i64,
     /// Import, export or sync.
     pub kind: JournalKind,
@@ -89,6 +90,7 @@ pub struct JournalEntry {
     pub via: Via,
     /// The peer: the bundle's sender (import) or the instance it was made
     /// for (export); `None` for a full export named for nobody.
+    #[serde(rename = "instance")]
     pub peer: Option<String>,
     /// A full export (or the import of one).
     pub full: bool,

@@ -57,8 +57,10 @@ const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct KeyReport {
     /// The instance's name.
+    #[serde(rename = "instance")]
     pub name: String,
     /// Its site id.
+    #[serde(rename = "site")]
     pub site_id: String,
     /// Its Ed25519 public key (bundles it signs), base64 of 32 bytes.
     pub public_key: String,

@@ -20,10 +20,12 @@ pub struct RefusedBundle {
     /// Its number in the journal.
     pub id: i64,
     /// When it was refused (unix ms).
+    #[serde(rename = "at", serialize_with = "crate::json::time")]
     pub at_ms: i64,
     /// The file, as given to `import`.
     pub file: Option<String>,
     /// Its size in bytes.
+    #[serde(rename = "bytes")]
     pub size: Option<i64>,
     /// BLAKE3 of the whole file (hex), to recognise the same file again.
     pub blake3: Option<String>,
@@ -32,6 +34,7 @@ pub struct RefusedBundle {
     pub signer_fingerprint: Option<String>,
     /// The sender its header names, read only when its signature and
     /// checksum held.
+    #[serde(rename = "claimed_sender_instance")]
     pub claimed_sender: Option<String>,
     /// The kind of refusal, e.g. `bundle: signature invalid`, `trust: key
     /// changed`, `import: too many held`.

@@ -166,6 +166,15 @@ impl Catalog {
         &self.tables
     }
 
+    /// Each tracked table's key columns, by its name in lower case: how a
+    /// report writes a row's key as JSON ([`crate::json::row_key`]).
+    pub fn key_columns(&self) -> crate::json::KeyColumns {
+        self.tables
+            .iter()
+            .map(|t| (t.name.to_lowercase(), t.key.clone()))
+            .collect()
+    }
+
     /// True if nothing is tracked.
     pub fn is_empty(&self) -> bool {
         self.tables.is_empty()

@@ -47,6 +47,7 @@ pub struct TrackReport {
     pub renamed: Vec<String>,
     /// Tables `--all` could not track (or refresh), each with the reason;
     /// nothing was changed for them.
+    #[serde(serialize_with = "crate::json::table_reasons")]
     pub skipped: Vec<(String, String)>,
     /// Tables `--except` left out.
     pub excepted: Vec<String>,

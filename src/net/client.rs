@@ -80,6 +80,7 @@ impl SyncOptions {
 #[derive(Debug, Clone, Serialize)]
 pub struct SyncReport {
     /// The server's instance name.
+    #[serde(rename = "server_instance")]
     pub server: String,
     /// Its URL.
     pub url: String,
@@ -91,6 +92,7 @@ pub struct SyncReport {
     /// The bundle sent, in bytes.
     pub sent_bytes: u64,
     /// Bytes uploaded by this run.
+    #[serde(rename = "uploaded_bytes")]
     pub uploaded: u64,
     /// The byte the upload resumed from (0: from the start).
     pub upload_resumed_from: u64,
@@ -99,6 +101,7 @@ pub struct SyncReport {
     /// The answer, in bytes.
     pub received_bytes: u64,
     /// Bytes downloaded by this run.
+    #[serde(rename = "downloaded_bytes")]
     pub downloaded: u64,
     /// The byte the download resumed from (0: from the start).
     pub download_resumed_from: u64,

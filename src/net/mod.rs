@@ -13,5 +13,5 @@ pub mod server;
 pub mod spool;
 
 pub use client::{Direction, SyncOptions, SyncReport, sync};
-pub use remotes::{Remote, forget, remember, remembered};
-pub use server::{ServeOptions, ServerImport, serve};
+pub use remotes::{Forgotten, Remote, Remotes, forget, remember, remembered};
+pub use server::{Listening, ServeOptions, ServerImport, serve};

@@ -13,10 +13,25 @@ const KEY: &str = "server_url ";
 /// A remembered server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Remote {
-    /// The peer's name.
+    /// The name it is remembered by.
+    #[serde(rename = "server")]
     pub name: String,
     /// Its URL.
     pub url: String,
+}
+
+/// The remembered servers, as `fieldsync peer list` shows them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Remotes {
+    /// Each, in the order of their names.
+    pub servers: Vec<Remote>,
+}
+
+/// What `fieldsync peer remove` did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Forgotten {
+    /// The name the server was remembered by.
+    pub server: String,
 }
 
 /// Check that `url` is an http(s) URL with a host, and return it without

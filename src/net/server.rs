@@ -99,6 +99,15 @@ impl ServeOptions {
     }
 }
 
+/// Where `fieldsync serve` listens, as it prints when it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Listening {
+    /// The socket address bound (`127.0.0.1:8470`).
+    pub address: String,
+    /// The URL field instances sync with (`https://127.0.0.1:8470`).
+    pub url: String,
+}
+
 /// What `GET /v1/hello` says of the server: public facts only.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Hello {

@@ -39,25 +39,36 @@ use crate::receive::quarantine::Change;
 pub struct Overwritten {
     /// The table.
     pub table: String,
-    /// The row's key, as SQL literals.
+    /// The row's key, as SQL literals (text output; JSON has `key_json`).
+    #[serde(skip)]
     pub key: String,
+    /// The row's key as JSON (spec/json.md, "Keys"): in JSON, `key`.
+    #[serde(rename = "key")]
+    pub key_json: serde_json::Value,
     /// The column, or empty for the row as a whole.
     pub column: String,
     /// The value that lost.
+    #[serde(serialize_with = "crate::json::value")]
     pub lost_value: Value,
     /// The instance that wrote it.
+    #[serde(rename = "loser_instance")]
     pub lost_site: String,
     /// When it was written (unix ms, from its clock).
+    #[serde(rename = "lost_at", serialize_with = "crate::json::time")]
     pub lost_at_ms: i64,
     /// The value that won (NULL when the row was deleted).
+    #[serde(serialize_with = "crate::json::value")]
     pub won_value: Value,
     /// The instance that wrote the winner.
+    #[serde(rename = "winner_instance")]
     pub won_site: String,
     /// When the winner was written (unix ms).
+    #[serde(rename = "won_at", serialize_with = "crate::json::time")]
     pub won_at_ms: i64,
     /// `later edit`, `row deleted`, `row re-created`.
     pub reason: String,
     /// When this instance noticed (unix ms).
+    #[serde(rename = "noticed_at", serialize_with = "crate::json::time")]
     pub noticed_ms: i64,
 }
 
@@ -76,6 +87,7 @@ impl Overwritten {
         Overwritten {
             table: table.to_owned(),
             key,
+            key_json: serde_json::Value::Null,
             column: column.to_owned(),
             lost_value: lost.0,
             lost_site: lost.1,
@@ -120,17 +132,24 @@ pub struct HeldChange {
     pub id: i64,
     /// The table.
     pub table: String,
-    /// The row's key, as SQL literals.
+    /// The row's key, as SQL literals (text output; JSON has `key_json`).
+    #[serde(skip)]
     pub key: String,
+    /// The row's key as JSON (spec/json.md, "Keys"): in JSON, `key`.
+    #[serde(rename = "key")]
+    pub key_json: serde_json::Value,
     /// Short reason: `missing parent`, `unique`, `not null`, …
     pub reason: String,
     /// What exactly.
     pub detail: String,
     /// The instance whose bundle brought it.
+    #[serde(rename = "sender_instance")]
     pub sender: String,
     /// First refused (unix ms).
+    #[serde(rename = "first_at", serialize_with = "crate::json::time")]
     pub first_ms: i64,
     /// Last tried (unix ms).
+    #[serde(rename = "last_at", serialize_with = "crate::json::time")]
     pub last_ms: i64,
     /// Times tried.
     pub tries: i64,
@@ -161,6 +180,7 @@ pub struct Conflicts {
 
 /// Read the quarantine and the newest `limit` overwritten values.
 pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
+    let columns = Session::load(conn)?.catalog.key_columns();
     let mut stmt = conn.prepare(
         "SELECT id, tbl, key, reason, detail, sender, first_at, last_at, tries \
          FROM fieldsync_quarantine ORDER BY id",
@@ -171,6 +191,7 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
                 id: r.get(0)?,
                 table: r.get(1)?,
                 key: r.get(2)?,
+                key_json: serde_json::Value::Null,
                 reason: r.get(3)?,
                 detail: r.get(4)?,
                 sender: r.get(5)?,
@@ -189,6 +210,7 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
             Ok(Overwritten {
                 table: r.get(0)?,
                 key: r.get(1)?,
+                key_json: serde_json::Value::Null,
                 column: r.get(2)?,
                 lost_value: r.get(3)?,
                 lost_site: r.get(4)?,
@@ -201,13 +223,25 @@ pub fn list(conn: &Connection, limit: u64) -> Result<Conflicts, Error> {
             })
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut quarantined = quarantined;
+    for q in &mut quarantined {
+        q.key_json = crate::json::row_key(&columns, &q.table, &q.key);
+    }
+    let mut overwritten = overwritten;
+    for o in &mut overwritten {
+        o.key_json = crate::json::row_key(&columns, &o.table, &o.key);
+    }
+    let mut discarded = crate::receive::quarantine::discarded(conn)?;
+    for d in &mut discarded {
+        d.key_json = crate::json::row_key(&columns, &d.table, &d.key);
+    }
     let overwritten_total: i64 =
         conn.query_row("SELECT count(*) FROM fieldsync_conflicts", [], |r| r.get(0))?;
     Ok(Conflicts {
         quarantined,
         overwritten,
         overwritten_total: overwritten_total as u64,
-        discarded: crate::receive::quarantine::discarded(conn)?,
+        discarded,
         schema: crate::receive::schema_changes::held(conn)?
             .into_iter()
             .filter(|h| h.status == "held" || h.status == "failed")

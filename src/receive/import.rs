@@ -56,8 +56,10 @@ use crate::receive::waiting::not_received as held_numbers;
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct ImportReport {
     /// The sender's name.
+    #[serde(rename = "sender_instance")]
     pub from: String,
     /// The sender's site id.
+    #[serde(rename = "sender_site")]
     pub from_site_id: String,
     /// True if it was a full export.
     pub full: bool,
@@ -109,6 +111,101 @@ pub struct ImportReport {
     /// computer's clock than the bound, held "from the future"
     /// (spec/trust.md, "The clock bound").
     pub from_the_future: u64,
+}
+
+/// What `fieldsync import` did with its files, as `--json` prints it: the
+/// sums over the files (and the quarantine after the last), then each
+/// file's report.
+#[derive(Debug, Clone, Serialize)]
+pub struct ImportSummary {
+    /// Records that changed a row.
+    pub applied: u64,
+    /// Records skipped: already known or older.
+    pub skipped: u64,
+    /// Of the skipped, already known.
+    pub known: u64,
+    /// Of the skipped, older than what is here.
+    pub older: u64,
+    /// Row records in the bundles.
+    pub changes: u64,
+    /// Records the database refused, kept in quarantine.
+    pub quarantined: u64,
+    /// Changes quarantined by earlier imports tried again.
+    pub retried: u64,
+    /// Of those, applied now.
+    pub released: u64,
+    /// Values that lost to a concurrent change.
+    pub overwritten: u64,
+    /// Changes in quarantine after the last file.
+    pub held: u64,
+    /// Records with values kept for a column or table not here yet.
+    pub waiting: u64,
+    /// Rows applied that had waited for one.
+    pub waited: u64,
+    /// Write transactions in all.
+    pub write_transactions: u64,
+    /// The longest of them, in milliseconds.
+    pub longest_write_ms: u64,
+    /// Of the quarantined, the changes held "from the future".
+    pub from_the_future: u64,
+    /// Each file's report, in the order applied.
+    pub files: Vec<FileImport>,
+    /// Parts of split bundles kept until their siblings come.
+    pub kept_parts: Vec<crate::receive::parts::KeptPart>,
+    /// Bundles joined from their parts (and imported: in `files`).
+    pub joined: Vec<crate::receive::parts::JoinedParts>,
+}
+
+/// One file of an import.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileImport {
+    /// The file as given.
+    pub file: String,
+    /// What its import did.
+    pub report: ImportReport,
+}
+
+impl ImportSummary {
+    /// The sums of `reports`, the imports of `files` in that order;
+    /// `atomic`: all the files were applied in one transaction.
+    pub fn new(files: &[std::path::PathBuf], reports: &[ImportReport], atomic: bool) -> Self {
+        let sum = |get: fn(&ImportReport) -> u64| reports.iter().map(get).sum::<u64>();
+        ImportSummary {
+            applied: sum(|r| r.applied),
+            skipped: sum(|r| r.skipped),
+            known: sum(|r| r.known),
+            older: sum(|r| r.older),
+            changes: sum(|r| r.changes),
+            quarantined: sum(|r| r.quarantined),
+            retried: sum(|r| r.retried),
+            released: sum(|r| r.released),
+            overwritten: sum(|r| r.overwritten),
+            held: reports.last().map(|r| r.held).unwrap_or(0),
+            waiting: sum(|r| r.waiting),
+            waited: sum(|r| r.waited),
+            write_transactions: if atomic {
+                1
+            } else {
+                sum(|r| r.write_transactions)
+            },
+            longest_write_ms: reports
+                .iter()
+                .map(|r| r.longest_write_ms)
+                .max()
+                .unwrap_or(0),
+            from_the_future: sum(|r| r.from_the_future),
+            kept_parts: Vec::new(),
+            joined: Vec::new(),
+            files: files
+                .iter()
+                .zip(reports)
+                .map(|(f, report)| FileImport {
+                    file: f.display().to_string(),
+                    report: report.clone(),
+                })
+                .collect(),
+        }
+    }
 }
 
 /// What a retry of the quarantine did.

@@ -65,6 +65,28 @@ pub struct ReceivedParts {
     pub joined: Vec<JoinedBundle>,
 }
 
+/// A bundle joined from its parts, as a report shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JoinedParts {
+    /// Which bundle (the first 12 hex digits of its BLAKE3).
+    pub bundle: String,
+    /// Its file name when it was cut.
+    pub name: String,
+    /// Parts it was joined from.
+    pub parts: u32,
+}
+
+impl JoinedBundle {
+    /// What a report says of it.
+    pub fn summary(&self) -> JoinedParts {
+        JoinedParts {
+            bundle: self.bundle.clone(),
+            name: self.name.clone(),
+            parts: self.parts,
+        }
+    }
+}
+
 impl ReceivedParts {
     /// Forget the parts of a joined bundle once it has been applied.
     pub fn applied(&self, path: &Path) -> Result<(), Error> {

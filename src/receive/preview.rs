@@ -27,8 +27,6 @@ use crate::receive::import::ImportReport;
 /// --json` prints it.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImportPreview {
-    /// The version of this report's JSON form: 1.
-    pub version: u32,
     /// The instance whose database it is.
     pub instance: String,
     /// Always true: nothing was changed.
@@ -195,6 +193,8 @@ pub struct ConflictPreview {
     pub table: String,
     /// The row's key, as SQL literals (as `fieldsync conflicts` shows it).
     pub key: String,
+    /// The key as JSON (spec/json.md): an object column → value.
+    pub key_json: serde_json::Value,
     /// The column, or empty for the row as a whole.
     pub column: String,
     /// True: the incoming value wins, the value here is replaced; false:
@@ -220,7 +220,7 @@ impl Serialize for ConflictPreview {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut st = s.serialize_struct("ConflictPreview", 11)?;
         st.serialize_field("table", &self.table)?;
-        st.serialize_field("key", &self.key)?;
+        st.serialize_field("key", &self.key_json)?;
         st.serialize_field("column", &self.column)?;
         st.serialize_field(
             "winner",
@@ -231,11 +231,11 @@ impl Serialize for ConflictPreview {
             },
         )?;
         st.serialize_field("lost_value", &Json(&self.lost_value))?;
-        st.serialize_field("lost_site", &self.lost_site)?;
-        st.serialize_field("lost_at", &rfc3339(self.lost_at_ms))?;
+        st.serialize_field("loser_instance", &self.lost_site)?;
+        st.serialize_field("lost_at", &crate::json::rfc3339(self.lost_at_ms))?;
         st.serialize_field("won_value", &Json(&self.won_value))?;
-        st.serialize_field("won_site", &self.won_site)?;
-        st.serialize_field("won_at", &rfc3339(self.won_at_ms))?;
+        st.serialize_field("winner_instance", &self.won_site)?;
+        st.serialize_field("won_at", &crate::json::rfc3339(self.won_at_ms))?;
         st.serialize_field("reason", &self.reason)?;
         st.end()
     }
@@ -247,13 +247,18 @@ pub struct HeldPreview {
     /// The table.
     pub table: String,
     /// The row's key, as SQL literals (as `fieldsync conflicts` shows it).
+    #[serde(skip)]
     pub key: String,
+    /// The key as JSON (spec/json.md): an object column → value.
+    #[serde(rename = "key")]
+    pub key_json: serde_json::Value,
     /// Short reason: `missing parent`, `unique`, `not null`, `check`, `from
     /// the future`…
     pub reason: String,
     /// What exactly, in words.
     pub detail: String,
     /// The instance whose bundle brings it.
+    #[serde(rename = "sender_instance")]
     pub sender: String,
 }
 
@@ -279,13 +284,6 @@ impl Serialize for Json<'_> {
             }
         }
     }
-}
-
-/// Unix ms as an RFC 3339 UTC time.
-pub(crate) fn rfc3339(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// Where the copy stood before the import: what to compare after it.
@@ -325,6 +323,7 @@ pub(crate) fn compare(
     preview: &mut ImportPreview,
 ) -> Result<(), Error> {
     let s = Session::load(copy)?;
+    let key_columns = s.catalog.key_columns();
     let after = crate::catalog::peers::have_all(copy, &s)?;
     // The rows the import touched: those with a log entry numbered among the
     // change numbers it added (received ones, and this instance's own for
@@ -393,9 +392,11 @@ pub(crate) fn compare(
             continue;
         }
         listed += 1;
+        let (table, key): (String, String) = (r.get(0)?, r.get(1)?);
         preview.conflicts.push(ConflictPreview {
-            table: r.get(0)?,
-            key: r.get(1)?,
+            key_json: crate::json::row_key(&key_columns, &table, &key),
+            table,
+            key,
             column: r.get(2)?,
             incoming_wins,
             lost_value: r.get(3)?,
@@ -418,9 +419,11 @@ pub(crate) fn compare(
             continue;
         }
         listed += 1;
+        let (table, key): (String, String) = (r.get(0)?, r.get(1)?);
         preview.held.push(HeldPreview {
-            table: r.get(0)?,
-            key: r.get(1)?,
+            key_json: crate::json::row_key(&key_columns, &table, &key),
+            table,
+            key,
             reason: r.get(2)?,
             detail: r.get(3)?,
             sender: r.get(4)?,

@@ -759,20 +759,29 @@ pub struct DiscardedChange {
     /// Its number in the quarantine.
     pub entry: i64,
     /// When it was discarded (unix ms).
+    #[serde(rename = "discarded_at", serialize_with = "crate::json::time")]
     pub discarded_ms: i64,
     /// The table.
     pub table: String,
-    /// The row's key, as SQL literals.
+    /// The row's key, as SQL literals (text output; JSON has `key_json`).
+    #[serde(skip)]
     pub key: String,
+    /// The row's key as JSON (spec/json.md, "Keys"): in JSON, `key`.
+    #[serde(rename = "key")]
+    pub key_json: serde_json::Value,
+
     /// Why it was held.
     pub reason: String,
     /// What exactly.
     pub detail: String,
     /// The instance whose bundle brought it.
+    #[serde(rename = "sender_instance")]
     pub sender: String,
     /// When it was first held (unix ms).
+    #[serde(rename = "first_at", serialize_with = "crate::json::time")]
     pub first_ms: i64,
     /// Its change numbers, `origin#seq`, comma-separated.
+    #[serde(rename = "change_numbers")]
     pub changes: String,
     /// The values it carried, `column = value`, comma-separated.
     pub values: String,
@@ -839,6 +848,7 @@ pub(crate) fn discard(
             discarded_ms: now_ms,
             table: r.get(1)?,
             key: r.get(2)?,
+            key_json: serde_json::Value::Null,
             reason: r.get(3)?,
             detail: r.get(4)?,
             sender: r.get(5)?,
@@ -847,6 +857,10 @@ pub(crate) fn discard(
             values,
             discarded_by: by.map(str::to_owned),
         });
+    }
+    let columns = s.catalog.key_columns();
+    for d in &mut out {
+        d.key_json = crate::json::row_key(&columns, &d.table, &d.key);
     }
     for d in &out {
         conn.prepare_cached(
@@ -890,6 +904,7 @@ pub(crate) fn discarded(conn: &Connection) -> Result<Vec<DiscardedChange>, Error
                 discarded_ms: r.get(1)?,
                 table: r.get(2)?,
                 key: r.get(3)?,
+                key_json: serde_json::Value::Null,
                 reason: r.get(4)?,
                 detail: r.get(5)?,
                 sender: r.get(6)?,

@@ -79,8 +79,10 @@ pub struct HeldSchema {
     /// The statements it would run.
     pub statements: Vec<String>,
     /// The instance whose bundle brought it.
+    #[serde(rename = "sender_instance")]
     pub sender: String,
     /// When it last arrived, unix ms.
+    #[serde(serialize_with = "crate::json::time")]
     pub at: i64,
 }
 

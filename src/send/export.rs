@@ -95,6 +95,7 @@ pub struct ExportReport {
     /// True for a full export.
     pub full: bool,
     /// The peer it was made for.
+    #[serde(rename = "recipient_instance")]
     pub peer: Option<String>,
     /// True if the peer was named for the first time.
     pub new_peer: bool,
@@ -129,6 +130,9 @@ pub struct ExportReport {
     /// The instances the bundle is encrypted to (spec/trust.md); empty if
     /// it is not encrypted.
     pub encrypted_for: Vec<String>,
+    /// The parts it was cut into with `--max-size` (spec/bundle.md, "Split
+    /// bundles"); empty if it was written as one file.
+    pub parts: Vec<crate::bundle::parts::PartFile>,
 }
 
 /// Log entries written between two progress reports.
@@ -871,6 +875,7 @@ impl Plan {
             write_transactions: 1,
             longest_write_ms: 0,
             encrypted_for: Vec::new(),
+            parts: Vec::new(),
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct Served {
     pub url: String,
     /// Its address.
     pub addr: SocketAddr,
+    /// The line `serve --json` printed when it started.
+    pub startup: serde_json::Value,
     child: Child,
     log: PathBuf,
 }
@@ -69,10 +71,11 @@ impl Served {
         };
         let v: serde_json::Value = serde_json::from_str(line.trim())?;
         let url = v["url"].as_str().ok_or("no url")?.to_owned();
-        let addr: SocketAddr = v["listening"].as_str().ok_or("no address")?.parse()?;
+        let addr: SocketAddr = v["address"].as_str().ok_or("no address")?.parse()?;
         Ok(Served {
             url,
             addr,
+            startup: v,
             child,
             log,
         })

@@ -157,7 +157,7 @@ impl Site {
 
     /// Its site id, from `status --json`.
     pub fn site_id(&self) -> Res<String> {
-        Ok(text(&self.status()?, "site_id")?.to_owned())
+        Ok(text(&self.status()?, "site")?.to_owned())
     }
 
     /// The `origins` entry of `status --json` with this name, if any.
@@ -169,7 +169,7 @@ impl Site {
             .ok_or("status has no origins array")?;
         Ok(origins
             .iter()
-            .find(|o| o.get("name").and_then(Json::as_str) == Some(name))
+            .find(|o| o.get("instance").and_then(Json::as_str) == Some(name))
             .cloned())
     }
 }
@@ -204,7 +204,7 @@ pub fn enrol_dbs(a: &Path, b: &Path) -> Res {
             &"trust",
             &"--db",
             &at,
-            &text(key, "name")?,
+            &text(key, "instance")?,
             &text(key, "public_key")?,
             &text(key, "recipient")?,
         ])?;

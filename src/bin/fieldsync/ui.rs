@@ -63,8 +63,10 @@ impl<'a> Ui<'a> {
         !self.json && !self.quiet
     }
 
-    /// Print a command's report: `value` as one JSON object on one line with
-    /// `--json`, otherwise what `text` writes.
+    /// Print a command's report: with `--json`, `value` as one JSON object
+    /// on one line, in the envelope that puts `"version"` first
+    /// ([`fieldsync::json::Versioned`], spec/json.md); otherwise what `text`
+    /// writes.
     pub fn report(
         &mut self,
         value: &impl Serialize,
@@ -72,7 +74,7 @@ impl<'a> Ui<'a> {
     ) -> Result<()> {
         if self.json {
             let stream = self.report_stream();
-            serde_json::to_writer(&mut *stream, value)?;
+            serde_json::to_writer(&mut *stream, &fieldsync::json::Versioned::new(value))?;
             writeln!(stream)?;
         }
         Ok(self.text(text)?)
@@ -124,11 +126,10 @@ impl<'a> Ui<'a> {
     }
 }
 
-/// A value serialised with the keys of every object in alphabetical order.
-/// The commands whose JSON was first assembled with `serde_json::json!`
-/// (init without `--from`, import, inspect, conflicts) have always printed
-/// their keys sorted that way, the library's reports inside them included;
-/// wrapping their report in this keeps their output byte for byte.
+/// A value serialised with the keys of every object in alphabetical order
+/// (after the envelope's `version`): the commands whose report the CLI
+/// assembles from several library values (inspect, conflicts, trust) print
+/// their keys in that stable order, the library's reports inside included.
 pub struct Sorted<T>(pub T);
 
 impl<T: Serialize> Serialize for Sorted<T> {

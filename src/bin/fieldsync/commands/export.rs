@@ -109,7 +109,7 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
         // Parts of an earlier bundle under the same name would be mixed up
         // with the new ones (or overwritten before they were delivered).
         if !args.force {
-            if let Some(old) = earlier_parts(&args.output)?.first() {
+            if let Some(old) = fieldsync::bundle::parts::earlier_parts(&args.output)?.first() {
                 bail!(
                     "{} is a part of an earlier bundle written to the same name; import or move the earlier parts first, or pass --force to replace them",
                     old.display()
@@ -200,115 +200,28 @@ pub fn cmd_export(ui: &mut Ui, args: &ExportArgs) -> Result<Outcome> {
     } else {
         output.as_path()
     };
-    let parts = match args.max_size {
-        Some(max) => split(output, max, args.force)?,
-        None => Vec::new(),
-    };
-    ui.report(
-        &Exported {
-            report: &report,
-            parts: &parts,
-        },
-        |out| {
-            print_export(out, &report, shown)?;
-            if !parts.is_empty() {
-                writeln!(
-                    out,
-                    "cut into {} parts of at most {} each (send them all; import them in any order):",
-                    parts.len(),
-                    human_bytes(args.max_size.unwrap_or_default())
-                )?;
-                for p in &parts {
-                    writeln!(out, "  {} ({})", p.file.display(), human_bytes(p.bytes))?;
-                }
+    let mut report = report;
+    if let Some(max) = args.max_size {
+        report.parts = fieldsync::bundle::parts::split_file(output, max, args.force)
+            .with_context(|| format!("cannot cut {} into parts", output.display()))?;
+    }
+    let parts = &report.parts;
+    ui.report(&report, |out| {
+        print_export(out, &report, shown)?;
+        if !parts.is_empty() {
+            writeln!(
+                out,
+                "cut into {} parts of at most {} each (send them all; import them in any order):",
+                parts.len(),
+                human_bytes(args.max_size.unwrap_or_default())
+            )?;
+            for p in parts {
+                writeln!(out, "  {} ({})", p.file.display(), human_bytes(p.bytes))?;
             }
-            Ok(())
-        },
-    )?;
+        }
+        Ok(())
+    })?;
     Ok(Outcome::Success)
-}
-
-/// What `export --json` prints: the report, and the parts with
-/// `--max-size` (none if the bundle fit in one file).
-#[derive(serde::Serialize)]
-struct Exported<'a> {
-    #[serde(flatten)]
-    report: &'a ExportReport,
-    parts: &'a [PartFile],
-}
-
-/// One part file written.
-#[derive(serde::Serialize)]
-struct PartFile {
-    file: PathBuf,
-    bytes: u64,
-}
-
-/// Cut the bundle at `output` into parts of at most `max` bytes if it is
-/// larger, and remove it; the parts written.
-fn split(output: &Path, max: u64, force: bool) -> Result<Vec<PartFile>> {
-    use fieldsync::bundle::parts;
-    let total = std::fs::metadata(output)
-        .with_context(|| format!("cannot read back {}", output.display()))?
-        .len();
-    if total <= max {
-        return Ok(Vec::new());
-    }
-    let count = parts::parts_needed(total, max)?;
-    let paths = parts::part_paths(output, count);
-    if force {
-        for old in earlier_parts(output)? {
-            std::fs::remove_file(&old)
-                .with_context(|| format!("cannot remove {}", old.display()))?;
-        }
-    }
-    let sizes = parts::split(output, max, &paths)
-        .with_context(|| format!("cannot cut {} into parts", output.display()))?;
-    std::fs::remove_file(output).with_context(|| format!("cannot remove {}", output.display()))?;
-    Ok(paths
-        .into_iter()
-        .zip(sizes)
-        .map(|(file, bytes)| PartFile { file, bytes })
-        .collect())
-}
-
-/// Part files already beside `output` under its name (`NAME.partKofN.bundle`).
-fn earlier_parts(output: &Path) -> Result<Vec<PathBuf>> {
-    let name = output
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let stem = name.strip_suffix(".bundle").unwrap_or(&name).to_owned();
-    let dir = match output.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Ok(Vec::new());
-    };
-    let mut found = Vec::new();
-    for e in entries {
-        let e = e?;
-        let n = e.file_name().to_string_lossy().into_owned();
-        let Some(rest) = n
-            .strip_prefix(stem.as_str())
-            .and_then(|r| r.strip_prefix(".part"))
-            .and_then(|r| r.strip_suffix(".bundle"))
-        else {
-            continue;
-        };
-        let numbered = rest.split_once("of").is_some_and(|(k, n)| {
-            !k.is_empty()
-                && !n.is_empty()
-                && k.chars().all(|c| c.is_ascii_digit())
-                && n.chars().all(|c| c.is_ascii_digit())
-        });
-        if numbered {
-            found.push(e.path());
-        }
-    }
-    found.sort();
-    Ok(found)
 }
 
 /// A private directory beside the database, for a bundle on its way to

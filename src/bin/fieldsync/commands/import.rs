@@ -11,13 +11,14 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
-use fieldsync::{ImportOptions, ImportPreview, ImportReport, Instance, PreviewOptions, RowAction};
-use serde::Serialize;
+use fieldsync::{
+    ImportOptions, ImportPreview, ImportReport, ImportSummary, Instance, PreviewOptions, RowAction,
+};
 
 use super::{DbArg, count};
 use crate::exit::Outcome;
 use crate::progress::Meter;
-use crate::ui::{Sorted, Ui};
+use crate::ui::Ui;
 
 /// Apply bundle files. All are checked before any is applied.
 #[derive(Args)]
@@ -56,94 +57,9 @@ pub struct ImportArgs {
     limit: Option<u64>,
 }
 
-/// What `import` prints with `--json`: the sums over the files (and the
-/// quarantine after the last), then each file's report.
-#[derive(Serialize)]
-struct Imported<'a> {
-    applied: u64,
-    skipped: u64,
-    known: u64,
-    older: u64,
-    changes: u64,
-    quarantined: u64,
-    retried: u64,
-    released: u64,
-    overwritten: u64,
-    held: u64,
-    /// Records with values kept for a column or table not here yet, and
-    /// rows applied that had waited for one.
-    waiting: u64,
-    waited: u64,
-    /// Write transactions in all, and the longest of them.
-    write_transactions: u64,
-    longest_write_ms: u64,
-    files: Vec<FileImported<'a>>,
-    /// Of the quarantined, the changes held "from the future".
-    from_the_future: u64,
-    /// Parts of split bundles kept until their siblings come.
-    kept_parts: &'a [fieldsync::KeptPart],
-    /// Bundles joined from their parts and imported.
-    joined: Vec<JoinedParts<'a>>,
-}
-
-#[derive(Serialize)]
-struct JoinedParts<'a> {
-    bundle: &'a str,
-    name: &'a str,
-    parts: u32,
-}
-
 /// `1, 3, 4`.
 fn numbers(n: &[u32]) -> String {
     n.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-}
-
-#[derive(Serialize)]
-struct FileImported<'a> {
-    file: String,
-    report: &'a ImportReport,
-}
-
-impl<'a> Imported<'a> {
-    /// `atomic`: all the files were applied in one transaction.
-    fn new(files: &[PathBuf], reports: &'a [ImportReport], atomic: bool) -> Self {
-        let sum = |get: fn(&ImportReport) -> u64| reports.iter().map(get).sum::<u64>();
-        Imported {
-            applied: sum(|r| r.applied),
-            skipped: sum(|r| r.skipped),
-            known: sum(|r| r.known),
-            older: sum(|r| r.older),
-            changes: sum(|r| r.changes),
-            quarantined: sum(|r| r.quarantined),
-            retried: sum(|r| r.retried),
-            released: sum(|r| r.released),
-            overwritten: sum(|r| r.overwritten),
-            held: reports.last().map(|r| r.held).unwrap_or(0),
-            waiting: sum(|r| r.waiting),
-            waited: sum(|r| r.waited),
-            write_transactions: if atomic {
-                1
-            } else {
-                sum(|r| r.write_transactions)
-            },
-            longest_write_ms: reports
-                .iter()
-                .map(|r| r.longest_write_ms)
-                .max()
-                .unwrap_or(0),
-            from_the_future: sum(|r| r.from_the_future),
-            kept_parts: &[],
-            joined: Vec::new(),
-            files: files
-                .iter()
-                .zip(reports)
-                .map(|(f, report)| FileImported {
-                    file: f.display().to_string(),
-                    report,
-                })
-                .collect(),
-        }
-    }
 }
 
 pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
@@ -237,16 +153,10 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
         received.applied(f)?;
     }
     // The text was printed file by file above.
-    let mut imported = Imported::new(shown, &reports, args.atomic);
-    imported.kept_parts = &received.kept;
-    imported.joined = (received.joined.iter())
-        .map(|j| JoinedParts {
-            bundle: &j.bundle,
-            name: &j.name,
-            parts: j.parts,
-        })
-        .collect();
-    ui.report(&Sorted(imported), |_| Ok(()))?;
+    let mut summary = ImportSummary::new(shown, &reports, args.atomic);
+    summary.kept_parts = received.kept.clone();
+    summary.joined = received.joined.iter().map(|j| j.summary()).collect();
+    ui.report(&summary, |_| Ok(()))?;
     drop(spooled);
     // Exit 3: applied, but some of what came is held in quarantine.
     if reports.iter().any(|r| r.quarantined > 0) {

@@ -7,13 +7,12 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use fieldsync::{Instance, SetupOptions, SetupReport, signer_fingerprints};
-use serde::Serialize;
+use fieldsync::{InitReport, Instance, SetupOptions, SetupReport, signer_fingerprints};
 
 use super::{DbArg, count, import::warn_import, shell_quote};
 use crate::exit::Outcome;
 use crate::progress::Meter;
-use crate::ui::{Sorted, Ui};
+use crate::ui::Ui;
 
 /// Set up fieldsync in a database (creating the file if needed), or set up
 /// a new database from a full export with --from.
@@ -43,14 +42,6 @@ pub struct InitArgs {
     /// asked.
     #[arg(long, requires = "from", value_name = "FINGERPRINT")]
     expect_key: Option<String>,
-}
-
-/// What `init` without `--from` prints with `--json`.
-#[derive(Serialize)]
-struct Initialised<'a> {
-    name: &'a str,
-    site_id: String,
-    created: bool,
 }
 
 pub fn cmd_init(ui: &mut Ui, args: &InitArgs) -> Result<Outcome> {
@@ -100,12 +91,12 @@ fn init(ui: &mut Ui, args: &InitArgs) -> Result<()> {
     let (instance, created) =
         Instance::init(db, name).with_context(|| format!("cannot initialise {}", db.display()))?;
     let site = instance.site_id()?;
-    let json = Initialised {
-        name,
-        site_id: site.to_string(),
+    let report = InitReport {
+        instance: name.to_owned(),
+        site: site.to_string(),
         created,
     };
-    ui.report(&Sorted(json), |out| {
+    ui.report(&report, |out| {
         if created {
             writeln!(
                 out,

@@ -4,7 +4,6 @@
 //! header, unless `--db` names the database of an instance it is for. A damaged or wrongly signed bundle is shown,
 //! then ends with status 1.
 
-use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -15,9 +14,11 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use clap::Args;
 use fieldsync::bundle::Hlc;
 use fieldsync::bundle::envelope::{OuterHeader, is_envelope, read_outer};
-use fieldsync::bundle::{BundleInfo, Header, OriginSeqs, TableDef, inspect};
+use fieldsync::bundle::report::{
+    InspectReport, OuterOnlyReport, OuterReport, origin, table_changes,
+};
+use fieldsync::bundle::{BundleInfo, inspect};
 use fieldsync::{Identity, Instance, signing_fingerprint};
-use serde::Serialize;
 
 use crate::exit::Outcome;
 use crate::ui::{Sorted, Ui};
@@ -37,46 +38,6 @@ pub struct InspectArgs {
     file: PathBuf,
 }
 
-/// The outer header of an encrypted bundle, in `--json`.
-#[derive(Serialize)]
-struct Outer<'a> {
-    site_id: String,
-    site_name: &'a str,
-    recipients: Vec<OuterRecipient<'a>>,
-    /// The sender's wall clock when it wrote the file (RFC 3339).
-    created: String,
-}
-
-#[derive(Serialize)]
-struct OuterRecipient<'a> {
-    site_id: String,
-    name: &'a str,
-}
-
-impl<'a> Outer<'a> {
-    fn new(o: &'a OuterHeader) -> Self {
-        Outer {
-            site_id: o.sender.id.to_string(),
-            site_name: &o.sender.name,
-            recipients: (o.recipients.iter())
-                .map(|r| OuterRecipient {
-                    site_id: r.id.to_string(),
-                    name: &r.name,
-                })
-                .collect(),
-            created: wall_clock(o.created),
-        }
-    }
-}
-
-/// What `inspect --json` prints of an encrypted bundle without `--db`.
-#[derive(Serialize)]
-struct OuterOnly<'a> {
-    encrypted: bool,
-    outer: Outer<'a>,
-    size: u64,
-}
-
 /// Unix ms as RFC 3339 (UTC), or the number if out of range.
 fn wall_clock(ms: u64) -> String {
     i64::try_from(ms)
@@ -88,140 +49,6 @@ fn wall_clock(ms: u64) -> String {
         )
 }
 
-/// What `inspect` prints with `--json`: the header in the words of the
-/// other commands (`columns`, `site_name`, origins by name), and the counts.
-#[derive(Serialize)]
-struct Inspected<'a> {
-    format_version: u16,
-    site_id: String,
-    site_name: &'a str,
-    full: bool,
-    recipient: &'a Option<String>,
-    created: String,
-    /// "valid", "FAILED" or "unsigned".
-    signature: &'static str,
-    /// The signer's Ed25519 public key (base64), version 4.
-    signer_public_key: Option<String>,
-    /// The fingerprint of that key alone (not the one of `fieldsync key`,
-    /// which covers both of an instance's keys).
-    signer_fingerprint: Option<String>,
-    checksum_ok: bool,
-    problem: &'a Option<String>,
-    changes: Option<u64>,
-    versions: Option<u64>,
-    tables: Vec<InspectedTable<'a>>,
-    covers: BTreeMap<String, String>,
-    seen: BTreeMap<String, String>,
-    local_tables: Vec<&'a str>,
-    views: Vec<&'a str>,
-    /// The sender's schema version of each table it tracks.
-    schema_versions: BTreeMap<&'a str, &'a str>,
-    /// True if the file is encrypted (decrypted with `--db`).
-    encrypted: bool,
-    /// The outer header of an encrypted bundle.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    outer: Option<Outer<'a>>,
-}
-
-#[derive(Serialize)]
-struct InspectedTable<'a> {
-    name: &'a str,
-    key: &'a [String],
-    identity: Identity,
-    columns: &'a [String],
-    references: Vec<InspectedRef<'a>>,
-    changes: Option<u64>,
-    /// The statements it carries (a full export, or a delta bringing a
-    /// schema change).
-    schema: &'a [String],
-}
-
-#[derive(Serialize)]
-struct InspectedRef<'a> {
-    columns: &'a [String],
-    table: &'a str,
-}
-
-impl<'a> Inspected<'a> {
-    fn new(info: &'a BundleInfo, outer: Option<&'a OuterHeader>) -> Self {
-        let h = &info.header;
-        Inspected {
-            format_version: info.version,
-            site_id: h.sender.id.to_string(),
-            site_name: &h.sender.name,
-            full: h.full,
-            recipient: &h.recipient,
-            created: Hlc(h.created).to_string(),
-            signature: signature_word(info),
-            signer_public_key: info.signer.map(|k| BASE64.encode(k)),
-            signer_fingerprint: info.signer.as_ref().map(signing_fingerprint),
-            checksum_ok: info.intact,
-            problem: &info.problem,
-            changes: info.end.as_ref().map(|e| e.rows),
-            versions: info.end.as_ref().map(|e| e.versions),
-            tables: (h.tables.iter().enumerate())
-                .map(|(i, t)| InspectedTable::new(t, table_changes(info, i)))
-                .collect(),
-            covers: by_origin(h, &h.covers),
-            seen: by_origin(h, &h.seen),
-            local_tables: h.local_tables.iter().map(|t| t.name.as_str()).collect(),
-            views: h.views.iter().map(|v| v.name.as_str()).collect(),
-            schema_versions: (h.schemas.iter())
-                .map(|v| (v.name.as_str(), v.version.as_str()))
-                .collect(),
-            encrypted: outer.is_some(),
-            outer: outer.map(Outer::new),
-        }
-    }
-}
-
-impl<'a> InspectedTable<'a> {
-    fn new(t: &'a TableDef, changes: Option<u64>) -> Self {
-        InspectedTable {
-            name: &t.name,
-            key: &t.key,
-            identity: t.identity,
-            columns: &t.cells,
-            references: (t.refs.iter())
-                .map(|r| InspectedRef {
-                    columns: &r.cells,
-                    table: &r.parent,
-                })
-                .collect(),
-            changes,
-            schema: &t.schema,
-        }
-    }
-}
-
-/// The state of the signature in one word.
-fn signature_word(info: &BundleInfo) -> &'static str {
-    match (info.signer, info.signature_valid) {
-        (None, _) => "unsigned",
-        (Some(_), true) => "valid",
-        (Some(_), false) => "FAILED",
-    }
-}
-
-/// Row records of the bundle's table `i`, when the body was counted.
-fn table_changes(info: &BundleInfo, i: usize) -> Option<u64> {
-    info.end.as_ref().and_then(|e| e.per_table.get(i)).copied()
-}
-
-/// An origin of the header by name (`#3` if the header does not list it).
-fn origin(h: &Header, i: u32) -> String {
-    h.origins
-        .get(i as usize)
-        .map(|o| o.name.clone())
-        .unwrap_or_else(|| format!("#{i}"))
-}
-
-fn by_origin(h: &Header, seqs: &[OriginSeqs]) -> BTreeMap<String, String> {
-    seqs.iter()
-        .map(|c| (origin(h, c.origin), c.seqs.to_string()))
-        .collect()
-}
-
 pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     let file = &args.file;
     let mut f = File::open(file).with_context(|| format!("cannot read {}", file.display()))?;
@@ -230,16 +57,7 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     if fieldsync::bundle::parts::is_part(file).with_context(cannot)? {
         let (part, _) = fieldsync::bundle::parts::read_part(file).with_context(cannot)?;
         ui.report(
-            &Sorted(PartOnly {
-                part: true,
-                bundle: part.set_short(),
-                name: &part.name,
-                index: part.index,
-                count: part.count,
-                offset: part.offset,
-                length: part.length,
-                total: part.total,
-            }),
+            &part.report(),
             |out| {
                 writeln!(out, "part       {}", file.display())?;
                 writeln!(
@@ -269,10 +87,10 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
             let outer = read_outer(&mut f).with_context(cannot)?;
             let size = f.metadata().map(|m| m.len()).with_context(cannot)?;
             ui.report(
-                &Sorted(OuterOnly {
+                &Sorted(OuterOnlyReport {
                     encrypted: true,
-                    outer: Outer::new(&outer),
-                    size,
+                    outer: OuterReport::new(&outer),
+                    bytes: size,
                 }),
                 |out| print_outer_only(out, &outer, size, file),
             )?;
@@ -280,7 +98,7 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
         }
         None => (inspect(f).with_context(cannot)?, None),
     };
-    ui.report(&Sorted(Inspected::new(&info, outer.as_ref())), |out| {
+    ui.report(&Sorted(InspectReport::new(&info, outer.as_ref())), |out| {
         print_inspect(out, &info, outer.as_ref(), file)
     })?;
     Ok(if info.intact {
@@ -288,19 +106,6 @@ pub fn cmd_inspect(ui: &mut Ui, args: &InspectArgs) -> Result<Outcome> {
     } else {
         Outcome::Failed
     })
-}
-
-/// What `inspect --json` prints for a part of a split bundle.
-#[derive(Serialize)]
-struct PartOnly<'a> {
-    part: bool,
-    bundle: String,
-    name: &'a str,
-    index: u32,
-    count: u32,
-    offset: u64,
-    length: u64,
-    total: u64,
 }
 
 /// An encrypted bundle inspected without the recipient's database.

@@ -60,11 +60,13 @@ pub fn cmd_peer(ui: &mut Ui, args: &PeerArgs) -> Result<Outcome> {
         }
         PeerAction::List { db } => {
             let all = fieldsync::net::remembered(&db.open()?)?;
-            ui.report(&serde_json::json!({ "servers": all }), |out| {
+            let all = fieldsync::net::Remotes { servers: all };
+            ui.report(&all, |out| {
+                let all = &all.servers;
                 if all.is_empty() {
                     return writeln!(out, "No server remembered (`fieldsync peer add`).");
                 }
-                for r in &all {
+                for r in all {
                     writeln!(out, "{}\t{}", r.name, r.url)?;
                 }
                 Ok(())
@@ -78,9 +80,10 @@ pub fn cmd_peer(ui: &mut Ui, args: &PeerArgs) -> Result<Outcome> {
                     super::shell_quote(db.path())
                 );
             }
-            ui.report(&serde_json::json!({ "removed": name }), |out| {
-                writeln!(out, "Forgot '{name}'.")
-            })?;
+            let forgotten = fieldsync::net::Forgotten {
+                server: name.clone(),
+            };
+            ui.report(&forgotten, |out| writeln!(out, "Forgot '{name}'."))?;
         }
     }
     Ok(Outcome::Success)

@@ -100,7 +100,10 @@ pub fn cmd_serve(ui: &mut Ui, args: &ServeArgs) -> Result<Outcome> {
     let mut printed = Ok(());
     serve(opts, |addr, tls| {
         let url = format!("{}://{addr}", if tls { "https" } else { "http" });
-        let value = serde_json::json!({ "listening": addr.to_string(), "url": url });
+        let value = fieldsync::net::Listening {
+            address: addr.to_string(),
+            url: url.clone(),
+        };
         printed = ui
             .report(&value, |out| {
                 writeln!(out, "Serving {db} at {url} (Ctrl-C stops).")?;

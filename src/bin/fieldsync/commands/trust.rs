@@ -13,7 +13,7 @@ use std::io::{Read as _, Write};
 use anyhow::{Context, Result};
 use clap::Args;
 use fieldsync::{Enrolled, Role, TrustList};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 use super::{DbArg, shell_quote, when};
 use crate::exit::Outcome;
@@ -92,24 +92,13 @@ fn parse_duration(text: &str) -> Result<i64, String> {
 /// `fieldsync key --json`, as `--stdin` reads it.
 #[derive(Deserialize)]
 struct KeyJson {
-    name: String,
+    /// `name` in what a fieldsync before the JSON vocabulary printed.
+    #[serde(alias = "name")]
+    instance: String,
     public_key: String,
     recipient: Option<String>,
-    site_id: Option<String>,
-}
-
-/// What `trust` prints with `--json` when it enrols nobody.
-#[derive(Serialize)]
-struct TrustReport<'a> {
-    /// Until when unsigned bundles are imported (unix ms), if ever.
-    accept_unsigned_until: Option<i64>,
-    /// Whether that is now.
-    accepts_unsigned_now: bool,
-    /// The keyring.
-    #[serde(flatten)]
-    list: &'a TrustList,
-    /// The clock bound in milliseconds (spec/trust.md, "The clock bound").
-    max_clock_ahead_ms: i64,
+    #[serde(alias = "site_id")]
+    site: Option<String>,
 }
 
 pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
@@ -122,13 +111,13 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
             .read_to_string(&mut text)
             .context("cannot read standard input")?;
         let key: KeyJson = serde_json::from_str(&text).context(
-            "standard input is not the output of `fieldsync key --json` (it needs name, public_key and recipient)",
+            "standard input is not the output of `fieldsync key --json` (it needs instance, public_key and recipient)",
         )?;
         let enrolled = db.enrol(
-            &key.name,
+            &key.instance,
             &key.public_key,
             key.recipient.as_deref(),
-            key.site_id.as_deref(),
+            key.site.as_deref(),
         )?;
         return print_enrolled(ui, &enrolled, path);
     }
@@ -148,16 +137,10 @@ pub fn cmd_trust(ui: &mut Ui, args: &TrustArgs) -> Result<Outcome> {
     if let Some(ms) = args.max_clock_ahead {
         db.set_max_clock_ahead_ms(ms)?;
     }
-    let until = db.unsigned_allowed_until()?;
-    let list = db.trusted()?;
-    let report = TrustReport {
-        accept_unsigned_until: until,
-        accepts_unsigned_now: until.is_some_and(|t| t > chrono::Utc::now().timestamp_millis()),
-        list: &list,
-        max_clock_ahead_ms: db.max_clock_ahead_ms()?,
-    };
+    let report = db.trust_settings()?;
+    let until = report.unsigned_until;
     ui.report(&Sorted(&report), |out| {
-        print_list(out, &list, path)?;
+        print_list(out, &report.list, path)?;
         writeln!(
             out,
             "Received changes stamped more than {} ahead of this computer's clock are held \"from the future\" (`--max-clock-ahead` sets the bound).",
