@@ -37,6 +37,26 @@ fn names(paths: &[PathBuf]) -> Vec<String> {
         .collect()
 }
 
+/// HQ and a laptop (Eden's shape), the laptop's many new rows exported to
+/// HQ unencrypted in parts of at most 100 KiB.
+fn laptop_week_in_parts(w: &World) -> Res<(Site, Site, Vec<PathBuf>)> {
+    let hq = w.site("hq", EDEN)?;
+    let f1 = w.site("field-1", EDEN)?;
+    f1.sql(&format!("{EDEN_ROWS}{MANY}"))?;
+    let parts = export_parts(&[
+        &"--db",
+        &f1.db,
+        &"--to",
+        &"hq",
+        &"--no-encrypt",
+        &"--max-size",
+        &"100KiB",
+        &"-o",
+        &w.path("a.bundle"),
+    ])?;
+    Ok((hq, f1, parts))
+}
+
 /// `import --json` of `files`, which must succeed.
 fn import(site: &Site, files: &[&PathBuf]) -> Res<serde_json::Value> {
     let paths: Vec<&Path> = files.iter().map(|p| p.as_path()).collect();
@@ -161,20 +181,7 @@ fn parts_imported_in_shuffled_order_over_several_runs_apply_the_bundle_once() ->
 #[test]
 fn a_damaged_or_forged_part_is_refused_and_the_database_is_unchanged() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", EDEN)?;
-    let f1 = w.site("field-1", EDEN)?;
-    f1.sql(&format!("{EDEN_ROWS}{MANY}"))?;
-    let a = export_parts(&[
-        &"--db",
-        &f1.db,
-        &"--to",
-        &"hq",
-        &"--no-encrypt",
-        &"--max-size",
-        &"100KiB",
-        &"-o",
-        &w.path("a.bundle"),
-    ])?;
+    let (hq, f1, a) = laptop_week_in_parts(&w)?;
     // One byte flipped in transit.
     let mut bytes = std::fs::read(&a[1])?;
     let mid = bytes.len() / 2;
@@ -332,20 +339,7 @@ fn forge(path: &Path, to: &Path) -> Res {
 #[test]
 fn a_forged_part_with_a_good_checksum_never_joins_and_clashes_with_the_real_one() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", EDEN)?;
-    let f1 = w.site("field-1", EDEN)?;
-    f1.sql(&format!("{EDEN_ROWS}{MANY}"))?;
-    let a = export_parts(&[
-        &"--db",
-        &f1.db,
-        &"--to",
-        &"hq",
-        &"--no-encrypt",
-        &"--max-size",
-        &"100KiB",
-        &"-o",
-        &w.path("a.bundle"),
-    ])?;
+    let (hq, f1, a) = laptop_week_in_parts(&w)?;
     let forged = w.path("forged.bundle");
     forge(&a[1], &forged)?;
     let before = hq.fingerprint()?;
@@ -374,20 +368,7 @@ fn a_forged_part_with_a_good_checksum_never_joins_and_clashes_with_the_real_one(
 #[test]
 fn a_dry_run_of_parts_joins_them_without_keeping_anything() -> Res {
     let w = World::new()?;
-    let hq = w.site("hq", EDEN)?;
-    let f1 = w.site("field-1", EDEN)?;
-    f1.sql(&format!("{EDEN_ROWS}{MANY}"))?;
-    let a = export_parts(&[
-        &"--db",
-        &f1.db,
-        &"--to",
-        &"hq",
-        &"--no-encrypt",
-        &"--max-size",
-        &"100KiB",
-        &"-o",
-        &w.path("a.bundle"),
-    ])?;
+    let (hq, _, a) = laptop_week_in_parts(&w)?;
     let before = hq.fingerprint()?;
     let mut args: Vec<&dyn AsRef<std::ffi::OsStr>> =
         vec![&"import", &"--db", &hq.db, &"--dry-run", &"--json"];

@@ -35,6 +35,29 @@ pub struct KeptPart {
     pub missing: Vec<u32>,
 }
 
+impl KeptPart {
+    /// `FILE is part 2 of 3 of NAME (bundle ID)`, for messages.
+    pub fn described(&self) -> String {
+        format!(
+            "{} is part {} of {} of {} (bundle {})",
+            self.file.display(),
+            self.part,
+            self.parts,
+            self.name,
+            self.bundle
+        )
+    }
+
+    /// `part 3 is` / `parts 1, 3 are`: what is missing, for messages.
+    pub fn missing_words(&self) -> String {
+        let numbers: Vec<String> = self.missing.iter().map(u32::to_string).collect();
+        match numbers.len() {
+            1 => format!("part {} is", numbers[0]),
+            _ => format!("parts {} are", numbers.join(", ")),
+        }
+    }
+}
+
 /// A bundle whose parts are all here, joined.
 #[derive(Debug)]
 pub struct JoinedBundle {

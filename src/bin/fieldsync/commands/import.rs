@@ -57,11 +57,6 @@ pub struct ImportArgs {
     limit: Option<u64>,
 }
 
-/// `1, 3, 4`.
-fn numbers(n: &[u32]) -> String {
-    n.iter().map(u32::to_string).collect::<Vec<_>>().join(", ")
-}
-
 pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
     if args.dry_run {
         return cmd_dry_run(ui, args);
@@ -92,18 +87,9 @@ pub fn cmd_import(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
         ui.text(|out| {
             writeln!(
                 out,
-                "kept {}: part {} of {} of {} (bundle {}); waiting for {} {}",
-                k.file.display(),
-                k.part,
-                k.parts,
-                k.name,
-                k.bundle,
-                if k.missing.len() == 1 {
-                    "part"
-                } else {
-                    "parts"
-                },
-                numbers(&k.missing)
+                "kept: {}; waiting: {} not here yet",
+                k.described(),
+                k.missing_words()
             )
         })?;
     }
@@ -359,14 +345,9 @@ fn cmd_dry_run(ui: &mut Ui, args: &ImportArgs) -> Result<Outcome> {
     let received = fieldsync::receive_parts(args.db.path(), &files, false)?;
     for k in &received.kept {
         ui.warn(format_args!(
-            "{} is part {} of {} of {} (bundle {}); {} {} not here, so that bundle is not in the preview",
-            k.file.display(),
-            k.part,
-            k.parts,
-            k.name,
-            k.bundle,
-            if k.missing.len() == 1 { "part" } else { "parts" },
-            numbers(&k.missing) + if k.missing.len() == 1 { " is" } else { " are" }
+            "{}; {} not here, so that bundle is not in the preview",
+            k.described(),
+            k.missing_words()
         ))?;
     }
     let shown: Vec<String> = (received.files.iter())

@@ -54,22 +54,9 @@ pub fn cmd_init(ui: &mut Ui, args: &InitArgs) -> Result<Outcome> {
     let received = fieldsync::receive_parts(args.db.path(), &args.from, false)?;
     if let Some(k) = received.kept.first() {
         bail!(
-            "{} is part {} of {} of {}, and {} {} missing: give every part to --from",
-            k.file.display(),
-            k.part,
-            k.parts,
-            k.name,
-            if k.missing.len() == 1 {
-                "part"
-            } else {
-                "parts"
-            },
-            k.missing
-                .iter()
-                .map(u32::to_string)
-                .collect::<Vec<_>>()
-                .join(", ")
-                + if k.missing.len() == 1 { " is" } else { " are" }
+            "{}, and {} missing: give every part to --from",
+            k.described(),
+            k.missing_words()
         );
     }
     let [bundle] = received.files.as_slice() else {
