@@ -38,6 +38,7 @@ use rusqlite::{Connection, Transaction};
 use serde::Serialize;
 
 use crate::base::colset::{ColSet, SENTINEL};
+use crate::base::hex;
 use crate::base::hlc::Hlc;
 use crate::base::seqset::{MAX_SEQ, SeqSet};
 use crate::base::value::{Value, decode_key, encode_key, key_literal};
@@ -783,10 +784,6 @@ fn log_entries(
         }
         all.union_with(&cols);
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn references(conn: &Connection, c: &mut Collector) -> Result<(), Error> {

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::base::hex;
 use crate::error::{BundleError, Error};
 
 /// The first bytes of a part file: like a bundle's and an envelope's
@@ -121,10 +122,6 @@ mod serde_bytes_32 {
             .try_into()
             .map_err(|_| serde::de::Error::custom("a set id is 32 bytes"))
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// True if the file starts like a part.

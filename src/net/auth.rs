@@ -89,10 +89,7 @@ pub fn sign(
     ]
 }
 
-/// Lowercase hex.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
+pub use crate::base::hex;
 
 /// A request's claims, parsed and its signature checked.
 #[derive(Debug, Clone)]

@@ -20,6 +20,7 @@ use crate::catalog::schema::quote_ident;
 use crate::catalog::session::Session;
 use crate::catalog::tracked::TrackedTable;
 use crate::error::Error;
+use crate::json::value_json;
 use crate::receive::import::ImportReport;
 
 /// What [`crate::Instance::preview_import`] found: everything the import
@@ -149,40 +150,29 @@ impl Serialize for RowKey {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.0.len()))?;
         for (c, v) in &self.0 {
-            map.serialize_entry(c, &Json(v))?;
+            map.serialize_entry(c, &value_json(v))?;
         }
         map.end()
     }
 }
 
 /// One column of a changed row.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ColumnChange {
     /// The column.
     pub column: String,
     /// Its value here (none for an inserted row).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_value"
+    )]
     pub old: Option<Value>,
     /// Its value after the import (none for a deleted row).
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::json::opt_value"
+    )]
     pub new: Option<Value>,
-}
-
-impl Serialize for ColumnChange {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let n = 1 + usize::from(self.old.is_some()) + usize::from(self.new.is_some());
-        let mut st = s.serialize_struct("ColumnChange", n)?;
-        st.serialize_field("column", &self.column)?;
-        if let Some(v) = &self.old {
-            st.serialize_field("old", &Json(v))?;
-        } else {
-            st.skip_field("old")?;
-        }
-        if let Some(v) = &self.new {
-            st.serialize_field("new", &Json(v))?;
-        } else {
-            st.skip_field("new")?;
-        }
-        st.end()
-    }
 }
 
 /// A value that would lose a merge (spec/merge.md): either the value here
@@ -230,10 +220,10 @@ impl Serialize for ConflictPreview {
                 "local"
             },
         )?;
-        st.serialize_field("lost_value", &Json(&self.lost_value))?;
+        st.serialize_field("lost_value", &value_json(&self.lost_value))?;
         st.serialize_field("loser_instance", &self.lost_site)?;
         st.serialize_field("lost_at", &crate::json::rfc3339(self.lost_at_ms))?;
-        st.serialize_field("won_value", &Json(&self.won_value))?;
+        st.serialize_field("won_value", &value_json(&self.won_value))?;
         st.serialize_field("winner_instance", &self.won_site)?;
         st.serialize_field("won_at", &crate::json::rfc3339(self.won_at_ms))?;
         st.serialize_field("reason", &self.reason)?;
@@ -260,30 +250,6 @@ pub struct HeldPreview {
     /// The instance whose bundle brings it.
     #[serde(rename = "sender_instance")]
     pub sender: String,
-}
-
-/// A cell value in the JSON vocabulary: null, a number, a string, or a blob
-/// as `{"base64": …}`.
-struct Json<'a>(&'a Value);
-
-impl Serialize for Json<'_> {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        match self.0 {
-            Value::Null => s.serialize_unit(),
-            Value::Integer(i) => s.serialize_i64(*i),
-            Value::Real(r) => s.serialize_f64(*r),
-            Value::Text(t) => s.serialize_str(&String::from_utf8_lossy(t)),
-            Value::Blob(b) => {
-                use base64::Engine;
-                let mut map = s.serialize_map(Some(1))?;
-                map.serialize_entry(
-                    "base64",
-                    &base64::engine::general_purpose::STANDARD.encode(b),
-                )?;
-                map.end()
-            }
-        }
-    }
 }
 
 /// Where the copy stood before the import: what to compare after it.
