@@ -1285,13 +1285,23 @@ impl Instance {
         crate::admin::history::row_history(&tx, &s, table, key)
     }
 
-    /// The instance's status. Reads only.
+    /// The instance's status, with every table's fingerprint. Reads only.
     pub fn status(&mut self) -> Result<Status, Error> {
+        self.status_with(true)
+    }
+
+    /// The status without the fingerprints, which read every tracked row:
+    /// for the console's pages, which do not show them. Reads only.
+    pub(crate) fn status_without_fingerprints(&mut self) -> Result<Status, Error> {
+        self.status_with(false)
+    }
+
+    fn status_with(&mut self, fingerprints: bool) -> Result<Status, Error> {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Deferred)?;
         let s = Session::load(&tx)?;
-        crate::admin::status::status(&tx, &s)
+        crate::admin::status::status(&tx, &s, fingerprints)
     }
 
     /// A content hash per tracked table (every one if `tables` is empty),

@@ -115,8 +115,11 @@ pub struct Status {
     /// warnings (spec/trust.md, "The clock bound").
     pub clock: crate::admin::clock::ClockStatus,
     /// A content hash per tracked table, to compare with another instance's
-    /// (`fieldsync fingerprint`).
-    pub fingerprints: crate::admin::fingerprint::Fingerprints,
+    /// (`fieldsync fingerprint`). Always there in
+    /// [`Instance::status`](crate::Instance::status); the console's pages,
+    /// which do not show it, skip reading every row for it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprints: Option<crate::admin::fingerprint::Fingerprints>,
 }
 
 /// An import that stopped between two of its write transactions.
@@ -155,7 +158,13 @@ fn count_in(conn: &Connection, origin: i64, set: &SeqSet) -> Result<u64, Error> 
 }
 
 /// Gather the status. Reads only, in one transaction so the parts agree.
-pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error> {
+/// The status; with `fingerprints`, each table's content hash too (which
+/// reads every tracked row).
+pub(crate) fn status(
+    tx: &Transaction<'_>,
+    s: &Session,
+    fingerprints: bool,
+) -> Result<Status, Error> {
     let captured = pending_count(tx)?;
     let peers = list_peers(tx)?
         .iter()
@@ -180,7 +189,11 @@ pub(crate) fn status(tx: &Transaction<'_>, s: &Session) -> Result<Status, Error>
         schema_held: crate::receive::schema_changes::held_count(tx)?,
         schema_mode: crate::receive::schema_changes::mode(tx)?,
         clock: crate::admin::clock::clock_status(tx)?,
-        fingerprints: crate::admin::fingerprint::fingerprints(tx, s, &[])?,
+        fingerprints: if fingerprints {
+            Some(crate::admin::fingerprint::fingerprints(tx, s, &[])?)
+        } else {
+            None
+        },
     })
 }
 

@@ -8,7 +8,7 @@
 //! there, and is then checked as any bundle is (its BLAKE3 must be the
 //! `set` every part names, then its signature and everything else import
 //! checks). Keeping parts until their siblings come is
-//! [`crate::receive::parts`]'s job.
+//! the job of `receive::parts`.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
@@ -329,8 +329,8 @@ pub fn split(bundle: &Path, max_size: u64, paths: &[PathBuf]) -> Result<Vec<u64>
 }
 
 /// Read and check a part file: its header within bounds, its size what
-/// the header says, its checksum. Returns the header; the piece is at
-/// [`piece_offset`] in the file.
+/// the header says, its checksum. Returns the header and the offset in the
+/// file where the piece starts.
 pub fn read_part(path: &Path) -> Result<(PartHeader, u64), Error> {
     let damaged = |detail: String| -> Error {
         BundleError::DamagedPart {

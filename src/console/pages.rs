@@ -171,7 +171,7 @@ pub(super) async fn instances(State(app): State<App>, headers: HeaderMap) -> Res
     };
     let read = with_db(&app, |i| {
         Ok(Overview {
-            status: i.status()?,
+            status: i.status_without_fingerprints()?,
             trust: i.trusted()?,
             conflicts: i.conflicts(0)?,
             journal: i.journal(JOURNAL_READ)?,
@@ -616,7 +616,7 @@ pub(super) async fn data(
     let key = q.get("key").cloned().unwrap_or_default();
     let (t, k) = (table.clone(), key.clone());
     let read = with_db(&app, move |i| {
-        let status = i.status()?;
+        let status = i.status_without_fingerprints()?;
         let found = if t.is_empty() || k.trim().is_empty() {
             None
         } else {

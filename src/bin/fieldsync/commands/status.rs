@@ -88,9 +88,8 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
                 if t.rows == 1 { "row" } else { "rows" },
                 t.tombstones,
                 t.version.as_deref().unwrap_or("-"),
-                s.fingerprints
-                    .tables
-                    .iter()
+                (s.fingerprints.iter())
+                    .flat_map(|f| &f.tables)
                     .find(|f| f.table == t.name)
                     .map_or("-", |f| f.fingerprint.as_str())
             )?;
@@ -118,11 +117,11 @@ fn print_status(out: &mut dyn Write, s: &Status, db: &Path) -> std::io::Result<(
             shell_quote(db)
         )?;
     }
-    if !s.tables.is_empty() {
+    if let Some(f) = s.fingerprints.as_ref().filter(|_| !s.tables.is_empty()) {
         writeln!(
             out,
             "fingerprint {} (per table: `fieldsync fingerprint --db {}`; equal on another instance means the same rows)",
-            s.fingerprints.fingerprint,
+            f.fingerprint,
             shell_quote(db)
         )?;
     }
